@@ -1,0 +1,51 @@
+"""The lab DNS as a lab service (hosts with ``services = ["dns"]``)."""
+
+from __future__ import annotations
+
+
+from simulator.dns.aio import DnsServer
+from simulator.dns.resolver import LabResolver, ResolutionError
+from simulator.dns.zone import DnsZone, build_records
+from simulator.lab.services import BoundListener, ServiceContext, address_of
+
+
+class DnsService:
+    """Public view on hosts with role ``dns-external``, the full lab on the others."""
+
+    def __init__(self, ctx: ServiceContext) -> None:
+        self.ctx = ctx
+        records = build_records(
+            ctx.topology,
+            public_only="dns-external" in ctx.host.roles,
+            address=lambda iface: address_of(iface, ctx.runner),
+        )
+        self.zone = DnsZone(records)
+        self.servers: list[DnsServer] = []
+
+    async def start(self) -> list[BoundListener]:
+        bound: list[BoundListener] = []
+        for lst in self.ctx.listeners:
+            server = DnsServer(self.zone, self.ctx.address(lst.interface), lst.port)
+            await server.start()
+            self.servers.append(server)
+            bound += [BoundListener(lst, t, server.address, server.port) for t in ("udp", "tcp")]
+        return bound
+
+    async def check(self, bound: BoundListener) -> str | None:
+        """Ask for the SRV record of the first lab domain with an SRV record."""
+        name = next(iter(self.zone.records.srv), None) or next(iter(self.zone.records.a), None)
+        if name is None:
+            return None
+        try:
+            resolver = LabResolver((bound.address, bound.port), timeout=2.0)
+            if name in self.zone.records.srv:
+                await resolver.srv(name)
+            else:
+                await resolver.a(name)
+        except ResolutionError as exc:
+            return str(exc)
+        return None
+
+    async def stop(self) -> None:
+        for server in self.servers:
+            await server.stop()

@@ -1,0 +1,124 @@
+"""Sans-IO lab DNS: build the record set of a view of the topology and answer queries.
+
+Implemented: A, SRV (and ANY as both) for names in lab domains; NXDOMAIN for unknown names in a
+lab domain; REFUSED for names outside the lab (never recursive); FORMERR for undecodable
+queries that still carry an id. Not implemented: AAAA (answered empty, NOERROR), zone
+transfers, EDNS options beyond echoing the payload size.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import dns.exception
+import dns.flags
+import dns.message
+import dns.name
+import dns.opcode
+import dns.rcode
+import dns.rdataclass
+import dns.rdatatype
+import dns.rrset
+
+from simulator.lab.topology import Interface, Topology
+
+TTL = 60
+
+
+@dataclass(frozen=True)
+class Records:
+    """The names one lab DNS server answers for."""
+
+    a: dict[str, tuple[str, ...]]
+    srv: dict[str, tuple[tuple[int, int, int, str], ...]]
+    """name -> (priority, weight, port, target)."""
+    suffixes: tuple[str, ...]
+    """Lab domains this server is authoritative for."""
+
+
+def build_records(
+    topology: Topology, *, public_only: bool, address: Callable[[Interface], str]
+) -> Records:
+    """Records of the topology; ``public_only`` keeps names in public zones only."""
+    a: dict[str, list[str]] = {}
+    for iface in topology.interfaces():
+        if public_only and not topology.zone(iface.zone).public:
+            continue
+        for fqdn in iface.fqdns:
+            a.setdefault(fqdn, []).append(address(iface))
+    srv: dict[str, list[tuple[int, int, int, str]]] = {}
+    for rec in topology.srv:
+        if rec.target in a:
+            srv.setdefault(rec.name, []).append((rec.priority, rec.weight, rec.port, rec.target))
+    suffixes = {".".join(n.split(".")[-2:]) for n in a} | {
+        ".".join(n.split(".")[-2:]) for n in srv
+    }
+    suffixes |= set(topology.domains())
+    return Records(
+        {k: tuple(v) for k, v in a.items()},
+        {k: tuple(v) for k, v in srv.items()},
+        tuple(sorted(suffixes)),
+    )
+
+
+class DnsZone:
+    """Answers wire-format queries from :class:`Records`."""
+
+    def __init__(self, records: Records) -> None:
+        self.records = records
+        self.queries = 0
+        self.malformed = 0
+
+    def _in_lab(self, name: str) -> bool:
+        return any(name == s or name.endswith("." + s) for s in self.records.suffixes)
+
+    def answer(self, wire: bytes) -> bytes | None:
+        """The response to one query, or None when the datagram is not worth answering."""
+        self.queries += 1
+        try:
+            query = dns.message.from_wire(wire)
+        except (dns.exception.DNSException, ValueError, struct.error):
+            self.malformed += 1
+            if len(wire) < 12:
+                return None
+            # Answer FORMERR with the query's id and flags so the client stops waiting.
+            (qid,) = struct.unpack("!H", wire[:2])
+            return struct.pack("!HHHHHH", qid, 0x8000 | dns.rcode.FORMERR, 0, 0, 0, 0)
+        response = dns.message.make_response(query)
+        response.flags |= dns.flags.AA
+        response.flags &= ~dns.flags.RA
+        if query.opcode() != dns.opcode.QUERY or len(query.question) != 1:
+            response.set_rcode(dns.rcode.NOTIMP if query.opcode() != dns.opcode.QUERY else dns.rcode.FORMERR)
+            return response.to_wire()
+        question = query.question[0]
+        name = question.name.to_text(omit_final_dot=True).lower()
+        if not self._in_lab(name):
+            response.flags &= ~dns.flags.AA
+            response.set_rcode(dns.rcode.REFUSED)
+            return response.to_wire()
+        rdtype = question.rdtype
+        found = name in self.records.a or name in self.records.srv
+        if rdtype in (dns.rdatatype.A, dns.rdatatype.ANY) and name in self.records.a:
+            response.answer.append(
+                dns.rrset.from_text_list(question.name, TTL, "IN", "A", list(self.records.a[name]))
+            )
+        if rdtype in (dns.rdatatype.SRV, dns.rdatatype.ANY) and name in self.records.srv:
+            entries = self.records.srv[name]
+            response.answer.append(
+                dns.rrset.from_text_list(
+                    question.name, TTL, "IN", "SRV",
+                    [f"{p} {w} {port} {target}." for p, w, port, target in entries],
+                )  # fmt: skip
+            )
+            for _p, _w, _port, target in entries:
+                if target in self.records.a:
+                    response.additional.append(
+                        dns.rrset.from_text_list(
+                            dns.name.from_text(target), TTL, "IN", "A", list(self.records.a[target])
+                        )
+                    )
+        if not found:
+            response.set_rcode(dns.rcode.NXDOMAIN)
+        return response.to_wire()

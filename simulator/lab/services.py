@@ -1,0 +1,137 @@
+"""The service registry: what a lab runner starts on each host.
+
+A host in the topology lists the services it runs (``services = ["access-edge", ...]``) and the
+listeners each one owns. A runner looks every service up here, builds a :class:`ServiceContext`
+for it and awaits :meth:`Service.start`. A service whose module is not there yet is reported as
+*not available* and the rest of the lab starts anyway.
+
+Writing a service: a class taking a :class:`ServiceContext`, with ``async start()`` returning the
+:class:`BoundListener` list it opened and ``async stop()``; optionally ``async check(bound)``
+returning None when the listener answers at protocol level, or a one-line reason when it does
+not (the runner falls back to a TCP connect for TCP listeners).
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+from simulator.dns.resolver import LabResolver
+from simulator.lab.topology import Host, Interface, Listener, Topology
+from simulator.pki import LabPki
+
+#: Service name -> "module:Class". Each issue that brings a service fills its entry's module.
+SERVICES: dict[str, str] = {
+    "dns": "simulator.dns.service:DnsService",
+    "media-peer": "simulator.media.peer:MediaPeerService",
+    "access-edge": "simulator.sip.service:AccessEdgeService",
+    "front-end": "simulator.sip.service:FrontEndService",
+    "partner-edge": "simulator.sip.service:PartnerEdgeService",
+    "pic": "simulator.sip.service:PublicImService",
+    "xmpp-proxy": "simulator.xmpp.service:XmppProxyService",
+    "xmpp-partner": "simulator.xmpp.service:XmppPartnerService",
+    "av-edge": "simulator.media.service:AvEdgeService",
+}
+
+#: Which issue brings a service that is not available yet (for the "not yet" message).
+PLANNED: dict[str, str] = {
+    "access-edge": "issue #3 (Access Edge)",
+    "front-end": "issue #3 (Access Edge)",
+    "partner-edge": "issue #3 (Access Edge)",
+    "pic": "issue #3 (Access Edge)",
+    "xmpp-proxy": "issue #4 (XMPP proxy)",
+    "xmpp-partner": "issue #4 (XMPP proxy)",
+    "av-edge": "issue #5 (A/V Edge)",
+    "media-peer": "issue #5 (A/V Edge)",
+}
+
+
+@dataclass(frozen=True)
+class BoundListener:
+    """A socket a service actually listens on."""
+
+    listener: Listener
+    transport: str
+    """``tcp`` or ``udp``."""
+    address: str
+    port: int
+    """The first port for a range listener (a relay allocates its ports on demand)."""
+
+    def __str__(self) -> str:
+        return f"{self.address}:{self.listener.ports if self.listener.port_low != self.listener.port_high else self.port}/{self.transport}"
+
+
+@dataclass
+class ServiceContext:
+    """Everything a service needs from the lab it runs in."""
+
+    topology: Topology
+    host: Host
+    service: str
+    pki: LabPki
+    runner: str
+    """``local``, ``netns`` or ``compose``: decides the addresses."""
+    settings: dict[str, object] = field(default_factory=dict)
+    """Service settings (federation policy, credentials ...), from the lab configuration."""
+
+    def address(self, iface: Interface | str) -> str:
+        """The address this runner uses for an interface (``iface`` may be ``host:id`` or an id)."""
+        if isinstance(iface, str):
+            iface = (
+                self.topology.interface(iface) if ":" in iface else self.host.interface(iface)
+            )
+        return address_of(iface, self.runner)
+
+    @property
+    def listeners(self) -> tuple[Listener, ...]:
+        return self.host.listeners_of(self.service)
+
+    def resolver(self, iface: Interface | str | None = None) -> LabResolver:
+        """A DNS resolver that asks the lab DNS of ``iface``'s zone (the host's first by default)."""
+        if iface is None:
+            iface = self.host.interfaces[0]
+        elif isinstance(iface, str):
+            iface = self.host.interface(iface)
+        return resolver_for(self.topology, iface, self.runner)
+
+
+def address_of(iface: Interface, runner: str) -> str:
+    return str(iface.loopback() if runner == "local" else iface.address)
+
+
+def resolver_for(topology: Topology, iface: Interface, runner: str) -> LabResolver:
+    ns = topology.nameserver_for(iface)
+    if ns is None:
+        return LabResolver(None)
+    dns_port = next(
+        (lst.port for lst in topology.host(ns.host).listeners if lst.proto == "dns"), 53
+    )
+    return LabResolver((address_of(ns, runner), dns_port))
+
+
+@runtime_checkable
+class Service(Protocol):
+    async def start(self) -> list[BoundListener]: ...
+
+    async def stop(self) -> None: ...
+
+
+class ServiceFactory(Protocol):
+    def __call__(self, ctx: ServiceContext) -> Service: ...
+
+
+def load_service(name: str) -> ServiceFactory | None:
+    """The factory of a registered service, or None if its module is not there yet."""
+    target = SERVICES.get(name)
+    if target is None:
+        return None
+    module_name, _, attr = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and module_name.startswith(exc.name):
+            return None
+        raise
+    factory = getattr(module, attr, None)
+    return factory  # type: ignore[no-any-return]

@@ -1,0 +1,594 @@
+"""The topology model: zones, hosts, interfaces, listeners, firewalls and CAs of a lab.
+
+One TOML file (``default.toml`` in this package, or the user's own with ``--topology``) is loaded
+into frozen dataclasses and validated as a whole. Every problem is reported as a
+:class:`~simulator.errors.ConfigError` naming the file and the entry, e.g.
+``lab.toml: hosts[edge].interfaces[access]: zone 'dmz' is not defined``.
+
+Every lab runner renders this one model: the local runner maps each interface address to a
+loopback address (:meth:`Interface.loopback`), the netns and compose runners use the addresses as
+they are.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import tomllib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from simulator.errors import ConfigError
+
+#: Listener protocols and the transport(s) each one uses.
+PROTOCOLS: dict[str, tuple[str, ...]] = {
+    "sip-tls": ("tcp",),
+    "sip-mtls": ("tcp",),
+    "xmpp-s2s": ("tcp",),
+    "xmpp-mtls": ("tcp",),
+    "xmpp-c2s": ("tcp",),
+    "stun-udp": ("udp",),
+    "turn-tcp": ("tcp",),
+    "turn-tls": ("tcp",),
+    "dns": ("udp", "tcp"),
+    "media": ("udp", "tcp"),
+    "relay": ("udp", "tcp"),
+}
+
+DEFAULT_TOPOLOGY = "default.toml"
+
+
+def default_topology_path() -> Path:
+    """The path of the topology shipped in the package."""
+    return Path(str(resources.files("simulator.lab").joinpath(DEFAULT_TOPOLOGY)))
+
+
+@dataclass(frozen=True)
+class Zone:
+    id: str
+    """Zone name, e.g. ``internet``."""
+    subnet: ipaddress.IPv4Network
+    """The zone's subnet; every address in the zone lies in it."""
+    description: str = ""
+    public: bool = False
+    """Names in this zone are served by the public lab DNS (role ``dns-external``)."""
+    dns: str | None = None
+    """Id of the DNS host that hosts in this zone ask."""
+
+
+@dataclass(frozen=True)
+class CertificateAuthority:
+    id: str
+    """Short name used by interfaces (``ca = "public"``)."""
+    name: str
+    """The CA's common name."""
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Interface:
+    host: str
+    """Id of the host (or firewall) this interface belongs to."""
+    id: str
+    """Interface name, unique within its host (e.g. ``access``)."""
+    zone: str
+    """Id of the zone the interface is attached to."""
+    address: ipaddress.IPv4Address
+    """The interface's address in its zone."""
+    fqdns: tuple[str, ...] = ()
+    """DNS names of this address; the first is the primary one (certificate subject)."""
+    ca: str | None = None
+    """The CA that issues this interface's certificate, if it presents one."""
+    loopback_address: ipaddress.IPv4Address | None = None
+    """Address used by the local runner; derived from :attr:`address` unless given."""
+
+    @property
+    def ref(self) -> str:
+        """``host:interface``, as used in matrix rows and messages."""
+        return f"{self.host}:{self.id}"
+
+    @property
+    def fqdn(self) -> str | None:
+        return self.fqdns[0] if self.fqdns else None
+
+    def loopback(self) -> ipaddress.IPv4Address:
+        """The address the local runner binds: 127.b.c.d for a.b.c.d unless configured."""
+        if self.loopback_address is not None:
+            return self.loopback_address
+        packed = self.address.packed
+        return ipaddress.IPv4Address(bytes([127]) + packed[1:])
+
+
+@dataclass(frozen=True)
+class Listener:
+    host: str
+    interface: str
+    service: str
+    """The service that owns the listener (``access-edge``, ``av-edge``, ...)."""
+    proto: str
+    """Wire protocol, a key of :data:`PROTOCOLS`."""
+    port_low: int
+    port_high: int
+    """Inclusive port range; ``port_low == port_high`` for a single port."""
+
+    @property
+    def transports(self) -> tuple[str, ...]:
+        return PROTOCOLS[self.proto]
+
+    @property
+    def port(self) -> int:
+        return self.port_low
+
+    @property
+    def ports(self) -> str:
+        if self.port_low == self.port_high:
+            return str(self.port_low)
+        return f"{self.port_low}-{self.port_high}"
+
+
+@dataclass(frozen=True)
+class Host:
+    id: str
+    roles: tuple[str, ...]
+    interfaces: tuple[Interface, ...]
+    listeners: tuple[Listener, ...] = ()
+    services: tuple[str, ...] = ()
+    """Services this host runs (keys of the service registry)."""
+    domain: str | None = None
+    """The SIP/XMPP domain this host belongs to or serves."""
+    description: str = ""
+
+    def interface(self, interface_id: str) -> Interface:
+        for iface in self.interfaces:
+            if iface.id == interface_id:
+                return iface
+        raise KeyError(f"{self.id}:{interface_id}")
+
+    def listeners_of(self, service: str) -> tuple[Listener, ...]:
+        return tuple(lst for lst in self.listeners if lst.service == service)
+
+    @property
+    def zones(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(i.zone for i in self.interfaces))
+
+
+@dataclass(frozen=True)
+class Firewall:
+    id: str
+    interfaces: tuple[Interface, ...]
+    rules: str
+    """Path of the nftables rule file, relative to the repository root."""
+    description: str = ""
+
+    @property
+    def zones(self) -> tuple[str, ...]:
+        return tuple(i.zone for i in self.interfaces)
+
+
+@dataclass(frozen=True)
+class SrvRecord:
+    name: str
+    target: str
+    port: int
+    priority: int = 0
+    weight: int = 0
+
+
+@dataclass(frozen=True)
+class Topology:
+    path: Path
+    name: str
+    zones: tuple[Zone, ...]
+    hosts: tuple[Host, ...]
+    firewalls: tuple[Firewall, ...]
+    cas: tuple[CertificateAuthority, ...]
+    srv: tuple[SrvRecord, ...] = field(default=())
+    description: str = ""
+    settings: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """``[services.<name>]`` tables: settings handed to each service (policy, users ...)."""
+
+    # ---------------------------------------------------------------- look-ups
+    def zone(self, zone_id: str) -> Zone:
+        for zone in self.zones:
+            if zone.id == zone_id:
+                return zone
+        raise KeyError(zone_id)
+
+    def host(self, host_id: str) -> Host:
+        for host in self.hosts:
+            if host.id == host_id:
+                return host
+        raise KeyError(host_id)
+
+    def hosts_with_role(self, role: str) -> list[Host]:
+        return [h for h in self.hosts if role in h.roles]
+
+    def hosts_in_zone(self, zone_id: str) -> list[Host]:
+        return [h for h in self.hosts if zone_id in h.zones]
+
+    def interfaces(self) -> Iterator[Interface]:
+        """Every host interface (not the firewalls')."""
+        for host in self.hosts:
+            yield from host.interfaces
+
+    def listeners(self) -> Iterator[Listener]:
+        for host in self.hosts:
+            yield from host.listeners
+
+    def interface(self, ref: str) -> Interface:
+        """Look up ``host:interface``."""
+        host_id, _, iface_id = ref.partition(":")
+        return self.host(host_id).interface(iface_id)
+
+    def interface_by_fqdn(self, fqdn: str) -> Interface | None:
+        fqdn = fqdn.lower().rstrip(".")
+        for iface in self.interfaces():
+            if fqdn in iface.fqdns:
+                return iface
+        return None
+
+    def firewall_between(self, zone_a: str, zone_b: str) -> Firewall | None:
+        for fw in self.firewalls:
+            if {zone_a, zone_b} <= set(fw.zones):
+                return fw
+        return None
+
+    def nameserver_for(self, iface: Interface) -> Interface | None:
+        """The interface of the DNS host that ``iface``'s zone uses, if any."""
+        dns = self.zone(iface.zone).dns
+        if dns is None:
+            return None
+        return self.host(dns).interfaces[0]
+
+    def domains(self) -> list[str]:
+        return sorted({h.domain for h in self.hosts if h.domain})
+
+
+# -------------------------------------------------------------------- loading
+
+
+def load_topology(path: Path | str | None = None) -> Topology:
+    """Load and validate a topology file (the shipped default when ``path`` is None)."""
+    path = Path(path) if path is not None else default_topology_path()
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(path, "", f"cannot read topology file: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(path, "", f"not valid TOML: {exc}") from None
+    return _Loader(path).load(data)
+
+
+class _Loader:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def fail(self, entry: str, message: str) -> ConfigError:
+        return ConfigError(self.path, entry, message)
+
+    # -- typed field access --------------------------------------------------
+    def _get(self, table: dict[str, Any], key: str, kind: type, entry: str, default: Any = ...) -> Any:
+        if key not in table:
+            if default is ...:
+                raise self.fail(entry, f"missing required key '{key}'")
+            return default
+        value = table[key]
+        if kind is int and isinstance(value, bool):
+            raise self.fail(entry, f"'{key}' must be an integer, not {value!r}")
+        if not isinstance(value, kind):
+            raise self.fail(entry, f"'{key}' must be {_kind_name(kind)}, not {type(value).__name__}")
+        return value
+
+    def _str_list(self, table: dict[str, Any], key: str, entry: str) -> tuple[str, ...]:
+        value = self._get(table, key, list, entry, [])
+        for item in value:
+            if not isinstance(item, str):
+                raise self.fail(entry, f"'{key}' must be a list of strings")
+        return tuple(value)
+
+    def _tables(self, data: dict[str, Any], key: str, entry: str) -> list[dict[str, Any]]:
+        value = data.get(key, [])
+        if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+            raise self.fail(entry or key, f"'{key}' must be an array of tables ([[{key}]])")
+        return value
+
+    def _address(self, text: str, entry: str) -> ipaddress.IPv4Address:
+        try:
+            return ipaddress.IPv4Address(text)
+        except ValueError:
+            raise self.fail(entry, f"'{text}' is not an IPv4 address") from None
+
+    def _check_keys(self, table: dict[str, Any], allowed: Iterable[str], entry: str) -> None:
+        unknown = sorted(set(table) - set(allowed))
+        if unknown:
+            raise self.fail(entry, f"unknown key '{unknown[0]}'")
+
+    # -- the file --------------------------------------------------------------
+    def load(self, data: dict[str, Any]) -> Topology:
+        self._check_keys(data, {"lab", "zones", "cas", "firewalls", "hosts", "srv", "services"}, "")
+        settings = data.get("services", {})
+        if not isinstance(settings, dict) or not all(isinstance(v, dict) for v in settings.values()):
+            raise self.fail("services", "'services' must hold one table per service ([services.NAME])")
+        lab = data.get("lab", {})
+        if not isinstance(lab, dict):
+            raise self.fail("lab", "'lab' must be a table")
+        name = self._get(lab, "name", str, "lab", "lab")
+        description = self._get(lab, "description", str, "lab", "")
+
+        zones = self._zones(data)
+        zone_ids = {z.id: z for z in zones}
+        cas = self._cas(data)
+        ca_ids = {c.id for c in cas}
+        if not zones:
+            raise self.fail("zones", "the topology defines no zones")
+
+        hosts = [self._host(t, i, zone_ids, ca_ids) for i, t in enumerate(self._tables(data, "hosts", ""))]
+        firewalls = [
+            self._firewall(t, i, zone_ids) for i, t in enumerate(self._tables(data, "firewalls", ""))
+        ]
+        srv = [self._srv(t, i) for i, t in enumerate(self._tables(data, "srv", ""))]
+        topo = Topology(
+            path=self.path,
+            name=name,
+            description=description,
+            zones=tuple(zones),
+            hosts=tuple(hosts),
+            firewalls=tuple(firewalls),
+            cas=tuple(cas),
+            srv=tuple(srv),
+            settings=settings,
+        )
+        self._cross_checks(topo)
+        return topo
+
+    def _zones(self, data: dict[str, Any]) -> list[Zone]:
+        zones: list[Zone] = []
+        for i, table in enumerate(self._tables(data, "zones", "")):
+            entry = f"zones[{table.get('id', i)}]"
+            self._check_keys(table, {"id", "subnet", "description", "public", "dns"}, entry)
+            zid = self._get(table, "id", str, entry)
+            subnet_text = self._get(table, "subnet", str, entry)
+            try:
+                subnet = ipaddress.IPv4Network(subnet_text)
+            except ValueError:
+                raise self.fail(entry, f"'{subnet_text}' is not an IPv4 network") from None
+            if any(z.id == zid for z in zones):
+                raise self.fail(entry, f"zone '{zid}' is defined twice")
+            for other in zones:
+                if other.subnet.overlaps(subnet):
+                    raise self.fail(entry, f"subnet {subnet} overlaps zone '{other.id}' ({other.subnet})")
+            zones.append(
+                Zone(
+                    zid,
+                    subnet,
+                    self._get(table, "description", str, entry, ""),
+                    self._get(table, "public", bool, entry, False),
+                    self._get(table, "dns", str, entry, None),
+                )
+            )
+        return zones
+
+    def _cas(self, data: dict[str, Any]) -> list[CertificateAuthority]:
+        cas: list[CertificateAuthority] = []
+        for i, table in enumerate(self._tables(data, "cas", "")):
+            entry = f"cas[{table.get('id', i)}]"
+            self._check_keys(table, {"id", "name", "description"}, entry)
+            cid = self._get(table, "id", str, entry)
+            if any(c.id == cid for c in cas):
+                raise self.fail(entry, f"CA '{cid}' is defined twice")
+            cas.append(
+                CertificateAuthority(
+                    cid,
+                    self._get(table, "name", str, entry),
+                    self._get(table, "description", str, entry, ""),
+                )
+            )
+        return cas
+
+    def _interface(
+        self,
+        owner: str,
+        table: Any,
+        index: int,
+        entry_prefix: str,
+        zone_ids: dict[str, Zone],
+        ca_ids: set[str],
+    ) -> Interface:
+        if not isinstance(table, dict):
+            raise self.fail(f"{entry_prefix}.interfaces[{index}]", "an interface must be a table")
+        entry = f"{entry_prefix}.interfaces[{table.get('id', index)}]"
+        self._check_keys(table, {"id", "zone", "address", "fqdns", "ca", "loopback"}, entry)
+        iid = self._get(table, "id", str, entry)
+        zone = self._get(table, "zone", str, entry)
+        if zone not in zone_ids:
+            raise self.fail(entry, f"zone '{zone}' is not defined (zones: {', '.join(zone_ids)})")
+        address = self._address(self._get(table, "address", str, entry), entry)
+        if address not in zone_ids[zone].subnet:
+            raise self.fail(entry, f"address {address} is outside zone '{zone}' ({zone_ids[zone].subnet})")
+        ca = self._get(table, "ca", str, entry, None)
+        if ca is not None and ca not in ca_ids:
+            raise self.fail(entry, f"CA '{ca}' is not defined")
+        fqdns = tuple(f.lower().rstrip(".") for f in self._str_list(table, "fqdns", entry))
+        loopback_text = self._get(table, "loopback", str, entry, None)
+        loopback = self._address(loopback_text, entry) if loopback_text else None
+        if loopback is not None and not loopback.is_loopback:
+            raise self.fail(entry, f"loopback {loopback} is not in 127.0.0.0/8")
+        return Interface(owner, iid, zone, address, fqdns, ca, loopback)
+
+    def _host(
+        self, table: dict[str, Any], index: int, zone_ids: dict[str, Zone], ca_ids: set[str]
+    ) -> Host:
+        entry = f"hosts[{table.get('id', index)}]"
+        self._check_keys(
+            table,
+            {"id", "roles", "domain", "description", "services", "interfaces", "listeners"},
+            entry,
+        )
+        hid = self._get(table, "id", str, entry)
+        raw_ifaces = self._get(table, "interfaces", list, entry, [])
+        if not raw_ifaces:
+            raise self.fail(entry, "host has no interfaces, so it is in no zone")
+        interfaces = [
+            self._interface(hid, t, i, entry, zone_ids, ca_ids) for i, t in enumerate(raw_ifaces)
+        ]
+        seen: set[str] = set()
+        for iface in interfaces:
+            if iface.id in seen:
+                raise self.fail(f"{entry}.interfaces[{iface.id}]", "interface id used twice")
+            seen.add(iface.id)
+        services = self._str_list(table, "services", entry)
+        listeners = [
+            self._listener(hid, t, i, entry, seen, services)
+            for i, t in enumerate(self._get(table, "listeners", list, entry, []))
+        ]
+        return Host(
+            id=hid,
+            roles=self._str_list(table, "roles", entry),
+            interfaces=tuple(interfaces),
+            listeners=tuple(listeners),
+            services=services,
+            domain=self._get(table, "domain", str, entry, None),
+            description=self._get(table, "description", str, entry, ""),
+        )
+
+    def _listener(
+        self,
+        host: str,
+        table: Any,
+        index: int,
+        host_entry: str,
+        interfaces: set[str],
+        services: tuple[str, ...],
+    ) -> Listener:
+        entry = f"{host_entry}.listeners[{index}]"
+        if not isinstance(table, dict):
+            raise self.fail(entry, "a listener must be a table")
+        self._check_keys(table, {"interface", "service", "proto", "port", "ports"}, entry)
+        iface = self._get(table, "interface", str, entry)
+        if iface not in interfaces:
+            raise self.fail(entry, f"interface '{iface}' is not an interface of host '{host}'")
+        service = self._get(table, "service", str, entry)
+        if service not in services:
+            raise self.fail(entry, f"service '{service}' is not in the host's services")
+        proto = self._get(table, "proto", str, entry)
+        if proto not in PROTOCOLS:
+            raise self.fail(entry, f"unknown proto '{proto}' (known: {', '.join(PROTOCOLS)})")
+        if ("port" in table) == ("ports" in table):
+            raise self.fail(entry, "give exactly one of 'port' or 'ports'")
+        if "port" in table:
+            low = high = self._get(table, "port", int, entry)
+        else:
+            low, high = parse_port_range(self._get(table, "ports", str, entry), self.fail, entry)
+        for port in (low, high):
+            if not 1 <= port <= 65535:
+                raise self.fail(entry, f"port {port} is outside 1-65535")
+        return Listener(host, iface, service, proto, low, high)
+
+    def _firewall(self, table: dict[str, Any], index: int, zone_ids: dict[str, Zone]) -> Firewall:
+        entry = f"firewalls[{table.get('id', index)}]"
+        self._check_keys(table, {"id", "description", "rules", "interfaces"}, entry)
+        fid = self._get(table, "id", str, entry)
+        raw = self._get(table, "interfaces", list, entry)
+        interfaces = [self._interface(fid, t, i, entry, zone_ids, set()) for i, t in enumerate(raw)]
+        if len({i.zone for i in interfaces}) < 2:
+            raise self.fail(entry, "a firewall needs interfaces in at least two zones")
+        return Firewall(
+            fid,
+            tuple(interfaces),
+            self._get(table, "rules", str, entry, f"lab/firewall/{fid}.nft"),
+            self._get(table, "description", str, entry, ""),
+        )
+
+    def _srv(self, table: dict[str, Any], index: int) -> SrvRecord:
+        entry = f"srv[{table.get('name', index)}]"
+        self._check_keys(table, {"name", "target", "port", "priority", "weight"}, entry)
+        return SrvRecord(
+            self._get(table, "name", str, entry).lower().rstrip("."),
+            self._get(table, "target", str, entry).lower().rstrip("."),
+            self._get(table, "port", int, entry),
+            self._get(table, "priority", int, entry, 0),
+            self._get(table, "weight", int, entry, 0),
+        )
+
+    # -- whole-model checks ------------------------------------------------------
+    def _cross_checks(self, topo: Topology) -> None:
+        ids: dict[str, str] = {}
+        for kind, items in (("host", topo.hosts), ("firewall", topo.firewalls)):
+            for item in items:
+                if item.id in ids:
+                    raise self.fail(f"{kind}s[{item.id}]", f"id '{item.id}' is already used by a {ids[item.id]}")
+                ids[item.id] = kind
+
+        addresses: dict[ipaddress.IPv4Address, str] = {}
+        loopbacks: dict[ipaddress.IPv4Address, str] = {}
+        fqdns: dict[str, str] = {}
+        all_ifaces: list[tuple[str, Interface]] = [
+            (f"hosts[{i.host}].interfaces[{i.id}]", i) for i in topo.interfaces()
+        ] + [
+            (f"firewalls[{fw.id}].interfaces[{i.id}]", i) for fw in topo.firewalls for i in fw.interfaces
+        ]
+        for entry, iface in all_ifaces:
+            if iface.address in addresses:
+                raise self.fail(entry, f"address {iface.address} is already used by {addresses[iface.address]}")
+            addresses[iface.address] = iface.ref
+            if iface.loopback() in loopbacks:
+                raise self.fail(
+                    entry,
+                    f"loopback address {iface.loopback()} is already used by {loopbacks[iface.loopback()]}"
+                    " (set 'loopback' on one of them)",
+                )
+            loopbacks[iface.loopback()] = iface.ref
+            for fqdn in iface.fqdns:
+                if fqdn in fqdns:
+                    raise self.fail(entry, f"FQDN '{fqdn}' is already used by {fqdns[fqdn]}")
+                fqdns[fqdn] = iface.ref
+
+        bound: dict[tuple[str, str, int], str] = {}
+        for host in topo.hosts:
+            for index, lst in enumerate(host.listeners):
+                entry = f"hosts[{host.id}].listeners[{index}]"
+                address = str(host.interface(lst.interface).address)
+                for transport in lst.transports:
+                    for port in _overlap_keys(lst):
+                        key = (address, transport, port)
+                        if key in bound:
+                            raise self.fail(
+                                entry,
+                                f"{transport.upper()} {address}:{port} is already taken by {bound[key]}",
+                            )
+                    for port in _overlap_keys(lst):
+                        bound[(address, transport, port)] = f"{lst.service} ({lst.proto})"
+        for srv in topo.srv:
+            if srv.target not in fqdns:
+                raise self.fail(f"srv[{srv.name}]", f"target '{srv.target}' is no interface's FQDN")
+        for zone in topo.zones:
+            if zone.dns is not None and zone.dns not in {h.id for h in topo.hosts}:
+                raise self.fail(f"zones[{zone.id}]", f"dns host '{zone.dns}' is not defined")
+
+
+def _overlap_keys(listener: Listener) -> range:
+    return range(listener.port_low, listener.port_high + 1)
+
+
+def parse_port_range(text: str, fail: Any, entry: str) -> tuple[int, int]:
+    """Parse ``"5061"`` or ``"50000-59999"`` (also ``"50,000-59,999"`` as the seeds write it)."""
+    cleaned = text.replace(",", "").replace(" ", "")
+    low_text, sep, high_text = cleaned.partition("-")
+    try:
+        low = int(low_text)
+        high = int(high_text) if sep else low
+    except ValueError:
+        raise fail(entry, f"'{text}' is not a port or port range") from None
+    if low > high:
+        raise fail(entry, f"port range '{text}' is empty")
+    return low, high
+
+
+def _kind_name(kind: type) -> str:
+    return {str: "a string", int: "an integer", list: "a list", dict: "a table"}.get(
+        kind, kind.__name__
+    )

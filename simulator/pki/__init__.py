@@ -1,0 +1,27 @@
+"""The lab PKI: certificate authorities and host certificates, written under ``certs/``.
+
+Built with ``trustme`` (CAs and ordinary leaves) and ``cryptography`` (what trustme cannot
+express: a leaf with serverAuth only). Layout of the output directory::
+
+    ca/<ca>.crt ca/<ca>.key      one per topology CA, plus ca/unknown.* that nobody trusts
+    ca/lab-trust.pem             every topology CA, for tools that want one bundle
+    hosts/<host>-<ca>.{crt,key,pem}
+                                 one leaf per host and issuing CA, with the FQDNs of the host's
+                                 interfaces that CA covers; EKU serverAuth and clientAuth
+    bad/<kind>-<host>-<ca>.{crt,key,pem}
+                                 deliberately bad leaves for negative probes: expired,
+                                 wrong-name, unknown-ca, server-only
+    manifest.json                what each file was made from, so re-runs keep what is valid
+
+``.pem`` files hold the certificate followed by its key (stunnel, Prosody, sipsak take that).
+"""
+
+from simulator.pki.build import (
+    BAD_KINDS,
+    CertPaths,
+    LabPki,
+    PkiReport,
+    ensure_pki,
+)
+
+__all__ = ["BAD_KINDS", "CertPaths", "LabPki", "PkiReport", "ensure_pki"]

@@ -1,0 +1,23 @@
+"""Shared fixtures: the default topology and a lab PKI issued once per test session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from simulator.lab.topology import Topology, load_topology
+from simulator.pki import LabPki, ensure_pki
+
+
+@pytest.fixture(scope="session")
+def topology() -> Topology:
+    return load_topology()
+
+
+@pytest.fixture(scope="session")
+def lab_pki(tmp_path_factory: pytest.TempPathFactory, topology: Topology) -> LabPki:
+    """The lab PKI of the default topology, written to a temporary directory."""
+    directory: Path = tmp_path_factory.mktemp("certs")
+    ensure_pki(topology, directory)
+    return LabPki(directory)
