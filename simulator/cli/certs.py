@@ -12,8 +12,11 @@ from simulator.pki import ensure_pki
 
 @click.command()
 @click.option(
-    "--out", type=click.Path(file_okay=False, path_type=Path), default=Path("certs"),
-    show_default=True, help="Directory to write the PKI to.",
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("certs"),
+    show_default=True,
+    help="Directory to write the PKI to.",
 )
 @click.option("--force", is_flag=True, help="Reissue everything, CAs included.")
 @click.pass_obj

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from simulator.cli._common import Obj, console
@@ -43,7 +44,7 @@ def render_statuses(statuses: list[ServiceStatus]) -> Table:
         where = "\n".join(f"{b} ({b.listener.proto})" for b in st.listeners) or "-"
         state = "[green]running[/]" if st.state == "running" else f"[yellow]{st.state}[/]"
         if st.detail:
-            state += f"\n[dim]{st.detail}[/]"
+            state += f"\n[dim]{escape(st.detail)}[/]"
         table.add_row(st.host, st.service, where, state)
     return table
 
@@ -55,17 +56,19 @@ def render_checks(checks: list[ListenerCheck]) -> Table:
     table.add_column("listener")
     table.add_column("result")
     for c in checks:
-        result = "[green]answers[/]" if c.ok else f"[red]FAILED[/]: {c.detail}"
+        result = "[green]answers[/]" if c.ok else f"[red]FAILED[/]: {escape(c.detail)}"
         table.add_row(c.host, c.service, f"{c.bound} ({c.bound.listener.proto})", result)
     return table
 
 
-async def _wait_for_signal() -> None:
+async def _wait_for_signal(ready_message: str) -> None:
+    """Print ``ready_message`` once SIGINT and SIGTERM are handled, then wait for one."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
+        console.print(ready_message)
         await stop.wait()
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -93,8 +96,7 @@ async def _local_up(obj: Obj, certs_dir: Path, check: bool) -> int:
                 return 1
             console.print(f"[green]all {len(checks)} listeners answer[/]")
             return 0
-        console.print("lab is up; press Ctrl-C (or send SIGTERM) to stop")
-        await _wait_for_signal()
+        await _wait_for_signal("lab is up; press Ctrl-C (or send SIGTERM) to stop")
         return 0
     finally:
         with console.status("stopping the lab"):

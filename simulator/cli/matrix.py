@@ -5,23 +5,35 @@ from __future__ import annotations
 import json
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from simulator.cli._common import Obj, console
 from simulator.matrix import load_matrix, resolve_all
-from simulator.matrix.model import row_to_dict, resolved_to_dict
+from simulator.matrix.model import resolved_to_dict, row_to_dict
 
 
 @click.command()
 @click.option(
-    "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True,
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json"]),
+    default="table",
+    show_default=True,
     help="Output format.",
 )
 @click.option(
-    "--resolve", is_flag=True,
+    "--resolve",
+    is_flag=True,
     help="Resolve each row's source and destination to addresses of the topology.",
 )
-@click.option("--seed", "seeds", multiple=True, metavar="SEED", help="Only rows of this seed table (repeatable).")
+@click.option(
+    "--seed",
+    "seeds",
+    multiple=True,
+    metavar="SEED",
+    help="Only rows of this seed table (repeatable).",
+)
 @click.pass_obj
 def matrix(obj: Obj, fmt: str, resolve: bool, seeds: tuple[str, ...]) -> None:
     """Print the port matrix: every flow the Edge needs, and those that must stay blocked.
@@ -60,9 +72,11 @@ def matrix(obj: Obj, fmt: str, resolve: bool, seeds: tuple[str, ...]) -> None:
         seed_rows = [r for r in seed_rows if r in rows]
         if not seed_rows:
             continue
-        table = Table(title=f"{mx.seeds[seed_id].title} ({seed_id})", title_justify="left", expand=False)
+        table = Table(
+            title=f"{mx.seeds[seed_id].title} ({seed_id})", title_justify="left", expand=False
+        )
         table.add_column("id", style="bold", overflow="fold")
-        table.add_column("role/protocol/transport/port", overflow="fold")
+        table.add_column("flow", overflow="fold")
         table.add_column("source", overflow="fold", min_width=12)
         table.add_column("destination", overflow="fold", min_width=12)
         table.add_column("expect", no_wrap=True)
@@ -75,7 +89,7 @@ def matrix(obj: Obj, fmt: str, resolve: bool, seeds: tuple[str, ...]) -> None:
                 src = _endpoints(src, [f"{e.ref} {e.address}" for e in rr.sources])
                 dst = _endpoints(dst, [f"{e.ref} {e.address}" for e in rr.destinations])
                 if rr.problems:
-                    dst += "\n[red]" + "; ".join(rr.problems) + "[/]"
+                    dst += "\n[red]" + escape("; ".join(rr.problems)) + "[/]"
             ports = f"{row.label}" + (" (source ports)" if row.port_side == "source" else "")
             expect = "[green]open[/]" if row.expect.value == "open" else "[red]blocked[/]"
             cells = [row.id, ports, src, dst, expect] + ([] if resolve else [row.probe])

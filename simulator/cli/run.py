@@ -42,7 +42,9 @@ async def _run(obj: Obj, certs_dir: Path) -> int:
 
             failures += await run_probes_cli(topology, local, console)
         else:
-            console.print("[yellow]probes arrive with issue #7[/]: `edgesim matrix --resolve` lists the rows")
+            console.print(
+                "[yellow]probes arrive with issue #7[/]: `edgesim matrix --resolve` lists the rows"
+            )
 
         console.rule("scenarios")
         if _available("simulator.scenario"):

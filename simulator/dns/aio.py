@@ -27,7 +27,9 @@ class _UdpProtocol(asyncio.DatagramProtocol):
             self.transport.sendto(reply, addr)
 
 
-async def _serve_tcp(zone: DnsZone, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def _serve_tcp(
+    zone: DnsZone, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> None:
     try:
         while True:
             try:

@@ -51,9 +51,13 @@ class LabResolver:
             if response.flags & dns.flags.TC:
                 response = await dns.asyncquery.tcp(query, address, port=port, timeout=self.timeout)
         except dns.exception.Timeout:
-            raise ResolutionError(name, f"no answer from DNS server {address}:{port} (timed out)") from None
+            raise ResolutionError(
+                name, f"no answer from DNS server {address}:{port} (timed out)"
+            ) from None
         except OSError as exc:
-            raise ResolutionError(name, f"DNS server {address}:{port} unreachable: {exc.strerror}") from None
+            raise ResolutionError(
+                name, f"DNS server {address}:{port} unreachable: {exc.strerror}"
+            ) from None
         except dns.exception.DNSException as exc:
             raise ResolutionError(name, f"bad answer from {address}:{port}: {exc}") from None
         rcode = response.rcode()
@@ -67,7 +71,9 @@ class LabResolver:
         """SRV records of ``name``, ordered by priority then weight (RFC 2782)."""
         response = await self._query(name, dns.rdatatype.SRV)
         targets = [
-            SrvTarget(rd.priority, rd.weight, rd.port, rd.target.to_text(omit_final_dot=True).lower())
+            SrvTarget(
+                rd.priority, rd.weight, rd.port, rd.target.to_text(omit_final_dot=True).lower()
+            )
             for rrset in response.answer
             if rrset.rdtype == dns.rdatatype.SRV
             for rd in rrset
@@ -79,7 +85,10 @@ class LabResolver:
     async def a(self, name: str) -> list[str]:
         response = await self._query(name, dns.rdatatype.A)
         addresses = [
-            rd.address for rrset in response.answer if rrset.rdtype == dns.rdatatype.A for rd in rrset
+            rd.address
+            for rrset in response.answer
+            if rrset.rdtype == dns.rdatatype.A
+            for rd in rrset
         ]
         if not addresses:
             raise ResolutionError(name, "no A record")

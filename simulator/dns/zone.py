@@ -52,9 +52,7 @@ def build_records(
     for rec in topology.srv:
         if rec.target in a:
             srv.setdefault(rec.name, []).append((rec.priority, rec.weight, rec.port, rec.target))
-    suffixes = {".".join(n.split(".")[-2:]) for n in a} | {
-        ".".join(n.split(".")[-2:]) for n in srv
-    }
+    suffixes = {".".join(n.split(".")[-2:]) for n in a} | {".".join(n.split(".")[-2:]) for n in srv}
     suffixes |= set(topology.domains())
     return Records(
         {k: tuple(v) for k, v in a.items()},
@@ -90,7 +88,9 @@ class DnsZone:
         response.flags |= dns.flags.AA
         response.flags &= ~dns.flags.RA
         if query.opcode() != dns.opcode.QUERY or len(query.question) != 1:
-            response.set_rcode(dns.rcode.NOTIMP if query.opcode() != dns.opcode.QUERY else dns.rcode.FORMERR)
+            response.set_rcode(
+                dns.rcode.NOTIMP if query.opcode() != dns.opcode.QUERY else dns.rcode.FORMERR
+            )
             return response.to_wire()
         question = query.question[0]
         name = question.name.to_text(omit_final_dot=True).lower()
@@ -108,9 +108,12 @@ class DnsZone:
             entries = self.records.srv[name]
             response.answer.append(
                 dns.rrset.from_text_list(
-                    question.name, TTL, "IN", "SRV",
+                    question.name,
+                    TTL,
+                    "IN",
+                    "SRV",
                     [f"{p} {w} {port} {target}." for p, w, port, target in entries],
-                )  # fmt: skip
+                )
             )
             for _p, _w, _port, target in entries:
                 if target in self.records.a:

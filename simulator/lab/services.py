@@ -78,9 +78,7 @@ class ServiceContext:
     def address(self, iface: Interface | str) -> str:
         """The address this runner uses for an interface (``iface`` may be ``host:id`` or an id)."""
         if isinstance(iface, str):
-            iface = (
-                self.topology.interface(iface) if ":" in iface else self.host.interface(iface)
-            )
+            iface = self.topology.interface(iface) if ":" in iface else self.host.interface(iface)
         return address_of(iface, self.runner)
 
     @property
@@ -134,4 +132,4 @@ def load_service(name: str) -> ServiceFactory | None:
             return None
         raise
     factory = getattr(module, attr, None)
-    return factory  # type: ignore[no-any-return]
+    return factory
