@@ -19,6 +19,7 @@ from simulator.cli.certs import certs
 from simulator.cli.lab import lab
 from simulator.cli.matrix import matrix
 from simulator.cli.run import run
+from simulator.cli.scenario import scenario
 
 HELP = """Lab simulator of the Lync Server 2013 Edge Server.
 
@@ -33,6 +34,7 @@ Quick start:
   edgesim matrix              the port matrix the Edge needs
   edgesim certs               write the lab PKI under certs/
   edgesim lab up              run the lab until Ctrl-C
+  edgesim scenario run        play whole federation flows and draw them as ladders
 
 \b
 Exit codes: 0 success, 1 a check failed or the lab failed, 2 bad usage or configuration.
@@ -60,6 +62,7 @@ cli.add_command(matrix)
 cli.add_command(certs)
 cli.add_command(lab)
 cli.add_command(run)
+cli.add_command(scenario)
 
 
 def main() -> None:

@@ -47,12 +47,9 @@ async def _run(obj: Obj, certs_dir: Path) -> int:
             )
 
         console.rule("scenarios")
-        if _available("simulator.scenario"):
-            from simulator.scenario.run import run_scenarios_cli  # type: ignore[import-not-found]
+        from simulator.scenario.run import run_scenarios_cli
 
-            failures += await run_scenarios_cli(topology, local, console)
-        else:
-            console.print("[yellow]scenarios arrive with issue #8[/]")
+        failures += await run_scenarios_cli(topology, local, console)
     finally:
         with console.status("stopping the lab"):
             await local.stop()

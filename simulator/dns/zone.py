@@ -125,3 +125,18 @@ class DnsZone:
         if not found:
             response.set_rcode(dns.rcode.NXDOMAIN)
         return response.to_wire()
+
+
+def describe_answer(wire: bytes) -> str:
+    """One line for a ladder: ``NOERROR SRV 0 0 5061 sip.fabrikam.lab.`` or ``NXDOMAIN``."""
+    try:
+        message = dns.message.from_wire(wire)
+    except (dns.exception.DNSException, ValueError, struct.error):
+        return "FORMERR"
+    rcode = dns.rcode.to_text(message.rcode())
+    if not message.answer:
+        return rcode
+    first = message.answer[0]
+    items = [rd.to_text() for rd in first]
+    more = f" (+{len(items) - 1})" if len(items) > 1 else ""
+    return f"{rcode} {dns.rdatatype.to_text(first.rdtype)} {items[0]}{more}"

@@ -105,7 +105,7 @@ def resolver_for(topology: Topology, iface: Interface, runner: str) -> LabResolv
     dns_port = next(
         (lst.port for lst in topology.host(ns.host).listeners if lst.proto == "dns"), 53
     )
-    return LabResolver((address_of(ns, runner), dns_port))
+    return LabResolver((address_of(ns, runner), dns_port), source=address_of(iface, runner))
 
 
 @runtime_checkable
