@@ -25,7 +25,7 @@ async def _run(obj: Obj, certs_dir: Path) -> int:
     console.rule("edgesim: embedded lab")
     local = LocalLab(topology, certs_dir)
     with console.status("starting the lab (one process, loopback addresses)"):
-        statuses = await local.start()
+        statuses = list(await local.start())
     try:
         console.print(render_statuses(statuses))
         console.rule("listeners")
