@@ -155,3 +155,22 @@ def test_a_port_already_in_use_is_one_clear_line(tmp_path):
 def test_other_runners_say_what_is_missing_not_a_traceback(tmp_path):
     result = edgesim("lab", "up", "--runner", "compose", "--certs", str(tmp_path / "c"))
     assert "Traceback" not in result.stderr
+
+
+@needs_root
+def test_run_is_the_main_job_and_reports_what_ran(tmp_path):
+    import re
+
+    result = edgesim(
+        "run",
+        "--certs",
+        str(tmp_path / "certs"),
+        cwd=Path(__file__).resolve().parents[2],
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    running = re.search(r"services: (\d+) running", result.stdout)
+    assert running and int(running.group(1)) >= 2  # at least the two lab DNS servers
+    assert "partner-discovery" in result.stdout
+    assert "every check that ran passed" in result.stdout
+    assert "Traceback" not in result.stderr
