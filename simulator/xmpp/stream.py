@@ -412,15 +412,13 @@ class XmlStream:
             self._fail(StreamErrorCondition.POLICY_VIOLATION, "elements nested too deep")
 
     def _check_limits(self) -> None:
-        if (
-            self._stanza_start >= 0
-            and self._fed - self._stanza_start > self.limits.max_stanza_bytes
-        ):
-            raise _Violation(
-                StreamErrorCondition.POLICY_VIOLATION,
-                f"stanza larger than {self.limits.max_stanza_bytes} bytes",
-            )
-        if self._fed - self._boundary > self.limits.max_buffered_bytes:
+        if self._stanza_start >= 0:
+            if self._fed - self._stanza_start > self.limits.max_stanza_bytes:
+                raise _Violation(
+                    StreamErrorCondition.POLICY_VIOLATION,
+                    f"stanza larger than {self.limits.max_stanza_bytes} bytes",
+                )
+        elif self._fed - self._boundary > self.limits.max_buffered_bytes:
             raise _Violation(
                 StreamErrorCondition.POLICY_VIOLATION,
                 f"more than {self.limits.max_buffered_bytes} bytes without a complete stanza",
