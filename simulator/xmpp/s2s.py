@@ -191,6 +191,13 @@ class Session:
             )
             self.state = State.CLOSED
 
+    def _gateway_cert_ok(self) -> bool:
+        cert = self.peer_certificate
+        if cert is None or not cert.client_auth:
+            return False
+        names = self.config.gateway_names
+        return not names or any(cert.matches(name) for name in names)
+
     # ------------------------------------------------------------------ plumbing
     def start(self, now: float) -> None:
         """Initiating roles: send the first stream header."""
