@@ -12,7 +12,9 @@ from simulator.xmpp.s2s import Session
 
 
 def cert(*names: str) -> PeerCertificate:
-    return PeerCertificate(names[0] if names else None, tuple(names), "Lab Public Root CA", True, True)
+    return PeerCertificate(
+        names[0] if names else None, tuple(names), "Lab Public Root CA", True, True
+    )
 
 
 class Pair:
@@ -54,7 +56,9 @@ class Pair:
             if not moved:
                 return
 
-    def _events(self, session: Session, sink: list[XmppEvent], peer: PeerCertificate | None) -> bool:
+    def _events(
+        self, session: Session, sink: list[XmppEvent], peer: PeerCertificate | None
+    ) -> bool:
         moved = False
         while (event := session.next_event()) is not None:
             moved = True
@@ -62,9 +66,7 @@ class Pair:
             if isinstance(event, TlsRequested):
                 session.tls_established(peer, self.now)
             elif isinstance(event, DialbackVerifyNeeded):
-                session.dialback_verified(
-                    event.originating, event.receiving, self._verify(event)
-                )
+                session.dialback_verified(event.originating, event.receiving, self._verify(event))
         return moved
 
     def _verify(self, event: DialbackVerifyNeeded) -> bool:

@@ -53,7 +53,12 @@ def message(frm: str, to: str, text: str) -> object:
 def test_sasl_external_when_the_certificate_names_the_domain() -> None:
     a = outbound(JABBER, "jabber.lab", "contoso.lab", can_external=True)
     b = inbound(EDGE)
-    pair = Pair(a, b, initiator_cert=cert("xmpp.jabber.lab", "jabber.lab"), receiver_cert=cert("xmpp.contoso.lab"))
+    pair = Pair(
+        a,
+        b,
+        initiator_cert=cert("xmpp.jabber.lab", "jabber.lab"),
+        receiver_cert=cert("xmpp.contoso.lab"),
+    )
     pair.run()
     assert Authenticated("jabber.lab", "sasl-external") in pair.b_events
     assert Authenticated("contoso.lab", "sasl-external") in pair.a_events
@@ -69,7 +74,10 @@ def test_dialback_when_the_certificate_does_not_name_the_domain() -> None:
     b = inbound(JABBER)
     authoritative = inbound(EDGE)
     pair = Pair(
-        a, b, initiator_cert=cert("xmpp.contoso.lab"), receiver_cert=cert("jabber.lab"),
+        a,
+        b,
+        initiator_cert=cert("xmpp.contoso.lab"),
+        receiver_cert=cert("jabber.lab"),
         authoritative=authoritative,
     )
     pair.run()
@@ -81,8 +89,16 @@ def test_dialback_when_the_certificate_does_not_name_the_domain() -> None:
 def test_wrong_dialback_key_is_refused() -> None:
     a = outbound(EDGE, "contoso.lab", "jabber.lab", can_external=False)
     b = inbound(JABBER)
-    impostor = inbound(SessionConfig(local_domains=frozenset({"contoso.lab"}), dialback_secret=b"x"))
-    pair = Pair(a, b, initiator_cert=cert("evil.lab"), receiver_cert=cert("jabber.lab"), authoritative=impostor)
+    impostor = inbound(
+        SessionConfig(local_domains=frozenset({"contoso.lab"}), dialback_secret=b"x")
+    )
+    pair = Pair(
+        a,
+        b,
+        initiator_cert=cert("evil.lab"),
+        receiver_cert=cert("jabber.lab"),
+        authoritative=impostor,
+    )
     pair.run()
     assert any(isinstance(e, AuthenticationFailed) for e in pair.a_events)
     assert StreamClosed(clean=False, error="not-authorized") in pair.b_events
@@ -92,11 +108,21 @@ def test_verify_stream_answers_with_our_key() -> None:
     """The authoritative side of a back-connection (XEP-0220 section 2.1.3)."""
     key = dialback_key(b"edge-secret", "jabber.lab", "contoso.lab", "their-id")
     verifier = Session(
-        Role.VERIFYING, JABBER, now=0.0, stream_id="v", local_domain="jabber.lab",
-        remote_domain="contoso.lab", verify_request=("their-id", key),
+        Role.VERIFYING,
+        JABBER,
+        now=0.0,
+        stream_id="v",
+        local_domain="jabber.lab",
+        remote_domain="contoso.lab",
+        verify_request=("their-id", key),
     )
     verifier.start(0.0)
-    pair = Pair(verifier, inbound(EDGE), initiator_cert=cert("jabber.lab"), receiver_cert=cert("xmpp.contoso.lab"))
+    pair = Pair(
+        verifier,
+        inbound(EDGE),
+        initiator_cert=cert("jabber.lab"),
+        receiver_cert=cert("xmpp.contoso.lab"),
+    )
     pair.run()
     answers = [e for e in pair.a_events if type(e).__name__ == "DialbackVerifyAnswered"]
     assert [(a.originating, a.valid) for a in answers] == [("contoso.lab", True)]  # type: ignore[attr-defined]

@@ -57,8 +57,12 @@ EXPECTED = summary(feed([WHOLE]))
 
 def test_whole_stream_events() -> None:
     assert EXPECTED[0] == StreamOpened(
-        to="contoso.lab", from_="jabber.lab", id=None, version="1.0",
-        namespace=NS_SERVER, dialback=True,
+        to="contoso.lab",
+        from_="jabber.lab",
+        id=None,
+        version="1.0",
+        namespace=NS_SERVER,
+        dialback=True,
     )
     assert EXPECTED[1] == (
         "<message from='romeo@jabber.lab/a' to='alice@contoso.lab' type='chat'>"
@@ -91,7 +95,10 @@ def test_any_bytes_give_events_or_remote_protocol_error(data: bytes) -> None:
             feed([prefix, data], XmlStream(limits=stream.limits))
         except RemoteProtocolError as exc:
             assert exc.condition.value in {
-                "not-well-formed", "restricted-xml", "policy-violation", "invalid-namespace",
+                "not-well-formed",
+                "restricted-xml",
+                "policy-violation",
+                "invalid-namespace",
             }
 
 
@@ -119,35 +126,91 @@ BILLION_LAUGHS = (
 @pytest.mark.parametrize(
     ("name", "chunks", "condition", "text"),
     [
-        ("doctype", [b"<!DOCTYPE stream>" + HEADER[21:]], "restricted-xml",
-         "DOCTYPE declarations are not allowed"),
-        ("entity", [b"<!DOCTYPE s [<!ENTITY x 'y'>]>"], "restricted-xml",
-         "DOCTYPE declarations are not allowed"),
-        ("billion-laughs", [BILLION_LAUGHS], "restricted-xml",
-         "DOCTYPE declarations are not allowed"),
+        (
+            "doctype",
+            [b"<!DOCTYPE stream>" + HEADER[21:]],
+            "restricted-xml",
+            "DOCTYPE declarations are not allowed",
+        ),
+        (
+            "entity",
+            [b"<!DOCTYPE s [<!ENTITY x 'y'>]>"],
+            "restricted-xml",
+            "DOCTYPE declarations are not allowed",
+        ),
+        (
+            "billion-laughs",
+            [BILLION_LAUGHS],
+            "restricted-xml",
+            "DOCTYPE declarations are not allowed",
+        ),
         ("comment", [HEADER, b"<!-- hi -->"], "restricted-xml", "comments are not allowed"),
-        ("pi", [HEADER, b"<?evil x?>"], "restricted-xml",
-         "processing instructions are not allowed"),
-        ("bad-xml", [HEADER, b"<message><body></message>"], "not-well-formed",
-         "XML syntax error: mismatched tag"),
-        ("undefined-entity", [HEADER, b"<message>&lol;</message>"], "not-well-formed",
-         "XML syntax error: undefined entity"),
-        ("text-at-top", [HEADER, b"hello"], "not-well-formed",
-         "text outside stanzas is not allowed"),
-        ("wrong-root", [b"<stream xmlns='jabber:server'>"], "invalid-namespace",
-         "the root element must be stream in namespace http://etherx.jabber.org/streams"),
-        ("wrong-ns", [HEADER.replace(b"'jabber:server'", b"'jabber:x'")], "invalid-namespace",
-         "the default namespace must be jabber:server"),
-        ("deep", [HEADER, b"<message>" + b"<a>" * 40], "policy-violation",
-         "elements nested deeper than 32"),
-        ("attributes", [HEADER, b"<message " + b" ".join(b"a%d='1'" % i for i in range(40)) + b"/>"],
-         "policy-violation", "more than 32 attributes on an element"),
-        ("oversize", [HEADER, b"<message><body>" + b"x" * 300_000 + b"</body></message>"],
-         "policy-violation", "stanza larger than 262144 bytes"),
-        ("unclosed-start-tag", [HEADER, b"<message to='" + b"a" * 300_000],
-         "policy-violation", "more than 262144 bytes without a complete stanza"),
-        ("after-starttls", [HEADER, b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/><message/>"],
-         "policy-violation", "data received after STARTTLS before the TLS handshake"),
+        (
+            "pi",
+            [HEADER, b"<?evil x?>"],
+            "restricted-xml",
+            "processing instructions are not allowed",
+        ),
+        (
+            "bad-xml",
+            [HEADER, b"<message><body></message>"],
+            "not-well-formed",
+            "XML syntax error: mismatched tag",
+        ),
+        (
+            "undefined-entity",
+            [HEADER, b"<message>&lol;</message>"],
+            "not-well-formed",
+            "XML syntax error: undefined entity",
+        ),
+        (
+            "text-at-top",
+            [HEADER, b"hello"],
+            "not-well-formed",
+            "text outside stanzas is not allowed",
+        ),
+        (
+            "wrong-root",
+            [b"<stream xmlns='jabber:server'>"],
+            "invalid-namespace",
+            "the root element must be stream in namespace http://etherx.jabber.org/streams",
+        ),
+        (
+            "wrong-ns",
+            [HEADER.replace(b"'jabber:server'", b"'jabber:x'")],
+            "invalid-namespace",
+            "the default namespace must be jabber:server",
+        ),
+        (
+            "deep",
+            [HEADER, b"<message>" + b"<a>" * 40],
+            "policy-violation",
+            "elements nested deeper than 32",
+        ),
+        (
+            "attributes",
+            [HEADER, b"<message " + b" ".join(b"a%d='1'" % i for i in range(40)) + b"/>"],
+            "policy-violation",
+            "more than 32 attributes on an element",
+        ),
+        (
+            "oversize",
+            [HEADER, b"<message><body>" + b"x" * 300_000 + b"</body></message>"],
+            "policy-violation",
+            "stanza larger than 262144 bytes",
+        ),
+        (
+            "unclosed-start-tag",
+            [HEADER, b"<message to='" + b"a" * 300_000],
+            "policy-violation",
+            "more than 262144 bytes without a complete stanza",
+        ),
+        (
+            "after-starttls",
+            [HEADER, b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/><message/>"],
+            "policy-violation",
+            "data received after STARTTLS before the TLS handshake",
+        ),
     ],
 )
 def test_bad_input_gets_the_exact_stream_error(
@@ -203,10 +266,12 @@ def test_root_keeps_no_stanzas() -> None:
     stream = XmlStream()
     stream.receive_data(HEADER, 0.0)
     for _ in range(2000):
-        stream.receive_data(b"<message from='a@jabber.lab' to='b@contoso.lab'><body>x</body></message>", 0.0)
+        stream.receive_data(
+            b"<message from='a@jabber.lab' to='b@contoso.lab'><body>x</body></message>", 0.0
+        )
         while stream.next_event():
             pass
-    assert stream._stack == []  # noqa: SLF001 - nothing retained between stanzas
+    assert stream._stack == []
 
 
 def test_serialize_escapes_and_prefixes() -> None:
