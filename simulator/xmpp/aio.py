@@ -286,9 +286,10 @@ async def verify_dialback(
     except (OSError, ResolutionError) as exc:
         log.info("dialback back-connection to %s failed: %s", remote_domain, exc)
         return False
-    closed = asyncio.ensure_future(conn.closed.wait())
+    closed: asyncio.Future[Any] = asyncio.ensure_future(conn.closed.wait())
+    waiters: set[asyncio.Future[Any]] = {answer, closed}
     try:
-        await asyncio.wait({answer, closed}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         return answer.result() if answer.done() else False
     finally:
         closed.cancel()

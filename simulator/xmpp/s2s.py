@@ -31,6 +31,7 @@ import logging
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import NoReturn
 
 from simulator.tls import PeerCertificate
 from simulator.xmpp.errors import LocalProtocolError, RemoteProtocolError, StreamErrorCondition
@@ -229,7 +230,7 @@ class Session:
             self.stream.receive_data(data, now)
             while (event := self.stream.next_event()) is not None:
                 self._handle(event, now)
-                if self.state is State.CLOSED:
+                if self.closed:
                     break
         except RemoteProtocolError:
             self.state = State.CLOSED
@@ -241,7 +242,7 @@ class Session:
             if isinstance(event, StreamClosed | StreamErrorReceived):
                 self._events.append(event)
 
-    def _fail(self, condition: StreamErrorCondition, text: str) -> None:
+    def _fail(self, condition: StreamErrorCondition, text: str) -> NoReturn:
         self.stream.send_error(condition, text)
         self.state = State.CLOSED
         self._drain_stream_events()

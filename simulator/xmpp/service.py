@@ -150,6 +150,10 @@ class S2SServer:
         self.connections: set[XmppConnection] = set()
         self.tasks: set[asyncio.Task[None]] = set()
         self.outbound: dict[str, _Outbound] = {}
+        self.inbound_auth: dict[str, str] = {}
+        """Partner domain -> how it authenticated on its inbound stream (last one)."""
+        self.outbound_auth: dict[str, str] = {}
+        """Partner domain -> how we authenticated to it on our outbound stream."""
 
     # ------------------------------------------------------------------ lifecycle
     async def listen(
@@ -198,7 +202,10 @@ class S2SServer:
             self.connections.discard(conn)
 
     def _s2s_event(self, conn: XmppConnection, event: XmppEvent) -> None:
-        if isinstance(event, DialbackVerifyNeeded):
+        if isinstance(event, Authenticated):
+            self.inbound_auth[event.domain] = event.method
+            log.info("inbound stream from %s authenticated by %s", event.domain, event.method)
+        elif isinstance(event, DialbackVerifyNeeded):
             self.spawn(self._dialback(conn, event), f"dialback-{event.originating}")
         elif isinstance(event, StanzaReceived):
             partner = domain_of(event.element.get("from")) or ""
@@ -285,6 +292,7 @@ class S2SServer:
         if isinstance(event, StanzaReceived):
             self.from_partner(event.element, conn.session.remote_domain or "")
         elif isinstance(event, Authenticated):
+            self.outbound_auth[event.domain] = event.method
             log.info("outbound stream to %s authenticated by %s", event.domain, event.method)
 
     def _fail_queue(self, link: _Outbound, condition: str, text: str) -> None:

@@ -9,20 +9,25 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from simulator.lab.runners.local import LocalLab
 from simulator.lab.services import ServiceContext
 from simulator.lab.topology import Topology, load_topology
 from simulator.pki import LabPki
-from simulator.xmpp.gateway import RecordingBridge, XmppGateway, gateway_from_context
-from simulator.xmpp.service import XmppGatewayService, XmppProxyService
+from simulator.xmpp.harness import (
+    PORT_MAP,
+    STREAM_HEADER,
+    ChatClient,
+    XmppLab,
+    shifted_topology,
+    start_xmpp_lab,
+)
+from simulator.xmpp.service import XmppGatewayService
 from simulator.xmpp.stream import NS_SERVER, NS_STANZA_ERRORS, element, qname
 
-from .xmpp_helpers import PORT_MAP, STREAM_HEADER, ChatClient, raw_stream
+from .xmpp_helpers import raw_stream
 
 EDGE_ACCESS = "127.51.100.10"
 EDGE_INTERNAL = "127.51.100.130"
@@ -30,51 +35,24 @@ JABBER = "127.0.113.30"
 S2S, MTLS, C2S = PORT_MAP[5269], PORT_MAP[23456], PORT_MAP[5222]
 
 
-@dataclass
-class XmppLab:
-    lab: LocalLab
-    topology: Topology
-    gateway: XmppGateway
-    bridge: RecordingBridge
-    proxy: XmppProxyService
-
-    async def client(self, user: str = "romeo") -> ChatClient:
-        client = ChatClient(f"{user}@jabber.lab/pc", f"{user}-pass", self.lab.pki.trust_bundle)
-        await client.login(JABBER, C2S)
-        return client
-
-
 @pytest.fixture
 def shifted(tmp_path: Path) -> Topology:
-    from .xmpp_helpers import shifted_topology
-
     return load_topology(shifted_topology(tmp_path))
-
-
-async def start_lab(
-    topology: Topology, pki: LabPki, settings: dict[str, dict[str, object]] | None = None
-) -> XmppLab:
-    lab = LocalLab(
-        topology, pki.directory, settings=settings, hosts=["edge", "jabber", "dns-ext", "dns-int"]
-    )
-    await lab.start()
-    proxy = next(s.instance for s in lab.statuses if s.service == "xmpp-proxy")
-    assert isinstance(proxy, XmppProxyService)
-    bridge = RecordingBridge()
-    ctx = ServiceContext(topology, topology.host("fe"), "xmpp-gateway", lab.pki, "local", {})
-    gateway = gateway_from_context(ctx, bridge)
-    await gateway.start()
-    return XmppLab(lab, topology, gateway, bridge, proxy)
 
 
 @pytest.fixture
 async def xmpp_lab(shifted: Topology, lab_pki: LabPki) -> AsyncIterator[XmppLab]:
-    lab = await start_lab(shifted, lab_pki)
+    lab = await start_xmpp_lab(shifted, lab_pki)
     try:
         yield lab
     finally:
-        await lab.gateway.stop()
-        await lab.lab.stop()
+        await lab.stop()
+
+
+async def login(lab: XmppLab, user: str = "romeo") -> ChatClient:
+    client = ChatClient(f"{user}@jabber.lab/pc", f"{user}-pass", lab.lab.pki.trust_bundle)
+    await client.login(JABBER, C2S)
+    return client
 
 
 async def roundtrip(lab: XmppLab, client: ChatClient, text: str) -> None:
@@ -92,7 +70,7 @@ def bare(jid: str) -> str:
 
 
 async def test_messages_flow_both_ways_through_5269_and_23456(xmpp_lab: XmppLab) -> None:
-    client = await xmpp_lab.client()
+    client = await login(xmpp_lab)
     try:
         await roundtrip(xmpp_lab, client, "hello alice")
         await roundtrip(xmpp_lab, client, "second message, same streams")
@@ -141,7 +119,7 @@ BAD_INPUTS = {
 async def test_bad_input_closes_that_stream_and_a_healthy_one_keeps_working(
     xmpp_lab: XmppLab, case: str
 ) -> None:
-    client = await xmpp_lab.client()
+    client = await login(xmpp_lab)
     try:
         await roundtrip(xmpp_lab, client, "before")
         payload, condition = BAD_INPUTS[case]
@@ -182,7 +160,7 @@ async def test_partner_user_gets_service_unavailable_for_an_unknown_sip_user(
     xmpp_lab: XmppLab,
 ) -> None:
     xmpp_lab.bridge.unknown.add("sip:nobody@contoso.lab")
-    client = await xmpp_lab.client()
+    client = await login(xmpp_lab)
     errors: asyncio.Queue[str] = asyncio.Queue()
     client.add_event_handler(
         "message_error", lambda msg: errors.put_nowait(str(msg["error"]["condition"]))
@@ -212,7 +190,7 @@ async def test_gateway_link_needs_a_front_end_certificate(xmpp_lab: XmppLab) -> 
 
 
 async def test_idle_stream_gets_connection_timeout(shifted: Topology, lab_pki: LabPki) -> None:
-    lab = await start_lab(shifted, lab_pki, {"xmpp-proxy": {"idle_timeout": 0.5}})
+    lab = await start_xmpp_lab(shifted, lab_pki, {"xmpp-proxy": {"idle_timeout": 0.5}})
     try:
         reply = await raw_stream(EDGE_ACCESS, S2S, header().encode(), timeout=5)
         assert b"<connection-timeout xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>" in reply
@@ -224,7 +202,7 @@ async def test_idle_stream_gets_connection_timeout(shifted: Topology, lab_pki: L
 
 async def test_gateway_service_registers(shifted: Topology, lab_pki: LabPki) -> None:
     """``xmpp-gateway`` as a lab service on the Front End host connects to the Edge."""
-    lab = await start_lab(shifted, lab_pki)
+    lab = await start_xmpp_lab(shifted, lab_pki)
     ctx = ServiceContext(shifted, shifted.host("fe"), "xmpp-gateway", lab.lab.pki, "local", {})
     service = XmppGatewayService(ctx)
     try:

@@ -69,26 +69,3 @@ def tls_client(ca: Path, cert: Path | None = None, key: Path | None = None) -> s
     if cert and key:
         ctx.load_cert_chain(str(cert), str(key))
     return ctx
-
-
-#: Ports of the XMPP lab tests: the lab's ports moved up, so the tests neither need the real
-#: ones nor collide with another lab on this machine (SRV records move with them).
-PORT_MAP = {5269: 25269, 23456: 33456, 5222: 25222, 53: 25353}
-
-
-def shifted_topology(directory: Path) -> Path:
-    """The default topology with :data:`PORT_MAP` applied to listeners and SRV records."""
-    import re
-
-    from simulator.lab.topology import default_topology_path
-
-    text = default_topology_path().read_text()
-
-    def swap(match: re.Match[str]) -> str:
-        port = int(match.group(2))
-        return f"{match.group(1)}{PORT_MAP.get(port, port)}"
-
-    text = re.sub(r"(\bport = )(\d+)\b", swap, text)
-    path = directory / "topology.toml"
-    path.write_text(text)
-    return path
