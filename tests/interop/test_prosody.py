@@ -156,6 +156,7 @@ def shifted(tmp_path: Path) -> Topology:
 @pytest.fixture
 def prosody_dir() -> AsyncIterator[Path]:  # type: ignore[misc]
     directory = Path(tempfile.mkdtemp(prefix="edgesim-prosody-"))
+    directory.chmod(0o755)  # the prosody user reads its configuration below
     yield directory
     shutil.rmtree(directory, ignore_errors=True)
 
@@ -191,7 +192,14 @@ async def test_prosody_authenticates_the_edge_by_certificate(
 ) -> None:
     cert, key = issue_domain_cert(lab_pki, prosody_dir, ["xmpp.contoso.lab", "contoso.lab"])
     setup = ProsodySetup(
-        prosody_dir / "prosody", JABBER, C2S, S2S, DNS_EXT, secure_auth=True, dialback=False
+        prosody_dir / "prosody",
+        JABBER,
+        C2S,
+        S2S,
+        DNS_EXT,
+        secure_auth=True,
+        dialback=False,
+        log_level="debug",
     )
     lab = await start_xmpp_lab(
         shifted,
@@ -212,7 +220,14 @@ async def test_prosody_authenticates_the_edge_by_dialback(
     shifted: Topology, lab_pki: LabPki, prosody_dir: Path
 ) -> None:
     setup = ProsodySetup(
-        prosody_dir / "prosody", JABBER, C2S, S2S, DNS_EXT, secure_auth=False, dialback=True
+        prosody_dir / "prosody",
+        JABBER,
+        C2S,
+        S2S,
+        DNS_EXT,
+        secure_auth=False,
+        dialback=True,
+        log_level="debug",
     )
     lab = await start_xmpp_lab(shifted, lab_pki, hosts=["edge", "dns-ext", "dns-int"])
     try:

@@ -1,6 +1,6 @@
 -- Prosody as the jabber.lab XMPP server of the edgesim lab (a real federated XMPP partner).
--- A template: simulator.xmpp.prosody.render() fills the ${...} fields. Run it as its own user:
---   runuser -u prosody -- prosody -F --config ${dir}/prosody.cfg.lua
+-- A template: simulator.xmpp.prosody.render() fills the placeholders. Run it as its own user:
+--   runuser -u prosody -- prosody -F --config DIR/prosody.cfg.lua
 
 daemonize = false
 pidfile = "${dir}/prosody.pid"
@@ -19,7 +19,14 @@ https_ports = { }
 -- lab names come from the lab DNS (SRV _xmpp-server._tcp and A records)
 unbound = {
 	forward = "${dns}";
-	options = { ["do-not-query-localhost"] = "no" };
+	resolvconf = false; -- only the lab DNS (else unbound mixes in the system resolvers)
+	hoststxt = false;
+	options = {
+		["do-not-query-localhost"] = "no";
+		-- the lab DNS answers NXDOMAIN for empty non-terminals such as contoso.lab
+		["qname-minimisation"] = "no";
+		["harden-below-nxdomain"] = "no";
+	};
 }
 
 modules_enabled = {
