@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+
 from simulator.dns.aio import DnsServer
 from simulator.dns.resolver import LabResolver, ResolutionError
 from simulator.dns.zone import DnsZone, build_records
