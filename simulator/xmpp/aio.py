@@ -76,6 +76,7 @@ class XmppConnection:
         self.ready = asyncio.Event()
         self.closed = asyncio.Event()
         self.failure: str | None = None
+        self._flush_scheduled = False
         """Why the stream ended, when it did not end cleanly."""
 
     @property
@@ -176,7 +177,14 @@ class XmppConnection:
 
     # ------------------------------------------------------------------ commands
     def send_stanza(self, stanza: ET.Element) -> None:
+        """Queue a stanza; stanzas sent in the same loop iteration leave in one write."""
         self.session.send_stanza(stanza, self.now)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.loop.call_soon(self._scheduled_flush)
+
+    def _scheduled_flush(self) -> None:
+        self._flush_scheduled = False
         self._flush()
 
     def dialback_verified(self, originating: str, receiving: str, valid: bool) -> None:

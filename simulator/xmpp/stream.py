@@ -105,12 +105,19 @@ def split_qname(tag: str) -> tuple[str, str]:
     return "", tag
 
 
+_NEEDS_ESCAPE = re.compile("[&<>'\"\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+
+
 def _escape_text(text: str) -> str:
+    if not _NEEDS_ESCAPE.search(text):
+        return text
     text = _INVALID_XML_CHARS.sub("", text)
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def _escape_attr(value: str) -> str:
+    if not _NEEDS_ESCAPE.search(value):
+        return value
     return _escape_text(value).replace("'", "&apos;").replace('"', "&quot;")
 
 
