@@ -47,7 +47,7 @@ def shifted_topology(directory: Path, port_map: dict[int, int] | None = None) ->
     return path
 
 
-class ChatClient(slixmpp.ClientXMPP):  # type: ignore[misc]
+class ChatClient(slixmpp.ClientXMPP):
     """A slixmpp user that records the chat messages it receives."""
 
     def __init__(self, jid: str, password: str, ca: Path) -> None:
