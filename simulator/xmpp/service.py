@@ -375,9 +375,18 @@ class XmppProxyService(S2SServer):
         ]
 
     async def check(self, bound: BoundListener) -> str | None:
-        if bound.listener.proto != "xmpp-s2s":
-            return None  # MTLS: a TCP connect is all an anonymous check can do
-        reader, writer = await asyncio.open_connection(bound.address, bound.port)
+        """Open a stream: on 5269 the features must offer STARTTLS; on 23456 (MTLS, checked
+        with the Edge's own internal certificate, which is not a Front End's) the Edge must
+        answer with an XMPP stream."""
+        ssl_ctx = None
+        if bound.listener.proto == "xmpp-mtls":
+            internal = self.ctx.host.interface(bound.listener.interface)
+            ssl_ctx = client_context(
+                [self.ctx.pki.ca_cert(internal.ca or "internal")],
+                cert=self.ctx.pki.interface_cert(internal),
+                check_hostname=False,
+            )
+        reader, writer = await asyncio.open_connection(bound.address, bound.port, ssl=ssl_ctx)
         try:
             writer.write(
                 f"<?xml version='1.0'?><stream:stream xmlns='jabber:server' "
@@ -390,6 +399,8 @@ class XmppProxyService(S2SServer):
                 if not chunk:
                     break
                 data += chunk
+            if ssl_ctx is not None:
+                return None if b"<stream:stream" in data else "no XMPP stream on the MTLS port"
             return None if b"starttls" in data else "no STARTTLS in the stream features"
         finally:
             writer.close()
@@ -574,7 +585,13 @@ class XmppPartnerService(S2SServer):
 
 
 class XmppGatewayService:
-    """The Front End's XMPP gateway as a lab service (host ``fe``): see :mod:`.gateway`."""
+    """The Front End's XMPP gateway as a lab service (host ``fe``): see :mod:`.gateway`.
+
+    ``bridge`` is a :class:`~simulator.xmpp.gateway.RecordingBridge` until the lab wires the SIP
+    Front End (set ``service.gateway.bridge`` before or after start). When the Edge is not up
+    yet, the gateway keeps retrying every ``retry`` seconds (setting, default 2) in the
+    background; ``connected`` is set whenever the link is up.
+    """
 
     def __init__(self, ctx: ServiceContext) -> None:
         from simulator.xmpp.gateway import RecordingBridge, XmppGateway, gateway_from_context
@@ -582,10 +599,34 @@ class XmppGatewayService:
         self.ctx = ctx
         self.bridge = RecordingBridge()
         self.gateway: XmppGateway = gateway_from_context(ctx, self.bridge)
+        self.retry = _float(ctx.settings, "retry", 2.0)
+        self.connected = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> list[BoundListener]:
-        await self.gateway.start()
+        self._task = asyncio.create_task(self._keep_connected(), name="xmpp-gateway")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.connected.wait(), 5.0)
         return []
 
+    async def _keep_connected(self) -> None:
+        while True:
+            try:
+                await self.gateway.start()
+            except (OSError, ConnectionError, TimeoutError, ssl.SSLError) as exc:
+                log.info("XMPP gateway cannot reach the Edge yet: %s", exc)
+                await asyncio.sleep(self.retry)
+                continue
+            self.connected.set()
+            conn = self.gateway.conn
+            if conn is not None:
+                await conn.closed.wait()
+            self.connected.clear()
+            await asyncio.sleep(self.retry)
+
     async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._task
         await self.gateway.stop()

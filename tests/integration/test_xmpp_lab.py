@@ -207,8 +207,32 @@ async def test_gateway_service_registers(shifted: Topology, lab_pki: LabPki) -> 
     service = XmppGatewayService(ctx)
     try:
         assert await service.start() == []
-        assert service.gateway.connected
+        assert service.connected.is_set() and service.gateway.connected
     finally:
         await service.stop()
         await lab.gateway.stop()
         await lab.lab.stop()
+
+
+async def test_lab_check_answers_at_protocol_level(xmpp_lab: XmppLab) -> None:
+    checks = await xmpp_lab.lab.check()
+    xmpp = {c.bound.listener.proto: (c.ok, c.detail) for c in checks if c.service == "xmpp-proxy"}
+    assert xmpp == {"xmpp-s2s": (True, "answers"), "xmpp-mtls": (True, "answers")}
+
+
+async def test_partner_gets_service_unavailable_when_the_gateway_is_down(
+    xmpp_lab: XmppLab,
+) -> None:
+    edge_side = xmpp_lab.proxy.gateways[0]
+    await xmpp_lab.gateway.stop()
+    await asyncio.wait_for(edge_side.closed.wait(), 5)  # the Edge saw the link go down
+    client = await login(xmpp_lab)
+    errors: asyncio.Queue[str] = asyncio.Queue()
+    client.add_event_handler(
+        "message_error", lambda msg: errors.put_nowait(str(msg["error"]["condition"]))
+    )
+    try:
+        client.send_message(mto="alice@contoso.lab", mbody="anyone?", mtype="chat")
+        assert await asyncio.wait_for(errors.get(), 10) == "service-unavailable"
+    finally:
+        client.disconnect()
