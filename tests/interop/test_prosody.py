@@ -237,3 +237,26 @@ async def test_prosody_authenticates_the_edge_by_dialback(
         assert lab.proxy.outbound_auth["jabber.lab"] == "dialback"
     finally:
         await lab.stop()
+
+
+async def test_edge_verifies_prosody_by_dialback_back_connection(
+    shifted: Topology, lab_pki: LabPki, prosody_dir: Path
+) -> None:
+    """With SASL EXTERNAL switched off on the Edge, Prosody must use dialback towards the Edge:
+    the Edge then opens the back-connection to Prosody's 5269 and sends <db:verify> (the
+    reason the seed's 5269 rule goes both ways)."""
+    setup = ProsodySetup(prosody_dir / "prosody", JABBER, C2S, S2S, DNS_EXT, log_level="debug")
+    lab = await start_xmpp_lab(
+        shifted,
+        lab_pki,
+        {"xmpp-proxy": {"allow_external": False}},
+        hosts=["edge", "dns-ext", "dns-int"],
+    )
+    try:
+        async with prosody(setup, lab_pki) as log:
+            await chat_through_edge(lab, log)
+            assert "db:verify" in log.read_text()  # Prosody answered the Edge's verify request
+        assert lab.proxy.inbound_auth["jabber.lab"] == "dialback"
+        assert lab.proxy.outbound_auth["jabber.lab"] == "dialback"
+    finally:
+        await lab.stop()
