@@ -15,9 +15,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import ssl
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 from simulator.lab.services import ServiceContext
@@ -39,6 +39,15 @@ class SipBridge(Protocol):
         """Deliver an XMPP chat message to a SIP user as a SIP MESSAGE (``to_uri`` is
         ``sip:alice@contoso.lab``). Raise :class:`LookupError` when the user is unknown or not
         registered: the XMPP sender then gets ``<service-unavailable/>``."""
+        ...
+
+
+class XmppSide(Protocol):
+    """What the SIP Front End calls for SIP -> XMPP (implemented by :class:`XmppGateway`)."""
+
+    async def send_from_sip(self, from_uri: str, to_jid: str, text: str) -> None:
+        """Send a SIP MESSAGE's text from ``from_uri`` (``sip:alice@contoso.lab``) to the XMPP
+        address ``to_jid``; raises :class:`ConnectionError` when the Edge link is down."""
         ...
 
 
@@ -76,7 +85,7 @@ class XmppGateway:
         edge_name: str,
         domain: str,
         cert: CertPaths,
-        trust: list[object],
+        trust: list[Path],
         bridge: SipBridge,
         local_address: str | None = None,
     ) -> None:
@@ -85,7 +94,7 @@ class XmppGateway:
         self.domain = domain
         self.bridge = bridge
         self.local_address = local_address
-        self.tls = client_context(trust, cert=cert)  # type: ignore[arg-type]
+        self.tls = client_context(trust, cert=cert)
         self.config = SessionConfig(
             local_domains=frozenset({domain}), timers=StreamTimers(None, 60.0)
         )
@@ -206,4 +215,4 @@ def gateway_from_context(ctx: ServiceContext, bridge: SipBridge) -> XmppGateway:
     )
 
 
-__all__ = ["RecordingBridge", "SipBridge", "XmppGateway", "gateway_from_context", "ssl"]
+__all__ = ["RecordingBridge", "SipBridge", "XmppGateway", "XmppSide", "gateway_from_context"]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import os
 import shutil
 import subprocess
 import tempfile
@@ -39,10 +40,15 @@ from simulator.xmpp.prosody import ProsodySetup, render
 PROSODY = shutil.which("prosody")
 PROSODYCTL = shutil.which("prosodyctl")
 RUNUSER = shutil.which("runuser")
-pytestmark = pytest.mark.skipif(
-    not (PROSODY and PROSODYCTL and RUNUSER),
-    reason="Prosody is not installed (Debian package 'prosody')",
-)
+pytestmark = [
+    pytest.mark.skipif(
+        not (PROSODY and PROSODYCTL and RUNUSER),
+        reason="Prosody is not installed (Debian package 'prosody')",
+    ),
+    pytest.mark.skipif(
+        os.geteuid() != 0, reason="needs root to run Prosody as its own user (runuser)"
+    ),
+]
 
 JABBER = "127.0.113.30"
 DNS_EXT = ("127.0.113.53", PORT_MAP[53])
