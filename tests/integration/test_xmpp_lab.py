@@ -236,3 +236,39 @@ async def test_partner_gets_service_unavailable_when_the_gateway_is_down(
         assert await asyncio.wait_for(errors.get(), 10) == "service-unavailable"
     finally:
         client.disconnect()
+
+
+async def test_bad_xml_on_the_gateway_link_gets_a_stream_error(xmpp_lab: XmppLab) -> None:
+    """23456 gets the same hard limits: a Front End that sends a DOCTYPE is cut off."""
+    pki = xmpp_lab.lab.pki
+    ctx = ssl.create_default_context(cafile=str(pki.ca_cert("internal")))
+    ctx.check_hostname = False
+    fe = pki.host_cert("fe", "internal")
+    ctx.load_cert_chain(str(fe.cert), str(fe.key))
+    reader, writer = await asyncio.open_connection(EDGE_INTERNAL, MTLS, ssl=ctx)
+    try:
+        writer.write(b"<!DOCTYPE x [<!ENTITY a 'b'>]>" + header(frm="contoso.lab").encode())
+        data = b""
+        async with asyncio.timeout(5):
+            while chunk := await reader.read(4096):
+                data += chunk
+        assert data.endswith(
+            b"<stream:error><restricted-xml xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>"
+            b"<text xmlns='urn:ietf:params:xml:ns:xmpp-streams'>DOCTYPE declarations are not"
+            b" allowed</text></stream:error></stream:stream>"
+        )
+    finally:
+        writer.close()
+    assert xmpp_lab.gateway.connected  # the real gateway link is untouched
+
+
+async def test_partner_users_chat_locally_on_the_emulator(xmpp_lab: XmppLab) -> None:
+    romeo = await login(xmpp_lab, "romeo")
+    juliet = await login(xmpp_lab, "juliet")
+    try:
+        romeo.send_message(mto="juliet@jabber.lab", mbody="wherefore", mtype="chat")
+        frm, _type, body = await asyncio.wait_for(juliet.received.get(), 10)
+        assert (bare(frm), body) == ("romeo@jabber.lab", "wherefore")
+    finally:
+        romeo.disconnect()
+        juliet.disconnect()
