@@ -99,7 +99,15 @@ class DnsZone:
             response.set_rcode(dns.rcode.REFUSED)
             return response.to_wire()
         rdtype = question.rdtype
-        found = name in self.records.a or name in self.records.srv
+        # an empty non-terminal (contoso.lab, _tcp.contoso.lab) exists: NOERROR without data,
+        # not NXDOMAIN, or resolvers with qname minimisation (unbound) give up on every name
+        # below it (RFC 8020)
+        suffix = "." + name
+        found = (
+            name in self.records.a
+            or name in self.records.srv
+            or any(n.endswith(suffix) for n in (*self.records.a, *self.records.srv))
+        )
         if rdtype in (dns.rdatatype.A, dns.rdatatype.ANY) and name in self.records.a:
             response.answer.append(
                 dns.rrset.from_text_list(question.name, TTL, "IN", "A", list(self.records.a[name]))
