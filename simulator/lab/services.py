@@ -31,6 +31,7 @@ SERVICES: dict[str, str] = {
     "pic": "simulator.sip.service:PublicImService",
     "xmpp-proxy": "simulator.xmpp.service:XmppProxyService",
     "xmpp-partner": "simulator.xmpp.service:XmppPartnerService",
+    "xmpp-gateway": "simulator.xmpp.service:XmppGatewayService",
     "av-edge": "simulator.media.service:AvEdgeService",
 }
 
@@ -42,6 +43,7 @@ PLANNED: dict[str, str] = {
     "pic": "issue #3 (Access Edge)",
     "xmpp-proxy": "issue #4 (XMPP proxy)",
     "xmpp-partner": "issue #4 (XMPP proxy)",
+    "xmpp-gateway": "issue #4 (XMPP proxy)",
     "av-edge": "issue #5 (A/V Edge)",
     "media-peer": "issue #5 (A/V Edge)",
 }
