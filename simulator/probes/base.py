@@ -247,11 +247,11 @@ def classify(
     within = f" within {timeout:g} s" if timeout is not None else ""
     if isinstance(exc, ssl.SSLCertVerificationError):
         code = exc.verify_code
-        message = exc.verify_message or exc.reason or str(exc)
+        message = exc.verify_message or getattr(exc, "reason", None) or str(exc)
         problem = _VERIFY_CODES.get(code, TlsProblem.OTHER)
         return _tls(problem, f"server certificate: {message}")
     if isinstance(exc, ssl.SSLError):
-        reason = exc.reason or ""
+        reason = getattr(exc, "reason", None) or ""
         if mtls and reason == "SSLV3_ALERT_HANDSHAKE_FAILURE":
             return _tls(
                 TlsProblem.CLIENT_CERT_REJECTED,
