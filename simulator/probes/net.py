@@ -56,6 +56,8 @@ def tls_context(spec: ProbeSpec, *, mtls: bool) -> ssl.SSLContext:
     ctx = client_context(
         spec.trust, cert=spec.client_cert if mtls else None, check_hostname=spec.fqdn is not None
     )
+    if not spec.trust:
+        ctx.load_default_certs()  # a real deployment without a CA bundle: the system's CAs
     return ctx
 
 

@@ -229,6 +229,8 @@ def _failure(exc: BaseException, steps: Steps, spec: ProbeSpec, details: dict[st
         return Outcome(Verdict.ERROR, str(exc), details, steps.timings)
     if isinstance(exc, asyncio.IncompleteReadError):
         exc = EOFError()
+    if isinstance(exc, ConnectionRefusedError) and details.get("transport") == "udp":
+        return Outcome(Verdict.REFUSED, "ICMP port unreachable", details, steps.timings)
     outcome = Outcome.from_error(exc, steps.phase, spec.timeout, **details)
     outcome.timings = steps.timings
     return outcome
