@@ -120,10 +120,16 @@ def topology_svg(topology: Topology, results: list[ProbeResult]) -> str:
         k = seen.get((src, dst), 0)
         seen[(src, dst)] = k + 1
         (sx, sy), (dx, dy) = pos[src], pos[dst]
-        sx, sy = sx + node_w / 2, sy + node_h / 2
-        dx, dy = dx + node_w / 2, dy + node_h / 2
-        bend = 30 + 18 * k
-        mx, my = (sx + dx) / 2, (sy + dy) / 2 - bend
+        sy, dy = sy + node_h / 2 + (k % 3 - 1) * 6, dy + node_h / 2 + (k % 3 - 1) * 6
+        if sx < dx:  # left to right: right edge -> left edge
+            sx, dx = sx + node_w, dx
+            mx, my = (sx + dx) / 2, (sy + dy) / 2 - (20 + 14 * k)
+        elif sx > dx:
+            dx = dx + node_w
+            mx, my = (sx + dx) / 2, (sy + dy) / 2 + (20 + 14 * k)
+        else:  # same zone: loop out on the right
+            sx = dx = sx + node_w
+            mx, my = sx + 50 + 14 * k, (sy + dy) / 2
         colour = COLOURS[result.verdict]
         dash = "" if result.met else ' stroke-dasharray="6 3"'
         parts.append(

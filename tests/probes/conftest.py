@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from simulator.lab.topology import Topology
 from simulator.pki import CertPaths, LabPki
 from simulator.probes.spec import ProbeSpec
 from simulator.tls import server_context
@@ -182,3 +183,23 @@ def spec_for(lab_pki: LabPki) -> Callable[..., ProbeSpec]:
         return ProbeSpec(**params)  # type: ignore[arg-type]
 
     return make
+
+
+@pytest.fixture(scope="session")
+def isolated_topology() -> Topology:
+    """The default lab on loopback addresses of its own (127.<base+zone>.c.d), so a lab another
+    process runs on the default loopback addresses does not collide with this test session's."""
+    import os
+    import tomllib
+
+    from simulator.lab.topology import _Loader, default_topology_path
+
+    path = default_topology_path()
+    data = tomllib.loads(path.read_text("utf-8"))
+    base = 100 + os.getpid() % 100
+    zones = [z["id"] for z in data["zones"]]
+    for table in [*data["hosts"], *data["firewalls"]]:
+        for iface in table["interfaces"]:
+            c, d = iface["address"].split(".")[2:]
+            iface["loopback"] = f"127.{base + zones.index(iface['zone'])}.{c}.{d}"
+    return _Loader(path).load(data)
