@@ -284,6 +284,9 @@ def classify(
         if phase is Phase.TLS:
             return _tls(TlsProblem.HANDSHAKE_RESET, "the peer reset the connection in the handshake")
         return Classified(Verdict.PROTOCOL_FAILED, "the peer closed the connection without a response")
+    if isinstance(exc, OSError) and exc.errno == errno.EPERM:
+        # netfilter dropped the packet in this host's own output chain: sendto/connect say EPERM
+        return Classified(Verdict.BLOCKED, "dropped by a firewall on the source host (Operation not permitted)")
     if isinstance(exc, OSError) and exc.errno in _UNREACHABLE:
         return Classified(Verdict.REFUSED, _UNREACHABLE[exc.errno])
     if isinstance(exc, OSError) and exc.errno in (errno.EADDRNOTAVAIL, errno.EADDRINUSE, errno.EACCES):
