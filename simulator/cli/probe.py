@@ -31,33 +31,91 @@ from simulator.reports.table import render_run, run_with_progress
 
 @click.command()
 @click.option(
-    "--runner", type=click.Choice(["local", "netns", "compose", "here"]), default="local", show_default=True,
-    help="Where probes run: local (this process, each source's loopback address), netns (ip netns exec "
-    "es-<host>), compose (docker compose exec <host>), here (this namespace, the lab's addresses; what "
+    "--runner",
+    type=click.Choice(["local", "netns", "compose", "here"]),
+    default="local",
+    show_default=True,
+    help="Where probes run: local (this process, each source's loopback address), netns "
+    "(ip netns exec es-<host>), compose (docker compose exec <host>), here (this namespace, "
+    "the lab's addresses; what "
     "netns and compose run inside each host).",
 )
-@click.option("--target", "target_file", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
-              help="Probe a real deployment described in FILE (addresses, FQDNs, CA bundle, client certificate).")
+@click.option(
+    "--target",
+    "target_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="FILE",
+    help="Probe a real deployment described in FILE "
+    "(addresses, FQDNs, CA bundle, client certificate).",
+)
 @click.option("--row", "rows", multiple=True, metavar="ID", help="Only this row (repeatable).")
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True,
-              help="Output on stdout.")
-@click.option("--junit", "junit_file", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
-              help="Also write JUnit XML (one test case per row) to FILE.")
-@click.option("--html", "html_file", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
-              help="Also write a self-contained HTML report to FILE.")
-@click.option("--timeout", type=click.FloatRange(0.1, 120), default=DEFAULT_TIMEOUT, show_default=True,
-              metavar="S", help="Seconds per probe (a blocked row costs this once).")
-@click.option("--concurrency", type=click.IntRange(1, 1024), default=DEFAULT_CONCURRENCY, show_default=True,
-              metavar="N", help="Probes in flight at once.")
-@click.option("--compose-file", type=click.Path(dir_okay=False), metavar="FILE",
-              help="docker compose file of the lab (compose runner).")
-@click.option("--source", "source_ref", hidden=True, metavar="HOST:IFACE",
-              help="Leave from this source endpoint (set by the netns/compose runners).")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json"]),
+    default="table",
+    show_default=True,
+    help="Output on stdout.",
+)
+@click.option(
+    "--junit",
+    "junit_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="FILE",
+    help="Also write JUnit XML (one test case per row) to FILE.",
+)
+@click.option(
+    "--html",
+    "html_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="FILE",
+    help="Also write a self-contained HTML report to FILE.",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(0.1, 120),
+    default=DEFAULT_TIMEOUT,
+    show_default=True,
+    metavar="S",
+    help="Seconds per probe (a blocked row costs this once).",
+)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 1024),
+    default=DEFAULT_CONCURRENCY,
+    show_default=True,
+    metavar="N",
+    help="Probes in flight at once.",
+)
+@click.option(
+    "--compose-file",
+    type=click.Path(dir_okay=False),
+    metavar="FILE",
+    help="docker compose file of the lab (compose runner).",
+)
+@click.option(
+    "--source",
+    "source_ref",
+    hidden=True,
+    metavar="HOST:IFACE",
+    help="Leave from this source endpoint (set by the netns/compose runners).",
+)
 @CERTS_OPTION
 @click.pass_obj
-def probe(obj: Obj, runner: str, target_file: Path | None, rows: tuple[str, ...], fmt: str,
-          junit_file: Path | None, html_file: Path | None, timeout: float, concurrency: int,
-          compose_file: str | None, source_ref: str | None, certs_dir: Path) -> None:
+def probe(
+    obj: Obj,
+    runner: str,
+    target_file: Path | None,
+    rows: tuple[str, ...],
+    fmt: str,
+    junit_file: Path | None,
+    html_file: Path | None,
+    timeout: float,
+    concurrency: int,
+    compose_file: str | None,
+    source_ref: str | None,
+    certs_dir: Path,
+) -> None:
     """Probe every row of the port matrix at protocol level and report a verdict per row.
 
     Each row is probed from a host of its source zone: SIP OPTIONS over TLS/MTLS, XMPP stream and
@@ -81,20 +139,31 @@ def probe(obj: Obj, runner: str, target_file: Path | None, rows: tuple[str, ...]
     pki = LabPki(certs_dir)
     if runner in ("local", "here") and (target is None or not target.trust):
         ensure_pki(topology, certs_dir)
-    builder = JobBuilder(topology, pki, addresses="lab" if runner == "here" else "loopback",
-                         timeout=timeout, source_ref=source_ref)
+    builder = JobBuilder(
+        topology,
+        pki,
+        addresses="lab" if runner == "here" else "loopback",
+        timeout=timeout,
+        source_ref=source_ref,
+    )
     executor: Executor
     if runner == "netns":
-        executor = NetnsExecutor(timeout=timeout, topology_path=obj.topology_path, certs=str(certs_dir))
+        executor = NetnsExecutor(
+            timeout=timeout, topology_path=obj.topology_path, certs=str(certs_dir)
+        )
     elif runner == "compose":
-        executor = ComposeExecutor(timeout=timeout, topology_path=obj.topology_path, compose_file=compose_file)
+        executor = ComposeExecutor(
+            timeout=timeout, topology_path=obj.topology_path, compose_file=compose_file
+        )
     else:
         executor = LocalExecutor(name=runner)
     if target is not None:
         executor = LocalExecutor(name="target")
     kwargs = {"rows": rows, "target": target, "concurrency": concurrency}
     if fmt == "table":
-        run: ProbeRun = asyncio.run(run_with_progress(console, topology, executor, builder, **kwargs))
+        run: ProbeRun = asyncio.run(
+            run_with_progress(console, topology, executor, builder, **kwargs)
+        )
         console.print(render_run(run))
     else:
         run = asyncio.run(probe_matrix(topology, executor, builder, **kwargs))  # type: ignore[arg-type]

@@ -79,7 +79,7 @@ class Phase(enum.Enum):
 class Classified:
     verdict: Verdict
     reason: str
-    """One line, e.g. ``TLS failed: unknown CA (server certificate: unable to get local issuer)``."""
+    """One line, e.g. ``TLS failed: unknown CA (server certificate: self-signed certificate)``."""
     tls_problem: TlsProblem | None = None
 
 
@@ -266,7 +266,9 @@ def classify(
                 f"the peer does not speak TLS (OpenSSL: {reason.lower().replace('_', ' ')})",
             )
         if isinstance(exc, ssl.SSLEOFError) or reason in ("UNEXPECTED_EOF_WHILE_READING", "EOF"):
-            return _tls(TlsProblem.HANDSHAKE_RESET, "the peer closed the connection in the handshake")
+            return _tls(
+                TlsProblem.HANDSHAKE_RESET, "the peer closed the connection in the handshake"
+            )
         if reason.startswith(("SSLV3_ALERT", "TLSV1_ALERT", "TLSV13_ALERT")):
             return _tls(TlsProblem.OTHER, f"the peer sent alert {_alert_text(reason)}")
         return _tls(TlsProblem.OTHER, reason.lower().replace("_", " ") or str(exc))
@@ -277,19 +279,31 @@ def classify(
             return _tls(TlsProblem.HANDSHAKE_RESET, f"no TLS handshake answer{within}")
         return Classified(Verdict.PROTOCOL_FAILED, f"connected, but no response{within}")
     if isinstance(exc, ConnectionRefusedError):
-        return Classified(Verdict.REFUSED, "connection refused (TCP reset or ICMP port unreachable)")
+        return Classified(
+            Verdict.REFUSED, "connection refused (TCP reset or ICMP port unreachable)"
+        )
     if isinstance(exc, (ConnectionResetError, ConnectionAbortedError, BrokenPipeError, EOFError)):
         if phase is Phase.CONNECT:
             return Classified(Verdict.REFUSED, "connection reset while connecting")
         if phase is Phase.TLS:
-            return _tls(TlsProblem.HANDSHAKE_RESET, "the peer reset the connection in the handshake")
-        return Classified(Verdict.PROTOCOL_FAILED, "the peer closed the connection without a response")
+            return _tls(
+                TlsProblem.HANDSHAKE_RESET, "the peer reset the connection in the handshake"
+            )
+        return Classified(
+            Verdict.PROTOCOL_FAILED, "the peer closed the connection without a response"
+        )
     if isinstance(exc, OSError) and exc.errno == errno.EPERM:
         # netfilter dropped the packet in this host's own output chain: sendto/connect say EPERM
-        return Classified(Verdict.BLOCKED, "dropped by a firewall on the source host (Operation not permitted)")
+        return Classified(
+            Verdict.BLOCKED, "dropped by a firewall on the source host (Operation not permitted)"
+        )
     if isinstance(exc, OSError) and exc.errno in _UNREACHABLE:
         return Classified(Verdict.REFUSED, _UNREACHABLE[exc.errno])
-    if isinstance(exc, OSError) and exc.errno in (errno.EADDRNOTAVAIL, errno.EADDRINUSE, errno.EACCES):
+    if isinstance(exc, OSError) and exc.errno in (
+        errno.EADDRNOTAVAIL,
+        errno.EADDRINUSE,
+        errno.EACCES,
+    ):
         return Classified(Verdict.ERROR, f"cannot bind the source address: {exc.strerror}")
     if isinstance(exc, OSError):
         return Classified(Verdict.ERROR, f"{exc.strerror or exc}")
@@ -299,7 +313,7 @@ def classify(
 def _alert_text(reason: str) -> str:
     for prefix in ("SSLV3_ALERT_", "TLSV13_ALERT_", "TLSV1_ALERT_"):
         if reason.startswith(prefix):
-            return "'" + reason[len(prefix):].lower().replace("_", " ") + "'"
+            return "'" + reason[len(prefix) :].lower().replace("_", " ") + "'"
     return reason.lower().replace("_", " ")
 
 

@@ -26,18 +26,32 @@ async def probe_dns(spec: ProbeSpec) -> Outcome:
         response = await steps.run(
             "response",
             Phase.CONNECT,
-            dns.asyncquery.udp(query, spec.address, port=spec.port, timeout=spec.timeout,
-                               source=spec.bind, ignore_unexpected=True),
+            dns.asyncquery.udp(
+                query,
+                spec.address,
+                port=spec.port,
+                timeout=spec.timeout,
+                source=spec.bind,
+                ignore_unexpected=True,
+            ),
         )
     except dns.exception.Timeout:
-        return Outcome(Verdict.BLOCKED, f"no answer within {spec.timeout:g} s: dropped",
-                       {"query": f"SRV {name}"}, steps.timings)
+        return Outcome(
+            Verdict.BLOCKED,
+            f"no answer within {spec.timeout:g} s: dropped",
+            {"query": f"SRV {name}"},
+            steps.timings,
+        )
     except (OSError, TimeoutError) as exc:
         c = classify(exc, Phase.CONNECT, spec.timeout)
         return Outcome(c.verdict, c.reason, {"query": f"SRV {name}"}, steps.timings)
     except dns.exception.DNSException as exc:
-        return Outcome(Verdict.PROTOCOL_FAILED, f"bad DNS answer: {exc}", {"query": f"SRV {name}"},
-                       steps.timings)
+        return Outcome(
+            Verdict.PROTOCOL_FAILED,
+            f"bad DNS answer: {exc}",
+            {"query": f"SRV {name}"},
+            steps.timings,
+        )
     rcode = dns.rcode.to_text(response.rcode())
     records = [
         f"{r.priority} {r.weight} {r.port} {str(r.target).rstrip('.')}"
@@ -47,5 +61,7 @@ async def probe_dns(spec: ProbeSpec) -> Outcome:
     ]
     details = {"query": f"SRV {name}", "rcode": rcode, "answers": records}
     if records:
-        return Outcome(Verdict.PASSED, f"DNS answered SRV {name}: {records[0]}", details, steps.timings)
+        return Outcome(
+            Verdict.PASSED, f"DNS answered SRV {name}: {records[0]}", details, steps.timings
+        )
     return Outcome(Verdict.PASSED, f"DNS answered {rcode} for SRV {name}", details, steps.timings)

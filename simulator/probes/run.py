@@ -27,7 +27,14 @@ from typing import Any, Protocol
 
 from simulator.errors import ConfigError
 from simulator.lab.topology import Topology
-from simulator.matrix.model import Endpoint, Matrix, MatrixRow, ResolvedRow, load_matrix, resolve_all
+from simulator.matrix.model import (
+    Endpoint,
+    Matrix,
+    MatrixRow,
+    ResolvedRow,
+    load_matrix,
+    resolve_all,
+)
 from simulator.pki import CertPaths, LabPki
 from simulator.probes.base import (
     Outcome,
@@ -89,7 +96,8 @@ def _describe_destination(job: ProbeJob) -> str:
         return job.destination.ref if job.destination else ""
     if job.spec.peer is not None:
         peer = f"{job.spec.peer[0]}:{job.spec.peer[1]}"
-        return f"{job.destination.ref if job.destination else ''} {peer} via relay {job.spec.address}:{job.spec.port}".strip()
+        dest = job.destination.ref if job.destination else ""
+        return f"{dest} {peer} via relay {job.spec.address}:{job.spec.port}".strip()
     ref = f"{job.destination.ref} " if job.destination else ""
     return f"{ref}{job.spec.address}:{job.spec.ports}/{job.spec.transport}"
 
@@ -103,7 +111,9 @@ def _pick_source(resolved: ResolvedRow, topology: Topology) -> Endpoint:
     return resolved.sources[0]
 
 
-def _listener_port(topology: Topology, ep: Endpoint, protos: Sequence[str], transport: str) -> int | None:
+def _listener_port(
+    topology: Topology, ep: Endpoint, protos: Sequence[str], transport: str
+) -> int | None:
     host = topology.host(ep.host)
     for proto in protos:
         for lst in host.listeners:
@@ -117,12 +127,18 @@ def _listener_port(topology: Topology, ep: Endpoint, protos: Sequence[str], tran
 
 
 def turn_credentials(topology: Topology) -> TurnCredentials | None:
-    """``[services.probes] turn_username/turn_password/turn_realm``, else the A/V Edge's first user."""
+    """``[services.probes] turn_username/turn_password/turn_realm``, else the first of
+    ``[services.av-edge] users``."""
     probes = topology.settings.get("probes", {})
-    if isinstance(probes.get("turn_username"), str) and isinstance(probes.get("turn_password"), str):
+    if isinstance(probes.get("turn_username"), str) and isinstance(
+        probes.get("turn_password"), str
+    ):
         realm = probes.get("turn_realm")
-        return TurnCredentials(probes["turn_username"], probes["turn_password"],
-                               realm if isinstance(realm, str) else None)
+        return TurnCredentials(
+            probes["turn_username"],
+            probes["turn_password"],
+            realm if isinstance(realm, str) else None,
+        )
     users = topology.settings.get("av-edge", {}).get("users")
     if isinstance(users, dict) and users:
         name, password = next(iter(users.items()))
@@ -135,7 +151,8 @@ def _dns_name(topology: Topology, source: Endpoint) -> str | None:
     own = topology.host(source.host).domain
     names = [s.name for s in topology.srv]
     foreign = [n for n in names if own is None or not n.endswith("." + own)]
-    return (foreign or names or [None])[0]
+    choices = foreign or names
+    return choices[0] if choices else None
 
 
 @dataclass
@@ -177,17 +194,30 @@ class JobBuilder:
             "turn": turn_credentials(self.topology),
         }
         if row.port_side == "source":
-            # Relay rows: the source is the relay; talk to its TURN server, relay to the destination.
-            server_port = _listener_port(self.topology, source, [_RELAY_SERVER_PROTO.get(row.probe, "stun-udp")],
-                                         "udp" if row.probe == "turn-relay-udp" else "tcp")
+            # Relay rows: the source is the relay; ask its TURN server to relay to the destination.
+            server_port = _listener_port(
+                self.topology,
+                source,
+                [_RELAY_SERVER_PROTO.get(row.probe, "stun-udp")],
+                "udp" if row.probe == "turn-relay-udp" else "tcp",
+            )
             peer_port = _listener_port(self.topology, dest, ["media", "stun-udp"], row.transport)
             if server_port is None:
-                return ProbeJob(row, source, dest, None, f"{source.ref} has no TURN listener for {row.probe}")
+                return ProbeJob(
+                    row, source, dest, None, f"{source.ref} has no TURN listener for {row.probe}"
+                )
             if peer_port is None:
-                return ProbeJob(row, source, dest, None, f"{dest.ref} has no {row.transport} media port")
-            spec = ProbeSpec(address=self.address(source), port=server_port, fqdn=source.fqdn,
-                             domain=self.topology.host(source.host).domain,
-                             peer=(self.address(dest), peer_port), **common)
+                return ProbeJob(
+                    row, source, dest, None, f"{dest.ref} has no {row.transport} media port"
+                )
+            spec = ProbeSpec(
+                address=self.address(source),
+                port=server_port,
+                fqdn=source.fqdn,
+                domain=self.topology.host(source.host).domain,
+                peer=(self.address(dest), peer_port),
+                **common,
+            )
             return ProbeJob(row, source, dest, spec)
         spec = ProbeSpec(
             address=self.address(dest),
@@ -236,23 +266,38 @@ class Target:
         if job.spec is None:
             return job
         if self.zones and job.source is not None and job.source.zone not in self.zones:
-            return replace(job, spec=None,
-                           skip_reason=f"source zone '{job.source.zone}': this machine is not there")
+            return replace(
+                job,
+                spec=None,
+                skip_reason=f"source zone '{job.source.zone}': this machine is not there",
+            )
         spec = job.spec
         if spec.peer is not None:
             relay, peer = self.endpoint(job.source), self.endpoint(job.destination)
             if relay is None or peer is None:
                 missing = job.source if relay is None else job.destination
-                return replace(job, spec=None, skip_reason=f"{missing.ref if missing else '?'} is not in the target file")
-            spec = replace(spec, address=relay.address, fqdn=relay.fqdn or spec.fqdn,
-                           peer=(peer.address, spec.peer[1]))
+                return replace(
+                    job,
+                    spec=None,
+                    skip_reason=f"{missing.ref if missing else '?'} is not in the target file",
+                )
+            spec = replace(
+                spec,
+                address=relay.address,
+                fqdn=relay.fqdn or spec.fqdn,
+                peer=(peer.address, spec.peer[1]),
+            )
         else:
             dest = self.endpoint(job.destination)
             if dest is None:
                 ref = job.destination.ref if job.destination else "?"
                 return replace(job, spec=None, skip_reason=f"{ref} is not in the target file")
-            spec = replace(spec, address=dest.address, fqdn=dest.fqdn or spec.fqdn,
-                           domain=dest.domain or spec.domain)
+            spec = replace(
+                spec,
+                address=dest.address,
+                fqdn=dest.fqdn or spec.fqdn,
+                domain=dest.domain or spec.domain,
+            )
         src = self.endpoint(job.source)
         spec = replace(
             spec,
@@ -289,8 +334,20 @@ def load_target(path: Path | str) -> Target:
     target = data.get("target", {})
     if not isinstance(target, dict):
         raise ConfigError(path, "target", "'target' must be a table")
-    unknown = sorted(set(target) - {"name", "ca_bundle", "client_cert", "client_key", "source_address",
-                                    "zones", "turn_username", "turn_password", "timeout"})
+    unknown = sorted(
+        set(target)
+        - {
+            "name",
+            "ca_bundle",
+            "client_cert",
+            "client_key",
+            "source_address",
+            "zones",
+            "turn_username",
+            "turn_password",
+            "timeout",
+        }
+    )
     if unknown:
         raise ConfigError(path, "target", f"unknown key '{unknown[0]}'")
     trust = (file(target["ca_bundle"], "target", "ca_bundle"),) if "ca_bundle" in target else ()
@@ -305,7 +362,9 @@ def load_target(path: Path | str) -> Target:
     endpoints: dict[str, TargetEndpoint] = {}
     table = data.get("endpoints", {})
     if not isinstance(table, dict) or not table:
-        raise ConfigError(path, "endpoints", "describe at least one endpoint: [endpoints.\"edge:access\"]")
+        raise ConfigError(
+            path, "endpoints", 'describe at least one endpoint: [endpoints."edge:access"]'
+        )
     for ref, entry in table.items():
         where = f"endpoints[{ref}]"
         if not isinstance(entry, dict) or not isinstance(entry.get("address"), str):
@@ -338,9 +397,16 @@ class Executor(Protocol):
 
 
 def skipped(job: ProbeJob, runner: str) -> ProbeResult:
-    return ProbeResult(job.row.id, job.row.probe, job.row.expect.value, Verdict.SKIPPED,
-                       job.skip_reason or "not probed", _describe_source(job), _describe_destination(job),
-                       runner=runner)
+    return ProbeResult(
+        job.row.id,
+        job.row.probe,
+        job.row.expect.value,
+        Verdict.SKIPPED,
+        job.skip_reason or "not probed",
+        _describe_source(job),
+        _describe_destination(job),
+        runner=runner,
+    )
 
 
 @dataclass
@@ -357,8 +423,10 @@ class LocalExecutor:
             # The probe honours its own deadline; this only guards against a bug that would not.
             outcome = await asyncio.wait_for(probe(job.spec), job.spec.timeout + 2.0)
         except TimeoutError:
-            outcome = Outcome(Verdict.ERROR, f"the probe overran its {job.spec.timeout:g} s deadline")
-        except Exception as exc:  # noqa: BLE001 - a probe bug must not stop the other rows
+            outcome = Outcome(
+                Verdict.ERROR, f"the probe overran its {job.spec.timeout:g} s deadline"
+            )
+        except Exception as exc:
             log.exception("probe %s crashed", job.row.id)
             outcome = Outcome(Verdict.ERROR, f"probe crashed: {type(exc).__name__}: {exc}")
         return job.result(outcome, self.name)
@@ -375,8 +443,17 @@ class SubprocessExecutor:
     extra: list[str] = field(default_factory=list)
 
     def probe_args(self, job: ProbeJob) -> list[str]:
-        args = ["probe", "--row", job.row.id, "--format", "json", "--runner", "here",
-                "--timeout", f"{self.timeout:g}"]
+        args = [
+            "probe",
+            "--row",
+            job.row.id,
+            "--format",
+            "json",
+            "--runner",
+            "here",
+            "--timeout",
+            f"{self.timeout:g}",
+        ]
         if job.source is not None:
             args += ["--source", job.source.ref]
         if self.certs:
@@ -392,15 +469,20 @@ class SubprocessExecutor:
         cmd = self.command(job)
         try:
             proc = await asyncio.create_subprocess_exec(
-                *cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+                *cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+            )
         except OSError as exc:
-            return job.result(Outcome(Verdict.ERROR, f"cannot run {cmd[0]}: {exc.strerror}"), self.name)
+            return job.result(
+                Outcome(Verdict.ERROR, f"cannot run {cmd[0]}: {exc.strerror}"), self.name
+            )
         try:
             out, err = await asyncio.wait_for(proc.communicate(), self.timeout + SUBPROCESS_GRACE)
         except TimeoutError:
             proc.kill()
             await proc.wait()
-            return job.result(Outcome(Verdict.ERROR, f"{' '.join(cmd[:3])} did not finish"), self.name)
+            return job.result(
+                Outcome(Verdict.ERROR, f"{' '.join(cmd[:3])} did not finish"), self.name
+            )
         return parse_subprocess_output(job, out, err, self.name)
 
 
@@ -417,8 +499,16 @@ def parse_subprocess_output(job: ProbeJob, out: bytes, err: bytes, runner: str) 
         problem = f"unreadable output ({exc})"
     last = (err.decode("utf-8", "replace").strip().splitlines() or [""])[-1]
     reason = f"the probe inside {job.source.host if job.source else '?'} failed: {last or problem}"
-    return ProbeResult(job.row.id, job.row.probe, job.row.expect.value, Verdict.ERROR, reason,
-                       _describe_source(job), _describe_destination(job), runner=runner)
+    return ProbeResult(
+        job.row.id,
+        job.row.probe,
+        job.row.expect.value,
+        Verdict.ERROR,
+        reason,
+        _describe_source(job),
+        _describe_destination(job),
+        runner=runner,
+    )
 
 
 @dataclass
@@ -430,8 +520,17 @@ class NetnsExecutor(SubprocessExecutor):
     def command(self, job: ProbeJob) -> list[str]:
         assert job.source is not None
         top = ["--topology", self.topology_path] if self.topology_path else []
-        return ["ip", "netns", "exec", f"{self.prefix}{job.source.host}", self.python, "-m", "simulator",
-                *top, *self.probe_args(job)]
+        return [
+            "ip",
+            "netns",
+            "exec",
+            f"{self.prefix}{job.source.host}",
+            self.python,
+            "-m",
+            "simulator",
+            *top,
+            *self.probe_args(job),
+        ]
 
 
 @dataclass
@@ -538,12 +637,19 @@ async def probe_matrix(
         on_start(len(jobs))
     started, t0 = time.time(), time.perf_counter()
     results = await run_jobs(jobs, executor, concurrency=concurrency, on_done=on_done)
-    return ProbeRun(topology, matrix, results, executor.name, started, time.perf_counter() - t0,
-                    target.name if target else None)
+    return ProbeRun(
+        topology,
+        matrix,
+        results,
+        executor.name,
+        started,
+        time.perf_counter() - t0,
+        target.name if target else None,
+    )
 
 
 async def run_probes_cli(topology: Topology, lab: Any, console: Any) -> int:
-    """``edgesim run``'s probe step on the embedded lab: returns the rows failing their expectation."""
+    """``edgesim run``'s probe step on the embedded lab; returns the rows failing expectation."""
     from simulator.reports.table import render_run, run_with_progress
 
     builder = JobBuilder(topology, lab.pki, addresses="loopback")

@@ -24,7 +24,9 @@ MAX_RESPONSE = 65536
 def build_options(spec: ProbeSpec, local: tuple[str, int]) -> bytes:
     """The OPTIONS request the probe sends (built with sipmessage)."""
     host = spec.fqdn or spec.address
-    request = sipmessage.Request("OPTIONS", sipmessage.URI.parse(f"sip:{host}:{spec.port};transport=tls"))
+    request = sipmessage.Request(
+        "OPTIONS", sipmessage.URI.parse(f"sip:{host}:{spec.port};transport=tls")
+    )
     branch = "z9hG4bK" + secrets.token_hex(8)
     source = spec.source_domain or local[0]
     headers = [
@@ -83,7 +85,9 @@ async def read_message(reader: asyncio.StreamReader) -> bytes:
     return head + b"\r\n\r\n" + rest[:length]
 
 
-def closed_after_tls13_handshake(outcome: Outcome, exc: BaseException, steps: Steps, *, mtls: bool) -> Outcome:
+def closed_after_tls13_handshake(
+    outcome: Outcome, exc: BaseException, steps: Steps, *, mtls: bool
+) -> Outcome:
     """In TLS 1.3 the server checks our certificate after *our* handshake is done.
 
     A server that refuses it without sending an alert (asyncio's TLS servers do that: they close
@@ -108,7 +112,9 @@ def closed_after_tls13_handshake(outcome: Outcome, exc: BaseException, steps: St
 
 async def probe_sip(spec: ProbeSpec, *, mtls: bool) -> Outcome:
     steps = Steps(spec.timeout)
-    details: dict[str, object] = {"presented": str(spec.client_cert.cert.name) if mtls and spec.client_cert else None}
+    details: dict[str, object] = {
+        "presented": str(spec.client_cert.cert.name) if mtls and spec.client_cert else None
+    }
     writer = None
     try:
         ctx = tls_context(spec, mtls=mtls)
@@ -128,11 +134,19 @@ async def probe_sip(spec: ProbeSpec, *, mtls: bool) -> Outcome:
             try:
                 message = sipmessage.Message.parse(raw)
             except (ValueError, UnicodeDecodeError):
-                return Outcome(Verdict.PROTOCOL_FAILED, f"answered {describe_bytes(raw)}: not a SIP message",
-                               details, steps.timings)
+                return Outcome(
+                    Verdict.PROTOCOL_FAILED,
+                    f"answered {describe_bytes(raw)}: not a SIP message",
+                    details,
+                    steps.timings,
+                )
             if not isinstance(message, sipmessage.Response):
-                return Outcome(Verdict.PROTOCOL_FAILED, f"answered with a SIP {message.method} request, not a response",
-                               details, steps.timings)
+                return Outcome(
+                    Verdict.PROTOCOL_FAILED,
+                    f"answered with a SIP {message.method} request, not a response",
+                    details,
+                    steps.timings,
+                )
             codes.append(message.code)
             details["response"] = f"{message.code} {message.phrase}"
             diag = message.headers.get("ms-diagnostics")

@@ -31,7 +31,9 @@ class _Datagrams(asyncio.DatagramProtocol):
         self.queue.put_nowait(exc)
 
 
-async def open_udp(spec: ProbeSpec, address: str, port: int) -> tuple[asyncio.DatagramTransport, _Datagrams]:
+async def open_udp(
+    spec: ProbeSpec, address: str, port: int
+) -> tuple[asyncio.DatagramTransport, _Datagrams]:
     """A connected UDP socket, so ICMP port unreachable comes back as ConnectionRefusedError."""
     loop = asyncio.get_running_loop()
     transport, protocol = await loop.create_datagram_endpoint(
@@ -95,16 +97,31 @@ async def probe_stun_udp(spec: ProbeSpec) -> Outcome:
         response = await transact(steps, transport, protocol, request)
         if response.message_class is not stun.Class.RESPONSE:
             code = response.attributes.get("ERROR-CODE")
-            return Outcome(Verdict.PROTOCOL_FAILED, f"Binding answered with error {code}",
-                           {"error": str(code)}, steps.timings)
-        mapped = response.attributes.get("XOR-MAPPED-ADDRESS") or response.attributes.get("MAPPED-ADDRESS")
+            return Outcome(
+                Verdict.PROTOCOL_FAILED,
+                f"Binding answered with error {code}",
+                {"error": str(code)},
+                steps.timings,
+            )
+        mapped = response.attributes.get("XOR-MAPPED-ADDRESS") or response.attributes.get(
+            "MAPPED-ADDRESS"
+        )
         if not mapped:
-            return Outcome(Verdict.PROTOCOL_FAILED, "Binding success without a mapped address", {}, steps.timings)
+            return Outcome(
+                Verdict.PROTOCOL_FAILED,
+                "Binding success without a mapped address",
+                {},
+                steps.timings,
+            )
         details = {"mapped": f"{mapped[0]}:{mapped[1]}"}
         if software := response.attributes.get("SOFTWARE"):
             details["server"] = software
-        return Outcome(Verdict.PASSED, f"STUN Binding success, mapped address {mapped[0]}:{mapped[1]}",
-                       details, steps.timings)
+        return Outcome(
+            Verdict.PASSED,
+            f"STUN Binding success, mapped address {mapped[0]}:{mapped[1]}",
+            details,
+            steps.timings,
+        )
     except ValueError as exc:
         return Outcome(Verdict.PROTOCOL_FAILED, str(exc), {}, steps.timings)
     except (OSError, TimeoutError) as exc:

@@ -47,16 +47,24 @@ async def probe_tcp_connect(spec: ProbeSpec) -> Outcome:
     opened = [p for p, v, _ in results if v is Verdict.PASSED]
     if opened:
         which = ", ".join(map(str, opened))
-        return Outcome(Verdict.PASSED, f"TCP handshake completed on port {which} of {len(ports)} sampled",
-                       details, steps.timings)
+        return Outcome(
+            Verdict.PASSED,
+            f"TCP handshake completed on port {which} of {len(ports)} sampled",
+            details,
+            steps.timings,
+        )
     errors = [(p, r) for p, v, r in results if v is Verdict.ERROR]
     if errors:
         return Outcome(Verdict.ERROR, errors[0][1], details, steps.timings)
     dropped = [p for p, v, _ in results if v is Verdict.BLOCKED]
     if dropped:
-        return Outcome(Verdict.BLOCKED,
-                       f"no answer within {spec.timeout:g} s: dropped ({len(dropped)} of {len(ports)} sampled ports)",
-                       details, steps.timings)
+        return Outcome(
+            Verdict.BLOCKED,
+            f"no answer within {spec.timeout:g} s: dropped "
+            f"({len(dropped)} of {len(ports)} sampled ports)",
+            details,
+            steps.timings,
+        )
     reason = next(r for _, _, r in results)
     sampled = f" on all {len(ports)} sampled ports" if len(ports) > 1 else ""
     return Outcome(Verdict.REFUSED, reason + sampled, details, steps.timings)

@@ -16,6 +16,7 @@ encoded here.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import secrets
@@ -26,7 +27,7 @@ from typing import Any
 from aioice import stun
 
 from simulator.errors import EdgesimError
-from simulator.probes.base import Outcome, Phase, Verdict, classify, describe_bytes
+from simulator.probes.base import Outcome, Phase, Verdict, describe_bytes
 from simulator.probes.net import Steps, close, local_addr, tls_context, tls_facts
 from simulator.probes.spec import ProbeSpec, TurnCredentials
 from simulator.probes.stun import open_udp, parse, transact
@@ -68,17 +69,17 @@ async def read_stun_stream(reader: asyncio.StreamReader) -> bytes:
     header = await reader.readexactly(20)
     if header[0] & 0xC0 or header[4:8] != struct.pack("!I", stun.COOKIE):
         rest = b""
-        try:
+        with contextlib.suppress(TimeoutError, OSError):
             rest = await asyncio.wait_for(reader.read(200), 0.05)
-        except (TimeoutError, OSError):
-            pass
         raise TurnError(f"answered {describe_bytes(header + rest)}: not STUN")
     (length,) = struct.unpack("!H", header[2:4])
     return header + await reader.readexactly(length)
 
 
 class _Stream:
-    def __init__(self, steps: Steps, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(
+        self, steps: Steps, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         self.steps, self.reader, self.writer = steps, reader, writer
 
     async def request(self, message: stun.Message, name: str) -> stun.Message:
@@ -123,7 +124,9 @@ class Session:
             message.attributes["NONCE"] = self.nonce
             message.add_message_integrity(self.key)
 
-    async def request(self, method: stun.Method, attributes: dict[str, Any], name: str) -> stun.Message:
+    async def request(
+        self, method: stun.Method, attributes: dict[str, Any], name: str
+    ) -> stun.Message:
         """Send with credentials, answering one 401/438 challenge (RFC 5389 §10.2)."""
         for _attempt in range(3):
             message = stun.Message(method, stun.Class.REQUEST, attributes=dict(attributes))
@@ -138,7 +141,9 @@ class Session:
                 self.nonce = response.attributes["NONCE"]
                 self.realm = response.attributes.get("REALM", self.realm)
                 if self.creds is None:
-                    raise TurnError(f"{text} (realm {self.realm!r}; no credentials to go further)", code)
+                    raise TurnError(
+                        f"{text} (realm {self.realm!r}; no credentials to go further)", code
+                    )
                 assert self.realm is not None
                 self.key = long_term_key(self.creds, self.realm)
                 continue
@@ -149,7 +154,9 @@ class Session:
 # ------------------------------------------------------------------ RFC 6062 messages
 
 
-def raw_request(method: int, tid: bytes, attrs: list[tuple[int, bytes]], key: bytes | None) -> bytes:
+def raw_request(
+    method: int, tid: bytes, attrs: list[tuple[int, bytes]], key: bytes | None
+) -> bytes:
     """Encode a STUN request aioice cannot (Connect, ConnectionBind), with MESSAGE-INTEGRITY."""
     body = b"".join(
         struct.pack("!HH", t, len(v)) + v + bytes(stun.padding_length(len(v))) for t, v in attrs
@@ -195,15 +202,21 @@ def _auth_attrs(session: Session) -> list[tuple[int, bytes]]:
 # ------------------------------------------------------------------ probes
 
 
-async def _open_stream(steps: Steps, spec: ProbeSpec, tls: bool) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+async def _open_stream(
+    steps: Steps, spec: ProbeSpec, tls: bool
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     reader, writer = await steps.run(
-        "connect", Phase.CONNECT,
+        "connect",
+        Phase.CONNECT,
         asyncio.open_connection(spec.address, spec.port, local_addr=local_addr(spec)),
     )
     if tls:
         await steps.run(
-            "tls", Phase.TLS,
-            writer.start_tls(tls_context(spec, mtls=False), server_hostname=spec.fqdn or spec.address),
+            "tls",
+            Phase.TLS,
+            writer.start_tls(
+                tls_context(spec, mtls=False), server_hostname=spec.fqdn or spec.address
+            ),
         )
     return reader, writer
 
@@ -214,10 +227,10 @@ def _relayed(response: stun.Message) -> str:
 
 
 async def _free(session: Session) -> None:
-    try:
-        await asyncio.wait_for(session.request(stun.Method.REFRESH, {"LIFETIME": 0}, "refresh"), 0.5)
-    except (TurnError, OSError, TimeoutError, ValueError):
-        pass
+    with contextlib.suppress(TurnError, OSError, TimeoutError, ValueError):
+        await asyncio.wait_for(
+            session.request(stun.Method.REFRESH, {"LIFETIME": 0}, "refresh"), 0.5
+        )
 
 
 def _failure(exc: BaseException, steps: Steps, spec: ProbeSpec, details: dict[str, Any]) -> Outcome:
@@ -245,16 +258,32 @@ async def probe_turn_stream(spec: ProbeSpec, *, tls: bool) -> Outcome:
         details.update(tls_facts(writer))
         session = Session(_Stream(steps, reader, writer), spec.turn)
         try:
-            response = await session.request(stun.Method.ALLOCATE, {"REQUESTED-TRANSPORT": UDP}, "allocate")
+            response = await session.request(
+                stun.Method.ALLOCATE, {"REQUESTED-TRANSPORT": UDP}, "allocate"
+            )
         except TurnError as exc:
             if spec.turn is None and exc.code == 401:
-                return Outcome(Verdict.PASSED, f"TURN server answered {exc}", details, steps.timings)
+                return Outcome(
+                    Verdict.PASSED, f"TURN server answered {exc}", details, steps.timings
+                )
             raise
         details["relayed"] = _relayed(response)
         await _free(session)
-        return Outcome(Verdict.PASSED, f"TURN Allocate success, relayed address {details['relayed']}",
-                       details, steps.timings)
-    except (TurnError, ValueError, EdgesimError, OSError, TimeoutError, EOFError, ssl.SSLError) as exc:
+        return Outcome(
+            Verdict.PASSED,
+            f"TURN Allocate success, relayed address {details['relayed']}",
+            details,
+            steps.timings,
+        )
+    except (
+        TurnError,
+        ValueError,
+        EdgesimError,
+        OSError,
+        TimeoutError,
+        EOFError,
+        ssl.SSLError,
+    ) as exc:
         return _failure(exc, steps, spec, details)
     finally:
         if writer is not None:
@@ -279,12 +308,19 @@ async def probe_turn_relay_udp(spec: ProbeSpec) -> Outcome:
     try:
         transport, protocol = await open_udp(spec, spec.address, spec.port)
         session = Session(_Datagram(steps, transport, protocol), spec.turn)
-        response = await session.request(stun.Method.ALLOCATE, {"REQUESTED-TRANSPORT": UDP}, "allocate")
+        response = await session.request(
+            stun.Method.ALLOCATE, {"REQUESTED-TRANSPORT": UDP}, "allocate"
+        )
         details["relayed"] = _relayed(response)
-        await session.request(stun.Method.CREATE_PERMISSION, {"XOR-PEER-ADDRESS": spec.peer}, "permission")
+        await session.request(
+            stun.Method.CREATE_PERMISSION, {"XOR-PEER-ADDRESS": spec.peer}, "permission"
+        )
         payload = PAYLOAD + secrets.token_hex(4).encode()
-        send = stun.Message(stun.Method.SEND, stun.Class.INDICATION,
-                            attributes={"XOR-PEER-ADDRESS": spec.peer, "DATA": payload})
+        send = stun.Message(
+            stun.Method.SEND,
+            stun.Class.INDICATION,
+            attributes={"XOR-PEER-ADDRESS": spec.peer, "DATA": payload},
+        )
 
         async def echo() -> bytes:
             loop = asyncio.get_running_loop()
@@ -299,7 +335,10 @@ async def probe_turn_relay_udp(spec: ProbeSpec) -> Outcome:
                     if isinstance(got, Exception):
                         raise got
                     message = parse(got)
-                    if message.message_method is stun.Method.DATA and message.attributes.get("DATA") == payload:
+                    if (
+                        message.message_method is stun.Method.DATA
+                        and message.attributes.get("DATA") == payload
+                    ):
                         return payload
             raise TimeoutError
 
@@ -307,13 +346,20 @@ async def probe_turn_relay_udp(spec: ProbeSpec) -> Outcome:
             await steps.run("round-trip", Phase.PROTOCOL, echo())
         except TimeoutError:
             await _free(session)
-            return Outcome(Verdict.BLOCKED,
-                           f"relay allocated ({details['relayed']}) but no echo from the peer "
-                           f"{details['peer']} within {spec.timeout:g} s: dropped between relay and peer",
-                           details, steps.timings)
+            return Outcome(
+                Verdict.BLOCKED,
+                f"relay allocated ({details['relayed']}) but no echo from the peer "
+                f"{details['peer']} within {spec.timeout:g} s: dropped between relay and peer",
+                details,
+                steps.timings,
+            )
         await _free(session)
-        return Outcome(Verdict.PASSED,
-                       f"relayed round trip {details['relayed']} <-> {details['peer']}", details, steps.timings)
+        return Outcome(
+            Verdict.PASSED,
+            f"relayed round trip {details['relayed']} <-> {details['peer']}",
+            details,
+            steps.timings,
+        )
     except (TurnError, ValueError, EdgesimError, OSError, TimeoutError, EOFError) as exc:
         return _failure(exc, steps, spec, details)
     finally:
@@ -325,7 +371,9 @@ async def probe_relay_tcp_egress(spec: ProbeSpec) -> Outcome:
     steps = Steps(spec.timeout)
     details: dict[str, Any] = {"transport": "tcp"}
     if spec.peer is None:
-        return Outcome(Verdict.ERROR, "no peer to connect to (the destination has no TCP media port)")
+        return Outcome(
+            Verdict.ERROR, "no peer to connect to (the destination has no TCP media port)"
+        )
     details["peer"] = f"{spec.peer[0]}:{spec.peer[1]}"
     writers: list[asyncio.StreamWriter] = []
     try:
@@ -333,17 +381,25 @@ async def probe_relay_tcp_egress(spec: ProbeSpec) -> Outcome:
         writers.append(writer)
         session = Session(_Stream(steps, reader, writer), spec.turn)
         try:
-            response = await session.request(stun.Method.ALLOCATE, {"REQUESTED-TRANSPORT": TCP}, "allocate")
+            response = await session.request(
+                stun.Method.ALLOCATE, {"REQUESTED-TRANSPORT": TCP}, "allocate"
+            )
         except TurnError as exc:
             if exc.code in (400, 420, 442):
-                return Outcome(Verdict.PROTOCOL_FAILED,
-                               f"the TURN server lacks RFC 6062 TCP relays: {exc}", details, steps.timings)
+                return Outcome(
+                    Verdict.PROTOCOL_FAILED,
+                    f"the TURN server lacks RFC 6062 TCP relays: {exc}",
+                    details,
+                    steps.timings,
+                )
             raise
         details["relayed"] = _relayed(response)
         # Connect (RFC 6062 §4.3) on the control connection.
         tid = secrets.token_bytes(12)
         peer_attr = stun.pack_xor_address(spec.peer, tid)
-        writer.write(raw_request(CONNECT, tid, [(0x0012, peer_attr), *_auth_attrs(session)], session.key))
+        writer.write(
+            raw_request(CONNECT, tid, [(0x0012, peer_attr), *_auth_attrs(session)], session.key)
+        )
 
         async def answer(r: asyncio.StreamReader, tid: bytes) -> tuple[int, dict[int, bytes]]:
             for _ in range(20):
@@ -355,38 +411,70 @@ async def probe_relay_tcp_egress(spec: ProbeSpec) -> Outcome:
         try:
             mtype, attrs = await steps.run("connect-peer", Phase.PROTOCOL, answer(reader, tid))
         except TimeoutError:
-            return Outcome(Verdict.BLOCKED,
-                           f"TCP relay allocated ({details['relayed']}) but Connect to {details['peer']} "
-                           f"got no answer within {spec.timeout:g} s", details, steps.timings)
+            return Outcome(
+                Verdict.BLOCKED,
+                f"TCP relay allocated ({details['relayed']}) but Connect to {details['peer']} "
+                f"got no answer within {spec.timeout:g} s",
+                details,
+                steps.timings,
+            )
         if mtype == CONNECT | ERROR:
             text = raw_error(attrs)
             verdict = Verdict.BLOCKED if text.startswith("447") else Verdict.PROTOCOL_FAILED
             if text.startswith("446"):
                 verdict = Verdict.REFUSED
-            return Outcome(verdict, f"Connect to {details['peer']} from the relay failed: {text}",
-                           details, steps.timings)
+            return Outcome(
+                verdict,
+                f"Connect to {details['peer']} from the relay failed: {text}",
+                details,
+                steps.timings,
+            )
         if mtype != CONNECT | SUCCESS or CONNECTION_ID not in attrs:
-            return Outcome(Verdict.PROTOCOL_FAILED, f"Connect answered message type 0x{mtype:04x}",
-                           details, steps.timings)
+            return Outcome(
+                Verdict.PROTOCOL_FAILED,
+                f"Connect answered message type 0x{mtype:04x}",
+                details,
+                steps.timings,
+            )
         # ConnectionBind on a new data connection (RFC 6062 §4.4), then echo through it.
         data_reader, data_writer = await _open_stream(steps, spec, tls=False)
         writers.append(data_writer)
         tid = secrets.token_bytes(12)
-        data_writer.write(raw_request(
-            CONNECTION_BIND, tid, [(CONNECTION_ID, attrs[CONNECTION_ID]), *_auth_attrs(session)], session.key))
+        data_writer.write(
+            raw_request(
+                CONNECTION_BIND,
+                tid,
+                [(CONNECTION_ID, attrs[CONNECTION_ID]), *_auth_attrs(session)],
+                session.key,
+            )
+        )
         mtype, battrs = await steps.run("bind", Phase.PROTOCOL, answer(data_reader, tid))
         if mtype != CONNECTION_BIND | SUCCESS:
-            return Outcome(Verdict.PROTOCOL_FAILED, f"ConnectionBind failed: {raw_error(battrs)}",
-                           details, steps.timings)
+            return Outcome(
+                Verdict.PROTOCOL_FAILED,
+                f"ConnectionBind failed: {raw_error(battrs)}",
+                details,
+                steps.timings,
+            )
         payload = PAYLOAD + secrets.token_hex(4).encode()
         data_writer.write(payload)
-        echoed = await steps.run("round-trip", Phase.PROTOCOL, data_reader.readexactly(len(payload)))
+        echoed = await steps.run(
+            "round-trip", Phase.PROTOCOL, data_reader.readexactly(len(payload))
+        )
         if echoed != payload:
-            return Outcome(Verdict.PROTOCOL_FAILED, f"the peer answered {describe_bytes(echoed)}",
-                           details, steps.timings)
-        return Outcome(Verdict.PASSED,
-                       f"relay {details['relayed']} connected out to {details['peer']} (RFC 6062), echo received",
-                       details, steps.timings)
+            return Outcome(
+                Verdict.PROTOCOL_FAILED,
+                f"the peer answered {describe_bytes(echoed)}",
+                details,
+                steps.timings,
+            )
+        return Outcome(
+            Verdict.PASSED,
+            f"relay {details['relayed']} connected out to {details['peer']} (RFC 6062), "
+            "echo received",
+            details,
+            steps.timings,
+        )
     except (TurnError, ValueError, EdgesimError, OSError, TimeoutError, EOFError) as exc:
         return _failure(exc, steps, spec, details)
     finally:

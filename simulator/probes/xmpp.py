@@ -49,7 +49,7 @@ class StreamReader:
 
     def __init__(self, reader: asyncio.StreamReader) -> None:
         self.reader = reader
-        self.parser = ET.XMLPullParser(events=("start", "end"))
+        self.parser: ET.XMLPullParser[ET.Element] = ET.XMLPullParser(events=("start", "end"))
         self.depth = 0
         self.root: ET.Element | None = None
         self.received = b""
@@ -145,7 +145,9 @@ async def _open_stream(steps: Steps, reader: StreamReader, details: dict[str, An
     if root.get("from"):
         details["stream_from"] = root.get("from")
     if root.get("version") != "1.0":
-        raise XmppError(f"stream version {root.get('version')!r}: no stream features (pre-RFC 6120 server)")
+        raise XmppError(
+            f"stream version {root.get('version')!r}: no stream features (pre-RFC 6120 server)"
+        )
     element = await steps.run("features", Phase.PROTOCOL, reader.next())
     if element.tag == f"{{{STREAMS}}}error":
         conditions = [_local(c.tag) for c in element if c.tag.startswith(f"{{{STANZAS_NS}}}")]
@@ -174,26 +176,37 @@ async def probe_xmpp(spec: ProbeSpec, *, mtls: bool) -> Outcome:
             before = await _open_stream(steps, plain, details)
             details["features_before_tls"] = before
             if not any(f.startswith("starttls") for f in before):
-                return Outcome(Verdict.PROTOCOL_FAILED,
-                               f"XMPP stream without STARTTLS (features: {', '.join(before) or 'none'})",
-                               details, steps.timings)
+                return Outcome(
+                    Verdict.PROTOCOL_FAILED,
+                    f"XMPP stream without STARTTLS (features: {', '.join(before) or 'none'})",
+                    details,
+                    steps.timings,
+                )
             writer.write(f"<starttls xmlns='{TLS_NS}'/>".encode())
             answer = await steps.run("starttls", Phase.PROTOCOL, plain.next())
             if answer.tag != f"{{{TLS_NS}}}proceed":
-                return Outcome(Verdict.PROTOCOL_FAILED,
-                               f"STARTTLS answered <{_local(answer.tag)}/> instead of <proceed/>",
-                               details, steps.timings)
+                return Outcome(
+                    Verdict.PROTOCOL_FAILED,
+                    f"STARTTLS answered <{_local(answer.tag)}/> instead of <proceed/>",
+                    details,
+                    steps.timings,
+                )
             await _tls(steps, writer, spec, presents)
             details.update(tls_facts(writer))
         writer.write(stream_header(spec))
         features = await _open_stream(steps, StreamReader(raw_reader), details)
         details["features"] = features
         how = "MTLS" if mtls else "STARTTLS"
-        return Outcome(Verdict.PASSED,
-                       f"XMPP stream over {how}, features: {', '.join(features) or 'none'}",
-                       details, steps.timings)
+        return Outcome(
+            Verdict.PASSED,
+            f"XMPP stream over {how}, features: {', '.join(features) or 'none'}",
+            details,
+            steps.timings,
+        )
     except NameMismatch as exc:
-        return Outcome(Verdict.TLS_FAILED, str(exc), details, steps.timings, TlsProblem.NAME_MISMATCH)
+        return Outcome(
+            Verdict.TLS_FAILED, str(exc), details, steps.timings, TlsProblem.NAME_MISMATCH
+        )
     except XmppError as exc:
         return Outcome(Verdict.PROTOCOL_FAILED, str(exc), details, steps.timings)
     except EdgesimError as exc:

@@ -5,6 +5,7 @@ every row that did not meet its expectation."""
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 from html import escape
 
@@ -25,8 +26,10 @@ COLOURS: dict[Verdict, str] = {
 }
 
 CSS = """
-body{font:14px/1.4 system-ui,-apple-system,"Segoe UI",sans-serif;margin:24px;color:#1f2328;background:#fff}
-h1{font-size:22px;margin:0 0 4px} h2{font-size:17px;margin:28px 0 8px;border-bottom:1px solid #d0d7de}
+body{font:14px/1.4 system-ui,-apple-system,"Segoe UI",sans-serif;margin:24px;
+  color:#1f2328;background:#fff}
+h1{font-size:22px;margin:0 0 4px}
+h2{font-size:17px;margin:28px 0 8px;border-bottom:1px solid #d0d7de}
 .summary{padding:8px 12px;border-radius:6px;display:inline-block;margin:8px 0}
 .ok{background:#dafbe1;color:#1a7f37} .bad{background:#ffebe9;color:#cf222e}
 table{border-collapse:collapse;width:100%;margin:6px 0 16px}
@@ -34,7 +37,8 @@ th,td{border:1px solid #d0d7de;padding:4px 8px;text-align:left;vertical-align:to
 th{background:#f6f8fa} td.v{color:#fff;font-weight:600;white-space:nowrap}
 tr.fail td.id{border-left:4px solid #cf222e}
 .legend span{display:inline-block;margin-right:12px}
-.legend i{display:inline-block;width:12px;height:12px;border-radius:2px;margin-right:4px;vertical-align:middle}
+.legend i{display:inline-block;width:12px;height:12px;border-radius:2px;margin-right:4px;
+  vertical-align:middle}
 details{border:1px solid #d0d7de;border-radius:6px;padding:6px 10px;margin:6px 0}
 summary{cursor:pointer;font-weight:600} pre{background:#f6f8fa;padding:8px;overflow:auto}
 svg text{font:12px system-ui,sans-serif} .muted{color:#656d76}
@@ -64,7 +68,7 @@ def topology_svg(topology: Topology, results: list[ProbeResult]) -> str:
             nodes.append(
                 f'<g><rect x="{x}" y="{y}" width="{node_w}" height="{node_h}" rx="6" fill="#fff" '
                 f'stroke="#57606a"/><text x="{x + 8}" y="{y + 16}" font-weight="600">'
-                f"{escape(iface.ref)}</text><text x=\"{x + 8}\" y=\"{y + 32}\" fill=\"#656d76\">"
+                f'{escape(iface.ref)}</text><text x="{x + 8}" y="{y + 32}" fill="#656d76">'
                 f"{escape(str(iface.address))} {escape(iface.fqdn or '')}</text>"
                 f"<title>{escape(host.description or host.id)}</title></g>"
             )
@@ -97,17 +101,19 @@ def topology_svg(topology: Topology, results: list[ProbeResult]) -> str:
             x = x_of[zones[ids[0]].id] + col_w + gap / 2
             parts.append(
                 f'<g><rect x="{x - 7}" y="{top - 40}" width="14" height="{height - top + 30}" '
-                f'fill="#cf222e" opacity="0.8"/><text x="{x}" y="{height - 4}" text-anchor="middle" '
+                f'fill="#cf222e" opacity="0.8"/>'
+                f'<text x="{x}" y="{height - 4}" text-anchor="middle" '
                 f'font-weight="600">{escape(fw.id)}</text><title>{escape(fw.description)}</title></g>'
             )
     # A host's interfaces in several zones are one machine: dashed links.
     for host in topology.hosts:
         refs = [i.ref for i in host.interfaces]
-        for a, b in zip(refs, refs[1:], strict=False):
+        for a, b in itertools.pairwise(refs):
             (ax, ay), (bx, by) = pos[a], pos[b]
             if ax != bx:
                 parts.append(
-                    f'<line x1="{ax + node_w}" y1="{ay + node_h / 2}" x2="{bx}" y2="{by + node_h / 2}" '
+                    f'<line x1="{ax + node_w}" y1="{ay + node_h / 2}" '
+                    f'x2="{bx}" y2="{by + node_h / 2}" '
                     f'stroke="#8c959f" stroke-dasharray="4 3"/>'
                 )
     parts.extend(nodes)
@@ -142,12 +148,17 @@ def topology_svg(topology: Topology, results: list[ProbeResult]) -> str:
     return "".join(parts)
 
 
+def facts(result: ProbeResult) -> str:
+    data = {"details": result.details, "timings": result.timings}
+    return json.dumps(data, indent=2, default=str)
+
+
 def to_html(run: ProbeRun) -> str:
     by_row = {r.row_id: r for r in run.results}
     ok = not run.failures
     when = dt.datetime.fromtimestamp(run.started, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     out = [
-        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">",
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">',
         f"<title>edgesim probe report: {escape(run.topology.name)}</title>",
         f"<style>{CSS}</style></head><body>",
         f"<h1>edgesim probe report: {escape(run.topology.name)}</h1>",
@@ -156,7 +167,10 @@ def to_html(run: ProbeRun) -> str:
         + f", {escape(when)}</div>",
         f'<div class="summary {"ok" if ok else "bad"}">{escape(summary(run))}</div>',
         '<div class="legend">'
-        + "".join(f'<span><i style="background:{c}"></i>{escape(v.title)}</span>' for v, c in COLOURS.items())
+        + "".join(
+            f'<span><i style="background:{c}"></i>{escape(v.title)}</span>'
+            for v, c in COLOURS.items()
+        )
         + "</div>",
         "<h2>Port matrix</h2>",
     ]
@@ -165,22 +179,29 @@ def to_html(run: ProbeRun) -> str:
         if not present:
             continue
         seed = run.matrix.seeds[seed_id]
-        out.append(f"<h3>{escape(seed.title)} <span class=\"muted\">({escape(seed.document)})</span></h3>")
-        out.append("<table><tr><th>row</th><th>flow</th><th>from</th><th>to</th><th>expect</th>"
-                   "<th>verdict</th><th>reason</th></tr>")
+        out.append(
+            f'<h3>{escape(seed.title)} <span class="muted">({escape(seed.document)})</span></h3>'
+        )
+        out.append(
+            "<table><tr><th>row</th><th>flow</th><th>from</th><th>to</th><th>expect</th>"
+            "<th>verdict</th><th>reason</th></tr>"
+        )
         for row in present:
             r = by_row[row.id]
             cls = "" if r.met or r.verdict is Verdict.SKIPPED else ' class="fail"'
             out.append(
-                f"<tr{cls} id=\"row-{escape(row.id)}\"><td class=\"id\">{escape(row.id)}</td>"
+                f'<tr{cls} id="row-{escape(row.id)}"><td class="id">{escape(row.id)}</td>'
                 f"<td>{escape(row.label)}</td><td>{escape(r.source)}</td><td>{escape(r.destination)}</td>"
                 f"<td>{escape(row.expect.value)}</td>"
-                f"<td class=\"v\" style=\"background:{COLOURS[r.verdict]}\">{'✓' if r.met else '✗'} "
+                f'<td class="v" style="background:{COLOURS[r.verdict]}">{"✓" if r.met else "✗"} '
                 f"{escape(r.verdict.title)}</td><td>{escape(r.reason)}</td></tr>"
             )
         out.append("</table>")
     out.append("<h2>Topology and flows</h2>")
-    out.append('<p class="muted">Solid arrows met their expectation, dashed ones did not; hover for the row.</p>')
+    out.append(
+        '<p class="muted">Solid arrows met their expectation, dashed ones did not; '
+        "hover for the row.</p>"
+    )
     out.append(topology_svg(run.topology, run.results))
     failures = run.failures
     out.append(f"<h2>Failures ({len(failures)})</h2>")
@@ -188,13 +209,13 @@ def to_html(run: ProbeRun) -> str:
         out.append("<p>Every probed row met its expectation.</p>")
     rows_by_id = {r.id: r for r in run.matrix.rows}
     for r in failures:
-        row = rows_by_id.get(r.row_id)
+        info = rows_by_id.get(r.row_id)
         out.append(
             f"<details open><summary>{escape(r.row_id)}: expected {escape(r.expect)}, got "
             f"{escape(r.verdict.title)}</summary><p>{escape(r.reason)}</p>"
-            f"<p>{escape(row.label if row else '')} {escape(row.notes if row else '')}</p>"
-            f"<p>from <b>{escape(r.source)}</b> to <b>{escape(r.destination)}</b> ({escape(r.probe)})</p>"
-            f"<pre>{escape(json.dumps({'details': r.details, 'timings': r.timings}, indent=2, default=str))}</pre>"
+            f"<p>{escape(info.label if info else '')} {escape(info.notes if info else '')}</p>"
+            f"<p>from <b>{escape(r.source)}</b> to <b>{escape(r.destination)}</b> "
+            f"({escape(r.probe)})</p><pre>{escape(facts(r))}</pre>"
             "</details>"
         )
     out.append("</body></html>\n")

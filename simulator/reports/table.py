@@ -50,8 +50,14 @@ def render_run(run: ProbeRun) -> RenderableType:
             result = by_row.get(row.id)
             if result is None:
                 continue
-            table.add_row(row.id, row.label, f"{result.source}\n→ {result.destination}", row.expect.value,
-                          verdict_text(result), result.reason)
+            table.add_row(
+                row.id,
+                row.label,
+                f"{result.source}\n→ {result.destination}",
+                row.expect.value,
+                verdict_text(result),
+                result.reason,
+            )
         parts.append(table)
     parts.append(Text(summary(run), style="green" if not run.failures else "bold red"))
     return Group(*parts)
@@ -77,8 +83,13 @@ async def run_with_progress(
     if not console.is_terminal:
         return await probe_matrix(topology, executor, builder, **kwargs)
     with Progress(
-        TextColumn("probing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        TextColumn("{task.description}"), console=console, transient=True,
+        TextColumn("probing"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.description}"),
+        console=console,
+        transient=True,
     ) as progress:
         task = progress.add_task("", total=None)
 
@@ -88,7 +99,9 @@ async def run_with_progress(
         def done(result: ProbeResult) -> None:
             progress.update(task, advance=1, description=result.row_id)
 
-        return await probe_matrix(topology, executor, builder, on_start=start, on_done=done, **kwargs)
+        return await probe_matrix(
+            topology, executor, builder, on_start=start, on_done=done, **kwargs
+        )
 
 
 __all__ = ["Target", "render_run", "run_with_progress", "summary"]

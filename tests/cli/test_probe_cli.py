@@ -27,10 +27,26 @@ def test_help_has_examples() -> None:
 def test_blocked_rows_pass_and_reports_are_written(lab_pki: LabPki, tmp_path: Path) -> None:
     """Rows that must stay blocked are refused on a machine where nothing listens: exit 0."""
     junit, html = tmp_path / "junit.xml", tmp_path / "report.html"
-    result = CliRunner().invoke(cli, [
-        "probe", "--row", "neg-inet-sip-5060", "--row", "neg-inet-relay-tcp-in", "--format", "json",
-        "--certs", str(lab_pki.directory), "--timeout", "1", "--junit", str(junit), "--html", str(html),
-    ])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "probe",
+            "--row",
+            "neg-inet-sip-5060",
+            "--row",
+            "neg-inet-relay-tcp-in",
+            "--format",
+            "json",
+            "--certs",
+            str(lab_pki.directory),
+            "--timeout",
+            "1",
+            "--junit",
+            str(junit),
+            "--html",
+            str(html),
+        ],
+    )
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert data["ok"] is True
@@ -40,17 +56,21 @@ def test_blocked_rows_pass_and_reports_are_written(lab_pki: LabPki, tmp_path: Pa
 
 
 def test_an_open_row_that_is_refused_exits_1_with_a_table(lab_pki: LabPki) -> None:
-    result = CliRunner().invoke(cli, ["probe", "--row", "pic-in-5061", "--certs", str(lab_pki.directory),
-                                      "--timeout", "1"])
+    result = CliRunner().invoke(
+        cli, ["probe", "--row", "pic-in-5061", "--certs", str(lab_pki.directory), "--timeout", "1"]
+    )
     assert result.exit_code == 1
     assert "pic-in-5061" in result.output and "refused" in result.output
     assert "0 of 1 rows meet their expectation; 1 do not" in result.output
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["--row", "nope"], "no such row in the matrix"),
-    (["--target", "/nonexistent.toml"], "cannot read target file"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--row", "nope"], "no such row in the matrix"),
+        (["--target", "/nonexistent.toml"], "cannot read target file"),
+    ],
+)
 def test_bad_usage_exits_2(lab_pki: LabPki, args: list[str], message: str) -> None:
     result = CliRunner().invoke(cli, ["probe", "--certs", str(lab_pki.directory), *args])
     assert result.exit_code == 2

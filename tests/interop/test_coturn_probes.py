@@ -24,7 +24,9 @@ from simulator.probes.turn import (
 
 pytestmark = [
     pytest.mark.interop,
-    pytest.mark.skipif(shutil.which("turnserver") is None, reason="coturn's turnserver is not installed"),
+    pytest.mark.skipif(
+        shutil.which("turnserver") is None, reason="coturn's turnserver is not installed"
+    ),
 ]
 
 SERVER = "127.77.0.1"
@@ -81,7 +83,9 @@ log-file=stdout
     )
     proc = subprocess.Popen(
         ["turnserver", "-c", str(work / "turnserver.conf")],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         assert proc.stdout is not None
@@ -137,14 +141,22 @@ async def tcp_echo() -> AsyncIterator[int]:
 
 def spec(kind: str, port: int, lab_pki: LabPki, **kw: object) -> ProbeSpec:
     params: dict[str, object] = dict(
-        kind=kind, address=SERVER, port=port, bind=CLIENT, fqdn="av.contoso.lab",
-        trust=(lab_pki.trust_bundle,), turn=CREDS, timeout=3.0,
+        kind=kind,
+        address=SERVER,
+        port=port,
+        bind=CLIENT,
+        fqdn="av.contoso.lab",
+        trust=(lab_pki.trust_bundle,),
+        turn=CREDS,
+        timeout=3.0,
     )
     params.update(kw)
     return ProbeSpec(**params)  # type: ignore[arg-type]
 
 
-async def test_stun_binding_reports_the_mapped_address(coturn: tuple[int, int], lab_pki: LabPki) -> None:
+async def test_stun_binding_reports_the_mapped_address(
+    coturn: tuple[int, int], lab_pki: LabPki
+) -> None:
     outcome = await probe_stun_udp(spec("stun-udp", coturn[0], lab_pki))
     assert outcome.verdict is Verdict.PASSED, outcome.reason
     assert outcome.details["mapped"].startswith(f"{CLIENT}:")
@@ -157,7 +169,9 @@ async def test_turn_allocate_over_tcp(coturn: tuple[int, int], lab_pki: LabPki) 
     assert outcome.details["relayed"].startswith(f"{SERVER}:46")
 
 
-async def test_turn_allocate_over_tls_checks_the_certificate(coturn: tuple[int, int], lab_pki: LabPki) -> None:
+async def test_turn_allocate_over_tls_checks_the_certificate(
+    coturn: tuple[int, int], lab_pki: LabPki
+) -> None:
     outcome = await probe_turn_tls(spec("turn-tls", coturn[1], lab_pki))
     assert outcome.verdict is Verdict.PASSED, outcome.reason
     assert outcome.details["server_cert"] == "sip.contoso.lab"
@@ -167,12 +181,16 @@ async def test_turn_allocate_over_tls_checks_the_certificate(coturn: tuple[int, 
 
 
 async def test_wrong_password_is_protocol_failed(coturn: tuple[int, int], lab_pki: LabPki) -> None:
-    outcome = await probe_turn_tcp(spec("turn-tcp", coturn[0], lab_pki, turn=TurnCredentials("probe", "nope")))
+    outcome = await probe_turn_tcp(
+        spec("turn-tcp", coturn[0], lab_pki, turn=TurnCredentials("probe", "nope"))
+    )
     assert outcome.verdict is Verdict.PROTOCOL_FAILED
     assert "refused our credentials: 401" in outcome.reason
 
 
-async def test_without_credentials_a_401_proves_turn(coturn: tuple[int, int], lab_pki: LabPki) -> None:
+async def test_without_credentials_a_401_proves_turn(
+    coturn: tuple[int, int], lab_pki: LabPki
+) -> None:
     outcome = await probe_turn_tcp(spec("turn-tcp", coturn[0], lab_pki, turn=None))
     assert outcome.verdict is Verdict.PASSED
     assert "realm 'edgesim.lab'" in outcome.reason
@@ -180,12 +198,16 @@ async def test_without_credentials_a_401_proves_turn(coturn: tuple[int, int], la
 
 async def test_relayed_udp_round_trip(coturn: tuple[int, int], lab_pki: LabPki) -> None:
     async with udp_echo() as peer_port:
-        outcome = await probe_turn_relay_udp(spec("turn-relay-udp", coturn[0], lab_pki, peer=(PEER, peer_port)))
+        outcome = await probe_turn_relay_udp(
+            spec("turn-relay-udp", coturn[0], lab_pki, peer=(PEER, peer_port))
+        )
     assert outcome.verdict is Verdict.PASSED, outcome.reason
     assert outcome.reason.endswith(f"<-> {PEER}:{peer_port}")
 
 
-async def test_relayed_udp_without_a_peer_is_blocked(coturn: tuple[int, int], lab_pki: LabPki) -> None:
+async def test_relayed_udp_without_a_peer_is_blocked(
+    coturn: tuple[int, int], lab_pki: LabPki
+) -> None:
     async with udp_echo() as peer_port:
         pass  # closed: nothing answers on the peer port
     outcome = await probe_turn_relay_udp(
@@ -197,7 +219,9 @@ async def test_relayed_udp_without_a_peer_is_blocked(coturn: tuple[int, int], la
 
 async def test_rfc6062_tcp_relay_connects_out(coturn: tuple[int, int], lab_pki: LabPki) -> None:
     async with tcp_echo() as peer_port:
-        outcome = await probe_relay_tcp_egress(spec("relay-tcp-egress", coturn[0], lab_pki, peer=(PEER, peer_port)))
+        outcome = await probe_relay_tcp_egress(
+            spec("relay-tcp-egress", coturn[0], lab_pki, peer=(PEER, peer_port))
+        )
     assert outcome.verdict is Verdict.PASSED, outcome.reason
     assert "(RFC 6062), echo received" in outcome.reason
 
@@ -205,6 +229,8 @@ async def test_rfc6062_tcp_relay_connects_out(coturn: tuple[int, int], lab_pki: 
 async def test_rfc6062_connect_to_a_closed_port(coturn: tuple[int, int], lab_pki: LabPki) -> None:
     async with tcp_echo() as peer_port:
         pass
-    outcome = await probe_relay_tcp_egress(spec("relay-tcp-egress", coturn[0], lab_pki, peer=(PEER, peer_port)))
+    outcome = await probe_relay_tcp_egress(
+        spec("relay-tcp-egress", coturn[0], lab_pki, peer=(PEER, peer_port))
+    )
     assert outcome.verdict in (Verdict.REFUSED, Verdict.BLOCKED)
     assert outcome.reason.startswith(f"Connect to {PEER}:{peer_port} from the relay failed: 44")

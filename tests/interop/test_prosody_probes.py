@@ -21,7 +21,9 @@ from simulator.probes.xmpp import probe_xmpp_mtls, probe_xmpp_s2s
 pytestmark = [
     pytest.mark.interop,
     pytest.mark.skipif(shutil.which("prosody") is None, reason="prosody is not installed"),
-    pytest.mark.skipif(os.geteuid() != 0, reason="runs prosody as its own user (needs root for runuser)"),
+    pytest.mark.skipif(
+        os.geteuid() != 0, reason="runs prosody as its own user (needs root for runuser)"
+    ),
 ]
 
 SERVER = "127.78.0.1"
@@ -74,8 +76,19 @@ VirtualHost "wrong.lab"
         for path in [work, *work.rglob("*")]:
             os.chown(path, user.pw_uid, user.pw_gid)
         proc = subprocess.Popen(
-            ["runuser", "-u", "prosody", "--", "prosody", "-F", "--config", str(work / "prosody.cfg.lua")],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            [
+                "runuser",
+                "-u",
+                "prosody",
+                "--",
+                "prosody",
+                "-F",
+                "--config",
+                str(work / "prosody.cfg.lua"),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
         try:
             assert proc.stdout is not None
@@ -98,8 +111,15 @@ VirtualHost "wrong.lab"
 
 def spec(lab_pki: LabPki, port: int, kind: str = "xmpp-s2s", **kw: object) -> ProbeSpec:
     params: dict[str, object] = dict(
-        kind=kind, address=SERVER, port=port, bind=CLIENT, fqdn="xmpp.jabber.lab", domain="jabber.lab",
-        source_domain="contoso.lab", trust=(lab_pki.trust_bundle,), timeout=3.0,
+        kind=kind,
+        address=SERVER,
+        port=port,
+        bind=CLIENT,
+        fqdn="xmpp.jabber.lab",
+        domain="jabber.lab",
+        source_domain="contoso.lab",
+        trust=(lab_pki.trust_bundle,),
+        timeout=3.0,
     )
     params.update(kw)
     return ProbeSpec(**params)  # type: ignore[arg-type]
@@ -117,13 +137,21 @@ async def test_s2s_starttls_up_to_features(prosody: tuple[int, int], lab_pki: La
 async def test_s2s_with_the_edge_certificate_offers_sasl_external(
     prosody: tuple[int, int], lab_pki: LabPki
 ) -> None:
-    outcome = await probe_xmpp_s2s(spec(lab_pki, prosody[0], client_cert=lab_pki.host_cert("edge", "public"),
-                                          source_domain="xmpp.contoso.lab"))
+    outcome = await probe_xmpp_s2s(
+        spec(
+            lab_pki,
+            prosody[0],
+            client_cert=lab_pki.host_cert("edge", "public"),
+            source_domain="xmpp.contoso.lab",
+        )
+    )
     assert outcome.verdict is Verdict.PASSED, outcome.reason
     assert "mechanisms: EXTERNAL" in outcome.details["features"]
 
 
-async def test_s2s_with_the_wrong_ca_is_tls_failed(prosody: tuple[int, int], lab_pki: LabPki) -> None:
+async def test_s2s_with_the_wrong_ca_is_tls_failed(
+    prosody: tuple[int, int], lab_pki: LabPki
+) -> None:
     outcome = await probe_xmpp_s2s(spec(lab_pki, prosody[0], trust=(lab_pki.ca_cert("internal"),)))
     assert outcome.verdict is Verdict.TLS_FAILED
     assert outcome.tls_problem is TlsProblem.UNKNOWN_CA
@@ -132,7 +160,9 @@ async def test_s2s_with_the_wrong_ca_is_tls_failed(prosody: tuple[int, int], lab
 
 async def test_s2s_name_mismatch(prosody: tuple[int, int], lab_pki: LabPki) -> None:
     """wrong.lab is served with jabber.lab's certificate."""
-    outcome = await probe_xmpp_s2s(spec(lab_pki, prosody[0], fqdn="xmpp.wrong.lab", domain="wrong.lab"))
+    outcome = await probe_xmpp_s2s(
+        spec(lab_pki, prosody[0], fqdn="xmpp.wrong.lab", domain="wrong.lab")
+    )
     assert outcome.verdict is Verdict.TLS_FAILED
     assert outcome.tls_problem is TlsProblem.NAME_MISMATCH
     assert outcome.reason == (
@@ -143,8 +173,13 @@ async def test_s2s_name_mismatch(prosody: tuple[int, int], lab_pki: LabPki) -> N
 
 async def test_mtls_stream_on_direct_tls(prosody: tuple[int, int], lab_pki: LabPki) -> None:
     outcome = await probe_xmpp_mtls(
-        spec(lab_pki, prosody[1], kind="xmpp-mtls", client_cert=lab_pki.host_cert("edge", "public"),
-             source_domain="xmpp.contoso.lab")
+        spec(
+            lab_pki,
+            prosody[1],
+            kind="xmpp-mtls",
+            client_cert=lab_pki.host_cert("edge", "public"),
+            source_domain="xmpp.contoso.lab",
+        )
     )
     assert outcome.verdict is Verdict.PASSED, outcome.reason
     assert outcome.reason.startswith("XMPP stream over MTLS, features: ")

@@ -25,10 +25,14 @@ async def sip_responder(reader: asyncio.StreamReader, writer: asyncio.StreamWrit
     """Answer one OPTIONS with 200 OK, copying Via/From/To/Call-ID/CSeq."""
     head = await reader.readuntil(b"\r\n\r\n")
     lines = head.decode().split("\r\n")
-    copied = [ln for ln in lines[1:] if ln.split(":", 1)[0] in ("Via", "From", "To", "Call-ID", "CSeq")]
+    copied = [
+        ln for ln in lines[1:] if ln.split(":", 1)[0] in ("Via", "From", "To", "Call-ID", "CSeq")
+    ]
     writer.write(
-        ("SIP/2.0 200 OK\r\n" + "\r\n".join(copied) + "\r\nServer: test-responder\r\n"
-         "Content-Length: 0\r\n\r\n").encode()
+        (
+            "SIP/2.0 200 OK\r\n" + "\r\n".join(copied) + "\r\nServer: test-responder\r\n"
+            "Content-Length: 0\r\n\r\n"
+        ).encode()
     )
     await writer.drain()
 
@@ -48,7 +52,9 @@ class TlsStream:
     learns *why* (unknown CA, certificate required ...).
     """
 
-    def __init__(self, ctx: ssl.SSLContext, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(
+        self, ctx: ssl.SSLContext, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         self.incoming, self.outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
         self.obj = ctx.wrap_bio(self.incoming, self.outgoing, server_side=True)
         self.reader, self.writer = reader, writer
@@ -123,7 +129,9 @@ class TlsStream:
 
 
 @contextlib.asynccontextmanager
-async def serve(ctx: ssl.SSLContext | None, handler: Handler, address: str = SERVER_ADDRESS) -> AsyncIterator[Server]:
+async def serve(
+    ctx: ssl.SSLContext | None, handler: Handler, address: str = SERVER_ADDRESS
+) -> AsyncIterator[Server]:
     """A TCP server on ``address`` (TLS with ``ctx``), running ``handler`` once per connection."""
     accepted: asyncio.Queue[ssl.SSLObject | None] = asyncio.Queue()
 
@@ -152,8 +160,9 @@ async def serve(ctx: ssl.SSLContext | None, handler: Handler, address: str = SER
         await server.wait_closed()
 
 
-def fabrikam_server_ctx(pki: LabPki, cert: CertPaths | None = None, *, mtls: bool = False,
-                        max_tls12: bool = False) -> ssl.SSLContext:
+def fabrikam_server_ctx(
+    pki: LabPki, cert: CertPaths | None = None, *, mtls: bool = False, max_tls12: bool = False
+) -> ssl.SSLContext:
     ctx = server_context(
         cert or pki.host_cert("fabrikam", "fabrikam"),
         client_trust=[pki.ca_cert("internal")] if mtls else [],

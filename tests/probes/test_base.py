@@ -1,4 +1,4 @@
-"""Verdicts, expectations and the classification of socket/TLS errors (real sockets where possible)."""
+"""Verdicts, expectations, and how socket/TLS errors are classified (real sockets if possible)."""
 
 from __future__ import annotations
 
@@ -57,7 +57,9 @@ def test_meets_expectation() -> None:
     for verdict in Verdict:
         outcome = Outcome(verdict, "r")
         assert meets_expectation(open_row, outcome) is (verdict is Verdict.PASSED)
-        assert meets_expectation(blocked_row, outcome) is (verdict in (Verdict.BLOCKED, Verdict.REFUSED))
+        assert meets_expectation(blocked_row, outcome) is (
+            verdict in (Verdict.BLOCKED, Verdict.REFUSED)
+        )
 
 
 def test_a_blocked_row_that_answers_is_open_unexpected() -> None:
@@ -74,12 +76,24 @@ def test_a_blocked_row_that_answers_is_open_unexpected() -> None:
 
 def test_probe_result_round_trips_through_json_dicts() -> None:
     result = ProbeResult(
-        "pic-in-5061", "sip-mtls", "open", Verdict.TLS_FAILED, "TLS failed: unknown CA (x)",
-        "pic:wan 127.0.113.20", "edge:access 127.51.100.10:5061", {"k": [1]}, {"tls": 0.5},
-        TlsProblem.UNKNOWN_CA, "netns",
+        "pic-in-5061",
+        "sip-mtls",
+        "open",
+        Verdict.TLS_FAILED,
+        "TLS failed: unknown CA (x)",
+        "pic:wan 127.0.113.20",
+        "edge:access 127.51.100.10:5061",
+        {"k": [1]},
+        {"tls": 0.5},
+        TlsProblem.UNKNOWN_CA,
+        "netns",
     )
     data = result.to_dict()
-    assert data["met"] is False and data["verdict"] == "tls-failed" and data["tls_problem"] == "unknown CA"
+    assert (
+        data["met"] is False
+        and data["verdict"] == "tls-failed"
+        and data["tls_problem"] == "unknown CA"
+    )
     assert ProbeResult.from_dict(data) == result
     with pytest.raises(ValueError, match="not a probe result"):
         ProbeResult.from_dict({"row": "x", "verdict": "sideways"})
@@ -92,51 +106,163 @@ def test_probe_result_round_trips_through_json_dicts() -> None:
     ("exc", "phase", "verdict", "problem", "reason"),
     [
         (TimeoutError(), Phase.CONNECT, Verdict.BLOCKED, None, "no answer within 2 s: dropped"),
-        (TimeoutError(), Phase.TLS, Verdict.TLS_FAILED, TlsProblem.HANDSHAKE_RESET,
-         "TLS failed: handshake reset (no TLS handshake answer within 2 s)"),
-        (TimeoutError(), Phase.PROTOCOL, Verdict.PROTOCOL_FAILED, None, "connected, but no response within 2 s"),
-        (ConnectionRefusedError(errno.ECONNREFUSED, "refused"), Phase.CONNECT, Verdict.REFUSED, None,
-         "connection refused (TCP reset or ICMP port unreachable)"),
-        (ConnectionResetError(), Phase.CONNECT, Verdict.REFUSED, None, "connection reset while connecting"),
-        (ConnectionResetError(), Phase.TLS, Verdict.TLS_FAILED, TlsProblem.HANDSHAKE_RESET,
-         "TLS failed: handshake reset (the peer reset the connection in the handshake)"),
-        (ConnectionResetError(), Phase.PROTOCOL, Verdict.PROTOCOL_FAILED, None,
-         "the peer closed the connection without a response"),
-        (OSError(errno.EHOSTUNREACH, "No route to host"), Phase.CONNECT, Verdict.REFUSED, None,
-         "ICMP host unreachable"),
-        (OSError(errno.ENETUNREACH, "Network is unreachable"), Phase.CONNECT, Verdict.REFUSED, None,
-         "ICMP network unreachable"),
-        (OSError(errno.EADDRNOTAVAIL, "Cannot assign requested address"), Phase.CONNECT, Verdict.ERROR, None,
-         "cannot bind the source address: Cannot assign requested address"),
-        (_verify_error(20, "unable to get local issuer certificate"), Phase.TLS, Verdict.TLS_FAILED,
-         TlsProblem.UNKNOWN_CA, "TLS failed: unknown CA (server certificate: unable to get local issuer certificate)"),
-        (_verify_error(19, "self-signed certificate in certificate chain"), Phase.TLS, Verdict.TLS_FAILED,
-         TlsProblem.UNKNOWN_CA, "TLS failed: unknown CA (server certificate: self-signed certificate in certificate chain)"),
-        (_verify_error(62, "Hostname mismatch, certificate is not valid for 'x'."), Phase.TLS, Verdict.TLS_FAILED,
-         TlsProblem.NAME_MISMATCH, "TLS failed: name mismatch (server certificate: Hostname mismatch, certificate is not valid for 'x'.)"),
-        (_verify_error(10, "certificate has expired"), Phase.TLS, Verdict.TLS_FAILED, TlsProblem.EXPIRED,
-         "TLS failed: certificate expired (server certificate: certificate has expired)"),
-        (_alert("TLSV1_ALERT_UNKNOWN_CA"), Phase.TLS, Verdict.TLS_FAILED, TlsProblem.UNKNOWN_CA,
-         "TLS failed: unknown CA (the peer sent alert 'unknown ca')"),
-        (_alert("TLSV13_ALERT_CERTIFICATE_REQUIRED"), Phase.PROTOCOL, Verdict.TLS_FAILED,
-         TlsProblem.CLIENT_CERT_REJECTED, "TLS failed: no client certificate accepted (the peer sent alert 'certificate required')"),
-        (_alert("SSLV3_ALERT_UNSUPPORTED_CERTIFICATE"), Phase.TLS, Verdict.TLS_FAILED,
-         TlsProblem.CLIENT_CERT_REJECTED, "TLS failed: no client certificate accepted (the peer sent alert 'unsupported certificate')"),
-        (_alert("SSLV3_ALERT_CERTIFICATE_EXPIRED"), Phase.TLS, Verdict.TLS_FAILED, TlsProblem.EXPIRED,
-         "TLS failed: certificate expired (the peer sent alert 'certificate expired')"),
-        (_alert("SSLV3_ALERT_HANDSHAKE_FAILURE"), Phase.TLS, Verdict.TLS_FAILED, TlsProblem.HANDSHAKE_RESET,
-         "TLS failed: handshake reset (the peer sent alert 'handshake failure')"),
-        (_alert("WRONG_VERSION_NUMBER"), Phase.TLS, Verdict.PROTOCOL_FAILED, None,
-         "the peer does not speak TLS (OpenSSL: wrong version number)"),
-        (ssl.SSLEOFError(8, "EOF occurred in violation of protocol"), Phase.TLS, Verdict.TLS_FAILED,
-         TlsProblem.HANDSHAKE_RESET, "TLS failed: handshake reset (the peer closed the connection in the handshake)"),
-        (_alert("TLSV1_ALERT_PROTOCOL_VERSION"), Phase.TLS, Verdict.TLS_FAILED, TlsProblem.OTHER,
-         "TLS failed: other (the peer sent alert 'protocol version')"),
+        (
+            TimeoutError(),
+            Phase.TLS,
+            Verdict.TLS_FAILED,
+            TlsProblem.HANDSHAKE_RESET,
+            "TLS failed: handshake reset (no TLS handshake answer within 2 s)",
+        ),
+        (
+            TimeoutError(),
+            Phase.PROTOCOL,
+            Verdict.PROTOCOL_FAILED,
+            None,
+            "connected, but no response within 2 s",
+        ),
+        (
+            ConnectionRefusedError(errno.ECONNREFUSED, "refused"),
+            Phase.CONNECT,
+            Verdict.REFUSED,
+            None,
+            "connection refused (TCP reset or ICMP port unreachable)",
+        ),
+        (
+            ConnectionResetError(),
+            Phase.CONNECT,
+            Verdict.REFUSED,
+            None,
+            "connection reset while connecting",
+        ),
+        (
+            ConnectionResetError(),
+            Phase.TLS,
+            Verdict.TLS_FAILED,
+            TlsProblem.HANDSHAKE_RESET,
+            "TLS failed: handshake reset (the peer reset the connection in the handshake)",
+        ),
+        (
+            ConnectionResetError(),
+            Phase.PROTOCOL,
+            Verdict.PROTOCOL_FAILED,
+            None,
+            "the peer closed the connection without a response",
+        ),
+        (
+            OSError(errno.EHOSTUNREACH, "No route to host"),
+            Phase.CONNECT,
+            Verdict.REFUSED,
+            None,
+            "ICMP host unreachable",
+        ),
+        (
+            OSError(errno.ENETUNREACH, "Network is unreachable"),
+            Phase.CONNECT,
+            Verdict.REFUSED,
+            None,
+            "ICMP network unreachable",
+        ),
+        (
+            OSError(errno.EADDRNOTAVAIL, "Cannot assign requested address"),
+            Phase.CONNECT,
+            Verdict.ERROR,
+            None,
+            "cannot bind the source address: Cannot assign requested address",
+        ),
+        (
+            _verify_error(20, "unable to get local issuer certificate"),
+            Phase.TLS,
+            Verdict.TLS_FAILED,
+            TlsProblem.UNKNOWN_CA,
+            "TLS failed: unknown CA (server certificate: unable to get local issuer certificate)",
+        ),
+        (
+            _verify_error(19, "self-signed certificate in certificate chain"),
+            Phase.TLS,
+            Verdict.TLS_FAILED,
+            TlsProblem.UNKNOWN_CA,
+            "TLS failed: unknown CA (server certificate: "
+            "self-signed certificate in certificate chain)",
+        ),
+        (
+            _verify_error(62, "Hostname mismatch, certificate is not valid for 'x'."),
+            Phase.TLS,
+            Verdict.TLS_FAILED,
+            TlsProblem.NAME_MISMATCH,
+            "TLS failed: name mismatch (server certificate: "
+            "Hostname mismatch, certificate is not valid for 'x'.)",
+        ),
+        (
+            _verify_error(10, "certificate has expired"),
+            Phase.TLS,
+            Verdict.TLS_FAILED,
+            TlsProblem.EXPIRED,
+            "TLS failed: certificate expired (server certificate: certificate has expired)",
+        ),
+        (
+            _alert("TLSV1_ALERT_UNKNOWN_CA"),
+            Phase.TLS,
+            Verdict.TLS_FAILED,
+            TlsProblem.UNKNOWN_CA,
+            "TLS failed: unknown CA (the peer sent alert 'unknown ca')",
+        ),
+        (
+            _alert("TLSV13_ALERT_CERTIFICATE_REQUIRED"),
+            Phase.PROTOCOL,
+            Verdict.TLS_FAILED,
+            TlsProblem.CLIENT_CERT_REJECTED,
+            "TLS failed: no client certificate accepted "
+            "(the peer sent alert 'certificate required')",
+        ),
+        (
+            _alert("SSLV3_ALERT_UNSUPPORTED_CERTIFICATE"),
+            Phase.TLS,
+            Verdict.TLS_FAILED,
+            TlsProblem.CLIENT_CERT_REJECTED,
+            "TLS failed: no client certificate accepted "
+            "(the peer sent alert 'unsupported certificate')",
+        ),
+        (
+            _alert("SSLV3_ALERT_CERTIFICATE_EXPIRED"),
+            Phase.TLS,
+            Verdict.TLS_FAILED,
+            TlsProblem.EXPIRED,
+            "TLS failed: certificate expired (the peer sent alert 'certificate expired')",
+        ),
+        (
+            _alert("SSLV3_ALERT_HANDSHAKE_FAILURE"),
+            Phase.TLS,
+            Verdict.TLS_FAILED,
+            TlsProblem.HANDSHAKE_RESET,
+            "TLS failed: handshake reset (the peer sent alert 'handshake failure')",
+        ),
+        (
+            _alert("WRONG_VERSION_NUMBER"),
+            Phase.TLS,
+            Verdict.PROTOCOL_FAILED,
+            None,
+            "the peer does not speak TLS (OpenSSL: wrong version number)",
+        ),
+        (
+            ssl.SSLEOFError(8, "EOF occurred in violation of protocol"),
+            Phase.TLS,
+            Verdict.TLS_FAILED,
+            TlsProblem.HANDSHAKE_RESET,
+            "TLS failed: handshake reset (the peer closed the connection in the handshake)",
+        ),
+        (
+            _alert("TLSV1_ALERT_PROTOCOL_VERSION"),
+            Phase.TLS,
+            Verdict.TLS_FAILED,
+            TlsProblem.OTHER,
+            "TLS failed: other (the peer sent alert 'protocol version')",
+        ),
         (RuntimeError("boom"), Phase.CONNECT, Verdict.ERROR, None, "RuntimeError: boom"),
     ],
 )
-def test_classify(exc: BaseException, phase: Phase, verdict: Verdict, problem: TlsProblem | None,
-                  reason: str) -> None:
+def test_classify(
+    exc: BaseException, phase: Phase, verdict: Verdict, problem: TlsProblem | None, reason: str
+) -> None:
     c = classify(exc, phase, 2.0)
     assert (c.verdict, c.tls_problem, c.reason) == (verdict, problem, reason)
 
@@ -166,7 +292,9 @@ async def test_tcp_connect_samples_a_range_and_names_the_open_port() -> None:
     port = server.sockets[0].getsockname()[1]
     try:
         low = port - 4 if port > 1030 else port
-        outcome = await probe_tcp_connect(ProbeSpec("tcp-connect", ADDRESS, low, port_high=port, timeout=1))
+        outcome = await probe_tcp_connect(
+            ProbeSpec("tcp-connect", ADDRESS, low, port_high=port, timeout=1)
+        )
     finally:
         server.close()
         await server.wait_closed()

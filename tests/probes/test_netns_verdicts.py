@@ -20,8 +20,10 @@ import pytest
 pytestmark = [
     pytest.mark.root,
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root to create a network namespace"),
-    pytest.mark.skipif(shutil.which("ip") is None or shutil.which("nft") is None,
-                       reason="needs iproute2 (ip) and nftables (nft)"),
+    pytest.mark.skipif(
+        shutil.which("ip") is None or shutil.which("nft") is None,
+        reason="needs iproute2 (ip) and nftables (nft)",
+    ),
 ]
 
 # On the input hook, as a firewall between hosts would act: the sender sees no local error.
@@ -51,7 +53,8 @@ from simulator.probes.registry import PROBES
 async def main():
     out = {}
     for name, kind, port in json.loads(sys.argv[1]):
-        spec = ProbeSpec(kind, "127.9.9.2", port, bind="127.9.9.1", fqdn="sip.fabrikam.lab", timeout=0.6)
+        spec = ProbeSpec(kind, "127.9.9.2", port, bind="127.9.9.1", fqdn="sip.fabrikam.lab",
+                         timeout=0.6)
         outcome = await PROBES[kind](spec)
         out[name] = [outcome.verdict.value, outcome.reason]
     print(json.dumps(out))
@@ -78,11 +81,16 @@ def verdicts() -> Iterator[dict[str, list[str]]]:
     subprocess.run(["ip", "netns", "add", ns], check=True)
     try:
         subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True)
-        subprocess.run(["ip", "netns", "exec", ns, "nft", "-f", "-"], input=RULES, text=True, check=True)
+        subprocess.run(
+            ["ip", "netns", "exec", ns, "nft", "-f", "-"], input=RULES, text=True, check=True
+        )
         root = Path(__file__).resolve().parents[2]
         proc = subprocess.run(
             ["ip", "netns", "exec", ns, sys.executable, "-c", SCRIPT, json.dumps(CASES)],
-            capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(root)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "PYTHONPATH": str(root)},
         )
         assert proc.returncode == 0, proc.stderr
         yield json.loads(proc.stdout)
@@ -90,16 +98,25 @@ def verdicts() -> Iterator[dict[str, list[str]]]:
         subprocess.run(["ip", "netns", "del", ns], check=False)
 
 
-@pytest.mark.parametrize(("case", "verdict", "reason"), [
-    ("tcp-drop", "blocked", "no answer within 0.6 s: dropped (1 of 1 sampled ports)"),
-    ("tcp-reset", "refused", "connection refused (TCP reset or ICMP port unreachable)"),
-    ("tcp-host-unreachable", "refused", "ICMP host unreachable"),
-    ("tcp-net-unreachable", "refused", "ICMP network unreachable"),
-    ("sip-drop", "blocked", "no answer within 0.6 s: dropped"),
-    ("stun-drop", "blocked", "no answer within 0.6 s: dropped"),
-    ("stun-port-unreachable", "refused", "ICMP port unreachable"),
-    ("dns-drop", "blocked", "no answer within 0.6 s: dropped"),
-    ("stun-local-drop", "blocked", "dropped by a firewall on the source host (Operation not permitted)"),
-])
-def test_verdict_through_nftables(verdicts: dict[str, list[str]], case: str, verdict: str, reason: str) -> None:
+@pytest.mark.parametrize(
+    ("case", "verdict", "reason"),
+    [
+        ("tcp-drop", "blocked", "no answer within 0.6 s: dropped (1 of 1 sampled ports)"),
+        ("tcp-reset", "refused", "connection refused (TCP reset or ICMP port unreachable)"),
+        ("tcp-host-unreachable", "refused", "ICMP host unreachable"),
+        ("tcp-net-unreachable", "refused", "ICMP network unreachable"),
+        ("sip-drop", "blocked", "no answer within 0.6 s: dropped"),
+        ("stun-drop", "blocked", "no answer within 0.6 s: dropped"),
+        ("stun-port-unreachable", "refused", "ICMP port unreachable"),
+        ("dns-drop", "blocked", "no answer within 0.6 s: dropped"),
+        (
+            "stun-local-drop",
+            "blocked",
+            "dropped by a firewall on the source host (Operation not permitted)",
+        ),
+    ],
+)
+def test_verdict_through_nftables(
+    verdicts: dict[str, list[str]], case: str, verdict: str, reason: str
+) -> None:
     assert verdicts[case] == [verdict, reason]

@@ -53,7 +53,9 @@ def test_lab_addresses_inside_a_namespace(topology: Topology, lab_pki: LabPki) -
     assert (spec.bind, spec.address) == ("203.0.113.20", "198.51.100.10")
 
 
-def test_negative_row_from_any_internet_host_presents_a_certificate(topology: Topology, lab_pki: LabPki) -> None:
+def test_negative_row_from_any_internet_host_presents_a_certificate(
+    topology: Topology, lab_pki: LabPki
+) -> None:
     job = _jobs(topology, lab_pki)["neg-inet-sip-int-5061"]
     assert job.source.host == "fabrikam"  # type: ignore[attr-defined]
     assert job.spec.client_cert == lab_pki.host_cert("fabrikam", "fabrikam")  # type: ignore[attr-defined]
@@ -69,7 +71,9 @@ def test_relay_rows_talk_to_the_edge_turn_server_and_relay_to_the_destination(
     assert (tcp.address, tcp.port, tcp.peer) == ("127.51.100.11", 3478, ("127.0.113.50", 5004))
 
 
-def test_range_rows_keep_the_range_and_dns_rows_ask_a_partner_srv(topology: Topology, lab_pki: LabPki) -> None:
+def test_range_rows_keep_the_range_and_dns_rows_ask_a_partner_srv(
+    topology: Topology, lab_pki: LabPki
+) -> None:
     jobs = _jobs(topology, lab_pki)
     relay = jobs["neg-inet-relay-tcp-in"].spec  # type: ignore[attr-defined]
     assert (relay.port, relay.port_high) == (50000, 59999)
@@ -85,9 +89,28 @@ def test_netns_and_compose_commands(topology: Topology, lab_pki: LabPki) -> None
     job = build_jobs(topology, JobBuilder(topology, lab_pki), rows=["pic-in-5061"])[0]
     netns = NetnsExecutor(timeout=1.5, topology_path="lab.toml", certs="/c").command(job)
     assert netns == [
-        "ip", "netns", "exec", "es-pic", "python3", "-m", "simulator", "--topology", "lab.toml",
-        "probe", "--row", "pic-in-5061", "--format", "json", "--runner", "here", "--timeout", "1.5",
-        "--source", "pic:wan", "--certs", "/c",
+        "ip",
+        "netns",
+        "exec",
+        "es-pic",
+        "python3",
+        "-m",
+        "simulator",
+        "--topology",
+        "lab.toml",
+        "probe",
+        "--row",
+        "pic-in-5061",
+        "--format",
+        "json",
+        "--runner",
+        "here",
+        "--timeout",
+        "1.5",
+        "--source",
+        "pic:wan",
+        "--certs",
+        "/c",
     ]
     compose = ComposeExecutor(timeout=2, compose_file="lab/compose.yml").command(job)
     assert compose[:7] == ["docker", "compose", "-f", "lab/compose.yml", "exec", "-T", "pic"]
@@ -96,23 +119,42 @@ def test_netns_and_compose_commands(topology: Topology, lab_pki: LabPki) -> None
 
 def test_parse_subprocess_output(topology: Topology, lab_pki: LabPki) -> None:
     job = build_jobs(topology, JobBuilder(topology, lab_pki), rows=["pic-in-5061"])[0]
-    inner = ProbeResult("pic-in-5061", "sip-mtls", "open", Verdict.PASSED, "SIP 200 OK", "pic:wan 203.0.113.20",
-                        "edge:access 198.51.100.10:5061/tcp", runner="here")
+    inner = ProbeResult(
+        "pic-in-5061",
+        "sip-mtls",
+        "open",
+        Verdict.PASSED,
+        "SIP 200 OK",
+        "pic:wan 203.0.113.20",
+        "edge:access 198.51.100.10:5061/tcp",
+        runner="here",
+    )
     out = json.dumps({"results": [inner.to_dict()]}).encode()
     parsed = parse_subprocess_output(job, out, b"", "netns")
-    assert parsed.verdict is Verdict.PASSED and parsed.runner == "netns" and parsed.reason == "SIP 200 OK"
-    broken = parse_subprocess_output(job, b"", b"Cannot open network namespace \"es-pic\"\n", "netns")
+    assert (
+        parsed.verdict is Verdict.PASSED
+        and parsed.runner == "netns"
+        and parsed.reason == "SIP 200 OK"
+    )
+    broken = parse_subprocess_output(job, b"", b'Cannot open network namespace "es-pic"\n', "netns")
     assert broken.verdict is Verdict.ERROR
     assert broken.reason == 'the probe inside pic failed: Cannot open network namespace "es-pic"'
 
 
-async def test_subprocess_executor_runs_the_real_cli(topology: Topology, lab_pki: LabPki, tmp_path: Path) -> None:
+async def test_subprocess_executor_runs_the_real_cli(
+    topology: Topology, lab_pki: LabPki, tmp_path: Path
+) -> None:
     """The netns executor's inner command, run without a namespace: same JSON round trip."""
 
     class Here(NetnsExecutor):
         def command(self, job):  # type: ignore[no-untyped-def]
-            return [sys.executable, "-c", "from simulator.cli import cli; from simulator.cli.probe import probe;"
-                    " cli.add_command(probe); cli()", *self.probe_args(job)]
+            return [
+                sys.executable,
+                "-c",
+                "from simulator.cli import cli; from simulator.cli.probe import probe;"
+                " cli.add_command(probe); cli()",
+                *self.probe_args(job),
+            ]
 
     jobs = build_jobs(topology, JobBuilder(topology, lab_pki), rows=["neg-inet-sip-5060"])
     results = await run_jobs(jobs, Here(timeout=1, certs=str(lab_pki.directory)))
@@ -126,7 +168,9 @@ async def test_full_run_on_the_local_lab(isolated_topology: Topology, lab_pki: L
     """DNS is the service that exists today: its rows pass; closed ports are refused."""
     topology = isolated_topology
     async with LocalLab(topology, lab_pki.directory, hosts=["dns-int", "dns-ext"]):
-        run = await probe_matrix(topology, LocalExecutor(), JobBuilder(topology, lab_pki, timeout=1.0))
+        run = await probe_matrix(
+            topology, LocalExecutor(), JobBuilder(topology, lab_pki, timeout=1.0)
+        )
     by_row = {r.row_id: r for r in run.results}
     assert by_row["dns-edge-ext"].verdict is Verdict.PASSED
     assert by_row["dns-edge-ext"].details["answers"] == ["0 0 5061 sip.fabrikam.lab"]
@@ -137,7 +181,9 @@ async def test_full_run_on_the_local_lab(isolated_topology: Topology, lab_pki: L
     assert run.duration < 5
 
 
-def test_target_file_maps_rows_onto_a_real_deployment(topology: Topology, lab_pki: LabPki, tmp_path: Path) -> None:
+def test_target_file_maps_rows_onto_a_real_deployment(
+    topology: Topology, lab_pki: LabPki, tmp_path: Path
+) -> None:
     (tmp_path / "ca.pem").write_bytes(lab_pki.trust_bundle.read_bytes())
     (tmp_path / "edge.pem").write_bytes(lab_pki.host_cert("edge", "public").pem.read_bytes())
     (tmp_path / "prod.toml").write_text("""
@@ -159,11 +205,18 @@ domain = "contoso.example"
     spec = jobs["pic-in-5061"].spec
     assert spec is not None
     assert (spec.address, spec.bind, spec.fqdn, spec.domain) == (
-        "127.9.0.10", "127.9.0.1", "sip.contoso.example", "contoso.example")
+        "127.9.0.10",
+        "127.9.0.1",
+        "sip.contoso.example",
+        "contoso.example",
+    )
     assert spec.trust == (tmp_path / "ca.pem",) and spec.client_cert.cert == tmp_path / "edge.pem"  # type: ignore[union-attr]
     assert spec.timeout == 4
     assert jobs["pic-out-5061"].spec is None
-    assert jobs["pic-out-5061"].skip_reason == "source zone 'perimeter-external': this machine is not there"
+    assert (
+        jobs["pic-out-5061"].skip_reason
+        == "source zone 'perimeter-external': this machine is not there"
+    )
     assert jobs["xmpp-gw-23456"].skip_reason == "source zone 'corporate': this machine is not there"
 
 

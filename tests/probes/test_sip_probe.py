@@ -1,4 +1,4 @@
-"""The SIP probes against a real asyncio TLS server using the lab PKI's good and bad certificates."""
+"""The SIP probes against a real asyncio TLS server with the lab PKI's good and bad certificates."""
 
 from __future__ import annotations
 
@@ -38,7 +38,9 @@ async def test_tls_passes_without_a_client_certificate(lab_pki: LabPki, spec_for
     assert peer is not None and peer.getpeercert() is None
 
 
-async def test_the_request_leaves_from_the_source_address(lab_pki: LabPki, spec_for: SpecFor) -> None:
+async def test_the_request_leaves_from_the_source_address(
+    lab_pki: LabPki, spec_for: SpecFor
+) -> None:
     seen: list[str] = []
 
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -115,7 +117,9 @@ async def test_plaintext_server_is_protocol_failed(spec_for: SpecFor) -> None:
     assert "does not speak TLS" in outcome.reason
 
 
-async def test_tls_server_answering_http_is_protocol_failed(lab_pki: LabPki, spec_for: SpecFor) -> None:
+async def test_tls_server_answering_http_is_protocol_failed(
+    lab_pki: LabPki, spec_for: SpecFor
+) -> None:
     async def http(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readuntil(b"\r\n\r\n")
         writer.write(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
@@ -127,7 +131,9 @@ async def test_tls_server_answering_http_is_protocol_failed(lab_pki: LabPki, spe
     assert outcome.reason == "answered 'HTTP/1.1 400 Bad Request.'... (47 bytes) instead of SIP"
 
 
-async def test_silent_server_is_protocol_failed_after_the_timeout(lab_pki: LabPki, spec_for: SpecFor) -> None:
+async def test_silent_server_is_protocol_failed_after_the_timeout(
+    lab_pki: LabPki, spec_for: SpecFor
+) -> None:
     async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.read(65536)
         await asyncio.sleep(3)  # holds the connection open past the probe's deadline
@@ -150,7 +156,9 @@ async def test_missing_client_certificate_file_is_a_probe_error(
     lab_pki: LabPki, spec_for: SpecFor
 ) -> None:
     async with serve(fabrikam_server_ctx(lab_pki, mtls=True), sip_responder) as server:
-        outcome = await probe_sip_mtls(spec_for(server, client_cert=lab_pki.host_cert("nobody", "x")))
+        outcome = await probe_sip_mtls(
+            spec_for(server, client_cert=lab_pki.host_cert("nobody", "x"))
+        )
     assert outcome.verdict is Verdict.ERROR
     assert "nobody-x.crt is missing" in outcome.reason
 
@@ -158,13 +166,17 @@ async def test_missing_client_certificate_file_is_a_probe_error(
 async def test_asyncio_server_refusing_the_client_certificate_without_alert(
     lab_pki: LabPki, spec_for: SpecFor
 ) -> None:
-    """Quirk: asyncio's own TLS server closes without sending the alert; in TLS 1.3 we still say why."""
+    """Quirk: asyncio's TLS server closes without sending the alert; in TLS 1.3 we still say why."""
     ctx = fabrikam_server_ctx(lab_pki, mtls=True)
     server = await asyncio.start_server(lambda r, w: None, "127.0.113.10", 0, ssl=ctx)
     try:
         port = server.sockets[0].getsockname()[1]
-        spec = spec_for(server=None, address="127.0.113.10", port=port,
-                        client_cert=lab_pki.bad_cert("server-only", "edge", "internal"))
+        spec = spec_for(
+            server=None,
+            address="127.0.113.10",
+            port=port,
+            client_cert=lab_pki.bad_cert("server-only", "edge", "internal"),
+        )
         outcome = await probe_sip_mtls(spec)
     finally:
         server.close()

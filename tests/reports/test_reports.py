@@ -1,4 +1,4 @@
-"""The reports of a probe run: terminal table, JSON, JUnit XML, HTML (opened in headless Chromium)."""
+"""Reports of a probe run: terminal table, JSON, JUnit XML, HTML (opened in headless Chromium)."""
 
 from __future__ import annotations
 
@@ -27,16 +27,42 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
 
 #: One run with every kind of verdict, as the lab with a broken rule file would give.
 VERDICTS = {
-    "pic-in-5061": (Verdict.PASSED, "SIP 200 OK", "pic:wan 203.0.113.20", "edge:access 198.51.100.10:5061/tcp"),
-    "sipfed-out-5061": (Verdict.TLS_FAILED, "TLS failed: name mismatch (server certificate: Hostname mismatch)",
-                        "edge:access 198.51.100.10", "fabrikam:wan 203.0.113.10:5061/tcp"),
-    "xmpp-in-5269": (Verdict.BLOCKED, "no answer within 2 s: dropped", "jabber:wan 203.0.113.30",
-                     "edge:access 198.51.100.10:5269/tcp"),
-    "neg-inet-sip-5060": (Verdict.OPEN_UNEXPECTED, "open where it must not be: TCP handshake completed",
-                          "fabrikam:wan 203.0.113.10", "edge:access 198.51.100.10:5060/tcp"),
-    "neg-inet-fe-5061": (Verdict.REFUSED, "connection refused", "fabrikam:wan 203.0.113.10", "fe:lan 192.0.2.10:5061/tcp"),
-    "av-relay-udp-out": (Verdict.PROTOCOL_FAILED, "ALLOCATE answered 486 Allocation Quota Reached <&>",
-                         "edge:av 198.51.100.11", "messenger:wan 203.0.113.50:5004 via relay 198.51.100.11:3478"),
+    "pic-in-5061": (
+        Verdict.PASSED,
+        "SIP 200 OK",
+        "pic:wan 203.0.113.20",
+        "edge:access 198.51.100.10:5061/tcp",
+    ),
+    "sipfed-out-5061": (
+        Verdict.TLS_FAILED,
+        "TLS failed: name mismatch (server certificate: Hostname mismatch)",
+        "edge:access 198.51.100.10",
+        "fabrikam:wan 203.0.113.10:5061/tcp",
+    ),
+    "xmpp-in-5269": (
+        Verdict.BLOCKED,
+        "no answer within 2 s: dropped",
+        "jabber:wan 203.0.113.30",
+        "edge:access 198.51.100.10:5269/tcp",
+    ),
+    "neg-inet-sip-5060": (
+        Verdict.OPEN_UNEXPECTED,
+        "open where it must not be: TCP handshake completed",
+        "fabrikam:wan 203.0.113.10",
+        "edge:access 198.51.100.10:5060/tcp",
+    ),
+    "neg-inet-fe-5061": (
+        Verdict.REFUSED,
+        "connection refused",
+        "fabrikam:wan 203.0.113.10",
+        "fe:lan 192.0.2.10:5061/tcp",
+    ),
+    "av-relay-udp-out": (
+        Verdict.PROTOCOL_FAILED,
+        "ALLOCATE answered 486 Allocation Quota Reached <&>",
+        "edge:av 198.51.100.11",
+        "messenger:wan 203.0.113.50:5004 via relay 198.51.100.11:3478",
+    ),
     "dns-edge-ext": (Verdict.SKIPPED, "dns-ext:wan is not in the target file", "", ""),
 }
 
@@ -47,15 +73,30 @@ def run(topology: Topology) -> ProbeRun:
     results = []
     for row_id, (verdict, reason, src, dst) in VERDICTS.items():
         row = matrix.row(row_id)
-        results.append(ProbeResult(row_id, row.probe, row.expect.value, verdict, reason, src, dst,
-                                   {"response": "x"}, {"connect": 0.01},
-                                   TlsProblem.NAME_MISMATCH if verdict is Verdict.TLS_FAILED else None))
+        results.append(
+            ProbeResult(
+                row_id,
+                row.probe,
+                row.expect.value,
+                verdict,
+                reason,
+                src,
+                dst,
+                {"response": "x"},
+                {"connect": 0.01},
+                TlsProblem.NAME_MISMATCH if verdict is Verdict.TLS_FAILED else None,
+            )
+        )
     return ProbeRun(topology, matrix, results, "netns", time.time(), 1.25)
 
 
 def test_failures_are_the_rows_that_miss_their_expectation(run: ProbeRun) -> None:
-    assert [r.row_id for r in run.failures] == ["sipfed-out-5061", "xmpp-in-5269", "neg-inet-sip-5060",
-                                                "av-relay-udp-out"]
+    assert [r.row_id for r in run.failures] == [
+        "sipfed-out-5061",
+        "xmpp-in-5269",
+        "neg-inet-sip-5060",
+        "av-relay-udp-out",
+    ]
 
 
 def test_table_groups_by_seed_and_sums_up(run: ProbeRun) -> None:
@@ -72,7 +113,12 @@ def test_table_groups_by_seed_and_sums_up(run: ProbeRun) -> None:
 def test_json(run: ProbeRun) -> None:
     data = json.loads(json.dumps(to_dict(run)))
     assert data["ok"] is False
-    assert data["failures"] == ["sipfed-out-5061", "xmpp-in-5269", "neg-inet-sip-5060", "av-relay-udp-out"]
+    assert data["failures"] == [
+        "sipfed-out-5061",
+        "xmpp-in-5269",
+        "neg-inet-sip-5060",
+        "av-relay-udp-out",
+    ]
     entry = next(e for e in data["results"] if e["row"] == "sipfed-out-5061")
     assert entry["tls_problem"] == "name mismatch"
     assert entry["row_info"]["label"] == "Access/SIP(MTLS)/TCP/5061"
@@ -112,11 +158,23 @@ def test_html_report_renders_in_headless_chromium(run: ProbeRun, tmp_path: Path)
     shot = ARTIFACTS / "probe-report.png"
     shot.unlink(missing_ok=True)
     shutil.copy(page, ARTIFACTS / "probe-report.html")
-    args = ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--no-first-run",
-            f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}", "--window-size=1400,1000",
-            f"file://{page}"]
-    proc = subprocess.run(args, capture_output=True, text=True, timeout=60, env={**os.environ, "HOME": str(tmp_path)})
+    args = [
+        "chromium",
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        f"--screenshot={shot}",
+        "--window-size=1400,1000",
+        f"file://{page}",
+    ]
+    proc = subprocess.run(
+        args, capture_output=True, text=True, timeout=60, env={**os.environ, "HOME": str(tmp_path)}
+    )
     assert shot.is_file(), proc.stderr[-2000:]
     data = shot.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
