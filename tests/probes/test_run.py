@@ -234,3 +234,10 @@ def test_bad_target_files(tmp_path: Path, text: str, message: str) -> None:
     (tmp_path / "t.toml").write_text(text)
     with pytest.raises(ConfigError, match=message):
         load_target(tmp_path / "t.toml")
+
+
+def test_turn_probes_use_the_probe_credentials_of_the_topology(
+    topology: Topology, lab_pki: LabPki
+) -> None:
+    spec = _jobs(topology, lab_pki)["av-relay-udp-out"].spec  # type: ignore[attr-defined]
+    assert (spec.turn.username, spec.turn.password) == ("edgesim-probe", "edgesim-probe-secret")
