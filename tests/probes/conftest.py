@@ -7,10 +7,11 @@ import contextlib
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
-from simulator.lab.topology import Topology
+from simulator.lab.topology import Topology, load_topology
 from simulator.pki import CertPaths, LabPki
 from simulator.probes.spec import ProbeSpec
 from simulator.tls import server_context
@@ -194,21 +195,33 @@ def spec_for(lab_pki: LabPki) -> Callable[..., ProbeSpec]:
     return make
 
 
-@pytest.fixture(scope="session")
-def isolated_topology() -> Topology:
-    """The default lab on loopback addresses of its own (127.<base+zone>.c.d), so a lab another
-    process runs on the default loopback addresses does not collide with this test session's."""
+def write_isolated_topology(path: Path) -> Path:
+    """The default lab with loopback addresses of its own (127.<base+zone>.c.d), written to
+    ``path``, so a lab another process runs on the default loopback addresses does not collide."""
     import os
-    import tomllib
+    import re
 
-    from simulator.lab.topology import _Loader, default_topology_path
+    from simulator.lab.topology import default_topology_path
 
-    path = default_topology_path()
-    data = tomllib.loads(path.read_text("utf-8"))
+    text = default_topology_path().read_text("utf-8")
+    zones = re.findall(r'^id = "([\w-]+)"\nsubnet', text, flags=re.M)
     base = 100 + os.getpid() % 100
-    zones = [z["id"] for z in data["zones"]]
-    for table in [*data["hosts"], *data["firewalls"]]:
-        for iface in table["interfaces"]:
-            c, d = iface["address"].split(".")[2:]
-            iface["loopback"] = f"127.{base + zones.index(iface['zone'])}.{c}.{d}"
-    return _Loader(path).load(data)
+
+    def add(m: re.Match[str]) -> str:
+        c, d = m.group(3).split(".")[2:]
+        return f'{m.group(0)}, loopback = "127.{base + zones.index(m.group(2))}.{c}.{d}"'
+
+    text, n = re.subn(r'\{ id = "([\w-]+)", zone = "([\w-]+)", address = "([\d.]+)"', add, text)
+    assert n == text.count("address = "), "every interface gets a loopback address"
+    path.write_text(text, "utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def isolated_topology_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_isolated_topology(tmp_path_factory.mktemp("topology") / "lab.toml")
+
+
+@pytest.fixture(scope="session")
+def isolated_topology(isolated_topology_file: Path) -> Topology:
+    return load_topology(isolated_topology_file)

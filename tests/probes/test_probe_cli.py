@@ -24,12 +24,16 @@ def test_help_has_examples() -> None:
     assert "Exit code 0 only when every probed row meets its expectation" in result.output
 
 
-def test_blocked_rows_pass_and_reports_are_written(lab_pki: LabPki, tmp_path: Path) -> None:
+def test_blocked_rows_pass_and_reports_are_written(
+    lab_pki: LabPki, tmp_path: Path, isolated_topology_file: Path
+) -> None:
     """Rows that must stay blocked are refused on a machine where nothing listens: exit 0."""
     junit, html = tmp_path / "junit.xml", tmp_path / "report.html"
     result = CliRunner().invoke(
         cli,
         [
+            "--topology",
+            str(isolated_topology_file),
             "probe",
             "--row",
             "neg-inet-sip-5060",
@@ -55,10 +59,11 @@ def test_blocked_rows_pass_and_reports_are_written(lab_pki: LabPki, tmp_path: Pa
     assert "neg-inet-relay-tcp-in" in html.read_text()
 
 
-def test_an_open_row_that_is_refused_exits_1_with_a_table(lab_pki: LabPki) -> None:
-    result = CliRunner().invoke(
-        cli, ["probe", "--row", "pic-in-5061", "--certs", str(lab_pki.directory), "--timeout", "1"]
-    )
+def test_an_open_row_that_is_refused_exits_1_with_a_table(
+    lab_pki: LabPki, isolated_topology_file: Path
+) -> None:
+    args = ["--topology", str(isolated_topology_file), "probe", "--row", "pic-in-5061"]
+    result = CliRunner().invoke(cli, [*args, "--certs", str(lab_pki.directory), "--timeout", "1"])
     assert result.exit_code == 1
     assert "pic-in-5061" in result.output and "refused" in result.output
     assert "0 of 1 rows meet their expectation; 1 do not" in result.output
