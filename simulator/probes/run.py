@@ -515,7 +515,10 @@ def parse_subprocess_output(job: ProbeJob, out: bytes, err: bytes, runner: str) 
 class NetnsExecutor(SubprocessExecutor):
     name: str = "netns"
     python: str = "python3"
+    module: str = "simulator"
+    """``python3 -m <module>`` is the edgesim command line."""
     prefix: str = "es-"
+    """Namespace name of a host: ``<prefix><host>``."""
 
     def command(self, job: ProbeJob) -> list[str]:
         assert job.source is not None
@@ -527,7 +530,7 @@ class NetnsExecutor(SubprocessExecutor):
             f"{self.prefix}{job.source.host}",
             self.python,
             "-m",
-            "simulator",
+            self.module,
             *top,
             *self.probe_args(job),
         ]
