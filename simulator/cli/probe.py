@@ -11,6 +11,7 @@ import click
 from simulator.cli._common import Obj, console, err_console
 from simulator.cli.lab import CERTS_OPTION
 from simulator.pki import LabPki, ensure_pki
+from simulator.probes.base import Verdict
 from simulator.probes.run import (
     DEFAULT_CONCURRENCY,
     DEFAULT_TIMEOUT,
@@ -27,6 +28,11 @@ from simulator.reports.html import to_html
 from simulator.reports.json_report import to_json
 from simulator.reports.junit import to_junit
 from simulator.reports.table import render_run, run_with_progress
+
+
+def _nothing_answers(run: ProbeRun) -> bool:
+    probed = [r for r in run.results if r.expect == "open" and r.verdict is not Verdict.SKIPPED]
+    return bool(probed) and all(r.verdict is Verdict.REFUSED for r in probed)
 
 
 @click.command()
@@ -164,7 +170,12 @@ def probe(
         run: ProbeRun = asyncio.run(
             run_with_progress(console, topology, executor, builder, **kwargs)
         )
-        console.print(render_run(run))
+        console.print(render_run(run, console.width))
+        if runner == "local" and target is None and _nothing_answers(run):
+            err_console.print(
+                "[yellow]nothing answered: is the lab running? `edgesim lab up` in another shell, "
+                "or `edgesim run` (lab, probes and report in one go)[/]"
+            )
     else:
         run = asyncio.run(probe_matrix(topology, executor, builder, **kwargs))  # type: ignore[arg-type]
         click.echo(to_json(run))

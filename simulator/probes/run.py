@@ -657,5 +657,5 @@ async def run_probes_cli(topology: Topology, lab: Any, console: Any) -> int:
 
     builder = JobBuilder(topology, lab.pki, addresses="loopback")
     run = await run_with_progress(console, topology, LocalExecutor(), builder)
-    console.print(render_run(run))
+    console.print(render_run(run, console.width))
     return len(run.failures)

@@ -31,7 +31,18 @@ def verdict_text(result: ProbeResult) -> Text:
     return Text(f"{mark} {result.verdict.title}", style=style)
 
 
-def render_run(run: ProbeRun) -> RenderableType:
+def _short(endpoint: str) -> str:
+    """``host:iface`` of ``host:iface address:port/proto`` (narrow terminals)."""
+    head, _, rest = endpoint.partition(" ")
+    if ":" not in head:
+        return endpoint
+    port = rest.rsplit(":", 1)[-1] if ":" in rest and " via " not in rest else ""
+    return f"{head} :{port}" if port else head
+
+
+def render_run(run: ProbeRun, width: int = 200) -> RenderableType:
+    """One table per seed table; below ``width`` 140 the endpoints are shown without addresses."""
+    compact = width < 140
     by_row = {r.row_id: r for r in run.results}
     parts: list[RenderableType] = []
     for seed_id, rows in run.matrix.by_seed().items():
@@ -40,24 +51,20 @@ def render_run(run: ProbeRun) -> RenderableType:
             continue
         seed = run.matrix.seeds[seed_id]
         table = Table(title=f"{seed.title} ({seed.document})", title_justify="left", expand=False)
-        table.add_column("row", no_wrap=True)
-        table.add_column("flow")
+        table.add_column("row", no_wrap=not compact)
         table.add_column("from → to")
-        table.add_column("expect")
         table.add_column("verdict", no_wrap=True)
-        table.add_column("reason", overflow="fold")
+        table.add_column("reason", overflow="fold", min_width=20)
         for row in rows:
             result = by_row.get(row.id)
             if result is None:
                 continue
-            table.add_row(
-                row.id,
-                row.label,
-                f"{result.source}\n→ {result.destination}",
-                row.expect.value,
-                verdict_text(result),
-                result.reason,
-            )
+            src, dst = result.source, result.destination
+            if compact:
+                src, dst = _short(src), _short(dst)
+            label = Text(row.id)
+            label.append(f"\n{row.label}\nexpect {row.expect.value}", style="dim")
+            table.add_row(label, f"{src}\n→ {dst}", verdict_text(result), result.reason)
         parts.append(table)
     parts.append(Text(summary(run), style="green" if not run.failures else "bold red"))
     return Group(*parts)

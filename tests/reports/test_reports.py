@@ -103,6 +103,7 @@ def test_table_groups_by_seed_and_sums_up(run: ProbeRun) -> None:
     console = Console(record=True, width=220)
     console.print(render_run(run))
     text = console.export_text()
+    assert "Access/SIP(MTLS)/TCP/5061" in text
     assert text.index("Firewall summary - SIP federation") < text.index("sipfed-out-5061")
     assert text.index("Must stay blocked") < text.index("neg-inet-sip-5060")
     assert "✗ open where it must not be" in text
