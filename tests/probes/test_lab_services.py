@@ -17,14 +17,23 @@ from simulator.pki import LabPki
 from simulator.probes.base import TlsProblem, Verdict
 from simulator.probes.run import JobBuilder, LocalExecutor, build_jobs, run_jobs
 
-pytestmark = pytest.mark.skipif(
-    importlib.util.find_spec("simulator.xmpp.service") is None,
+
+def _have(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+needs_xmpp = pytest.mark.skipif(
+    not _have("simulator.xmpp.service"),
     reason="the XMPP proxy service (issue #4) is not in this tree",
 )
 
 ROWS = ["xmpp-in-5269", "xmpp-out-5269", "xmpp-gw-23456", "neg-inet-xmpp-23456"]
 
 
+@needs_xmpp
 async def test_xmpp_rows_against_the_lab_xmpp_proxy(
     isolated_topology: Topology, lab_pki: LabPki
 ) -> None:
@@ -53,3 +62,23 @@ async def test_xmpp_rows_against_the_lab_xmpp_proxy(
     negative = results["neg-inet-xmpp-23456"]
     assert negative.verdict is Verdict.OPEN_UNEXPECTED
     assert negative.reason.startswith("open where it must not be: ")
+
+
+@pytest.mark.skipif(
+    not _have("simulator.sip.service"),
+    reason="the Access Edge SIP services (issue #3) are not in this tree",
+)
+async def test_sip_rows_against_the_lab_access_edge(
+    isolated_topology: Topology, lab_pki: LabPki
+) -> None:
+    """Any SIP response proves the port is the Edge's SIP behind working TLS/MTLS."""
+    topology = isolated_topology
+    rows = ["client-in-443", "int-sip-fe-to-edge", "pic-in-5061"]
+    jobs = build_jobs(topology, JobBuilder(topology, lab_pki, timeout=2.0), rows=rows)
+    async with LocalLab(
+        topology, lab_pki.directory, hosts=["edge", "fe", "pic", "dns-int", "dns-ext"]
+    ):
+        results = {r.row_id: r for r in await run_jobs(jobs, LocalExecutor())}
+    for row in rows:
+        assert results[row].verdict is Verdict.PASSED, (row, results[row].reason)
+        assert results[row].reason.startswith("SIP ")
