@@ -143,7 +143,8 @@ def probe(
     topology = obj.topology
     target = load_target(target_file) if target_file else None
     pki = LabPki(certs_dir)
-    if runner in ("local", "here") and (target is None or not target.trust):
+    if runner in ("local", "here", "netns") and (target is None or not target.trust):
+        # netns: written once here, before the probes inside the namespaces read it concurrently
         ensure_pki(topology, certs_dir)
     builder = JobBuilder(
         topology,
