@@ -54,6 +54,7 @@ class StreamReader:
         self.root: ET.Element | None = None
         self.received = b""
         self.pending: list[ET.Element] = []
+        self.closed = False
 
     async def _feed(self) -> list[tuple[str, ET.Element]]:
         data = await self.reader.read(4096)
@@ -73,6 +74,8 @@ class StreamReader:
         for _ in range(1000):
             if self.pending:
                 return self.pending.pop(0)
+            if self.closed:
+                raise XmppError("the peer closed the stream (</stream:stream>)")
             for event, elem in await self._feed():
                 self._queue(event, elem)
         raise XmppError("too many reads without a complete element")
@@ -92,7 +95,7 @@ class StreamReader:
                 if self.root is not None and elem in list(self.root):
                     self.root.remove(elem)
             elif self.depth == 0:
-                raise XmppError("the peer closed the stream (</stream:stream>)")
+                self.closed = True
 
 
 def _local(tag: str) -> str:
