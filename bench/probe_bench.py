@@ -196,7 +196,7 @@ def main() -> None:
         "meets_target": max(durations) < TARGET_S,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / "probe_bench.json"
+    out = RESULTS / ("probe_bench.json" if use_netns else "probe_bench-local.json")
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"mode: {mode}")
     print(
