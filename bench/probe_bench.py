@@ -79,7 +79,8 @@ def drop_rules(topology: Topology, certs: Path) -> str:
             spec = job.spec
             ports = f"{spec.port}-{spec.port_high}" if spec.port_high else str(spec.port)
             lines.append(
-                f"    ip saddr {spec.bind} ip daddr {spec.address} {job.row.transport} dport {ports} drop"
+                f"    ip saddr {spec.bind} ip daddr {spec.address} "
+                f"{job.row.transport} dport {ports} drop"
             )
     return (
         "table ip bench {\n  chain in {\n    type filter hook input priority 0; policy accept;\n"
@@ -200,7 +201,8 @@ def main() -> None:
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"mode: {mode}")
     print(
-        f"full matrix ({result['rows']} rows, timeout {args.timeout:g} s, concurrency {args.concurrency}): "
+        f"full matrix ({result['rows']} rows, timeout {args.timeout:g} s, "
+        f"concurrency {args.concurrency}): "
         f"median {result['full_matrix_s']['median']:.3f} s over {len(runs)} run(s) "
         f"(target < {TARGET_S:g} s: {'met' if result['meets_target'] else 'MISSED'})"
     )
