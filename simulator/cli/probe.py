@@ -143,8 +143,10 @@ def probe(
     topology = obj.topology
     target = load_target(target_file) if target_file else None
     pki = LabPki(certs_dir)
-    if runner in ("local", "here", "netns") and (target is None or not target.trust):
-        # netns: written once here, before the probes inside the namespaces read it concurrently
+    needs_pki = target is None or not target.trust
+    if needs_pki and (runner in ("local", "netns") or not pki.trust_bundle.is_file()):
+        # netns: written once here; the probes inside the namespaces (--runner here) run
+        # concurrently and only read it (ensure_pki rewrites its manifest on every call).
         ensure_pki(topology, certs_dir)
     builder = JobBuilder(
         topology,
