@@ -18,6 +18,7 @@ from simulator.cli._common import EdgesimGroup, Obj
 from simulator.cli.certs import certs
 from simulator.cli.lab import lab
 from simulator.cli.matrix import matrix
+from simulator.cli.probe import probe
 from simulator.cli.run import run
 from simulator.cli.scenario import scenario
 
@@ -34,6 +35,7 @@ Quick start:
   edgesim matrix              the port matrix the Edge needs
   edgesim certs               write the lab PKI under certs/
   edgesim lab up              run the lab until Ctrl-C
+  edgesim probe               check every matrix row at protocol level
   edgesim scenario run        play whole federation flows and draw them as ladders
 
 \b
@@ -61,6 +63,7 @@ def cli(ctx: click.Context, topology: str | None, verbose: int) -> None:
 cli.add_command(matrix)
 cli.add_command(certs)
 cli.add_command(lab)
+cli.add_command(probe)
 cli.add_command(run)
 cli.add_command(scenario)
 

@@ -29,6 +29,7 @@ from simulator.errors import ConfigError
 from simulator.lab.topology import Topology
 from simulator.matrix.model import (
     Endpoint,
+    Expectation,
     Matrix,
     MatrixRow,
     ResolvedRow,
@@ -587,6 +588,7 @@ def build_jobs(
     matrix: Matrix | None = None,
     rows: Sequence[str] = (),
     target: Target | None = None,
+    adjust: Callable[[ProbeJob], ProbeJob] | None = None,
 ) -> list[ProbeJob]:
     matrix = matrix or load_matrix()
     resolved = resolve_all(matrix, topology)
@@ -599,6 +601,8 @@ def build_jobs(
     jobs = [builder.build(r) for r in resolved]
     if target is not None:
         jobs = [target.apply(j) for j in jobs]
+    if adjust is not None:
+        jobs = [adjust(j) for j in jobs]
     return jobs
 
 
@@ -633,9 +637,10 @@ async def probe_matrix(
     concurrency: int = DEFAULT_CONCURRENCY,
     on_start: Callable[[int], None] | None = None,
     on_done: Callable[[ProbeResult], None] | None = None,
+    adjust: Callable[[ProbeJob], ProbeJob] | None = None,
 ) -> ProbeRun:
     matrix = matrix or load_matrix()
-    jobs = build_jobs(topology, builder, matrix=matrix, rows=rows, target=target)
+    jobs = build_jobs(topology, builder, matrix=matrix, rows=rows, target=target, adjust=adjust)
     if on_start is not None:
         on_start(len(jobs))
     started, t0 = time.time(), time.perf_counter()
@@ -656,6 +661,78 @@ async def run_probes_cli(topology: Topology, lab: Any, console: Any) -> int:
     from simulator.reports.table import render_run, run_with_progress
 
     builder = JobBuilder(topology, lab.pki, addresses="loopback")
-    run = await run_with_progress(console, topology, LocalExecutor(), builder)
+    adjust = embedded_lab_adjust(topology, lab.statuses)
+    run = await run_with_progress(console, topology, LocalExecutor(), builder, adjust=adjust)
     console.print(render_run(run, console.width))
     return len(run.failures)
+
+
+NO_FIREWALL = (
+    "the embedded lab has no firewall: what must stay blocked is checked with "
+    "--runner netns or compose"
+)
+
+
+def _serving(topology: Topology, ep: Endpoint, transport: str, low: int, high: int) -> str | None:
+    """The service owning the listener of ``ep`` that covers ``transport`` ports low-high."""
+    for lst in topology.host(ep.host).listeners:
+        if (
+            lst.interface == ep.interface
+            and transport in lst.transports
+            and lst.port_low <= high
+            and low <= lst.port_high
+        ):
+            return lst.service
+    return None
+
+
+def embedded_lab_adjust(
+    topology: Topology, statuses: Sequence[Any]
+) -> Callable[[ProbeJob], ProbeJob]:
+    """Skip, with the reason, what the embedded lab cannot judge.
+
+    Negative rows need a firewall; a row whose destination (or relay) service is not running
+    in this lab cannot pass for reasons that have nothing to do with the network.
+    """
+    from simulator.lab.services import PLANNED
+
+    state = {(st.host, st.service): st.state for st in statuses}
+
+    def why_not(host: str, service: str | None) -> str | None:
+        if service is None or state.get((host, service), "running") == "running":
+            return None
+        planned = PLANNED.get(service)
+        return f"{host}'s {service} is not available yet" + (f" ({planned})" if planned else "")
+
+    def adjust(job: ProbeJob) -> ProbeJob:
+        if job.spec is None:
+            return job
+        if job.row.expect is Expectation.BLOCKED:
+            return replace(job, spec=None, skip_reason=NO_FIREWALL)
+        needed: list[tuple[str, str | None]] = []
+        if job.destination is not None:
+            if job.row.port_side == "destination":
+                low, high = job.row.port_low, job.row.port_high
+            else:
+                low = high = job.spec.peer[1] if job.spec.peer else job.spec.port
+            service = _serving(topology, job.destination, job.row.transport, low, high)
+            needed.append((job.destination.host, service))
+        if job.row.probe in _RELAY_SERVER_PROTO and job.source is not None:
+            host = topology.host(job.source.host)
+            relay = next(
+                (
+                    lst.service
+                    for lst in host.listeners
+                    if lst.interface == job.source.interface
+                    and lst.proto == _RELAY_SERVER_PROTO[job.row.probe]
+                ),
+                None,
+            )
+            needed.append((job.source.host, relay))
+        for host_id, service in needed:
+            reason = why_not(host_id, service)
+            if reason is not None:
+                return replace(job, spec=None, skip_reason=reason)
+        return job
+
+    return adjust

@@ -77,14 +77,12 @@ def namespace() -> Iterator[str]:
 async def test_rows_probed_inside_the_source_namespace(
     namespace: str, topology: Topology, lab_pki: LabPki, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.chdir(ROOT)  # python3 -m tests.probes.edgesim_cli
     rows = ["neg-inet-sip-5060", "neg-inet-sip-int-5061", "neg-inet-relay-tcp-in"]
     jobs = build_jobs(topology, JobBuilder(topology, lab_pki), rows=rows)
     executor = NetnsExecutor(
         timeout=0.8,
         certs=str(lab_pki.directory),
         prefix=namespace,
-        module="tests.probes.edgesim_cli",
         python=sys.executable,
     )
     results = {r.row_id: r for r in await asyncio.wait_for(run_jobs(jobs, executor), 60)}
