@@ -29,7 +29,9 @@ Implemented:
   UNKNOWN-ATTRIBUTES; ChannelData for unbound channels and data to peers without permission are
   dropped (RFC 8656 sections 10.2, 11.5, 12.4). Everything dropped is counted in :attr:`stats`.
 
-Not implemented: IPv6 relays (443/440), RESERVATION-TOKEN (508), the MS-TURN dialect,
+- EVEN-PORT (with the R bit: the next port is held 30 s under a RESERVATION-TOKEN).
+
+Not implemented: IPv6 relays (443/440), the MS-TURN dialect,
 MESSAGE-INTEGRITY-SHA256, the 5-minute channel re-use hold-down, ALTERNATE-SERVER.
 Channel numbers 0x4000-0x7FFF are accepted (RFC 5766's range; RFC 8656 narrowed it to 0x4FFF,
 but coturn's clients still pick from the wide range).
@@ -320,6 +322,9 @@ class _Allocation:
     connections: dict[int, _PeerConnection] = field(default_factory=dict)
     tries: int = 0
     even_port: bool = False
+    reserve: bool = False
+    """EVEN-PORT with the R bit: hold port + 1 under a RESERVATION-TOKEN (RFC 8656 section 14.6)."""
+    from_token: bool = False
     tokens: float = 0.0
     token_time: float = 0.0
 
@@ -338,6 +343,7 @@ class TurnServer:
         self._allocations: dict[tuple[ListenerId, Address], _Allocation] = {}
         self._by_id: dict[int, _Allocation] = {}
         self._ports: set[int] = set()
+        self._reservations: dict[bytes, tuple[int, float]] = {}
         self._per_user: collections.Counter[str] = collections.Counter()
         self._connections: dict[int, _PeerConnection] = {}
         self._next_id = 1
@@ -415,6 +421,11 @@ class TurnServer:
             ("XOR-MAPPED-ADDRESS", alloc.client),
             ("SOFTWARE", self.config.software),
         ]
+        if alloc.reserve:
+            token = self._rng.randbytes(8)
+            self._reservations[token] = (alloc.relayed[1] + 1, now + 30)
+            self._arm(now + 30)
+            attrs.append(("RESERVATION-TOKEN", token))
         alloc.response = self._signed(stun.response(alloc.request, attrs), alloc.key)
         self.stats["allocations.created"] += 1
         self._events.append(
@@ -435,8 +446,12 @@ class TurnServer:
         if alloc is None or alloc.state != "pending":
             return []
         self._ports.discard(alloc.relayed[1])
+        if alloc.reserve:
+            self._ports.discard(alloc.relayed[1] + 1)
         alloc.tries += 1
-        port = self._pick_port(alloc.even_port) if alloc.tries < 10 else None
+        port = None
+        if alloc.tries < 10 and not alloc.from_token:
+            port = self._pick_port(alloc.even_port, pair=alloc.reserve)
         if port is None:
             self._forget(alloc)
             return [
@@ -548,6 +563,12 @@ class TurnServer:
                 actions += self._close_connection(conn)
             elif conn.state == "ready":
                 deadlines.append(conn.deadline)
+        for token, (port, expires) in list(self._reservations.items()):
+            if expires <= now:
+                del self._reservations[token]
+                self._ports.discard(port)
+            else:
+                deadlines.append(expires)
         self._timer = min(deadlines) if deadlines else None
         return actions
 
@@ -722,22 +743,31 @@ class TurnServer:
             )
         return username, key
 
-    def _pick_port(self, even: bool) -> int | None:
+    def _pick_port(self, even: bool, *, pair: bool = False) -> int | None:
+        """A free port of the range (even if asked; with ``pair`` also port + 1, reserved)."""
         low, high = self.config.port_low, self.config.port_high
+        used = self._ports
+
+        def free(port: int) -> bool:
+            if even and port % 2:
+                return False
+            if pair and (port + 1 > high or port + 1 in used):
+                return False
+            return low <= port <= high and port not in used
+
+        chosen = None
         for _ in range(64):
             port = self._rng.randint(low, high)
-            if even:
-                port &= ~1
-                if port < low:
-                    continue
-            if port not in self._ports:
-                self._ports.add(port)
-                return port
-        for port in range(low, high + 1):
-            if (not even or port % 2 == 0) and port not in self._ports:
-                self._ports.add(port)
-                return port
-        return None
+            if free(port & ~1 if even else port):
+                chosen = port & ~1 if even else port
+                break
+        if chosen is None:
+            chosen = next((p for p in range(low, high + 1) if free(p)), None)
+        if chosen is not None:
+            used.add(chosen)
+            if pair:
+                used.add(chosen + 1)
+        return chosen
 
     def _forget(self, alloc: _Allocation) -> None:
         self._allocations.pop((alloc.listener, alloc.client), None)
@@ -914,12 +944,6 @@ class TurnServer:
                         key=key,
                     )
                 ]
-        if "RESERVATION-TOKEN" in msg:
-            return [
-                self._error(
-                    msg, listener, source, 508, "Insufficient Capacity", "no reservations", key=key
-                )
-            ]
         family = msg.get("REQUESTED-ADDRESS-FAMILY")
         if family is not None and family != 1:
             return [
@@ -945,8 +969,40 @@ class TurnServer:
                     msg, listener, source, 486, "Allocation Quota Reached", "server quota", key=key
                 )
             ]
-        even = bool(msg.get("EVEN-PORT", False))
-        port = self._pick_port(even)
+        token = msg.get("RESERVATION-TOKEN")
+        even = "EVEN-PORT" in msg
+        reserve = msg.get("EVEN-PORT") is True
+        if token is not None:
+            if even:
+                return [
+                    self._error(
+                        msg,
+                        listener,
+                        source,
+                        400,
+                        "Bad Request",
+                        "EVEN-PORT with RESERVATION-TOKEN",
+                        key=key,
+                    )
+                ]
+            held = self._reservations.pop(token, None)
+            if held is None or held[1] <= now:
+                if held is not None:
+                    self._ports.discard(held[0])
+                return [
+                    self._error(
+                        msg,
+                        listener,
+                        source,
+                        508,
+                        "Insufficient Capacity",
+                        "unknown or expired RESERVATION-TOKEN",
+                        key=key,
+                    )
+                ]
+            port: int | None = held[0]
+        else:
+            port = self._pick_port(even, pair=reserve)
         if port is None:
             return [
                 self._error(
@@ -972,6 +1028,8 @@ class TurnServer:
             expires=now + lifetime,
             request=msg,
             even_port=even,
+            reserve=reserve,
+            from_token=token is not None,
             tokens=float(self.config.max_packet_rate or 0),
             token_time=now,
         )

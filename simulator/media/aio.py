@@ -1,0 +1,452 @@
+"""asyncio adapter of the TURN core: listeners, relay sockets, peer connections, one timer.
+
+Every entry point feeds :class:`~simulator.media.turn.TurnServer` and carries out the actions it
+returns (``_execute``), then re-arms the core's single timer. Time given to the core is
+``time.time()`` (epoch seconds: time-limited usernames carry an epoch expiry).
+
+Relay sockets: a UDP relay is a datagram socket bound to the A/V address and a port of the
+range the core chose; a TCP relay (RFC 6062) is a listening socket with SO_REUSEPORT, and each
+Connect binds a new socket to the same address and port (SO_REUSEPORT) *before* connecting, so
+the outbound connection leaves from the relay range, as the seed row "A/V/RTP/TCP/50,000-59,999
+from the Edge to clients" expects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import ssl
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+from simulator.media.errors import FramingError
+from simulator.media.framing import StreamFramer
+from simulator.media.turn import (
+    Action,
+    Address,
+    CloseClient,
+    ClosePeer,
+    CloseRelay,
+    ConnectPeer,
+    JoinConnection,
+    ListenerId,
+    OpenRelay,
+    RelayTo,
+    SendTo,
+    TurnConfig,
+    TurnServer,
+)
+
+log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT = 10.0
+MAX_PEER_BUFFER = 256 * 1024
+
+
+@dataclass(frozen=True)
+class ListenerSpec:
+    """A client-facing listener to open."""
+
+    transport: str
+    """``udp``, ``tcp`` or ``tls``."""
+    address: str
+    port: int
+    """0 picks a free port."""
+    ssl: ssl.SSLContext | None = None
+    """Server context for ``tls``."""
+
+
+class _UdpListener(asyncio.DatagramProtocol):
+    def __init__(self, server: AsyncTurnServer) -> None:
+        self.server = server
+        self.lid: ListenerId | None = None
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        assert self.lid is not None
+        server = self.server
+        server._execute(server.core.receive(data, (addr[0], addr[1]), self.lid, time.time()))
+
+    def error_received(self, exc: Exception) -> None:
+        log.debug("UDP listener error: %s", exc)
+
+
+class _StreamClient(asyncio.Protocol):
+    """A TCP/TLS client connection: control connection, or RFC 6062 data connection once joined."""
+
+    def __init__(self, server: AsyncTurnServer, lid: ListenerId) -> None:
+        self.server = server
+        self.lid = lid
+        self.framer = StreamFramer()
+        self.transport: asyncio.Transport | None = None
+        self.addr: Address = ("", 0)
+        self.peer: _PeerConnection | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peername = transport.get_extra_info("peername")
+        self.addr = (peername[0], peername[1])
+        self.server._streams[(self.lid, self.addr)] = self
+
+    def data_received(self, data: bytes) -> None:
+        if self.peer is not None:
+            self.peer.write(data)
+            return
+        self.framer.feed(data)
+        core = self.server.core
+        while self.peer is None:
+            try:
+                frame = self.framer.next_frame()
+            except FramingError:
+                core.stats["dropped.stream framing"] += 1
+                core.stats["dropped"] += 1
+                self.close()
+                return
+            if frame is None:
+                return
+            self.server._execute(core.receive(frame, self.addr, self.lid, time.time()))
+        if self.peer is not None and self.framer.buffered:
+            self.peer.write(self.framer.take_buffer())
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        server = self.server
+        if server._streams.get((self.lid, self.addr)) is self:
+            del server._streams[(self.lid, self.addr)]
+        if self.peer is not None:
+            peer, self.peer = self.peer, None
+            peer.client = None
+            peer.close()
+        server._execute(server.core.connection_lost(self.lid, self.addr, time.time()))
+
+
+class _UdpRelay(asyncio.DatagramProtocol):
+    def __init__(self, server: AsyncTurnServer, relay: int) -> None:
+        self.server = server
+        self.relay = relay
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        server = self.server
+        server._execute(
+            server.core.relay_received(self.relay, data, (addr[0], addr[1]), time.time())
+        )
+
+    def error_received(self, exc: Exception) -> None:
+        log.debug("relay %d: %s", self.relay, exc)
+
+
+class _PeerConnection(asyncio.Protocol):
+    """A TCP connection between the relay and a peer (RFC 6062)."""
+
+    def __init__(self, server: AsyncTurnServer, relay: int, connection: int | None) -> None:
+        self.server = server
+        self.relay = relay
+        self.connection = connection
+        self.transport: asyncio.Transport | None = None
+        self.client: _StreamClient | None = None
+        self.pending = bytearray()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        if self.connection is None:  # a peer dialled the relay
+            peername = transport.get_extra_info("peername")
+            cid, actions = self.server.core.peer_connection_arrived(
+                self.relay, (peername[0], peername[1]), time.time()
+            )
+            if cid is None:
+                transport.close()
+                return
+            self.connection = cid
+            self.server._peers[cid] = self
+            self.server._execute(actions)
+
+    def data_received(self, data: bytes) -> None:
+        if self.client is not None:
+            self.client.write(data)
+            return
+        self.pending += data
+        if len(self.pending) > MAX_PEER_BUFFER and self.transport is not None:
+            self.transport.pause_reading()
+
+    def join(self, client: _StreamClient) -> None:
+        self.client = client
+        client.peer = self
+        if self.pending:
+            client.write(bytes(self.pending))
+            self.pending.clear()
+        if self.transport is not None:
+            self.transport.resume_reading()
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        server = self.server
+        if self.connection is not None:
+            server._peers.pop(self.connection, None)
+            server._execute(server.core.peer_connection_lost(self.connection, time.time()))
+        if self.client is not None:
+            client, self.client = self.client, None
+            client.peer = None
+            client.close()
+
+
+class _Relay:
+    def __init__(self, udp: asyncio.DatagramTransport | None, tcp: asyncio.Server | None) -> None:
+        self.udp = udp
+        self.tcp = tcp
+
+
+class AsyncTurnServer:
+    """A TURN server on real sockets. ``async with AsyncTurnServer(config, specs) as server``."""
+
+    def __init__(self, config: TurnConfig, listeners: list[ListenerSpec]) -> None:
+        self.core = TurnServer(config)
+        self.specs = listeners
+        self.listeners: list[ListenerId] = []
+        """The listeners actually bound (ports resolved)."""
+        self._udp: dict[ListenerId, asyncio.DatagramTransport] = {}
+        self._servers: list[asyncio.Server] = []
+        self._streams: dict[tuple[ListenerId, Address], _StreamClient] = {}
+        self._relays: dict[int, _Relay] = {}
+        self._relay_udp: dict[int, asyncio.DatagramTransport] = {}
+        self._peers: dict[int, _PeerConnection] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def __aenter__(self) -> AsyncTurnServer:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    def listener(self, transport: str) -> ListenerId:
+        """The first bound listener of ``transport``."""
+        return next(lid for lid in self.listeners if lid.transport == transport)
+
+    async def start(self) -> None:
+        loop = self._loop = asyncio.get_running_loop()
+        try:
+            for spec in self.specs:
+                if spec.transport == "udp":
+                    proto = _UdpListener(self)
+                    transport, _ = await loop.create_datagram_endpoint(
+                        _factory(proto), local_addr=(spec.address, spec.port)
+                    )
+                    port = transport.get_extra_info("sockname")[1]
+                    proto.lid = ListenerId("udp", spec.address, port)
+                    self._udp[proto.lid] = transport
+                    self.listeners.append(proto.lid)
+                else:
+                    holder: list[ListenerId] = []
+                    server = await loop.create_server(
+                        _stream_factory(self, holder),
+                        spec.address,
+                        spec.port,
+                        ssl=spec.ssl if spec.transport == "tls" else None,
+                        reuse_address=True,
+                    )
+                    port = server.sockets[0].getsockname()[1]
+                    lid = ListenerId(spec.transport, spec.address, port)
+                    holder.append(lid)
+                    self._servers.append(server)
+                    self.listeners.append(lid)
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for task in list(self._tasks):
+            task.cancel()
+        for transport in self._udp.values():
+            transport.close()
+        self._udp.clear()
+        for server in self._servers:
+            server.close()
+        for stream in list(self._streams.values()):
+            stream.close()
+        for peer in list(self._peers.values()):
+            peer.close()
+        for relay in list(self._relays):
+            self._close_relay(relay)
+        for server in self._servers:
+            try:
+                await asyncio.wait_for(server.wait_closed(), 2.0)
+            except TimeoutError:
+                log.debug("a TURN listener did not close within 2 s")
+        self._servers.clear()
+
+    # -------------------------------------------------------------- actions
+    def _execute(self, actions: list[Action]) -> None:
+        for action in actions:
+            kind = type(action)
+            if kind is SendTo:
+                assert isinstance(action, SendTo)
+                if action.listener.transport == "udp":
+                    udp = self._udp.get(action.listener)
+                    if udp is not None:
+                        udp.sendto(action.data, action.client)
+                else:
+                    stream = self._streams.get((action.listener, action.client))
+                    if stream is not None:
+                        stream.write(action.data)
+            elif kind is RelayTo:
+                assert isinstance(action, RelayTo)
+                relay = self._relay_udp.get(action.relay)
+                if relay is not None:
+                    relay.sendto(action.data, action.peer)
+            elif isinstance(action, OpenRelay):
+                self._open_relay(action)
+            elif isinstance(action, CloseRelay):
+                self._close_relay(action.relay)
+            elif isinstance(action, ConnectPeer):
+                self._spawn(self._connect_peer(action))
+            elif isinstance(action, ClosePeer):
+                peer = self._peers.pop(action.connection, None)
+                if peer is not None:
+                    peer.close()
+            elif isinstance(action, JoinConnection):
+                peer = self._peers.get(action.connection)
+                client = self._streams.get((action.listener, action.client))
+                if peer is not None and client is not None:
+                    peer.join(client)
+            else:
+                assert isinstance(action, CloseClient)
+                stream = self._streams.get((action.listener, action.client))
+                if stream is not None:
+                    stream.close()
+        self._rearm()
+        core = self.core
+        while (event := core.next_event()) is not None:
+            log.debug("%s", event)
+
+    def _rearm(self) -> None:
+        at = self.core.get_timer()
+        if at == self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_at = at
+        if at is not None and self._loop is not None:
+            self._timer = self._loop.call_later(max(0.0, at - time.time()), self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        self._execute(self.core.handle_timer(time.time()))
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _open_relay(self, action: OpenRelay) -> None:
+        loop = self._loop
+        assert loop is not None
+        try:
+            if action.transport == "udp":
+                sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                try:
+                    sock.bind((action.address, action.port))
+                except OSError:
+                    sock.close()
+                    raise
+                sock.setblocking(False)
+                self._spawn(self._finish_udp_relay(action.relay, sock))
+            else:
+                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                try:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                    sock.bind((action.address, action.port))
+                    sock.listen(16)
+                except OSError:
+                    sock.close()
+                    raise
+                sock.setblocking(False)
+                self._spawn(self._finish_tcp_relay(action.relay, sock))
+        except OSError as exc:
+            log.debug("relay port %d: %s", action.port, exc)
+            self._execute(self.core.relay_failed(action.relay, time.time()))
+
+    async def _finish_udp_relay(self, relay: int, sock: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_datagram_endpoint(
+            lambda: _UdpRelay(self, relay), sock=sock
+        )
+        self._relays[relay] = _Relay(transport, None)
+        self._relay_udp[relay] = transport
+        self._execute(self.core.relay_opened(relay, time.time()))
+
+    async def _finish_tcp_relay(self, relay: int, sock: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(lambda: _PeerConnection(self, relay, None), sock=sock)
+        self._relays[relay] = _Relay(None, server)
+        self._execute(self.core.relay_opened(relay, time.time()))
+
+    def _close_relay(self, relay: int) -> None:
+        entry = self._relays.pop(relay, None)
+        self._relay_udp.pop(relay, None)
+        if entry is None:
+            return
+        if entry.udp is not None:
+            entry.udp.close()
+        if entry.tcp is not None:
+            entry.tcp.close()
+
+    async def _connect_peer(self, action: ConnectPeer) -> None:
+        loop = asyncio.get_running_loop()
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind(action.source)
+            sock.setblocking(False)
+            await asyncio.wait_for(loop.sock_connect(sock, action.peer), CONNECT_TIMEOUT)
+            protocol = _PeerConnection(self, action.relay, action.connection)
+            await loop.create_connection(lambda: protocol, sock=sock)
+        except (OSError, TimeoutError) as exc:
+            log.debug("Connect to %s from %s failed: %s", action.peer, action.source, exc)
+            sock.close()
+            self._execute(self.core.peer_connect_failed(action.connection, time.time()))
+            return
+        self._peers[action.connection] = protocol
+        self._execute(self.core.peer_connected(action.connection, time.time()))
+
+
+def _factory(proto: _UdpListener) -> Callable[[], _UdpListener]:
+    return lambda: proto
+
+
+def _stream_factory(
+    server: AsyncTurnServer, holder: list[ListenerId]
+) -> Callable[[], _StreamClient]:
+    return lambda: _StreamClient(server, holder[0])
