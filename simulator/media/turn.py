@@ -325,6 +325,8 @@ class _Allocation:
     reserve: bool = False
     """EVEN-PORT with the R bit: hold port + 1 under a RESERVATION-TOKEN (RFC 8656 section 14.6)."""
     from_token: bool = False
+    failed_ports: set[int] = field(default_factory=set)
+    """Ports the adapter could not bind for this allocation (not tried again)."""
     tokens: float = 0.0
     token_time: float = 0.0
 
@@ -446,12 +448,13 @@ class TurnServer:
         if alloc is None or alloc.state != "pending":
             return []
         self._ports.discard(alloc.relayed[1])
+        alloc.failed_ports.add(alloc.relayed[1])
         if alloc.reserve:
             self._ports.discard(alloc.relayed[1] + 1)
         alloc.tries += 1
         port = None
         if alloc.tries < 10 and not alloc.from_token:
-            port = self._pick_port(alloc.even_port, pair=alloc.reserve)
+            port = self._pick_port(alloc.even_port, pair=alloc.reserve, avoid=alloc.failed_ports)
         if port is None:
             self._forget(alloc)
             return [
@@ -743,7 +746,9 @@ class TurnServer:
             )
         return username, key
 
-    def _pick_port(self, even: bool, *, pair: bool = False) -> int | None:
+    def _pick_port(
+        self, even: bool, *, pair: bool = False, avoid: set[int] | None = None
+    ) -> int | None:
         """A free port of the range (even if asked; with ``pair`` also port + 1, reserved)."""
         low, high = self.config.port_low, self.config.port_high
         used = self._ports
@@ -752,6 +757,8 @@ class TurnServer:
             if even and port % 2:
                 return False
             if pair and (port + 1 > high or port + 1 in used):
+                return False
+            if avoid and port in avoid:
                 return False
             return low <= port <= high and port not in used
 
