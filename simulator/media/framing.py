@@ -7,8 +7,8 @@ bits of the first byte say which one comes next.
 - ``01``: ChannelData; 4-byte header (channel number, length), then the data, which over a
   stream is padded to a multiple of 4 bytes (RFC 8656 section 12.5). The frame handed to the
   core includes that padding.
-- ``10``/``11``: not TURN. A stream cannot resynchronise after that, so it is closed
-  (:class:`~simulator.media.errors.FramingError`).
+- A STUN header without the magic cookie, or ``10``/``11``: not TURN. A stream cannot
+  resynchronise after that, so it is closed (:class:`~simulator.media.errors.FramingError`).
 
 :class:`Rfc4571Framer` frames RTP/RTCP over TCP with a 16-bit length prefix (RFC 4571 section 2),
 as the media endpoint of a client uses on TCP.
@@ -43,6 +43,9 @@ class StreamFramer:
         length = (buf[2] << 8) | buf[3]
         if top == 0x00:
             size = 20 + length
+            if len(buf) >= 8 and buf[4:8] != b"\x21\x12\xa4\x42":
+                self._buffer.clear()
+                raise FramingError("STUN message without the magic cookie on a stream")
             if len(buf) < 20:
                 return None
         elif top == 0x40:

@@ -45,7 +45,7 @@ def test_random_split_points(cuts: list[int]) -> None:
 
 
 @pytest.mark.parametrize(
-    "garbage", [b"\x80\x00\x00\x00", b"GET / HTTP/1.1\r\n\r\n", b"\x16\x03\x01\x02"]
+    "garbage", [b"\x80\x00\x00\x00", b"\x16\x03\x01\x02\x00\x01\x00\x00\x01\xfc\x03\x03"]
 )
 def test_bytes_that_are_neither_stun_nor_channel_data_close_the_stream(garbage: bytes) -> None:
     framer = StreamFramer()
