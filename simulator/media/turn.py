@@ -488,6 +488,7 @@ class TurnServer:
         if conn is None or conn.state != "connecting" or conn.request is None:
             return [ClosePeer(connection)] if conn is None else []
         conn.state = "ready"
+        self.stats["connections.outbound"] += 1
         conn.deadline = now + self.config.connection_bind_timeout
         self._arm(conn.deadline)
         alloc = conn.allocation
@@ -527,6 +528,7 @@ class TurnServer:
         conn = self._new_connection(alloc, peer, "ready", now + self.config.connection_bind_timeout)
         self._arm(conn.deadline)
         self._events.append(PeerConnected(alloc.id, conn.id, peer, False))
+        self.stats["connections.inbound"] += 1
         indication = Message(
             Method.CONNECTION_ATTEMPT,
             MessageClass.INDICATION,
@@ -1297,6 +1299,7 @@ class TurnServer:
                 )
             ]
         conn.state = "bound"
+        self.stats["connections.bound"] += 1
         conn.client = (listener, source)
         reply = self._signed(stun.response(msg), key)
         return [SendTo(listener, source, reply), JoinConnection(conn.id, listener, source)]
