@@ -44,6 +44,27 @@ from simulator.media.turn import (
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 10.0
+BATCH = 256
+"""Datagrams read per readiness event of a UDP socket."""
+UDP_BUFFER = 4 * 1024 * 1024
+"""Socket buffers of UDP listeners and relays: a burst of media must not overflow the kernel's
+default (about 200 KiB, some 270 small datagrams), which is what lost packets under load."""
+SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
+SO_SNDBUFFORCE = getattr(socket, "SO_SNDBUFFORCE", 32)
+
+
+def _grow_buffers(sock: socket.socket) -> None:
+    """Ask for :data:`UDP_BUFFER`; as root, past ``net.core.rmem_max`` (FORCE variants)."""
+    for force, plain in ((SO_RCVBUFFORCE, socket.SO_RCVBUF), (SO_SNDBUFFORCE, socket.SO_SNDBUF)):
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, force, UDP_BUFFER)
+        except OSError:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, plain, UDP_BUFFER)
+            except OSError as exc:
+                log.debug("cannot grow a UDP socket buffer: %s", exc)
+
+
 MAX_PEER_BUFFER = 256 * 1024
 
 
@@ -60,18 +81,55 @@ class ListenerSpec:
     """Server context for ``tls``."""
 
 
-class _UdpListener(asyncio.DatagramProtocol):
-    def __init__(self, server: AsyncTurnServer) -> None:
-        self.server = server
-        self.lid: ListenerId | None = None
+class _UdpSocket:
+    """A non-blocking UDP socket read in batches straight from the selector.
 
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        assert self.lid is not None
-        server = self.server
-        server._execute(server.core.receive(data, (addr[0], addr[1]), self.lid, time.time()))
+    asyncio's datagram transport hands over one datagram per event-loop iteration; relaying
+    media that way lost packets to full kernel buffers under bursts. Here one readiness event
+    drains up to :data:`BATCH` datagrams, and sends go straight to ``sendto`` (a full send
+    buffer drops the datagram, which is what UDP does anyway; it is counted).
+    """
 
-    def error_received(self, exc: Exception) -> None:
-        log.debug("UDP listener error: %s", exc)
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        sock: socket.socket,
+        on_datagram: Callable[[bytes, Address, float], None],
+        on_drop: Callable[[], None],
+    ) -> None:
+        self.loop = loop
+        self.sock = sock
+        self.on_datagram = on_datagram
+        self.on_drop = on_drop
+        sock.setblocking(False)
+        loop.add_reader(sock.fileno(), self._readable)
+        self.closed = False
+
+    def _readable(self) -> None:
+        recvfrom = self.sock.recvfrom
+        now = time.time()
+        for _ in range(BATCH):
+            try:
+                data, addr = recvfrom(65536)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:  # ICMP errors surface here on Linux; keep reading
+                continue
+            self.on_datagram(data, (addr[0], addr[1]), now)
+
+    def sendto(self, data: bytes, addr: Address) -> None:
+        try:
+            self.sock.sendto(data, addr)
+        except (BlockingIOError, InterruptedError):
+            self.on_drop()
+        except OSError as exc:
+            log.debug("sendto %s: %s", addr, exc)
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.loop.remove_reader(self.sock.fileno())
+            self.sock.close()
 
 
 class _StreamClient(asyncio.Protocol):
@@ -128,25 +186,6 @@ class _StreamClient(asyncio.Protocol):
             peer.client = None
             peer.close()
         server._execute(server.core.connection_lost(self.lid, self.addr, time.time()))
-
-
-class _UdpRelay(asyncio.DatagramProtocol):
-    def __init__(self, server: AsyncTurnServer, relay: int) -> None:
-        self.server = server
-        self.relay = relay
-        self.transport: asyncio.DatagramTransport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        server = self.server
-        server._execute(
-            server.core.relay_received(self.relay, data, (addr[0], addr[1]), time.time())
-        )
-
-    def error_received(self, exc: Exception) -> None:
-        log.debug("relay %d: %s", self.relay, exc)
 
 
 class _PeerConnection(asyncio.Protocol):
@@ -211,7 +250,7 @@ class _PeerConnection(asyncio.Protocol):
 
 
 class _Relay:
-    def __init__(self, udp: asyncio.DatagramTransport | None, tcp: asyncio.Server | None) -> None:
+    def __init__(self, udp: _UdpSocket | None, tcp: asyncio.Server | None) -> None:
         self.udp = udp
         self.tcp = tcp
 
@@ -224,11 +263,11 @@ class AsyncTurnServer:
         self.specs = listeners
         self.listeners: list[ListenerId] = []
         """The listeners actually bound (ports resolved)."""
-        self._udp: dict[ListenerId, asyncio.DatagramTransport] = {}
+        self._udp: dict[ListenerId, _UdpSocket] = {}
         self._servers: list[asyncio.Server] = []
         self._streams: dict[tuple[ListenerId, Address], _StreamClient] = {}
         self._relays: dict[int, _Relay] = {}
-        self._relay_udp: dict[int, asyncio.DatagramTransport] = {}
+        self._relay_udp: dict[int, _UdpSocket] = {}
         self._peers: dict[int, _PeerConnection] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._timer: asyncio.TimerHandle | None = None
@@ -253,14 +292,18 @@ class AsyncTurnServer:
         try:
             for spec in self.specs:
                 if spec.transport == "udp":
-                    proto = _UdpListener(self)
-                    transport, _ = await loop.create_datagram_endpoint(
-                        _factory(proto), local_addr=(spec.address, spec.port)
+                    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                    try:
+                        sock.bind((spec.address, spec.port))
+                    except OSError:
+                        sock.close()
+                        raise
+                    _grow_buffers(sock)
+                    lid = ListenerId("udp", spec.address, sock.getsockname()[1])
+                    self._udp[lid] = _UdpSocket(
+                        loop, sock, self._listener_datagram(lid), self._count_send_drop
                     )
-                    port = transport.get_extra_info("sockname")[1]
-                    proto.lid = ListenerId("udp", spec.address, port)
-                    self._udp[proto.lid] = transport
-                    self.listeners.append(proto.lid)
+                    self.listeners.append(lid)
                 else:
                     holder: list[ListenerId] = []
                     server = await loop.create_server(
@@ -374,13 +417,17 @@ class AsyncTurnServer:
         try:
             if action.transport == "udp":
                 sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                _grow_buffers(sock)
                 try:
                     sock.bind((action.address, action.port))
                 except OSError:
                     sock.close()
                     raise
-                sock.setblocking(False)
-                self._spawn(self._finish_udp_relay(action.relay, sock))
+                relay = action.relay
+                udp = _UdpSocket(loop, sock, self._relay_datagram(relay), self._count_send_drop)
+                self._relays[relay] = _Relay(udp, None)
+                self._relay_udp[relay] = udp
+                self._execute(self.core.relay_opened(relay, time.time()))
             else:
                 sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
                 try:
@@ -397,14 +444,41 @@ class AsyncTurnServer:
             log.debug("relay port %d: %s", action.port, exc)
             self._execute(self.core.relay_failed(action.relay, time.time()))
 
-    async def _finish_udp_relay(self, relay: int, sock: socket.socket) -> None:
-        loop = asyncio.get_running_loop()
-        transport, _ = await loop.create_datagram_endpoint(
-            lambda: _UdpRelay(self, relay), sock=sock
-        )
-        self._relays[relay] = _Relay(transport, None)
-        self._relay_udp[relay] = transport
-        self._execute(self.core.relay_opened(relay, time.time()))
+    def _listener_datagram(self, lid: ListenerId) -> Callable[[bytes, Address, float], None]:
+        receive = self.core.receive
+        relays = self._relay_udp
+
+        def on_datagram(data: bytes, addr: Address, now: float) -> None:
+            actions = receive(data, addr, lid, now)
+            if len(actions) == 1 and type(actions[0]) is RelayTo:  # the media fast path
+                action = actions[0]
+                relay = relays.get(action.relay)
+                if relay is not None:
+                    relay.sendto(action.data, action.peer)
+            else:
+                self._execute(actions)
+
+        return on_datagram
+
+    def _relay_datagram(self, relay: int) -> Callable[[bytes, Address, float], None]:
+        relay_received = self.core.relay_received
+        listeners = self._udp
+
+        def on_datagram(data: bytes, addr: Address, now: float) -> None:
+            actions = relay_received(relay, data, addr, now)
+            if len(actions) == 1 and type(actions[0]) is SendTo:
+                action = actions[0]
+                udp = listeners.get(action.listener)
+                if udp is not None:
+                    udp.sendto(action.data, action.client)
+                    return
+            self._execute(actions)
+
+        return on_datagram
+
+    def _count_send_drop(self) -> None:
+        self.core.stats["dropped.send buffer full"] += 1
+        self.core.stats["dropped"] += 1
 
     async def _finish_tcp_relay(self, relay: int, sock: socket.socket) -> None:
         loop = asyncio.get_running_loop()
@@ -440,10 +514,6 @@ class AsyncTurnServer:
             return
         self._peers[action.connection] = protocol
         self._execute(self.core.peer_connected(action.connection, time.time()))
-
-
-def _factory(proto: _UdpListener) -> Callable[[], _UdpListener]:
-    return lambda: proto
 
 
 def _stream_factory(
