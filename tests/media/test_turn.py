@@ -5,6 +5,7 @@ from __future__ import annotations
 import struct
 
 import pytest
+from aioice import stun as aioice_stun
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from media_helpers import (
@@ -199,26 +200,15 @@ def test_request_with_other_credentials_on_an_allocation_gets_441(server: TurnSe
 def test_unknown_attribute_on_authenticated_request_gets_signed_420(server: TurnServer) -> None:
     client = Client(server)
     client.allocate()
-    data = client.signed(request(Method.REFRESH))
-    # rebuild with an unknown comprehension-required attribute before MESSAGE-INTEGRITY
-    msg = stun.parse(data)
-    raw = stun.encode(
-        Message(msg.method, msg.message_class, msg.transaction_id, msg.attributes[:-2]),
-        fingerprint=False,
-    )
-    body = raw[20:] + struct.pack("!HH", 0x0044, 0)
-    raw = raw[:2] + struct.pack("!H", len(body)) + raw[4:20] + body
-    msg2 = stun.parse(raw)
-    signed = stun.encode(msg2, integrity_key=client.key)
-    # stun.encode drops unknown attributes, so splice the unknown one in by hand
-    mi_at = signed.index(b"\x00\x08\x00\x14")
-    unsigned = signed[:mi_at] + struct.pack("!HH", 0x0044, 0)
-    unsigned = unsigned[:2] + struct.pack("!H", len(unsigned) - 20 + 24) + unsigned[4:]
-    import hmac as _hmac
-
-    mac = _hmac.new(client.key, unsigned, "sha1").digest()
-    final = unsigned + struct.pack("!HH", 0x0008, 20) + mac
-    reply = only_reply(client.send(final))
+    refresh = request(Method.REFRESH)
+    refresh.attributes += [("USERNAME", client.user), ("REALM", REALM), ("NONCE", client.nonce)]
+    # stun.encode only writes attributes it knows: splice the unknown one in, then sign
+    data = stun.encode(refresh, fingerprint=False) + struct.pack("!HH", 0x0044, 0)
+    data = data[:2] + struct.pack("!H", len(data) - 20) + data[4:]
+    mac = aioice_stun.message_integrity(data, client.key)
+    data = data[:2] + struct.pack("!H", len(data) - 20 + 24) + data[4:]
+    data += struct.pack("!HH", 0x0008, 20) + mac
+    reply = only_reply(client.send(data))
     assert error_code(reply) == 420
     assert reply.get("UNKNOWN-ATTRIBUTES") == (0x0044,)
     assert reply.check_integrity(client.key)
