@@ -18,6 +18,8 @@ from simulator.lab.topology import Topology
 from simulator.media.aio import AsyncTurnServer, ListenerSpec
 from simulator.media.service import lab_zone_map
 from simulator.media.turn import PeerPolicy, TurnConfig
+from simulator.pki import LabPki
+from simulator.tls import server_context
 
 pytestmark = pytest.mark.interop
 
@@ -42,7 +44,7 @@ def free_port(kind: int, address: str) -> int:
 
 
 @pytest.fixture
-async def turn(topology: Topology) -> AsyncIterator[AsyncTurnServer]:
+async def turn(topology: Topology, lab_pki: LabPki) -> AsyncIterator[AsyncTurnServer]:
     config = TurnConfig(
         relay_address=SERVER_IP,
         users={USER: PASSWORD},
@@ -50,7 +52,12 @@ async def turn(topology: Topology) -> AsyncIterator[AsyncTurnServer]:
         port_high=PORTS[1],
         policy=PeerPolicy(lab_zones=lab_zone_map(topology)),
     )
-    specs = [ListenerSpec("udp", SERVER_IP, 0), ListenerSpec("tcp", SERVER_IP, 0)]
+    tls = server_context(lab_pki.interface_cert(topology.interface("edge:av")))
+    specs = [
+        ListenerSpec("udp", SERVER_IP, 0),
+        ListenerSpec("tcp", SERVER_IP, 0),
+        ListenerSpec("tls", SERVER_IP, 0, tls),
+    ]
     async with AsyncTurnServer(config, specs) as server:
         yield server
 
@@ -119,11 +126,11 @@ async def test_stunclient_gets_a_binding(turn: AsyncTurnServer) -> None:
 
 
 @requires("turnutils_uclient")
-@pytest.mark.parametrize("over_tcp", [False, True], ids=["udp", "tcp"])
+@pytest.mark.parametrize("transport", ["udp", "tcp", "tls"])
 async def test_uclient_relays_through_our_server(
-    turn: AsyncTurnServer, udp_peer: int, over_tcp: bool
+    turn: AsyncTurnServer, udp_peer: int, transport: str, lab_pki: LabPki
 ) -> None:
-    lid = turn.listener("tcp" if over_tcp else "udp")
+    lid = turn.listener(transport)
     argv = [
         "turnutils_uclient",
         "-p",
@@ -139,8 +146,10 @@ async def test_uclient_relays_through_our_server(
         "-w",
         PASSWORD,
     ]
-    if over_tcp:
+    if transport != "udp":
         argv.append("-t")
+    if transport == "tls":  # TURN over TLS, the server's chain checked against the lab CAs
+        argv += ["-S", "-E", str(lab_pki.trust_bundle)]
     rc, out = await run(*argv, SERVER_IP)
     assert rc == 0, out
     assert "Total lost packets 0 (0.000000%)" in out, out
