@@ -66,6 +66,9 @@ def _grow_buffers(sock: socket.socket) -> None:
 
 
 MAX_PEER_BUFFER = 256 * 1024
+"""Bytes a peer connection buffers before its ConnectionBind, then it stops reading."""
+MAX_STREAM_BUFFER = 1024 * 1024
+"""Unsent bytes to a TCP/TLS client beyond which relayed media to it is dropped."""
 
 
 @dataclass(frozen=True)
@@ -170,8 +173,22 @@ class _StreamClient(asyncio.Protocol):
             self.peer.write(self.framer.take_buffer())
 
     def write(self, data: bytes) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(data)
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if self.peer is None and transport.get_write_buffer_size() > MAX_STREAM_BUFFER:
+            # a client that does not read its relayed media: drop, as a UDP relay would
+            self.server._count_send_drop()
+            return
+        transport.write(data)
+
+    def pause_writing(self) -> None:
+        if self.peer is not None and self.peer.transport is not None:
+            self.peer.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.peer is not None and self.peer.transport is not None:
+            self.peer.transport.resume_reading()
 
     def close(self) -> None:
         if self.transport is not None:
@@ -233,6 +250,14 @@ class _PeerConnection(asyncio.Protocol):
     def write(self, data: bytes) -> None:
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)
+
+    def pause_writing(self) -> None:
+        if self.client is not None and self.client.transport is not None:
+            self.client.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.client is not None and self.client.transport is not None:
+            self.client.transport.resume_reading()
 
     def close(self) -> None:
         if self.transport is not None:
