@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 from aioice.turn import create_turn_endpoint
+from media_lab import media_only
 
 from simulator.lab.runners.local import LocalLab
 from simulator.lab.topology import Topology
@@ -236,7 +237,7 @@ async def test_bad_input_is_dropped_or_answered_and_the_server_stays_up(
 async def test_lab_av_edge_and_media_peer_answer_at_protocol_level(
     topology: Topology, lab_pki: LabPki
 ) -> None:
-    lab = LocalLab(topology, lab_pki.directory, hosts=["edge", "messenger"])
+    lab = LocalLab(media_only(topology), lab_pki.directory, hosts=["edge", "messenger"])
     async with lab:
         running = {(s.host, s.service) for s in lab.statuses if s.state == "running"}
         assert {("edge", "av-edge"), ("messenger", "media-peer")} <= running

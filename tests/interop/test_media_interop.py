@@ -13,6 +13,7 @@ import socket
 from collections.abc import AsyncIterator
 
 import pytest
+from media_lab import media_only
 
 from simulator.lab.topology import Topology
 from simulator.media.aio import AsyncTurnServer, ListenerSpec
@@ -262,3 +263,44 @@ async def test_aiortc_peers_exchange_data_through_our_relay(turn: AsyncTurnServe
     finally:
         await caller.close()
         await callee.close()
+
+
+@requires("turnutils_uclient")
+@pytest.mark.parametrize("over_tcp", [False, True], ids=["udp-3478", "tcp-3478"])
+async def test_lab_relays_to_the_messenger_media_endpoint(
+    topology: Topology, lab_pki: LabPki, over_tcp: bool
+) -> None:
+    """The default lab: uclient -> Edge A/V 3478 -> relay -> messenger's echo on 5004."""
+    from simulator.lab.runners.local import LocalLab
+
+    edge = str(topology.interface("edge:av").loopback())
+    messenger = str(topology.interface("messenger:wan").loopback())
+    async with LocalLab(
+        media_only(topology), lab_pki.directory, hosts=["edge", "messenger"]
+    ) as lab:
+        argv = [
+            "turnutils_uclient",
+            "-p",
+            "3478",
+            "-e",
+            messenger,
+            "-r",
+            "5004",
+            "-c",  # no RTCP allocation: the messenger's echo has no port 5005
+            "-n",
+            "10",
+            "-X",
+            "-g",
+            "-u",
+            "edgesim",
+            "-w",
+            "edgesim",
+        ]
+        if over_tcp:
+            argv.append("-t")
+        rc, out = await run(*argv, edge)
+        service = next(s.instance for s in lab.statuses if s.service == "av-edge")
+        stats = service.server.core.stats  # type: ignore[union-attr]
+    assert rc == 0, out
+    assert "Total lost packets 0 (0.000000%)" in out, out
+    assert stats["relayed.from_peer"] >= 10
