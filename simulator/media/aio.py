@@ -69,6 +69,10 @@ MAX_PEER_BUFFER = 256 * 1024
 """Bytes a peer connection buffers before its ConnectionBind, then it stops reading."""
 MAX_STREAM_BUFFER = 1024 * 1024
 """Unsent bytes to a TCP/TLS client beyond which relayed media to it is dropped."""
+MAX_STREAMS = 4096
+"""Client TCP/TLS connections at once; more are closed on arrival (counted)."""
+IDLE_TIMEOUT = 60.0
+"""A client connection without an allocation that stays silent this long is closed."""
 
 
 @dataclass(frozen=True)
@@ -145,14 +149,36 @@ class _StreamClient(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.addr: Address = ("", 0)
         self.peer: _PeerConnection | None = None
+        self.active = True
+        self.idle_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         peername = transport.get_extra_info("peername")
         self.addr = (peername[0], peername[1])
+        if len(self.server._streams) >= MAX_STREAMS:
+            self.server._count_send_drop()
+            transport.close()
+            return
         self.server._streams[(self.lid, self.addr)] = self
+        self.idle_timer = asyncio.get_running_loop().call_later(
+            self.server.idle_timeout, self._idle_check
+        )
+
+    def _idle_check(self) -> None:
+        """Close a connection that sent nothing for IDLE_TIMEOUT and holds no allocation."""
+        self.idle_timer = None
+        holds = self.peer is not None or self.server.core.holds(self.lid, self.addr)
+        if not self.active and not holds:
+            self.close()
+            return
+        self.active = False
+        self.idle_timer = asyncio.get_running_loop().call_later(
+            self.server.idle_timeout, self._idle_check
+        )
 
     def data_received(self, data: bytes) -> None:
+        self.active = True
         if self.peer is not None:
             self.peer.write(data)
             return
@@ -196,6 +222,9 @@ class _StreamClient(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         server = self.server
+        if self.idle_timer is not None:
+            self.idle_timer.cancel()
+            self.idle_timer = None
         if server._streams.get((self.lid, self.addr)) is self:
             del server._streams[(self.lid, self.addr)]
         if self.peer is not None:
@@ -283,8 +312,15 @@ class _Relay:
 class AsyncTurnServer:
     """A TURN server on real sockets. ``async with AsyncTurnServer(config, specs) as server``."""
 
-    def __init__(self, config: TurnConfig, listeners: list[ListenerSpec]) -> None:
+    def __init__(
+        self,
+        config: TurnConfig,
+        listeners: list[ListenerSpec],
+        *,
+        idle_timeout: float = IDLE_TIMEOUT,
+    ) -> None:
         self.core = TurnServer(config)
+        self.idle_timeout = idle_timeout
         self.specs = listeners
         self.listeners: list[ListenerId] = []
         """The listeners actually bound (ports resolved)."""

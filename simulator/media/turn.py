@@ -368,6 +368,10 @@ class TurnServer:
     def allocation(self, relay: int) -> _Allocation | None:
         return self._by_id.get(relay)
 
+    def holds(self, listener: ListenerId, client: Address) -> bool:
+        """True if the 5-tuple has an allocation (its control connection must stay open)."""
+        return (listener, client) in self._allocations
+
     def receive(
         self, data: bytes, source: Address, listener: ListenerId, now: float
     ) -> list[Action]:

@@ -245,3 +245,14 @@ async def test_lab_av_edge_and_media_peer_answer_at_protocol_level(
         assert len(checks) == 10
         failed = [f"{c.bound}: {c.detail}" for c in checks if not c.ok]
         assert failed == []
+
+
+async def test_silent_tcp_connection_without_allocation_is_closed(topology: Topology) -> None:
+    config = TurnConfig(relay_address=SERVER_IP, port_low=PORTS[0], port_high=PORTS[1])
+    specs = [ListenerSpec("tcp", SERVER_IP, 0)]
+    async with AsyncTurnServer(config, specs, idle_timeout=0.2) as server:
+        lid = server.listener("tcp")
+        reader, writer = await asyncio.open_connection(lid.address, lid.port)
+        # no bytes ever sent: the server closes it after two idle periods
+        assert await asyncio.wait_for(reader.read(100), TIMEOUT) == b""
+        writer.close()

@@ -591,3 +591,56 @@ def test_any_bytes_yield_actions_never_an_exception(data: bytes, listener: objec
     for action in actions:
         assert isinstance(action, SendTo)
         stun.parse(action.data)
+
+
+# ------------------------------------------------------------------ random sequences
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["allocate", "permit", "bind", "data", "peer", "refresh0", "tick"]),
+            st.integers(min_value=0, max_value=3),
+            st.integers(min_value=0x4000, max_value=0x4003),
+        ),
+        max_size=40,
+    )
+)
+def test_random_sequences_keep_the_invariants(steps: list[tuple[str, int, int]]) -> None:
+    """Whatever clients do: relays stay in the range, every OpenRelay is answered, no exception."""
+    server = TurnServer(config(port_low=50100, port_high=50109, user_quota=3))
+    clients = [Client(server, address=("127.0.113.40", 1000 + n)) for n in range(4)]
+    now = T0
+    open_relays: set[int] = set()
+    for op, who, channel in steps:
+        client = clients[who]
+        now += 7
+        if op == "allocate":
+            actions = client.ask(request(Method.ALLOCATE, ("REQUESTED-TRANSPORT", 17)), now)
+            for action in actions:
+                if isinstance(action, OpenRelay):
+                    assert 50100 <= action.port <= 50109
+                    open_relays.add(action.relay)
+                    reply = only_reply(server.relay_opened(action.relay, now))
+                    assert reply.message_class == MessageClass.SUCCESS
+                    client.relay = action.relay
+        elif op == "permit":
+            client.permit(PEER, now)
+        elif op == "bind":
+            client.bind(channel, ("127.0.113.50", channel), now)
+        elif op == "data":
+            client.send(struct.pack("!HH", channel, 4) + b"data", now)
+        elif op == "peer" and getattr(client, "relay", None) is not None:
+            server.relay_received(client.relay, b"media", ("127.0.113.50", channel), now)
+        elif op == "refresh0":
+            for action in client.ask(request(Method.REFRESH, ("LIFETIME", 0)), now):
+                if isinstance(action, CloseRelay):
+                    open_relays.discard(action.relay)
+        else:
+            now += 400
+            for action in server.handle_timer(now):
+                if isinstance(action, CloseRelay):
+                    open_relays.discard(action.relay)
+        assert server.allocation_count == len(open_relays)
+        assert len(server._ports) <= 10
