@@ -302,7 +302,7 @@ def parse(data: bytes) -> Message:
             raise bad(f"attribute 0x{attr_type:04x} runs past the end of the message")
         value = data[pos + 4 : value_end]
         known = ATTRIBUTES.get(attr_type)
-        if integrity_data is not None and known is not None and known[0] != "FINGERPRINT":
+        if integrity_data is not None and attr_type != 0x8028:
             # Attributes after MESSAGE-INTEGRITY other than FINGERPRINT are ignored (section 14.5).
             pass
         elif known is None:

@@ -174,3 +174,15 @@ def test_any_attribute_bytes_behind_a_valid_header(body: bytes) -> None:
         stun.parse(data)
     except RemoteProtocolError as exc:
         assert exc.transaction_id == TID
+
+
+def test_attributes_after_message_integrity_are_ignored() -> None:
+    signed = stun.encode(
+        Message(Method.BINDING, MessageClass.REQUEST, TID), integrity_key=b"k", fingerprint=False
+    )
+    data = signed + struct.pack("!HH", 0x0033, 0) + struct.pack("!HH", 0x8022, 4) + b"late"
+    data = data[:2] + struct.pack("!H", len(data) - 20) + data[4:]
+    message = stun.parse(data)
+    assert message.unknown_required == ()
+    assert "SOFTWARE" not in message
+    assert message.check_integrity(b"k")
