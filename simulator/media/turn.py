@@ -48,7 +48,7 @@ import random
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from simulator.media import stun
 from simulator.media.errors import RemoteProtocolError
@@ -72,9 +72,12 @@ CHANNEL_MIN = 0x4000
 CHANNEL_MAX = 0x7FFF
 
 
-@dataclass(frozen=True)
-class ListenerId:
-    """A client-facing listener: the adapter names it, the core keys 5-tuples by it."""
+class ListenerId(NamedTuple):
+    """A client-facing listener: the adapter names it, the core keys 5-tuples by it.
+
+    A NamedTuple rather than a frozen dataclass: it is hashed for every relayed packet, and a
+    tuple's hash is computed in C.
+    """
 
     transport: str
     """``udp``, ``tcp`` or ``tls``."""
