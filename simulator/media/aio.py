@@ -15,16 +15,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
 import ssl
+import struct
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-from simulator.media.errors import FramingError
+from simulator.media import stun
+from simulator.media.errors import FramingError, RemoteProtocolError
 from simulator.media.framing import StreamFramer
+from simulator.media.stun import Message, MessageClass, Method
 from simulator.media.turn import (
     Action,
     Address,
@@ -581,3 +585,263 @@ def _stream_factory(
     server: AsyncTurnServer, holder: list[ListenerId]
 ) -> Callable[[], _StreamClient]:
     return lambda: _StreamClient(server, holder[0])
+
+
+# ------------------------------------------------------------------ a probing TURN client
+
+
+@dataclass(frozen=True)
+class RelayProbe:
+    """What :func:`probe_relay` found."""
+
+    ok: bool
+    """Bytes sent through the relay came back from the peer."""
+    reason: str
+    """``relayed round trip`` or why not (an error code, a timeout ...)."""
+    relayed: Address | None = None
+    """XOR-RELAYED-ADDRESS of the allocation."""
+    mapped: Address | None = None
+    """XOR-MAPPED-ADDRESS: the client as the server saw it."""
+    error_code: int | None = None
+    """The STUN error that stopped the probe, if one did."""
+
+
+class _ClientChannel:
+    """One client connection to a TURN server (UDP socket or TCP/TLS stream), request/answer."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[bytes] = asyncio.Queue()
+        self.framer = StreamFramer()
+        self.writer: asyncio.StreamWriter | None = None
+        self.reader: asyncio.StreamReader | None = None
+        self.udp: asyncio.DatagramTransport | None = None
+        self.server: Address = ("", 0)
+        self.task: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def open(
+        cls, server: Address, transport: str, tls: ssl.SSLContext | None, hostname: str | None
+    ) -> _ClientChannel:
+        self = cls()
+        self.server = server
+        loop = asyncio.get_running_loop()
+        if transport == "udp":
+            queue = self.queue
+
+            class _Proto(asyncio.DatagramProtocol):
+                def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+                    queue.put_nowait(data)
+
+            self.udp, _ = await loop.create_datagram_endpoint(_Proto, remote_addr=server)
+        else:
+            self.reader, self.writer = await asyncio.open_connection(
+                server[0], server[1], ssl=tls, server_hostname=hostname if tls else None
+            )
+            self.task = asyncio.ensure_future(self._read())
+        return self
+
+    async def _read(self) -> None:
+        assert self.reader is not None
+        while data := await self.reader.read(65536):
+            for frame in self.framer.frames(data):
+                self.queue.put_nowait(frame)
+
+    def send(self, data: bytes) -> None:
+        if self.udp is not None:
+            self.udp.sendto(data)
+        elif self.writer is not None:
+            self.writer.write(data)
+
+    async def request(self, data: bytes, tid: bytes, timeout: float) -> Message:
+        deadline = time.monotonic() + timeout
+        tries = 0
+        while True:
+            if tries == 0 or self.udp is not None:
+                self.send(data)  # UDP retransmits (RFC 8489 section 6.2.1, simplified)
+            tries += 1
+            wait = min(0.5 * tries, deadline - time.monotonic())
+            if wait <= 0:
+                raise TimeoutError
+            try:
+                frame = await asyncio.wait_for(self.queue.get(), wait)
+            except TimeoutError:
+                continue
+            if frame[0] < 0x40:
+                message = stun.parse(frame)
+                if message.transaction_id == tid:
+                    return message
+
+    def local(self) -> Address | None:
+        source = self.udp if self.udp is not None else self.writer
+        name = source.get_extra_info("sockname") if source is not None else None
+        return (name[0], name[1]) if name else None
+
+    def close(self) -> None:
+        if self.udp is not None:
+            self.udp.close()
+        if self.writer is not None:
+            self.writer.close()
+        if self.task is not None:
+            self.task.cancel()
+
+
+class _Auth:
+    def __init__(self, username: str, password: str) -> None:
+        self.username = username
+        self.password = password
+        self.attrs: list[tuple[str, object]] = []
+        self.key: bytes | None = None
+
+    def learn(self, challenge: Message) -> bool:
+        """Take REALM/NONCE from a 401/438; False if it carries none."""
+        realm, nonce = challenge.get("REALM"), challenge.get("NONCE")
+        if realm is None or nonce is None:
+            return False
+        self.key = stun.long_term_key(self.username, realm, self.password)
+        self.attrs = [("USERNAME", self.username), ("REALM", realm), ("NONCE", nonce)]
+        return True
+
+
+async def _ask(
+    channel: _ClientChannel,
+    auth: _Auth,
+    method: int,
+    attrs: list[tuple[str, object]],
+    timeout: float,
+) -> Message:
+    for _ in range(3):
+        tid = os.urandom(12)
+        message = Message(method, MessageClass.REQUEST, tid, [*attrs, *auth.attrs])
+        reply = await channel.request(stun.encode(message, integrity_key=auth.key), tid, timeout)
+        code = reply.get("ERROR-CODE", (0, ""))[0]
+        if code in (401, 438) and (code == 438 or not auth.attrs) and auth.learn(reply):
+            continue
+        return reply
+    return reply
+
+
+async def probe_relay(
+    server: Address,
+    username: str,
+    password: str,
+    peer: Address,
+    *,
+    transport: str = "udp",
+    relay_transport: str = "udp",
+    tls: ssl.SSLContext | None = None,
+    server_hostname: str | None = None,
+    payload: bytes = b"edgesim relay probe",
+    timeout: float = 5.0,
+) -> RelayProbe:
+    """Allocate on ``server``, send ``payload`` to an echoing ``peer`` through the relay, expect it
+    back, release the allocation.
+
+    ``transport`` is how the client reaches the server (``udp``, ``tcp``, ``tls``);
+    ``relay_transport`` ``tcp`` makes an RFC 6062 TCP allocation and a Connect, so the relay dials
+    the peer from its port range (the seed row "A/V/RTP/TCP/50,000-59,999").
+    """
+    auth = _Auth(username, password)
+    try:
+        channel = await asyncio.wait_for(
+            _ClientChannel.open(server, transport, tls, server_hostname), timeout
+        )
+    except (OSError, TimeoutError) as exc:
+        return RelayProbe(False, f"cannot reach the TURN server: {exc}")
+    data_writer: asyncio.StreamWriter | None = None
+    try:
+        requested = 17 if relay_transport == "udp" else 6
+        reply = await _ask(
+            channel, auth, Method.ALLOCATE, [("REQUESTED-TRANSPORT", requested)], timeout
+        )
+        code = reply.get("ERROR-CODE", (None, ""))[0]
+        if code is not None:
+            return RelayProbe(False, f"Allocate failed: {code}", error_code=code)
+        relayed = reply.get("XOR-RELAYED-ADDRESS")
+        mapped = reply.get("XOR-MAPPED-ADDRESS")
+
+        def failed(step: str, answer: Message) -> RelayProbe:
+            error = answer.get("ERROR-CODE", (0, ""))[0]
+            return RelayProbe(False, f"{step} failed: {error}", relayed, mapped, error)
+
+        answer = await _ask(
+            channel, auth, Method.CREATE_PERMISSION, [("XOR-PEER-ADDRESS", peer)], timeout
+        )
+        if answer.message_class != MessageClass.SUCCESS:
+            return failed("CreatePermission", answer)
+        if relay_transport == "udp":
+            answer = await _ask(
+                channel,
+                auth,
+                Method.CHANNEL_BIND,
+                [("CHANNEL-NUMBER", 0x4000), ("XOR-PEER-ADDRESS", peer)],
+                timeout,
+            )
+            if answer.message_class != MessageClass.SUCCESS:
+                return failed("ChannelBind", answer)
+            frame = struct.pack("!HH", 0x4000, len(payload)) + payload
+            if transport != "udp" and len(payload) % 4:
+                frame += bytes(4 - len(payload) % 4)
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                channel.send(frame)
+                try:
+                    got = await asyncio.wait_for(channel.queue.get(), 0.5)
+                except TimeoutError:
+                    continue
+                if got[:2] == b"\x40\x00" and got[4 : 4 + len(payload)] == payload:
+                    return RelayProbe(True, "relayed round trip", relayed, mapped)
+            return RelayProbe(False, "no echo through the relay", relayed, mapped)
+        answer = await _ask(channel, auth, Method.CONNECT, [("XOR-PEER-ADDRESS", peer)], timeout)
+        if answer.message_class != MessageClass.SUCCESS:
+            return failed("Connect", answer)
+        connection_id = answer.get("CONNECTION-ID")
+        data_reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(
+                server[0], server[1], ssl=tls, server_hostname=server_hostname if tls else None
+            ),
+            timeout,
+        )
+        data_writer = writer
+        tid = os.urandom(12)
+        bind = Message(
+            Method.CONNECTION_BIND,
+            MessageClass.REQUEST,
+            tid,
+            [("CONNECTION-ID", connection_id), *auth.attrs],
+        )
+        writer.write(stun.encode(bind, integrity_key=auth.key))
+        framer = StreamFramer()
+        bound: Message | None = None
+        while bound is None:
+            chunk = await asyncio.wait_for(data_reader.read(4096), timeout)
+            if not chunk:
+                return RelayProbe(False, "ConnectionBind: connection closed", relayed, mapped)
+            framer.feed(chunk)
+            frame_ = framer.next_frame()
+            if frame_ is not None:
+                bound = stun.parse(frame_)
+        if bound.message_class != MessageClass.SUCCESS:
+            return failed("ConnectionBind", bound)
+        writer.write(payload)
+        echoed = framer.take_buffer()
+        while len(echoed) < len(payload):
+            chunk = await asyncio.wait_for(data_reader.read(4096), timeout)
+            if not chunk:
+                break
+            echoed += chunk
+        if echoed[: len(payload)] == payload:
+            return RelayProbe(True, "relayed round trip", relayed, mapped)
+        return RelayProbe(False, "no echo through the TCP relay", relayed, mapped)
+    except TimeoutError:
+        return RelayProbe(False, "no answer from the TURN server")
+    except (OSError, RemoteProtocolError) as exc:
+        return RelayProbe(False, f"TURN exchange failed: {exc}")
+    finally:
+        if auth.attrs and channel.writer is None:
+            refresh = Message(
+                Method.REFRESH, MessageClass.REQUEST, os.urandom(12), [("LIFETIME", 0), *auth.attrs]
+            )
+            channel.send(stun.encode(refresh, integrity_key=auth.key))
+        channel.close()
+        if data_writer is not None:
+            data_writer.close()

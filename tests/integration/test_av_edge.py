@@ -15,7 +15,7 @@ from media_lab import media_only
 from simulator.lab.runners.local import LocalLab
 from simulator.lab.topology import Topology
 from simulator.media import stun
-from simulator.media.aio import AsyncTurnServer, ListenerSpec
+from simulator.media.aio import AsyncTurnServer, ListenerSpec, probe_relay
 from simulator.media.framing import StreamFramer
 from simulator.media.stun import Message, MessageClass, Method
 from simulator.media.turn import PeerPolicy, TurnConfig
@@ -245,6 +245,20 @@ async def test_lab_av_edge_and_media_peer_answer_at_protocol_level(
         assert len(checks) == 10
         failed = [f"{c.bound}: {c.detail}" for c in checks if not c.ok]
         assert failed == []
+        # a relayed round trip to the messenger's media endpoint, UDP and RFC 6062 TCP
+        edge = str(topology.interface("edge:av").loopback())
+        messenger = (str(topology.interface("messenger:wan").loopback()), 5004)
+        udp = await probe_relay((edge, 3478), "edgesim", "edgesim", messenger)
+        assert udp.ok, udp.reason
+        tcp = await probe_relay(
+            (edge, 3478), "edgesim", "edgesim", messenger, transport="tcp", relay_transport="tcp"
+        )
+        assert tcp.ok, tcp.reason
+        assert tcp.relayed is not None and 50000 <= tcp.relayed[1] <= 59999
+        # the corporate Front End is a forbidden peer
+        fe = (str(topology.interface("fe:lan").loopback()), 5061)
+        refused = await probe_relay((edge, 3478), "edgesim", "edgesim", fe)
+        assert refused.error_code == 403
 
 
 async def test_silent_tcp_connection_without_allocation_is_closed(topology: Topology) -> None:
@@ -256,3 +270,66 @@ async def test_silent_tcp_connection_without_allocation_is_closed(topology: Topo
         # no bytes ever sent: the server closes it after two idle periods
         assert await asyncio.wait_for(reader.read(100), TIMEOUT) == b""
         writer.close()
+
+
+# ------------------------------------------------------------------ probe_relay (for probes)
+
+
+@pytest.fixture
+async def tcp_echo() -> AsyncIterator[tuple[tuple[str, int], list[tuple[str, int]]]]:
+    sources: list[tuple[str, int]] = []
+
+    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        sources.append(writer.get_extra_info("peername")[:2])
+        while data := await reader.read(4096):
+            writer.write(data)
+        writer.close()
+
+    server = await asyncio.start_server(echo, PEER_IP, 0)
+    yield server.sockets[0].getsockname()[:2], sources
+    server.close()
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp", "tls"])
+async def test_probe_relay_udp_allocation(
+    turn: AsyncTurnServer, udp_echo: _Echo, lab_pki: LabPki, transport: str
+) -> None:
+    lid = turn.listener(transport)
+    tls = client_context([lab_pki.trust_bundle]) if transport == "tls" else None
+    result = await probe_relay(
+        (lid.address, lid.port),
+        "alice",
+        "alice-pw",
+        udp_echo.transport.get_extra_info("sockname"),
+        transport=transport,
+        tls=tls,
+        server_hostname="av.contoso.lab",
+    )
+    assert result.ok, result.reason
+    assert result.relayed is not None and PORTS[0] <= result.relayed[1] <= PORTS[1]
+    assert udp_echo.sources == [result.relayed] * len(udp_echo.sources)
+
+
+async def test_probe_relay_tcp_allocation_dials_from_the_range(
+    turn: AsyncTurnServer, tcp_echo: tuple[tuple[str, int], list[tuple[str, int]]]
+) -> None:
+    peer, sources = tcp_echo
+    lid = turn.listener("tcp")
+    result = await probe_relay(
+        (lid.address, lid.port), "alice", "alice-pw", peer, transport="tcp", relay_transport="tcp"
+    )
+    assert result.ok, result.reason
+    assert sources == [result.relayed]
+
+
+@pytest.mark.parametrize(
+    ("password", "peer", "code"),
+    [("wrong", (PEER_IP, 9), 401), ("alice-pw", ("127.0.0.1", 9), 403)],
+)
+async def test_probe_relay_reports_the_error(
+    turn: AsyncTurnServer, password: str, peer: tuple[str, int], code: int
+) -> None:
+    lid = turn.listener("udp")
+    result = await probe_relay((lid.address, lid.port), "alice", password, peer)
+    assert not result.ok and result.error_code == code
+    assert turn.core.allocation_count == 0 or code == 403
