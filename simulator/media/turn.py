@@ -48,10 +48,11 @@ import random
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any, NamedTuple
 
 from simulator.media import stun
-from simulator.media.errors import RemoteProtocolError
+from simulator.media.errors import LocalProtocolError, RemoteProtocolError
 from simulator.media.events import (
     AllocationCreated,
     AllocationDeleted,
@@ -283,6 +284,40 @@ class TurnConfig:
 # ------------------------------------------------------------------ state
 
 
+class AllocationState(Enum):
+    PENDING = "pending"
+    """Allocate accepted, the relayed address not bound yet."""
+    ACTIVE = "active"
+    """Answered; relaying."""
+
+
+class ConnectionState(Enum):
+    """An RFC 6062 peer connection."""
+
+    CONNECTING = "connecting"
+    """Connect received, the relay is dialling the peer."""
+    READY = "ready"
+    """Connected (or the peer dialled in); waiting for the client's ConnectionBind (30 s)."""
+    BOUND = "bound"
+    """Joined to a client data connection: raw bytes both ways."""
+
+
+#: Every transition of the core's state machines; a pair missing here is a LocalProtocolError.
+TRANSITIONS: dict[tuple[Enum, str], Enum] = {
+    (AllocationState.PENDING, "relay opened"): AllocationState.ACTIVE,
+    (ConnectionState.CONNECTING, "peer connected"): ConnectionState.READY,
+    (ConnectionState.READY, "connection bound"): ConnectionState.BOUND,
+}
+
+
+def advance(state: Enum, event: str) -> Enum:
+    """The state after ``event``; LocalProtocolError if the table has no such transition."""
+    try:
+        return TRANSITIONS[(state, event)]
+    except KeyError:
+        raise LocalProtocolError(f"no transition from {state} on {event!r}") from None
+
+
 @dataclass
 class _Channel:
     peer: Address
@@ -294,8 +329,7 @@ class _PeerConnection:
     id: int
     allocation: _Allocation
     peer: Address
-    state: str
-    """``connecting`` (Connect sent), ``ready`` (waiting for ConnectionBind), ``bound``."""
+    state: Enum
     deadline: float
     request: Message | None = None
     """The Connect request to answer."""
@@ -315,8 +349,7 @@ class _Allocation:
     lifetime: int
     expires: float
     request: Message
-    state: str = "pending"
-    """``pending`` until the relay is bound, then ``active``."""
+    state: Enum = AllocationState.PENDING
     response: bytes = b""
     """The success response, resent on a retransmitted Allocate (UDP)."""
     permissions: dict[str, float] = field(default_factory=dict)
@@ -390,7 +423,7 @@ class TurnServer:
     def relay_received(self, relay: int, data: bytes, peer: Address, now: float) -> list[Action]:
         """A UDP datagram arrived at the relayed address of ``relay`` from ``peer``."""
         alloc = self._by_id.get(relay)
-        if alloc is None or alloc.state != "active":
+        if alloc is None or alloc.state is not AllocationState.ACTIVE:
             self._drop("no allocation", peer)
             return []
         expiry = alloc.permissions.get(peer[0])
@@ -420,9 +453,9 @@ class TurnServer:
     def relay_opened(self, relay: int, now: float) -> list[Action]:
         """The adapter bound the relayed address of ``relay``: answer the Allocate."""
         alloc = self._by_id.get(relay)
-        if alloc is None or alloc.state != "pending":
+        if alloc is None or alloc.state is not AllocationState.PENDING:
             return []
-        alloc.state = "active"
+        alloc.state = advance(alloc.state, "relay opened")
         self._arm(alloc.expires)
         attrs = [
             ("XOR-RELAYED-ADDRESS", alloc.relayed),
@@ -452,7 +485,7 @@ class TurnServer:
     def relay_failed(self, relay: int, now: float) -> list[Action]:
         """Binding the relayed address failed (port in use elsewhere): try another port."""
         alloc = self._by_id.get(relay)
-        if alloc is None or alloc.state != "pending":
+        if alloc is None or alloc.state is not AllocationState.PENDING:
             return []
         self._ports.discard(alloc.relayed[1])
         alloc.failed_ports.add(alloc.relayed[1])
@@ -485,16 +518,16 @@ class TurnServer:
         if alloc is not None:
             actions += self._delete(alloc, "connection closed", close_client=False)
         for conn in list(self._connections.values()):
-            if conn.state == "bound" and conn.client == (listener, client):
+            if conn.state is ConnectionState.BOUND and conn.client == (listener, client):
                 actions += self._close_connection(conn)
         return actions
 
     def peer_connected(self, connection: int, now: float) -> list[Action]:
         """The Connect's outbound TCP connection is up: answer with CONNECTION-ID."""
         conn = self._connections.get(connection)
-        if conn is None or conn.state != "connecting" or conn.request is None:
+        if conn is None or conn.state is not ConnectionState.CONNECTING or conn.request is None:
             return [ClosePeer(connection)] if conn is None else []
-        conn.state = "ready"
+        conn.state = advance(conn.state, "peer connected")
         self.stats["connections.outbound"] += 1
         conn.deadline = now + self.config.connection_bind_timeout
         self._arm(conn.deadline)
@@ -532,7 +565,9 @@ class TurnServer:
         if alloc is None or expiry is None or expiry <= now:
             self._drop("peer connection without permission", peer)
             return None, []
-        conn = self._new_connection(alloc, peer, "ready", now + self.config.connection_bind_timeout)
+        conn = self._new_connection(
+            alloc, peer, ConnectionState.READY, now + self.config.connection_bind_timeout
+        )
         self._arm(conn.deadline)
         self._events.append(PeerConnected(alloc.id, conn.id, peer, False))
         self.stats["connections.inbound"] += 1
@@ -553,7 +588,7 @@ class TurnServer:
         actions: list[Action] = []
         deadlines: list[float] = []
         for alloc in list(self._by_id.values()):
-            if alloc.state == "active" and alloc.expires <= now:
+            if alloc.state is AllocationState.ACTIVE and alloc.expires <= now:
                 actions += self._delete(alloc, "expired", close_client=alloc.listener.stream)
                 continue
             for ip, expires in list(alloc.permissions.items()):
@@ -567,13 +602,13 @@ class TurnServer:
                     alloc.peer_channels.pop(channel.peer, None)
                 else:
                     deadlines.append(channel.expires)
-            if alloc.state == "active":
+            if alloc.state is AllocationState.ACTIVE:
                 deadlines.append(alloc.expires)
         for conn in list(self._connections.values()):
-            if conn.state == "ready" and conn.deadline <= now:
+            if conn.state is ConnectionState.READY and conn.deadline <= now:
                 self._drop("peer connection not bound in time", conn.peer)
                 actions += self._close_connection(conn)
-            elif conn.state == "ready":
+            elif conn.state is ConnectionState.READY:
                 deadlines.append(conn.deadline)
         for token, (port, expires) in list(self._reservations.items()):
             if expires <= now:
@@ -811,7 +846,7 @@ class TurnServer:
         return [ClosePeer(conn.id)]
 
     def _new_connection(
-        self, alloc: _Allocation, peer: Address, state: str, deadline: float
+        self, alloc: _Allocation, peer: Address, state: ConnectionState, deadline: float
     ) -> _PeerConnection:
         self._next_connection = (self._next_connection + 1) & 0xFFFFFFFF or 1
         conn = _PeerConnection(self._next_connection, alloc, peer, state, deadline)
@@ -830,7 +865,7 @@ class TurnServer:
 
     def _active(self, source: Address, listener: ListenerId, now: float) -> _Allocation | None:
         alloc = self._allocations.get((listener, source))
-        if alloc is None or alloc.state != "active" or alloc.expires <= now:
+        if alloc is None or alloc.state is not AllocationState.ACTIVE or alloc.expires <= now:
             return None
         return alloc
 
@@ -1260,7 +1295,7 @@ class TurnServer:
                     msg, listener, source, 403, "Forbidden", "no permission for the peer", key=key
                 )
             ]
-        conn = self._new_connection(alloc, peer, "connecting", now + 30)
+        conn = self._new_connection(alloc, peer, ConnectionState.CONNECTING, now + 30)
         conn.request = msg
         return [ConnectPeer(conn.id, alloc.id, alloc.relayed, peer)]
 
@@ -1287,7 +1322,7 @@ class TurnServer:
             ]
         number = msg.get("CONNECTION-ID")
         conn = self._connections.get(number) if number is not None else None
-        if conn is None or conn.state != "ready":
+        if conn is None or conn.state is not ConnectionState.READY:
             return [
                 self._error(
                     msg, listener, source, 400, "Bad Request", "unknown CONNECTION-ID", key=key
@@ -1305,7 +1340,7 @@ class TurnServer:
                     key=key,
                 )
             ]
-        conn.state = "bound"
+        conn.state = advance(conn.state, "connection bound")
         self.stats["connections.bound"] += 1
         conn.client = (listener, source)
         reply = self._signed(stun.response(msg), key)

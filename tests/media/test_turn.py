@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+from enum import Enum
 
 import pytest
 from aioice import stun as aioice_stun
@@ -27,13 +28,17 @@ from media_helpers import (
 
 from simulator.lab.topology import Topology
 from simulator.media import stun
+from simulator.media.errors import LocalProtocolError
 from simulator.media.events import AllocationCreated, AllocationDeleted, MessageDropped
 from simulator.media.service import lab_zone_map
 from simulator.media.stun import Message, MessageClass, Method
 from simulator.media.turn import (
+    TRANSITIONS,
+    AllocationState,
     CloseClient,
     ClosePeer,
     CloseRelay,
+    ConnectionState,
     ConnectPeer,
     JoinConnection,
     OpenRelay,
@@ -41,6 +46,7 @@ from simulator.media.turn import (
     RelayTo,
     SendTo,
     TurnServer,
+    advance,
     time_limited_credentials,
 )
 
@@ -644,3 +650,15 @@ def test_random_sequences_keep_the_invariants(steps: list[tuple[str, int, int]])
                     open_relays.discard(action.relay)
         assert server.allocation_count == len(open_relays)
         assert len(server._ports) <= 10
+
+
+@pytest.mark.parametrize(
+    "state", [*AllocationState, *ConnectionState], ids=lambda s: f"{type(s).__name__}.{s.name}"
+)
+@pytest.mark.parametrize("event", sorted({event for _, event in TRANSITIONS}))
+def test_transition_table_over_every_state_and_input(state: Enum, event: str) -> None:
+    if (state, event) in TRANSITIONS:
+        assert type(advance(state, event)) is type(state)
+    else:
+        with pytest.raises(LocalProtocolError, match="no transition"):
+            advance(state, event)
