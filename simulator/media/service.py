@@ -22,8 +22,8 @@ Settings (``[services.av-edge]``), all optional:
     Relay ports, ``"low-high"`` (default: the ``relay`` listener's range).
 ``user_quota``, ``total_quota``
     Allocations per user and in total (486 beyond).
-``max_packet_rate``
-    Packets per second relayed per allocation and direction (default: no cap).
+``max_packet_rate``, ``max_bandwidth``
+    Packets, and payload bytes, per second relayed per allocation (default: no cap).
 ``default_lifetime``, ``max_lifetime``, ``nonce_lifetime``
     Seconds.
 ``denied_zones``
@@ -116,9 +116,12 @@ def turn_config(ctx: ServiceContext, relay_address: str, ports: tuple[int, int])
             raise ConfigError(
                 path, "services.av-edge.denied_zones", f"zone {zone!r} is not defined"
             )
-    max_rate = s.get("max_packet_rate")
-    if max_rate is not None and (not isinstance(max_rate, int) or max_rate <= 0):
-        raise ConfigError(path, "services.av-edge.max_packet_rate", "must be a positive integer")
+    caps: dict[str, int | None] = {}
+    for key in ("max_packet_rate", "max_bandwidth"):
+        value = s.get(key)
+        if value is not None and (not isinstance(value, int) or value <= 0):
+            raise ConfigError(path, f"services.av-edge.{key}", "must be a positive integer")
+        caps[key] = value
     policy = PeerPolicy(
         lab_zones=lab_zone_map(ctx.topology),
         denied_zones=frozenset(denied_zones),
@@ -138,7 +141,8 @@ def turn_config(ctx: ServiceContext, relay_address: str, ports: tuple[int, int])
         nonce_lifetime=_int(s, "nonce_lifetime", 600, path),
         user_quota=_int(s, "user_quota", 10, path),
         total_quota=_int(s, "total_quota", 1000, path),
-        max_packet_rate=max_rate,
+        max_packet_rate=caps["max_packet_rate"],
+        max_bandwidth=caps["max_bandwidth"],
         policy=policy,
         nonce_key=os.urandom(16),
         seed=secrets.randbits(32),

@@ -22,8 +22,8 @@ Implemented:
 - Lifetimes driven by ``now``: allocations (default 600 s, max 3600 s), permissions (300 s),
   channels (600 s), nonces, RFC 6062 connections not bound within 30 s.
 - Policy: per-user and total allocation quotas (486), forbidden peers (403, see
-  :class:`PeerPolicy`), relay ports only from the configured range (508 when it is full), an
-  optional packet-rate cap per allocation (excess dropped and counted).
+  :class:`PeerPolicy`), relay ports only from the configured range (508 when it is full),
+  optional packet-rate and bandwidth caps per allocation (excess dropped and counted).
 - Bad input: messages that do not parse are answered 400 when their header decoded and they are
   requests, otherwise dropped; unknown comprehension-required attributes get 420 with
   UNKNOWN-ATTRIBUTES; ChannelData for unbound channels and data to peers without permission are
@@ -270,7 +270,9 @@ class TurnConfig:
     total_quota: int = 1000
     """Allocations the server holds at once (486 beyond)."""
     max_packet_rate: int | None = None
-    """Packets per second each allocation may relay (each direction); None: no cap."""
+    """Packets per second each allocation may relay (both directions together); None: no cap."""
+    max_bandwidth: int | None = None
+    """Bytes of payload per second each allocation may relay (both directions); None: no cap."""
     policy: PeerPolicy = field(default_factory=PeerPolicy)
     """Which peers are forbidden."""
     nonce_key: bytes = b"edgesim-nonce-key"
@@ -364,6 +366,7 @@ class _Allocation:
     failed_ports: set[int] = field(default_factory=set)
     """Ports the adapter could not bind for this allocation (not tried again)."""
     tokens: float = 0.0
+    byte_tokens: float = 0.0
     token_time: float = 0.0
 
 
@@ -388,6 +391,7 @@ class TurnServer:
         self._next_connection = self._rng.randrange(1, 1 << 30)
         self._timer: float | None = None
         self._relay_ip = ipaddress.IPv4Address(config.relay_address)
+        self._capped = config.max_packet_rate is not None or config.max_bandwidth is not None
 
     # -------------------------------------------------------------- public API
     def next_event(self) -> TurnEvent | None:
@@ -430,7 +434,7 @@ class TurnServer:
         if expiry is None or expiry <= now:
             self._drop("peer without permission", peer)
             return []
-        if self.config.max_packet_rate is not None and not self._take_token(alloc, now):
+        if self._capped and self._over_cap(alloc, len(data), now):
             self._drop("rate cap", peer)
             return []
         self.stats["relayed.from_peer"] += 1
@@ -854,14 +858,22 @@ class TurnServer:
         alloc.connections[conn.id] = conn
         return conn
 
-    def _take_token(self, alloc: _Allocation, now: float) -> bool:
-        rate = float(self.config.max_packet_rate or 0)
-        alloc.tokens = min(rate, alloc.tokens + (now - alloc.token_time) * rate)
+    def _over_cap(self, alloc: _Allocation, size: int, now: float) -> bool:
+        """Token buckets of the packet-rate and bandwidth caps: True if this packet exceeds one."""
+        elapsed = max(0.0, now - alloc.token_time)
         alloc.token_time = now
-        if alloc.tokens < 1.0:
-            return False
+        rate, bandwidth = self.config.max_packet_rate, self.config.max_bandwidth
+        if rate is not None:
+            alloc.tokens = min(float(rate), alloc.tokens + elapsed * rate)
+        if bandwidth is not None:
+            alloc.byte_tokens = min(float(bandwidth), alloc.byte_tokens + elapsed * bandwidth)
+        if (rate is not None and alloc.tokens < 1.0) or (
+            bandwidth is not None and alloc.byte_tokens < size
+        ):
+            return True
         alloc.tokens -= 1.0
-        return True
+        alloc.byte_tokens -= size
+        return False
 
     def _active(self, source: Address, listener: ListenerId, now: float) -> _Allocation | None:
         alloc = self._allocations.get((listener, source))
@@ -1082,6 +1094,7 @@ class TurnServer:
             reserve=reserve,
             from_token=token is not None,
             tokens=float(self.config.max_packet_rate or 0),
+            byte_tokens=float(self.config.max_bandwidth or 0),
             token_time=now,
         )
         self._next_id += 1
@@ -1362,7 +1375,7 @@ class TurnServer:
         if expiry is None or expiry <= now:
             self._drop("data to peer without permission", source)
             return []
-        if self.config.max_packet_rate is not None and not self._take_token(alloc, now):
+        if self._capped and self._over_cap(alloc, len(data), now):
             self._drop("rate cap", source)
             return []
         self.stats["relayed.to_peer"] += 1
@@ -1387,7 +1400,7 @@ class TurnServer:
         if expiry is None or expiry <= now:
             self._drop("data to peer without permission", source)
             return []
-        if self.config.max_packet_rate is not None and not self._take_token(alloc, now):
+        if self._capped and self._over_cap(alloc, length, now):
             self._drop("rate cap", source)
             return []
         self.stats["relayed.to_peer"] += 1

@@ -518,6 +518,19 @@ def test_packet_rate_cap_drops_the_excess() -> None:
     assert relayed(client.send(frame, T0 + 1.5))
 
 
+def test_bandwidth_cap_drops_what_exceeds_it() -> None:
+    server = TurnServer(config(max_bandwidth=1000))
+    client = Client(server)
+    client.allocate()
+    client.bind(0x4000)
+    frame = struct.pack("!HH", 0x4000, 400) + bytes(400)
+    sent = sum(len(relayed(client.send(frame, T0 + 0.001 * n))) for n in range(5))
+    assert sent == 2  # 800 of the 1000 bytes the bucket holds; the third 400 would exceed it
+    assert server.stats["dropped.rate cap"] == 3
+    assert server.relay_received(client.relay, bytes(400), PEER, T0 + 0.01) == []
+    assert relayed(client.send(frame, T0 + 1.0))
+
+
 # ------------------------------------------------------------------ RFC 6062 TCP allocations
 
 
