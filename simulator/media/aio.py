@@ -76,6 +76,8 @@ MAX_STREAM_BUFFER = 1024 * 1024
 MAX_STREAMS = 4096
 """Client TCP/TLS connections at once; more are closed on arrival (counted)."""
 IDLE_TIMEOUT = 60.0
+SNIFF_TIMEOUT = 10.0
+"""Seconds a connection to a TLS-or-TCP listener may take to send its first byte."""
 """A client connection without an allocation that stays silent this long is closed."""
 
 
@@ -338,6 +340,8 @@ class AsyncTurnServer:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._listen_socks: list[socket.socket] = []
+        self._sniffing: dict[socket.socket, asyncio.TimerHandle] = {}
 
     async def __aenter__(self) -> AsyncTurnServer:
         await self.start()
@@ -369,6 +373,8 @@ class AsyncTurnServer:
                         loop, sock, self._listener_datagram(lid), self._count_send_drop
                     )
                     self.listeners.append(lid)
+                elif spec.transport == "tls":
+                    self._listen_tls_or_tcp(loop, spec)
                 else:
                     holder: list[ListenerId] = []
                     server = await loop.create_server(
@@ -387,10 +393,112 @@ class AsyncTurnServer:
             await self.stop()
             raise
 
+    def _listen_tls_or_tcp(self, loop: asyncio.AbstractEventLoop, spec: ListenerSpec) -> None:
+        """A ``tls`` listener also takes plain TURN over TCP: the first byte decides.
+
+        A TLS ClientHello starts with 0x16; STUN and ChannelData start with 0x00-0x7F. The byte
+        is peeked (MSG_PEEK) before asyncio adopts the socket, with or without TLS, so clients
+        that fall back to TCP 443 without TLS are served on the same port, as on a real Edge.
+        """
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((spec.address, spec.port))
+            sock.listen(128)
+        except OSError:
+            sock.close()
+            raise
+        sock.setblocking(False)
+        lid = ListenerId("tls", spec.address, sock.getsockname()[1])
+        self._listen_socks.append(sock)
+        loop.add_reader(sock.fileno(), self._accept, loop, lid, sock, spec.ssl)
+        self.listeners.append(lid)
+
+    def _accept(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        lid: ListenerId,
+        sock: socket.socket,
+        tls: ssl.SSLContext | None,
+    ) -> None:
+        for _ in range(64):
+            try:
+                conn, _addr = sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                log.debug("accept on %s: %s", lid, exc)
+                return
+            if len(self._sniffing) + len(self._streams) >= MAX_STREAMS:
+                conn.close()
+                self._count_send_drop()
+                continue
+            conn.setblocking(False)
+            timer = loop.call_later(SNIFF_TIMEOUT, self._forget_sniffing, loop, conn)
+            self._sniffing[conn] = timer
+            loop.add_reader(conn.fileno(), self._sniff, loop, lid, conn, tls)
+
+    def _forget_sniffing(self, loop: asyncio.AbstractEventLoop, conn: socket.socket) -> None:
+        timer = self._sniffing.pop(conn, None)
+        if timer is not None:
+            timer.cancel()
+        loop.remove_reader(conn.fileno())
+        conn.close()
+
+    def _sniff(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        lid: ListenerId,
+        conn: socket.socket,
+        tls: ssl.SSLContext | None,
+    ) -> None:
+        try:
+            first = conn.recv(1, socket.MSG_PEEK)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            first = b""
+        timer = self._sniffing.pop(conn, None)
+        if timer is not None:
+            timer.cancel()
+        loop.remove_reader(conn.fileno())
+        if not first:
+            conn.close()
+            return
+        use_tls = tls if first[0] == 0x16 else None
+        self._spawn(self._adopt(loop, lid, conn, use_tls))
+
+    async def _adopt(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        lid: ListenerId,
+        conn: socket.socket,
+        tls: ssl.SSLContext | None,
+    ) -> None:
+        try:
+            if tls is None:
+                await loop.connect_accepted_socket(lambda: _StreamClient(self, lid), conn)
+            else:
+                await loop.connect_accepted_socket(
+                    lambda: _StreamClient(self, lid), conn, ssl=tls, ssl_handshake_timeout=10.0
+                )
+        except (OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError
+            log.debug("TLS handshake on %s failed: %s", lid, exc)
+            conn.close()
+
     async def stop(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        loop = self._loop
+        for sock in self._listen_socks:
+            if loop is not None:
+                loop.remove_reader(sock.fileno())
+            sock.close()
+        self._listen_socks.clear()
+        for conn in list(self._sniffing):
+            if loop is not None:
+                self._forget_sniffing(loop, conn)
         for task in list(self._tasks):
             task.cancel()
         for transport in self._udp.values():

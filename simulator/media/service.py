@@ -4,7 +4,8 @@ Listeners come from the topology (``simulator/lab/default.toml``, host ``edge``)
 
 - ``stun-udp`` (UDP 3478 on the A/V and internal interfaces): STUN and TURN over UDP;
 - ``turn-tcp`` (TCP 3478 on the A/V interface, TCP 443 on the internal one): TURN over TCP;
-- ``turn-tls`` (TCP 443 on the A/V interface): TURN over TLS with the interface's certificate;
+- ``turn-tls`` (TCP 443 on the A/V interface): TURN over TLS with the interface's certificate,
+  and plain TURN over TCP on the same port (a TLS ClientHello's first byte tells them apart);
 - ``relay`` (50000-59999 on the A/V interface): where relayed transport addresses are bound.
 
 All listeners share one TURN core, so an internal client and an external one relay through the

@@ -17,6 +17,7 @@ from simulator.lab.topology import Topology
 from simulator.media import stun
 from simulator.media.aio import AsyncTurnServer, ListenerSpec, probe_relay
 from simulator.media.framing import StreamFramer
+from simulator.media.service import stream_binding
 from simulator.media.stun import Message, MessageClass, Method
 from simulator.media.turn import PeerPolicy, TurnConfig
 from simulator.pki import LabPki
@@ -333,3 +334,28 @@ async def test_probe_relay_reports_the_error(
     result = await probe_relay((lid.address, lid.port), "alice", password, peer)
     assert not result.ok and result.error_code == code
     assert turn.core.allocation_count == 0 or code == 403
+
+
+async def test_the_tls_port_also_serves_plain_turn_over_tcp(
+    turn: AsyncTurnServer, udp_echo: _Echo
+) -> None:
+    """TCP 443 fallback: a client that speaks TURN without TLS on the TLS port is served too."""
+    lid = turn.listener("tls")
+    assert await stream_binding(lid.address, lid.port, None, None) is None
+    result = await probe_relay(
+        (lid.address, lid.port),
+        "alice",
+        "alice-pw",
+        udp_echo.transport.get_extra_info("sockname"),
+        transport="tcp",
+    )
+    assert result.ok, result.reason
+    # and a TLS client that fails the handshake does not stop the listener
+    reader, writer = await asyncio.open_connection(lid.address, lid.port)
+    writer.write(b"\x16\x03\x01\x00\x05hello")
+    assert await asyncio.wait_for(reader.read(100), TIMEOUT) in (
+        b"",
+        b"\x15\x03\x01\x00\x02\x02\x16",
+    )
+    writer.close()
+    assert await stream_binding(lid.address, lid.port, None, None) is None
