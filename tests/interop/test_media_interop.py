@@ -266,11 +266,15 @@ async def test_aiortc_peers_exchange_data_through_our_relay(turn: AsyncTurnServe
 
 
 @requires("turnutils_uclient")
-@pytest.mark.parametrize("over_tcp", [False, True], ids=["udp-3478", "tcp-3478"])
+@pytest.mark.parametrize(
+    ("over_tcp", "port"),
+    [(False, 3478), (True, 3478), (True, 443)],
+    ids=["udp-3478", "tcp-3478", "tcp-443"],
+)
 async def test_lab_relays_to_the_messenger_media_endpoint(
-    topology: Topology, lab_pki: LabPki, over_tcp: bool
+    topology: Topology, lab_pki: LabPki, over_tcp: bool, port: int
 ) -> None:
-    """The default lab: uclient -> Edge A/V 3478 -> relay -> messenger's echo on 5004."""
+    """The default lab: uclient -> Edge A/V 3478 (or TCP 443) -> relay -> messenger's echo 5004."""
     from simulator.lab.runners.local import LocalLab
 
     edge = str(topology.interface("edge:av").loopback())
@@ -281,7 +285,7 @@ async def test_lab_relays_to_the_messenger_media_endpoint(
         argv = [
             "turnutils_uclient",
             "-p",
-            "3478",
+            str(port),
             "-e",
             messenger,
             "-r",
