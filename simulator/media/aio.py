@@ -655,7 +655,13 @@ class AsyncTurnServer:
 
     async def _finish_tcp_relay(self, relay: int, sock: socket.socket) -> None:
         loop = asyncio.get_running_loop()
-        server = await loop.create_server(lambda: _PeerConnection(self, relay, None), sock=sock)
+        try:
+            server = await loop.create_server(lambda: _PeerConnection(self, relay, None), sock=sock)
+        except OSError as exc:
+            log.debug("TCP relay %d: %s", relay, exc)
+            sock.close()
+            self._execute(self.core.relay_failed(relay, time.time()))
+            return
         self._relays[relay] = _Relay(None, server)
         self._execute(self.core.relay_opened(relay, time.time()))
 
