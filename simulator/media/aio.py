@@ -662,6 +662,9 @@ class AsyncTurnServer:
             sock.close()
             self._execute(self.core.relay_failed(relay, time.time()))
             return
+        if self.core.allocation(relay) is None:  # deleted while the socket was being set up
+            server.close()
+            return
         self._relays[relay] = _Relay(None, server)
         self._execute(self.core.relay_opened(relay, time.time()))
 
