@@ -23,6 +23,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -62,7 +63,7 @@ def wait_udp(port: int, timeout: float = 10.0) -> None:
     raise RuntimeError(f"no STUN answer on {HOST}:{port} within {timeout} s")
 
 
-def serve(port: int, low: int, high: int) -> None:
+def serve(port: int, low: int, high: int, stats_file: str | None) -> None:
     """Run edgesim's TURN server until SIGTERM."""
     import ipaddress
 
@@ -71,14 +72,20 @@ def serve(port: int, low: int, high: int) -> None:
 
     async def main() -> None:
         config = TurnConfig(
-            relay_address=HOST, realm=REALM, users={USER: PASSWORD}, port_low=low,
-            port_high=high, user_quota=1000,
+            relay_address=HOST,
+            realm=REALM,
+            users={USER: PASSWORD},
+            port_low=low,
+            port_high=high,
+            user_quota=1000,
             policy=PeerPolicy(allowed=(ipaddress.IPv4Network(f"{HOST}/32"),)),
         )
         stop = asyncio.Event()
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-        async with AsyncTurnServer(config, [ListenerSpec("udp", HOST, port)]):
+        async with AsyncTurnServer(config, [ListenerSpec("udp", HOST, port)]) as server:
             await stop.wait()
+            if stats_file:
+                Path(stats_file).write_text(json.dumps(dict(server.core.stats)))
 
     asyncio.run(main())
 
@@ -93,9 +100,29 @@ def run_load(
     port: int, peer_port: int, messages: int, interval: int, server_pid: int
 ) -> dict[str, float]:
     argv = [
-        "turnutils_uclient", "-m", str(CLIENTS), "-n", str(messages), "-l", str(SIZE),
-        "-z", str(interval), "-c", "-X", "-g", "-u", USER, "-w", PASSWORD,
-        "-e", HOST, "-r", str(peer_port), "-p", str(port), HOST,
+        "turnutils_uclient",
+        "-m",
+        str(CLIENTS),
+        "-n",
+        str(messages),
+        "-l",
+        str(SIZE),
+        "-z",
+        str(interval),
+        "-c",
+        "-X",
+        "-g",
+        "-u",
+        USER,
+        "-w",
+        PASSWORD,
+        "-e",
+        HOST,
+        "-r",
+        str(peer_port),
+        "-p",
+        str(port),
+        HOST,
     ]
     cpu_before = cpu_seconds(server_pid)
     started = time.monotonic()
@@ -131,10 +158,11 @@ def main() -> int:
     parser.add_argument("--interval", type=int, default=1, help="uclient -z (ms between sends)")
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--range", default="54000-54999", help=argparse.SUPPRESS)
+    parser.add_argument("--stats", help=argparse.SUPPRESS)
     args = parser.parse_args()
     low, high = (int(p) for p in args.range.split("-"))
     if args.serve is not None:
-        serve(args.serve, low, high)
+        serve(args.serve, low, high, args.stats)
         return 0
     for tool in ("turnutils_uclient", "turnutils_peer", "turnserver"):
         if shutil.which(tool) is None:
@@ -145,23 +173,63 @@ def main() -> int:
     ours_port = free_port(socket.SOCK_DGRAM)
     coturn_port = free_port(socket.SOCK_DGRAM)
     procs: list[subprocess.Popen[bytes]] = []
+    stats_path = Path(tempfile.mkdtemp()) / "edgesim-stats.json"
     results: dict[str, object] = {}
     try:
-        procs.append(subprocess.Popen(
-            ["turnutils_peer", "-L", HOST, "-p", str(peer_port)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        ))
-        procs.append(subprocess.Popen(
-            [sys.executable, __file__, "--serve", str(ours_port), "--range", "54000-54999"],
-            stdout=subprocess.DEVNULL,
-        ))
-        procs.append(subprocess.Popen(
-            ["turnserver", "-n", "--listening-ip", HOST, "--listening-port", str(coturn_port),
-             "--relay-ip", HOST, "--min-port", "55000", "--max-port", "55999", "-a",
-             "-u", f"{USER}:{PASSWORD}", "-r", REALM, "--no-tls", "--no-dtls", "--no-cli",
-             "--allow-loopback-peers", "--log-file", "stdout", "--simple-log"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        ))
+        procs.append(
+            subprocess.Popen(
+                ["turnutils_peer", "-L", HOST, "-p", str(peer_port)],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
+        procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    __file__,
+                    "--serve",
+                    str(ours_port),
+                    "--range",
+                    "54000-54999",
+                    "--stats",
+                    str(stats_path),
+                ],
+                stdout=subprocess.DEVNULL,
+            )
+        )
+        procs.append(
+            subprocess.Popen(
+                [
+                    "turnserver",
+                    "-n",
+                    "--listening-ip",
+                    HOST,
+                    "--listening-port",
+                    str(coturn_port),
+                    "--relay-ip",
+                    HOST,
+                    "--min-port",
+                    "55000",
+                    "--max-port",
+                    "55999",
+                    "-a",
+                    "-u",
+                    f"{USER}:{PASSWORD}",
+                    "-r",
+                    REALM,
+                    "--no-tls",
+                    "--no-dtls",
+                    "--no-cli",
+                    "--allow-loopback-peers",
+                    "--log-file",
+                    "stdout",
+                    "--simple-log",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
         wait_udp(ours_port)
         wait_udp(coturn_port)
         results["edgesim"] = run_load(ours_port, peer_port, messages, args.interval, procs[1].pid)
@@ -176,11 +244,19 @@ def main() -> int:
                 proc.kill()
     ours, theirs = results["edgesim"], results["coturn"]
     assert isinstance(ours, dict) and isinstance(theirs, dict)
+    if stats_path.exists():
+        counters = json.loads(stats_path.read_text())
+        ours["server_dropped"] = {k: v for k, v in counters.items() if k.startswith("dropped")}
     ratio = ours["relayed_packets_per_second"] / max(theirs["relayed_packets_per_second"], 1e-9)
     report = {
         "benchmark": "turn_relay",
-        "load": {"clients": CLIENTS, "messages_per_client": messages, "size": SIZE,
-                 "interval_ms": args.interval, "framing": "ChannelData over UDP"},
+        "load": {
+            "clients": CLIENTS,
+            "messages_per_client": messages,
+            "size": SIZE,
+            "interval_ms": args.interval,
+            "framing": "ChannelData over UDP",
+        },
         "edgesim": ours,
         "coturn": theirs,
         "ratio_edgesim_to_coturn": round(ratio, 3),
@@ -190,12 +266,18 @@ def main() -> int:
     }
     print(f"{'':40}{'edgesim':>14}{'coturn':>14}")
     keys = (
-        "relayed_packets", "wall_seconds", "relayed_packets_per_second", "loss_percent",
-        "server_cpu_seconds", "server_cpu_us_per_packet", "server_capacity_packets_per_cpu_second",
+        "relayed_packets",
+        "wall_seconds",
+        "relayed_packets_per_second",
+        "loss_percent",
+        "server_cpu_seconds",
+        "server_cpu_us_per_packet",
+        "server_capacity_packets_per_cpu_second",
     )
     for key in keys:
         print(f"{key:40}{ours[key]!s:>14}{theirs[key]!s:>14}")
     print(f"{'ratio of relayed packets/s (edgesim/coturn)':44}{ratio:>10.3f}")
+    print(f"edgesim server drops: {ours.get('server_dropped', {})}")
     out_dir = ROOT / "bench" / "results"
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "turn_bench.json").write_text(json.dumps(report, indent=2))
