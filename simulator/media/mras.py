@@ -20,6 +20,8 @@ Wiring into the SIP Front End (``service_handlers[content_type]``)::
         body, identity=identity, relays=relays, secret=b"edgesim-mras-shared-secret",
         now=time.time())
 
+or, from the topology: ``relays_from_topology(topology)`` and ``shared_secret(topology)``.
+
 ``identity`` is the SIP URI the Front End authenticated (the request's From); a request for
 another identity, or a body that is not a well-formed credentialsRequest, raises
 :class:`MrasError` (answer the SERVICE request with 400 and ``str(exc)`` as the reason).
@@ -33,6 +35,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
+from simulator.lab.topology import Topology
 from simulator.media.turn import time_limited_credentials
 
 CONTENT_TYPE = "application/msrtc-media-relay-auth+xml"
@@ -41,6 +44,8 @@ MAX_BODY = 16 * 1024
 DEFAULT_DURATION = 480
 """Minutes (8 hours), the Lync default."""
 MAX_DURATION = 480
+DEFAULT_SECRET = "edgesim-mras-shared-secret"
+"""The secret the Front End and the A/V Edge share when ``[services.av-edge]`` names none."""
 
 
 class MrasError(ValueError):
@@ -236,3 +241,35 @@ def parse_credentials_response(body: bytes) -> tuple[str, str, int, list[MediaRe
         int(creds.findtext(_q("duration")) or 0),
         relays,
     )
+
+
+def relays_from_topology(topology: Topology) -> list[MediaRelay]:
+    """The media relay list of the topology's A/V Edges (hosts running ``av-edge``).
+
+    ``internet``: the interface with a ``relay`` listener (its FQDN, UDP ``stun-udp`` port and
+    TCP ``turn-tls``/``turn-tcp`` port, 443 preferred); ``intranet``: the host's other interfaces
+    with STUN/TURN listeners. The list names FQDNs, which the lab DNS resolves in every runner.
+    """
+    relays: list[MediaRelay] = []
+    for host in topology.hosts:
+        if "av-edge" not in host.services:
+            continue
+        listeners = host.listeners_of("av-edge")
+        relay_ifaces = {lst.interface for lst in listeners if lst.proto == "relay"}
+        for iface in host.interfaces:
+            mine = [lst for lst in listeners if lst.interface == iface.id]
+            udp = next((lst.port for lst in mine if lst.proto == "stun-udp"), None)
+            tcp_ports = sorted(
+                (lst.port != 443, lst.port) for lst in mine if lst.proto in ("turn-tls", "turn-tcp")
+            )
+            tcp = tcp_ports[0][1] if tcp_ports else None
+            if udp is None and tcp is None:
+                continue
+            location = "internet" if iface.id in relay_ifaces else "intranet"
+            relays.append(MediaRelay(location, iface.fqdn or str(iface.address), udp, tcp))
+    return relays
+
+
+def shared_secret(topology: Topology) -> bytes:
+    """The MRAS/TURN shared secret of ``[services.av-edge]`` (the A/V Edge's default otherwise)."""
+    return str(topology.settings.get("av-edge", {}).get("shared_secret", DEFAULT_SECRET)).encode()

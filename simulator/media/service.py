@@ -51,12 +51,12 @@ from simulator.lab.topology import Topology
 from simulator.media import stun
 from simulator.media.aio import AsyncTurnServer, ListenerSpec
 from simulator.media.framing import StreamFramer
+from simulator.media.mras import DEFAULT_SECRET
 from simulator.media.turn import PeerPolicy, TurnConfig, time_limited_credentials
 from simulator.tls import client_context, server_context
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SECRET = "edgesim-mras-shared-secret"
 DEFAULT_DENIED_ZONES = ("perimeter-internal", "corporate")
 
 

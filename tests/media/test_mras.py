@@ -5,12 +5,15 @@ from __future__ import annotations
 import pytest
 from media_helpers import T0, Client, config
 
+from simulator.lab.topology import Topology
 from simulator.media.mras import (
     MediaRelay,
     MrasError,
     answer_credentials_request,
     credentials_request_body,
     parse_credentials_response,
+    relays_from_topology,
+    shared_secret,
 )
 from simulator.media.stun import MessageClass
 from simulator.media.turn import TurnServer
@@ -70,3 +73,11 @@ def test_bad_requests_raise_with_a_reason(body: bytes, reason: str) -> None:
         answer_credentials_request(
             body, identity="sip:alice@contoso.lab", relays=RELAYS, secret=SECRET, now=T0
         )
+
+
+def test_relay_list_and_secret_come_from_the_topology(topology: Topology) -> None:
+    assert relays_from_topology(topology) == [
+        MediaRelay("internet", "av.contoso.lab", 3478, 443),
+        MediaRelay("intranet", "edge-int.contoso.lab", 3478, 443),
+    ]
+    assert shared_secret(topology) == b"edgesim-mras-shared-secret"
