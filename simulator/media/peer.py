@@ -16,7 +16,7 @@ import logging
 from typing import Any
 
 from simulator.lab.services import BoundListener, ServiceContext
-from simulator.media.service import stream_binding, udp_binding
+from simulator.media.service import udp_binding
 from simulator.media.turn import answer_binding
 
 log = logging.getLogger(__name__)
@@ -162,4 +162,4 @@ async def _tcp_echo(address: str, port: int) -> str | None:
     return None if data == b"edgesim echo" else "echo differs"
 
 
-__all__ = ["MediaPeerService", "stream_binding"]
+__all__ = ["MediaPeerService"]

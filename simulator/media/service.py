@@ -46,7 +46,7 @@ import time
 from typing import Any
 
 from simulator.errors import ConfigError
-from simulator.lab.services import BoundListener, ServiceContext, address_of
+from simulator.lab.services import BoundListener, ServiceContext
 from simulator.lab.topology import Topology
 from simulator.media import stun
 from simulator.media.aio import AsyncTurnServer, ListenerSpec
@@ -332,4 +332,11 @@ async def udp_allocate(
         transport.close()
 
 
-__all__ = ["AvEdgeService", "address_of", "lab_zone_map", "turn_config"]
+__all__ = [
+    "AvEdgeService",
+    "lab_zone_map",
+    "stream_binding",
+    "turn_config",
+    "udp_allocate",
+    "udp_binding",
+]
