@@ -213,11 +213,19 @@ async def test_uclient_with_a_wrong_password_fails(turn: AsyncTurnServer, udp_pe
     assert turn.core.stats["rejected.401"] >= 2
 
 
-async def test_aiortc_peers_exchange_data_through_our_relay(turn: AsyncTurnServer) -> None:
+@pytest.mark.parametrize(
+    ("listener", "transport"), [("udp", "udp"), ("tls", "tcp")], ids=["udp-3478", "tcp-443"]
+)
+async def test_aiortc_peers_exchange_data_through_our_relay(
+    turn: AsyncTurnServer, listener: str, transport: str
+) -> None:
+    """Two relay-only WebRTC peers; over TCP they use the TLS-or-TCP port (the 443 fallback)."""
     aiortc = pytest.importorskip("aiortc")
-    lid = turn.listener("udp")
+    lid = turn.listener(listener)
     ice = aiortc.RTCIceServer(
-        urls=f"turn:{SERVER_IP}:{lid.port}?transport=udp", username=USER, credential=PASSWORD
+        urls=f"turn:{SERVER_IP}:{lid.port}?transport={transport}",
+        username=USER,
+        credential=PASSWORD,
     )
     configuration = aiortc.RTCConfiguration(
         iceServers=[ice], iceTransportPolicy=aiortc.RTCIceTransportPolicy.RELAY
