@@ -394,6 +394,11 @@ async def probe_relay_tcp_egress(spec: ProbeSpec) -> Outcome:
                 )
             raise
         details["relayed"] = _relayed(response)
+        # A permission for the peer first, as RFC 6062 clients do: servers that enforce
+        # permissions on Connect answer 403 without one (ours does, as RFC 8656 §9 implies).
+        await session.request(
+            stun.Method.CREATE_PERMISSION, {"XOR-PEER-ADDRESS": spec.peer}, "permission"
+        )
         # Connect (RFC 6062 §4.3) on the control connection.
         tid = secrets.token_bytes(12)
         peer_attr = stun.pack_xor_address(spec.peer, tid)

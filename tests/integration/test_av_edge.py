@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator
 
 import pytest
 from aioice.turn import create_turn_endpoint
-from media_lab import media_only
 
 from simulator.lab.runners.local import LocalLab
 from simulator.lab.topology import Topology
@@ -22,6 +21,7 @@ from simulator.media.stun import Message, MessageClass, Method
 from simulator.media.turn import PeerPolicy, TurnConfig
 from simulator.pki import LabPki
 from simulator.tls import client_context, server_context
+from tests.media_lab import media_only
 
 SERVER_IP = "127.51.100.11"
 PEER_IP = "127.0.113.50"

@@ -13,7 +13,6 @@ import socket
 from collections.abc import AsyncIterator
 
 import pytest
-from media_lab import media_only
 
 from simulator.lab.topology import Topology
 from simulator.media.aio import AsyncTurnServer, ListenerSpec
@@ -21,6 +20,7 @@ from simulator.media.service import lab_zone_map
 from simulator.media.turn import PeerPolicy, TurnConfig
 from simulator.pki import LabPki
 from simulator.tls import server_context
+from tests.media_lab import media_only
 
 pytestmark = pytest.mark.interop
 

@@ -47,7 +47,9 @@ def test_default_settings(topology: Topology) -> None:
         context(topology, dict(topology.settings["av-edge"])), "127.51.100.11", (50000, 59999)
     )
     assert (config.port_low, config.port_high) == (50000, 59999)
-    assert config.users == {"edgesim": "edgesim"}
+    # coturn's turnutils (-u edgesim -w edgesim) and the account `edgesim probe` uses
+    probe = topology.settings["probes"]
+    assert config.users == {"edgesim": "edgesim", probe["turn_username"]: probe["turn_password"]}
     assert config.policy.refuse("127.0.2.10") == "peer is in the corporate zone"
     assert config.policy.refuse("127.0.113.50") is None
 

@@ -82,3 +82,36 @@ async def test_sip_rows_against_the_lab_access_edge(
     for row in rows:
         assert results[row].verdict is Verdict.PASSED, (row, results[row].reason)
         assert results[row].reason.startswith("SIP ")
+
+
+needs_av = pytest.mark.skipif(
+    not _have("simulator.media.service"),
+    reason="the A/V Edge service (issue #5) is not in this tree",
+)
+
+AV_ROWS = [
+    "msn-rtp-tcp-out",
+    "msn-stun-out-3478",
+    "msn-stun-in-3478",
+    "av-turn-443-in",
+    "av-relay-udp-out",
+    "av-int-stun-3478",
+    "av-int-turn-443",
+]
+
+
+@needs_av
+async def test_av_rows_against_the_lab_av_edge(
+    isolated_topology: Topology, lab_pki: LabPki
+) -> None:
+    topology = isolated_topology
+    jobs = build_jobs(topology, JobBuilder(topology, lab_pki, timeout=3.0), rows=AV_ROWS)
+    async with LocalLab(topology, lab_pki.directory, hosts=["edge", "messenger"]) as lab:
+        assert any(s.service == "av-edge" and s.state == "running" for s in lab.statuses)
+        results = {r.row_id: r for r in await run_jobs(jobs, LocalExecutor())}
+    for row in AV_ROWS:
+        assert results[row].verdict is Verdict.PASSED, (row, results[row].reason)
+    # The seed row "RTP/TCP 50000-59999 from the Edge": the relay connects out from its range.
+    egress = results["msn-rtp-tcp-out"].reason
+    port = int(egress.split()[1].rsplit(":", 1)[1])
+    assert 50000 <= port <= 59999, egress
