@@ -1,0 +1,169 @@
+"""Plain TCP/UDP reachability across the lab firewalls: echo listeners and flow probes.
+
+This checks what a packet filter decides (does a SYN or a datagram to this address and port, from
+that address and port, get through and back?), not what a service answers; the protocol probes
+do that. Run inside a namespace or container of the lab:
+
+    python3 -m simulator.lab.flowcheck listen tcp:198.51.100.10:5061 udp:198.51.100.11:3478
+    python3 -m simulator.lab.flowcheck probe tcp:198.51.100.10:5061 udp:203.0.113.50:3478@198.51.100.11:50000
+
+``listen`` binds every address, prints ``ready`` once all are bound and echoes until killed.
+``probe`` prints one JSON object per flow: ``{"flow": ..., "ok": bool, "detail": ...}``, all
+flows at once, each bounded by ``--timeout`` seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import socket
+import sys
+from dataclasses import dataclass
+
+TOKEN = b"edgesim-flowcheck"
+
+
+@dataclass(frozen=True)
+class Flow:
+    transport: str
+    address: str
+    port: int
+    source_address: str | None = None
+    source_port: int = 0
+
+    @classmethod
+    def parse(cls, text: str) -> Flow:
+        """``tcp:ADDR:PORT`` or ``udp:ADDR:PORT@SRCADDR:SRCPORT``."""
+        main, _, source = text.partition("@")
+        transport, address, port = main.split(":")
+        if transport not in ("tcp", "udp"):
+            raise ValueError(f"bad transport in {text!r}")
+        src_addr, src_port = (source.split(":") + ["0"])[:2] if source else (None, "0")
+        return cls(transport, address, int(port), src_addr or None, int(src_port))
+
+    def __str__(self) -> str:
+        text = f"{self.transport}:{self.address}:{self.port}"
+        if self.source_address or self.source_port:
+            text += f"@{self.source_address or ''}:{self.source_port}"
+        return text
+
+
+# ------------------------------------------------------------------ listeners
+
+
+class _UdpEcho(asyncio.DatagramProtocol):
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.DatagramTransport)
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.transport.sendto(b"echo:" + data[:64], addr)
+
+
+async def _tcp_echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        data = await asyncio.wait_for(reader.read(64), 5.0)
+        writer.write(b"echo:" + data)
+        await writer.drain()
+    except (OSError, TimeoutError):
+        pass
+    finally:
+        writer.close()
+
+
+async def listen(flows: list[Flow]) -> None:
+    loop = asyncio.get_running_loop()
+    servers: list[object] = []
+    for flow in flows:
+        if flow.transport == "tcp":
+            servers.append(
+                await asyncio.start_server(_tcp_echo, flow.address, flow.port, reuse_address=True)
+            )
+        else:
+            transport, _ = await loop.create_datagram_endpoint(
+                _UdpEcho, local_addr=(flow.address, flow.port)
+            )
+            servers.append(transport)
+    sys.stdout.write("ready\n")
+    sys.stdout.flush()
+    await asyncio.Event().wait()
+
+
+# ------------------------------------------------------------------ probes
+
+
+async def probe_one(flow: Flow, timeout: float) -> tuple[bool, str]:
+    """Whether the flow gets through and its answer comes back within ``timeout``."""
+    loop = asyncio.get_running_loop()
+    kind = socket.SOCK_STREAM if flow.transport == "tcp" else socket.SOCK_DGRAM
+    sock = socket.socket(socket.AF_INET, kind)
+    sock.setblocking(False)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if flow.source_address or flow.source_port:
+            sock.bind((flow.source_address or "0.0.0.0", flow.source_port))
+        if flow.transport == "tcp":
+            await asyncio.wait_for(loop.sock_connect(sock, (flow.address, flow.port)), timeout)
+            await loop.sock_sendall(sock, TOKEN)
+            reply = await asyncio.wait_for(loop.sock_recv(sock, 128), timeout)
+        else:
+            sock.connect((flow.address, flow.port))
+            reply = b""
+            # A few tries: the first datagram may wait for ARP on a fresh link.
+            tries = 3
+            for attempt in range(tries):
+                await loop.sock_sendall(sock, TOKEN)
+                try:
+                    reply = await asyncio.wait_for(loop.sock_recv(sock, 128), timeout / tries)
+                    break
+                except TimeoutError:
+                    if attempt == tries - 1:
+                        raise
+        if reply != b"echo:" + TOKEN:
+            return False, f"unexpected answer {reply[:40]!r}"
+        return True, "answered"
+    except TimeoutError:
+        return False, f"no answer within {timeout:g} s (dropped)"
+    except OSError as exc:
+        return False, exc.strerror or str(exc)
+    finally:
+        sock.close()
+
+
+async def probe(flows: list[Flow], timeout: float) -> list[dict[str, object]]:
+    results = await asyncio.gather(*(probe_one(f, timeout) for f in flows))
+    return [
+        {"flow": str(f), "ok": ok, "detail": detail} for f, (ok, detail) in zip(flows, results)
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python3 -m simulator.lab.flowcheck")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_listen = sub.add_parser("listen", help="echo on every FLOW's address and port")
+    p_listen.add_argument("flows", nargs="+", metavar="FLOW")
+    p_probe = sub.add_parser("probe", help="try every FLOW, print one JSON line per flow")
+    p_probe.add_argument("flows", nargs="+", metavar="FLOW")
+    p_probe.add_argument("--timeout", type=float, default=2.0)
+    args = parser.parse_args(argv)
+    try:
+        flows = [Flow.parse(text) for text in args.flows]
+    except ValueError as exc:
+        parser.error(f"bad flow: {exc}")
+    if args.command == "listen":
+        try:
+            asyncio.run(listen(flows))
+        except OSError as exc:
+            sys.stderr.write(f"flowcheck: cannot listen: {exc}\n")
+            return 1
+        except KeyboardInterrupt:
+            return 0
+        return 0
+    for result in asyncio.run(probe(flows, args.timeout)):
+        sys.stdout.write(json.dumps(result) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
