@@ -5,7 +5,8 @@ that address and port, get through and back?), not what a service answers; the p
 do that. Run inside a namespace or container of the lab:
 
     python3 -m simulator.lab.flowcheck listen tcp:198.51.100.10:5061 udp:198.51.100.11:3478
-    python3 -m simulator.lab.flowcheck probe tcp:198.51.100.10:5061 udp:203.0.113.50:3478@198.51.100.11:50000
+    python3 -m simulator.lab.flowcheck probe tcp:198.51.100.10:5061 \\
+        udp:203.0.113.50:3478@198.51.100.11:50000
 
 ``listen`` binds every address, prints ``ready`` once all are bound and echoes until killed.
 ``probe`` prints one JSON object per flow: ``{"flow": ..., "ok": bool, "detail": ...}``, all
@@ -20,6 +21,11 @@ import json
 import socket
 import sys
 from dataclasses import dataclass
+from typing import cast
+
+from simulator.lab.topology import Topology
+from simulator.matrix import Expectation, load_matrix, resolve
+from simulator.matrix.model import Endpoint, Matrix, MatrixRow
 
 TOKEN = b"edgesim-flowcheck"
 
@@ -39,7 +45,7 @@ class Flow:
         transport, address, port = main.split(":")
         if transport not in ("tcp", "udp"):
             raise ValueError(f"bad transport in {text!r}")
-        src_addr, src_port = (source.split(":") + ["0"])[:2] if source else (None, "0")
+        src_addr, src_port = [*source.split(":"), "0"][:2] if source else (None, "0")
         return cls(transport, address, int(port), src_addr or None, int(src_port))
 
     def __str__(self) -> str:
@@ -53,9 +59,10 @@ class Flow:
 
 
 class _UdpEcho(asyncio.DatagramProtocol):
+    transport: asyncio.DatagramTransport
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.DatagramTransport)
-        self.transport = transport
+        self.transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         self.transport.sendto(b"echo:" + data[:64], addr)
@@ -134,8 +141,76 @@ async def probe_one(flow: Flow, timeout: float) -> tuple[bool, str]:
 async def probe(flows: list[Flow], timeout: float) -> list[dict[str, object]]:
     results = await asyncio.gather(*(probe_one(f, timeout) for f in flows))
     return [
-        {"flow": str(f), "ok": ok, "detail": detail} for f, (ok, detail) in zip(flows, results)
+        {"flow": str(f), "ok": ok, "detail": detail} for f, (ok, detail) in zip(flows, results, strict=True)
     ]
+
+
+# ------------------------------------------------------------------ flows of the matrix
+
+#: Destination port of rows whose ports are the source's (the relay range as source).
+SOURCE_SIDE_DESTINATION_PORT = 40000
+
+
+@dataclass(frozen=True)
+class MatrixFlow:
+    """One concrete flow checking a matrix row: from a host's address to another's."""
+
+    row: str
+    expect_open: bool
+    source_host: str
+    destination_host: str
+    flow: Flow
+
+    @property
+    def listener(self) -> Flow:
+        return Flow(self.flow.transport, self.flow.address, self.flow.port)
+
+
+def _free_port(
+    used: set[tuple[str, str, int]], key: tuple[str, str], port: int, low: int, high: int
+) -> int:
+    """``port`` or the nearest port of ``low..high`` not yet used as a source port by ``key``."""
+    for candidate in sorted(range(low, high + 1), key=lambda p: abs(p - port)):
+        if (*key, candidate) not in used:
+            used.add((*key, candidate))
+            return candidate
+    raise ValueError(f"no free source port in {low}-{high}")
+
+
+def _sample(low: int, high: int) -> list[int]:
+    return sorted({low, (low + high) // 2, high})
+
+
+def matrix_flows(topology: Topology, matrix: Matrix | None = None) -> list[MatrixFlow]:
+    """Every row of the matrix as concrete flows (ranges sampled at both ends and the middle).
+
+    Rows that do not resolve in the topology, and pairs within one host, are left out.
+    """
+    matrix = matrix if matrix is not None else load_matrix()
+    planned: list[tuple[MatrixRow, Endpoint, Endpoint, int]] = []
+    # Ports the destinations listen on: a source port must not collide with them.
+    used: set[tuple[str, str, int]] = set()
+    for row in matrix.rows:
+        resolved = resolve(row, topology)
+        if not resolved.resolved:
+            continue
+        for src in resolved.sources:
+            for dst in resolved.destinations:
+                if src.host == dst.host:
+                    continue
+                for port in _sample(row.port_low, row.port_high):
+                    planned.append((row, src, dst, port))
+                    if row.port_side != "source":
+                        used.add((row.transport, dst.address, port))
+    flows: list[MatrixFlow] = []
+    for row, src, dst, port in planned:
+        if row.port_side == "source":
+            sport = _free_port(used, (row.transport, src.address), port, row.port_low, row.port_high)
+            flow = Flow(row.transport, dst.address, SOURCE_SIDE_DESTINATION_PORT, src.address, sport)
+        else:
+            flow = Flow(row.transport, dst.address, port, src.address, 0)
+        flows.append(MatrixFlow(row.id, row.expect is Expectation.OPEN, src.host, dst.host, flow))
+    return flows
 
 
 def main(argv: list[str] | None = None) -> int:
