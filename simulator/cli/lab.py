@@ -224,15 +224,14 @@ def render_netns_status(netns: NetnsLab, check: bool = True) -> Table:
     return table
 
 
-def _runner_option(default: str) -> Any:
-    return click.option(
-        "--runner", type=click.Choice(("netns", "compose")), default=default, show_default=True,
-        help="Which lab.",
-    )
+RUNNER_OPTION = click.option(
+    "--runner", type=click.Choice(("netns", "compose")), default="netns", show_default=True,
+    help="Which lab.",
+)
 
 
 @lab.command("down")
-@_runner_option("netns")
+@RUNNER_OPTION
 @CERTS_OPTION
 @STATE_OPTION
 @click.pass_obj
@@ -250,7 +249,7 @@ def down(obj: Obj, runner: str, certs_dir: Path, state_dir: Path) -> None:
 
 
 @lab.command("status")
-@_runner_option("netns")
+@RUNNER_OPTION
 @click.option("--no-check", is_flag=True, help="Do not ask each listener whether it answers.")
 @CERTS_OPTION
 @STATE_OPTION
@@ -264,7 +263,7 @@ def status(obj: Obj, runner: str, no_check: bool, certs_dir: Path, state_dir: Pa
 
 
 @lab.command("reload-firewall")
-@_runner_option("netns")
+@RUNNER_OPTION
 @click.option(
     "--rules", "overrides", multiple=True, metavar="FIREWALL=FILE",
     help="Load FILE into FIREWALL instead of its topology file (repeatable), "
@@ -294,8 +293,8 @@ def reload_firewall(
             code |= _compose(["exec", "-T", fw.id, "nft", "-f", target])
         sys.exit(code)
     netns = NetnsLab(obj.topology, certs_dir=certs_dir, state_dir=state_dir, rules=rules)
-    for fw_id, path in netns.load_firewalls().items():
-        console.print(f"{fw_id}: loaded {path}")
+    for fw_id, loaded in netns.load_firewalls().items():
+        console.print(f"{fw_id}: loaded {loaded}")
 
 
 # ------------------------------------------------------------------ one host's services
@@ -365,7 +364,9 @@ def serve(obj: Obj, host_id: str, runner: str, ready_file: Path | None, certs_di
     try:
         obj.topology.host(host_id)
     except KeyError:
-        raise click.BadParameter(f"no host '{host_id}' in the topology", param_hint="--host") from None
+        raise click.BadParameter(
+            f"no host '{host_id}' in the topology", param_hint="--host"
+        ) from None
     sys.exit(asyncio.run(_serve(obj, host_id, runner, certs_dir, ready_file)))
 
 
@@ -380,7 +381,8 @@ async def _check_host(obj: Obj, host_id: str, runner: str, certs_dir: Path, read
         if factory is None:
             continue
         settings = dict(obj.topology.settings.get(svc["service"], {}))
-        ctx = ServiceContext(obj.topology, host, svc["service"], LabPki(certs_dir), runner, settings)
+        pki = LabPki(certs_dir)
+        ctx = ServiceContext(obj.topology, host, svc["service"], pki, runner, settings)
         instance = factory(ctx)
         status = ServiceStatus(host_id, svc["service"], "running", instance=instance)
         for item in svc["listeners"]:
@@ -388,7 +390,7 @@ async def _check_host(obj: Obj, host_id: str, runner: str, certs_dir: Path, read
                 lst for lst in host.listeners
                 if lst.interface == item["interface"] and lst.proto == item["proto"]
                 and lst.port_low == item["port_low"] and lst.service == svc["service"]
-            )  # fmt: skip
+            )
             bound = BoundListener(listener, item["transport"], item["address"], item["port"])
             probe = LocalLab(obj.topology, certs_dir)
             check = await probe._check_one(status, bound)

@@ -49,7 +49,9 @@ def configure_container_network(topology: Topology, host: Host) -> None:
             prefix = topology.zone(iface.zone).subnet.prefixlen
             _ip("addr", "add", f"{iface.address}/{prefix}", "dev", device)
     for route in host_routes(topology, host):
-        iface_zone = next(i.zone for i in host.interfaces if route.gateway in topology.zone(i.zone).subnet)
+        iface_zone = next(
+            i.zone for i in host.interfaces if route.gateway in topology.zone(i.zone).subnet
+        )
         args = route.ip_args()
         args[-1] = device_of_zone[iface_zone]
         _ip(*args)

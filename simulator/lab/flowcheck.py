@@ -141,7 +141,8 @@ async def probe_one(flow: Flow, timeout: float) -> tuple[bool, str]:
 async def probe(flows: list[Flow], timeout: float) -> list[dict[str, object]]:
     results = await asyncio.gather(*(probe_one(f, timeout) for f in flows))
     return [
-        {"flow": str(f), "ok": ok, "detail": detail} for f, (ok, detail) in zip(flows, results, strict=True)
+        {"flow": str(f), "ok": ok, "detail": detail}
+        for f, (ok, detail) in zip(flows, results, strict=True)
     ]
 
 
@@ -205,8 +206,10 @@ def matrix_flows(topology: Topology, matrix: Matrix | None = None) -> list[Matri
     flows: list[MatrixFlow] = []
     for row, src, dst, port in planned:
         if row.port_side == "source":
-            sport = _free_port(used, (row.transport, src.address), port, row.port_low, row.port_high)
-            flow = Flow(row.transport, dst.address, SOURCE_SIDE_DESTINATION_PORT, src.address, sport)
+            key = (row.transport, src.address)
+            sport = _free_port(used, key, port, row.port_low, row.port_high)
+            dport = SOURCE_SIDE_DESTINATION_PORT
+            flow = Flow(row.transport, dst.address, dport, src.address, sport)
         else:
             flow = Flow(row.transport, dst.address, port, src.address, 0)
         flows.append(MatrixFlow(row.id, row.expect is Expectation.OPEN, src.host, dst.host, flow))

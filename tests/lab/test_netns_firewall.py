@@ -72,7 +72,7 @@ def test_broken_external_rules_change_exactly_the_affected_rows(
     probe_23456 = MatrixFlow(
         "extra-inet-23456", False, "jabber", "edge",
         Flow("tcp", str(access.address), 23456, str(topology.interface("jabber:wan").address)),
-    )  # fmt: skip
+    )
 
     # The rows the broken file must break: open UDP 3478 rows crossing the external firewall.
     def crosses_external(row_id: str) -> bool:
@@ -80,13 +80,13 @@ def test_broken_external_rules_change_exactly_the_affected_rows(
         return any(
             {s.zone, d.zone} <= set(fw.zones) and s.zone != d.zone
             for s in res.sources for d in res.destinations
-        )  # fmt: skip
+        )
 
     breaks = {
         mf.row for mf in flows
         if mf.expect_open and mf.flow.transport == "udp" and mf.flow.port == 3478
         and crosses_external(mf.row)
-    }  # fmt: skip
+    }
     assert breaks, "the matrix has UDP 3478 rows across the external firewall"
     assert inet.zone == "internet"
 

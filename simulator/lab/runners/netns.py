@@ -202,9 +202,9 @@ class NetnsLab:
                 run([
                     "ip", "-n", SWITCH, "link", "add", outer, "type", "veth",
                     "peer", "name", inner, "netns", ns,
-                ])  # fmt: skip
+                ])
                 run(["ip", "-n", SWITCH, "link", "set", outer, "master",
-                     self._zone_bridge(iface.zone), "up"])  # fmt: skip
+                     self._zone_bridge(iface.zone), "up"])
                 run(["ip", "-n", ns, "addr", "add", f"{iface.address}/{prefix}", "dev", inner])
                 run(["ip", "-n", ns, "link", "set", inner, "up"])
             if kind == "firewall":
@@ -240,7 +240,7 @@ class NetnsLab:
         return [
             h for h in self.topology.hosts
             if any(load_service(name) is not None for name in h.services)
-        ]  # fmt: skip
+        ]
 
     def start_services(self, timeout: float = READY_TIMEOUT) -> list[HostProcess]:
         """One ``lab serve`` process per host with services; wait until each is listening."""
@@ -258,10 +258,10 @@ class NetnsLab:
                         self.python, "-m", "simulator", "--topology", str(self.topology.path),
                         "lab", "serve", "--host", host.id, "--runner", self.runner,
                         "--certs", str(self.certs_dir), "--ready-file", str(ready),
-                    ],  # fmt: skip
+                    ],
                     stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                     env=_package_env(), start_new_session=True,
-                )  # fmt: skip
+                )
             hp = HostProcess(host.id, proc.pid, ready, log_file)
             (self.state_dir / f"{host.id}.pid").write_text(f"{proc.pid}\n")
             procs.append((hp, proc))
@@ -374,7 +374,7 @@ class NetnsLab:
                 "--topology", str(self.topology.path), "lab", "check-host", "--host", host,
                 "--runner", self.runner, "--certs", str(self.certs_dir),
                 "--ready-file", str(ready),
-            ],  # fmt: skip
+            ],
             timeout=timeout,
         )
         result: list[dict[str, object]] = json.loads(out or "[]")
@@ -443,7 +443,7 @@ def check_flows(
                  "listen", *sorted(map(str, specs))],
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
                 text=True, env=env, start_new_session=True,
-            )  # fmt: skip
+            )
             listeners.append(proc)
         for proc in listeners:
             _wait_ready(proc, READY_TIMEOUT)
@@ -456,7 +456,7 @@ def check_flows(
                  "probe", "--timeout", str(timeout), *(str(mf.flow) for mf in items)],
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
                 text=True, env=env,
-            )  # fmt: skip
+            )
             for host, items in by_src.items()
         }
         results: list[FlowResult] = []
