@@ -338,6 +338,7 @@ async def _serve(obj: Obj, host: str, runner: str, certs_dir: Path, ready_file: 
     try:
         payload = json.dumps(_ready_payload(host, statuses), indent=2)
         if ready_file is not None:
+            ready_file.parent.mkdir(parents=True, exist_ok=True)
             tmp = ready_file.with_suffix(".tmp")
             tmp.write_text(payload)
             tmp.replace(ready_file)
@@ -415,10 +416,33 @@ def check_host(obj: Obj, host_id: str, runner: str, ready_file: Path, certs_dir:
 # ------------------------------------------------------------------ compose runner
 
 
+@lab.command("compose-render")
+@click.option(
+    "--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("docker-compose.yml"),
+    show_default=True, help="Where to write the compose file.",
+)
+@click.pass_obj
+def compose_render(obj: Obj, out: Path) -> None:
+    """Write docker-compose.yml for the topology (the repository's file is this output).
+
+    A network per zone on its subnet, the firewalls as routing containers enforcing
+    lab/firewall/*.nft, every host as a container with its fixed addresses.
+    """
+    from simulator.lab.compose import render_compose
+
+    topology_path = None
+    if obj.topology_path is not None:
+        topology_path = Path(os.path.relpath(obj.topology.path, out.resolve().parent))
+    out.write_text(render_compose(obj.topology, topology_path))
+    console.print(f"wrote {out}")
+
+
 def _compose(args: list[str]) -> int:
     if shutil.which("docker") is None:
         raise LabError("docker is not installed: scripts/setup-docker.sh installs and starts it")
     if not Path("docker-compose.yml").is_file():
-        raise LabError("no docker-compose.yml here: run this at the repository root "
-                       "(or `edgesim lab compose-render`)")
+        raise LabError(
+            "no docker-compose.yml here: run this at the repository root "
+            "(or write one with `edgesim lab compose-render`)"
+        )
     return subprocess.run(["docker", "compose", *args]).returncode

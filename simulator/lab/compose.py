@@ -1,6 +1,21 @@
 """The compose runner: docker-compose.yml rendered from the topology, and container set-up.
 
-(The renderer follows; :func:`configure_container_network` runs inside a host's container.)
+:func:`render_compose` writes the compose file (committed at the repository root; a test fails
+when it drifts from the topology):
+
+* one network per zone on the zone's subnet; Docker's bridge takes the last free address of the
+  subnet (never a lab address), IP masquerading is off, and no port is ever published;
+* the firewalls as containers with ``NET_ADMIN`` and ``net.ipv4.ip_forward=1``, loading their
+  rule files from ``lab/firewall`` (mounted read-only, so an edit plus
+  ``edgesim lab reload-firewall --runner compose`` or a restart applies it); they drop Docker's
+  default route, so only the lab's routes exist between zones;
+* every host as a container running ``edgesim lab serve --runner compose``, which first adds the
+  host's extra addresses and its routes via its zones' firewalls
+  (:func:`configure_container_network`), so a flow between zones crosses the lab firewall and
+  only intra-network (bridged) traffic meets Docker's own rules; ``NET_ADMIN`` only for hosts
+  that need routes or addresses;
+* health checks (the firewall's table is loaded; the host's services are listening) and
+  ``restart: unless-stopped``.
 """
 
 from __future__ import annotations
@@ -9,10 +24,11 @@ import ipaddress
 import json
 import logging
 import subprocess
+from pathlib import Path, PurePosixPath
 
 from simulator.errors import LabError
 from simulator.lab.network import host_routes
-from simulator.lab.topology import Host, Topology
+from simulator.lab.topology import Host, Topology, Zone, default_topology_path
 
 log = logging.getLogger(__name__)
 
@@ -56,3 +72,141 @@ def configure_container_network(topology: Topology, host: Host) -> None:
         args[-1] = device_of_zone[iface_zone]
         _ip(*args)
         log.info("%s: ip %s", host.id, " ".join(args))
+
+
+# ------------------------------------------------------------------ rendering
+
+IMAGE = "${EDGESIM_IMAGE:-edgesim:latest}"
+CERTS = "/var/lib/edgesim/certs"
+READY = "/run/edgesim/ready.json"
+RULES_DIR = "/etc/edgesim/firewall"
+TOPOLOGY_IN_CONTAINER = "/etc/edgesim/topology.toml"
+PROJECT = "edgesim"
+
+
+def docker_gateway(topology: Topology, zone: Zone) -> ipaddress.IPv4Address:
+    """The address Docker's bridge gets in a zone: the highest one no lab interface uses."""
+    used = {i.address for i in topology.interfaces()}
+    used |= {i.address for fw in topology.firewalls for i in fw.interfaces}
+    for candidate in reversed(list(zone.subnet.hosts())):
+        if candidate not in used:
+            return candidate
+    raise LabError(f"zone {zone.id}: no free address for Docker's bridge in {zone.subnet}")
+
+
+def _needs_net_admin(topology: Topology, host: Host) -> bool:
+    zones = [i.zone for i in host.interfaces]
+    return bool(host_routes(topology, host)) or len(zones) != len(set(zones))
+
+
+def _q(value: str) -> str:
+    """A YAML double-quoted scalar."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _flow_list(items: list[str]) -> str:
+    return "[" + ", ".join(_q(i) for i in items) + "]"
+
+
+def render_compose(topology: Topology, topology_path: Path | None = None) -> str:
+    """docker-compose.yml for ``topology``.
+
+    ``topology_path`` (relative to the compose file) is mounted into the containers when the
+    topology is not the one shipped in the package.
+    """
+    custom = topology.path.resolve() != default_topology_path().resolve()
+    topo_args = ["--topology", TOPOLOGY_IN_CONTAINER] if custom else []
+    topo_volume = None
+    if custom:
+        source = topology_path if topology_path is not None else topology.path
+        topo_volume = f"{source}:{TOPOLOGY_IN_CONTAINER}:ro"
+
+    out: list[str] = [
+        "# The edgesim lab for Docker Compose, rendered from the topology by",
+        "# `edgesim lab compose-render`: do not edit by hand (a test fails when it drifts).",
+        "#",
+        "#   scripts/build-image.sh [--base edgesim-base:bookworm]   # the edgesim:latest image",
+        "#   docker compose up -d --wait",
+        "#   edgesim lab reload-firewall --runner compose             # after editing lab/firewall",
+        "#   docker compose down",
+        "#",
+        "# One network per zone; the firewall containers route between them and enforce",
+        "# lab/firewall/*.nft. No port is published on the host.",
+        f"name: {PROJECT}",
+        "",
+        "x-lab-node: &lab-node",
+        f"  image: {_q(IMAGE)}",
+        "  init: true",
+        "  restart: unless-stopped",
+        "  stop_grace_period: 5s",
+        "",
+        "services:",
+    ]
+    for fw in topology.firewalls:
+        rules = PurePosixPath(fw.rules)
+        script = (
+            "ip route del default 2>/dev/null; "
+            f"nft -f {RULES_DIR}/{rules.name} && exec sleep infinity"
+        )
+        out += [
+            f"  {fw.id}:",
+            "    <<: *lab-node",
+            f"    hostname: {fw.id}",
+            "    cap_add: [NET_ADMIN]",
+            "    sysctls:",
+            '      net.ipv4.ip_forward: "1"',
+            "    volumes:",
+            f"      - {_q(f'./{rules.parent}:{RULES_DIR}:ro')}",
+            f"    command: {_flow_list(['sh', '-c', script])}",
+            "    healthcheck:",
+            f"      test: {_flow_list(['CMD', 'nft', 'list', 'table', 'inet', 'edgesim'])}",
+            "      interval: 2s",
+            "      timeout: 2s",
+            "      retries: 30",
+            "    networks:",
+        ]
+        for iface in fw.interfaces:
+            out += [f"      {iface.zone}:", f"        ipv4_address: {iface.address}"]
+        out.append("")
+    for host in topology.hosts:
+        command = [
+            "edgesim", *topo_args, "lab", "serve", "--host", host.id, "--runner", "compose",
+            "--certs", CERTS, "--ready-file", READY,
+        ]
+        out += [f"  {host.id}:", "    <<: *lab-node", f"    hostname: {host.id}"]
+        if host.description:
+            out.append(f"    labels: {{ org.edgesim.description: {_q(host.description)} }}")
+        if _needs_net_admin(topology, host):
+            out.append("    cap_add: [NET_ADMIN]")
+        if topo_volume:
+            out += ["    volumes:", f"      - {_q(topo_volume)}"]
+        out += [
+            f"    command: {_flow_list(command)}",
+            "    healthcheck:",
+            f"      test: {_flow_list(['CMD', 'test', '-f', READY])}",
+            "      interval: 2s",
+            "      timeout: 2s",
+            "      retries: 30",
+            "    networks:",
+        ]
+        seen: set[str] = set()
+        for iface in host.interfaces:
+            if iface.zone in seen:
+                continue  # a second address in the same zone is added by `lab serve`
+            seen.add(iface.zone)
+            out += [f"      {iface.zone}:", f"        ipv4_address: {iface.address}"]
+        out.append("")
+    out.append("networks:")
+    for zone in topology.zones:
+        out += [
+            f"  {zone.id}:",
+            "    driver: bridge",
+            "    driver_opts:",
+            '      com.docker.network.bridge.enable_ip_masquerade: "false"',
+            "    ipam:",
+            "      config:",
+            f"        - subnet: {zone.subnet}",
+            f"          gateway: {docker_gateway(topology, zone)}",
+        ]
+    out.append("")
+    return "\n".join(out)

@@ -17,12 +17,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import os
+import select
+import signal
 import socket
+import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
 
+from simulator.errors import LabError
 from simulator.lab.topology import Topology
 from simulator.matrix import Expectation, load_matrix, resolve
 from simulator.matrix.model import Endpoint, Matrix, MatrixRow
@@ -79,7 +86,7 @@ async def _tcp_echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) 
         writer.close()
 
 
-async def listen(flows: list[Flow]) -> None:
+async def listen(flows: list[Flow], lifetime: float) -> None:
     loop = asyncio.get_running_loop()
     servers: list[object] = []
     for flow in flows:
@@ -92,9 +99,9 @@ async def listen(flows: list[Flow]) -> None:
                 _UdpEcho, local_addr=(flow.address, flow.port)
             )
             servers.append(transport)
-    sys.stdout.write("ready\n")
+    sys.stdout.write(f"ready {os.getpid()}\n")
     sys.stdout.flush()
-    await asyncio.Event().wait()
+    await asyncio.sleep(lifetime)
 
 
 # ------------------------------------------------------------------ probes
@@ -216,11 +223,112 @@ def matrix_flows(topology: Topology, matrix: Matrix | None = None) -> list[Matri
     return flows
 
 
+# ------------------------------------------------------------------ running them
+
+LISTENER_LIFETIME = 600.0
+STOP_TIMEOUT = 5.0
+READY_TIMEOUT = 30.0
+
+
+class FlowError(LabError):
+    """Listeners or probers could not be run."""
+
+
+@dataclass(frozen=True)
+class FlowResult:
+    flow: MatrixFlow
+    ok: bool
+    detail: str
+
+
+def check_flows(
+    flows: list[MatrixFlow],
+    exec_in: Callable[[str], list[str]],
+    *,
+    timeout: float = 1.5,
+    python: str = "python3",
+    env: dict[str, str] | None = None,
+) -> list[FlowResult]:
+    """Echo listeners at every destination, each flow tried from its source host.
+
+    ``exec_in(host)`` is the command prefix that runs a command on a lab host (``ip netns exec
+    es-HOST`` or ``docker compose exec -T HOST``). One listener per destination host and one
+    prober per source host, all at once; every flow waits at most ``timeout`` seconds.
+    """
+    by_dst: dict[str, set[Flow]] = {}
+    for mf in flows:
+        by_dst.setdefault(mf.destination_host, set()).add(mf.listener)
+    listeners: list[tuple[str, subprocess.Popen[str]]] = []
+    pids: dict[str, str] = {}
+    try:
+        for host, specs in by_dst.items():
+            proc = subprocess.Popen(
+                [*exec_in(host), python, "-m", "simulator.lab.flowcheck", "listen",
+                 "--lifetime", str(LISTENER_LIFETIME), *sorted(map(str, specs))],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                text=True, env=env, start_new_session=True,
+            )
+            listeners.append((host, proc))
+        for host, proc in listeners:
+            pids[host] = _wait_ready(proc, READY_TIMEOUT)
+        by_src: dict[str, list[MatrixFlow]] = {}
+        for mf in flows:
+            by_src.setdefault(mf.source_host, []).append(mf)
+        probers = {
+            host: subprocess.Popen(
+                [*exec_in(host), python, "-m", "simulator.lab.flowcheck",
+                 "probe", "--timeout", str(timeout), *(str(mf.flow) for mf in items)],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                text=True, env=env,
+            )
+            for host, items in by_src.items()
+        }
+        results: list[FlowResult] = []
+        for host, proc in probers.items():
+            try:
+                out, err = proc.communicate(timeout=timeout * 4 + 20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                raise FlowError(f"{host}: flow probes did not finish") from None
+            lines = [json.loads(line) for line in out.splitlines() if line.strip()]
+            if proc.returncode != 0 or len(lines) != len(by_src[host]):
+                raise FlowError(f"{host}: flow probes failed: {err.strip()[-400:]}")
+            for mf, item in zip(by_src[host], lines, strict=True):
+                results.append(FlowResult(mf, bool(item["ok"]), str(item["detail"])))
+        return results
+    finally:
+        for host, proc in listeners:
+            # The listener may run in a container: stop it by its own pid there.
+            if host in pids:
+                subprocess.run([*exec_in(host), "kill", pids[host]], capture_output=True,
+                               timeout=STOP_TIMEOUT + 10, env=env)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.communicate(timeout=STOP_TIMEOUT)
+
+
+def _wait_ready(proc: subprocess.Popen[str], timeout: float) -> str:
+    """Wait for the listener's ``ready PID`` line; returns its pid (where it runs)."""
+    assert proc.stdout is not None
+    ready, _, _ = select.select([proc.stdout], [], [], timeout)
+    line = proc.stdout.readline() if ready else ""
+    words = line.split()
+    if len(words) != 2 or words[0] != "ready":
+        err = ""
+        if proc.poll() is not None and proc.stderr is not None:
+            err = proc.stderr.read().strip()[-400:]
+        raise FlowError(f"flow listener did not start within {timeout:.0f} s: {err or line!r}")
+    return words[1]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python3 -m simulator.lab.flowcheck")
     sub = parser.add_subparsers(dest="command", required=True)
     p_listen = sub.add_parser("listen", help="echo on every FLOW's address and port")
     p_listen.add_argument("flows", nargs="+", metavar="FLOW")
+    p_listen.add_argument("--lifetime", type=float, default=LISTENER_LIFETIME,
+                          help="exit after this many seconds at the latest")
     p_probe = sub.add_parser("probe", help="try every FLOW, print one JSON line per flow")
     p_probe.add_argument("flows", nargs="+", metavar="FLOW")
     p_probe.add_argument("--timeout", type=float, default=2.0)
@@ -231,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"bad flow: {exc}")
     if args.command == "listen":
         try:
-            asyncio.run(listen(flows))
+            asyncio.run(listen(flows, args.lifetime))
         except OSError as exc:
             sys.stderr.write(f"flowcheck: cannot listen: {exc}\n")
             return 1

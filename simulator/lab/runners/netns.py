@@ -22,7 +22,6 @@ import contextlib
 import json
 import logging
 import os
-import select
 import shutil
 import signal
 import subprocess
@@ -33,8 +32,9 @@ from pathlib import Path
 
 import simulator
 from simulator.errors import LabError
+from simulator.lab import flowcheck
 from simulator.lab.firewall import render_all
-from simulator.lab.flowcheck import Flow, MatrixFlow
+from simulator.lab.flowcheck import FlowResult, MatrixFlow
 from simulator.lab.network import host_routes, link_name
 from simulator.lab.services import load_service
 from simulator.lab.topology import Firewall, Host, Interface, Topology
@@ -416,76 +416,11 @@ def _tail(path: Path, lines: int = 5) -> str:
 # ------------------------------------------------------------------ plain flows across the lab
 
 
-@dataclass(frozen=True)
-class FlowResult:
-    flow: MatrixFlow
-    ok: bool
-    detail: str
-
-
 def check_flows(
     flows: list[MatrixFlow], *, timeout: float = 1.5, python: str = sys.executable
 ) -> list[FlowResult]:
-    """Echo listeners at every destination, each flow tried from its source's namespace.
-
-    One listener process per destination namespace and one prober per source namespace, all
-    at once; every flow waits at most ``timeout`` seconds for its answer.
-    """
-    by_dst: dict[str, set[Flow]] = {}
-    for mf in flows:
-        by_dst.setdefault(mf.destination_host, set()).add(mf.listener)
-    listeners: list[subprocess.Popen[str]] = []
-    env = _package_env()
-    try:
-        for host, specs in by_dst.items():
-            proc = subprocess.Popen(
-                ["ip", "netns", "exec", ns_name(host), python, "-m", "simulator.lab.flowcheck",
-                 "listen", *sorted(map(str, specs))],
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-                text=True, env=env, start_new_session=True,
-            )
-            listeners.append(proc)
-        for proc in listeners:
-            _wait_ready(proc, READY_TIMEOUT)
-        by_src: dict[str, list[MatrixFlow]] = {}
-        for mf in flows:
-            by_src.setdefault(mf.source_host, []).append(mf)
-        probers = {
-            host: subprocess.Popen(
-                ["ip", "netns", "exec", ns_name(host), python, "-m", "simulator.lab.flowcheck",
-                 "probe", "--timeout", str(timeout), *(str(mf.flow) for mf in items)],
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-                text=True, env=env,
-            )
-            for host, items in by_src.items()
-        }
-        results: list[FlowResult] = []
-        for host, proc in probers.items():
-            try:
-                out, err = proc.communicate(timeout=timeout * 4 + 20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                raise LabError(f"{host}: flow probes did not finish") from None
-            lines = [json.loads(line) for line in out.splitlines() if line.strip()]
-            if proc.returncode != 0 or len(lines) != len(by_src[host]):
-                raise LabError(f"{host}: flow probes failed: {err.strip()[-400:]}")
-            for mf, item in zip(by_src[host], lines, strict=True):
-                results.append(FlowResult(mf, bool(item["ok"]), str(item["detail"])))
-        return results
-    finally:
-        for proc in listeners:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.communicate(timeout=STOP_TIMEOUT)
-
-
-def _wait_ready(proc: subprocess.Popen[str], timeout: float) -> None:
-    assert proc.stdout is not None
-    ready, _, _ = select.select([proc.stdout], [], [], timeout)
-    line = proc.stdout.readline() if ready else ""
-    if line.strip() != "ready":
-        err = ""
-        if proc.poll() is not None and proc.stderr is not None:
-            err = proc.stderr.read().strip()[-400:]
-        raise LabError(f"flow listener did not start within {timeout:.0f} s: {err or line!r}")
+    """Every flow tried across the netns lab (see :func:`simulator.lab.flowcheck.check_flows`)."""
+    return flowcheck.check_flows(
+        flows, lambda host: ["ip", "netns", "exec", ns_name(host)],
+        timeout=timeout, python=python, env=_package_env(),
+    )

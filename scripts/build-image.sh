@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Build the edgesim lab image offline: wheels on the host, then `docker build`.
+#
+# Usage: scripts/build-image.sh [--base IMAGE] [--tag TAG]
+#   --base  base image (default python:3.11-slim; edgesim-base:bookworm from
+#           scripts/make-base-image.sh needs no registry)
+#   --tag   image tag (default edgesim:latest, the one docker-compose.yml uses)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+BASE=python:3.11-slim
+TAG=edgesim:latest
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --base) BASE=$2; shift 2 ;;
+        --tag) TAG=$2; shift 2 ;;
+        *) echo "usage: $0 [--base IMAGE] [--tag TAG]" >&2; exit 2 ;;
+    esac
+done
+log() { printf 'build-image: %s\n' "$*" >&2; }
+
+PY=${PYTHON:-python3}
+rm -rf build/wheels
+log "building wheels (the project and its dependencies) into build/wheels"
+"$PY" -m pip wheel --quiet --wheel-dir build/wheels .
+log "docker build --build-arg BASE_IMAGE=$BASE -t $TAG"
+docker build --quiet --build-arg "BASE_IMAGE=$BASE" -t "$TAG" . >/dev/null
+log "done: $TAG ($(docker image inspect --format '{{.Size}}' "$TAG") bytes)"
