@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import json
 import os
 import select
@@ -35,6 +36,33 @@ from simulator.matrix import Expectation, load_matrix, resolve
 from simulator.matrix.model import Endpoint, Matrix, MatrixRow
 
 TOKEN = b"edgesim-flowcheck"
+STUN_COOKIE = bytes.fromhex("2112a442")
+STUN_PORTS = {3478}
+DNS_PORTS = {53}
+
+
+def _udp_payload(port: int) -> bytes:
+    """What to send over UDP: a datagram the echo listener returns and a lab service answers.
+
+    On the DNS port a query (RFC 1035 4.1) for ``flowcheck.invalid``; on the STUN port a
+    Binding request (RFC 8489 6); elsewhere a plain token.
+    """
+    txid = os.urandom(12)
+    if port in DNS_PORTS:
+        question = b"\x09flowcheck\x07invalid\x00" + b"\x00\x01\x00\x01"
+        return txid[:2] + b"\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00" + question
+    if port in STUN_PORTS:
+        return b"\x00\x01\x00\x00" + STUN_COOKIE + txid
+    return TOKEN + txid
+
+
+def _answers(payload: bytes, reply: bytes) -> bool:
+    """Whether ``reply`` is a DNS response or STUN response to ``payload``."""
+    if len(payload) == 20 and payload[4:8] == STUN_COOKIE:
+        return len(reply) >= 20 and reply[4:20] == payload[4:20] and reply[0] & 0x01 == 0x01
+    if len(reply) >= 12 and payload[2:4] == b"\x01\x00":
+        return reply[:2] == payload[:2] and reply[2] & 0x80 == 0x80
+    return False
 
 
 @dataclass(frozen=True)
@@ -90,15 +118,23 @@ async def listen(flows: list[Flow], lifetime: float) -> None:
     loop = asyncio.get_running_loop()
     servers: list[object] = []
     for flow in flows:
-        if flow.transport == "tcp":
-            servers.append(
-                await asyncio.start_server(_tcp_echo, flow.address, flow.port, reuse_address=True)
-            )
-        else:
-            transport, _ = await loop.create_datagram_endpoint(
-                _UdpEcho, local_addr=(flow.address, flow.port)
-            )
-            servers.append(transport)
+        try:
+            if flow.transport == "tcp":
+                servers.append(
+                    await asyncio.start_server(
+                        _tcp_echo, flow.address, flow.port, reuse_address=True
+                    )
+                )
+            else:
+                transport, _ = await loop.create_datagram_endpoint(
+                    _UdpEcho, local_addr=(flow.address, flow.port)
+                )
+                servers.append(transport)
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            # A lab service listens there already; the probe knows how to ask it.
+            sys.stderr.write(f"flowcheck: {flow} is served by a lab service already\n")
     sys.stdout.write(f"ready {os.getpid()}\n")
     sys.stdout.flush()
     await asyncio.sleep(lifetime)
@@ -118,25 +154,32 @@ async def probe_one(flow: Flow, timeout: float) -> tuple[bool, str]:
         if flow.source_address or flow.source_port:
             sock.bind((flow.source_address or "0.0.0.0", flow.source_port))
         if flow.transport == "tcp":
+            # The handshake completing is the verdict: a filter drops the SYN or answers RST.
             await asyncio.wait_for(loop.sock_connect(sock, (flow.address, flow.port)), timeout)
             await loop.sock_sendall(sock, TOKEN)
-            reply = await asyncio.wait_for(loop.sock_recv(sock, 128), timeout)
-        else:
-            sock.connect((flow.address, flow.port))
-            reply = b""
-            # A few tries: the first datagram may wait for ARP on a fresh link.
-            tries = 3
-            for attempt in range(tries):
-                await loop.sock_sendall(sock, TOKEN)
-                try:
-                    reply = await asyncio.wait_for(loop.sock_recv(sock, 128), timeout / tries)
-                    break
-                except TimeoutError:
-                    if attempt == tries - 1:
-                        raise
-        if reply != b"echo:" + TOKEN:
-            return False, f"unexpected answer {reply[:40]!r}"
-        return True, "answered"
+            try:
+                reply = await asyncio.wait_for(loop.sock_recv(sock, 128), timeout)
+            except (TimeoutError, OSError):
+                reply = b""
+            return True, "answered" if reply == b"echo:" + TOKEN else "connected"
+        payload = _udp_payload(flow.port)
+        sock.connect((flow.address, flow.port))
+        reply = b""
+        # A few tries: the first datagram may wait for ARP on a fresh link.
+        tries = 3
+        for attempt in range(tries):
+            await loop.sock_sendall(sock, payload)
+            try:
+                reply = await asyncio.wait_for(loop.sock_recv(sock, 2048), timeout / tries)
+                break
+            except TimeoutError:
+                if attempt == tries - 1:
+                    raise
+        if reply == b"echo:" + payload:
+            return True, "answered"
+        if _answers(payload, reply):
+            return True, "answered by the lab service"
+        return False, f"unexpected answer {reply[:40]!r}"
     except TimeoutError:
         return False, f"no answer within {timeout:g} s (dropped)"
     except OSError as exc:

@@ -14,8 +14,7 @@ import pytest
 from simulator.lab.flowcheck import Flow, MatrixFlow, matrix_flows
 from simulator.lab.runners.netns import NetnsLab, check_flows
 from simulator.lab.topology import Topology
-from simulator.matrix import load_matrix, resolve
-from tests.lab.netns_helpers import skip_unless_netns
+from tests.lab.helpers import rows_broken_by_broken_external, skip_unless_netns
 
 pytestmark = pytest.mark.root
 
@@ -63,8 +62,7 @@ def test_open_rows_pass_and_negative_rows_are_dropped(
 def test_broken_external_rules_change_exactly_the_affected_rows(
     netns_lab: NetnsLab, topology: Topology
 ) -> None:
-    matrix = load_matrix()
-    flows = matrix_flows(topology, matrix)
+    flows = matrix_flows(topology)
     fw = next(f for f in topology.firewalls if f.id == "fw-external")
     inet = next(i for i in fw.interfaces if i.zone == "internet")
     access = topology.interface("edge:access")
@@ -74,19 +72,7 @@ def test_broken_external_rules_change_exactly_the_affected_rows(
         Flow("tcp", str(access.address), 23456, str(topology.interface("jabber:wan").address)),
     )
 
-    # The rows the broken file must break: open UDP 3478 rows crossing the external firewall.
-    def crosses_external(row_id: str) -> bool:
-        res = resolve(matrix.row(row_id), topology)
-        return any(
-            {s.zone, d.zone} <= set(fw.zones) and s.zone != d.zone
-            for s in res.sources for d in res.destinations
-        )
-
-    breaks = {
-        mf.row for mf in flows
-        if mf.expect_open and mf.flow.transport == "udp" and mf.flow.port == 3478
-        and crosses_external(mf.row)
-    }
+    breaks = rows_broken_by_broken_external(topology, flows)
     assert breaks, "the matrix has UDP 3478 rows across the external firewall"
     assert inet.zone == "internet"
 
