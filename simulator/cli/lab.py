@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import os
 import shutil
@@ -297,6 +298,80 @@ def reload_firewall(
         console.print(f"{fw_id}: loaded {loaded}")
 
 
+@lab.command("flows")
+@RUNNER_OPTION
+@click.option("--row", "row_ids", multiple=True, metavar="ROW", help="Only this row (repeatable).")
+@click.option(
+    "--timeout", type=float, default=1.5, show_default=True,
+    help="Seconds each flow waits for its answer (a dropped flow takes this long).",
+)
+@click.option("--json", "as_json", is_flag=True, help="JSON instead of a table.")
+@click.pass_obj
+def flows(
+    obj: Obj, runner: str, row_ids: tuple[str, ...], timeout: float, as_json: bool
+) -> None:
+    """Try every matrix row as plain TCP/UDP across the running lab's firewalls.
+
+    For each row, an echo listener at the destination (or the lab service already listening
+    there) and a connection or datagram from the source host's own address: open rows must get
+    through, negative rows must be dropped. This checks the packet filter, not the protocols.
+    Exit 0 when every row meets its expectation, 1 otherwise.
+
+    \b
+    Examples:
+      sudo edgesim lab flows
+      edgesim lab flows --runner compose --row msn-stun-in-3478
+    """
+    from simulator.lab import flowcheck
+    from simulator.lab.runners.netns import check_flows, lab_namespaces
+
+    planned = flowcheck.matrix_flows(obj.topology)
+    if row_ids:
+        unknown = set(row_ids) - {mf.row for mf in planned}
+        if unknown:
+            raise click.BadParameter(f"no row '{sorted(unknown)[0]}'", param_hint="--row")
+        planned = [mf for mf in planned if mf.row in row_ids]
+    if runner == "netns":
+        if not lab_namespaces():
+            raise LabError("the netns lab is not up: `edgesim lab up --runner netns`")
+        results = check_flows(planned, timeout=timeout)
+    else:
+        results = flowcheck.check_flows(
+            planned, lambda host: ["docker", "compose", "exec", "-T", host], timeout=timeout
+        )
+    by_row: dict[str, list[flowcheck.FlowResult]] = {mf.row: [] for mf in planned}
+    for r in results:
+        by_row.setdefault(r.flow.row, []).append(r)
+    report: list[dict[str, Any]] = []
+    for row_id, items in by_row.items():
+        expected = items[0].flow.expect_open
+        passed = [r.ok for r in items]
+        got = "open" if all(passed) else "blocked" if not any(passed) else "partly open"
+        report.append({
+            "row": row_id,
+            "expect": "open" if expected else "blocked",
+            "got": got,
+            "ok": got == ("open" if expected else "blocked"),
+            "flows": [{"flow": str(r.flow.flow), "ok": r.ok, "detail": r.detail} for r in items],
+        })
+    if as_json:
+        click.echo(json.dumps({"runner": runner, "rows": report}, indent=2))
+    else:
+        title = f"Matrix rows across the firewalls ({runner} lab)"
+        table = Table(title=title, title_justify="left")
+        for col in ("row", "expect", "got", "flows"):
+            table.add_column(col)
+        for item in report:
+            mark = "[green]" if item["ok"] else "[red]"
+            flows_text = "\n".join(f"{f['flow']}: {f['detail']}" for f in item["flows"])
+            table.add_row(item["row"], item["expect"], f"{mark}{item['got']}[/]", flows_text)
+        console.print(table)
+    bad = [item["row"] for item in report if not item["ok"]]
+    if bad and not as_json:
+        console.print(f"[red]{len(bad)} of {len(report)} rows differ from the matrix[/]")
+    sys.exit(1 if bad else 0)
+
+
 # ------------------------------------------------------------------ one host's services
 
 
@@ -334,7 +409,11 @@ async def _serve(obj: Obj, host: str, runner: str, certs_dir: Path, ready_file: 
         configure_container_network(obj.topology, obj.topology.host(host))
     services = LocalLab(obj.topology, certs_dir, hosts=[host])
     services.runner = runner
-    statuses = await services.start()
+    # Every host's `lab serve` checks the shared PKI on start: one at a time.
+    certs_dir.mkdir(parents=True, exist_ok=True)
+    with open(certs_dir / ".lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        statuses = await services.start()
     try:
         payload = json.dumps(_ready_payload(host, statuses), indent=2)
         if ready_file is not None:

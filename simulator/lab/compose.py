@@ -14,6 +14,7 @@ when it drifts from the topology):
   (:func:`configure_container_network`), so a flow between zones crosses the lab firewall and
   only intra-network (bridged) traffic meets Docker's own rules; ``NET_ADMIN`` only for hosts
   that need routes or addresses;
+* hosts' ephemeral ports kept out of the relay range (see :mod:`simulator.lab.network`);
 * health checks (the firewall's table is loaded; the host's services are listening) and
   ``restart: unless-stopped``.
 """
@@ -27,8 +28,9 @@ import subprocess
 from pathlib import Path, PurePosixPath
 
 from simulator.errors import LabError
-from simulator.lab.network import host_routes
+from simulator.lab.network import ephemeral_port_range, host_routes
 from simulator.lab.topology import Host, Topology, Zone, default_topology_path
+from simulator.matrix import load_matrix
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +123,7 @@ def render_compose(topology: Topology, topology_path: Path | None = None) -> str
         source = topology_path if topology_path is not None else topology.path
         topo_volume = f"{source}:{TOPOLOGY_IN_CONTAINER}:ro"
 
+    eph_low, eph_high = ephemeral_port_range(load_matrix())
     out: list[str] = [
         "# The edgesim lab for Docker Compose, rendered from the topology by",
         "# `edgesim lab compose-render`: do not edit by hand (a test fails when it drifts).",
@@ -174,6 +177,7 @@ def render_compose(topology: Topology, topology_path: Path | None = None) -> str
             "--certs", CERTS, "--ready-file", READY,
         ]
         out += [f"  {host.id}:", "    <<: *lab-node", f"    hostname: {host.id}"]
+        out += ["    sysctls:", f'      net.ipv4.ip_local_port_range: "{eph_low} {eph_high}"']
         if host.description:
             out.append(f"    labels: {{ org.edgesim.description: {_q(host.description)} }}")
         if _needs_net_admin(topology, host):

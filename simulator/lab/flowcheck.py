@@ -183,7 +183,9 @@ async def probe_one(flow: Flow, timeout: float) -> tuple[bool, str]:
     except TimeoutError:
         return False, f"no answer within {timeout:g} s (dropped)"
     except OSError as exc:
-        return False, exc.strerror or str(exc)
+        if exc.errno:
+            return False, os.strerror(exc.errno)
+        return False, str(exc)
     finally:
         sock.close()
 

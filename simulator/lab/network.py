@@ -6,7 +6,10 @@ Both the netns runner and the compose runner use this one plan, so the two labs 
   routes, so a zone beyond the next firewall is unreachable from the other side;
 * a host's default route goes via the firewall of its first zone that has one (for the Edge,
   the external firewall); every other zone a firewall of one of its zones joins gets a route via
-  that firewall (for the Edge: corporate via the internal firewall).
+  that firewall (for the Edge: corporate via the internal firewall);
+* hosts keep their ephemeral ports out of every port range the matrix uses as a *source* (the
+  Edge's relay range): otherwise a rule such as "UDP from the relay range to the client" would
+  also let through any other datagram whose random source port falls in that range.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import re
 from dataclasses import dataclass
 
 from simulator.lab.topology import Host, Interface, Topology
+from simulator.matrix.model import Matrix
 
 IFNAMSIZ = 15
 
@@ -63,3 +67,26 @@ def host_routes(topology: Topology, host: Host) -> list[Route]:
         routes = [r for r in routes if r.gateway != default.gateway]
         routes.insert(0, default)
     return routes
+
+
+#: Linux's default net.ipv4.ip_local_port_range.
+EPHEMERAL_DEFAULT = (32768, 60999)
+
+
+def ephemeral_port_range(matrix: Matrix) -> tuple[int, int]:
+    """The largest part of Linux's ephemeral range that no source-side matrix row uses."""
+    low, high = EPHEMERAL_DEFAULT
+    taken = sorted((r.port_low, r.port_high) for r in matrix.rows if r.port_side == "source")
+    pieces: list[tuple[int, int]] = []
+    start = low
+    for t_low, t_high in taken:
+        if t_high < start or t_low > high:
+            continue
+        if t_low > start:
+            pieces.append((start, t_low - 1))
+        start = max(start, t_high + 1)
+    if start <= high:
+        pieces.append((start, high))
+    if not pieces:
+        return EPHEMERAL_DEFAULT
+    return max(pieces, key=lambda p: p[1] - p[0])

@@ -35,9 +35,9 @@ from simulator.errors import LabError
 from simulator.lab import flowcheck
 from simulator.lab.firewall import render_all
 from simulator.lab.flowcheck import FlowResult, MatrixFlow
-from simulator.lab.network import host_routes, link_name
-from simulator.lab.services import load_service
+from simulator.lab.network import ephemeral_port_range, host_routes, link_name
 from simulator.lab.topology import Firewall, Host, Interface, Topology
+from simulator.matrix import load_matrix
 from simulator.pki import ensure_pki
 
 log = logging.getLogger(__name__)
@@ -214,6 +214,8 @@ class NetnsLab:
                 # interface answers ARP only for its own address.
                 self._sysctl(ns, "net.ipv4.conf.all.arp_ignore", "1")
                 self._sysctl(ns, "net.ipv4.conf.all.arp_announce", "2")
+                eph_low, eph_high = ephemeral_port_range(load_matrix())
+                self._sysctl(ns, "net.ipv4.ip_local_port_range", f"{eph_low} {eph_high}")
                 for route in host_routes(self.topology, self.topology.host(node)):
                     run(["ip", "-n", ns, *route.ip_args()])
         self.load_firewalls()
@@ -237,10 +239,8 @@ class NetnsLab:
 
     # ------------------------------------------------------------ services
     def _service_hosts(self) -> list[Host]:
-        return [
-            h for h in self.topology.hosts
-            if any(load_service(name) is not None for name in h.services)
-        ]
+        """Hosts that list services (a service not written yet is reported, not started)."""
+        return [h for h in self.topology.hosts if h.services]
 
     def start_services(self, timeout: float = READY_TIMEOUT) -> list[HostProcess]:
         """One ``lab serve`` process per host with services; wait until each is listening."""
