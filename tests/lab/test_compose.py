@@ -10,7 +10,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from simulator.cli import cli
 from simulator.lab.compose import docker_gateway, render_compose
 from simulator.lab.flowcheck import FlowResult, check_flows, matrix_flows
 from simulator.lab.topology import Topology
@@ -168,6 +170,24 @@ def test_matrix_rows_across_the_firewall_containers(compose_lab: None, topology:
             capture_output=True, text=True, timeout=60, env=env,
         )
     assert {row for row in broken if broken[row] != got[row]} == breaking
+
+
+@pytest.mark.docker
+def test_reload_firewall_applies_the_mounted_rules(
+    compose_lab: None, topology: Topology, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setenv("COMPOSE_PROJECT_NAME", PROJECT)
+    monkeypatch.setenv("EDGESIM_IMAGE", IMAGE)
+    stun = [mf for mf in matrix_flows(topology) if mf.row == "msn-stun-in-3478"]
+    fw = compose_exec("fw-external")
+    done = subprocess.run([*fw, "nft", "-f", "/etc/edgesim/firewall/broken/external.nft"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert not any(r.ok for r in check_flows(stun, compose_exec, timeout=1.5))
+    result = CliRunner().invoke(cli, ["lab", "reload-firewall", "--runner", "compose"])
+    assert result.exit_code == 0, result.output
+    assert all(r.ok for r in check_flows(stun, compose_exec, timeout=1.5))
 
 
 @pytest.mark.docker

@@ -80,6 +80,22 @@ def test_up_serves_dns_across_the_firewall_and_down_leaves_nothing(
         status = runner.invoke(cli, [*args, "status", *opts], catch_exceptions=False)
         assert status.exit_code == 0, status.output
         assert "answers" in status.output and "routing" in status.output
+
+        # The user's loop: load other rules, see which rows change, load the shipped ones again.
+        stun_rows = ["--row", "msn-stun-in-3478", "--row", "client-in-443"]
+        flows = runner.invoke(cli, [*args, "flows", "--json", *stun_rows])
+        assert flows.exit_code == 0, flows.output
+        broken = f"fw-external={ROOT / 'lab/firewall/broken/external.nft'}"
+        reload = runner.invoke(cli, [*args, "reload-firewall", "--rules", broken, *opts[2:]])
+        assert reload.exit_code == 0, reload.output
+        flows = runner.invoke(cli, [*args, "flows", "--json", *stun_rows])
+        assert flows.exit_code == 1
+        verdicts = {r["row"]: r["got"] for r in json.loads(flows.output)["rows"]}
+        assert verdicts == {"msn-stun-in-3478": "blocked", "client-in-443": "open"}
+        reload = runner.invoke(cli, [*args, "reload-firewall", *opts[2:]])
+        assert reload.exit_code == 0 and "lab/firewall/external.nft" in reload.output
+        flows = runner.invoke(cli, [*args, "flows", *stun_rows])
+        assert flows.exit_code == 0, flows.output
     finally:
         down = runner.invoke(cli, [*args, "down", *opts], catch_exceptions=False)
     assert down.exit_code == 0, down.output
