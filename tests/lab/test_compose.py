@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from lab_helpers import rows_broken_by_broken_external
 
 from simulator.cli import cli
 from simulator.lab.compose import docker_gateway, render_compose
 from simulator.lab.flowcheck import FlowResult, check_flows, matrix_flows
 from simulator.lab.topology import Topology
-from tests.lab.helpers import rows_broken_by_broken_external
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"

@@ -10,11 +10,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from lab_helpers import rows_broken_by_broken_external, skip_unless_netns
 
 from simulator.lab.flowcheck import Flow, MatrixFlow, matrix_flows
 from simulator.lab.runners.netns import NetnsLab, check_flows
 from simulator.lab.topology import Topology
-from tests.lab.helpers import rows_broken_by_broken_external, skip_unless_netns
 
 pytestmark = pytest.mark.root
 

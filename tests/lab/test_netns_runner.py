@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from lab_helpers import skip_unless_netns
 
 from simulator.cli import cli
 from simulator.lab.runners.netns import NetnsLab, lab_namespaces, ns_name, run
 from simulator.lab.topology import Topology
 from simulator.matrix import load_matrix, resolve
-from tests.lab.helpers import skip_unless_netns
 
 pytestmark = pytest.mark.root
 

@@ -368,6 +368,10 @@ class NetnsLab:
         ready = self.state_dir / f"{host}.json"
         if not ready.is_file():
             return []
+        with contextlib.suppress(ValueError, OSError):
+            services = json.loads(ready.read_text()).get("services", [])
+            if not any(svc.get("listeners") for svc in services):
+                return []
         out = run(
             [
                 "ip", "netns", "exec", ns_name(host), self.python, "-m", "simulator",
