@@ -18,6 +18,13 @@ from rich.table import Table
 
 from simulator.cli._common import Obj, console
 from simulator.errors import LabError
+from simulator.lab.compose import (
+    ComposeLab,
+    compose_command,
+    compose_exec,
+    configure_container_network,
+    render_compose,
+)
 from simulator.lab.runners.local import ListenerCheck, LocalLab, ServiceStatus
 from simulator.lab.runners.netns import DEFAULT_STATE_DIR, NetnsLab
 from simulator.lab.services import BoundListener, ServiceContext, load_service
@@ -172,7 +179,7 @@ def _netns_up(obj: Obj, certs_dir: Path, state_dir: Path, check: bool) -> int:
     return 1 if failed else 0
 
 
-def _netns_checks(netns: NetnsLab) -> dict[str, list[dict[str, Any]]]:
+def _netns_checks(netns: NetnsLab | ComposeLab) -> dict[str, list[dict[str, Any]]]:
     results: dict[str, list[dict[str, Any]]] = {}
     for st in netns.status():
         if st.kind == "host" and st.running:
@@ -183,15 +190,15 @@ def _netns_checks(netns: NetnsLab) -> dict[str, list[dict[str, Any]]]:
     return results
 
 
-def _failed_checks(netns: NetnsLab) -> int:
+def _failed_checks(netns: NetnsLab | ComposeLab) -> int:
     return sum(not c["ok"] for checks in _netns_checks(netns).values() for c in checks)
 
 
-def render_netns_status(netns: NetnsLab, check: bool = True) -> Table:
+def render_netns_status(netns: NetnsLab | ComposeLab, check: bool = True) -> Table:
     checks = _netns_checks(netns) if check else {}
-    table = Table(title="Lab (netns runner)", title_justify="left")
+    table = Table(title=f"Lab ({netns.runner} runner)", title_justify="left")
     table.add_column("node", style="bold")
-    table.add_column("namespace")
+    table.add_column("namespace" if netns.runner == "netns" else "container")
     table.add_column("addresses")
     table.add_column("listens on")
     table.add_column("state")
@@ -214,6 +221,8 @@ def render_netns_status(netns: NetnsLab, check: bool = True) -> Table:
             states.insert(0, "[red]absent[/]")
         elif st.kind == "firewall":
             states.insert(0, "[green]routing[/]")
+        elif netns.runner == "compose":
+            states.insert(0, "[green]running[/]" if st.running else "[red]not running[/]")
         elif st.pid is not None:
             states.insert(0, "[green]running[/]" if st.running else "[red]exited[/]")
         else:
@@ -257,10 +266,13 @@ def down(obj: Obj, runner: str, certs_dir: Path, state_dir: Path) -> None:
 @click.pass_obj
 def status(obj: Obj, runner: str, no_check: bool, certs_dir: Path, state_dir: Path) -> None:
     """Show each host, its addresses, what it listens on and whether it answers."""
+    lab_: NetnsLab | ComposeLab
     if runner == "compose":
-        sys.exit(_compose(["ps"]))
-    netns = NetnsLab(obj.topology, certs_dir=certs_dir, state_dir=state_dir)
-    console.print(render_netns_status(netns, check=not no_check))
+        _compose_ready()
+        lab_ = ComposeLab(obj.topology)
+    else:
+        lab_ = NetnsLab(obj.topology, certs_dir=certs_dir, state_dir=state_dir)
+    console.print(render_netns_status(lab_, check=not no_check))
 
 
 @lab.command("reload-firewall")
@@ -336,9 +348,8 @@ def flows(
             raise LabError("the netns lab is not up: `edgesim lab up --runner netns`")
         results = check_flows(planned, timeout=timeout)
     else:
-        results = flowcheck.check_flows(
-            planned, lambda host: ["docker", "compose", "exec", "-T", host], timeout=timeout
-        )
+        _compose_ready()
+        results = flowcheck.check_flows(planned, compose_exec, timeout=timeout)
     by_row: dict[str, list[flowcheck.FlowResult]] = {mf.row: [] for mf in planned}
     for r in results:
         by_row.setdefault(r.flow.row, []).append(r)
@@ -403,8 +414,6 @@ def _ready_payload(host: str, statuses: list[ServiceStatus]) -> dict[str, Any]:
 
 
 async def _serve(obj: Obj, host: str, runner: str, certs_dir: Path, ready_file: Path | None) -> int:
-    from simulator.lab.compose import configure_container_network
-
     if runner == "compose":
         configure_container_network(obj.topology, obj.topology.host(host))
     services = LocalLab(obj.topology, certs_dir, hosts=[host])
@@ -507,8 +516,6 @@ def compose_render(obj: Obj, out: Path) -> None:
     A network per zone on its subnet, the firewalls as routing containers enforcing
     lab/firewall/*.nft, every host as a container with its fixed addresses.
     """
-    from simulator.lab.compose import render_compose
-
     topology_path = None
     if obj.topology_path is not None:
         topology_path = Path(os.path.relpath(obj.topology.path, out.resolve().parent))
@@ -517,6 +524,11 @@ def compose_render(obj: Obj, out: Path) -> None:
 
 
 def _compose(args: list[str]) -> int:
+    _compose_ready()
+    return subprocess.run(compose_command(*args)).returncode
+
+
+def _compose_ready() -> None:
     if shutil.which("docker") is None:
         raise LabError("docker is not installed: scripts/setup-docker.sh installs and starts it")
     if not Path("docker-compose.yml").is_file():
@@ -524,4 +536,3 @@ def _compose(args: list[str]) -> int:
             "no docker-compose.yml here: run this at the repository root "
             "(or write one with `edgesim lab compose-render`)"
         )
-    return subprocess.run(["docker", "compose", *args]).returncode

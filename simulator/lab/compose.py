@@ -29,6 +29,7 @@ from pathlib import Path, PurePosixPath
 
 from simulator.errors import LabError
 from simulator.lab.network import ephemeral_port_range, host_routes
+from simulator.lab.runners.netns import NodeStatus
 from simulator.lab.topology import Host, Topology, Zone, default_topology_path
 from simulator.matrix import load_matrix
 
@@ -214,3 +215,91 @@ def render_compose(topology: Topology, topology_path: Path | None = None) -> str
         ]
     out.append("")
     return "\n".join(out)
+
+
+# ------------------------------------------------------------------ a running compose lab
+
+
+def compose_command(*args: str) -> list[str]:
+    """``docker compose ARGS`` for the lab in the current directory (``COMPOSE_*`` env applies)."""
+    return ["docker", "compose", *args]
+
+
+def compose_exec(host: str) -> list[str]:
+    return compose_command("exec", "-T", host)
+
+
+class ComposeLab:
+    """Status and checks of the compose lab that runs from the current directory."""
+
+    runner = "compose"
+
+    def __init__(self, topology: Topology) -> None:
+        self.topology = topology
+
+    def _run(self, args: list[str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        try:
+            return subprocess.run(args, capture_output=True, text=True, timeout=timeout)
+        except FileNotFoundError:
+            raise LabError("docker is not installed: scripts/setup-docker.sh") from None
+        except subprocess.TimeoutExpired:
+            raise LabError(f"`{' '.join(args)}` did not finish within {timeout:.0f} s") from None
+
+    def _states(self) -> dict[str, str]:
+        done = self._run(compose_command("ps", "--all", "--format", "json"))
+        if done.returncode != 0:
+            raise LabError(f"docker compose ps failed: {done.stderr.strip()}")
+        states: dict[str, str] = {}
+        text = done.stdout.strip()
+        items = json.loads(text) if text.startswith("[") else [
+            json.loads(line) for line in text.splitlines() if line.strip()
+        ]
+        for item in items:
+            health = item.get("Health") or ""
+            states[item["Service"]] = f"{item['State']}{f' ({health})' if health else ''}"
+        return states
+
+    def _inspect(self, node: str) -> tuple[list[str], list[dict[str, object]]]:
+        script = f"ip -4 -o addr show; echo ---; cat {READY} 2>/dev/null || true"
+        done = self._run([*compose_exec(node), "sh", "-c", script])
+        if done.returncode != 0:
+            return [], []
+        addr_text, _, ready_text = done.stdout.partition("---")
+        addresses = [
+            f"{parts[3]} ({parts[1]})"
+            for parts in (line.split() for line in addr_text.splitlines())
+            if len(parts) > 3 and parts[1] != "lo"
+        ]
+        services: list[dict[str, object]] = []
+        if ready_text.strip():
+            services = json.loads(ready_text).get("services", [])
+        return addresses, services
+
+    def status(self) -> list[NodeStatus]:
+        from concurrent.futures import ThreadPoolExecutor
+
+        states = self._states()
+        nodes = [(fw.id, "firewall") for fw in self.topology.firewalls]
+        nodes += [(h.id, "host") for h in self.topology.hosts]
+        running = [node for node, _ in nodes if states.get(node, "").startswith("running")]
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            inspected = dict(zip(running, pool.map(self._inspect, running), strict=True))
+        result: list[NodeStatus] = []
+        for node, kind in nodes:
+            state = states.get(node, "absent")
+            st = NodeStatus(node, kind, state, node in states)
+            st.running = node in inspected
+            st.addresses, st.services = inspected.get(node, ([], []))
+            result.append(st)
+        return result
+
+    def check_host(self, host: str, timeout: float = 30.0) -> list[dict[str, object]]:
+        done = self._run(
+            [*compose_exec(host), "edgesim", "lab", "check-host", "--host", host,
+             "--runner", "compose", "--certs", CERTS, "--ready-file", READY],
+            timeout=timeout,
+        )
+        if done.returncode != 0:
+            raise LabError(f"{host}: check failed: {done.stderr.strip()[-300:]}")
+        result: list[dict[str, object]] = json.loads(done.stdout or "[]")
+        return result

@@ -191,6 +191,22 @@ def test_reload_firewall_applies_the_mounted_rules(
 
 
 @pytest.mark.docker
+def test_status_shows_addresses_and_answering_listeners(
+    compose_lab: None, topology: Topology, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setenv("COMPOSE_PROJECT_NAME", PROJECT)
+    monkeypatch.setenv("COLUMNS", "200")
+    result = CliRunner().invoke(cli, ["lab", "status", "--runner", "compose"])
+    assert result.exit_code == 0, result.output
+    av = topology.interface("edge:av")
+    assert f"{av.address}/" in result.output  # the second address lab serve added
+    dns = topology.hosts_with_role("dns-external")[0].interfaces[0]
+    assert f"{dns.address}:53/udp (dns) answers" in result.output
+    assert "not running" not in result.output
+
+
+@pytest.mark.docker
 def test_dns_query_crosses_the_external_firewall(compose_lab: None) -> None:
     script = (
         "import asyncio; from simulator.dns.resolver import LabResolver; "
