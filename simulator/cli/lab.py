@@ -413,6 +413,19 @@ def _ready_payload(host: str, statuses: list[ServiceStatus]) -> dict[str, Any]:
     }
 
 
+async def _wait_for_termination() -> None:
+    """Wait for SIGTERM or SIGINT (how `lab down` and `docker compose stop` end a host)."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
 async def _serve(obj: Obj, host: str, runner: str, certs_dir: Path, ready_file: Path | None) -> int:
     if runner == "compose":
         configure_container_network(obj.topology, obj.topology.host(host))
@@ -432,7 +445,7 @@ async def _serve(obj: Obj, host: str, runner: str, certs_dir: Path, ready_file: 
             tmp.replace(ready_file)
         else:
             click.echo(payload)
-        await _wait_for_signal()
+        await _wait_for_termination()
         return 0
     finally:
         await services.stop()
