@@ -210,6 +210,8 @@ def render_netns_status(netns: NetnsLab | ComposeLab, check: bool = True) -> Tab
             if svc["state"] != "running":
                 states.append(f"[yellow]{svc['service']}: {svc['state']}[/]")
                 continue
+            if not svc["listeners"]:
+                states.append(f"{svc['service']}: running (no listener)")
             for lst in svc["listeners"]:  # type: ignore[attr-defined]
                 label = lst["label"]
                 result = by_listener.get(label)
