@@ -24,5 +24,11 @@ rm -rf build/wheels
 log "building wheels (the project and its dependencies) into build/wheels"
 "$PY" -m pip wheel --quiet --wheel-dir build/wheels .
 log "docker build --build-arg BASE_IMAGE=$BASE -t $TAG"
+OLD=$(docker image inspect --format '{{.Id}}' "$TAG" 2>/dev/null || true)
 docker build --quiet --build-arg "BASE_IMAGE=$BASE" -t "$TAG" . >/dev/null
+NEW=$(docker image inspect --format '{{.Id}}' "$TAG")
+if [ -n "$OLD" ] && [ "$OLD" != "$NEW" ]; then
+    # The image this tag named before, now untagged: remove it unless a container still uses it.
+    docker image rm "$OLD" >/dev/null 2>&1 || true
+fi
 log "done: $TAG ($(docker image inspect --format '{{.Size}}' "$TAG") bytes)"
