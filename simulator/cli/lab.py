@@ -156,6 +156,14 @@ def up(obj: Obj, runner: str, check: bool, certs_dir: Path, state_dir: Path) -> 
     if runner == "netns":
         sys.exit(_netns_up(obj, certs_dir, state_dir, check))
     if runner == "compose":
+        _compose_ready()
+        image = os.environ.get("EDGESIM_IMAGE", "edgesim:latest")
+        inspect = subprocess.run(["docker", "image", "inspect", image], capture_output=True)
+        if inspect.returncode != 0:
+            raise LabError(
+                f"no image {image}: build it with scripts/build-image.sh "
+                "(docs/lab.md: Images)"
+            )
         sys.exit(_compose(["up", "-d", "--wait"]))
     sys.exit(asyncio.run(_local_up(obj, certs_dir, check)))
 
