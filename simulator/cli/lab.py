@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import json
 import os
@@ -441,10 +442,15 @@ async def _serve(obj: Obj, host: str, runner: str, certs_dir: Path, ready_file: 
         configure_container_network(obj.topology, obj.topology.host(host))
     services = LocalLab(obj.topology, certs_dir, hosts=[host])
     services.runner = runner
-    # Every host's `lab serve` checks the shared PKI on start: one at a time.
-    certs_dir.mkdir(parents=True, exist_ok=True)
-    with open(certs_dir / ".lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    # Every host's `lab serve` checks the shared PKI on start: one at a time (a read-only PKI
+    # directory, e.g. mounted into a container, needs no lock).
+    with contextlib.ExitStack() as stack:
+        try:
+            certs_dir.mkdir(parents=True, exist_ok=True)
+            lock = stack.enter_context(open(certs_dir / ".lock", "a"))
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        except OSError:
+            pass
         statuses = await services.start()
     try:
         payload = json.dumps(_ready_payload(host, statuses), indent=2)
