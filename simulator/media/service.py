@@ -198,7 +198,7 @@ class AvEdgeService:
     async def check(self, bound: BoundListener) -> str | None:
         """A STUN Binding on each listener; an Allocate (time-limited credentials) for the relay."""
         if bound.listener.proto == "relay":
-            return await self._check_relay()
+            return await self._check_relay(bound)
         if bound.listener.proto == "turn-tls":
             iface = self.ctx.host.interface(bound.listener.interface)
             tls = client_context([self.ctx.pki.trust_bundle])
@@ -207,14 +207,28 @@ class AvEdgeService:
             return await udp_binding(bound.address, bound.port)
         return await stream_binding(bound.address, bound.port, None, None)
 
-    async def _check_relay(self) -> str | None:
-        if self.server is None:
-            return "not running"
-        lid = self.server.listener("udp")
-        config = self.server.core.config
+    async def _check_relay(self, bound: BoundListener) -> str | None:
+        """Allocate through the relay interface's UDP STUN listener, over the network.
+
+        Works from any process (``lab check-host`` runs in the host's namespace, not in the
+        process that serves), so it asks the listener rather than this object's server.
+        """
+        stun_listener = next(
+            (
+                lst
+                for lst in self.ctx.listeners
+                if lst.proto == "stun-udp" and lst.interface == bound.listener.interface
+            ),
+            None,
+        )
+        if stun_listener is None:
+            return "no UDP STUN listener on the relay's interface to allocate through"
         username, password = time_limited_credentials(self.secret, "probe", time.time(), 60)
         return await udp_allocate(
-            (lid.address, lid.port), username, password, (config.port_low, config.port_high)
+            (bound.address, stun_listener.port),
+            username,
+            password,
+            (bound.listener.port_low, bound.listener.port_high),
         )
 
 

@@ -49,7 +49,14 @@ def dns_query_from(host: str, server: str, name: str, timeout: float = 2.0) -> d
 
 
 def root_links() -> set[str]:
-    return {item["ifname"] for item in json.loads(run(["ip", "-j", "link", "show"]))}
+    """Links of the root namespace, less Docker's own (a compose lab may come and go meanwhile)."""
+    links = json.loads(run(["ip", "-j", "link", "show"]))
+    docker = {item["ifname"] for item in links if item["ifname"].startswith(("docker", "br-"))}
+    return {
+        item["ifname"]
+        for item in links
+        if item["ifname"] not in docker and item.get("master") not in docker
+    }
 
 
 def test_up_serves_dns_across_the_firewall_and_down_leaves_nothing(
