@@ -1,0 +1,117 @@
+"""Parse a framed message with :mod:`sipmessage` and check the mandatory headers eagerly.
+
+sipmessage parses header values only when a typed accessor is used, so a message with a broken
+``From`` parses fine and fails later, deep in a handler. :func:`validate` checks, right away,
+what RFC 3261 section 8.1.1 makes mandatory: Via, From, To, Call-ID, CSeq (and its method),
+Max-Forwards (when present) and the Request-URI, and raises :class:`RemoteProtocolError` 400 with
+a reason phrase that names the problem (never quoting the peer's bytes). The framing is intact
+when it does, so the connection stays usable.
+"""
+
+from __future__ import annotations
+
+from sipmessage import URI, Address, CSeq, Message, Request, Response, Via
+
+from simulator.sip.errors import RemoteProtocolError
+from simulator.sip.framing import Frame
+
+MANDATORY: tuple[str, ...] = ("Via", "From", "To", "Call-ID", "CSeq")
+
+
+def _bad(reason: str) -> RemoteProtocolError:
+    return RemoteProtocolError(400, reason)
+
+
+def parse(frame: Frame) -> Request | Response:
+    """sipmessage's parse of a frame, with its errors turned into 400s that name the problem."""
+    try:
+        text_head = frame.head.decode("utf-8")
+    except UnicodeDecodeError:
+        raise _bad("Header section is not valid UTF-8") from None
+    start, _, rest = text_head.partition("\r\n")
+    bits = start.split(" ", 2)
+    is_request = len(bits) == 3 and bits[2] == "SIP/2.0"
+    is_response = len(bits) == 3 and bits[0] == "SIP/2.0"
+    if not (is_request or is_response):
+        if len(bits) == 3 and (bits[2].startswith("SIP/") or bits[0].startswith("SIP/")):
+            raise RemoteProtocolError(505, "Version Not Supported")
+        raise _bad("Malformed start line")
+    if is_response and not (bits[1].isdigit() and len(bits[1]) == 3):
+        raise _bad("Malformed status code")
+    if is_request and not _is_token(bits[0]):
+        raise _bad("Malformed method")
+    if rest:
+        for line in rest.split("\r\n"):
+            if ":" not in line:
+                if line[:1] in (" ", "\t"):
+                    raise _bad("Folded header lines are not supported")
+                raise _bad("Malformed header line")
+    try:
+        return Message.parse(frame.head + b"\r\n\r\n" + frame.body)
+    except ValueError as exc:
+        if "URI" in str(exc):
+            raise _bad("Malformed Request-URI") from None
+        raise _bad("Malformed message") from None
+
+
+_TOKEN_CHARS = frozenset(
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`'~"
+)
+
+
+def _is_token(text: str) -> bool:
+    return bool(text) and all(c in _TOKEN_CHARS for c in text)
+
+
+def check(message: Request | Response, *, content_length_missing: bool = False) -> None:
+    """Raise a 400 naming the first mandatory header that is missing or malformed."""
+    headers = message.headers
+    for name in MANDATORY:
+        if not headers.getlist(name):
+            raise _bad(f"Missing {name} header")
+    try:
+        for value in headers.getlist("Via"):
+            Via.parse_many(value)
+    except ValueError:
+        raise _bad("Malformed Via header") from None
+    for name in ("From", "To"):
+        values = headers.getlist(name)
+        if len(values) > 1:
+            raise _bad(f"More than one {name} header")
+        try:
+            Address.parse(values[0])
+        except ValueError:
+            raise _bad(f"Malformed {name} header") from None
+    call_ids = headers.getlist("Call-ID")
+    if len(call_ids) > 1 or not call_ids[0].strip():
+        raise _bad("Malformed Call-ID header")
+    try:
+        cseq = CSeq.parse(headers["CSeq"])
+    except ValueError:
+        raise _bad("Malformed CSeq header") from None
+    if cseq.sequence > 2**31 - 1:
+        raise _bad("Malformed CSeq header")
+    if isinstance(message, Request):
+        if cseq.method != message.method:
+            raise _bad("CSeq method does not match the request method")
+        max_forwards = headers.get("Max-Forwards")
+        if max_forwards is not None:
+            text = max_forwards.strip()
+            if not text.isdigit() or int(text) > 255:
+                raise _bad("Malformed Max-Forwards header")
+        if message.uri.scheme not in ("sip", "sips") or not message.uri.host:
+            raise RemoteProtocolError(416, "Unsupported URI Scheme")
+    if content_length_missing:
+        raise _bad("Missing Content-Length header")
+
+
+def validate(frame: Frame) -> Request | Response:
+    """Parse and check a frame; raises :class:`RemoteProtocolError` (400) naming the problem."""
+    message = parse(frame)
+    check(message, content_length_missing=frame.content_length_missing)
+    return message
+
+
+def uri_domain(uri: URI) -> str:
+    """The lower-case host of a URI (the domain of an address-of-record)."""
+    return uri.host.lower()
