@@ -229,13 +229,13 @@ class SipListener:
 def tls_failure_reason(exc: BaseException) -> str:
     """One line saying why a TLS handshake failed."""
     if isinstance(exc, ssl.SSLCertVerificationError):
-        return f"certificate not trusted ({exc.verify_message})"
+        return f"the certificate does not chain to a trusted CA ({exc.verify_message})"
     if isinstance(exc, ssl.SSLError):
         reason = exc.reason or str(exc)
         if "PEER_DID_NOT_RETURN_A_CERTIFICATE" in reason or "CERTIFICATE_REQUIRED" in reason:
             return "the peer presented no client certificate"
         if "CERTIFICATE_VERIFY_FAILED" in reason or "UNKNOWN_CA" in reason:
-            return "the peer certificate does not chain to a trusted CA"
+            return "the certificate does not chain to a trusted CA"
         return f"TLS error ({reason})"
     if isinstance(exc, TimeoutError):
         return "handshake timed out"
@@ -251,6 +251,7 @@ async def open_sip(
     *,
     label: str = "",
     timeout: float = CONNECT_TIMEOUT,
+    local_address: str | None = None,
 ) -> SipProtocol:
     """Connect over TLS; raises OSError, ssl.SSLError or TimeoutError."""
     loop = asyncio.get_running_loop()
@@ -265,6 +266,7 @@ async def open_sip(
         loop.create_connection(
             factory, host, port, ssl=context, server_hostname=server_hostname,
             ssl_handshake_timeout=timeout,
+            local_addr=(local_address, 0) if local_address else None,
         ),
         timeout,
     )
@@ -444,8 +446,10 @@ class AccessEdge:
             addresses = await self.internal_resolver.a(host)
         except ResolutionError as exc:
             raise _HopFailure("connect", f"cannot resolve the internal next hop: {exc.reason}", host) from None
-        proto = await self._open(addresses[0], self.config.internal_next_hop_port, self.internal_client, host,
-                                 "access-edge/internal-out")
+        proto = await self._open(
+            addresses[0], self.config.internal_next_hop_port, self.internal_client, host,
+            "access-edge/internal-out", self._local("internal"),
+        )
         names = proto.peer_cert.names() if proto.peer_cert else ()
         flow = self.proxy.flow_opened(Side.INTERNAL, proto.peer, names, outbound=True)
         proto.flow_id = flow.id
@@ -466,7 +470,10 @@ class AccessEdge:
             addresses = await self.external_resolver.a(fqdn)
         except ResolutionError as exc:
             raise _HopFailure("connect", f"cannot resolve {fqdn}: {exc.reason}", fqdn) from None
-        proto = await self._open(addresses[0], port, self.federation_client, fqdn, "access-edge/federation-out")
+        proto = await self._open(
+            addresses[0], port, self.federation_client, fqdn, "access-edge/federation-out",
+            self._local("federation"),
+        )
         names = proto.peer_cert.names() if proto.peer_cert else ()
         flow = self.proxy.flow_opened(Side.FEDERATION, proto.peer, names, outbound=True, domains=[partner.domain])
         proto.flow_id = flow.id
@@ -475,9 +482,15 @@ class AccessEdge:
                  addresses[0], port, partner.domain)
         return proto
 
-    async def _open(self, address: str, port: int, ctx: ssl.SSLContext, name: str, label: str) -> SipProtocol:
+    def _local(self, kind: str) -> str | None:
+        spec = getattr(self.listener_specs, kind)
+        return str(spec[0]) if spec is not None else None
+
+    async def _open(
+        self, address: str, port: int, ctx: ssl.SSLContext, name: str, label: str, local: str | None
+    ) -> SipProtocol:
         try:
-            return await open_sip(self, address, port, ctx, name, label=label)
+            return await open_sip(self, address, port, ctx, name, label=label, local_address=local)
         except ssl.SSLCertVerificationError as exc:
             raise _HopFailure("untrusted", f"{name}: {tls_failure_reason(exc)}", name) from None
         except ssl.SSLError as exc:

@@ -207,16 +207,19 @@ def tag_of(value: str) -> str | None:
     return params(value).get("tag")
 
 
-def loop_hash(request: Request) -> str:
+def loop_hash(request: Request, context: str = "") -> str:
     """What RFC 3261 section 16.6 step 8 puts in the branch so a loop can be told from a spiral.
 
     It covers the Request-URI, Call-ID, CSeq number and the From and To tags: a request that
     comes back with all of these unchanged has looped; one whose Request-URI changed spirals.
+    ``context`` adds what else tells passes apart (the Edge: the side the request came in on, so
+    a request a remote user sends to a partner, which passes the Edge twice, is a spiral).
     """
     h = request.headers
     cseq = h.get("CSeq", "").split(None, 1)[0] if h.get("CSeq") else ""
     text = "|".join(
         (
+            context,
             str(request.uri),
             h.get("Call-ID", "") or "",
             cseq,

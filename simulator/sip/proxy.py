@@ -12,8 +12,10 @@ What it does to a request (RFC 3261 section 16 as a stateful proxy, reliable tra
 3. Route entries that name the Edge are popped (loose routing, 16.4); an ``edgeflow`` parameter
    in them names the client connection an in-dialog request or a request to a remote user goes to.
 4. Loop detection (16.3 step 4): the branch of every Via the Edge pushes carries a hash of the
-   Request-URI, Call-ID, CSeq number and tags; a request that comes back with a Via of ours with
-   the same hash has looped and gets 482 (a spiral has a different Request-URI and passes).
+   Request-URI, Call-ID, CSeq number, tags and the Route entries it consumed (whether it came
+   from a remote user, and the ``edgeflow`` it was routed to); a request that comes back with a
+   Via of ours with the same hash has looped and gets 482 (a spiral, such as a remote user's
+   request to a partner that passes the Edge twice, differs in those and passes).
 5. Side and policy (Set-CsAccessEdgeConfiguration, New-CsAllowedDomain, New-CsBlockedDomain,
    public providers): remote users (443) reach the internal next hop only; federated peers (5061)
    must send from a domain allowed by policy whose Edge FQDN their certificate carries, and only to
@@ -380,7 +382,7 @@ class EdgeProxy:
                 edgeflow = int(value)
 
         # 4. loop detection (16.3 step 4)
-        lhash = loop_hash(request)
+        lhash = loop_hash(request, f"{flow.side is Side.CLIENT}|{edgeflow}")
         marker = f"{BRANCH_PREFIX}{lhash}-"
         for value in headers.getlist("Via"):
             for via in value.split(","):

@@ -412,7 +412,10 @@ class DomainServer:
         except ResolutionError as exc:
             raise OSError(str(exc)) from None
         try:
-            proto = await open_sip(self, address, port, self.client_context, host, label=f"{self.label}/out")
+            proto = await open_sip(
+                self, address, port, self.client_context, host, label=f"{self.label}/out",
+                local_address=self.listen_specs[0][0] if self.listen_specs else None,
+            )
         except ssl.SSLError as exc:
             raise OSError(tls_failure_reason(exc)) from None
         self.conns[proto.id] = proto

@@ -62,7 +62,9 @@ class UserAgent:
         password: str | None = None,
         display: str = "",
         answer_sdp: bytes | None = None,
+        local_address: str | None = None,
     ) -> None:
+        self.local_address = local_address
         self.aor = aor
         self.user = aor.split(":", 1)[1].split("@", 1)[0]
         self.domain = aor.rsplit("@", 1)[1]
@@ -91,7 +93,10 @@ class UserAgent:
         await self.close()
 
     async def connect(self) -> None:
-        self.proto = await open_sip(self, self.host, self.port, self.context, self.server_name, label="ua")
+        self.proto = await open_sip(
+            self, self.host, self.port, self.context, self.server_name, label="ua",
+            local_address=self.local_address,
+        )
 
     async def close(self) -> None:
         if self.proto is not None:
@@ -174,7 +179,10 @@ class UserAgent:
         h.add("Contact", self.contact)
         h.add("User-Agent", "edgesim-ua/0.1")
         for key, value in headers:
-            h.add(key, value)
+            if key.lower() in ("max-forwards", "contact", "user-agent"):
+                h.set(key, value)
+            else:
+                h.add(key, value)
         if content_type:
             h.add("Content-Type", content_type)
         h.add("Content-Length", str(len(body)))

@@ -1,0 +1,346 @@
+"""The SIP part of the lab, end to end on loopback: the issue's "Done when" list.
+
+Every test starts the SIP hosts of the default topology (DNS, Edge, Front End, fabrikam, PIC)
+with :class:`LocalLab`, on loopback addresses of their own (the topology's addresses are moved
+to 10.213.x.y so this file never collides with another lab on the machine), and drives them with
+the :class:`UserAgent` client over real TLS/MTLS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import pytest
+
+from simulator.lab.runners.local import LocalLab
+from simulator.lab.topology import Topology, default_topology_path, load_topology
+from simulator.pki import LabPki
+from simulator.sip.emulators.ua import UserAgent
+from simulator.sip.service import AccessEdgeService
+from simulator.tls import client_context
+
+pytestmark = pytest.mark.skipif(
+    __import__("os").geteuid() != 0, reason="binds ports 443, 5061 and 53 on loopback (needs root)"
+)
+
+SIP_HOSTS = ["dns-int", "dns-ext", "edge", "fe", "fabrikam", "pic"]
+PASSWORDS = {"alice": "alice-lab-pass", "bob": "bob-lab-pass", "carol": "carol-lab-pass", "dave": "dave-lab-pass"}
+
+
+@pytest.fixture(scope="module")
+def sip_topology(tmp_path_factory: pytest.TempPathFactory) -> Topology:
+    text = default_topology_path().read_text()
+    text = text.replace("203.0.113.", "10.213.1.").replace("198.51.100.", "10.213.2.")
+    text = text.replace("192.0.2.", "10.213.3.")
+    path = tmp_path_factory.mktemp("topo") / "sip-lab.toml"
+    path.write_text(text)
+    return load_topology(path)
+
+
+class Lab:
+    def __init__(self, topology: Topology, pki: LabPki, lab: LocalLab) -> None:
+        self.topology = topology
+        self.pki = pki
+        self.lab = lab
+
+    def addr(self, ref: str) -> str:
+        return str(self.topology.interface(ref).loopback())
+
+    @property
+    def edge(self) -> AccessEdgeService:
+        for status in self.lab.statuses:
+            if status.service == "access-edge":
+                assert isinstance(status.instance, AccessEdgeService)
+                return status.instance
+        raise AssertionError("no access edge")
+
+    def refusals(self) -> list[str]:
+        assert self.edge.edge is not None
+        return self.edge.edge.refusals
+
+    def ua(self, user: str, where: str, *, cert: tuple[str, ...] | None = None) -> UserAgent:
+        """A UA for ``user@domain`` connected to ``where`` (remote, internal, fabrikam, pic, edge5061)."""
+        name, domain = user.split("@")
+        targets = {
+            "remote": ("edge:access", 443, "sip.contoso.lab", "remote-user:wan"),
+            "edge5061": ("edge:access", 5061, "sip.contoso.lab", "fabrikam:wan"),
+            "internal": ("fe:lan", 5061, "fe.contoso.lab", "internal-user:lan"),
+            "fabrikam": ("fabrikam:wan", 5061, "sip.fabrikam.lab", "remote-user:wan"),
+            "pic": ("pic:wan", 5061, "sip.pic.lab", "messenger:wan"),
+        }
+        ref, port, server_name, local = targets[where]
+        paths = None
+        if cert is not None:
+            paths = self.pki.bad_cert(*cert) if cert[0] != "host" else self.pki.host_cert(cert[1], cert[2])
+        context = client_context([self.pki.trust_bundle], cert=paths)
+        return UserAgent(
+            f"sip:{user}", password=PASSWORDS.get(name), host=self.addr(ref), port=port,
+            context=context, server_name=server_name, local_address=self.addr(local),
+        )
+
+
+@asynccontextmanager
+async def lab_up(
+    topology: Topology, pki: LabPki, settings: dict[str, dict[str, object]] | None = None,
+    hosts: list[str] | None = None,
+) -> AsyncIterator[Lab]:
+    lab = LocalLab(topology, pki.directory, settings=settings, hosts=hosts or SIP_HOSTS)
+    async with lab:
+        yield Lab(topology, pki, lab)
+
+
+async def next_incoming(ua: UserAgent, method: str = "MESSAGE") -> object:
+    while True:
+        request = await asyncio.wait_for(ua.incoming.get(), 5)
+        if request.method == method:
+            return request
+
+
+# ---------------------------------------------------------------------- what works
+
+
+async def test_services_answer_options(sip_topology: Topology, lab_pki: LabPki) -> None:
+    async with lab_up(sip_topology, lab_pki) as lab:
+        checks = await lab.lab.check()
+        sip = [c for c in checks if c.service != "dns"]
+        assert len(sip) == 6
+        assert all(c.ok for c in sip), [c.detail for c in sip if not c.ok]
+
+
+async def test_remote_user_registers_over_443_and_chats_with_internal_user(
+    sip_topology: Topology, lab_pki: LabPki
+) -> None:
+    async with lab_up(sip_topology, lab_pki) as lab:
+        async with lab.ua("alice@contoso.lab", "remote") as alice, lab.ua("bob@contoso.lab", "internal") as bob:
+            assert (await alice.register()).code == 200
+            assert (await bob.register()).code == 200
+            response = await alice.message("sip:bob@contoso.lab", "hello from home")
+            assert response.code == 200
+            got = await next_incoming(bob)
+            assert got.body == b"hello from home"  # type: ignore[attr-defined]
+            trust = got.headers.get("ms-edge-proxy-message-trust")  # type: ignore[attr-defined]
+            assert trust is not None and "ms-source-type=AuthorizedUser" in trust
+            assert "ms-source-verified-user=verified" in trust
+            response = await bob.message("sip:alice@contoso.lab", "hello from the office")
+            assert response.code == 200
+            got = await next_incoming(alice)
+            assert got.body == b"hello from the office"  # type: ignore[attr-defined]
+
+
+async def test_wrong_password_gets_401(sip_topology: Topology, lab_pki: LabPki) -> None:
+    async with lab_up(sip_topology, lab_pki) as lab:
+        ua = lab.ua("alice@contoso.lab", "remote")
+        ua.password = "not-the-password"
+        async with ua:
+            assert (await ua.register()).code == 401
+
+
+async def test_fabrikam_and_contoso_users_chat_both_ways_over_5061(
+    sip_topology: Topology, lab_pki: LabPki
+) -> None:
+    async with lab_up(sip_topology, lab_pki) as lab:
+        async with lab.ua("bob@contoso.lab", "internal") as bob, lab.ua("carol@fabrikam.lab", "fabrikam") as carol:
+            assert (await bob.register()).code == 200
+            assert (await carol.register()).code == 200
+            assert (await bob.message("sip:carol@fabrikam.lab", "hi carol")).code == 200
+            got = await next_incoming(carol)
+            assert got.body == b"hi carol"  # type: ignore[attr-defined]
+            assert (await carol.message("sip:bob@contoso.lab", "hi bob")).code == 200
+            got = await next_incoming(bob)
+            assert got.body == b"hi bob"  # type: ignore[attr-defined]
+            trust = got.headers.get("ms-edge-proxy-message-trust")  # type: ignore[attr-defined]
+            assert trust is not None and "ms-source-type=DirectPartner" in trust
+            # one federation connection carried both directions (reuse)
+            proxy = lab.edge.edge.proxy  # type: ignore[union-attr]
+            fabrikam_flows = [f for f in proxy.flows.values() if "fabrikam.lab" in f.domains]
+            assert len(fabrikam_flows) == 1
+
+
+async def test_forged_trust_header_from_outside_is_stripped(sip_topology: Topology, lab_pki: LabPki) -> None:
+    async with lab_up(sip_topology, lab_pki) as lab:
+        async with lab.ua("bob@contoso.lab", "internal") as bob, lab.ua("carol@fabrikam.lab", "fabrikam") as carol:
+            await bob.register()
+            await carol.register()
+            forged = "ms-source-type=InternalUser;ms-source-network=intranet"
+            response = await carol.request(
+                "MESSAGE", "sip:bob@contoso.lab", body=b"x", content_type="text/plain",
+                headers=[("ms-edge-proxy-message-trust", forged)],
+            )
+            assert response.code == 200
+            got = await next_incoming(bob)
+            values = got.headers.getlist("ms-edge-proxy-message-trust")  # type: ignore[attr-defined]
+            assert forged not in values
+            assert len(values) == 1 and "DirectPartner" in values[0]
+
+
+async def test_pic_user_chats_both_ways(sip_topology: Topology, lab_pki: LabPki) -> None:
+    async with lab_up(sip_topology, lab_pki) as lab:
+        async with lab.ua("alice@contoso.lab", "remote") as alice, lab.ua("dave@pic.lab", "pic") as dave:
+            assert (await alice.register()).code == 200
+            assert (await dave.register()).code == 200
+            assert (await alice.message("sip:dave@pic.lab", "hi dave")).code == 200
+            assert (await next_incoming(dave)).body == b"hi dave"  # type: ignore[attr-defined]
+            assert (await dave.message("sip:alice@contoso.lab", "hi alice")).code == 200
+            got = await next_incoming(alice)
+            assert got.body == b"hi alice"  # type: ignore[attr-defined]
+
+
+async def test_presence_and_call_across_federation(sip_topology: Topology, lab_pki: LabPki) -> None:
+    async with lab_up(sip_topology, lab_pki) as lab:
+        async with lab.ua("bob@contoso.lab", "internal") as bob, lab.ua("carol@fabrikam.lab", "fabrikam") as carol:
+            await bob.register()
+            await carol.register()
+            assert (await carol.subscribe("sip:bob@contoso.lab")).code == 200
+            notify = await next_incoming(carol, "NOTIFY")
+            assert b"<basic>open</basic>" in notify.body  # type: ignore[attr-defined]
+            sdp = b"v=0\r\no=bob 1 1 IN IP4 192.0.2.20\r\ns=-\r\nc=IN IP4 192.0.2.20\r\nt=0 0\r\nm=audio 5004 RTP/AVP 0\r\n"
+            carol.answer_sdp = sdp.replace(b"bob", b"carol")
+            response, dialog = await bob.invite("sip:carol@fabrikam.lab", sdp)
+            assert response.code == 200 and dialog is not None
+            assert response.body == carol.answer_sdp
+            invite = await next_incoming(carol, "INVITE")
+            assert invite.body == sdp  # type: ignore[attr-defined]
+            await next_incoming(carol, "ACK")
+            assert (await bob.bye(dialog)).code == 200
+            await next_incoming(carol, "BYE")
+
+
+# ---------------------------------------------------------------------- refusals
+
+
+async def test_no_client_certificate_on_5061_is_refused_at_tls(sip_topology: Topology, lab_pki: LabPki) -> None:
+    async with lab_up(sip_topology, lab_pki) as lab:
+        with pytest.raises((ConnectionError, ssl.SSLError, TimeoutError)):
+            async with lab.ua("carol@fabrikam.lab", "edge5061") as carol:
+                await carol.options("sip:bob@contoso.lab", timeout=3)
+        assert any("no client certificate" in r for r in lab.refusals())
+
+
+async def test_unknown_ca_is_refused_at_tls(sip_topology: Topology, lab_pki: LabPki) -> None:
+    async with lab_up(sip_topology, lab_pki) as lab:
+        with pytest.raises((ConnectionError, ssl.SSLError, TimeoutError)):
+            async with lab.ua("carol@fabrikam.lab", "edge5061", cert=("unknown-ca", "fabrikam", "fabrikam")) as c:
+                await c.message("sip:bob@contoso.lab", "x", timeout=3)
+        assert any("does not chain to a trusted CA" in r and "refused" in r for r in lab.refusals())
+
+
+async def test_certificate_name_mismatch_gets_403(sip_topology: Topology, lab_pki: LabPki) -> None:
+    async with lab_up(sip_topology, lab_pki) as lab:
+        async with lab.ua("carol@fabrikam.lab", "edge5061", cert=("wrong-name", "fabrikam", "fabrikam")) as c:
+            response = await c.message("sip:bob@contoso.lab", "x")
+            assert response.code == 403
+            assert "does not match the Edge FQDN of fabrikam.lab" in (response.headers.get("Warning") or "")
+        assert any("does not match the Edge FQDN" in r for r in lab.refusals())
+
+
+async def test_blocked_domain_gets_403_both_ways(sip_topology: Topology, lab_pki: LabPki) -> None:
+    async with lab_up(sip_topology, lab_pki) as lab:
+        async with lab.ua("bob@contoso.lab", "internal") as bob:
+            await bob.register()
+            response = await bob.message("sip:someone@blocked.lab", "x")
+            assert response.code == 403
+            assert "domain blocked.lab is blocked" in (response.headers.get("Warning") or "")
+    settings: dict[str, dict[str, object]] = {"access-edge": {"blocked_domains": ["fabrikam.lab"]}}
+    async with lab_up(sip_topology, lab_pki, settings) as lab:
+        async with lab.ua("bob@contoso.lab", "internal") as bob, lab.ua("carol@fabrikam.lab", "fabrikam") as carol:
+            await bob.register()
+            await carol.register()
+            response = await carol.message("sip:bob@contoso.lab", "x")
+            assert response.code == 403
+            assert "domain fabrikam.lab is blocked" in (response.headers.get("Warning") or "")
+
+
+async def test_unknown_user_gets_404(sip_topology: Topology, lab_pki: LabPki) -> None:
+    async with lab_up(sip_topology, lab_pki) as lab:
+        async with lab.ua("carol@fabrikam.lab", "fabrikam") as carol:
+            await carol.register()
+            response = await carol.message("sip:nobody@contoso.lab", "x")
+            assert response.code == 404
+            assert (response.headers.get("ms-diagnostics") or "").startswith("4005;")
+
+
+async def test_registered_user_offline_gets_480(sip_topology: Topology, lab_pki: LabPki) -> None:
+    async with lab_up(sip_topology, lab_pki) as lab:
+        async with lab.ua("carol@fabrikam.lab", "fabrikam") as carol:
+            await carol.register()
+            assert (await carol.message("sip:alice@contoso.lab", "x")).code == 480
+
+
+async def test_front_end_down_gets_504_with_diagnostics(sip_topology: Topology, lab_pki: LabPki) -> None:
+    hosts = [h for h in SIP_HOSTS if h != "fe"]
+    async with lab_up(sip_topology, lab_pki, hosts=hosts) as lab:
+        async with lab.ua("alice@contoso.lab", "remote") as alice:
+            response = await alice.register()
+            assert response.code == 504
+            diagnostics = response.headers.get("ms-diagnostics") or ""
+            assert diagnostics.startswith('1046;reason="Failed to connect to a peer server"')
+
+
+async def test_partner_srv_missing_gets_504_1008(sip_topology: Topology, lab_pki: LabPki) -> None:
+    settings: dict[str, dict[str, object]] = {"access-edge": {"enable_partner_discovery": True}}
+    async with lab_up(sip_topology, lab_pki, settings) as lab:
+        async with lab.ua("bob@contoso.lab", "internal") as bob:
+            await bob.register()
+            response = await bob.message("sip:x@nowhere.lab", "x")
+            assert response.code == 504
+            assert (response.headers.get("ms-diagnostics") or "").startswith("1008;")
+
+
+async def test_untrusted_partner_certificate_gets_504_1010(sip_topology: Topology, lab_pki: LabPki) -> None:
+    settings: dict[str, dict[str, object]] = {"access-edge": {"trusted_cas": ["public"]}}
+    async with lab_up(sip_topology, lab_pki, settings) as lab:
+        async with lab.ua("bob@contoso.lab", "internal") as bob:
+            await bob.register()
+            response = await bob.message("sip:carol@fabrikam.lab", "x")
+            assert response.code == 504
+            assert (response.headers.get("ms-diagnostics") or "").startswith("1010;")
+
+
+async def test_malformed_request_gets_400_and_connection_stays_usable(
+    sip_topology: Topology, lab_pki: LabPki
+) -> None:
+    async with lab_up(sip_topology, lab_pki) as lab:
+        async with lab.ua("alice@contoso.lab", "remote") as alice:
+            for header, value, phrase in (
+                ("Max-Forwards", "many", "Malformed Max-Forwards header"),
+                ("Supported", None, "Malformed header line"),
+            ):
+                bad = alice.build("OPTIONS", "sip:sip.contoso.lab")
+                raw = bytes(bad)
+                if value is None:  # a header line without a colon
+                    raw = raw.replace(b"User-Agent:", b"User-Agent")
+                else:
+                    bad.headers.set(header, value)
+                    raw = bytes(bad)
+                future = asyncio.get_running_loop().create_future()
+                branch = bad.headers.getlist("Via")[0].split("branch=")[1].split(";")[0]
+                alice._pending[branch] = future
+                await alice.send_raw(raw)
+                response = await asyncio.wait_for(future, 5)
+                assert (response.code, response.phrase) == (400, phrase)
+                # the same connection still works
+                assert (await alice.options("sip:sip.contoso.lab")).code == 200
+
+
+async def test_max_forwards_zero_gets_483_and_a_loop_gets_482(sip_topology: Topology, lab_pki: LabPki) -> None:
+    settings: dict[str, dict[str, object]] = {
+        "access-edge": {
+            "allowed_domains": [
+                {"domain": "fabrikam.lab", "proxy_fqdn": "sip.fabrikam.lab"},
+                {"domain": "loop.lab", "proxy_fqdn": "sip.contoso.lab"},  # federates with itself
+            ]
+        }
+    }
+    async with lab_up(sip_topology, lab_pki, settings) as lab:
+        async with lab.ua("alice@contoso.lab", "remote") as alice, lab.ua("bob@contoso.lab", "internal") as bob:
+            await bob.register()
+            response = await alice.request(
+                "MESSAGE", "sip:bob@contoso.lab", body=b"x", content_type="text/plain",
+                headers=[("Max-Forwards", "0")],
+            )
+            assert response.code == 483
+            response = await bob.message("sip:x@loop.lab", "x")
+            assert response.code == 482
