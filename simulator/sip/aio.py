@@ -15,6 +15,7 @@ timer with ``loop.call_at``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import ssl
 from collections.abc import Callable, Iterable
@@ -63,7 +64,9 @@ class SipProtocol(asyncio.Protocol):
 
     _ids = 0
 
-    def __init__(self, owner: SipOwner, *, max_message_bytes: int = 64 * 1024, label: str = "") -> None:
+    def __init__(
+        self, owner: SipOwner, *, max_message_bytes: int = 64 * 1024, label: str = ""
+    ) -> None:
         SipProtocol._ids += 1
         self.id = SipProtocol._ids
         self.owner = owner
@@ -110,7 +113,9 @@ class SipProtocol(asyncio.Protocol):
             try:
                 event = core.next_event()
             except RemoteProtocolError as exc:
-                log.warning("%s conn %d from %s: bad message: %s", self.label, self.id, self.peer[0], exc)
+                log.warning(
+                    "%s conn %d from %s: bad message: %s", self.label, self.id, self.peer[0], exc
+                )
                 continue
             if event is None:
                 break
@@ -126,10 +131,8 @@ class SipProtocol(asyncio.Protocol):
                 if isinstance(event, RequestReceived) and event.request.method != "ACK":
                     from simulator.sip.build import response_for
 
-                    try:
+                    with contextlib.suppress(Exception):
                         self.send(response_for(event.request, 500))
-                    except Exception:  # noqa: BLE001
-                        pass
         self.flush()
         if core.must_close:
             self.close()
@@ -178,7 +181,7 @@ class SipListener:
         spec = self.spec
 
         class _Plain(asyncio.Protocol):
-            def connection_made(inner, transport: asyncio.BaseTransport) -> None:  # noqa: N805
+            def connection_made(inner, transport: asyncio.BaseTransport) -> None:
                 transport.pause_reading()  # type: ignore[attr-defined]
                 task = loop.create_task(self._handshake(transport))  # type: ignore[arg-type]
                 self._tasks.add(task)
@@ -195,7 +198,11 @@ class SipListener:
         proto = SipProtocol(spec.owner, max_message_bytes=spec.max_message_bytes, label=spec.label)
         try:
             tls = await loop.start_tls(
-                transport, proto, spec.context, server_side=True, ssl_handshake_timeout=HANDSHAKE_TIMEOUT
+                transport,
+                proto,
+                spec.context,
+                server_side=True,
+                ssl_handshake_timeout=HANDSHAKE_TIMEOUT,
             )
         except (ssl.SSLError, OSError, TimeoutError, ConnectionError) as exc:
             reason = tls_failure_reason(exc)
@@ -208,7 +215,7 @@ class SipListener:
         if tls is None:
             transport.close()
             return
-        proto.attach(tls)  # type: ignore[arg-type]
+        proto.attach(tls)
         try:
             spec.on_connection(proto)
         except Exception:
@@ -220,10 +227,8 @@ class SipListener:
             self.server.close()
             for task in list(self._tasks):
                 task.cancel()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.server.wait_closed(), 2)
-            except TimeoutError:
-                pass
 
 
 def tls_failure_reason(exc: BaseException) -> str:
@@ -264,7 +269,11 @@ async def open_sip(
 
     await asyncio.wait_for(
         loop.create_connection(
-            factory, host, port, ssl=context, server_hostname=server_hostname,
+            factory,
+            host,
+            port,
+            ssl=context,
+            server_hostname=server_hostname,
             ssl_handshake_timeout=timeout,
             local_addr=(local_address, 0) if local_address else None,
         ),
@@ -327,15 +336,24 @@ class AccessEdge:
         return out
 
     async def start(self) -> dict[str, tuple[str, int]]:
-        for kind, side in (("client", Side.CLIENT), ("federation", Side.FEDERATION), ("internal", Side.INTERNAL)):
+        for kind, side in (
+            ("client", Side.CLIENT),
+            ("federation", Side.FEDERATION),
+            ("internal", Side.INTERNAL),
+        ):
             spec = getattr(self.listener_specs, kind)
             if spec is None:
                 continue
             address, port, context = spec
             listener = SipListener(
                 ListenerSpec(
-                    address, port, context, f"access-edge/{kind}",
-                    self._accepted(side), self, self.config.max_message_bytes,
+                    address,
+                    port,
+                    context,
+                    f"access-edge/{kind}",
+                    self._accepted(side),
+                    self,
+                    self.config.max_message_bytes,
                 )
             )
             self.bound[kind] = await listener.start()
@@ -367,8 +385,13 @@ class AccessEdge:
             flow = self.proxy.flow_opened(side, proto.peer, names)
             proto.flow_id = flow.id
             self.conns[flow.id] = proto
-            log.info("access-edge: %s connection %d from %s (%s)", side.value, flow.id, proto.peer[0],
-                     ", ".join(names) or "no certificate")
+            log.info(
+                "access-edge: %s connection %d from %s (%s)",
+                side.value,
+                flow.id,
+                proto.peer[0],
+                ", ".join(names) or "no certificate",
+            )
 
         return register
 
@@ -377,10 +400,14 @@ class AccessEdge:
         self.proxy.flow_closed(proto.flow_id)
 
     def on_request(self, proto: SipProtocol, request: Request) -> None:
-        self._run(self.proxy.receive_request(proto.flow_id, request, asyncio.get_running_loop().time()))
+        self._run(
+            self.proxy.receive_request(proto.flow_id, request, asyncio.get_running_loop().time())
+        )
 
     def on_response(self, proto: SipProtocol, response: Response) -> None:
-        self._run(self.proxy.receive_response(proto.flow_id, response, asyncio.get_running_loop().time()))
+        self._run(
+            self.proxy.receive_response(proto.flow_id, response, asyncio.get_running_loop().time())
+        )
 
     # ------------------------------------------------------------------ actions
 
@@ -401,7 +428,9 @@ class AccessEdge:
         if isinstance(target, ToFlow):
             proto = self.conns.get(target.flow_id)
             if proto is None:
-                self._run(self.proxy.next_hop_failed(action.branch, "connect", "the connection is gone"))
+                self._run(
+                    self.proxy.next_hop_failed(action.branch, "connect", "the connection is gone")
+                )
                 return
             proto.send(action.request)
             return
@@ -436,7 +465,11 @@ class AccessEdge:
         try:
             proto = await asyncio.shield(future)
         except _HopFailure as failure:
-            self._run(self.proxy.next_hop_failed(action.branch, failure.kind, failure.detail, failure.peer))
+            self._run(
+                self.proxy.next_hop_failed(
+                    action.branch, failure.kind, failure.detail, failure.peer
+                )
+            )
             return
         proto.send(action.request)
 
@@ -445,10 +478,16 @@ class AccessEdge:
         try:
             addresses = await self.internal_resolver.a(host)
         except ResolutionError as exc:
-            raise _HopFailure("connect", f"cannot resolve the internal next hop: {exc.reason}", host) from None
+            raise _HopFailure(
+                "connect", f"cannot resolve the internal next hop: {exc.reason}", host
+            ) from None
         proto = await self._open(
-            addresses[0], self.config.internal_next_hop_port, self.internal_client, host,
-            "access-edge/internal-out", self._local("internal"),
+            addresses[0],
+            self.config.internal_next_hop_port,
+            self.internal_client,
+            host,
+            "access-edge/internal-out",
+            self._local("internal"),
         )
         names = proto.peer_cert.names() if proto.peer_cert else ()
         flow = self.proxy.flow_opened(Side.INTERNAL, proto.peer, names, outbound=True)
@@ -471,15 +510,27 @@ class AccessEdge:
         except ResolutionError as exc:
             raise _HopFailure("connect", f"cannot resolve {fqdn}: {exc.reason}", fqdn) from None
         proto = await self._open(
-            addresses[0], port, self.federation_client, fqdn, "access-edge/federation-out",
+            addresses[0],
+            port,
+            self.federation_client,
+            fqdn,
+            "access-edge/federation-out",
             self._local("federation"),
         )
         names = proto.peer_cert.names() if proto.peer_cert else ()
-        flow = self.proxy.flow_opened(Side.FEDERATION, proto.peer, names, outbound=True, domains=[partner.domain])
+        flow = self.proxy.flow_opened(
+            Side.FEDERATION, proto.peer, names, outbound=True, domains=[partner.domain]
+        )
         proto.flow_id = flow.id
         self.conns[flow.id] = proto
-        log.info("access-edge: federation connection %d to %s (%s:%d) for %s", flow.id, fqdn,
-                 addresses[0], port, partner.domain)
+        log.info(
+            "access-edge: federation connection %d to %s (%s:%d) for %s",
+            flow.id,
+            fqdn,
+            addresses[0],
+            port,
+            partner.domain,
+        )
         return proto
 
     def _local(self, kind: str) -> str | None:
@@ -497,7 +548,9 @@ class AccessEdge:
             raise _HopFailure("tls", f"{name}: {tls_failure_reason(exc)}", name) from None
         except (OSError, TimeoutError) as exc:
             detail = getattr(exc, "strerror", None) or type(exc).__name__
-            raise _HopFailure("connect", f"cannot connect to {name} ({address}:{port}): {detail}", name) from None
+            raise _HopFailure(
+                "connect", f"cannot connect to {name} ({address}:{port}): {detail}", name
+            ) from None
 
     async def _verify(self, action: VerifyPartner) -> None:
         name = f"_sipfederationtls._tcp.{action.domain}"
@@ -508,7 +561,11 @@ class AccessEdge:
             fqdns = []
         self._run(
             self.proxy.partner_verified(
-                action.flow_id, action.domain, fqdns, action.request, asyncio.get_running_loop().time()
+                action.flow_id,
+                action.domain,
+                fqdns,
+                action.request,
+                asyncio.get_running_loop().time(),
             )
         )
 

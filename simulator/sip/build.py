@@ -212,11 +212,11 @@ def loop_hash(request: Request, context: str = "") -> str:
 
     It covers the Request-URI, Call-ID, CSeq number and the From and To tags: a request that
     comes back with all of these unchanged has looped; one whose Request-URI changed spirals.
-    ``context`` adds what else tells passes apart (the Edge: the side the request came in on, so
-    a request a remote user sends to a partner, which passes the Edge twice, is a spiral).
+    ``context`` adds what else tells passes apart (the Edge: whether it came from a remote user
+    and which Route entries it consumed, so a request that passes the Edge twice is a spiral).
     """
     h = request.headers
-    cseq = h.get("CSeq", "").split(None, 1)[0] if h.get("CSeq") else ""
+    cseq = (h.get("CSeq") or "").split(None, 1)[0] if h.get("CSeq") else ""
     text = "|".join(
         (
             context,

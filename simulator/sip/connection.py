@@ -33,7 +33,7 @@ from simulator.sip.events import (
 from simulator.sip.framing import (
     DEFAULT_MAX_HEADER_BYTES,
     DEFAULT_MAX_MESSAGE_BYTES,
-    PING,
+    Frame,
     Framer,
 )
 from simulator.sip.validate import validate
@@ -48,7 +48,9 @@ class SipConnection:
         max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     ) -> None:
-        self._framer = Framer(max_header_bytes=max_header_bytes, max_message_bytes=max_message_bytes)
+        self._framer = Framer(
+            max_header_bytes=max_header_bytes, max_message_bytes=max_message_bytes
+        )
         self._out: list[bytes] = []
         self._eof = False
         self._closed_reported = False
@@ -97,10 +99,9 @@ class SipConnection:
                 self._closed_reported = True
                 return ConnectionClosed("peer closed the connection")
             return None
-        if frame is PING:
+        if not isinstance(frame, Frame):
             self._out.append(b"\r\n")
             return KeepAliveReceived()
-        assert not isinstance(frame, type(PING))
         try:
             message = validate(frame)
         except RemoteProtocolError as exc:

@@ -8,12 +8,20 @@ from sipmessage import AuthCredentials
 
 
 def _md5(text: str) -> str:
-    return hashlib.md5(text.encode()).hexdigest()  # noqa: S324 - the SIP digest algorithm
+    return hashlib.md5(text.encode()).hexdigest()
 
 
 def digest_response(
-    *, username: str, realm: str, password: str, method: str, uri: str, nonce: str,
-    qop: str | None = None, nc: str = "00000001", cnonce: str = "",
+    *,
+    username: str,
+    realm: str,
+    password: str,
+    method: str,
+    uri: str,
+    nonce: str,
+    qop: str | None = None,
+    nc: str = "00000001",
+    cnonce: str = "",
 ) -> str:
     ha1 = _md5(f"{username}:{realm}:{password}")
     ha2 = _md5(f"{method}:{uri}")
@@ -36,8 +44,14 @@ def authorization(
     nonce = params.get("nonce", "")
     qop = "auth" if "auth" in params.get("qop", "").split(",") else None
     response = digest_response(
-        username=username, realm=realm, password=password, method=method, uri=uri,
-        nonce=nonce, qop=qop, cnonce=cnonce,
+        username=username,
+        realm=realm,
+        password=password,
+        method=method,
+        uri=uri,
+        nonce=nonce,
+        qop=qop,
+        cnonce=cnonce,
     )
     value = (
         f'Digest username="{username}", realm="{realm}", nonce="{nonce}", uri="{uri}", '
@@ -48,7 +62,9 @@ def authorization(
     return value
 
 
-def check(value: str, *, method: str, realm: str, passwords: dict[str, str], nonces: set[str]) -> str | None:
+def check(
+    value: str, *, method: str, realm: str, passwords: dict[str, str], nonces: set[str]
+) -> str | None:
     """The authenticated username, or None when the credentials are wrong or stale."""
     try:
         creds = AuthCredentials.parse(value)
@@ -61,8 +77,15 @@ def check(value: str, *, method: str, realm: str, passwords: dict[str, str], non
     if user not in passwords or p.get("realm") != realm or p.get("nonce") not in nonces:
         return None
     expected = digest_response(
-        username=user, realm=realm, password=passwords[user], method=method, uri=p.get("uri", ""),
-        nonce=p.get("nonce", ""), qop=p.get("qop"), nc=p.get("nc", ""), cnonce=p.get("cnonce", ""),
+        username=user,
+        realm=realm,
+        password=passwords[user],
+        method=method,
+        uri=p.get("uri", ""),
+        nonce=p.get("nonce", ""),
+        qop=p.get("qop"),
+        nc=p.get("nc", ""),
+        cnonce=p.get("cnonce", ""),
     )
     return user if expected == p.get("response") else None
 

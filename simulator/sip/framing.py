@@ -128,7 +128,9 @@ class Framer:
             end = buf.find(_CRLF2)
             if end < 0:
                 if len(buf) > self.max_header_bytes:
-                    raise self._fail(RemoteProtocolError(513, "Message Too Large", fatal=True), None)
+                    raise self._fail(
+                        RemoteProtocolError(513, "Message Too Large", fatal=True), None
+                    )
                 return None
             if end > self.max_header_bytes:
                 head = bytes(buf[:end])

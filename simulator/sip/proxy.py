@@ -26,7 +26,8 @@ What it does to a request (RFC 3261 section 16 as a stateful proxy, reliable tra
    remote users so the Front End can reach them back through the same connection.
 
 Responses go back by their top Via; Timer B/F (:mod:`.transaction`) gives 408 when the next hop
-stays silent; the adapter reports next hops it could not reach with :meth:`EdgeProxy.next_hop_failed`,
+stays silent; the adapter reports next hops it could not reach with
+:meth:`EdgeProxy.next_hop_failed`,
 which answers 504 with the ``ms-diagnostics`` code a real Edge gives.
 
 Not implemented: forking, CANCEL matching (CANCEL and ACK are forwarded statelessly), UDP.
@@ -93,9 +94,15 @@ class Diagnostic:
 #: The ``ms-diagnostics`` codes the Edge emits, with the status it answers and the reason text.
 DIAGNOSTICS: dict[str, tuple[int, Diagnostic]] = {
     "srv": (504, Diagnostic(1008, "Unable to resolve DNS SRV record")),
-    "untrusted": (504, Diagnostic(1010, "Certificate trust with another server could not be established")),
+    "untrusted": (
+        504,
+        Diagnostic(1010, "Certificate trust with another server could not be established"),
+    ),
     "connect": (504, Diagnostic(1046, "Failed to connect to a peer server")),
-    "tls": (504, Diagnostic(1047, "Failed to complete TLS negotiation with a federated peer server")),
+    "tls": (
+        504,
+        Diagnostic(1047, "Failed to complete TLS negotiation with a federated peer server"),
+    ),
 }
 
 
@@ -135,7 +142,7 @@ class EdgeConfig:
     allow_federated_users: bool = True
     """Federation with partner domains (AllowFederatedUsers)."""
     enable_partner_discovery: bool = False
-    """Open federation: any domain not blocked, its Edge found by DNS SRV (EnablePartnerDiscovery)."""
+    """Open federation: any domain not blocked, Edge found by DNS SRV (EnablePartnerDiscovery)."""
     enable_public_im: bool = True
     """Federation with the public IM providers listed in :attr:`public_providers`."""
     allowed_domains: tuple[Partner, ...] = ()
@@ -183,6 +190,14 @@ class EdgeConfig:
         return Refusal(f"domain {domain} is not an allowed partner domain")
 
 
+def _trust_value(source_type: str, fqdn: str, verified: str, network: str) -> str:
+    """The ``ms-edge-proxy-message-trust`` value the Edge adds to what it passes inside."""
+    return (
+        f"ms-source-type={source_type};ms-ep-fqdn={fqdn};"
+        f"ms-source-verified-user={verified};ms-source-network={network}"
+    )
+
+
 def _partner(entry: Any, kind: str) -> Partner:
     if isinstance(entry, str):
         return Partner(entry.lower(), None, kind)
@@ -207,7 +222,10 @@ class Flow:
 
     def matches(self, fqdn: str) -> bool:
         fqdn = fqdn.lower()
-        return any(n == fqdn or (n.startswith("*.") and fqdn.split(".", 1)[-1] == n[2:]) for n in self.names)
+        return any(
+            n == fqdn or (n.startswith("*.") and fqdn.split(".", 1)[-1] == n[2:])
+            for n in self.names
+        )
 
 
 @dataclass(frozen=True)
@@ -292,7 +310,9 @@ class EdgeProxy:
         outbound: bool = False,
         domains: Iterable[str] = (),
     ) -> Flow:
-        flow = Flow(next(self._ids), side, peer, tuple(n.lower() for n in names), outbound, set(domains))
+        flow = Flow(
+            next(self._ids), side, peer, tuple(n.lower() for n in names), outbound, set(domains)
+        )
         if side is Side.FEDERATION and not outbound:
             for partner in (*self.config.allowed_domains, *self.config.public_providers):
                 if partner.proxy_fqdn and flow.matches(partner.proxy_fqdn):
@@ -322,7 +342,10 @@ class EdgeProxy:
     # ------------------------------------------------------------------ helpers
 
     def _refuse(self, flow: Flow, request: Request, code: int, reason: str) -> list[Action]:
-        text = f"{request.method} from {flow.side.value} flow {flow.id} ({flow.peer[0]}): {code} {reason}"
+        text = (
+            f"{request.method} from {flow.side.value} flow {flow.id} ({flow.peer[0]}): "
+            f"{code} {reason}"
+        )
         log.warning("refused %s", text)
         self.refusals.append(text)
         del self.refusals[:-100]
@@ -331,12 +354,17 @@ class EdgeProxy:
         warning = f'399 {self.config.external_fqdn} "{reason}"'
         return [Send(flow.id, response_for(request, code, headers=[("Warning", warning)]))]
 
-    def _diagnostic_response(self, request: Request, kind: str, detail: str, peer: str | None) -> Response:
+    def _diagnostic_response(
+        self, request: Request, kind: str, detail: str, peer: str | None
+    ) -> Response:
         code, diag = DIAGNOSTICS[kind]
         value = f'{diag.code};reason="{diag.reason}";source="{self.config.external_fqdn}"'
         if peer:
             value += f';PeerServer="{peer}"'
-        headers = [(DIAGNOSTICS_HEADER, value), ("Warning", f'399 {self.config.external_fqdn} "{detail}"')]
+        headers = [
+            (DIAGNOSTICS_HEADER, value),
+            ("Warning", f'399 {self.config.external_fqdn} "{detail}"'),
+        ]
         return response_for(request, code, headers=headers)
 
     def _is_ours(self, uri: str) -> bool:
@@ -396,8 +424,17 @@ class EdgeProxy:
         # 5. OPTIONS to the Edge itself
         uri_text = str(request.uri)
         if method == "OPTIONS" and request.uri.host.lower() in self.our_hosts and edgeflow is None:
-            allow = "INVITE, ACK, CANCEL, BYE, OPTIONS, MESSAGE, SUBSCRIBE, NOTIFY, REGISTER, SERVICE, INFO"
-            return [Send(flow.id, response_for(request, 200, headers=[("Allow", allow), ("Accept", "application/sdp")]))]
+            allow = (
+                "INVITE, ACK, CANCEL, BYE, OPTIONS, MESSAGE, SUBSCRIBE, NOTIFY, REGISTER, SERVICE"
+            )
+            return [
+                Send(
+                    flow.id,
+                    response_for(
+                        request, 200, headers=[("Allow", allow), ("Accept", "application/sdp")]
+                    ),
+                )
+            ]
 
         # 6. side and policy
         cfg = self.config
@@ -409,15 +446,23 @@ class EdgeProxy:
             if not cfg.allow_outside_users:
                 return self._refuse(flow, request, 403, "Remote user access is disabled")
             if from_domain not in cfg.served_domains:
-                return self._refuse(flow, request, 403, f"From domain {from_domain} is not served here")
+                return self._refuse(
+                    flow, request, 403, f"From domain {from_domain} is not served here"
+                )
             target = ToInternal()
             verified = "verified" if flow.user else "unverified"
-            trust = f"ms-source-type=AuthorizedUser;ms-ep-fqdn={cfg.external_fqdn};ms-source-verified-user={verified};ms-source-network=edgeproxy"
+            trust = _trust_value("AuthorizedUser", cfg.external_fqdn, verified, "edgeproxy")
             if method == "REGISTER":
-                prepend(request, "Path", f"<sip:{cfg.internal_fqdn}:5061;transport=tls;lr;edgeflow={flow.id}>")
+                prepend(
+                    request,
+                    "Path",
+                    f"<sip:{cfg.internal_fqdn}:5061;transport=tls;lr;edgeflow={flow.id}>",
+                )
         elif flow.side is Side.FEDERATION:
             if from_domain in cfg.served_domains:
-                return self._refuse(flow, request, 403, f"A federated peer cannot send as {from_domain}")
+                return self._refuse(
+                    flow, request, 403, f"A federated peer cannot send as {from_domain}"
+                )
             decision = cfg.partner_for(from_domain)
             if isinstance(decision, Refusal):
                 return self._refuse(flow, request, 403, decision.reason)
@@ -425,24 +470,31 @@ class EdgeProxy:
                 if decision.proxy_fqdn is not None:
                     if not flow.matches(decision.proxy_fqdn):
                         return self._refuse(
-                            flow, request, 403,
-                            f"Peer certificate does not match the Edge FQDN of {from_domain} ({decision.proxy_fqdn})",
+                            flow,
+                            request,
+                            403,
+                            f"Peer certificate does not match the Edge FQDN of {from_domain} "
+                            f"({decision.proxy_fqdn})",
                         )
                     flow.domains.add(from_domain)
                 else:
                     return [VerifyPartner(flow.id, from_domain, request)]
             if target_domain not in cfg.served_domains and not self._is_ours(uri_text):
-                return self._refuse(flow, request, 403, f"Domain {target_domain} is not served here")
+                return self._refuse(
+                    flow, request, 403, f"Domain {target_domain} is not served here"
+                )
             target = ToInternal()
             source_type = "PublicCloudPartner" if decision.kind == "pic" else "DirectPartner"
             network = "publiccloud" if decision.kind == "pic" else "federation"
-            trust = f"ms-source-type={source_type};ms-ep-fqdn={cfg.external_fqdn};ms-source-verified-user=verified;ms-source-network={network}"
+            trust = _trust_value(source_type, cfg.external_fqdn, "verified", network)
         else:  # INTERNAL
             if not self._internal_ok(flow):
                 return self._refuse(flow, request, 403, "Peer is not the internal next hop")
             if edgeflow is not None:
                 if edgeflow not in self.flows or self.flows[edgeflow].side is Side.INTERNAL:
-                    return self._refuse(flow, request, 480, "The remote user is no longer connected")
+                    return self._refuse(
+                        flow, request, 480, "The remote user is no longer connected"
+                    )
                 target = ToFlow(edgeflow)
             elif target_domain in cfg.served_domains:
                 return self._refuse(flow, request, 480, f"No route to {target_domain} user outside")
@@ -461,8 +513,10 @@ class EdgeProxy:
         branch = f"{marker}{flow.id}-{next(self._seq):x}"
         push_via(request, f"SIP/2.0/TLS {self._sent_by(out_side)};branch={branch}")
         if method in ("INVITE", "SUBSCRIBE"):
-            client_flow = flow.id if flow.side is Side.CLIENT else (
-                target.flow_id if isinstance(target, ToFlow) else None
+            client_flow = (
+                flow.id
+                if flow.side is Side.CLIENT
+                else (target.flow_id if isinstance(target, ToFlow) else None)
             )
             tail = f";edgeflow={client_flow}" if client_flow is not None else ""
             ext_port = 443 if client_flow is not None else 5061
@@ -483,7 +537,7 @@ class EdgeProxy:
     def partner_verified(
         self, flow_id: int, domain: str, edge_fqdns: Iterable[str], request: Request, now: float
     ) -> list[Action]:
-        """Open federation: ``edge_fqdns`` are the SRV targets found for ``domain`` (may be empty)."""
+        """Open federation: ``edge_fqdns`` are the SRV targets found for ``domain`` (or none)."""
         flow = self.flows.get(flow_id)
         if flow is None:
             return []
@@ -492,7 +546,9 @@ class EdgeProxy:
             flow.domains.add(domain)
             return self.receive_request(flow_id, request, now)
         if not fqdns:
-            return self._refuse(flow, request, 403, f"No DNS SRV record for {domain}: cannot verify the peer")
+            return self._refuse(
+                flow, request, 403, f"No DNS SRV record for {domain}: cannot verify the peer"
+            )
         return self._refuse(
             flow, request, 403, f"Peer certificate does not match the DNS SRV target of {domain}"
         )
@@ -517,7 +573,7 @@ class EdgeProxy:
             upstream = pending.upstream
         else:
             try:
-                upstream = int(branch[len(BRANCH_PREFIX):].split("-")[1])
+                upstream = int(branch[len(BRANCH_PREFIX) :].split("-")[1])
             except (IndexError, ValueError):
                 return []
         up = self.flows.get(upstream)
@@ -526,14 +582,16 @@ class EdgeProxy:
         if (
             up.side is Side.CLIENT
             and 200 <= response.code < 300
-            and response.headers.get("CSeq", "").endswith("REGISTER")
+            and (response.headers.get("CSeq") or "").endswith("REGISTER")
         ):
             up.user = uri_of(response.headers["To"]).split(";", 1)[0]
         return [Send(upstream, response)]
 
     # ------------------------------------------------------------------ failures and timers
 
-    def next_hop_failed(self, branch: str, kind: str, detail: str, peer: str | None = None) -> list[Action]:
+    def next_hop_failed(
+        self, branch: str, kind: str, detail: str, peer: str | None = None
+    ) -> list[Action]:
         """The adapter could not reach the next hop: ``kind`` is a key of :data:`DIAGNOSTICS`."""
         pending = self._pending.pop(branch, None)
         if pending is None:
@@ -560,7 +618,8 @@ class EdgeProxy:
             del self._pending[branch]
             log.warning("next hop silent for %s (branch %s): 408", pending.request.method, branch)
             response = response_for(
-                pending.request, 408,
+                pending.request,
+                408,
                 headers=[("Warning", f'399 {self.config.external_fqdn} "Next hop did not answer"')],
             )
             pop_via(response)

@@ -30,7 +30,9 @@ def _trust(ctx: ServiceContext, cas: Any, default: list[str]) -> list[Any]:
     known = {ca.id for ca in ctx.topology.cas}
     for ca in ids:
         if ca not in known:
-            raise ConfigError(ctx.topology.path, f"services.{ctx.service}.trusted_cas", f"unknown CA {ca!r}")
+            raise ConfigError(
+                ctx.topology.path, f"services.{ctx.service}.trusted_cas", f"unknown CA {ca!r}"
+            )
     return [ctx.pki.ca_cert(ca) for ca in ids]
 
 
@@ -38,12 +40,18 @@ def _cert(ctx: ServiceContext, iface: Interface) -> CertPaths:
     return ctx.pki.interface_cert(iface)
 
 
-async def _check_options(bound: BoundListener, cert: CertPaths | None, trust: list[Any], name: str | None,
-                         domain: str) -> str | None:
+async def _check_options(
+    bound: BoundListener, cert: CertPaths | None, trust: list[Any], name: str | None, domain: str
+) -> str | None:
     context = client_context(trust, cert=cert, check_hostname=name is not None)
     try:
-        async with UserAgent(f"sip:check@{domain}", host=bound.address, port=bound.port,
-                             context=context, server_name=name) as ua:
+        async with UserAgent(
+            f"sip:check@{domain}",
+            host=bound.address,
+            port=bound.port,
+            context=context,
+            server_name=name,
+        ) as ua:
             await ua.options(f"sip:{bound.address}:{bound.port};transport=tls", timeout=2.5)
     except (OSError, ssl.SSLError, TimeoutError) as exc:
         return f"no SIP answer: {exc or type(exc).__name__}"
@@ -91,16 +99,24 @@ class AccessEdgeService:
 
     async def start(self) -> list[BoundListener]:
         ctx = self.ctx
-        specs: dict[str, tuple[str, int, ssl.SSLContext] | None] = {"client": None, "federation": None, "internal": None}
+        specs: dict[str, tuple[str, int, ssl.SSLContext] | None] = {
+            "client": None,
+            "federation": None,
+            "internal": None,
+        }
         for lst, kind in self.kinds.items():
             iface = ctx.host.interface(lst.interface)
             cert = _cert(ctx, iface)
             if kind == "client":
                 context = server_context(cert)
             elif kind == "federation":
-                context = server_context(cert, client_trust=self.federation_trust, require_client_cert=True)
+                context = server_context(
+                    cert, client_trust=self.federation_trust, require_client_cert=True
+                )
             else:
-                context = server_context(cert, client_trust=self.internal_trust, require_client_cert=True)
+                context = server_context(
+                    cert, client_trust=self.internal_trust, require_client_cert=True
+                )
             specs[kind] = (ctx.address(iface), lst.port, context)
         external_cert = _cert(ctx, self.external_iface) if self.external_iface else None
         internal_cert = _cert(ctx, self.internal_iface) if self.internal_iface else None
@@ -109,8 +125,12 @@ class AccessEdgeService:
             EdgeListeners(specs["client"], specs["federation"], specs["internal"]),
             federation_client=client_context(self.federation_trust, cert=external_cert),
             internal_client=client_context(self.internal_trust, cert=internal_cert),
-            external_resolver=ctx.resolver(self.external_iface) if self.external_iface else ctx.resolver(),
-            internal_resolver=ctx.resolver(self.internal_iface) if self.internal_iface else ctx.resolver(),
+            external_resolver=ctx.resolver(self.external_iface)
+            if self.external_iface
+            else ctx.resolver(),
+            internal_resolver=ctx.resolver(self.internal_iface)
+            if self.internal_iface
+            else ctx.resolver(),
         )
         bound = await self.edge.start()
         out: list[BoundListener] = []
@@ -123,8 +143,9 @@ class AccessEdgeService:
         kind = self.kinds.get(bound.listener)
         iface = self.ctx.host.interface(bound.listener.interface)
         cert = None if kind == "client" else _cert(self.ctx, iface)
-        return await _check_options(bound, cert, [self.ctx.pki.trust_bundle], iface.fqdn,
-                                    self.config.served_domains[0])
+        return await _check_options(
+            bound, cert, [self.ctx.pki.trust_bundle], iface.fqdn, self.config.served_domains[0]
+        )
 
     async def stop(self) -> None:
         if self.edge is not None:
@@ -144,20 +165,36 @@ class _DomainService:
         self.trust = _trust(ctx, cas, self.default_cas)
         users = settings.pop("users", {})
         if not isinstance(users, dict):
-            raise ConfigError(ctx.topology.path, f"services.{ctx.service}.users", "must be a table name = password")
+            raise ConfigError(
+                ctx.topology.path,
+                f"services.{ctx.service}.users",
+                "must be a table name = password",
+            )
         domain = str(settings.pop("domain", ctx.host.domain or "")).lower()
         if not domain:
             raise ConfigError(ctx.topology.path, f"services.{ctx.service}", "no domain")
-        self.iface = ctx.host.interface(ctx.listeners[0].interface) if ctx.listeners else ctx.host.interfaces[0]
+        self.iface = (
+            ctx.host.interface(ctx.listeners[0].interface)
+            if ctx.listeners
+            else ctx.host.interfaces[0]
+        )
         fqdn = str(settings.pop("fqdn", self.iface.fqdn or domain)).lower()
         edge = settings.pop("edge_fqdn", None)
         if self.federation_via_edge and edge is None:
             edge = self._find_edge_internal()
         unknown = set(settings)
         if unknown:
-            raise ConfigError(ctx.topology.path, f"services.{ctx.service}", f"unknown settings: {', '.join(sorted(unknown))}")
-        self.config = DomainConfig(domain, fqdn, {str(k): str(v) for k, v in users.items()},
-                                   federation_fqdn=str(edge).lower() if edge else None)
+            raise ConfigError(
+                ctx.topology.path,
+                f"services.{ctx.service}",
+                f"unknown settings: {', '.join(sorted(unknown))}",
+            )
+        self.config = DomainConfig(
+            domain,
+            fqdn,
+            {str(k): str(v) for k, v in users.items()},
+            federation_fqdn=str(edge).lower() if edge else None,
+        )
         self.server: DomainServer | None = None
 
     def _find_edge_internal(self) -> str | None:
@@ -174,7 +211,9 @@ class _DomainService:
         listens = []
         for lst in ctx.listeners:
             iface = ctx.host.interface(lst.interface)
-            context = server_context(_cert(ctx, iface), client_trust=self.trust, require_client_cert=False)
+            context = server_context(
+                _cert(ctx, iface), client_trust=self.trust, require_client_cert=False
+            )
             listens.append((ctx.address(iface), lst.port, context))
         self.server = DomainServer(
             self.config,
@@ -184,11 +223,16 @@ class _DomainService:
             label=ctx.service,
         )
         bound = await self.server.start()
-        return [BoundListener(lst, "tcp", a, p) for lst, (a, p) in zip(ctx.listeners, bound, strict=True)]
+        return [
+            BoundListener(lst, "tcp", a, p)
+            for lst, (a, p) in zip(ctx.listeners, bound, strict=True)
+        ]
 
     async def check(self, bound: BoundListener) -> str | None:
         iface = self.ctx.host.interface(bound.listener.interface)
-        return await _check_options(bound, None, [self.ctx.pki.trust_bundle], iface.fqdn, self.config.domain)
+        return await _check_options(
+            bound, None, [self.ctx.pki.trust_bundle], iface.fqdn, self.config.domain
+        )
 
     async def stop(self) -> None:
         if self.server is not None:

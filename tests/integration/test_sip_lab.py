@@ -27,7 +27,12 @@ pytestmark = pytest.mark.skipif(
 )
 
 SIP_HOSTS = ["dns-int", "dns-ext", "edge", "fe", "fabrikam", "pic"]
-PASSWORDS = {"alice": "alice-lab-pass", "bob": "bob-lab-pass", "carol": "carol-lab-pass", "dave": "dave-lab-pass"}
+PASSWORDS = {
+    "alice": "alice-lab-pass",
+    "bob": "bob-lab-pass",
+    "carol": "carol-lab-pass",
+    "dave": "dave-lab-pass",
+}
 
 
 @pytest.fixture(scope="module")
@@ -62,8 +67,8 @@ class Lab:
         return self.edge.edge.refusals
 
     def ua(self, user: str, where: str, *, cert: tuple[str, ...] | None = None) -> UserAgent:
-        """A UA for ``user@domain`` connected to ``where`` (remote, internal, fabrikam, pic, edge5061)."""
-        name, domain = user.split("@")
+        """A UA for ``user@domain`` connected to ``where`` (a key of ``targets``)."""
+        name, _domain = user.split("@")
         targets = {
             "remote": ("edge:access", 443, "sip.contoso.lab", "remote-user:wan"),
             "edge5061": ("edge:access", 5061, "sip.contoso.lab", "fabrikam:wan"),
@@ -74,17 +79,28 @@ class Lab:
         ref, port, server_name, local = targets[where]
         paths = None
         if cert is not None:
-            paths = self.pki.bad_cert(*cert) if cert[0] != "host" else self.pki.host_cert(cert[1], cert[2])
+            paths = (
+                self.pki.bad_cert(*cert)
+                if cert[0] != "host"
+                else self.pki.host_cert(cert[1], cert[2])
+            )
         context = client_context([self.pki.trust_bundle], cert=paths)
         return UserAgent(
-            f"sip:{user}", password=PASSWORDS.get(name), host=self.addr(ref), port=port,
-            context=context, server_name=server_name, local_address=self.addr(local),
+            f"sip:{user}",
+            password=PASSWORDS.get(name),
+            host=self.addr(ref),
+            port=port,
+            context=context,
+            server_name=server_name,
+            local_address=self.addr(local),
         )
 
 
 @asynccontextmanager
 async def lab_up(
-    topology: Topology, pki: LabPki, settings: dict[str, dict[str, object]] | None = None,
+    topology: Topology,
+    pki: LabPki,
+    settings: dict[str, dict[str, object]] | None = None,
     hosts: list[str] | None = None,
 ) -> AsyncIterator[Lab]:
     lab = LocalLab(topology, pki.directory, settings=settings, hosts=hosts or SIP_HOSTS)
@@ -113,21 +129,24 @@ async def test_services_answer_options(sip_topology: Topology, lab_pki: LabPki) 
 async def test_remote_user_registers_over_443_and_chats_with_internal_user(
     sip_topology: Topology, lab_pki: LabPki
 ) -> None:
-    async with lab_up(sip_topology, lab_pki) as lab:
-        async with lab.ua("alice@contoso.lab", "remote") as alice, lab.ua("bob@contoso.lab", "internal") as bob:
-            assert (await alice.register()).code == 200
-            assert (await bob.register()).code == 200
-            response = await alice.message("sip:bob@contoso.lab", "hello from home")
-            assert response.code == 200
-            got = await next_incoming(bob)
-            assert got.body == b"hello from home"  # type: ignore[attr-defined]
-            trust = got.headers.get("ms-edge-proxy-message-trust")  # type: ignore[attr-defined]
-            assert trust is not None and "ms-source-type=AuthorizedUser" in trust
-            assert "ms-source-verified-user=verified" in trust
-            response = await bob.message("sip:alice@contoso.lab", "hello from the office")
-            assert response.code == 200
-            got = await next_incoming(alice)
-            assert got.body == b"hello from the office"  # type: ignore[attr-defined]
+    async with (
+        lab_up(sip_topology, lab_pki) as lab,
+        lab.ua("alice@contoso.lab", "remote") as alice,
+        lab.ua("bob@contoso.lab", "internal") as bob,
+    ):
+        assert (await alice.register()).code == 200
+        assert (await bob.register()).code == 200
+        response = await alice.message("sip:bob@contoso.lab", "hello from home")
+        assert response.code == 200
+        got = await next_incoming(bob)
+        assert got.body == b"hello from home"  # type: ignore[attr-defined]
+        trust = got.headers.get("ms-edge-proxy-message-trust")  # type: ignore[attr-defined]
+        assert trust is not None and "ms-source-type=AuthorizedUser" in trust
+        assert "ms-source-verified-user=verified" in trust
+        response = await bob.message("sip:alice@contoso.lab", "hello from the office")
+        assert response.code == 200
+        got = await next_incoming(alice)
+        assert got.body == b"hello from the office"  # type: ignore[attr-defined]
 
 
 async def test_wrong_password_gets_401(sip_topology: Topology, lab_pki: LabPki) -> None:
@@ -141,62 +160,82 @@ async def test_wrong_password_gets_401(sip_topology: Topology, lab_pki: LabPki) 
 async def test_fabrikam_and_contoso_users_chat_both_ways_over_5061(
     sip_topology: Topology, lab_pki: LabPki
 ) -> None:
-    async with lab_up(sip_topology, lab_pki) as lab:
-        async with lab.ua("bob@contoso.lab", "internal") as bob, lab.ua("carol@fabrikam.lab", "fabrikam") as carol:
-            assert (await bob.register()).code == 200
-            assert (await carol.register()).code == 200
-            assert (await bob.message("sip:carol@fabrikam.lab", "hi carol")).code == 200
-            got = await next_incoming(carol)
-            assert got.body == b"hi carol"  # type: ignore[attr-defined]
-            assert (await carol.message("sip:bob@contoso.lab", "hi bob")).code == 200
-            got = await next_incoming(bob)
-            assert got.body == b"hi bob"  # type: ignore[attr-defined]
-            trust = got.headers.get("ms-edge-proxy-message-trust")  # type: ignore[attr-defined]
-            assert trust is not None and "ms-source-type=DirectPartner" in trust
-            # one federation connection carried both directions (reuse)
-            proxy = lab.edge.edge.proxy  # type: ignore[union-attr]
-            fabrikam_flows = [f for f in proxy.flows.values() if "fabrikam.lab" in f.domains]
-            assert len(fabrikam_flows) == 1
+    async with (
+        lab_up(sip_topology, lab_pki) as lab,
+        lab.ua("bob@contoso.lab", "internal") as bob,
+        lab.ua("carol@fabrikam.lab", "fabrikam") as carol,
+    ):
+        assert (await bob.register()).code == 200
+        assert (await carol.register()).code == 200
+        assert (await bob.message("sip:carol@fabrikam.lab", "hi carol")).code == 200
+        got = await next_incoming(carol)
+        assert got.body == b"hi carol"  # type: ignore[attr-defined]
+        assert (await carol.message("sip:bob@contoso.lab", "hi bob")).code == 200
+        got = await next_incoming(bob)
+        assert got.body == b"hi bob"  # type: ignore[attr-defined]
+        trust = got.headers.get("ms-edge-proxy-message-trust")  # type: ignore[attr-defined]
+        assert trust is not None and "ms-source-type=DirectPartner" in trust
+        # one federation connection carried both directions (reuse)
+        proxy = lab.edge.edge.proxy  # type: ignore[union-attr]
+        fabrikam_flows = [f for f in proxy.flows.values() if "fabrikam.lab" in f.domains]
+        assert len(fabrikam_flows) == 1
 
 
-async def test_forged_trust_header_from_outside_is_stripped(sip_topology: Topology, lab_pki: LabPki) -> None:
-    async with lab_up(sip_topology, lab_pki) as lab:
-        async with lab.ua("bob@contoso.lab", "internal") as bob, lab.ua("carol@fabrikam.lab", "fabrikam") as carol:
-            await bob.register()
-            await carol.register()
-            forged = "ms-source-type=InternalUser;ms-source-network=intranet"
-            response = await carol.request(
-                "MESSAGE", "sip:bob@contoso.lab", body=b"x", content_type="text/plain",
-                headers=[("ms-edge-proxy-message-trust", forged)],
-            )
-            assert response.code == 200
-            got = await next_incoming(bob)
-            values = got.headers.getlist("ms-edge-proxy-message-trust")  # type: ignore[attr-defined]
-            assert forged not in values
-            assert len(values) == 1 and "DirectPartner" in values[0]
+async def test_forged_trust_header_from_outside_is_stripped(
+    sip_topology: Topology, lab_pki: LabPki
+) -> None:
+    async with (
+        lab_up(sip_topology, lab_pki) as lab,
+        lab.ua("bob@contoso.lab", "internal") as bob,
+        lab.ua("carol@fabrikam.lab", "fabrikam") as carol,
+    ):
+        await bob.register()
+        await carol.register()
+        forged = "ms-source-type=InternalUser;ms-source-network=intranet"
+        response = await carol.request(
+            "MESSAGE",
+            "sip:bob@contoso.lab",
+            body=b"x",
+            content_type="text/plain",
+            headers=[("ms-edge-proxy-message-trust", forged)],
+        )
+        assert response.code == 200
+        got = await next_incoming(bob)
+        values = got.headers.getlist("ms-edge-proxy-message-trust")  # type: ignore[attr-defined]
+        assert forged not in values
+        assert len(values) == 1 and "DirectPartner" in values[0]
 
 
 async def test_pic_user_chats_both_ways(sip_topology: Topology, lab_pki: LabPki) -> None:
-    async with lab_up(sip_topology, lab_pki) as lab:
-        async with lab.ua("alice@contoso.lab", "remote") as alice, lab.ua("dave@pic.lab", "pic") as dave:
-            assert (await alice.register()).code == 200
-            assert (await dave.register()).code == 200
-            assert (await alice.message("sip:dave@pic.lab", "hi dave")).code == 200
-            assert (await next_incoming(dave)).body == b"hi dave"  # type: ignore[attr-defined]
-            assert (await dave.message("sip:alice@contoso.lab", "hi alice")).code == 200
-            got = await next_incoming(alice)
-            assert got.body == b"hi alice"  # type: ignore[attr-defined]
+    async with (
+        lab_up(sip_topology, lab_pki) as lab,
+        lab.ua("alice@contoso.lab", "remote") as alice,
+        lab.ua("dave@pic.lab", "pic") as dave,
+    ):
+        assert (await alice.register()).code == 200
+        assert (await dave.register()).code == 200
+        assert (await alice.message("sip:dave@pic.lab", "hi dave")).code == 200
+        assert (await next_incoming(dave)).body == b"hi dave"  # type: ignore[attr-defined]
+        assert (await dave.message("sip:alice@contoso.lab", "hi alice")).code == 200
+        got = await next_incoming(alice)
+        assert got.body == b"hi alice"  # type: ignore[attr-defined]
 
 
 async def test_presence_and_call_across_federation(sip_topology: Topology, lab_pki: LabPki) -> None:
-    async with lab_up(sip_topology, lab_pki) as lab:
-        async with lab.ua("bob@contoso.lab", "internal") as bob, lab.ua("carol@fabrikam.lab", "fabrikam") as carol:
+    async with lab_up(sip_topology, lab_pki) as lab:  # noqa: SIM117
+        async with (
+            lab.ua("bob@contoso.lab", "internal") as bob,
+            lab.ua("carol@fabrikam.lab", "fabrikam") as carol,
+        ):
             await bob.register()
             await carol.register()
             assert (await carol.subscribe("sip:bob@contoso.lab")).code == 200
             notify = await next_incoming(carol, "NOTIFY")
             assert b"<basic>open</basic>" in notify.body  # type: ignore[attr-defined]
-            sdp = b"v=0\r\no=bob 1 1 IN IP4 192.0.2.20\r\ns=-\r\nc=IN IP4 192.0.2.20\r\nt=0 0\r\nm=audio 5004 RTP/AVP 0\r\n"
+            sdp = (
+                b"v=0\r\no=bob 1 1 IN IP4 192.0.2.20\r\ns=-\r\nc=IN IP4 192.0.2.20\r\n"
+                b"t=0 0\r\nm=audio 5004 RTP/AVP 0\r\n"
+            )
             carol.answer_sdp = sdp.replace(b"bob", b"carol")
             response, dialog = await bob.invite("sip:carol@fabrikam.lab", sdp)
             assert response.code == 200 and dialog is not None
@@ -211,7 +250,9 @@ async def test_presence_and_call_across_federation(sip_topology: Topology, lab_p
 # ---------------------------------------------------------------------- refusals
 
 
-async def test_no_client_certificate_on_5061_is_refused_at_tls(sip_topology: Topology, lab_pki: LabPki) -> None:
+async def test_no_client_certificate_on_5061_is_refused_at_tls(
+    sip_topology: Topology, lab_pki: LabPki
+) -> None:
     async with lab_up(sip_topology, lab_pki) as lab:
         with pytest.raises((ConnectionError, ssl.SSLError, TimeoutError)):
             async with lab.ua("carol@fabrikam.lab", "edge5061") as carol:
@@ -222,30 +263,39 @@ async def test_no_client_certificate_on_5061_is_refused_at_tls(sip_topology: Top
 async def test_unknown_ca_is_refused_at_tls(sip_topology: Topology, lab_pki: LabPki) -> None:
     async with lab_up(sip_topology, lab_pki) as lab:
         with pytest.raises((ConnectionError, ssl.SSLError, TimeoutError)):
-            async with lab.ua("carol@fabrikam.lab", "edge5061", cert=("unknown-ca", "fabrikam", "fabrikam")) as c:
+            async with lab.ua(
+                "carol@fabrikam.lab", "edge5061", cert=("unknown-ca", "fabrikam", "fabrikam")
+            ) as c:
                 await c.message("sip:bob@contoso.lab", "x", timeout=3)
         assert any("does not chain to a trusted CA" in r and "refused" in r for r in lab.refusals())
 
 
 async def test_certificate_name_mismatch_gets_403(sip_topology: Topology, lab_pki: LabPki) -> None:
     async with lab_up(sip_topology, lab_pki) as lab:
-        async with lab.ua("carol@fabrikam.lab", "edge5061", cert=("wrong-name", "fabrikam", "fabrikam")) as c:
+        async with lab.ua(
+            "carol@fabrikam.lab", "edge5061", cert=("wrong-name", "fabrikam", "fabrikam")
+        ) as c:
             response = await c.message("sip:bob@contoso.lab", "x")
             assert response.code == 403
-            assert "does not match the Edge FQDN of fabrikam.lab" in (response.headers.get("Warning") or "")
+            assert "does not match the Edge FQDN of fabrikam.lab" in (
+                response.headers.get("Warning") or ""
+            )
         assert any("does not match the Edge FQDN" in r for r in lab.refusals())
 
 
 async def test_blocked_domain_gets_403_both_ways(sip_topology: Topology, lab_pki: LabPki) -> None:
-    async with lab_up(sip_topology, lab_pki) as lab:
+    async with lab_up(sip_topology, lab_pki) as lab:  # noqa: SIM117
         async with lab.ua("bob@contoso.lab", "internal") as bob:
             await bob.register()
             response = await bob.message("sip:someone@blocked.lab", "x")
             assert response.code == 403
             assert "domain blocked.lab is blocked" in (response.headers.get("Warning") or "")
     settings: dict[str, dict[str, object]] = {"access-edge": {"blocked_domains": ["fabrikam.lab"]}}
-    async with lab_up(sip_topology, lab_pki, settings) as lab:
-        async with lab.ua("bob@contoso.lab", "internal") as bob, lab.ua("carol@fabrikam.lab", "fabrikam") as carol:
+    async with lab_up(sip_topology, lab_pki, settings) as lab:  # noqa: SIM117
+        async with (
+            lab.ua("bob@contoso.lab", "internal") as bob,
+            lab.ua("carol@fabrikam.lab", "fabrikam") as carol,
+        ):
             await bob.register()
             await carol.register()
             response = await carol.message("sip:bob@contoso.lab", "x")
@@ -254,7 +304,7 @@ async def test_blocked_domain_gets_403_both_ways(sip_topology: Topology, lab_pki
 
 
 async def test_unknown_user_gets_404(sip_topology: Topology, lab_pki: LabPki) -> None:
-    async with lab_up(sip_topology, lab_pki) as lab:
+    async with lab_up(sip_topology, lab_pki) as lab:  # noqa: SIM117
         async with lab.ua("carol@fabrikam.lab", "fabrikam") as carol:
             await carol.register()
             response = await carol.message("sip:nobody@contoso.lab", "x")
@@ -263,15 +313,17 @@ async def test_unknown_user_gets_404(sip_topology: Topology, lab_pki: LabPki) ->
 
 
 async def test_registered_user_offline_gets_480(sip_topology: Topology, lab_pki: LabPki) -> None:
-    async with lab_up(sip_topology, lab_pki) as lab:
+    async with lab_up(sip_topology, lab_pki) as lab:  # noqa: SIM117
         async with lab.ua("carol@fabrikam.lab", "fabrikam") as carol:
             await carol.register()
             assert (await carol.message("sip:alice@contoso.lab", "x")).code == 480
 
 
-async def test_front_end_down_gets_504_with_diagnostics(sip_topology: Topology, lab_pki: LabPki) -> None:
+async def test_front_end_down_gets_504_with_diagnostics(
+    sip_topology: Topology, lab_pki: LabPki
+) -> None:
     hosts = [h for h in SIP_HOSTS if h != "fe"]
-    async with lab_up(sip_topology, lab_pki, hosts=hosts) as lab:
+    async with lab_up(sip_topology, lab_pki, hosts=hosts) as lab:  # noqa: SIM117
         async with lab.ua("alice@contoso.lab", "remote") as alice:
             response = await alice.register()
             assert response.code == 504
@@ -281,7 +333,7 @@ async def test_front_end_down_gets_504_with_diagnostics(sip_topology: Topology, 
 
 async def test_partner_srv_missing_gets_504_1008(sip_topology: Topology, lab_pki: LabPki) -> None:
     settings: dict[str, dict[str, object]] = {"access-edge": {"enable_partner_discovery": True}}
-    async with lab_up(sip_topology, lab_pki, settings) as lab:
+    async with lab_up(sip_topology, lab_pki, settings) as lab:  # noqa: SIM117
         async with lab.ua("bob@contoso.lab", "internal") as bob:
             await bob.register()
             response = await bob.message("sip:x@nowhere.lab", "x")
@@ -289,9 +341,11 @@ async def test_partner_srv_missing_gets_504_1008(sip_topology: Topology, lab_pki
             assert (response.headers.get("ms-diagnostics") or "").startswith("1008;")
 
 
-async def test_untrusted_partner_certificate_gets_504_1010(sip_topology: Topology, lab_pki: LabPki) -> None:
+async def test_untrusted_partner_certificate_gets_504_1010(
+    sip_topology: Topology, lab_pki: LabPki
+) -> None:
     settings: dict[str, dict[str, object]] = {"access-edge": {"trusted_cas": ["public"]}}
-    async with lab_up(sip_topology, lab_pki, settings) as lab:
+    async with lab_up(sip_topology, lab_pki, settings) as lab:  # noqa: SIM117
         async with lab.ua("bob@contoso.lab", "internal") as bob:
             await bob.register()
             response = await bob.message("sip:carol@fabrikam.lab", "x")
@@ -302,7 +356,7 @@ async def test_untrusted_partner_certificate_gets_504_1010(sip_topology: Topolog
 async def test_malformed_request_gets_400_and_connection_stays_usable(
     sip_topology: Topology, lab_pki: LabPki
 ) -> None:
-    async with lab_up(sip_topology, lab_pki) as lab:
+    async with lab_up(sip_topology, lab_pki) as lab:  # noqa: SIM117
         async with lab.ua("alice@contoso.lab", "remote") as alice:
             for header, value, phrase in (
                 ("Max-Forwards", "many", "Malformed Max-Forwards header"),
@@ -325,7 +379,9 @@ async def test_malformed_request_gets_400_and_connection_stays_usable(
                 assert (await alice.options("sip:sip.contoso.lab")).code == 200
 
 
-async def test_max_forwards_zero_gets_483_and_a_loop_gets_482(sip_topology: Topology, lab_pki: LabPki) -> None:
+async def test_max_forwards_zero_gets_483_and_a_loop_gets_482(
+    sip_topology: Topology, lab_pki: LabPki
+) -> None:
     settings: dict[str, dict[str, object]] = {
         "access-edge": {
             "allowed_domains": [
@@ -334,11 +390,17 @@ async def test_max_forwards_zero_gets_483_and_a_loop_gets_482(sip_topology: Topo
             ]
         }
     }
-    async with lab_up(sip_topology, lab_pki, settings) as lab:
-        async with lab.ua("alice@contoso.lab", "remote") as alice, lab.ua("bob@contoso.lab", "internal") as bob:
+    async with lab_up(sip_topology, lab_pki, settings) as lab:  # noqa: SIM117
+        async with (
+            lab.ua("alice@contoso.lab", "remote") as alice,
+            lab.ua("bob@contoso.lab", "internal") as bob,
+        ):
             await bob.register()
             response = await alice.request(
-                "MESSAGE", "sip:bob@contoso.lab", body=b"x", content_type="text/plain",
+                "MESSAGE",
+                "sip:bob@contoso.lab",
+                body=b"x",
+                content_type="text/plain",
                 headers=[("Max-Forwards", "0")],
             )
             assert response.code == 483

@@ -11,7 +11,8 @@ storing the connection, Contact and Path (RFC 3327) of each binding; requests to
 user go to that binding (through the Edge when the user registered through it); 404 with
 ``ms-diagnostics: 4005`` for unknown users, 480 when not registered; SUBSCRIBE to ``presence`` is
 answered 200 with a NOTIFY carrying PIDF (open while the user is registered, NOTIFYs again on
-changes); OPTIONS to the server gets 200; SERVICE requests go to :attr:`DomainServer.service_handlers`
+changes); OPTIONS to the server gets 200; SERVICE requests go to
+:attr:`DomainServer.service_handlers`
 keyed by Content-Type (the A/V team's MRAS handler plugs in there). INVITE/ACK/BYE pass through
 with their SDP untouched.
 
@@ -51,6 +52,9 @@ from simulator.sip.build import (
 
 log = logging.getLogger(__name__)
 
+ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, MESSAGE, SUBSCRIBE, NOTIFY, REGISTER, SERVICE"
+NOT_FOUND = '4005;reason="Destination URI either not enabled for SIP or does not exist"'
+
 ServiceHandler = Callable[[Request], "Response | Awaitable[Response]"]
 
 
@@ -63,7 +67,7 @@ class DomainConfig:
     users: dict[str, str]
     """user name -> password (digest)."""
     federation_fqdn: str | None = None
-    """Send every other domain to this host (the Front End: the Edge's internal FQDN); None: DNS SRV."""
+    """Send every other domain to this host (Front End: the Edge's internal FQDN); None: DNS SRV."""
     federation_port: int = 5061
     trusted_peer_names: tuple[str, ...] = ()
     """Certificate names of peers allowed to send for other domains (empty: any verified cert)."""
@@ -166,7 +170,9 @@ class DomainServer:
     def on_request(self, proto: SipProtocol, request: Request) -> None:
         method = request.method
         # our own Route entries
-        while (routes := request.headers.getlist("Route")) and uri_host(uri_of(routes[0])) in self.our_hosts:
+        while (routes := request.headers.getlist("Route")) and uri_host(
+            uri_of(routes[0])
+        ) in self.our_hosts:
             pop_first(request, "Route")
         if request.headers.getlist("Route"):
             self._forward(proto, request, None)
@@ -181,15 +187,36 @@ class DomainServer:
             self._spawn(self._service(proto, request))
             return
         if local and (user is None or host != self.config.domain) and method == "OPTIONS":
-            self._answer(proto, request, 200, headers=[("Allow", "INVITE, ACK, BYE, CANCEL, OPTIONS, MESSAGE, SUBSCRIBE, NOTIFY, REGISTER, SERVICE")])
+            self._answer(
+                proto,
+                request,
+                200,
+                headers=[
+                    (
+                        "Allow",
+                        ALLOW,
+                    )
+                ],
+            )
             return
-        if local and method == "SUBSCRIBE" and (request.headers.get("Event") or "").split(";")[0].strip() == "presence":
+        if (
+            local
+            and method == "SUBSCRIBE"
+            and (request.headers.get("Event") or "").split(";")[0].strip() == "presence"
+        ):
             self._subscribe(proto, request)
             return
         self._forward(proto, request, None)
 
-    def _answer(self, proto: SipProtocol, request: Request, code: int, reason: str | None = None,
-                headers: list[tuple[str, str]] | None = None, body: bytes = b"") -> None:
+    def _answer(
+        self,
+        proto: SipProtocol,
+        request: Request,
+        code: int,
+        reason: str | None = None,
+        headers: list[tuple[str, str]] | None = None,
+        body: bytes = b"",
+    ) -> None:
         if request.method == "ACK":
             return
         proto.send(response_for(request, code, reason, headers=headers or [], body=body))
@@ -203,20 +230,34 @@ class DomainServer:
             return
         credentials = request.headers.get("Authorization")
         who = (
-            digest.check(credentials, method="REGISTER", realm=cfg.domain, passwords=cfg.users, nonces=self.nonces)
-            if credentials else None
+            digest.check(
+                credentials,
+                method="REGISTER",
+                realm=cfg.domain,
+                passwords=cfg.users,
+                nonces=self.nonces,
+            )
+            if credentials
+            else None
         )
         if who is None or who != user:
             nonce = secrets.token_hex(12)
             self.nonces.add(nonce)
             if len(self.nonces) > 10000:
                 self.nonces.pop()
-            self._answer(proto, request, 401, headers=[("WWW-Authenticate", digest.challenge(cfg.domain, nonce))])
+            self._answer(
+                proto,
+                request,
+                401,
+                headers=[("WWW-Authenticate", digest.challenge(cfg.domain, nonce))],
+            )
             return
         aor = f"sip:{user}@{cfg.domain}"
         contacts = request.headers.getlist("Contact")
         expires = request.headers.get("Expires")
-        if contacts and "expires=0" in contacts[0].replace(" ", "") or (expires is not None and expires.strip() == "0"):
+        if (contacts and "expires=0" in contacts[0].replace(" ", "")) or (
+            expires is not None and expires.strip() == "0"
+        ):
             self.bindings.pop(aor, None)
             self._answer(proto, request, 200)
             self._notify_all(aor)
@@ -224,8 +265,16 @@ class DomainServer:
         contact = contacts[0] if contacts else f"<{aor}>"
         path = list(request.headers.getlist("Path"))
         binding = Binding(proto, uri_of(contact), path)
-        self.bindings[aor] = [b for b in self.bindings.get(aor, []) if b.proto is not proto] + [binding]
-        log.info("%s: registered %s via %s%s", self.label, aor, proto.peer[0], " (through the Edge)" if path else "")
+        self.bindings[aor] = [b for b in self.bindings.get(aor, []) if b.proto is not proto] + [
+            binding
+        ]
+        log.info(
+            "%s: registered %s via %s%s",
+            self.label,
+            aor,
+            proto.peer[0],
+            " (through the Edge)" if path else "",
+        )
         headers = [("Contact", f"{contact.split(';expires')[0]};expires=3600"), ("Expires", "3600")]
         if path:
             headers.append(("Path", ", ".join(path)))
@@ -236,7 +285,12 @@ class DomainServer:
         ctype = (request.headers.get("Content-Type") or "").split(";")[0].strip().lower()
         handler = self.service_handlers.get(ctype)
         if handler is None:
-            self._answer(proto, request, 415, headers=[("Accept", ", ".join(self.service_handlers) or "none")])
+            self._answer(
+                proto,
+                request,
+                415,
+                headers=[("Accept", ", ".join(self.service_handlers) or "none")],
+            )
             return
         result = handler(request)
         if inspect.isawaitable(result):
@@ -257,10 +311,17 @@ class DomainServer:
         to_value = request.headers["To"]
         if "tag=" not in to_value:
             to_value = f"{to_value};tag={tag}"
-        proto.send(response_for(
-            request, 200, to_tag=tag,
-            headers=[("Expires", expires), ("Contact", f"<sip:{self.config.fqdn}:5061;transport=tls>")],
-        ))
+        proto.send(
+            response_for(
+                request,
+                200,
+                to_tag=tag,
+                headers=[
+                    ("Expires", expires),
+                    ("Contact", f"<sip:{self.config.fqdn}:5061;transport=tls>"),
+                ],
+            )
+        )
         contact = request.headers.getlist("Contact")
         sub = Subscription(
             subscriber=request.headers["From"],
@@ -271,7 +332,7 @@ class DomainServer:
         )
         aor = f"sip:{name}@{self.config.domain}"
         subs = self.subscriptions.setdefault(aor, [])
-        subs[:] = [s for s in subs if s.call_id != sub.call_id][-50:] + [sub]
+        subs[:] = [*[s for s in subs if s.call_id != sub.call_id][-50:], sub]
         if expires.strip() != "0":
             self._notify(aor, sub)
 
@@ -309,7 +370,7 @@ class DomainServer:
     # ------------------------------------------------------------------ proxying
 
     def _not_found(self, proto: SipProtocol, request: Request) -> None:
-        diag = f'4005;reason="Destination URI either not enabled for SIP or does not exist";source="{self.config.fqdn}"'
+        diag = f'{NOT_FOUND};source="{self.config.fqdn}"'
         self._answer(proto, request, 404, headers=[("ms-diagnostics", diag)])
 
     def _forward(self, proto: SipProtocol, request: Request, _unused: None) -> None:
@@ -323,7 +384,9 @@ class DomainServer:
         push_via(request, f"SIP/2.0/TLS {self.config.fqdn}:5061;branch={branch}")
         self._route_out(request, proto)
 
-    def _route_out(self, request: Request, upstream: SipProtocol | None, *, own: bool = False) -> None:
+    def _route_out(
+        self, request: Request, upstream: SipProtocol | None, *, own: bool = False
+    ) -> None:
         """Send a request on: by Route, else to a local binding, else to the other domain."""
         routes = request.headers.getlist("Route")
         if routes:
@@ -348,12 +411,18 @@ class DomainServer:
                 prepend(request, "Route", value)
             if binding.path:
                 # through the Edge: the first Path entry names it
-                self._spawn(self._send_to_host(uri_host(uri_of(binding.path[0])), 5061, request, upstream))
+                self._spawn(
+                    self._send_to_host(uri_host(uri_of(binding.path[0])), 5061, request, upstream)
+                )
                 return
             binding.proto.send(request)
             return
         if self.config.federation_fqdn is not None:
-            self._spawn(self._send_to_host(self.config.federation_fqdn, self.config.federation_port, request, upstream))
+            self._spawn(
+                self._send_to_host(
+                    self.config.federation_fqdn, self.config.federation_port, request, upstream
+                )
+            )
         else:
             self._spawn(self._send_to_domain(host, request, upstream))
 
@@ -361,15 +430,22 @@ class DomainServer:
         if request.method == "ACK":
             return
         if code == 404:
-            diag = [("ms-diagnostics", f'4005;reason="Destination URI either not enabled for SIP or does not exist";source="{self.config.fqdn}"')]
+            diag = [
+                (
+                    "ms-diagnostics",
+                    f'{NOT_FOUND};source="{self.config.fqdn}"',
+                )
+            ]
         else:
             diag = [("Warning", f'399 {self.config.fqdn} "{detail}"')] if detail else []
         response = response_for(request, code, headers=diag)
-        if params(top_via(response)).get("branch", "").startswith("z9hG4bK-"):
+        if (params(top_via(response)).get("branch") or "").startswith("z9hG4bK-"):
             pop_via(response)
         upstream.send(response)
 
-    async def _send_to_domain(self, domain: str, request: Request, upstream: SipProtocol | None) -> None:
+    async def _send_to_domain(
+        self, domain: str, request: Request, upstream: SipProtocol | None
+    ) -> None:
         name = f"_sipfederationtls._tcp.{domain}"
         try:
             targets = await self.resolver.srv(name)
@@ -379,7 +455,9 @@ class DomainServer:
             return
         await self._send_to_host(targets[0].target, targets[0].port, request, upstream)
 
-    async def _send_to_host(self, host: str, port: int, request: Request, upstream: SipProtocol | None) -> None:
+    async def _send_to_host(
+        self, host: str, port: int, request: Request, upstream: SipProtocol | None
+    ) -> None:
         host = host.lower()
         for proto in self.conns.values():
             if proto.peer_cert is not None and proto.peer_cert.matches(host):
@@ -391,7 +469,7 @@ class DomainServer:
             self._connecting[host] = future
             try:
                 proto = await self._connect(host, port)
-            except Exception as exc:  # noqa: BLE001 - reported to the caller as 504
+            except Exception as exc:
                 future.set_exception(exc)
             else:
                 future.set_result(proto)
@@ -399,7 +477,7 @@ class DomainServer:
                 self._connecting.pop(host, None)
         try:
             proto = await asyncio.shield(future)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             log.warning("%s: cannot reach %s: %s", self.label, host, exc)
             if upstream is not None:
                 self._fail(upstream, request, 504, f"cannot reach {host}: {exc}")
@@ -413,7 +491,12 @@ class DomainServer:
             raise OSError(str(exc)) from None
         try:
             proto = await open_sip(
-                self, address, port, self.client_context, host, label=f"{self.label}/out",
+                self,
+                address,
+                port,
+                self.client_context,
+                host,
+                label=f"{self.label}/out",
                 local_address=self.listen_specs[0][0] if self.listen_specs else None,
             )
         except ssl.SSLError as exc:
@@ -433,7 +516,7 @@ class DomainServer:
             return
         pop_via(response)
         try:
-            upstream_id = int(branch[len(prefix):].split("-")[0])
+            upstream_id = int(branch[len(prefix) :].split("-")[0])
         except ValueError:
             return
         upstream = self.conns.get(upstream_id)

@@ -17,6 +17,7 @@ INVITE are answered 200 automatically (INVITE with :attr:`UserAgent.answer_sdp`)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import secrets
 import ssl
@@ -94,17 +95,20 @@ class UserAgent:
 
     async def connect(self) -> None:
         self.proto = await open_sip(
-            self, self.host, self.port, self.context, self.server_name, label="ua",
+            self,
+            self.host,
+            self.port,
+            self.context,
+            self.server_name,
+            label="ua",
             local_address=self.local_address,
         )
 
     async def close(self) -> None:
         if self.proto is not None:
             self.proto.close()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(self.proto.closed), 2)
-            except TimeoutError:
-                pass
 
     # ------------------------------------------------------------------ owner callbacks
 
@@ -201,7 +205,9 @@ class UserAgent:
         finally:
             self._pending.pop(branch, None)
 
-    async def request(self, method: str, uri: str, *, timeout: float = DEFAULT_TIMEOUT, **kw: object) -> Response:
+    async def request(
+        self, method: str, uri: str, *, timeout: float = DEFAULT_TIMEOUT, **kw: object
+    ) -> Response:
         """Send ``method`` to ``uri``; answer one digest challenge if there is a password."""
         request = self.build(method, uri, **kw)  # type: ignore[arg-type]
         response = await self.send(request, timeout=timeout)
@@ -210,21 +216,34 @@ class UserAgent:
             challenge_value = response.headers.get(header)
             if challenge_value:
                 auth = digest.authorization(
-                    challenge_value=challenge_value, username=self.user, password=self.password,
-                    method=method, uri=uri, cnonce=secrets.token_hex(4),
+                    challenge_value=challenge_value,
+                    username=self.user,
+                    password=self.password,
+                    method=method,
+                    uri=uri,
+                    cnonce=secrets.token_hex(4),
                 )
                 extra = list(kw.pop("headers", ()))  # type: ignore[call-overload]
-                extra.append(("Authorization" if response.code == 401 else "Proxy-Authorization", auth))
+                extra.append(
+                    ("Authorization" if response.code == 401 else "Proxy-Authorization", auth)
+                )
                 retry = self.build(
-                    method, uri, headers=extra, call_id=request.headers["Call-ID"],
-                    from_value=request.headers["From"], **kw,  # type: ignore[arg-type]
+                    method,
+                    uri,
+                    headers=extra,
+                    call_id=request.headers["Call-ID"],
+                    from_value=request.headers["From"],
+                    **kw,  # type: ignore[arg-type]
                 )
                 response = await self.send(retry, timeout=timeout)
         return response
 
     async def register(self, *, expires: int = 3600, timeout: float = DEFAULT_TIMEOUT) -> Response:
         return await self.request(
-            "REGISTER", f"sip:{self.domain}", to=f"<{self.aor}>", timeout=timeout,
+            "REGISTER",
+            f"sip:{self.domain}",
+            to=f"<{self.aor}>",
+            timeout=timeout,
             headers=[("Expires", str(expires))],
         )
 
@@ -236,13 +255,19 @@ class UserAgent:
     async def options(self, uri: str, *, timeout: float = DEFAULT_TIMEOUT) -> Response:
         return await self.request("OPTIONS", uri, timeout=timeout)
 
-    async def subscribe(self, uri: str, *, event: str = "presence", timeout: float = DEFAULT_TIMEOUT) -> Response:
+    async def subscribe(
+        self, uri: str, *, event: str = "presence", timeout: float = DEFAULT_TIMEOUT
+    ) -> Response:
         return await self.request(
-            "SUBSCRIBE", uri, timeout=timeout,
+            "SUBSCRIBE",
+            uri,
+            timeout=timeout,
             headers=[("Event", event), ("Accept", "application/pidf+xml"), ("Expires", "3600")],
         )
 
-    async def invite(self, uri: str, sdp: bytes, *, timeout: float = DEFAULT_TIMEOUT) -> tuple[Response, Dialog | None]:
+    async def invite(
+        self, uri: str, sdp: bytes, *, timeout: float = DEFAULT_TIMEOUT
+    ) -> tuple[Response, Dialog | None]:
         """INVITE; on 2xx the ACK is sent and the dialog returned (for :meth:`bye`)."""
         request = self.build("INVITE", uri, body=sdp, content_type="application/sdp")
         response = await self.send(request, timeout=timeout)
@@ -251,13 +276,21 @@ class UserAgent:
         cseq = int(request.headers["CSeq"].split()[0])
         contact = response.headers.getlist("Contact")
         dialog = Dialog(
-            request.headers["Call-ID"], request.headers["From"], response.headers["To"],
+            request.headers["Call-ID"],
+            request.headers["From"],
+            response.headers["To"],
             uri_of(contact[0]) if contact else uri,
-            list(reversed(response.headers.getlist("Record-Route"))), cseq,
+            list(reversed(response.headers.getlist("Record-Route"))),
+            cseq,
         )
         ack = self.build(
-            "ACK", dialog.target, to=dialog.remote, call_id=dialog.call_id, cseq=cseq,
-            from_value=dialog.local, route=dialog.route,
+            "ACK",
+            dialog.target,
+            to=dialog.remote,
+            call_id=dialog.call_id,
+            cseq=cseq,
+            from_value=dialog.local,
+            route=dialog.route,
         )
         assert self.proto is not None
         self.proto.send(ack)
@@ -266,8 +299,13 @@ class UserAgent:
     async def bye(self, dialog: Dialog, *, timeout: float = DEFAULT_TIMEOUT) -> Response:
         dialog.cseq += 1
         request = self.build(
-            "BYE", dialog.target, to=dialog.remote, call_id=dialog.call_id, cseq=dialog.cseq,
-            from_value=dialog.local, route=dialog.route,
+            "BYE",
+            dialog.target,
+            to=dialog.remote,
+            call_id=dialog.call_id,
+            cseq=dialog.cseq,
+            from_value=dialog.local,
+            route=dialog.route,
         )
         return await self.send(request, timeout=timeout)
 
