@@ -81,6 +81,8 @@ class SipProtocol(asyncio.Protocol):
         self.context: dict[str, Any] = {}
         """Owner's per-connection state."""
         self.log = logging.LoggerAdapter(log, {"conn": self.id})
+        self._held: list[bytes] | None = []
+        """Bytes that arrived before the owner registered the connection (see :meth:`release`)."""
 
     def attach(self, transport: asyncio.Transport) -> None:
         self.transport = transport
@@ -91,13 +93,25 @@ class SipProtocol(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.attach(transport)  # type: ignore[arg-type]
+        self.release()
+
+    def release(self) -> None:
+        """Start handing messages to the owner (bytes that came early are processed now)."""
+        held, self._held = self._held, None
+        for data in held or ():
+            self.data_received(data)
 
     def data_received(self, data: bytes) -> None:
-        loop = asyncio.get_running_loop()
-        self.core.receive_data(data, loop.time())
+        if self._held is not None:  # TLS is up but the owner has not registered us yet
+            self._held.append(data)
+            return
+        self.core.receive_data(data, asyncio.get_running_loop().time())
         self._process()
 
     def eof_received(self) -> bool | None:
+        if self._held is not None:
+            self._held.append(b"")
+            return False
         self.core.receive_data(b"", asyncio.get_running_loop().time())
         self._process()
         return False
@@ -221,6 +235,8 @@ class SipListener:
         except Exception:
             log.exception("%s: connection setup failed", spec.label)
             tls.close()
+            return
+        proto.release()
 
     async def stop(self) -> None:
         if self.server is not None:

@@ -36,6 +36,12 @@ def _trust(ctx: ServiceContext, cas: Any, default: list[str]) -> list[Any]:
     return [ctx.pki.ca_cert(ca) for ca in ids]
 
 
+def _sip_server(context: ssl.SSLContext) -> ssl.SSLContext:
+    """No TLS 1.3 session tickets: sipsak (GnuTLS) reads a ticket as an empty SIP answer."""
+    context.num_tickets = 0
+    return context
+
+
 def _cert(ctx: ServiceContext, iface: Interface) -> CertPaths:
     return ctx.pki.interface_cert(iface)
 
@@ -117,7 +123,7 @@ class AccessEdgeService:
                 context = server_context(
                     cert, client_trust=self.internal_trust, require_client_cert=True
                 )
-            specs[kind] = (ctx.address(iface), lst.port, context)
+            specs[kind] = (ctx.address(iface), lst.port, _sip_server(context))
         external_cert = _cert(ctx, self.external_iface) if self.external_iface else None
         internal_cert = _cert(ctx, self.internal_iface) if self.internal_iface else None
         self.edge = AccessEdge(
@@ -214,7 +220,7 @@ class _DomainService:
             context = server_context(
                 _cert(ctx, iface), client_trust=self.trust, require_client_cert=False
             )
-            listens.append((ctx.address(iface), lst.port, context))
+            listens.append((ctx.address(iface), lst.port, _sip_server(context)))
         self.server = DomainServer(
             self.config,
             listeners=listens,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from sip_helpers import message
 from sipmessage import Request, Response
 
 from simulator.sip.build import response_for
@@ -19,7 +20,6 @@ from simulator.sip.proxy import (
     ToPartner,
     VerifyPartner,
 )
-from tests.sip.helpers import message
 
 CONFIG = EdgeConfig(
     allowed_domains=(Partner("fabrikam.lab", "sip.fabrikam.lab"),),

@@ -7,6 +7,7 @@ import itertools
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from sip_helpers import lf2crlf, message
 
 from simulator.sip.connection import SipConnection
 from simulator.sip.errors import RemoteProtocolError
@@ -17,7 +18,6 @@ from simulator.sip.events import (
     ResponseReceived,
 )
 from simulator.sip.framing import PING, Frame, Framer
-from tests.sip.helpers import lf2crlf, message
 
 RESPONSE = lf2crlf(
     "SIP/2.0 200 OK\n"
