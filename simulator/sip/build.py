@@ -60,6 +60,11 @@ def new_branch(prefix: str = "") -> str:
 
 def first_value(value: str) -> tuple[str, str]:
     """Split ``a, b, c`` into ``a`` and ``b, c`` (commas inside quotes and <> are kept)."""
+    if "," not in value:
+        return value.strip(), ""
+    if '"' not in value and "<" not in value:
+        first, _, rest = value.partition(",")
+        return first.strip(), rest.strip()
     depth_q = False
     depth_a = 0
     for i, ch in enumerate(value):

@@ -319,3 +319,61 @@ async def test_max_forwards_zero_gets_483_and_a_loop_gets_482(
             assert response.code == 483
             response = await bob.message("sip:x@loop.lab", "x")
             assert response.code == 482
+
+
+async def test_oversized_message_gets_513_and_the_connection_closes(
+    sip_topology: Topology, lab_pki: LabPki
+) -> None:
+    settings: dict[str, dict[str, object]] = {"access-edge": {"max_message_bytes": 4096}}
+    async with lab_up(sip_topology, lab_pki, settings) as lab:
+        ua = lab.ua("alice@contoso.lab", "remote")
+        async with ua:
+            big = ua.build(
+                "MESSAGE", "sip:bob@contoso.lab", body=b"x" * 5000, content_type="text/plain"
+            )
+            future = asyncio.get_running_loop().create_future()
+            branch = big.headers.getlist("Via")[0].split("branch=")[1].split(";")[0]
+            ua._pending[branch] = future
+            await ua.send_raw(bytes(big))
+            response = await asyncio.wait_for(future, 5)
+            assert (response.code, response.phrase) == (513, "Message Too Large")
+            assert ua.proto is not None
+            await asyncio.wait_for(ua.proto.closed, 5)
+
+
+async def test_service_requests_reach_the_front_end_hook(
+    sip_topology: Topology, lab_pki: LabPki
+) -> None:
+    """The hook the A/V team's MRAS handler plugs into: SERVICE by Content-Type."""
+    from sipmessage import Request, Response
+
+    from simulator.sip.build import response_for
+    from simulator.sip.service import FrontEndService
+
+    seen: list[Request] = []
+
+    async def mras(request: Request) -> Response:
+        seen.append(request)
+        body = b"<credentialsResponse/>"
+        headers = [("Content-Type", "application/msrtc-media-relay-auth+xml")]
+        return response_for(request, 200, headers=headers, body=body)
+
+    async with lab_up(sip_topology, lab_pki) as lab:
+        fe = next(s.instance for s in lab.lab.statuses if s.service == "front-end")
+        assert isinstance(fe, FrontEndService) and fe.server is not None
+        fe.server.service_handlers["application/msrtc-media-relay-auth+xml"] = mras
+        async with lab.ua("alice@contoso.lab", "remote") as alice:
+            assert (await alice.register()).code == 200
+            response = await alice.request(
+                "SERVICE",
+                "sip:alice@contoso.lab",
+                body=b"<request/>",
+                content_type="application/msrtc-media-relay-auth+xml",
+            )
+            assert response.code == 200
+            assert response.body == b"<credentialsResponse/>"
+            assert seen and seen[0].body == b"<request/>"
+            other = await alice.request(
+                "SERVICE", "sip:alice@contoso.lab", body=b"{}", content_type="application/json"
+            )
+            assert other.code == 415
