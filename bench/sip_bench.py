@@ -133,7 +133,15 @@ def start_stunnel(
     raise RuntimeError("stunnel did not start")
 
 
-def run_sipp(workdir: Path, port: int, *, rate: int, calls: int, limit: int) -> dict[str, object]:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_sipp(
+    workdir: Path, port: int, *, rate: int, calls: int, limit: int, pids: dict[str, int]
+) -> dict[str, object]:
     workdir.mkdir(parents=True, exist_ok=True)
     argv = [
         "sipp",
@@ -168,9 +176,11 @@ def run_sipp(workdir: Path, port: int, *, rate: int, calls: int, limit: int) -> 
         "-rtt_freq",
         "1000",
     ]
+    cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
     started = time.monotonic()
     proc = subprocess.run(argv, cwd=workdir, capture_output=True, timeout=600)
     elapsed = time.monotonic() - started
+    cpu = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in pids.items()}
     stats = sorted(glob.glob(str(workdir / "*_.csv")))
     rtts = sorted(glob.glob(str(workdir / "*_rtt.csv")))
     ok = failed = 0
@@ -182,13 +192,11 @@ def run_sipp(workdir: Path, port: int, *, rate: int, calls: int, limit: int) -> 
             last = rows[-1]
             ok = int(last.get("SuccessfulCall(C)", 0) or 0)
             failed = int(last.get("FailedCall(C)", 0) or 0)
-            elapsed_text = last.get("ElapsedTime(C)", "")
             try:
-                parts = elapsed_text.split(":")
-                duration = int(parts[0]) * 3600 + int(parts[1]) * 60 + float(parts[2])
-                if len(parts) > 3:
-                    duration += int(parts[3]) / 1000
-            except (ValueError, IndexError):
+                start = float(last["StartTime"].split("\t")[2])
+                current = float(last["CurrentTime"].split("\t")[2])
+                duration = current - start
+            except (KeyError, IndexError, ValueError):
                 pass
     latencies: list[float] = []
     for path in rtts:
@@ -216,6 +224,12 @@ def run_sipp(workdir: Path, port: int, *, rate: int, calls: int, limit: int) -> 
         "tx_per_s": round(ok / duration, 1) if duration else None,
         "latency_ms": {"p50": pct(50), "p90": pct(90), "p99": pct(99), "max": pct(100)},
         "sipp_exit": proc.returncode,
+        "cpu_ms_per_tx": {
+            name: round(seconds * 1000 / ok, 4) if ok else None for name, seconds in cpu.items()
+        },
+        "one_core_capacity_tx_per_s": {
+            name: round(ok / seconds) if seconds else None for name, seconds in cpu.items()
+        },
     }
 
 
@@ -232,7 +246,18 @@ def main() -> int:
     parser.add_argument("--certs", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        asyncio.run(serve(args.serve, args.topology, args.certs))
+        profile = os.environ.get("SIP_BENCH_PROFILE")
+        if profile and args.serve == "edge":
+            import cProfile
+
+            cProfile.runctx(
+                "asyncio.run(serve(args.serve, args.topology, args.certs))",
+                globals(),
+                {"args": args, "serve": serve, "asyncio": asyncio},
+                profile,
+            )
+        else:
+            asyncio.run(serve(args.serve, args.topology, args.certs))
         return 0
     for tool in ("sipp", "stunnel4"):
         if shutil.which(tool) is None and not (tool == "stunnel4" and shutil.which("stunnel")):
@@ -289,7 +314,12 @@ def main() -> int:
                 stunnel, port = start_stunnel(tmp, address, 5061, cert, pki.trust_bundle, host)
                 try:
                     results[name] = run_sipp(
-                        tmp / name, port, rate=rate, calls=calls, limit=args.limit
+                        tmp / name,
+                        port,
+                        rate=rate,
+                        calls=calls,
+                        limit=args.limit,
+                        pids={"front_end_and_ua": servers[0].pid, "edge": servers[1].pid},
                     )
                 finally:
                     stunnel.terminate()

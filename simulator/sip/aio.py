@@ -25,6 +25,7 @@ from typing import Any, Protocol
 from sipmessage import Request, Response
 
 from simulator.dns.resolver import LabResolver, ResolutionError
+from simulator.sip.build import to_bytes
 from simulator.sip.connection import SipConnection
 from simulator.sip.errors import RemoteProtocolError
 from simulator.sip.events import ConnectionClosed, RequestReceived, ResponseReceived
@@ -81,6 +82,8 @@ class SipProtocol(asyncio.Protocol):
         self.context: dict[str, Any] = {}
         """Owner's per-connection state."""
         self.log = logging.LoggerAdapter(log, {"conn": self.id})
+        self._out: list[bytes] = []
+        self._write_scheduled = False
         self._held: list[bytes] | None = []
         """Bytes that arrived before the owner registered the connection (see :meth:`release`)."""
 
@@ -152,18 +155,32 @@ class SipProtocol(asyncio.Protocol):
             self.close()
 
     def flush(self) -> None:
+        """Queue what the core has to send (replies, pongs)."""
         data = self.core.data_to_send()
-        if data and self.transport is not None and not self.transport.is_closing():
-            self.transport.write(data)
+        if data:
+            self.send_bytes(data)
 
     def send(self, message: Request | Response) -> None:
-        self.send_bytes(bytes(message))
+        self.send_bytes(to_bytes(message))
 
     def send_bytes(self, data: bytes) -> None:
+        """Queue bytes; everything queued in one loop iteration leaves in one TLS write."""
+        self._out.append(data)
+        if not self._write_scheduled:
+            self._write_scheduled = True
+            asyncio.get_running_loop().call_soon(self._write_out)
+
+    def _write_out(self) -> None:
+        self._write_scheduled = False
+        if not self._out:
+            return
+        data = b"".join(self._out)
+        self._out.clear()
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)
 
     def close(self) -> None:
+        self._write_out()
         if self.transport is not None:
             self.transport.close()
 

@@ -222,10 +222,11 @@ def loop_hash(request: Request, context: str = "") -> str:
     """
     h = request.headers
     cseq = (h.get("CSeq") or "").split(None, 1)[0] if h.get("CSeq") else ""
+    uri = request.uri
     text = "|".join(
         (
             context,
-            str(request.uri),
+            f"{uri.scheme}:{uri.user}@{uri.host}:{uri.port}{sorted(uri.parameters.items())}",
             h.get("Call-ID", "") or "",
             cseq,
             tag_of(h.get("From", "") or "") or "",
@@ -233,6 +234,23 @@ def loop_hash(request: Request, context: str = "") -> str:
         )
     )
     return hashlib.blake2s(text.encode(), digest_size=6).hexdigest()
+
+
+_RAW_URI = "_edgesim_raw_uri"
+
+
+def remember_raw_uri(message: Request | Response, text: str) -> None:
+    """Keep the Request-URI as it came, so forwarding need not print the parsed one again."""
+    message.__dict__[_RAW_URI] = (text, getattr(message, "uri", None))
+
+
+def to_bytes(message: Request | Response) -> bytes:
+    """Serialise like ``bytes(message)``, reusing the Request-URI text as received if unchanged."""
+    if isinstance(message, Request):
+        raw = message.__dict__.get(_RAW_URI)
+        uri = raw[0] if raw is not None and raw[1] is message.uri else str(message.uri)
+        return f"{message.method} {uri} SIP/2.0\r\n{message.headers}".encode() + message.body
+    return bytes(message)
 
 
 def response_for(

@@ -422,7 +422,6 @@ class EdgeProxy:
                     return self._refuse(flow, request, 482, "Loop Detected")
 
         # 5. OPTIONS to the Edge itself
-        uri_text = str(request.uri)
         if method == "OPTIONS" and request.uri.host.lower() in self.our_hosts and edgeflow is None:
             allow = (
                 "INVITE, ACK, CANCEL, BYE, OPTIONS, MESSAGE, SUBSCRIBE, NOTIFY, REGISTER, SERVICE"
@@ -439,7 +438,7 @@ class EdgeProxy:
         # 6. side and policy
         cfg = self.config
         from_domain = address_domain(headers["From"])
-        target_domain = uri_host(uri_text)
+        target_domain = request.uri.host.lower()
         target: Target
         trust: str | None = None
         if flow.side is Side.CLIENT:
@@ -479,7 +478,7 @@ class EdgeProxy:
                     flow.domains.add(from_domain)
                 else:
                     return [VerifyPartner(flow.id, from_domain, request)]
-            if target_domain not in cfg.served_domains and not self._is_ours(uri_text):
+            if target_domain not in cfg.served_domains and target_domain not in self.our_hosts:
                 return self._refuse(
                     flow, request, 403, f"Domain {target_domain} is not served here"
                 )

@@ -326,3 +326,15 @@ def test_settings_table() -> None:
         assert str(exc) == "unknown access-edge settings: allow_everything"
     else:
         raise AssertionError("unknown key accepted")
+
+
+def test_serialiser_reuses_the_received_uri_only_while_unchanged() -> None:
+    from sipmessage import URI
+
+    from simulator.sip.build import to_bytes
+
+    request = parse(message(uri="sip:bob@contoso.lab;transport=tls"))
+    assert to_bytes(request) == bytes(request)
+    request.uri = URI.parse("sip:carol@fabrikam.lab")
+    assert to_bytes(request).startswith(b"MESSAGE sip:carol@fabrikam.lab SIP/2.0\r\n")
+    assert to_bytes(request) == bytes(request)
