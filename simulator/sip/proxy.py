@@ -64,6 +64,7 @@ from simulator.sip.build import (
     via_sent_by,
 )
 from simulator.sip.transaction import TIMEOUT, ClientTransaction
+from simulator.sip.validate import known_good_via
 
 log = logging.getLogger(__name__)
 
@@ -510,7 +511,10 @@ class EdgeProxy:
         mark_received(request, flow.peer[0], flow.peer[1])
         out_side = Side.INTERNAL if isinstance(target, ToInternal) else Side.FEDERATION
         branch = f"{marker}{flow.id}-{next(self._seq):x}"
-        push_via(request, f"SIP/2.0/TLS {self._sent_by(out_side)};branch={branch}")
+        known_good_via(headers.getlist("Via")[0])  # validated on the way in, then extended
+        our_via = f"SIP/2.0/TLS {self._sent_by(out_side)};branch={branch}"
+        known_good_via(our_via)
+        push_via(request, our_via)
         if method in ("INVITE", "SUBSCRIBE"):
             client_flow = (
                 flow.id

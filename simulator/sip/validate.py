@@ -87,6 +87,13 @@ def _parses(kind: str, value: str, parser: Callable[[str], object]) -> bool:
     return True
 
 
+def known_good_via(value: str) -> None:
+    """Record a Via value we wrote ourselves (or extended with received/rport) as valid."""
+    if len(_GOOD) >= _GOOD_MAX:
+        _GOOD.clear()
+    _GOOD.add("v" + value)
+
+
 def check(message: Request | Response, *, content_length_missing: bool = False) -> None:
     """Raise a 400 naming the first mandatory header that is missing or malformed."""
     headers = message.headers
@@ -105,14 +112,14 @@ def check(message: Request | Response, *, content_length_missing: bool = False) 
     call_ids = headers.getlist("Call-ID")
     if len(call_ids) > 1 or not call_ids[0].strip():
         raise _bad("Malformed Call-ID header")
-    try:
-        cseq = CSeq.parse(headers["CSeq"])
-    except ValueError:
-        raise _bad("Malformed CSeq header") from None
-    if cseq.sequence > 2**31 - 1:
+    cseq_text = headers["CSeq"]
+    if not _parses("c", cseq_text, CSeq.parse):
+        raise _bad("Malformed CSeq header")
+    sequence, method = cseq_text.split()
+    if len(sequence) > 10 or int(sequence) > 2**31 - 1:
         raise _bad("Malformed CSeq header")
     if isinstance(message, Request):
-        if cseq.method != message.method:
+        if method != message.method:
             raise _bad("CSeq method does not match the request method")
         max_forwards = headers.get("Max-Forwards")
         if max_forwards is not None:
