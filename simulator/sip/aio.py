@@ -267,7 +267,14 @@ class SipListener:
 def tls_failure_reason(exc: BaseException) -> str:
     """One line saying why a TLS handshake failed."""
     if isinstance(exc, ssl.SSLCertVerificationError):
-        return f"the certificate does not chain to a trusted CA ({exc.verify_message})"
+        message = exc.verify_message or ""
+        if "purpose" in message:
+            return f"the certificate is not valid for this use, e.g. no clientAuth ({message})"
+        if "expired" in message or "not yet valid" in message:
+            return f"the certificate is out of its validity period ({message})"
+        if "hostname" in message or "IP address" in message:
+            return f"the certificate does not match the server name ({message})"
+        return f"the certificate does not chain to a trusted CA ({message})"
     if isinstance(exc, ssl.SSLError):
         reason = exc.reason or str(exc)
         if "PEER_DID_NOT_RETURN_A_CERTIFICATE" in reason or "CERTIFICATE_REQUIRED" in reason:

@@ -34,7 +34,8 @@ pytestmark = pytest.mark.skipif(
 async def test_services_answer_options(sip_topology: Topology, lab_pki: LabPki) -> None:
     async with lab_up(sip_topology, lab_pki) as lab:
         checks = await lab.lab.check()
-        sip = [c for c in checks if c.service != "dns"]
+        sip_services = {"access-edge", "front-end", "partner-edge", "pic"}
+        sip = [c for c in checks if c.service in sip_services]
         assert len(sip) == 6
         assert all(c.ok for c in sip), [c.detail for c in sip if not c.ok]
 
@@ -377,3 +378,40 @@ async def test_service_requests_reach_the_front_end_hook(
                 "SERVICE", "sip:alice@contoso.lab", body=b"{}", content_type="application/json"
             )
             assert other.code == 415
+
+
+@pytest.mark.parametrize(
+    ("kind", "reason"),
+    [("server-only", "not valid for this use"), ("expired", "out of its validity period")],
+)
+async def test_unusable_client_certificate_is_refused_on_5061(
+    sip_topology: Topology, lab_pki: LabPki, kind: str, reason: str
+) -> None:
+    """A partner certificate without clientAuth, or expired, is refused at the handshake."""
+    async with lab_up(sip_topology, lab_pki) as lab:
+        with pytest.raises((ConnectionError, ssl.SSLError, TimeoutError)):
+            async with lab.ua(
+                "carol@fabrikam.lab", "edge5061", cert=(kind, "fabrikam", "fabrikam")
+            ) as c:
+                await c.message("sip:bob@contoso.lab", "x", timeout=3)
+        assert any("refused" in r and reason in r for r in lab.refusals()), lab.refusals()
+
+
+async def test_open_federation_finds_and_verifies_partners_by_srv(
+    sip_topology: Topology, lab_pki: LabPki
+) -> None:
+    """No allowed-domain entry: the Edge discovers fabrikam's Edge by DNS SRV, both ways."""
+    settings: dict[str, dict[str, object]] = {
+        "access-edge": {"allowed_domains": [], "enable_partner_discovery": True}
+    }
+    async with (
+        lab_up(sip_topology, lab_pki, settings) as lab,
+        lab.ua("bob@contoso.lab", "internal") as bob,
+        lab.ua("carol@fabrikam.lab", "fabrikam") as carol,
+    ):
+        await bob.register()
+        await carol.register()
+        assert (await carol.message("sip:bob@contoso.lab", "found you")).code == 200
+        assert (await next_incoming(bob)).body == b"found you"  # type: ignore[attr-defined]
+        assert (await bob.message("sip:carol@fabrikam.lab", "and back")).code == 200
+        assert (await next_incoming(carol)).body == b"and back"  # type: ignore[attr-defined]
