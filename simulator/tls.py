@@ -26,7 +26,9 @@ def _load_chain(ctx: ssl.SSLContext, cert: CertPaths) -> None:
         missing = cert.cert if not cert.cert.exists() else cert.key
         raise EdgesimError(f"certificate file {missing} is missing: run `edgesim certs`") from None
     except (ssl.SSLError, OSError) as exc:
-        raise EdgesimError(f"cannot load certificate {cert.cert} with key {cert.key}: {exc}") from None
+        raise EdgesimError(
+            f"cannot load certificate {cert.cert} with key {cert.key}: {exc}"
+        ) from None
 
 
 def _load_trust(ctx: ssl.SSLContext, trust: Iterable[Path]) -> None:

@@ -6,7 +6,8 @@ import asyncio
 import logging
 import struct
 
-from simulator.dns.zone import DnsZone
+from simulator import trace
+from simulator.dns.zone import DnsZone, describe_answer
 
 log = logging.getLogger(__name__)
 
@@ -25,9 +26,14 @@ class _UdpProtocol(asyncio.DatagramProtocol):
         reply = self.zone.answer(data)
         if reply is not None and self.transport is not None:
             self.transport.sendto(reply, addr)
+            if trace.active():
+                here = "{}:{}".format(*self.transport.get_extra_info("sockname")[:2])
+                trace.record("dns", here, addr[0], describe_answer(reply))
 
 
-async def _serve_tcp(zone: DnsZone, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def _serve_tcp(
+    zone: DnsZone, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> None:
     try:
         while True:
             try:

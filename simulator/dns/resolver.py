@@ -16,6 +16,8 @@ import dns.message
 import dns.rcode
 import dns.rdatatype
 
+from simulator import trace
+
 
 class ResolutionError(Exception):
     """A name could not be resolved; ``str()`` says why in one line."""
@@ -37,25 +39,38 @@ class SrvTarget:
 class LabResolver:
     """Queries one lab DNS server over UDP (TCP when the answer is truncated)."""
 
-    def __init__(self, server: tuple[str, int] | None, *, timeout: float = 2.0) -> None:
+    def __init__(
+        self, server: tuple[str, int] | None, *, timeout: float = 2.0, source: str | None = None
+    ) -> None:
         self.server = server
         self.timeout = timeout
+        self.source = source
+        """Local address to send from (the asking host's address in the lab)."""
 
     async def _query(self, name: str, rdtype: dns.rdatatype.RdataType) -> dns.message.Message:
         if self.server is None:
             raise ResolutionError(name, "no lab DNS server for this zone")
         address, port = self.server
         query = dns.message.make_query(name, rdtype)
+        where = f"{address}:{port}"
+        asked = f"query {dns.rdatatype.to_text(rdtype)} {name}"
+        trace.record("dns", self.source or "", where, asked)
         try:
-            response = await dns.asyncquery.udp(query, address, port=port, timeout=self.timeout)
+            response = await dns.asyncquery.udp(
+                query, address, port=port, timeout=self.timeout, source=self.source
+            )
             if response.flags & dns.flags.TC:
-                response = await dns.asyncquery.tcp(query, address, port=port, timeout=self.timeout)
+                response = await dns.asyncquery.tcp(
+                    query, address, port=port, timeout=self.timeout, source=self.source
+                )
         except dns.exception.Timeout:
-            raise ResolutionError(name, f"no answer from DNS server {address}:{port} (timed out)") from None
+            trace.record("dns", self.source or "", where, asked, event="dropped")
+            raise ResolutionError(name, f"no answer from DNS server {where} (timed out)") from None
         except OSError as exc:
-            raise ResolutionError(name, f"DNS server {address}:{port} unreachable: {exc.strerror}") from None
+            trace.record("dns", self.source or "", where, asked, event="refused")
+            raise ResolutionError(name, f"DNS server {where} unreachable: {exc.strerror}") from None
         except dns.exception.DNSException as exc:
-            raise ResolutionError(name, f"bad answer from {address}:{port}: {exc}") from None
+            raise ResolutionError(name, f"bad answer from {where}: {exc}") from None
         rcode = response.rcode()
         if rcode == dns.rcode.NXDOMAIN:
             raise ResolutionError(name, "no such name (NXDOMAIN)")
@@ -67,7 +82,9 @@ class LabResolver:
         """SRV records of ``name``, ordered by priority then weight (RFC 2782)."""
         response = await self._query(name, dns.rdatatype.SRV)
         targets = [
-            SrvTarget(rd.priority, rd.weight, rd.port, rd.target.to_text(omit_final_dot=True).lower())
+            SrvTarget(
+                rd.priority, rd.weight, rd.port, rd.target.to_text(omit_final_dot=True).lower()
+            )
             for rrset in response.answer
             if rrset.rdtype == dns.rdatatype.SRV
             for rd in rrset
@@ -79,7 +96,10 @@ class LabResolver:
     async def a(self, name: str) -> list[str]:
         response = await self._query(name, dns.rdatatype.A)
         addresses = [
-            rd.address for rrset in response.answer if rrset.rdtype == dns.rdatatype.A for rd in rrset
+            rd.address
+            for rrset in response.answer
+            if rrset.rdtype == dns.rdatatype.A
+            for rd in rrset
         ]
         if not addresses:
             raise ResolutionError(name, "no A record")

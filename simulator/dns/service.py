@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 from simulator.dns.aio import DnsServer
 from simulator.dns.resolver import LabResolver, ResolutionError
 from simulator.dns.zone import DnsZone, build_records

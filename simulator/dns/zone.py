@@ -52,9 +52,7 @@ def build_records(
     for rec in topology.srv:
         if rec.target in a:
             srv.setdefault(rec.name, []).append((rec.priority, rec.weight, rec.port, rec.target))
-    suffixes = {".".join(n.split(".")[-2:]) for n in a} | {
-        ".".join(n.split(".")[-2:]) for n in srv
-    }
+    suffixes = {".".join(n.split(".")[-2:]) for n in a} | {".".join(n.split(".")[-2:]) for n in srv}
     suffixes |= set(topology.domains())
     return Records(
         {k: tuple(v) for k, v in a.items()},
@@ -90,7 +88,9 @@ class DnsZone:
         response.flags |= dns.flags.AA
         response.flags &= ~dns.flags.RA
         if query.opcode() != dns.opcode.QUERY or len(query.question) != 1:
-            response.set_rcode(dns.rcode.NOTIMP if query.opcode() != dns.opcode.QUERY else dns.rcode.FORMERR)
+            response.set_rcode(
+                dns.rcode.NOTIMP if query.opcode() != dns.opcode.QUERY else dns.rcode.FORMERR
+            )
             return response.to_wire()
         question = query.question[0]
         name = question.name.to_text(omit_final_dot=True).lower()
@@ -99,7 +99,15 @@ class DnsZone:
             response.set_rcode(dns.rcode.REFUSED)
             return response.to_wire()
         rdtype = question.rdtype
-        found = name in self.records.a or name in self.records.srv
+        # an empty non-terminal (contoso.lab, _tcp.contoso.lab) exists: NOERROR without data,
+        # not NXDOMAIN, or resolvers with qname minimisation (unbound) give up on every name
+        # below it (RFC 8020)
+        suffix = "." + name
+        found = (
+            name in self.records.a
+            or name in self.records.srv
+            or any(n.endswith(suffix) for n in (*self.records.a, *self.records.srv))
+        )
         if rdtype in (dns.rdatatype.A, dns.rdatatype.ANY) and name in self.records.a:
             response.answer.append(
                 dns.rrset.from_text_list(question.name, TTL, "IN", "A", list(self.records.a[name]))
@@ -108,9 +116,12 @@ class DnsZone:
             entries = self.records.srv[name]
             response.answer.append(
                 dns.rrset.from_text_list(
-                    question.name, TTL, "IN", "SRV",
+                    question.name,
+                    TTL,
+                    "IN",
+                    "SRV",
                     [f"{p} {w} {port} {target}." for p, w, port, target in entries],
-                )  # fmt: skip
+                )
             )
             for _p, _w, _port, target in entries:
                 if target in self.records.a:
@@ -122,3 +133,18 @@ class DnsZone:
         if not found:
             response.set_rcode(dns.rcode.NXDOMAIN)
         return response.to_wire()
+
+
+def describe_answer(wire: bytes) -> str:
+    """One line for a ladder: ``NOERROR SRV 0 0 5061 sip.fabrikam.lab.`` or ``NXDOMAIN``."""
+    try:
+        message = dns.message.from_wire(wire)
+    except (dns.exception.DNSException, ValueError, struct.error):
+        return "FORMERR"
+    rcode = dns.rcode.to_text(message.rcode())
+    if not message.answer:
+        return rcode
+    first = message.answer[0]
+    items = [rd.to_text() for rd in first]
+    more = f" (+{len(items) - 1})" if len(items) > 1 else ""
+    return f"{rcode} {dns.rdatatype.to_text(first.rdtype)} {items[0]}{more}"

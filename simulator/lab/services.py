@@ -31,6 +31,7 @@ SERVICES: dict[str, str] = {
     "pic": "simulator.sip.service:PublicImService",
     "xmpp-proxy": "simulator.xmpp.service:XmppProxyService",
     "xmpp-partner": "simulator.xmpp.service:XmppPartnerService",
+    "xmpp-gateway": "simulator.xmpp.service:XmppGatewayService",
     "av-edge": "simulator.media.service:AvEdgeService",
 }
 
@@ -42,6 +43,7 @@ PLANNED: dict[str, str] = {
     "pic": "issue #3 (Access Edge)",
     "xmpp-proxy": "issue #4 (XMPP proxy)",
     "xmpp-partner": "issue #4 (XMPP proxy)",
+    "xmpp-gateway": "issue #4 (XMPP proxy)",
     "av-edge": "issue #5 (A/V Edge)",
     "media-peer": "issue #5 (A/V Edge)",
 }
@@ -78,9 +80,7 @@ class ServiceContext:
     def address(self, iface: Interface | str) -> str:
         """The address this runner uses for an interface (``iface`` may be ``host:id`` or an id)."""
         if isinstance(iface, str):
-            iface = (
-                self.topology.interface(iface) if ":" in iface else self.host.interface(iface)
-            )
+            iface = self.topology.interface(iface) if ":" in iface else self.host.interface(iface)
         return address_of(iface, self.runner)
 
     @property
@@ -107,7 +107,7 @@ def resolver_for(topology: Topology, iface: Interface, runner: str) -> LabResolv
     dns_port = next(
         (lst.port for lst in topology.host(ns.host).listeners if lst.proto == "dns"), 53
     )
-    return LabResolver((address_of(ns, runner), dns_port))
+    return LabResolver((address_of(ns, runner), dns_port), source=address_of(iface, runner))
 
 
 @runtime_checkable
@@ -134,4 +134,4 @@ def load_service(name: str) -> ServiceFactory | None:
             return None
         raise
     factory = getattr(module, attr, None)
-    return factory  # type: ignore[no-any-return]
+    return factory

@@ -271,7 +271,9 @@ class _Loader:
         return ConfigError(self.path, entry, message)
 
     # -- typed field access --------------------------------------------------
-    def _get(self, table: dict[str, Any], key: str, kind: type, entry: str, default: Any = ...) -> Any:
+    def _get(
+        self, table: dict[str, Any], key: str, kind: type, entry: str, default: Any = ...
+    ) -> Any:
         if key not in table:
             if default is ...:
                 raise self.fail(entry, f"missing required key '{key}'")
@@ -280,7 +282,9 @@ class _Loader:
         if kind is int and isinstance(value, bool):
             raise self.fail(entry, f"'{key}' must be an integer, not {value!r}")
         if not isinstance(value, kind):
-            raise self.fail(entry, f"'{key}' must be {_kind_name(kind)}, not {type(value).__name__}")
+            raise self.fail(
+                entry, f"'{key}' must be {_kind_name(kind)}, not {type(value).__name__}"
+            )
         return value
 
     def _str_list(self, table: dict[str, Any], key: str, entry: str) -> tuple[str, ...]:
@@ -311,8 +315,12 @@ class _Loader:
     def load(self, data: dict[str, Any]) -> Topology:
         self._check_keys(data, {"lab", "zones", "cas", "firewalls", "hosts", "srv", "services"}, "")
         settings = data.get("services", {})
-        if not isinstance(settings, dict) or not all(isinstance(v, dict) for v in settings.values()):
-            raise self.fail("services", "'services' must hold one table per service ([services.NAME])")
+        if not isinstance(settings, dict) or not all(
+            isinstance(v, dict) for v in settings.values()
+        ):
+            raise self.fail(
+                "services", "'services' must hold one table per service ([services.NAME])"
+            )
         lab = data.get("lab", {})
         if not isinstance(lab, dict):
             raise self.fail("lab", "'lab' must be a table")
@@ -326,9 +334,13 @@ class _Loader:
         if not zones:
             raise self.fail("zones", "the topology defines no zones")
 
-        hosts = [self._host(t, i, zone_ids, ca_ids) for i, t in enumerate(self._tables(data, "hosts", ""))]
+        hosts = [
+            self._host(t, i, zone_ids, ca_ids)
+            for i, t in enumerate(self._tables(data, "hosts", ""))
+        ]
         firewalls = [
-            self._firewall(t, i, zone_ids) for i, t in enumerate(self._tables(data, "firewalls", ""))
+            self._firewall(t, i, zone_ids)
+            for i, t in enumerate(self._tables(data, "firewalls", ""))
         ]
         srv = [self._srv(t, i) for i, t in enumerate(self._tables(data, "srv", ""))]
         topo = Topology(
@@ -360,7 +372,9 @@ class _Loader:
                 raise self.fail(entry, f"zone '{zid}' is defined twice")
             for other in zones:
                 if other.subnet.overlaps(subnet):
-                    raise self.fail(entry, f"subnet {subnet} overlaps zone '{other.id}' ({other.subnet})")
+                    raise self.fail(
+                        entry, f"subnet {subnet} overlaps zone '{other.id}' ({other.subnet})"
+                    )
             zones.append(
                 Zone(
                     zid,
@@ -408,7 +422,9 @@ class _Loader:
             raise self.fail(entry, f"zone '{zone}' is not defined (zones: {', '.join(zone_ids)})")
         address = self._address(self._get(table, "address", str, entry), entry)
         if address not in zone_ids[zone].subnet:
-            raise self.fail(entry, f"address {address} is outside zone '{zone}' ({zone_ids[zone].subnet})")
+            raise self.fail(
+                entry, f"address {address} is outside zone '{zone}' ({zone_ids[zone].subnet})"
+            )
         ca = self._get(table, "ca", str, entry, None)
         if ca is not None and ca not in ca_ids:
             raise self.fail(entry, f"CA '{ca}' is not defined")
@@ -520,7 +536,9 @@ class _Loader:
         for kind, items in (("host", topo.hosts), ("firewall", topo.firewalls)):
             for item in items:
                 if item.id in ids:
-                    raise self.fail(f"{kind}s[{item.id}]", f"id '{item.id}' is already used by a {ids[item.id]}")
+                    raise self.fail(
+                        f"{kind}s[{item.id}]", f"id '{item.id}' is already used by a {ids[item.id]}"
+                    )
                 ids[item.id] = kind
 
         addresses: dict[ipaddress.IPv4Address, str] = {}
@@ -529,11 +547,15 @@ class _Loader:
         all_ifaces: list[tuple[str, Interface]] = [
             (f"hosts[{i.host}].interfaces[{i.id}]", i) for i in topo.interfaces()
         ] + [
-            (f"firewalls[{fw.id}].interfaces[{i.id}]", i) for fw in topo.firewalls for i in fw.interfaces
+            (f"firewalls[{fw.id}].interfaces[{i.id}]", i)
+            for fw in topo.firewalls
+            for i in fw.interfaces
         ]
         for entry, iface in all_ifaces:
             if iface.address in addresses:
-                raise self.fail(entry, f"address {iface.address} is already used by {addresses[iface.address]}")
+                raise self.fail(
+                    entry, f"address {iface.address} is already used by {addresses[iface.address]}"
+                )
             addresses[iface.address] = iface.ref
             if iface.loopback() in loopbacks:
                 raise self.fail(

@@ -272,7 +272,9 @@ def resolve(row: MatrixRow, topo: Topology) -> ResolvedRow:
     if problem:
         problems.append(f"destination: {problem}")
     # A flow from a host to itself crosses no network.
-    destinations = [d for d in destinations if all(d.host != s.host for s in sources)] or destinations
+    destinations = [
+        d for d in destinations if all(d.host != s.host for s in sources)
+    ] or destinations
     return ResolvedRow(
         row,
         tuple(Endpoint.of(i) for i in sources),

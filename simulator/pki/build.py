@@ -69,14 +69,18 @@ class LabPki:
 
     def _paths(self, folder: str, stem: str) -> CertPaths:
         base = self.directory / folder / stem
-        return CertPaths(base.with_suffix(".crt"), base.with_suffix(".key"), base.with_suffix(".pem"))
+        return CertPaths(
+            base.with_suffix(".crt"), base.with_suffix(".key"), base.with_suffix(".pem")
+        )
 
     def host_cert(self, host_id: str, ca_id: str) -> CertPaths:
         return self._paths("hosts", f"{host_id}-{ca_id}")
 
     def interface_cert(self, iface: Interface) -> CertPaths:
         if iface.ca is None:
-            raise EdgesimError(f"interface {iface.ref} has no certificate (no 'ca' in the topology)")
+            raise EdgesimError(
+                f"interface {iface.ref} has no certificate (no 'ca' in the topology)"
+            )
         return self.host_cert(iface.host, iface.ca)
 
     def bad_cert(self, kind: str, host_id: str, ca_id: str) -> CertPaths:
@@ -142,7 +146,7 @@ def _plan(topology: Topology) -> list[_LeafSpec]:
 
 
 def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 def _load_cert(path: Path) -> x509.Certificate | None:
@@ -162,7 +166,9 @@ def _write(path: Path, data: bytes, private: bool = False) -> None:
 
 
 def _ca_usable(cert: x509.Certificate | None, key_path: Path) -> bool:
-    return cert is not None and key_path.is_file() and cert.not_valid_after_utc - RENEW_BEFORE > _now()
+    return (
+        cert is not None and key_path.is_file() and cert.not_valid_after_utc - RENEW_BEFORE > _now()
+    )
 
 
 def _server_only_leaf(ca: trustme.CA, names: tuple[str, ...]) -> tuple[bytes, bytes]:
@@ -180,13 +186,21 @@ def _server_only_leaf(ca: trustme.CA, names: tuple[str, ...]) -> tuple[bytes, by
         .not_valid_before(now - dt.timedelta(hours=1))
         .not_valid_after(now + dt.timedelta(days=825))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False)
+        .add_extension(
+            x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False
+        )
         .add_extension(
             x509.KeyUsage(
-                digital_signature=True, content_commitment=False, key_encipherment=True,
-                data_encipherment=False, key_agreement=False, key_cert_sign=False,
-                crl_sign=False, encipher_only=False, decipher_only=False,
-            ),  # fmt: skip
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=True,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
             critical=True,
         )
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
@@ -227,7 +241,7 @@ def _leaf_valid(spec: _LeafSpec, cert: x509.Certificate | None, ca_cert: x509.Ce
         return False
     try:
         cert.verify_directly_issued_by(ca_cert)
-    except (ValueError, TypeError, Exception):  # noqa: BLE001 - any failure means reissue
+    except (ValueError, TypeError, Exception):
         return False
     if spec.kind == "expired":
         return True
@@ -312,6 +326,8 @@ def ensure_pki(
 
     _write(
         manifest_path,
-        json.dumps({"version": MANIFEST_VERSION, "files": manifest}, indent=2, sort_keys=True).encode(),
+        json.dumps(
+            {"version": MANIFEST_VERSION, "files": manifest}, indent=2, sort_keys=True
+        ).encode(),
     )
     return report

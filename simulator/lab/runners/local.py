@@ -135,10 +135,7 @@ class LocalLab:
             reason = f"no answer within {CHECK_TIMEOUT:.0f} s"
         except OSError as exc:
             reason = exc.strerror or str(exc)
-        if reason is None:
-            detail = "answers"
-        else:
-            detail = reason
+        detail = "answers" if reason is None else reason
         return ListenerCheck(status.host, status.service, bound, reason is None, detail)
 
     async def check(self) -> list[ListenerCheck]:
@@ -157,5 +154,5 @@ class LocalLab:
             if status.instance is not None:
                 try:
                     await status.instance.stop()
-                except Exception:  # noqa: BLE001 - keep stopping the rest
+                except Exception:
                     log.exception("%s: %s did not stop cleanly", status.host, status.service)

@@ -1,0 +1,69 @@
+"""The ``edgesim`` command line: parse arguments, render output, call library functions.
+
+Exit codes (every command):
+  0  success (for checks: everything met its expectation)
+  1  a check failed, or the lab could not start or stop
+  2  bad usage or a bad configuration file (topology, matrix)
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+
+from simulator import __version__
+from simulator.cli._common import EdgesimGroup, Obj
+from simulator.cli.certs import certs
+from simulator.cli.lab import lab
+from simulator.cli.matrix import matrix
+from simulator.cli.run import run
+from simulator.cli.scenario import scenario
+
+HELP = """Lab simulator of the Lync Server 2013 Edge Server.
+
+edgesim emulates the Edge's listeners (Access Edge SIP on 443/5061, the XMPP proxy on
+5269/23456, the A/V Edge's STUN/TURN relay on 3478/443 with media on 50000-59999) and the
+peers around it, so you can put your firewall rules between the lab's zones and see, flow by
+flow, what gets through.
+
+\b
+Quick start:
+  edgesim run                 bring up the embedded lab, check it, report, bring it down
+  edgesim matrix              the port matrix the Edge needs
+  edgesim certs               write the lab PKI under certs/
+  edgesim lab up              run the lab until Ctrl-C
+  edgesim scenario run        play whole federation flows and draw them as ladders
+
+\b
+Exit codes: 0 success, 1 a check failed or the lab failed, 2 bad usage or configuration.
+"""
+
+
+@click.group(cls=EdgesimGroup, help=HELP, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--topology",
+    type=click.Path(dir_okay=False, path_type=str),
+    default=None,
+    metavar="FILE",
+    help="Topology TOML file (default: the lab shipped with edgesim).",
+)
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+@click.version_option(__version__, prog_name="edgesim")
+@click.pass_context
+def cli(ctx: click.Context, topology: str | None, verbose: int) -> None:
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    ctx.obj = Obj(topology_path=topology)
+
+
+cli.add_command(matrix)
+cli.add_command(certs)
+cli.add_command(lab)
+cli.add_command(run)
+cli.add_command(scenario)
+
+
+def main() -> None:
+    sys.exit(cli.main(prog_name="edgesim", standalone_mode=True))

@@ -1,0 +1,150 @@
+"""A per-flow record of protocol events, rendered as ladders, JSON and HTML.
+
+Adapters call :func:`record` for every message they send or receive (a SIP request or response,
+an XMPP stanza, a STUN/TURN transaction, a media flow); a client that gets no answer records a
+``dropped`` event. Nothing is kept unless a sink listens, so the hot path costs one list check:
+
+- :class:`TraceRecorder` collects events in memory (the embedded lab: every host is in this
+  process);
+- with ``EDGESIM_TRACE_FILE`` set, events are appended as JSON lines to that file (the netns and
+  compose runners: each host process writes its own file, the scenario runner reads them).
+
+Addresses are recorded as the adapter sees them; :class:`HostMap` maps them to lab hosts for
+any runner.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from simulator.lab.topology import Topology
+
+EVENTS = ("sent", "received", "dropped", "refused", "note")
+
+
+@dataclass(frozen=True)
+class TraceEvent:
+    time: float
+    """Wall-clock time (seconds since the epoch)."""
+    protocol: str
+    """``sip``, ``xmpp``, ``stun``, ``turn``, ``media``, ``dns`` or ``tcp``."""
+    src: str
+    """Source address, ``ip:port`` or ``ip``."""
+    dst: str
+    """Destination address."""
+    summary: str
+    """One line: ``MESSAGE sip:bob@contoso.lab``, ``200 OK``, ``<message/> to alice@contoso.lab``."""
+    event: str = "sent"
+    """``sent``, ``received``, ``dropped`` (no answer: filtered), ``refused``, ``note``."""
+    flow: str | None = None
+    """Groups events of one flow: a Call-ID, a stream id, an allocation."""
+    detail: str = ""
+    """The message itself (truncated), for the HTML report."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TraceEvent:
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+
+
+MAX_DETAIL = 4000
+_sinks: list[TraceRecorder] = []
+_file_lock = threading.Lock()
+
+
+def active() -> bool:
+    """True when someone records: adapters may skip building summaries otherwise."""
+    return bool(_sinks) or "EDGESIM_TRACE_FILE" in os.environ
+
+
+def record(
+    protocol: str,
+    src: str,
+    dst: str,
+    summary: str,
+    *,
+    event: str = "sent",
+    flow: str | None = None,
+    detail: str = "",
+) -> None:
+    """Record one protocol event (a no-op unless a recorder or trace file listens)."""
+    path = os.environ.get("EDGESIM_TRACE_FILE")
+    if not _sinks and path is None:
+        return
+    item = TraceEvent(time.time(), protocol, src, dst, summary, event, flow, detail[:MAX_DETAIL])
+    for sink in _sinks:
+        sink.events.append(item)
+    if path is not None:
+        with _file_lock, open(path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(item.to_dict()) + "\n")
+
+
+class TraceRecorder:
+    """Collects events while attached: ``with TraceRecorder() as rec: ...``."""
+
+    def __init__(self) -> None:
+        self.events: list[TraceEvent] = []
+
+    def __enter__(self) -> TraceRecorder:
+        _sinks.append(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self in _sinks:
+            _sinks.remove(self)
+
+    def extend_from_files(self, paths: Iterable[Path], since: float = 0.0) -> None:
+        """Merge events other processes wrote (trace files), in time order."""
+        for path in paths:
+            try:
+                lines = path.read_text(encoding="utf-8").splitlines()
+            except OSError:
+                continue
+            for line in lines:
+                try:
+                    item = TraceEvent.from_dict(json.loads(line))
+                except (ValueError, TypeError):
+                    continue
+                if item.time >= since:
+                    self.events.append(item)
+        self.events.sort(key=lambda e: e.time)
+
+
+@contextmanager
+def recording() -> Iterator[TraceRecorder]:
+    with TraceRecorder() as rec:
+        yield rec
+
+
+def _ip(address: str) -> str:
+    host, sep, port = address.rpartition(":")
+    return host if sep and port.isdigit() else address
+
+
+class HostMap:
+    """Maps the addresses a runner uses back to lab hosts and zones."""
+
+    def __init__(self, topology: Topology, runner: str) -> None:
+        self.topology = topology
+        self._by_ip: dict[str, tuple[str, str]] = {}
+        for iface in topology.interfaces():
+            ip = str(iface.loopback() if runner == "local" else iface.address)
+            self._by_ip[ip] = (iface.host, iface.zone)
+            self._by_ip.setdefault(str(iface.address), (iface.host, iface.zone))
+
+    def host(self, address: str) -> str:
+        """The host owning ``address``, or the address itself when it is not a lab host."""
+        return self._by_ip.get(_ip(address), (_ip(address), ""))[0]
+
+    def zone(self, address: str) -> str:
+        return self._by_ip.get(_ip(address), ("", ""))[1]

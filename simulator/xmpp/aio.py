@@ -1,0 +1,306 @@
+"""asyncio adapter: runs a sans-IO :class:`~simulator.xmpp.s2s.Session` over a TCP stream.
+
+Every entry point feeds the core, hands its events to the owner, flushes bytes and re-arms the
+single timer (STYLE.md section 3). STARTTLS runs here when the core asks for it
+(:class:`TlsRequested`); the peer certificate goes back to the core as a
+:class:`~simulator.tls.PeerCertificate`. Also here: DNS discovery of a domain's S2S server
+(``_xmpp-server._tcp`` SRV, then the A record on 5269) and the connection helpers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import secrets
+import ssl
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from typing import Any
+
+from simulator.dns.resolver import LabResolver, ResolutionError
+from simulator.tls import PeerCertificate, peer_certificate
+from simulator.xmpp.errors import LocalProtocolError, RemoteProtocolError
+from simulator.xmpp.events import (
+    Authenticated,
+    AuthenticationFailed,
+    DialbackVerifyAnswered,
+    StreamClosed,
+    TlsRequested,
+    XmppEvent,
+)
+from simulator.xmpp.s2s import Role, Session, SessionConfig
+
+log = logging.getLogger(__name__)
+
+READ_SIZE = 65536
+S2S_PORT = 5269
+_ids = itertools.count(1)
+
+EventHandler = Callable[["XmppConnection", XmppEvent], None]
+
+
+def new_stream_id() -> str:
+    return secrets.token_hex(8)
+
+
+class _ConnLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        return f"[{self.extra['conn']}] {msg}", kwargs  # type: ignore[index]
+
+
+class XmppConnection:
+    """One XMPP connection: the read loop, STARTTLS, timers, flushing."""
+
+    def __init__(
+        self,
+        session: Session,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        *,
+        on_event: EventHandler,
+        tls_server: ssl.SSLContext | None = None,
+        tls_client: ssl.SSLContext | None = None,
+        name: str = "",
+    ) -> None:
+        self.session = session
+        self.reader = reader
+        self.writer = writer
+        self.on_event = on_event
+        self.tls_server = tls_server
+        self.tls_client = tls_client
+        self.name = name or f"xmpp-{next(_ids)}"
+        self.log = _ConnLog(log, {"conn": self.name})
+        self.loop = asyncio.get_running_loop()
+        self.ready = asyncio.Event()
+        self.closed = asyncio.Event()
+        self.failure: str | None = None
+        self._flush_scheduled = False
+        """Why the stream ended, when it did not end cleanly."""
+
+    @property
+    def now(self) -> float:
+        return self.loop.time()
+
+    def peer_certificate(self) -> PeerCertificate | None:
+        return peer_certificate(self.writer.get_extra_info("ssl_object"))
+
+    # ------------------------------------------------------------------ entry points
+    async def run(self) -> None:
+        try:
+            await self._run()
+        except (ConnectionError, OSError, ssl.SSLError, asyncio.IncompleteReadError) as exc:
+            self.failure = self.failure or f"connection lost: {exc}"
+            self.log.info("%s", self.failure)
+        except Exception:  # an unexpected bug: generic close, traceback in the log
+            self.log.exception("internal error")
+            self.failure = "internal error"
+        finally:
+            await self._close_transport()
+            if not self.ready.is_set():
+                self.failure = self.failure or "stream closed before it was ready"
+            self.closed.set()
+            self.ready.set()  # wake waiters; they look at .failure / .closed
+
+    async def _run(self) -> None:
+        self._flush()
+        while not self.session.closed:
+            timer = self.session.get_timer()
+            timeout = None if timer is None else max(0.0, timer - self.now)
+            try:
+                data = await asyncio.wait_for(self.reader.read(READ_SIZE), timeout)
+            except TimeoutError:
+                self.session.handle_timer(self.now)
+                self._process_events()
+                await self._drain()
+                continue
+            try:
+                self.session.receive_data(data, self.now)
+            except RemoteProtocolError as exc:
+                self.failure = f"peer error: <{exc.condition.value}/> {exc.text}"
+                self.log.info("%s", self.failure)
+            tls = self._process_events()
+            await self._drain()
+            if tls is not None:
+                await self._start_tls(tls)
+            if not data:
+                break
+
+    def _process_events(self) -> TlsRequested | None:
+        tls = None
+        while (event := self.session.next_event()) is not None:
+            if isinstance(event, TlsRequested):
+                tls = event
+                continue
+            if isinstance(event, Authenticated):
+                self.ready.set()
+            elif isinstance(event, AuthenticationFailed):
+                self.failure = event.reason
+            elif isinstance(event, StreamClosed) and event.error:
+                self.failure = self.failure or f"stream error <{event.error}/>"
+            try:
+                self.on_event(self, event)
+            except Exception:
+                self.log.exception("event handler failed on %s", type(event).__name__)
+        self._flush()
+        return tls
+
+    async def _start_tls(self, request: TlsRequested) -> None:
+        context = self.tls_server if request.server_side else self.tls_client
+        if context is None:
+            raise LocalProtocolError("TLS requested but no TLS context configured")
+        await self.writer.start_tls(
+            context,
+            server_hostname=None if request.server_side else request.server_name,
+            ssl_handshake_timeout=10.0,
+        )
+        self.session.tls_established(self.peer_certificate(), self.now)
+        self._process_events()
+        await self._drain()
+
+    def _flush(self) -> None:
+        data = self.session.data_to_send()
+        if data and not self.writer.is_closing():
+            self.writer.write(data)
+
+    async def _drain(self) -> None:
+        with contextlib.suppress(ConnectionError):
+            await self.writer.drain()
+
+    async def _close_transport(self) -> None:
+        self._flush()
+        if not self.writer.is_closing():
+            self.writer.close()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.writer.wait_closed(), 2.0)
+
+    # ------------------------------------------------------------------ commands
+    def send_stanza(self, stanza: ET.Element) -> None:
+        """Queue a stanza; stanzas sent in the same loop iteration leave in one write."""
+        self.session.send_stanza(stanza, self.now)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.loop.call_soon(self._scheduled_flush)
+
+    def _scheduled_flush(self) -> None:
+        self._flush_scheduled = False
+        self._flush()
+
+    def dialback_verified(self, originating: str, receiving: str, valid: bool) -> None:
+        self.session.dialback_verified(originating, receiving, valid)
+        self._process_events()
+
+    def close(self) -> None:
+        self.session.close()
+        self._flush()
+        if not self.writer.is_closing():
+            self.writer.close()
+
+
+async def resolve_s2s(resolver: LabResolver, domain: str) -> list[tuple[str, int]]:
+    """Addresses of ``domain``'s S2S server: SRV ``_xmpp-server._tcp``, else A on 5269
+    (:rfc:`6120#section-3.2`)."""
+    results: list[tuple[str, int]] = []
+    try:
+        for target in await resolver.srv(f"_xmpp-server._tcp.{domain}"):
+            try:
+                results += [(addr, target.port) for addr in await resolver.a(target.target)]
+            except ResolutionError:
+                continue
+    except ResolutionError:
+        pass
+    if not results:
+        results = [(addr, S2S_PORT) for addr in await resolver.a(domain)]
+    return results
+
+
+async def open_session(
+    session: Session,
+    addresses: list[tuple[str, int]],
+    *,
+    on_event: EventHandler,
+    tls_client: ssl.SSLContext,
+    connect_timeout: float = 5.0,
+    local_address: str | None = None,
+    ssl_now: ssl.SSLContext | None = None,
+    server_hostname: str | None = None,
+) -> tuple[XmppConnection, asyncio.Task[None]]:
+    """Connect to the first address that answers and start the session's read loop."""
+    last: Exception | None = None
+    for host, port in addresses:
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(
+                    host,
+                    port,
+                    ssl=ssl_now,
+                    server_hostname=server_hostname if ssl_now else None,
+                    local_addr=(local_address, 0) if local_address else None,
+                ),
+                connect_timeout,
+            )
+        except (OSError, TimeoutError, ssl.SSLError) as exc:
+            last = exc
+            continue
+        conn = XmppConnection(session, reader, writer, on_event=on_event, tls_client=tls_client)
+        session.start(conn.now)
+        if ssl_now is not None:
+            conn_cert = conn.peer_certificate()
+            session.peer_certificate = conn_cert
+        task = asyncio.create_task(conn.run(), name=conn.name)
+        return conn, task
+    raise OSError(f"cannot connect to any of {addresses}: {last}")
+
+
+async def verify_dialback(
+    config: SessionConfig,
+    resolver: LabResolver,
+    *,
+    local_domain: str,
+    remote_domain: str,
+    their_stream_id: str,
+    key: str,
+    tls_client: ssl.SSLContext,
+    timeout: float = 10.0,
+    local_address: str | None = None,
+) -> bool:
+    """The back-connection of XEP-0220 section 2.1.2: ask ``remote_domain``'s authoritative server
+    whether ``key`` is right for the stream ``their_stream_id`` it opened to us."""
+    answer: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+
+    def on_event(conn: XmppConnection, event: XmppEvent) -> None:
+        if isinstance(event, DialbackVerifyAnswered) and not answer.done():
+            answer.set_result(event.valid and event.stream_id == their_stream_id)
+
+    session = Session(
+        Role.VERIFYING,
+        config,
+        now=asyncio.get_running_loop().time(),
+        stream_id=new_stream_id(),
+        local_domain=local_domain,
+        remote_domain=remote_domain,
+        verify_request=(their_stream_id, key),
+    )
+    try:
+        addresses = await resolve_s2s(resolver, remote_domain)
+        conn, task = await open_session(
+            session,
+            addresses,
+            on_event=on_event,
+            tls_client=tls_client,
+            local_address=local_address,
+        )
+    except (OSError, ResolutionError) as exc:
+        log.info("dialback back-connection to %s failed: %s", remote_domain, exc)
+        return False
+    closed: asyncio.Future[Any] = asyncio.ensure_future(conn.closed.wait())
+    waiters: set[asyncio.Future[Any]] = {answer, closed}
+    try:
+        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        return answer.result() if answer.done() else False
+    finally:
+        closed.cancel()
+        conn.close()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(task, 2.0)

@@ -1,0 +1,632 @@
+"""Lab services: the Edge's XMPP proxy, the jabber.lab partner emulator, the Front End gateway.
+
+Settings (``[services.xmpp-proxy]`` in the topology, all optional):
+
+- ``partners``: allowed XMPP partner domains (default: the domains of hosts with role
+  ``xmpp-partner``);
+- ``domains``: domains served through the gateway (default: the host's domain);
+- ``gateway_names``: certificate names accepted on 23456 (default: the FQDNs of the
+  ``front-end`` hosts);
+- ``dialback_secret``, ``idle_timeout`` (s, default 600), ``keepalive`` (s, default 60),
+  ``allow_dialback``, ``allow_external`` (default true);
+- ``access_cert`` / ``access_key``: a certificate for the access interface other than the lab
+  one (e.g. one that names ``contoso.lab`` itself, so partners accept SASL EXTERNAL).
+
+``[services.xmpp-partner]``: ``users`` (a table user = password; default romeo and juliet),
+``dialback_secret``, ``idle_timeout``, ``keepalive``.
+
+``[services.xmpp-gateway]``: ``edge`` (host id, default ``edge``), ``domain``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from simulator.dns.resolver import LabResolver, ResolutionError
+from simulator.errors import EdgesimError
+from simulator.lab.services import BoundListener, ServiceContext
+from simulator.lab.topology import Interface
+from simulator.pki import CertPaths
+from simulator.tls import PeerCertificate, client_context, server_context
+from simulator.xmpp.aio import (
+    XmppConnection,
+    new_stream_id,
+    open_session,
+    resolve_s2s,
+    verify_dialback,
+)
+from simulator.xmpp.events import (
+    Authenticated,
+    DialbackVerifyNeeded,
+    StanzaReceived,
+    XmppEvent,
+)
+from simulator.xmpp.routing import (
+    Reject,
+    RoutingPolicy,
+    ToGateway,
+    ToPartner,
+    route_from_gateway,
+    route_from_partner,
+    stanza_error,
+)
+from simulator.xmpp.s2s import Role, Session, SessionConfig, bare_jid, domain_of
+from simulator.xmpp.stream import NS_CLIENT, NS_SERVER, StreamTimers, qname, split_qname
+
+log = logging.getLogger(__name__)
+
+MAX_QUEUED = 10_000
+"""Stanzas queued per partner while its outbound stream is negotiated."""
+
+
+def _float(settings: dict[str, object], key: str, default: float) -> float:
+    value = settings.get(key, default)
+    return float(value) if isinstance(value, int | float) else default
+
+
+def _bool(settings: dict[str, object], key: str, default: bool) -> bool:
+    value = settings.get(key, default)
+    return value if isinstance(value, bool) else default
+
+
+def _strs(settings: dict[str, object], key: str, default: list[str]) -> list[str]:
+    value = settings.get(key)
+    if isinstance(value, list):
+        return [str(v).lower() for v in value]
+    return default
+
+
+def in_namespace(stanza: ET.Element, ns: str) -> ET.Element:
+    """A copy of ``stanza`` whose own elements move to ``ns`` (jabber:client <-> jabber:server)."""
+    old_ns, local = split_qname(stanza.tag)
+    copy = ET.Element(qname(ns, local), dict(stanza.attrib))
+    copy.text, copy.tail = stanza.text, None
+    for child in stanza:
+        child_ns, _ = split_qname(child.tag)
+        if child_ns == old_ns:
+            new_child = in_namespace(child, ns)
+            new_child.tail = child.tail
+            copy.append(new_child)
+        else:
+            copy.append(child)
+    return copy
+
+
+@dataclass
+class _Outbound:
+    domain: str
+    queue: list[ET.Element] = field(default_factory=list)
+    conn: XmppConnection | None = None
+    task: asyncio.Task[None] | None = None
+
+
+class S2SServer:
+    """What the proxy and the partner emulator share: S2S in on 5269, S2S out, dialback."""
+
+    def __init__(
+        self,
+        ctx: ServiceContext,
+        *,
+        iface: Interface,
+        domains: frozenset[str],
+        partners: frozenset[str] | None,
+        cert: CertPaths,
+        settings: dict[str, object],
+    ) -> None:
+        self.ctx = ctx
+        self.iface = iface
+        self.address = ctx.address(iface)
+        self.domains = domains
+        self.domain = sorted(domains)[0]
+        self.cert = cert
+        secret = str(settings.get("dialback_secret", f"{ctx.host.id}-{ctx.service}-dialback"))
+        self.config = SessionConfig(
+            local_domains=domains,
+            dialback_secret=secret.encode(),
+            partner_domains=partners,
+            allow_external=_bool(settings, "allow_external", True),
+            allow_dialback=_bool(settings, "allow_dialback", True),
+            timers=StreamTimers(
+                idle_timeout=_float(settings, "idle_timeout", 600.0),
+                keepalive_interval=_float(settings, "keepalive", 60.0),
+            ),
+        )
+        trust = [ctx.pki.trust_bundle]
+        ctx.pki.require(cert)
+        self.tls_server = server_context(cert, client_trust=trust)
+        # chain verified, names left to the session: a certificate that does not name the domain
+        # still encrypts, and dialback then authenticates (as Prosody without s2s_secure_auth)
+        self.tls_client = client_context(trust, cert=cert, check_hostname=False)
+        self.our_cert = PeerCertificate.from_der(ssl.PEM_cert_to_DER_cert(cert.cert.read_text()))
+        self.resolver: LabResolver = ctx.resolver(iface)
+        self.servers: list[asyncio.Server] = []
+        self.connections: set[XmppConnection] = set()
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.outbound: dict[str, _Outbound] = {}
+        self.inbound_auth: dict[str, str] = {}
+        """Partner domain -> how it authenticated on its inbound stream (last one)."""
+        self.outbound_auth: dict[str, str] = {}
+        """Partner domain -> how we authenticated to it on our outbound stream."""
+
+    # ------------------------------------------------------------------ lifecycle
+    async def listen(
+        self, port: int, handler: Callable[..., object], **kw: object
+    ) -> asyncio.Server:
+        server = await asyncio.start_server(handler, self.address, port, **kw)  # type: ignore[arg-type]
+        self.servers.append(server)
+        return server
+
+    def spawn(self, coro: object, name: str = "") -> asyncio.Task[None]:
+        task: asyncio.Task[None] = asyncio.create_task(coro, name=name or None)  # type: ignore[arg-type]
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return task
+
+    async def stop(self) -> None:
+        for server in self.servers:
+            server.close()
+        for conn in list(self.connections):
+            conn.close()
+        for task in list(self.tasks):
+            task.cancel()
+        for task in list(self.tasks):
+            with contextlib.suppress(BaseException):
+                await asyncio.wait_for(task, 2.0)
+        for server in self.servers:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(server.wait_closed(), 2.0)
+        self.servers.clear()
+
+    # ------------------------------------------------------------------ inbound S2S
+    async def handle_s2s(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        session = Session(
+            Role.RECEIVING,
+            self.config,
+            now=asyncio.get_running_loop().time(),
+            stream_id=new_stream_id(),
+        )
+        conn = XmppConnection(
+            session, reader, writer, on_event=self._s2s_event, tls_server=self.tls_server
+        )
+        self.connections.add(conn)
+        try:
+            await conn.run()
+        finally:
+            self.connections.discard(conn)
+
+    def _s2s_event(self, conn: XmppConnection, event: XmppEvent) -> None:
+        if isinstance(event, Authenticated):
+            self.inbound_auth[event.domain] = event.method
+            log.info("inbound stream from %s authenticated by %s", event.domain, event.method)
+        elif isinstance(event, DialbackVerifyNeeded):
+            self.spawn(self._dialback(conn, event), f"dialback-{event.originating}")
+        elif isinstance(event, StanzaReceived):
+            partner = domain_of(event.element.get("from")) or ""
+            self.from_partner(event.element, partner)
+
+    async def _dialback(self, conn: XmppConnection, event: DialbackVerifyNeeded) -> None:
+        valid = await verify_dialback(
+            self.config,
+            self.resolver,
+            local_domain=event.receiving,
+            remote_domain=event.originating,
+            their_stream_id=event.stream_id,
+            key=event.key,
+            tls_client=self.tls_client,
+            local_address=self.address,
+        )
+        log.info("dialback for %s: %s", event.originating, "valid" if valid else "invalid")
+        if not conn.closed.is_set():
+            conn.dialback_verified(event.originating, event.receiving, valid)
+
+    def from_partner(self, stanza: ET.Element, partner: str) -> None:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ outbound S2S
+    def send_to_partner(self, domain: str, stanza: ET.Element) -> None:
+        link = self.outbound.get(domain)
+        if link is not None and link.conn is not None and link.conn.session.ready:
+            link.conn.send_stanza(stanza)
+            return
+        if link is None or (link.task is not None and link.task.done()):
+            link = _Outbound(domain)
+            self.outbound[domain] = link
+            link.task = self.spawn(self._connect(link), f"s2s-out-{domain}")
+        if len(link.queue) >= MAX_QUEUED:
+            self.bounce(stanza, "resource-constraint", "wait", "too many stanzas queued")
+            return
+        link.queue.append(stanza)
+
+    async def _connect(self, link: _Outbound) -> None:
+        session = Session(
+            Role.INITIATING,
+            self.config,
+            now=asyncio.get_running_loop().time(),
+            stream_id=new_stream_id(),
+            local_domain=self.domain,
+            remote_domain=link.domain,
+            can_external=self.our_cert.matches(self.domain),
+        )
+        try:
+            addresses = await resolve_s2s(self.resolver, link.domain)
+            conn, task = await open_session(
+                session,
+                addresses,
+                on_event=self._outbound_event,
+                tls_client=self.tls_client,
+                local_address=self.address,
+            )
+        except (OSError, ResolutionError) as exc:
+            log.info("cannot reach %s: %s", link.domain, exc)
+            self._fail_queue(link, "remote-server-not-found", "cannot connect to the partner")
+            return
+        link.conn = conn
+        self.connections.add(conn)
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(conn.ready.wait(), 20.0)
+            if conn.session.ready:
+                queued, link.queue = link.queue, []
+                for stanza in queued:
+                    conn.send_stanza(stanza)
+            else:
+                self._fail_queue(
+                    link, "remote-server-timeout", "could not authenticate to the partner"
+                )
+                conn.close()
+            await task
+        finally:
+            self.connections.discard(conn)
+            if self.outbound.get(link.domain) is link:
+                del self.outbound[link.domain]
+            self._fail_queue(link, "remote-server-timeout", "the partner stream closed")
+
+    def _outbound_event(self, conn: XmppConnection, event: XmppEvent) -> None:
+        if isinstance(event, StanzaReceived):
+            self.from_partner(event.element, conn.session.remote_domain or "")
+        elif isinstance(event, Authenticated):
+            self.outbound_auth[event.domain] = event.method
+            log.info("outbound stream to %s authenticated by %s", event.domain, event.method)
+
+    def _fail_queue(self, link: _Outbound, condition: str, text: str) -> None:
+        queued, link.queue = link.queue, []
+        for stanza in queued:
+            self.bounce(stanza, condition, "cancel" if "found" in condition else "wait", text)
+
+    def bounce(self, stanza: ET.Element, condition: str, error_type: str, text: str) -> None:
+        raise NotImplementedError
+
+
+# ====================================================================== the Edge's proxy
+
+
+class XmppProxyService(S2SServer):
+    """The Edge's XMPP proxy: S2S on the access interface, the gateway link on 23456."""
+
+    def __init__(self, ctx: ServiceContext) -> None:
+        settings = ctx.settings
+        s2s = next((lst for lst in ctx.listeners if lst.proto == "xmpp-s2s"), None)
+        mtls = next((lst for lst in ctx.listeners if lst.proto == "xmpp-mtls"), None)
+        if s2s is None or mtls is None:
+            raise EdgesimError(
+                f"{ctx.host.id}: xmpp-proxy needs an xmpp-s2s and an xmpp-mtls listener"
+            )
+        self.s2s_listener, self.mtls_listener = s2s, mtls
+        access = ctx.host.interface(s2s.interface)
+        domains = frozenset(_strs(settings, "domains", [ctx.host.domain or "contoso.lab"]))
+        default_partners = sorted(
+            {h.domain for h in ctx.topology.hosts_with_role("xmpp-partner") if h.domain}
+        )
+        partners = frozenset(_strs(settings, "partners", default_partners))
+        cert = ctx.pki.interface_cert(access)
+        if "access_cert" in settings:
+            cert = CertPaths(
+                Path(str(settings["access_cert"])),
+                Path(str(settings["access_key"])),
+                Path(str(settings["access_cert"])),
+            )
+        super().__init__(
+            ctx, iface=access, domains=domains, partners=partners, cert=cert, settings=settings
+        )
+        self.policy = RoutingPolicy(domains, partners)
+        internal = ctx.host.interface(mtls.interface)
+        self.internal_address = ctx.address(internal)
+        fe_names = [
+            n
+            for h in ctx.topology.hosts_with_role("front-end")
+            for i in h.interfaces
+            for n in i.fqdns
+        ]
+        self.gateway_config = SessionConfig(
+            local_domains=domains,
+            gateway_names=tuple(_strs(settings, "gateway_names", fe_names)),
+            timers=self.config.timers,
+        )
+        internal_cert = ctx.pki.require(ctx.pki.interface_cert(internal))
+        self.tls_internal = server_context(
+            internal_cert,
+            client_trust=[ctx.pki.ca_cert(internal.ca or "internal")],
+            require_client_cert=True,
+        )
+        self.gateways: list[XmppConnection] = []
+        self.stats = {"from_partner": 0, "from_gateway": 0, "rejected": 0}
+
+    async def start(self) -> list[BoundListener]:
+        s2s = await self.listen(self.s2s_listener.port, self.handle_s2s)
+        self.address_internal = self.internal_address
+        server = await asyncio.start_server(
+            self.handle_gateway,
+            self.internal_address,
+            self.mtls_listener.port,
+            ssl=self.tls_internal,
+            ssl_handshake_timeout=10.0,
+        )
+        self.servers.append(server)
+        return [
+            BoundListener(self.s2s_listener, "tcp", self.address, _port(s2s)),
+            BoundListener(self.mtls_listener, "tcp", self.internal_address, _port(server)),
+        ]
+
+    async def check(self, bound: BoundListener) -> str | None:
+        """Open a stream: on 5269 the features must offer STARTTLS; on 23456 (MTLS, checked
+        with the Edge's own internal certificate, which is not a Front End's) the Edge must
+        answer with an XMPP stream."""
+        ssl_ctx = None
+        if bound.listener.proto == "xmpp-mtls":
+            internal = self.ctx.host.interface(bound.listener.interface)
+            ssl_ctx = client_context(
+                [self.ctx.pki.ca_cert(internal.ca or "internal")],
+                cert=self.ctx.pki.interface_cert(internal),
+                check_hostname=False,
+            )
+        reader, writer = await asyncio.open_connection(bound.address, bound.port, ssl=ssl_ctx)
+        try:
+            writer.write(
+                f"<?xml version='1.0'?><stream:stream xmlns='jabber:server' "
+                f"xmlns:stream='http://etherx.jabber.org/streams' to='{self.domain}' "
+                f"version='1.0'>".encode()
+            )
+            data = b""
+            while b"</stream:features>" not in data and len(data) < 8192:
+                chunk = await reader.read(4096)
+                if not chunk:
+                    break
+                data += chunk
+            if ssl_ctx is not None:
+                return None if b"<stream:stream" in data else "no XMPP stream on the MTLS port"
+            return None if b"starttls" in data else "no STARTTLS in the stream features"
+        finally:
+            writer.close()
+
+    # ------------------------------------------------------------------ 23456
+    async def handle_gateway(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        cert = PeerCertificate.from_der(
+            writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
+        )
+        session = Session(
+            Role.GATEWAY_SERVER,
+            self.gateway_config,
+            now=asyncio.get_running_loop().time(),
+            stream_id=new_stream_id(),
+            peer_certificate=cert,
+        )
+        conn = XmppConnection(session, reader, writer, on_event=self._gateway_event, name="gateway")
+        self.connections.add(conn)
+        try:
+            await conn.run()
+        finally:
+            self.connections.discard(conn)
+            if conn in self.gateways:
+                self.gateways.remove(conn)
+
+    def _gateway_event(self, conn: XmppConnection, event: XmppEvent) -> None:
+        if isinstance(event, Authenticated):
+            self.gateways.append(conn)
+        elif isinstance(event, StanzaReceived):
+            self.stats["from_gateway"] += 1
+            self.from_gateway(event.element, conn)
+
+    def from_gateway(self, stanza: ET.Element, conn: XmppConnection) -> None:
+        route = route_from_gateway(self.policy, stanza)
+        if isinstance(route, Reject):
+            self.stats["rejected"] += 1
+            reply = stanza_error(
+                stanza, route.condition, route.error_type, route.text, by=self.domain
+            )
+            if reply is not None:
+                conn.send_stanza(reply)
+        elif isinstance(route, ToGateway):
+            conn.send_stanza(stanza)
+        elif isinstance(route, ToPartner):
+            self.send_to_partner(route.domain, stanza)
+
+    def from_partner(self, stanza: ET.Element, partner: str) -> None:
+        self.stats["from_partner"] += 1
+        route = route_from_partner(self.policy, stanza, partner)
+        if isinstance(route, Reject):
+            self.bounce(stanza, route.condition, route.error_type, route.text)
+        elif not self.gateways:
+            self.bounce(
+                stanza,
+                "service-unavailable",
+                "wait",
+                "the Front End's XMPP gateway is not connected",
+            )
+        else:
+            self.gateways[0].send_stanza(stanza)
+
+    def bounce(self, stanza: ET.Element, condition: str, error_type: str, text: str) -> None:
+        self.stats["rejected"] += 1
+        reply = stanza_error(stanza, condition, error_type, text, by=self.domain)
+        if reply is None:
+            return
+        to_domain = domain_of(reply.get("to"))
+        if to_domain in self.domains:
+            if self.gateways:
+                self.gateways[0].send_stanza(reply)
+        elif to_domain in self.policy.partner_domains:
+            self.send_to_partner(to_domain, reply)
+
+
+def _port(server: asyncio.Server) -> int:
+    return int(server.sockets[0].getsockname()[1])
+
+
+# ====================================================================== jabber.lab emulator
+
+DEFAULT_USERS = {"romeo": "romeo-pass", "juliet": "juliet-pass"}
+
+
+class XmppPartnerService(S2SServer):
+    """A small XMPP server for a partner domain: c2s users and S2S both ways."""
+
+    def __init__(self, ctx: ServiceContext) -> None:
+        settings = ctx.settings
+        s2s = next((lst for lst in ctx.listeners if lst.proto == "xmpp-s2s"), None)
+        if s2s is None:
+            raise EdgesimError(f"{ctx.host.id}: xmpp-partner needs an xmpp-s2s listener")
+        self.s2s_listener = s2s
+        self.c2s_listener = next((lst for lst in ctx.listeners if lst.proto == "xmpp-c2s"), None)
+        iface = ctx.host.interface(s2s.interface)
+        domain = (ctx.host.domain or iface.fqdn or "jabber.lab").lower()
+        users = settings.get("users")
+        self.users = (
+            {str(k).lower(): str(v) for k, v in users.items()}
+            if isinstance(users, dict)
+            else dict(DEFAULT_USERS)
+        )
+        super().__init__(
+            ctx,
+            iface=iface,
+            domains=frozenset({domain}),
+            partners=None,
+            cert=ctx.pki.interface_cert(iface),
+            settings=settings,
+        )
+        self.c2s_config = SessionConfig(
+            local_domains=self.domains, users=self.users, timers=self.config.timers
+        )
+        self.clients: dict[str, list[XmppConnection]] = {}
+
+    async def start(self) -> list[BoundListener]:
+        bound = []
+        s2s = await self.listen(self.s2s_listener.port, self.handle_s2s)
+        bound.append(BoundListener(self.s2s_listener, "tcp", self.address, _port(s2s)))
+        if self.c2s_listener is not None:
+            c2s = await self.listen(self.c2s_listener.port, self.handle_c2s)
+            bound.append(BoundListener(self.c2s_listener, "tcp", self.address, _port(c2s)))
+        return bound
+
+    async def handle_c2s(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        session = Session(
+            Role.C2S,
+            self.c2s_config,
+            now=asyncio.get_running_loop().time(),
+            stream_id=new_stream_id(),
+        )
+        conn = XmppConnection(
+            session, reader, writer, on_event=self._c2s_event, tls_server=self.tls_server
+        )
+        self.connections.add(conn)
+        try:
+            await conn.run()
+        finally:
+            self.connections.discard(conn)
+            if session.jid is not None:
+                conns = self.clients.get(bare_jid(session.jid), [])
+                if conn in conns:
+                    conns.remove(conn)
+
+    def _c2s_event(self, conn: XmppConnection, event: XmppEvent) -> None:
+        if isinstance(event, Authenticated) and event.jid:
+            self.clients.setdefault(bare_jid(event.jid), []).append(conn)
+        elif isinstance(event, StanzaReceived):
+            self.route(in_namespace(event.element, NS_SERVER))
+
+    def route(self, stanza: ET.Element) -> None:
+        """Route a stanza (jabber:server namespace) from a local user or a partner."""
+        to_domain = domain_of(stanza.get("to"))
+        if to_domain in self.domains:
+            self.deliver_local(stanza)
+        elif to_domain:
+            self.send_to_partner(to_domain, stanza)
+
+    def deliver_local(self, stanza: ET.Element) -> None:
+        to = stanza.get("to") or ""
+        conns = self.clients.get(bare_jid(to).lower(), [])
+        if "/" in to:
+            conns = [c for c in conns if c.session.jid == to] or conns
+        if not conns:
+            self.bounce(stanza, "service-unavailable", "cancel", "the user is not online")
+            return
+        client_stanza = in_namespace(stanza, NS_CLIENT)
+        for conn in conns[:1] if stanza.tag.endswith("}iq") else conns:
+            conn.send_stanza(client_stanza)
+
+    def from_partner(self, stanza: ET.Element, partner: str) -> None:
+        self.route(stanza)
+
+    def bounce(self, stanza: ET.Element, condition: str, error_type: str, text: str) -> None:
+        reply = stanza_error(stanza, condition, error_type, text, by=self.domain)
+        if reply is not None and domain_of(reply.get("to")):
+            self.route(reply)
+
+
+# ====================================================================== Front End gateway
+
+
+class XmppGatewayService:
+    """The Front End's XMPP gateway as a lab service (host ``fe``): see :mod:`.gateway`.
+
+    ``bridge`` is a :class:`~simulator.xmpp.gateway.RecordingBridge` until the lab wires the SIP
+    Front End (set ``service.gateway.bridge`` before or after start). When the Edge is not up
+    yet, the gateway keeps retrying every ``retry`` seconds (setting, default 2) in the
+    background; ``connected`` is set whenever the link is up.
+    """
+
+    def __init__(self, ctx: ServiceContext) -> None:
+        from simulator.xmpp.gateway import RecordingBridge, XmppGateway, gateway_from_context
+
+        self.ctx = ctx
+        self.bridge = RecordingBridge()
+        self.gateway: XmppGateway = gateway_from_context(ctx, self.bridge)
+        self.retry = _float(ctx.settings, "retry", 2.0)
+        self.connected = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> list[BoundListener]:
+        self._task = asyncio.create_task(self._keep_connected(), name="xmpp-gateway")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.connected.wait(), 5.0)
+        return []
+
+    async def _keep_connected(self) -> None:
+        while True:
+            try:
+                await self.gateway.start()
+            except (OSError, ConnectionError, TimeoutError, ssl.SSLError) as exc:
+                log.info("XMPP gateway cannot reach the Edge yet: %s", exc)
+                await asyncio.sleep(self.retry)
+                continue
+            self.connected.set()
+            conn = self.gateway.conn
+            if conn is not None:
+                await conn.closed.wait()
+            self.connected.clear()
+            await asyncio.sleep(self.retry)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._task
+        await self.gateway.stop()

@@ -1,0 +1,152 @@
+"""The topology model: the default lab loads, and every malformed file gives one clear line."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+
+import pytest
+
+from simulator.errors import ConfigError
+from simulator.lab.topology import default_topology_path, load_topology
+
+DEFAULT = default_topology_path().read_text()
+
+
+def test_default_lab_has_the_zones_hosts_and_firewalls_of_the_design(topology):
+    assert [z.id for z in topology.zones] == [
+        "internet", "perimeter-external", "perimeter-internal", "corporate",
+    ]  # fmt: skip
+    assert {f.id: f.zones for f in topology.firewalls} == {
+        "fw-external": ("internet", "perimeter-external"),
+        "fw-internal": ("perimeter-internal", "corporate"),
+    }
+    fqdns = {f for i in topology.interfaces() for f in i.fqdns}
+    for name in ("sip.contoso.lab", "av.contoso.lab", "edge-int.contoso.lab", "fe.contoso.lab",
+                 "sip.fabrikam.lab", "xmpp.jabber.lab"):  # fmt: skip
+        assert name in fqdns
+    edge = topology.host("edge")
+    assert {(lst.interface, lst.proto, lst.ports) for lst in edge.listeners} >= {
+        ("access", "sip-tls", "443"),
+        ("access", "sip-mtls", "5061"),
+        ("access", "xmpp-s2s", "5269"),
+        ("av", "stun-udp", "3478"),
+        ("av", "turn-tls", "443"),
+        ("av", "relay", "50000-59999"),
+        ("internal", "sip-mtls", "5061"),
+        ("internal", "xmpp-mtls", "23456"),
+    }
+
+
+def test_every_address_is_from_the_rfc5737_documentation_ranges(topology):
+    doc_ranges = [
+        ipaddress.IPv4Network(n) for n in ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24")
+    ]
+    interfaces = list(topology.interfaces()) + [i for f in topology.firewalls for i in f.interfaces]
+    for iface in interfaces:
+        assert any(iface.address in net for net in doc_ranges), iface.ref
+
+
+def test_local_runner_gives_each_interface_its_own_loopback_address(topology):
+    loopbacks = [i.loopback() for i in topology.interfaces()]
+    assert all(a.is_loopback for a in loopbacks)
+    assert len(set(loopbacks)) == len(loopbacks)
+    assert str(topology.interface("edge:access").loopback()) == "127.51.100.10"
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "lab.toml"
+    path.write_text(text)
+    return path
+
+
+BAD_EDITS = [
+    pytest.param(
+        ('zone = "corporate", address = "192.0.2.10"', 'zone = "dmz", address = "192.0.2.10"'),
+        "hosts[fe].interfaces[lan]: zone 'dmz' is not defined",
+        id="unknown-zone",
+    ),
+    pytest.param(
+        ('address = "192.0.2.20"', 'address = "192.0.2.10"'),
+        "hosts[internal-user].interfaces[lan]: address 192.0.2.10 is already used by fe:lan",
+        id="duplicate-address",
+    ),
+    pytest.param(
+        ('fqdns = ["pc1.contoso.lab"]', 'fqdns = ["fe.contoso.lab"]'),
+        "hosts[internal-user].interfaces[lan]: FQDN 'fe.contoso.lab' is already used by fe:lan",
+        id="duplicate-fqdn",
+    ),
+    pytest.param(
+        (
+            '  { id = "lan", zone = "corporate", address = "192.0.2.20", fqdns = ["pc1.contoso.lab"] },\n',
+            "",
+        ),
+        "hosts[internal-user]: host has no interfaces, so it is in no zone",
+        id="host-in-no-zone",
+    ),
+    pytest.param(
+        (
+            'service = "xmpp-proxy", proto = "xmpp-s2s", port = 5269',
+            'service = "xmpp-proxy", proto = "xmpp-s2s", port = 5061',
+        ),
+        "hosts[edge].listeners[2]: TCP 198.51.100.10:5061 is already taken by access-edge (sip-mtls)",
+        id="two-services-one-port",
+    ),
+    pytest.param(
+        ('address = "192.0.2.53"', 'address = "203.0.113.99"'),
+        "hosts[dns-int].interfaces[lan]: address 203.0.113.99 is outside zone 'corporate' (192.0.2.0/24)",
+        id="address-outside-zone",
+    ),
+    pytest.param(
+        ('proto = "sip-tls", port = 443', 'proto = "sip-udp", port = 443'),
+        "hosts[edge].listeners[0]: unknown proto 'sip-udp'",
+        id="unknown-proto",
+    ),
+    pytest.param(
+        (
+            'fqdns = ["av.contoso.lab"], ca = "public"',
+            'fqdns = ["av.contoso.lab"], ca = "verisign"',
+        ),
+        "hosts[edge].interfaces[av]: CA 'verisign' is not defined",
+        id="unknown-ca",
+    ),
+    pytest.param(
+        ('[[hosts]]\nid = "fe"', '[[hosts]]\nid = "fe"\ncolour = "blue"'),
+        "hosts[fe]: unknown key 'colour'",
+        id="unknown-key",
+    ),
+    pytest.param(
+        ("port = 5004 }", 'port = "five" }'),
+        "hosts[messenger].listeners[1]: 'port' must be an integer, not str",
+        id="wrong-type",
+    ),
+    pytest.param(
+        ('[lab]\nname = "contoso"', '[lab\nname = "contoso"'),
+        "not valid TOML",
+        id="not-toml",
+    ),
+]
+
+
+@pytest.mark.parametrize(("edit", "expected"), BAD_EDITS)
+def test_malformed_topology_gives_one_line_naming_file_and_entry(tmp_path, edit, expected):
+    old, new = edit
+    assert old in DEFAULT, "the edit no longer applies to default.toml"
+    path = _write(tmp_path, DEFAULT.replace(old, new, 1))
+    with pytest.raises(ConfigError) as info:
+        load_topology(path)
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith(f"{path}: ")
+    assert expected in message
+    assert info.value.exit_code == 2
+
+
+def test_missing_file_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read topology file"):
+        load_topology(tmp_path / "nope.toml")
+
+
+def test_user_topology_round_trips(tmp_path):
+    path = _write(tmp_path, DEFAULT.replace('name = "contoso"', 'name = "my-lab"'))
+    assert load_topology(path).name == "my-lab"
