@@ -415,3 +415,20 @@ async def test_open_federation_finds_and_verifies_partners_by_srv(
         assert (await next_incoming(bob)).body == b"found you"  # type: ignore[attr-defined]
         assert (await bob.message("sip:carol@fabrikam.lab", "and back")).code == 200
         assert (await next_incoming(carol)).body == b"and back"  # type: ignore[attr-defined]
+
+
+async def test_silent_next_hop_gets_408(sip_topology: Topology, lab_pki: LabPki) -> None:
+    """carol's client takes the MESSAGE and never answers: the Edge's Timer F gives 408."""
+    settings: dict[str, dict[str, object]] = {"access-edge": {"transaction_timeout": 0.5}}
+    async with (
+        lab_up(sip_topology, lab_pki, settings) as lab,
+        lab.ua("bob@contoso.lab", "internal") as bob,
+        lab.ua("carol@fabrikam.lab", "fabrikam") as carol,
+    ):
+        await bob.register()
+        await carol.register()
+        carol.auto_answer = False
+        response = await bob.message("sip:carol@fabrikam.lab", "anyone there?", timeout=5)
+        assert response.code == 408
+        assert "Next hop did not answer" in (response.headers.get("Warning") or "")
+        assert (await next_incoming(carol)).body == b"anyone there?"  # type: ignore[attr-defined]

@@ -64,8 +64,11 @@ class UserAgent:
         display: str = "",
         answer_sdp: bytes | None = None,
         local_address: str | None = None,
+        auto_answer: bool = True,
     ) -> None:
         self.local_address = local_address
+        self.auto_answer = auto_answer
+        """False: incoming requests are queued but never answered (a silent user agent)."""
         self.aor = aor
         self.user = aor.split(":", 1)[1].split("@", 1)[0]
         self.domain = aor.rsplit("@", 1)[1]
@@ -126,6 +129,9 @@ class UserAgent:
     def on_request(self, proto: SipProtocol, request: Request) -> None:
         method = request.method
         if method == "ACK":
+            self.incoming.put_nowait(request)
+            return
+        if not self.auto_answer:
             self.incoming.put_nowait(request)
             return
         headers: list[tuple[str, str]] = []
