@@ -212,11 +212,17 @@ def tag_of(value: str) -> str | None:
     return params(value).get("tag")
 
 
+def short_hash(text: str) -> str:
+    """12 hex digits naming ``text`` (branches derived from the received branch)."""
+    return hashlib.blake2s(text.encode(), digest_size=6).hexdigest()
+
+
 def loop_hash(request: Request, context: str = "") -> str:
     """What RFC 3261 section 16.6 step 8 puts in the branch so a loop can be told from a spiral.
 
     It covers the Request-URI, Call-ID, CSeq number and the From and To tags: a request that
     comes back with all of these unchanged has looped; one whose Request-URI changed spirals.
+    An ACK hashes as if its To had no tag, so the ACK of a failure matches its INVITE's branch.
     ``context`` adds what else tells passes apart (the Edge: whether it came from a remote user
     and which Route entries it consumed, so a request that passes the Edge twice is a spiral).
     """
@@ -230,7 +236,7 @@ def loop_hash(request: Request, context: str = "") -> str:
             h.get("Call-ID", "") or "",
             cseq,
             tag_of(h.get("From", "") or "") or "",
-            tag_of(h.get("To", "") or "") or "",
+            "" if request.method == "ACK" else tag_of(h.get("To", "") or "") or "",
         )
     )
     return hashlib.blake2s(text.encode(), digest_size=6).hexdigest()

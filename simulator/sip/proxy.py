@@ -46,6 +46,7 @@ from typing import Any
 from sipmessage import Request, Response
 
 from simulator.sip.build import (
+    BRANCH_MAGIC,
     address_domain,
     loop_hash,
     mark_received,
@@ -56,6 +57,7 @@ from simulator.sip.build import (
     push_via,
     remove_header,
     response_for,
+    short_hash,
     top_via,
     uri_host,
     uri_of,
@@ -508,9 +510,16 @@ class EdgeProxy:
         if trust is not None:
             headers.add(TRUST_HEADER, trust)
         headers.set("Max-Forwards", str(max_forwards - 1))
+        their_branch = via_branch(top_via(request)) or ""
         mark_received(request, flow.peer[0], flow.peer[1])
         out_side = Side.INTERNAL if isinstance(target, ToInternal) else Side.FEDERATION
-        branch = f"{marker}{flow.id}-{next(self._seq):x}"
+        # RFC 3261 16.11: the branch follows from the one received, so a CANCEL (and the ACK
+        # of a failure) leaves with the branch of the INVITE it belongs to.
+        if their_branch.startswith(BRANCH_MAGIC):
+            tail = short_hash(their_branch)
+        else:
+            tail = f"n{next(self._seq):x}"
+        branch = f"{marker}{flow.id}-{tail}"
         known_good_via(headers.getlist("Via")[0])  # validated on the way in, then extended
         our_via = f"SIP/2.0/TLS {self._sent_by(out_side)};branch={branch}"
         known_good_via(our_via)
@@ -529,7 +538,7 @@ class EdgeProxy:
             first, second = (inner, outer) if out_side is Side.INTERNAL else (outer, inner)
             prepend(request, "Record-Route", second)
             prepend(request, "Record-Route", first)
-        if method != "ACK":
+        if method not in ("ACK", "CANCEL"):
             client = ClientTransaction(method, now, timeout=cfg.transaction_timeout)
             self._pending[branch] = _Pending(client, flow.id, request)
             deadline = client.get_timer()
@@ -569,7 +578,10 @@ class EdgeProxy:
         if not response.headers.getlist("Via"):
             return []
         pending = self._pending.get(branch)
-        if pending is not None:
+        cseq_method = (response.headers.get("CSeq") or " ").split()[-1]
+        if pending is not None and cseq_method != pending.request.method:
+            upstream = pending.upstream  # the answer to a CANCEL of that INVITE
+        elif pending is not None:
             pending.client.receive_response(response.code)
             if pending.client.terminated:
                 del self._pending[branch]

@@ -432,3 +432,35 @@ async def test_silent_next_hop_gets_408(sip_topology: Topology, lab_pki: LabPki)
         assert response.code == 408
         assert "Next hop did not answer" in (response.headers.get("Warning") or "")
         assert (await next_incoming(carol)).body == b"anyone there?"  # type: ignore[attr-defined]
+
+
+async def test_cancel_and_failure_ack_keep_the_invite_branch_at_every_hop(
+    sip_topology: Topology, lab_pki: LabPki
+) -> None:
+    """bob calls carol, gives up: carol sees CANCEL and ACK on her INVITE's transaction."""
+    from simulator.sip.build import response_for, top_via
+
+    async with (
+        lab_up(sip_topology, lab_pki) as lab,
+        lab.ua("bob@contoso.lab", "internal") as bob,
+        lab.ua("carol@fabrikam.lab", "fabrikam") as carol,
+    ):
+        await bob.register()
+        await carol.register()
+        carol.auto_answer = False
+        invite = bob.build(
+            "INVITE", "sip:carol@fabrikam.lab", body=b"v=0\r\n", content_type="application/sdp"
+        )
+        call = asyncio.create_task(bob.send_invite(invite))
+        at_carol = await next_incoming(carol, "INVITE")
+        cancelling = asyncio.create_task(bob.cancel(invite))
+        cancel = await next_incoming(carol, "CANCEL")
+        assert top_via(cancel) == top_via(at_carol)  # type: ignore[arg-type]
+        assert carol.proto is not None
+        carol.proto.send(response_for(cancel, 200))  # type: ignore[arg-type]
+        assert (await asyncio.wait_for(cancelling, 5)).code == 200
+        carol.proto.send(response_for(at_carol, 487))  # type: ignore[arg-type]
+        response, dialog = await asyncio.wait_for(call, 5)
+        assert (response.code, dialog) == (487, None)
+        ack = await next_incoming(carol, "ACK")
+        assert top_via(ack) == top_via(at_carol)  # type: ignore[arg-type]

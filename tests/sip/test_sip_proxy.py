@@ -338,3 +338,19 @@ def test_serialiser_reuses_the_received_uri_only_while_unchanged() -> None:
     request.uri = URI.parse("sip:carol@fabrikam.lab")
     assert to_bytes(request).startswith(b"MESSAGE sip:carol@fabrikam.lab SIP/2.0\r\n")
     assert to_bytes(request) == bytes(request)
+
+
+def test_cancel_leaves_with_the_branch_of_its_invite() -> None:
+    edge = Edge()
+    invite = message("INVITE", sender="sip:carol@fabrikam.lab", body="v=0\r\n")
+    forwarded = only(edge.proxy.receive_request(edge.fabrikam.id, parse(invite), 0.0))
+    assert isinstance(forwarded, Forward)
+    cancel = message("CANCEL", sender="sip:carol@fabrikam.lab", body="")
+    cancelled = only(edge.proxy.receive_request(edge.fabrikam.id, parse(cancel), 0.0))
+    assert isinstance(cancelled, Forward) and cancelled.target == ToInternal()
+    assert cancelled.branch == forwarded.branch
+    # the 200 to the CANCEL goes back upstream without ending the INVITE transaction
+    ok = reparse_response(response_for(cancelled.request, 200))
+    sent = only(edge.proxy.receive_response(edge.fe.id, ok, 1.0))
+    assert isinstance(sent, Send) and sent.flow_id == edge.fabrikam.id
+    assert edge.proxy.get_timer() == 32.0  # Timer B still runs for the INVITE

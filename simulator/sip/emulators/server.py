@@ -45,6 +45,7 @@ from simulator.sip.build import (
     prepend,
     push_via,
     response_for,
+    short_hash,
     top_via,
     uri_host,
     uri_of,
@@ -380,7 +381,10 @@ class DomainServer:
             self._answer(proto, request, 483)
             return
         request.headers.set("Max-Forwards", str(hops - 1))
-        branch = f"z9hG4bK-{self.label.replace('/', '')}-{proto.id}-{new_branch('')[7:]}"
+        # stateless proxy branch (RFC 3261 16.11): derived from the received one, so a CANCEL
+        # leaves with the branch of its INVITE
+        their = params(top_via(request)).get("branch") or new_branch()
+        branch = f"z9hG4bK-{self.label.replace('/', '')}-{proto.id}-{short_hash(their)}"
         push_via(request, f"SIP/2.0/TLS {self.config.fqdn}:5061;branch={branch}")
         self._route_out(request, proto)
 

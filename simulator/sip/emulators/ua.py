@@ -85,6 +85,7 @@ class UserAgent:
         self.incoming: asyncio.Queue[Request] = asyncio.Queue()
         self.dialogs: dict[str, Dialog] = {}
         self._pending: dict[str, asyncio.Future[Response]] = {}
+        self._cancels: dict[str, asyncio.Future[Response]] = {}
         self._cseq = itertools.count(1)
 
     async def __aenter__(self) -> UserAgent:
@@ -122,6 +123,11 @@ class UserAgent:
 
     def on_response(self, proto: SipProtocol, response: Response) -> None:
         branch = params(top_via(response)).get("branch") or ""
+        if (response.headers.get("CSeq") or "").endswith("CANCEL"):
+            cancel = self._cancels.get(response.headers.get("Call-ID") or "")
+            if cancel is not None and not cancel.done():
+                cancel.set_result(response)
+            return
         future = self._pending.get(branch)
         if future is not None and not future.done() and response.code >= 200:
             future.set_result(response)
@@ -276,8 +282,29 @@ class UserAgent:
     ) -> tuple[Response, Dialog | None]:
         """INVITE; on 2xx the ACK is sent and the dialog returned (for :meth:`bye`)."""
         request = self.build("INVITE", uri, body=sdp, content_type="application/sdp")
+        return await self.send_invite(request, timeout=timeout)
+
+    async def send_invite(
+        self, request: Request, *, timeout: float = DEFAULT_TIMEOUT
+    ) -> tuple[Response, Dialog | None]:
+        """Send a built INVITE (see :meth:`cancel`); ACKs the final response (RFC 3261 17.1.1.3)."""
+        uri = str(request.uri)
         response = await self.send(request, timeout=timeout)
         if not 200 <= response.code < 300:
+            # the ACK of a failure belongs to the INVITE transaction: same branch, same Route
+            ack = Request("ACK", request.uri)
+            h = ack.headers
+            h.add("Via", request.headers.getlist("Via")[0])
+            h.add("Max-Forwards", "70")
+            for value in request.headers.getlist("Route"):
+                h.add("Route", value)
+            h.add("From", request.headers["From"])
+            h.add("To", response.headers["To"])
+            h.add("Call-ID", request.headers["Call-ID"])
+            h.add("CSeq", f"{request.headers['CSeq'].split()[0]} ACK")
+            h.add("Content-Length", "0")
+            assert self.proto is not None
+            self.proto.send(ack)
             return response, None
         cseq = int(request.headers["CSeq"].split()[0])
         contact = response.headers.getlist("Contact")
@@ -301,6 +328,29 @@ class UserAgent:
         assert self.proto is not None
         self.proto.send(ack)
         return response, dialog
+
+    async def cancel(self, invite: Request, *, timeout: float = DEFAULT_TIMEOUT) -> Response:
+        """CANCEL a pending INVITE built with :meth:`build` (RFC 3261 section 9.1)."""
+        request = Request("CANCEL", invite.uri)
+        h = request.headers
+        h.add("Via", invite.headers.getlist("Via")[0])
+        h.add("Max-Forwards", "70")
+        for value in invite.headers.getlist("Route"):
+            h.add("Route", value)
+        for name in ("From", "To", "Call-ID"):
+            h.add(name, invite.headers[name])
+        h.add("CSeq", f"{invite.headers['CSeq'].split()[0]} CANCEL")
+        h.add("Content-Length", "0")
+        if self.proto is None:
+            raise ConnectionError("not connected")
+        # the answer to the CANCEL has the INVITE's branch too: wait for it by CSeq method
+        future: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
+        self._cancels[h["Call-ID"]] = future
+        try:
+            self.proto.send(request)
+            return await asyncio.wait_for(future, timeout)
+        finally:
+            self._cancels.pop(h["Call-ID"], None)
 
     async def bye(self, dialog: Dialog, *, timeout: float = DEFAULT_TIMEOUT) -> Response:
         dialog.cseq += 1
