@@ -464,3 +464,22 @@ async def test_cancel_and_failure_ack_keep_the_invite_branch_at_every_hop(
         assert (response.code, dialog) == (487, None)
         ack = await next_incoming(carol, "ACK")
         assert top_via(ack) == top_via(at_carol)  # type: ignore[arg-type]
+
+
+async def test_edge_without_its_dns_fails_federation_with_1008(
+    sip_topology: Topology, lab_pki: LabPki
+) -> None:
+    """What a firewall blocking the Edge's DNS looks like: discovery fails, 504 with 1008."""
+    settings: dict[str, dict[str, object]] = {
+        "access-edge": {"allowed_domains": [], "enable_partner_discovery": True}
+    }
+    hosts = [h for h in SIP_HOSTS if h != "dns-ext"]
+    async with (
+        lab_up(sip_topology, lab_pki, settings, hosts=hosts) as lab,
+        lab.ua("bob@contoso.lab", "internal") as bob,
+    ):
+        await bob.register()
+        response = await bob.message("sip:carol@fabrikam.lab", "x", timeout=8)
+        assert response.code == 504
+        assert (response.headers.get("ms-diagnostics") or "").startswith("1008;")
+        assert "_sipfederationtls._tcp.fabrikam.lab" in (response.headers.get("Warning") or "")
