@@ -15,6 +15,7 @@ Not implemented: UDP datagram framing, chunking of bodies before they are comple
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Final
 
@@ -52,19 +53,16 @@ PING: Final = _Ping()
 _CRLF2: Final = b"\r\n\r\n"
 
 
+_LENGTH_RE: Final = re.compile(rb"\r\n[ \t]*(?:content-length|l)[ \t]*:([^\r\n]*)", re.IGNORECASE)
+
+
 def _content_length(head: bytes) -> int | None:
     """The value of ``Content-Length`` (or compact ``l``), None when absent.
 
     Raises 400 (fatal) when the value is not a number or appears twice with different values.
     """
     found: int | None = None
-    for line in head.split(b"\r\n")[1:]:
-        name, sep, value = line.partition(b":")
-        if not sep:
-            continue
-        key = name.strip().lower()
-        if key != b"content-length" and key != b"l":
-            continue
+    for value in _LENGTH_RE.findall(head):
         text = value.strip()
         if not text.isdigit() or len(text) > 9:
             raise RemoteProtocolError(400, "Malformed Content-Length header", fatal=True)

@@ -416,6 +416,8 @@ class EdgeProxy:
         lhash = loop_hash(request, f"{flow.side is Side.CLIENT}|{edgeflow}")
         marker = f"{BRANCH_PREFIX}{lhash}-"
         for value in headers.getlist("Via"):
+            if marker not in value:
+                continue
             for via in value.split(","):
                 branch = via_branch(via) or ""
                 if branch.startswith(marker) and via_sent_by(via) in (

@@ -43,15 +43,13 @@ def parse(frame: Frame) -> Request | Response:
         raise _bad("Malformed status code")
     if is_request and not _is_token(bits[0]):
         raise _bad("Malformed method")
-    if rest:
-        for line in rest.split("\r\n"):
-            if ":" not in line:
-                if line[:1] in (" ", "\t"):
-                    raise _bad("Folded header lines are not supported")
-                raise _bad("Malformed header line")
+    if rest[:1] in (" ", "\t") or "\r\n " in rest or "\r\n\t" in rest:
+        raise _bad("Folded header lines are not supported")
     try:
         message = Message.parse(frame.head + b"\r\n\r\n" + frame.body)
     except ValueError as exc:
+        if any(":" not in line for line in rest.split("\r\n")):
+            raise _bad("Malformed header line") from None
         if "URI" in str(exc):
             raise _bad("Malformed Request-URI") from None
         raise _bad("Malformed message") from None
