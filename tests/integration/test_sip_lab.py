@@ -9,6 +9,7 @@ the :class:`UserAgent` client over real TLS/MTLS.
 from __future__ import annotations
 
 import asyncio
+import logging
 import ssl
 
 import pytest
@@ -483,3 +484,36 @@ async def test_edge_without_its_dns_fails_federation_with_1008(
         assert response.code == 504
         assert (response.headers.get("ms-diagnostics") or "").startswith("1008;")
         assert "_sipfederationtls._tcp.fabrikam.lab" in (response.headers.get("Warning") or "")
+
+
+NASTY = [
+    b"\x00\x01\x02garbage\r\n\r\n",
+    b"\xff\xfe\xfd\r\n\r\n",
+    b"OPTIONS sip:sip.contoso.lab SIP/2.0\r\nContent-Length: -1\r\n\r\n",
+    b"SIP/2.0 200 OK\r\nVia: SIP/2.0/TLS x;branch=z9hG4bK-esdeadbeef-99-1\r\nFrom: <sip:a@b>;tag=1\r\n"
+    b"To: <sip:c@d>\r\nCall-ID: x\r\nCSeq: 1 MESSAGE\r\nContent-Length: 0\r\n\r\n",
+    b"MESSAGE sip:bob@contoso.lab SIP/2.0\r\nVia: SIP/2.0/TLS h;branch=z9hG4bKx\r\n"
+    b"Route: <sip:edge-int.contoso.lab;lr;edgeflow=999999>\r\nFrom: <sip:alice@contoso.lab>;tag=1\r\n"
+    b"To: <sip:bob@contoso.lab>\r\nCall-ID: y\r\nCSeq: 1 MESSAGE\r\nContent-Length: 0\r\n\r\n",
+    b"INVITE tel:+15550100 SIP/2.0\r\n" + b"X: y\r\n" * 2000 + b"\r\n",
+]
+
+
+@pytest.mark.parametrize("port", [443, 5061])
+async def test_hostile_bytes_never_take_the_edge_down(
+    sip_topology: Topology, lab_pki: LabPki, port: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING)
+    async with lab_up(sip_topology, lab_pki) as lab:
+        where = "remote" if port == 443 else "edge5061"
+        cert = None if port == 443 else ("host", "fabrikam", "fabrikam")
+        for data in NASTY:
+            ua = lab.ua("alice@contoso.lab", where, cert=cert)
+            async with ua:
+                await ua.send_raw(data)
+                await ua.send_raw(b"\r\n\r\n")  # a ping: answered while the connection lives
+        async with lab.ua("alice@contoso.lab", where, cert=cert) as ua:
+            assert (await ua.options("sip:sip.contoso.lab")).code == 200
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == []  # no handler blew up, no traceback
+    assert any("bad message" in r.getMessage() for r in caplog.records)
