@@ -10,7 +10,7 @@ in another. The same load then goes straight to the Front End (stunnel -> FE 506
 own cost shows as a ratio. Figures: completed transactions/s, failed share, latency percentiles
 (SIPp's response time per transaction). JSON goes to bench/results/sip_bench.json.
 
-    python3 bench/sip_bench.py            # about 2 x 20 s
+    python3 bench/sip_bench.py            # 5,000/s offered (the target), 2 x 10 s or more
     python3 bench/sip_bench.py --quick    # about 2 x 5 s, for CI
 """
 
@@ -263,8 +263,8 @@ def main() -> int:
         if shutil.which(tool) is None and not (tool == "stunnel4" and shutil.which("stunnel")):
             print(f"{tool} is not installed", file=sys.stderr)
             return 2
-    rate = args.rate or (1500 if args.quick else 3000)
-    seconds = args.seconds or (5.0 if args.quick else 20.0)
+    rate = args.rate or (1500 if args.quick else 5000)
+    seconds = args.seconds or (5.0 if args.quick else 10.0)
     calls = int(rate * seconds)
     with tempfile.TemporaryDirectory(prefix="sip-bench-") as tmp_name:
         tmp = Path(tmp_name)
