@@ -517,3 +517,30 @@ async def test_hostile_bytes_never_take_the_edge_down(
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert errors == []  # no handler blew up, no traceback
     assert any("bad message" in r.getMessage() for r in caplog.records)
+
+
+async def test_remote_user_call_stays_on_the_edge_both_ways(
+    sip_topology: Topology, lab_pki: LabPki
+) -> None:
+    """INVITE from a remote user: Record-Route keeps the dialog on the Edge; bob hangs up."""
+    async with (
+        lab_up(sip_topology, lab_pki) as lab,
+        lab.ua("alice@contoso.lab", "remote") as alice,
+        lab.ua("bob@contoso.lab", "internal") as bob,
+    ):
+        await alice.register()
+        await bob.register()
+        response, dialog = await alice.invite("sip:bob@contoso.lab", b"v=0\r\n")
+        assert response.code == 200 and dialog is not None
+        record_route = response.headers.getlist("Record-Route")
+        # RFC 5658: the entry facing the callee on top; alice's route set is the reverse
+        assert [r.split(";")[0] for r in record_route] == [
+            "<sip:edge-int.contoso.lab:5061",
+            "<sip:sip.contoso.lab:443",
+        ]
+        invite = await next_incoming(bob, "INVITE")
+        await next_incoming(bob, "ACK")
+        bobs_side = bob.dialogs[invite.headers["Call-ID"]]  # type: ignore[attr-defined]
+        assert (await bob.bye(bobs_side)).code == 200
+        bye = await next_incoming(alice, "BYE")
+        assert bye.headers.getlist("Route") == []  # type: ignore[attr-defined]
