@@ -454,7 +454,8 @@ class EdgeProxy:
                     flow, request, 403, f"From domain {from_domain} is not served here"
                 )
             target = ToInternal()
-            verified = "verified" if flow.user else "unverified"
+            sender = uri_of(headers["From"]).split(";", 1)[0]
+            verified = "verified" if flow.user == sender else "unverified"
             trust = _trust_value("AuthorizedUser", cfg.external_fqdn, verified, "edgeproxy")
             if method == "REGISTER":
                 prepend(

@@ -544,3 +544,22 @@ async def test_remote_user_call_stays_on_the_edge_both_ways(
         assert (await bob.bye(bobs_side)).code == 200
         bye = await next_incoming(alice, "BYE")
         assert bye.headers.getlist("Route") == []  # type: ignore[attr-defined]
+
+
+async def test_registration_expires(sip_topology: Topology, lab_pki: LabPki) -> None:
+    from simulator.sip.service import FrontEndService
+
+    async with (
+        lab_up(sip_topology, lab_pki) as lab,
+        lab.ua("bob@contoso.lab", "internal") as bob,
+        lab.ua("carol@fabrikam.lab", "fabrikam") as carol,
+    ):
+        response = await bob.register(expires=60)
+        assert (response.code, response.headers.get("Expires")) == (200, "60")
+        assert (await carol.message("sip:bob@contoso.lab", "x")).code == 200
+        fe = next(s.instance for s in lab.lab.statuses if s.service == "front-end")
+        assert isinstance(fe, FrontEndService) and fe.server is not None
+        (binding,) = fe.server.live_bindings("sip:bob@contoso.lab")
+        binding.expires_at = asyncio.get_running_loop().time() - 1  # as if 60 s had passed
+        assert (await carol.message("sip:bob@contoso.lab", "x")).code == 480
+        assert (await bob.register(expires=0)).code == 200

@@ -56,6 +56,8 @@ log = logging.getLogger(__name__)
 ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, MESSAGE, SUBSCRIBE, NOTIFY, REGISTER, SERVICE"
 NOT_FOUND = '4005;reason="Destination URI either not enabled for SIP or does not exist"'
 
+MAX_EXPIRES = 3600
+
 ServiceHandler = Callable[[Request], "Response | Awaitable[Response]"]
 
 
@@ -79,6 +81,8 @@ class Binding:
     proto: SipProtocol
     contact: str
     path: list[str]
+    expires_at: float = float("inf")
+    """Loop time after which the binding is gone (RFC 3261 10.3 step 7)."""
 
 
 @dataclass
@@ -265,10 +269,12 @@ class DomainServer:
             return
         contact = contacts[0] if contacts else f"<{aor}>"
         path = list(request.headers.getlist("Path"))
-        binding = Binding(proto, uri_of(contact), path)
-        self.bindings[aor] = [b for b in self.bindings.get(aor, []) if b.proto is not proto] + [
-            binding
-        ]
+        asked = params(contact).get("expires") or expires or str(MAX_EXPIRES)
+        seconds = min(int(asked), MAX_EXPIRES) if asked.strip().isdigit() else MAX_EXPIRES
+        now = asyncio.get_running_loop().time()
+        binding = Binding(proto, uri_of(contact), path, now + seconds)
+        kept = [b for b in self.live_bindings(aor) if b.contact != binding.contact]
+        self.bindings[aor] = [*kept, binding]
         log.info(
             "%s: registered %s via %s%s",
             self.label,
@@ -276,7 +282,10 @@ class DomainServer:
             proto.peer[0],
             " (through the Edge)" if path else "",
         )
-        headers = [("Contact", f"{contact.split(';expires')[0]};expires=3600"), ("Expires", "3600")]
+        headers = [
+            ("Contact", f"{contact.split(';expires')[0]};expires={seconds}"),
+            ("Expires", str(seconds)),
+        ]
         if path:
             headers.append(("Path", ", ".join(path)))
         self._answer(proto, request, 200, headers=headers)
@@ -337,8 +346,18 @@ class DomainServer:
         if expires.strip() != "0":
             self._notify(aor, sub)
 
+    def live_bindings(self, aor: str) -> list[Binding]:
+        """The bindings of ``aor`` that have not expired."""
+        now = asyncio.get_running_loop().time()
+        bindings = [b for b in self.bindings.get(aor, []) if b.expires_at > now]
+        if bindings:
+            self.bindings[aor] = bindings
+        else:
+            self.bindings.pop(aor, None)
+        return bindings
+
     def _pidf(self, aor: str) -> bytes:
-        basic = "open" if self.bindings.get(aor) else "closed"
+        basic = "open" if self.live_bindings(aor) else "closed"
         return (
             '<?xml version="1.0" encoding="UTF-8"?>\r\n'
             f'<presence xmlns="urn:ietf:params:xml:ns:pidf" entity="{aor}">'
@@ -405,7 +424,7 @@ class DomainServer:
                 if upstream is not None:
                     self._fail(upstream, request, 404)
                 return
-            bindings = self.bindings.get(aor)
+            bindings = self.live_bindings(aor)
             if not bindings:
                 if upstream is not None:
                     self._fail(upstream, request, 480)
