@@ -81,7 +81,6 @@ class SipProtocol(asyncio.Protocol):
         self.closed = asyncio.get_running_loop().create_future()
         self.context: dict[str, Any] = {}
         """Owner's per-connection state."""
-        self.log = logging.LoggerAdapter(log, {"conn": self.id})
         self._out: list[bytes] = []
         self._write_scheduled = False
         self._held: list[bytes] | None = []

@@ -16,8 +16,10 @@ changes); OPTIONS to the server gets 200; SERVICE requests go to
 keyed by Content-Type (the A/V team's MRAS handler plugs in there). INVITE/ACK/BYE pass through
 with their SDP untouched.
 
-Not implemented: registration expiry timers (bindings live as long as their connection), forking to
-several bindings (the newest one wins), authentication of requests other than REGISTER.
+Registrations expire (Expires honoured, at most 3600 s) and end with their connection.
+
+Not implemented: forking to several bindings (the newest one wins), authentication of requests
+other than REGISTER, transaction timers (the Edge has them; the emulators pass answers through).
 """
 
 from __future__ import annotations
@@ -98,11 +100,6 @@ class Subscription:
     cseq: int = 0
 
 
-@dataclass
-class _Upstream:
-    proto_id: int
-
-
 class DomainServer:
     """Asyncio SIP server for one domain."""
 
@@ -180,7 +177,7 @@ class DomainServer:
         ) in self.our_hosts:
             pop_first(request, "Route")
         if request.headers.getlist("Route"):
-            self._forward(proto, request, None)
+            self._forward(proto, request)
             return
         host = request.uri.host.lower()
         user = request.uri.user
@@ -211,7 +208,7 @@ class DomainServer:
         ):
             self._subscribe(proto, request)
             return
-        self._forward(proto, request, None)
+        self._forward(proto, request)
 
     def _answer(
         self,
@@ -385,7 +382,7 @@ class DomainServer:
         h.add("Subscription-State", "active;expires=3600")
         h.add("Content-Type", "application/pidf+xml")
         h.add("Content-Length", str(len(body)))
-        self._route_out(request, None, own=True)
+        self._route_out(request, None)
 
     # ------------------------------------------------------------------ proxying
 
@@ -393,7 +390,7 @@ class DomainServer:
         diag = f'{NOT_FOUND};source="{self.config.fqdn}"'
         self._answer(proto, request, 404, headers=[("ms-diagnostics", diag)])
 
-    def _forward(self, proto: SipProtocol, request: Request, _unused: None) -> None:
+    def _forward(self, proto: SipProtocol, request: Request) -> None:
         mf = request.headers.get("Max-Forwards")
         hops = int(mf) if mf is not None else 70
         if hops <= 0:
@@ -407,9 +404,7 @@ class DomainServer:
         push_via(request, f"SIP/2.0/TLS {self.config.fqdn}:5061;branch={branch}")
         self._route_out(request, proto)
 
-    def _route_out(
-        self, request: Request, upstream: SipProtocol | None, *, own: bool = False
-    ) -> None:
+    def _route_out(self, request: Request, upstream: SipProtocol | None) -> None:
         """Send a request on: by Route, else to a local binding, else to the other domain."""
         routes = request.headers.getlist("Route")
         if routes:
