@@ -8,6 +8,7 @@ where the listener asks for one) and is satisfied by any SIP response.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import ssl
 from typing import Any
@@ -17,7 +18,7 @@ from simulator.lab.services import BoundListener, ServiceContext
 from simulator.lab.topology import Interface, Listener
 from simulator.pki import CertPaths
 from simulator.sip.aio import AccessEdge, EdgeListeners
-from simulator.sip.emulators.server import DomainConfig, DomainServer
+from simulator.sip.emulators.server import DomainConfig, DomainServer, ServiceHandler
 from simulator.sip.emulators.ua import UserAgent
 from simulator.sip.proxy import EdgeConfig
 from simulator.tls import client_context, server_context
@@ -186,6 +187,14 @@ class _DomainService:
         )
         fqdn = str(settings.pop("fqdn", self.iface.fqdn or domain)).lower()
         edge = settings.pop("edge_fqdn", None)
+        handlers = settings.pop("service_handlers", {})
+        if not isinstance(handlers, dict):
+            raise ConfigError(
+                ctx.topology.path,
+                f"services.{ctx.service}.service_handlers",
+                'must be a table "content/type" = "module:factory"',
+            )
+        self.handler_factories = {str(k).lower(): str(v) for k, v in handlers.items()}
         if self.federation_via_edge and edge is None:
             edge = self._find_edge_internal()
         unknown = set(settings)
@@ -228,11 +237,28 @@ class _DomainService:
             resolver=ctx.resolver(self.iface),
             label=ctx.service,
         )
+        for content_type, target in self.handler_factories.items():
+            self.server.service_handlers[content_type] = self._load_handler(content_type, target)
         bound = await self.server.start()
         return [
             BoundListener(lst, "tcp", a, p)
             for lst, (a, p) in zip(ctx.listeners, bound, strict=True)
         ]
+
+    def _load_handler(self, content_type: str, target: str) -> ServiceHandler:
+        """``module:factory``; the factory gets the ServiceContext and returns the handler."""
+        entry = f"services.{self.ctx.service}.service_handlers.{content_type}"
+        module_name, _, attr = target.partition(":")
+        try:
+            factory = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError, ValueError) as exc:
+            raise ConfigError(
+                self.ctx.topology.path, entry, f"cannot load {target}: {exc}"
+            ) from None
+        handler = factory(self.ctx)
+        if not callable(handler):
+            raise ConfigError(self.ctx.topology.path, entry, f"{target} did not return a handler")
+        return handler  # type: ignore[no-any-return]
 
     async def check(self, bound: BoundListener) -> str | None:
         iface = self.ctx.host.interface(bound.listener.interface)

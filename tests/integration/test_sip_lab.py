@@ -563,3 +563,18 @@ async def test_registration_expires(sip_topology: Topology, lab_pki: LabPki) -> 
         binding.expires_at = asyncio.get_running_loop().time() - 1  # as if 60 s had passed
         assert (await carol.message("sip:bob@contoso.lab", "x")).code == 480
         assert (await bob.register(expires=0)).code == 200
+
+
+async def test_service_handlers_from_settings(sip_topology: Topology, lab_pki: LabPki) -> None:
+    settings: dict[str, dict[str, object]] = {
+        "front-end": {"service_handlers": {"application/x-test": "sip_mras_stub:factory"}}
+    }
+    async with (
+        lab_up(sip_topology, lab_pki, settings) as lab,
+        lab.ua("bob@contoso.lab", "internal") as bob,
+    ):
+        await bob.register()
+        response = await bob.request(
+            "SERVICE", "sip:bob@contoso.lab", body=b"<q/>", content_type="application/x-test"
+        )
+        assert (response.code, response.body) == (200, b"<credentials host='fe'/>")
