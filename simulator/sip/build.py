@@ -12,7 +12,7 @@ import itertools
 import re
 from collections.abc import Iterable
 
-from sipmessage import Request, Response
+from sipmessage import Headers, Request, Response
 
 BRANCH_MAGIC = "z9hG4bK"
 
@@ -47,6 +47,61 @@ REASONS: dict[int, str] = {
 }
 
 _counter = itertools.count(1)
+
+
+class IndexedHeaders(Headers):
+    """sipmessage's :class:`Headers` with a lower-case name index for look-ups.
+
+    sipmessage scans its list (lower-casing every name) on each ``get``/``getlist``; a proxy asks
+    for a dozen headers per message. The index maps each lower-case name to the same value
+    list sipmessage holds, so edits through ``getlist()`` stay visible; every mutator drops it.
+    """
+
+    _index: dict[str, list[str]] | None = None
+
+    def _lookup(self) -> dict[str, list[str]]:
+        index = self._index
+        if index is None:
+            index = {}
+            for key, values in self._list:
+                index.setdefault(key.lower(), values)
+            self._index = index
+        return index
+
+    def get(self, key: str, default: str | None = None) -> str | None:
+        values = self._lookup().get(key.lower())
+        return values[0] if values else default
+
+    def getlist(self, key: str) -> list[str]:
+        values = self._lookup().get(key.lower())
+        return values if values is not None else []
+
+    def __getitem__(self, key: str) -> str:
+        values = self._lookup().get(key.lower())
+        if not values:
+            raise KeyError(key)
+        return values[0]
+
+    def add(self, key: str, value: str) -> None:
+        self._index = None
+        super().add(key, value)
+
+    def remove(self, key: str) -> None:
+        self._index = None
+        super().remove(key)
+
+    def set(self, key: str, value: str) -> None:
+        self._index = None
+        super().set(key, value)
+
+    def setlist(self, key: str, values: list[str]) -> None:
+        self._index = None
+        super().setlist(key, values)
+
+
+def index_headers(message: Request | Response) -> None:
+    """Give a parsed message the indexed look-ups of :class:`IndexedHeaders` (same data)."""
+    message.headers.__class__ = IndexedHeaders
 
 
 def new_tag() -> str:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from sipmessage import URI, Address, CSeq, Message, Request, Response, Via
 
-from simulator.sip.build import remember_raw_uri
+from simulator.sip.build import index_headers, remember_raw_uri
 from simulator.sip.errors import RemoteProtocolError
 from simulator.sip.framing import Frame
 
@@ -53,6 +53,7 @@ def parse(frame: Frame) -> Request | Response:
         if "URI" in str(exc):
             raise _bad("Malformed Request-URI") from None
         raise _bad("Malformed message") from None
+    index_headers(message)
     if is_request:
         remember_raw_uri(message, bits[1])
     return message

@@ -354,3 +354,24 @@ def test_cancel_leaves_with_the_branch_of_its_invite() -> None:
     sent = only(edge.proxy.receive_response(edge.fe.id, ok, 1.0))
     assert isinstance(sent, Send) and sent.flow_id == edge.fabrikam.id
     assert edge.proxy.get_timer() == 32.0  # Timer B still runs for the INVITE
+
+
+def test_indexed_headers_behave_like_sipmessage_headers() -> None:
+    from sipmessage import Headers
+
+    from simulator.sip.build import IndexedHeaders
+
+    plain, indexed = Headers(), IndexedHeaders()
+    for headers in (plain, indexed):
+        headers.add("Via", "SIP/2.0/TLS a;branch=z9hG4bK1")
+        headers.add("via", "SIP/2.0/TLS b;branch=z9hG4bK2")
+        headers.add("Route", "<sip:x;lr>")
+        headers.getlist("VIA").insert(0, "SIP/2.0/TLS c;branch=z9hG4bK3")
+        headers.remove("route")
+        headers.set("Max-Forwards", "69")
+        headers.getlist("Missing").append("ignored")
+        headers.setlist("Record-Route", ["<sip:r1;lr>", "<sip:r2;lr>"])
+    assert str(indexed) == str(plain)
+    for name in ("via", "Route", "max-forwards", "RECORD-ROUTE", "Missing"):
+        assert indexed.getlist(name) == plain.getlist(name)
+        assert indexed.get(name) == plain.get(name)
