@@ -436,7 +436,11 @@ class AccessEdge:
 
     def on_close(self, proto: SipProtocol) -> None:
         self.conns.pop(proto.flow_id, None)
-        self.proxy.flow_closed(proto.flow_id)
+        self._run(self.proxy.flow_closed(proto.flow_id))
+
+    def _send_forward(self, proto: SipProtocol, action: Forward) -> None:
+        self.proxy.sent_on(action.branch, proto.flow_id)
+        proto.send(action.request)
 
     def on_request(self, proto: SipProtocol, request: Request) -> None:
         self._run(
@@ -471,14 +475,14 @@ class AccessEdge:
                     self.proxy.next_hop_failed(action.branch, "connect", "the connection is gone")
                 )
                 return
-            proto.send(action.request)
+            self._send_forward(proto, action)
             return
         if isinstance(target, ToInternal):
             flow = self.proxy.internal_flow()
         else:
             flow = self.proxy.flow_for_partner(target.partner.domain)
         if flow is not None and flow.id in self.conns:
-            self.conns[flow.id].send(action.request)
+            self._send_forward(self.conns[flow.id], action)
             return
         self._spawn(self._connect_and_send(action))
 
@@ -510,7 +514,7 @@ class AccessEdge:
                 )
             )
             return
-        proto.send(action.request)
+        self._send_forward(proto, action)
 
     async def _open_internal(self) -> SipProtocol:
         host = self.config.internal_next_hop

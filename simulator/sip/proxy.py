@@ -286,6 +286,8 @@ class _Pending:
     client: ClientTransaction
     upstream: int
     request: Request
+    downstream: int | None = None
+    """The flow the request left on (once the adapter has sent it)."""
 
 
 class EdgeProxy:
@@ -323,8 +325,27 @@ class EdgeProxy:
         self.flows[flow.id] = flow
         return flow
 
-    def flow_closed(self, flow_id: int) -> None:
+    def flow_closed(self, flow_id: int) -> list[Action]:
+        """Forget a connection; requests still waiting on it get 503 (RFC 3261 16.9)."""
         self.flows.pop(flow_id, None)
+        actions: list[Action] = []
+        for branch, pending in list(self._pending.items()):
+            if pending.upstream == flow_id:
+                del self._pending[branch]  # nobody left to answer
+            elif pending.downstream == flow_id:
+                del self._pending[branch]
+                log.warning("next hop closed the connection: 503 for %s", pending.request.method)
+                warning = f'399 {self.config.external_fqdn} "Next hop closed the connection"'
+                response = response_for(pending.request, 503, headers=[("Warning", warning)])
+                pop_via(response)
+                actions.append(Send(pending.upstream, response))
+        return actions
+
+    def sent_on(self, branch: str, flow_id: int) -> None:
+        """The adapter sent the request of ``branch`` on ``flow_id``."""
+        pending = self._pending.get(branch)
+        if pending is not None:
+            pending.downstream = flow_id
 
     def flow_for_partner(self, domain: str) -> Flow | None:
         """An open federation connection (either direction) that speaks for ``domain``."""

@@ -578,3 +578,24 @@ async def test_service_handlers_from_settings(sip_topology: Topology, lab_pki: L
             "SERVICE", "sip:bob@contoso.lab", body=b"<q/>", content_type="application/x-test"
         )
         assert (response.code, response.body) == (200, b"<credentials host='fe'/>")
+
+
+async def test_partner_going_away_mid_transaction_gets_503(
+    sip_topology: Topology, lab_pki: LabPki
+) -> None:
+    async with (
+        lab_up(sip_topology, lab_pki) as lab,
+        lab.ua("bob@contoso.lab", "internal") as bob,
+        lab.ua("carol@fabrikam.lab", "fabrikam") as carol,
+    ):
+        await bob.register()
+        await carol.register()
+        carol.auto_answer = False
+        sending = asyncio.create_task(bob.message("sip:carol@fabrikam.lab", "still there?"))
+        await next_incoming(carol)  # the MESSAGE is out, nobody answers
+        partner = next(s.instance for s in lab.lab.statuses if s.service == "partner-edge")
+        assert partner is not None
+        await partner.stop()  # fabrikam's Edge goes down, its connections close
+        response = await asyncio.wait_for(sending, 5)
+        assert response.code == 503
+        assert "Next hop closed the connection" in (response.headers.get("Warning") or "")

@@ -375,3 +375,14 @@ def test_indexed_headers_behave_like_sipmessage_headers() -> None:
     for name in ("via", "Route", "max-forwards", "RECORD-ROUTE", "Missing"):
         assert indexed.getlist(name) == plain.getlist(name)
         assert indexed.get(name) == plain.get(name)
+
+
+def test_next_hop_connection_lost_gets_503() -> None:
+    edge = Edge()
+    forward = only(edge.proxy.receive_request(edge.fabrikam.id, parse(message()), 0.0))
+    assert isinstance(forward, Forward)
+    edge.proxy.sent_on(forward.branch, edge.fe.id)
+    sent = only(edge.proxy.flow_closed(edge.fe.id))
+    assert isinstance(sent, Send) and sent.flow_id == edge.fabrikam.id
+    assert isinstance(sent.message, Response) and sent.message.code == 503
+    assert edge.proxy.get_timer() is None
