@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sip_helpers import message
 from sipmessage import Request, Response
 
 from simulator.sip.build import response_for
 from simulator.sip.connection import SipConnection
+from simulator.sip.errors import RemoteProtocolError
 from simulator.sip.events import RequestReceived, ResponseReceived
 from simulator.sip.proxy import (
     EdgeConfig,
@@ -386,3 +389,46 @@ def test_next_hop_connection_lost_gets_503() -> None:
     assert isinstance(sent, Send) and sent.flow_id == edge.fabrikam.id
     assert isinstance(sent.message, Response) and sent.message.code == 503
     assert edge.proxy.get_timer() is None
+
+
+_TEXT = st.text(
+    alphabet=st.characters(min_codepoint=32, max_codepoint=126, exclude_characters="\r\n"),
+    max_size=40,
+)
+
+
+@given(
+    route=_TEXT,
+    user=st.from_regex(r"[a-z0-9.+-]{1,12}", fullmatch=True),
+    host=st.sampled_from(["contoso.lab", "fabrikam.lab", "pic.lab", "sip.contoso.lab", "x.lab"]),
+    sender=st.sampled_from(["contoso.lab", "fabrikam.lab", "pic.lab", "blocked.lab", "1.2.3.4"]),
+    extra=_TEXT,
+    method=st.sampled_from(["MESSAGE", "INVITE", "ACK", "CANCEL", "OPTIONS", "REGISTER", "BYE"]),
+    side=st.sampled_from(["fabrikam", "fe", "client"]),
+)
+@settings(max_examples=120, deadline=None)
+def test_proxy_never_raises_on_parseable_input(
+    route: str, user: str, host: str, sender: str, extra: str, method: str, side: str
+) -> None:
+    """Whatever passes validation, the core answers or forwards; it never raises."""
+    data = message(
+        method,
+        f"sip:{user}@{host}",
+        sender=f"sip:someone@{sender}",
+        extra=f"Route: {route}\nX-Extra: {extra}\n",
+    )
+    conn = SipConnection()
+    conn.receive_data(data, 0.0)
+    try:
+        event = conn.next_event()
+    except RemoteProtocolError:
+        return
+    assert isinstance(event, RequestReceived)
+    edge = Edge(EdgeConfig(**{**CONFIG.__dict__, "enable_partner_discovery": True}))
+    flow = {"fabrikam": edge.fabrikam, "fe": edge.fe, "client": edge.client}[side]
+    for action in edge.proxy.receive_request(flow.id, event.request, 0.0):
+        bytes(action.request if isinstance(action, (Forward, VerifyPartner)) else action.message)
+        if isinstance(action, Forward) and method != "ACK":
+            reply = reparse_response(response_for(action.request, 200))
+            edge.proxy.receive_response(edge.fe.id, reply, 1.0)
+    edge.proxy.handle_timer(100.0)
