@@ -271,7 +271,7 @@ def tls_failure_reason(exc: BaseException) -> str:
             return f"the certificate is not valid for this use, e.g. no clientAuth ({message})"
         if "expired" in message or "not yet valid" in message:
             return f"the certificate is out of its validity period ({message})"
-        if "hostname" in message or "IP address" in message:
+        if "hostname" in message.lower() or "IP address" in message:
             return f"the certificate does not match the server name ({message})"
         return f"the certificate does not chain to a trusted CA ({message})"
     if isinstance(exc, ssl.SSLError):

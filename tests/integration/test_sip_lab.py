@@ -599,3 +599,25 @@ async def test_partner_going_away_mid_transaction_gets_503(
         response = await asyncio.wait_for(sending, 5)
         assert response.code == 503
         assert "Next hop closed the connection" in (response.headers.get("Warning") or "")
+
+
+async def test_probe_options_classifies_outcomes(sip_topology: Topology, lab_pki: LabPki) -> None:
+    from simulator.sip.emulators.ua import probe_options
+    from simulator.tls import client_context
+
+    async with lab_up(sip_topology, lab_pki) as lab:
+        edge = lab.addr("edge:access")
+        plain = client_context([lab_pki.trust_bundle])
+        partner = client_context(
+            [lab_pki.trust_bundle], cert=lab_pki.host_cert("fabrikam", "fabrikam")
+        )
+        ok = await probe_options(edge, 443, context=plain, server_name="sip.contoso.lab")
+        assert ok.ok and ok.code == 200
+        mtls = await probe_options(edge, 5061, context=partner, server_name="sip.contoso.lab")
+        assert mtls.ok
+        refused = await probe_options(edge, 5061, context=plain, server_name="sip.contoso.lab")
+        assert refused.stage == "tls" and not refused.ok
+        closed = await probe_options(edge, 5062, context=plain, server_name="sip.contoso.lab")
+        assert closed.stage == "connect"
+        wrong = await probe_options(edge, 443, context=plain, server_name="sip.fabrikam.lab")
+        assert wrong.stage == "tls" and "does not match the server name" in wrong.detail

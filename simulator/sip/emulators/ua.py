@@ -370,3 +370,63 @@ class UserAgent:
         if self.proto is None:
             raise ConnectionError("not connected")
         self.proto.send_bytes(data)
+
+
+@dataclass(frozen=True)
+class OptionsOutcome:
+    """What one OPTIONS over TLS found (for probes)."""
+
+    stage: str
+    """``answered``, ``tls`` (handshake failed), ``connect`` (TCP failed) or ``timeout``."""
+    code: int | None = None
+    """The SIP status when answered."""
+    detail: str = ""
+    """Reason phrase and ms-diagnostics / Warning when answered; the error otherwise."""
+
+    @property
+    def ok(self) -> bool:
+        return self.stage == "answered" and self.code is not None and 200 <= self.code < 300
+
+
+async def probe_options(
+    host: str,
+    port: int,
+    *,
+    context: ssl.SSLContext,
+    server_name: str | None,
+    uri: str | None = None,
+    aor: str = "sip:probe@edgesim.invalid",
+    timeout: float = 5.0,
+    local_address: str | None = None,
+) -> OptionsOutcome:
+    """Connect over TLS (MTLS when ``context`` has a certificate), send OPTIONS, classify."""
+    from simulator.sip.aio import tls_failure_reason
+
+    ua = UserAgent(
+        aor,
+        host=host,
+        port=port,
+        context=context,
+        server_name=server_name,
+        local_address=local_address,
+    )
+    try:
+        await asyncio.wait_for(ua.connect(), timeout)
+    except ssl.SSLError as exc:
+        return OptionsOutcome("tls", detail=tls_failure_reason(exc))
+    except TimeoutError:
+        return OptionsOutcome("timeout", detail=f"no TCP/TLS answer within {timeout:g} s")
+    except OSError as exc:
+        return OptionsOutcome("connect", detail=exc.strerror or str(exc))
+    try:
+        response = await ua.options(uri or f"sip:{server_name or host}:{port}", timeout=timeout)
+    except TimeoutError:
+        return OptionsOutcome("timeout", detail=f"no SIP answer within {timeout:g} s")
+    except (ConnectionError, ssl.SSLError) as exc:
+        # TLS 1.3: a client certificate is refused after the client thinks the handshake is done
+        return OptionsOutcome("tls", detail=f"connection closed by the peer ({exc})")
+    finally:
+        await ua.close()
+    extra = response.headers.get("ms-diagnostics") or response.headers.get("Warning") or ""
+    detail = f"{response.code} {response.phrase}" + (f"; {extra}" if extra else "")
+    return OptionsOutcome("answered", response.code, detail)
