@@ -16,8 +16,10 @@ import click
 from simulator import __version__
 from simulator.cli._common import EdgesimGroup, Obj
 from simulator.cli.certs import certs
+from simulator.cli.firewall import firewall
 from simulator.cli.lab import lab
 from simulator.cli.matrix import matrix
+from simulator.cli.probe import probe
 from simulator.cli.run import run
 from simulator.cli.scenario import scenario
 
@@ -33,7 +35,9 @@ Quick start:
   edgesim run                 bring up the embedded lab, check it, report, bring it down
   edgesim matrix              the port matrix the Edge needs
   edgesim certs               write the lab PKI under certs/
-  edgesim lab up              run the lab until Ctrl-C
+  edgesim lab up              run the lab until Ctrl-C (--runner netns|compose: with firewalls)
+  edgesim firewall render     nftables rules that let exactly the matrix through
+  edgesim probe               check every matrix row at protocol level
   edgesim scenario run        play whole federation flows and draw them as ladders
 
 \b
@@ -60,7 +64,9 @@ def cli(ctx: click.Context, topology: str | None, verbose: int) -> None:
 
 cli.add_command(matrix)
 cli.add_command(certs)
+cli.add_command(firewall)
 cli.add_command(lab)
+cli.add_command(probe)
 cli.add_command(run)
 cli.add_command(scenario)
 

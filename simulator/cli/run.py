@@ -38,7 +38,7 @@ async def _run(obj: Obj, certs_dir: Path) -> int:
         unresolved = [r for r in resolved if not r.resolved]
         console.print(f"{len(resolved)} matrix rows, {len(unresolved)} unresolved in this topology")
         if _available("simulator.probes"):
-            from simulator.probes.run import run_probes_cli  # type: ignore[import-not-found]
+            from simulator.probes.run import run_probes_cli
 
             failures += await run_probes_cli(topology, local, console)
         else:

@@ -6,6 +6,7 @@ import datetime as dt
 import hashlib
 import json
 import os
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -158,7 +159,8 @@ def _load_cert(path: Path) -> x509.Certificate | None:
 
 def _write(path: Path, data: bytes, private: bool = False) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    # A name of its own per writer: two processes completing the PKI at once must not share it.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     tmp.write_bytes(data)
     if private:
         os.chmod(tmp, 0o600)

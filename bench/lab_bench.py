@@ -1,0 +1,157 @@
+"""Time to bring each lab runner up (every listener answering) and down.
+
+    python3 bench/lab_bench.py            # 3 rounds per runner, median
+    python3 bench/lab_bench.py --quick    # 1 round per runner (CI, < 60 s)
+
+Runners that cannot run here are reported as skipped with the reason: netns needs root, iproute2
+and nftables; compose needs a Docker engine, Compose v2 and the edgesim:latest image
+(scripts/build-image.sh; image building is not timed). Writes bench/results/lab_bench.json.
+Targets (issue 6): local < 2 s, netns < 10 s, compose < 30 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from simulator.lab.runners.local import LocalLab  # noqa: E402
+from simulator.lab.runners.netns import NetnsLab, lab_namespaces, requirements_problem  # noqa: E402
+from simulator.lab.topology import load_topology  # noqa: E402
+from simulator.pki import ensure_pki  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results" / "lab_bench.json"
+TARGETS = {"local": 2.0, "netns": 10.0, "compose": 30.0}
+
+
+def bench_local(certs: Path) -> tuple[float, float, int]:
+    async def once() -> tuple[float, float, int]:
+        lab = LocalLab(load_topology(), certs)
+        t0 = time.perf_counter()
+        await lab.start()
+        checks = await lab.check()
+        up = time.perf_counter() - t0
+        if not all(c.ok for c in checks):
+            raise RuntimeError(f"local: listeners not answering: {[c.detail for c in checks]}")
+        t1 = time.perf_counter()
+        await lab.stop()
+        return up, time.perf_counter() - t1, len(checks)
+
+    return asyncio.run(once())
+
+
+def bench_netns(certs: Path, state: Path) -> tuple[float, float, int]:
+    lab = NetnsLab(load_topology(), certs_dir=certs, state_dir=state)
+    t0 = time.perf_counter()
+    lab.up()
+    answered = 0
+    try:
+        for st in lab.status():
+            if st.kind == "host" and st.running:
+                checks = lab.check_host(st.node)
+                if not all(c["ok"] for c in checks):
+                    raise RuntimeError(f"netns: {st.node}: listeners not answering: {checks}")
+                answered += len(checks)
+        up = time.perf_counter() - t0
+    finally:
+        t1 = time.perf_counter()
+        lab.down()
+    return up, time.perf_counter() - t1, answered
+
+
+def _compose(*args: str) -> None:
+    subprocess.run(
+        ["docker", "compose", "-p", "edgesim-bench", "-f", str(ROOT / "docker-compose.yml"), *args],
+        check=True, capture_output=True, timeout=300, cwd=ROOT,
+    )
+
+
+def bench_compose() -> tuple[float, float, int]:
+    t0 = time.perf_counter()
+    _compose("up", "--detach", "--wait", "--wait-timeout", "120")
+    up = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    _compose("down", "--remove-orphans", "--timeout", "2")
+    # `--wait` returned: every container is healthy (firewalls loaded, services listening).
+    healthy = sum(1 for line in (ROOT / "docker-compose.yml").read_text().splitlines()
+                  if line.startswith("    <<: *lab-node"))
+    return up, time.perf_counter() - t1, healthy
+
+
+def compose_problem() -> str | None:
+    if shutil.which("docker") is None:
+        return "docker is not installed"
+    if subprocess.run(["docker", "info"], capture_output=True).returncode != 0:
+        return "no Docker engine answers"
+    if subprocess.run(["docker", "compose", "version"], capture_output=True).returncode != 0:
+        return "Compose v2 is missing"
+    if subprocess.run(["docker", "image", "inspect", "edgesim:latest"],
+                      capture_output=True).returncode != 0:
+        return "no edgesim:latest image (scripts/build-image.sh)"
+    running = subprocess.run(
+        ["docker", "network", "ls", "-q", "--filter", "label=com.docker.compose.project=edgesim"],
+        capture_output=True, text=True,
+    ).stdout.split()
+    if running:
+        return "the edgesim compose lab is up (its subnets are taken)"
+    return None
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="one round per runner")
+    args = parser.parse_args()
+    rounds = 1 if args.quick else 3
+    results: dict[str, object] = {"rounds": rounds, "targets_s": TARGETS, "runners": {}}
+    runners: dict[str, object] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        certs = Path(tmp) / "certs"
+        ensure_pki(load_topology(), certs)
+        netns_problem = requirements_problem() or (
+            "a netns lab is up" if lab_namespaces() else None
+        )
+        plan = {
+            "local": (None, lambda: bench_local(certs)),
+            "netns": (netns_problem, lambda: bench_netns(certs, Path(tmp) / "state")),
+            "compose": (compose_problem(), bench_compose),
+        }
+        for name, (problem, fn) in plan.items():
+            if problem:
+                runners[name] = {"skipped": problem}
+                print(f"{name:8} skipped: {problem}")
+                continue
+            ups, downs, listeners = [], [], 0
+            for _ in range(rounds):
+                up, down, listeners = fn()
+                ups.append(up)
+                downs.append(down)
+            up_s, down_s = statistics.median(ups), statistics.median(downs)
+            runners[name] = {
+                "up_s": round(up_s, 3), "down_s": round(down_s, 3), "answering": listeners,
+                "up_all_s": [round(u, 3) for u in ups], "within_target": up_s < TARGETS[name],
+            }
+            what = "containers healthy" if name == "compose" else "listeners answering"
+            print(f"{name:8} up {up_s:6.2f} s ({listeners} {what})  down {down_s:6.2f} s"
+                  f"  target < {TARGETS[name]:.0f} s")
+    results["runners"] = runners
+    results["python"] = sys.version.split()[0]
+    results["cpus"] = os.cpu_count()
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {RESULTS.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

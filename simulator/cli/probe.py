@@ -1,0 +1,190 @@
+"""``edgesim probe``: every matrix row checked at protocol level, from its source zone."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+import click
+
+from simulator.cli._common import Obj, console, err_console
+from simulator.cli.lab import CERTS_OPTION
+from simulator.pki import LabPki, ensure_pki
+from simulator.probes.base import Verdict
+from simulator.probes.run import (
+    DEFAULT_CONCURRENCY,
+    DEFAULT_TIMEOUT,
+    ComposeExecutor,
+    Executor,
+    JobBuilder,
+    LocalExecutor,
+    NetnsExecutor,
+    ProbeRun,
+    load_target,
+    probe_matrix,
+)
+from simulator.reports.html import to_html
+from simulator.reports.json_report import to_json
+from simulator.reports.junit import to_junit
+from simulator.reports.table import render_run, run_with_progress
+
+
+def _nothing_answers(run: ProbeRun) -> bool:
+    probed = [r for r in run.results if r.expect == "open" and r.verdict is not Verdict.SKIPPED]
+    return bool(probed) and all(r.verdict is Verdict.REFUSED for r in probed)
+
+
+@click.command()
+@click.option(
+    "--runner",
+    type=click.Choice(["local", "netns", "compose", "here"]),
+    default="local",
+    show_default=True,
+    help="Where probes run: local (this process, each source's loopback address), netns "
+    "(ip netns exec es-<host>), compose (docker compose exec <host>), here (this namespace, "
+    "the lab's addresses; what "
+    "netns and compose run inside each host).",
+)
+@click.option(
+    "--target",
+    "target_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="FILE",
+    help="Probe a real deployment described in FILE "
+    "(addresses, FQDNs, CA bundle, client certificate).",
+)
+@click.option("--row", "rows", multiple=True, metavar="ID", help="Only this row (repeatable).")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json"]),
+    default="table",
+    show_default=True,
+    help="Output on stdout.",
+)
+@click.option(
+    "--junit",
+    "junit_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="FILE",
+    help="Also write JUnit XML (one test case per row) to FILE.",
+)
+@click.option(
+    "--html",
+    "html_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="FILE",
+    help="Also write a self-contained HTML report to FILE.",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(0.1, 120),
+    default=DEFAULT_TIMEOUT,
+    show_default=True,
+    metavar="S",
+    help="Seconds per probe (a blocked row costs this once).",
+)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 1024),
+    default=DEFAULT_CONCURRENCY,
+    show_default=True,
+    metavar="N",
+    help="Probes in flight at once.",
+)
+@click.option(
+    "--compose-file",
+    type=click.Path(dir_okay=False),
+    metavar="FILE",
+    help="docker compose file of the lab (compose runner).",
+)
+@click.option(
+    "--source",
+    "source_ref",
+    hidden=True,
+    metavar="HOST:IFACE",
+    help="Leave from this source endpoint (set by the netns/compose runners).",
+)
+@CERTS_OPTION
+@click.pass_obj
+def probe(
+    obj: Obj,
+    runner: str,
+    target_file: Path | None,
+    rows: tuple[str, ...],
+    fmt: str,
+    junit_file: Path | None,
+    html_file: Path | None,
+    timeout: float,
+    concurrency: int,
+    compose_file: str | None,
+    source_ref: str | None,
+    certs_dir: Path,
+) -> None:
+    """Probe every row of the port matrix at protocol level and report a verdict per row.
+
+    Each row is probed from a host of its source zone: SIP OPTIONS over TLS/MTLS, XMPP stream and
+    STARTTLS, STUN binding, TURN allocate and relayed round trips, TCP connects on sampled relay
+    ports, DNS SRV. Verdicts: passed, blocked (dropped), refused (reset / ICMP unreachable), TLS
+    failed (unknown CA, name mismatch, no client certificate accepted, expired, handshake reset),
+    protocol failed, open where it must not be.
+
+    Exit code 0 only when every probed row meets its expectation (an open row passed, a blocked
+    row was blocked or refused), 1 otherwise, 2 for bad usage or configuration.
+
+    \b
+    Examples:
+      edgesim probe                              # the local lab (edgesim lab up) on loopback
+      edgesim probe --runner netns --html report.html --junit junit.xml
+      edgesim probe --row pic-in-5061 --row xmpp-in-5269 --format json
+      edgesim probe --target contoso-prod.toml --timeout 5
+    """
+    topology = obj.topology
+    target = load_target(target_file) if target_file else None
+    pki = LabPki(certs_dir)
+    needs_pki = target is None or not target.trust
+    if needs_pki and (runner in ("local", "netns") or not pki.trust_bundle.is_file()):
+        # netns: written once here; the probes inside the namespaces (--runner here) run
+        # concurrently and only read it (ensure_pki rewrites its manifest on every call).
+        ensure_pki(topology, certs_dir)
+    builder = JobBuilder(
+        topology,
+        pki,
+        addresses="lab" if runner == "here" else "loopback",
+        timeout=timeout,
+        source_ref=source_ref,
+    )
+    executor: Executor
+    if runner == "netns":
+        executor = NetnsExecutor(
+            timeout=timeout, topology_path=obj.topology_path, certs=str(certs_dir)
+        )
+    elif runner == "compose":
+        executor = ComposeExecutor(
+            timeout=timeout, topology_path=obj.topology_path, compose_file=compose_file
+        )
+    else:
+        executor = LocalExecutor(name=runner)
+    if target is not None:
+        executor = LocalExecutor(name="target")
+    kwargs = {"rows": rows, "target": target, "concurrency": concurrency}
+    if fmt == "table":
+        run: ProbeRun = asyncio.run(
+            run_with_progress(console, topology, executor, builder, **kwargs)
+        )
+        console.print(render_run(run, console.width))
+        if runner == "local" and target is None and _nothing_answers(run):
+            err_console.print(
+                "[yellow]nothing answered: is the lab running? `edgesim lab up` in another shell, "
+                "or `edgesim run` (lab, probes and report in one go)[/]"
+            )
+    else:
+        run = asyncio.run(probe_matrix(topology, executor, builder, **kwargs))  # type: ignore[arg-type]
+        click.echo(to_json(run))
+    for path, text in ((junit_file, to_junit), (html_file, to_html)):
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text(run), "utf-8")
+            err_console.print(f"wrote {path}")
+    sys.exit(1 if run.failures else 0)

@@ -1,0 +1,305 @@
+"""The compose runner: docker-compose.yml rendered from the topology, and container set-up.
+
+:func:`render_compose` writes the compose file (committed at the repository root; a test fails
+when it drifts from the topology):
+
+* one network per zone on the zone's subnet; Docker's bridge takes the last free address of the
+  subnet (never a lab address), IP masquerading is off, and no port is ever published;
+* the firewalls as containers with ``NET_ADMIN`` and ``net.ipv4.ip_forward=1``, loading their
+  rule files from ``lab/firewall`` (mounted read-only, so an edit plus
+  ``edgesim lab reload-firewall --runner compose`` or a restart applies it); they drop Docker's
+  default route, so only the lab's routes exist between zones;
+* every host as a container running ``edgesim lab serve --runner compose``, which first adds the
+  host's extra addresses and its routes via its zones' firewalls
+  (:func:`configure_container_network`), so a flow between zones crosses the lab firewall and
+  only intra-network (bridged) traffic meets Docker's own rules; ``NET_ADMIN`` only for hosts
+  that need routes or addresses;
+* hosts' ephemeral ports kept out of the relay range (see :mod:`simulator.lab.network`);
+* health checks (the firewall's table is loaded; the host's services are listening) and
+  ``restart: unless-stopped``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import subprocess
+from pathlib import Path, PurePosixPath
+
+from simulator.errors import LabError
+from simulator.lab.network import ephemeral_port_range, host_routes
+from simulator.lab.runners.netns import NodeStatus
+from simulator.lab.topology import Host, Topology, Zone, default_topology_path
+from simulator.matrix import load_matrix
+
+log = logging.getLogger(__name__)
+
+
+def _ip(*args: str) -> str:
+    done = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=10)
+    if done.returncode != 0:
+        raise LabError(f"`ip {' '.join(args)}` failed: {done.stderr.strip()}")
+    return done.stdout
+
+
+def configure_container_network(topology: Topology, host: Host) -> None:
+    """Inside a host's container: add the host's extra addresses and its routes via the firewalls.
+
+    Docker gives each container one address per network (the first interface of the host in that
+    zone); a second interface in the same zone (the Edge's A/V address) is added here, and the
+    default route is moved from Docker's bridge gateway to the zone's lab firewall.
+    """
+    addrs = json.loads(_ip("-j", "-4", "addr", "show"))
+    device_of_zone: dict[str, str] = {}
+    present: set[str] = set()
+    for link in addrs:
+        for info in link.get("addr_info", []):
+            present.add(info["local"])
+            address = ipaddress.IPv4Address(info["local"])
+            for zone in topology.zones:
+                if address in zone.subnet:
+                    device_of_zone.setdefault(zone.id, link["ifname"])
+    for iface in host.interfaces:
+        device = device_of_zone.get(iface.zone)
+        if device is None:
+            raise LabError(f"{host.id}: no network of zone {iface.zone} in this container")
+        if str(iface.address) not in present:
+            prefix = topology.zone(iface.zone).subnet.prefixlen
+            _ip("addr", "add", f"{iface.address}/{prefix}", "dev", device)
+    for route in host_routes(topology, host):
+        iface_zone = next(
+            i.zone for i in host.interfaces if route.gateway in topology.zone(i.zone).subnet
+        )
+        args = route.ip_args()
+        args[-1] = device_of_zone[iface_zone]
+        _ip(*args)
+        log.info("%s: ip %s", host.id, " ".join(args))
+
+
+# ------------------------------------------------------------------ rendering
+
+IMAGE = "${EDGESIM_IMAGE:-edgesim:latest}"
+CERTS = "/var/lib/edgesim/certs"
+READY = "/run/edgesim/ready.json"
+RULES_DIR = "/etc/edgesim/firewall"
+TOPOLOGY_IN_CONTAINER = "/etc/edgesim/topology.toml"
+PROJECT = "edgesim"
+
+
+def docker_gateway(topology: Topology, zone: Zone) -> ipaddress.IPv4Address:
+    """The address Docker's bridge gets in a zone: the highest one no lab interface uses."""
+    used = {i.address for i in topology.interfaces()}
+    used |= {i.address for fw in topology.firewalls for i in fw.interfaces}
+    for candidate in reversed(list(zone.subnet.hosts())):
+        if candidate not in used:
+            return candidate
+    raise LabError(f"zone {zone.id}: no free address for Docker's bridge in {zone.subnet}")
+
+
+def _needs_net_admin(topology: Topology, host: Host) -> bool:
+    zones = [i.zone for i in host.interfaces]
+    return bool(host_routes(topology, host)) or len(zones) != len(set(zones))
+
+
+def _q(value: str) -> str:
+    """A YAML double-quoted scalar."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _flow_list(items: list[str]) -> str:
+    return "[" + ", ".join(_q(i) for i in items) + "]"
+
+
+def render_compose(topology: Topology, topology_path: Path | None = None) -> str:
+    """docker-compose.yml for ``topology``.
+
+    ``topology_path`` (relative to the compose file) is mounted into the containers when the
+    topology is not the one shipped in the package.
+    """
+    custom = topology.path.resolve() != default_topology_path().resolve()
+    topo_args = ["--topology", TOPOLOGY_IN_CONTAINER] if custom else []
+    topo_volume = None
+    if custom:
+        source = topology_path if topology_path is not None else topology.path
+        topo_volume = f"{source}:{TOPOLOGY_IN_CONTAINER}:ro"
+
+    eph_low, eph_high = ephemeral_port_range(load_matrix())
+    out: list[str] = [
+        "# The edgesim lab for Docker Compose, rendered from the topology by",
+        "# `edgesim lab compose-render`: do not edit by hand (a test fails when it drifts).",
+        "#",
+        "#   scripts/build-image.sh [--base edgesim-base:bookworm]   # the edgesim:latest image",
+        "#   docker compose up -d --wait",
+        "#   edgesim lab reload-firewall --runner compose             # after editing lab/firewall",
+        "#   docker compose down",
+        "#",
+        "# One network per zone; the firewall containers route between them and enforce",
+        "# lab/firewall/*.nft. No port is published on the host.",
+        f"name: {PROJECT}",
+        "",
+        "x-lab-node: &lab-node",
+        f"  image: {_q(IMAGE)}",
+        "  init: true",
+        "  restart: unless-stopped",
+        "  stop_grace_period: 5s",
+        "",
+        "services:",
+    ]
+    for fw in topology.firewalls:
+        rules = PurePosixPath(fw.rules)
+        script = (
+            "ip route del default 2>/dev/null; "
+            f"nft -f {RULES_DIR}/{rules.name} && exec sleep infinity"
+        )
+        out += [
+            f"  {fw.id}:",
+            "    <<: *lab-node",
+            f"    hostname: {fw.id}",
+            "    cap_add: [NET_ADMIN]",
+            "    sysctls:",
+            '      net.ipv4.ip_forward: "1"',
+            "    volumes:",
+            f"      - {_q(f'./{rules.parent}:{RULES_DIR}:ro')}",
+            f"    command: {_flow_list(['sh', '-c', script])}",
+            "    healthcheck:",
+            f"      test: {_flow_list(['CMD', 'nft', 'list', 'table', 'inet', 'edgesim'])}",
+            "      interval: 2s",
+            "      timeout: 2s",
+            "      retries: 30",
+            "    networks:",
+        ]
+        for iface in fw.interfaces:
+            out += [f"      {iface.zone}:", f"        ipv4_address: {iface.address}"]
+        out.append("")
+    for host in topology.hosts:
+        command = [
+            "edgesim", *topo_args, "lab", "serve", "--host", host.id, "--runner", "compose",
+            "--certs", CERTS, "--ready-file", READY,
+        ]
+        out += [f"  {host.id}:", "    <<: *lab-node", f"    hostname: {host.id}"]
+        out += ["    sysctls:", f'      net.ipv4.ip_local_port_range: "{eph_low} {eph_high}"']
+        if host.description:
+            out.append(f"    labels: {{ org.edgesim.description: {_q(host.description)} }}")
+        if _needs_net_admin(topology, host):
+            out.append("    cap_add: [NET_ADMIN]")
+        if topo_volume:
+            out += ["    volumes:", f"      - {_q(topo_volume)}"]
+        out += [
+            f"    command: {_flow_list(command)}",
+            "    healthcheck:",
+            f"      test: {_flow_list(['CMD', 'test', '-f', READY])}",
+            "      interval: 2s",
+            "      timeout: 2s",
+            "      retries: 30",
+            "    networks:",
+        ]
+        seen: set[str] = set()
+        for iface in host.interfaces:
+            if iface.zone in seen:
+                continue  # a second address in the same zone is added by `lab serve`
+            seen.add(iface.zone)
+            out += [f"      {iface.zone}:", f"        ipv4_address: {iface.address}"]
+        out.append("")
+    out.append("networks:")
+    for zone in topology.zones:
+        out += [
+            f"  {zone.id}:",
+            "    driver: bridge",
+            "    driver_opts:",
+            '      com.docker.network.bridge.enable_ip_masquerade: "false"',
+            "    ipam:",
+            "      config:",
+            f"        - subnet: {zone.subnet}",
+            f"          gateway: {docker_gateway(topology, zone)}",
+        ]
+    out.append("")
+    return "\n".join(out)
+
+
+# ------------------------------------------------------------------ a running compose lab
+
+
+def compose_command(*args: str) -> list[str]:
+    """``docker compose ARGS`` for the lab in the current directory (``COMPOSE_*`` env applies)."""
+    return ["docker", "compose", *args]
+
+
+def compose_exec(host: str) -> list[str]:
+    return compose_command("exec", "-T", host)
+
+
+class ComposeLab:
+    """Status and checks of the compose lab that runs from the current directory."""
+
+    runner = "compose"
+
+    def __init__(self, topology: Topology) -> None:
+        self.topology = topology
+
+    def _run(self, args: list[str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        try:
+            return subprocess.run(args, capture_output=True, text=True, timeout=timeout)
+        except FileNotFoundError:
+            raise LabError("docker is not installed: scripts/setup-docker.sh") from None
+        except subprocess.TimeoutExpired:
+            raise LabError(f"`{' '.join(args)}` did not finish within {timeout:.0f} s") from None
+
+    def _states(self) -> dict[str, str]:
+        done = self._run(compose_command("ps", "--all", "--format", "json"))
+        if done.returncode != 0:
+            raise LabError(f"docker compose ps failed: {done.stderr.strip()}")
+        states: dict[str, str] = {}
+        text = done.stdout.strip()
+        items = json.loads(text) if text.startswith("[") else [
+            json.loads(line) for line in text.splitlines() if line.strip()
+        ]
+        for item in items:
+            health = item.get("Health") or ""
+            states[item["Service"]] = f"{item['State']}{f' ({health})' if health else ''}"
+        return states
+
+    def _inspect(self, node: str) -> tuple[list[str], list[dict[str, object]]]:
+        script = f"ip -4 -o addr show; echo ---; cat {READY} 2>/dev/null || true"
+        done = self._run([*compose_exec(node), "sh", "-c", script])
+        if done.returncode != 0:
+            return [], []
+        addr_text, _, ready_text = done.stdout.partition("---")
+        addresses = [
+            f"{parts[3]} ({parts[1]})"
+            for parts in (line.split() for line in addr_text.splitlines())
+            if len(parts) > 3 and parts[1] != "lo"
+        ]
+        services: list[dict[str, object]] = []
+        if ready_text.strip():
+            services = json.loads(ready_text).get("services", [])
+        return addresses, services
+
+    def status(self) -> list[NodeStatus]:
+        from concurrent.futures import ThreadPoolExecutor
+
+        states = self._states()
+        nodes = [(fw.id, "firewall") for fw in self.topology.firewalls]
+        nodes += [(h.id, "host") for h in self.topology.hosts]
+        running = [node for node, _ in nodes if states.get(node, "").startswith("running")]
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            inspected = dict(zip(running, pool.map(self._inspect, running), strict=True))
+        result: list[NodeStatus] = []
+        for node, kind in nodes:
+            state = states.get(node, "absent")
+            st = NodeStatus(node, kind, state, node in states)
+            st.running = node in inspected
+            st.addresses, st.services = inspected.get(node, ([], []))
+            result.append(st)
+        return result
+
+    def check_host(self, host: str, timeout: float = 30.0) -> list[dict[str, object]]:
+        done = self._run(
+            [*compose_exec(host), "edgesim", "lab", "check-host", "--host", host,
+             "--runner", "compose", "--certs", CERTS, "--ready-file", READY],
+            timeout=timeout,
+        )
+        if done.returncode != 0:
+            raise LabError(f"{host}: check failed: {done.stderr.strip()[-300:]}")
+        result: list[dict[str, object]] = json.loads(done.stdout or "[]")
+        return result

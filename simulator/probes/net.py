@@ -1,0 +1,94 @@
+"""Connection helpers shared by the probes: bound sockets, a deadline, timed phases."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import time
+from collections.abc import Awaitable
+from typing import TypeVar
+
+from simulator.probes.base import Phase
+from simulator.probes.spec import ProbeSpec
+from simulator.tls import client_context
+
+T = TypeVar("T")
+
+
+class Steps:
+    """Runs a probe's steps against one deadline, recording each step's duration and phase."""
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self.loop = asyncio.get_running_loop()
+        self.deadline = self.loop.time() + timeout
+        self.phase = Phase.CONNECT
+        self.timings: dict[str, float] = {}
+
+    async def run(self, name: str, phase: Phase, aw: Awaitable[T]) -> T:
+        self.phase = phase
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout_at(self.deadline):
+                return await aw
+        finally:
+            self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - started
+
+    def remaining(self) -> float:
+        return max(0.0, self.deadline - self.loop.time())
+
+
+def local_addr(spec: ProbeSpec) -> tuple[str, int] | None:
+    return (spec.bind, 0) if spec.bind else None
+
+
+async def open_tcp(
+    steps: Steps, spec: ProbeSpec, port: int | None = None
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    return await steps.run(
+        "connect",
+        Phase.CONNECT,
+        asyncio.open_connection(spec.address, port or spec.port, local_addr=local_addr(spec)),
+    )
+
+
+def tls_context(spec: ProbeSpec, *, mtls: bool) -> ssl.SSLContext:
+    ctx = client_context(
+        spec.trust, cert=spec.client_cert if mtls else None, check_hostname=spec.fqdn is not None
+    )
+    if not spec.trust:
+        ctx.load_default_certs()  # a real deployment without a CA bundle: the system's CAs
+    return ctx
+
+
+async def start_tls(
+    steps: Steps, writer: asyncio.StreamWriter, ctx: ssl.SSLContext, spec: ProbeSpec
+) -> None:
+    await steps.run(
+        "tls",
+        Phase.TLS,
+        writer.start_tls(ctx, server_hostname=spec.fqdn or spec.address),
+    )
+
+
+def tls_facts(writer: asyncio.StreamWriter) -> dict[str, str]:
+    obj = writer.get_extra_info("ssl_object")
+    if obj is None:
+        return {}
+    facts = {"tls_version": str(obj.version())}
+    cert = obj.getpeercert()
+    if cert:
+        subject = dict(x[0] for x in cert.get("subject", ()))
+        issuer = dict(x[0] for x in cert.get("issuer", ()))
+        facts["server_cert"] = str(subject.get("commonName", ""))
+        facts["server_issuer"] = str(issuer.get("commonName", ""))
+    return facts
+
+
+async def close(writer: asyncio.StreamWriter) -> None:
+    writer.close()
+    try:
+        async with asyncio.timeout(0.5):
+            await writer.wait_closed()
+    except (OSError, TimeoutError, ssl.SSLError):
+        pass

@@ -1,0 +1,181 @@
+"""SIP OPTIONS over TLS (``sip-tls``) and MTLS (``sip-mtls``), :rfc:`3261#section-11`.
+
+Any SIP response proves the port is a SIP server behind a working TLS (and, for MTLS, that the
+server accepted the certificate we presented); the response code is reported. A 1xx is followed
+by waiting for the final response until the deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import ssl
+
+import sipmessage
+
+from simulator.errors import EdgesimError
+from simulator.probes.base import Outcome, Phase, TlsProblem, Verdict, describe_bytes
+from simulator.probes.net import Steps, close, open_tcp, start_tls, tls_context, tls_facts
+from simulator.probes.spec import ProbeSpec
+
+MAX_RESPONSE = 65536
+
+
+def build_options(spec: ProbeSpec, local: tuple[str, int]) -> bytes:
+    """The OPTIONS request the probe sends (built with sipmessage)."""
+    host = spec.fqdn or spec.address
+    request = sipmessage.Request(
+        "OPTIONS", sipmessage.URI.parse(f"sip:{host}:{spec.port};transport=tls")
+    )
+    branch = "z9hG4bK" + secrets.token_hex(8)
+    source = spec.source_domain or local[0]
+    headers = [
+        ("Via", f"SIP/2.0/TLS {local[0]}:{local[1]};branch={branch}"),
+        ("Max-Forwards", "70"),
+        ("From", f"<sip:probe@{source}>;tag={secrets.token_hex(4)}"),
+        ("To", f"<sip:{spec.domain or host}>"),
+        ("Call-ID", f"{secrets.token_hex(8)}@{local[0]}"),
+        ("CSeq", "1 OPTIONS"),
+        ("Contact", f"<sip:probe@{local[0]}:{local[1]};transport=tls>"),
+        ("Accept", "application/sdp"),
+        ("User-Agent", "edgesim-probe"),
+        ("Content-Length", "0"),
+    ]
+    for name, value in headers:
+        request.headers.add(name, value)
+    return bytes(request)
+
+
+class SipFramingError(Exception):
+    pass
+
+
+async def read_message(reader: asyncio.StreamReader) -> bytes:
+    """Read one SIP message framed by Content-Length (:rfc:`3261#section-18.3`)."""
+    buffer = b""
+    while b"\r\n\r\n" not in buffer:
+        chunk = await reader.read(4096)
+        if not chunk:
+            if buffer.strip():
+                raise SipFramingError(f"the peer closed after {describe_bytes(buffer)}")
+            raise EOFError
+        buffer += chunk
+        start = buffer.lstrip(b"\r\n")
+        if not b"SIP/2.0 ".startswith(start[:8]):
+            raise SipFramingError(f"answered {describe_bytes(start)} instead of SIP")
+        if len(buffer) > MAX_RESPONSE:
+            raise SipFramingError("response header larger than 64 KiB")
+    buffer = buffer.lstrip(b"\r\n")
+    head, _, rest = buffer.partition(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() in (b"content-length", b"l"):
+            try:
+                length = int(value.strip())
+            except ValueError:
+                raise SipFramingError("bad Content-Length in the response") from None
+    if length > MAX_RESPONSE:
+        raise SipFramingError("response body larger than 64 KiB")
+    while len(rest) < length:
+        chunk = await reader.read(length - len(rest))
+        if not chunk:
+            raise SipFramingError("the peer closed in the middle of the response body")
+        rest += chunk
+    return head + b"\r\n\r\n" + rest[:length]
+
+
+def closed_after_tls13_handshake(
+    outcome: Outcome, exc: BaseException, steps: Steps, *, mtls: bool
+) -> Outcome:
+    """In TLS 1.3 the server checks our certificate after *our* handshake is done.
+
+    A server that refuses it without sending an alert (asyncio's TLS servers do that: they close
+    without flushing the alert) looks like a close right after the handshake, with no answer.
+    """
+    if (
+        mtls
+        and steps.phase is Phase.PROTOCOL
+        and isinstance(exc, (EOFError, ConnectionResetError))
+        and outcome.details.get("tls_version") == "TLSv1.3"
+    ):
+        return Outcome(
+            Verdict.TLS_FAILED,
+            f"TLS failed: {TlsProblem.CLIENT_CERT_REJECTED.value} (the peer closed the connection"
+            " right after the TLS 1.3 handshake, without an alert or an answer)",
+            outcome.details,
+            outcome.timings,
+            TlsProblem.CLIENT_CERT_REJECTED,
+        )
+    return outcome
+
+
+async def probe_sip(spec: ProbeSpec, *, mtls: bool) -> Outcome:
+    steps = Steps(spec.timeout)
+    details: dict[str, object] = {
+        "presented": str(spec.client_cert.cert.name) if mtls and spec.client_cert else None
+    }
+    writer = None
+    try:
+        ctx = tls_context(spec, mtls=mtls)
+        reader, writer = await open_tcp(steps, spec)
+        await start_tls(steps, writer, ctx, spec)
+        details.update(tls_facts(writer))
+        local = writer.get_extra_info("sockname")[:2]
+        writer.write(build_options(spec, local))
+        codes: list[int] = []
+        while True:
+            try:
+                raw = await steps.run("response", Phase.PROTOCOL, read_message(reader))
+            except TimeoutError:
+                if codes:
+                    break
+                raise
+            try:
+                message = sipmessage.Message.parse(raw)
+            except (ValueError, UnicodeDecodeError):
+                return Outcome(
+                    Verdict.PROTOCOL_FAILED,
+                    f"answered {describe_bytes(raw)}: not a SIP message",
+                    details,
+                    steps.timings,
+                )
+            if not isinstance(message, sipmessage.Response):
+                return Outcome(
+                    Verdict.PROTOCOL_FAILED,
+                    f"answered with a SIP {message.method} request, not a response",
+                    details,
+                    steps.timings,
+                )
+            codes.append(message.code)
+            details["response"] = f"{message.code} {message.phrase}"
+            diag = message.headers.get("ms-diagnostics")
+            if diag:
+                details["ms-diagnostics"] = diag
+            server = message.headers.get("Server") or message.headers.get("User-Agent")
+            if server:
+                details["server"] = server
+            if message.code >= 200:
+                break
+        details["codes"] = codes
+        last = details["response"]
+        return Outcome(Verdict.PASSED, f"SIP {last}", details, steps.timings)
+    except SipFramingError as exc:
+        return Outcome(Verdict.PROTOCOL_FAILED, str(exc), details, steps.timings)
+    except EdgesimError as exc:
+        return Outcome(Verdict.ERROR, str(exc), details, steps.timings)
+    except (OSError, TimeoutError, EOFError, ssl.SSLError) as exc:
+        outcome = Outcome.from_error(exc, steps.phase, spec.timeout, mtls=mtls, **details)
+        outcome.timings = steps.timings
+        return closed_after_tls13_handshake(outcome, exc, steps, mtls=mtls)
+    finally:
+        if writer is not None:
+            await close(writer)
+
+
+async def probe_sip_tls(spec: ProbeSpec) -> Outcome:
+    return await probe_sip(spec, mtls=False)
+
+
+async def probe_sip_mtls(spec: ProbeSpec) -> Outcome:
+    return await probe_sip(spec, mtls=True)

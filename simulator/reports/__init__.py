@@ -1,0 +1,1 @@
+"""Reports of a probe run: terminal table, JSON, JUnit XML and a self-contained HTML page."""

@@ -1,0 +1,232 @@
+"""The compose lab: the committed file is the renderer's output, valid for Compose, and a real
+Docker lab routes every matrix row through the firewall containers as the rules say."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from lab_helpers import rows_broken_by_broken_external
+
+from simulator.cli import cli
+from simulator.lab.compose import docker_gateway, render_compose
+from simulator.lab.flowcheck import FlowResult, check_flows, matrix_flows
+from simulator.lab.topology import Topology
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+PROJECT = "edgesim-test"
+IMAGE = "edgesim:test"
+
+
+def test_committed_compose_file_is_the_rendered_one(topology: Topology) -> None:
+    assert COMPOSE_FILE.read_text() == render_compose(topology), (
+        "docker-compose.yml drifted from the topology: run `edgesim lab compose-render`"
+    )
+
+
+def test_compose_file_publishes_nothing_and_keeps_lab_addresses(topology: Topology) -> None:
+    text = COMPOSE_FILE.read_text()
+    assert "ports:" not in text and "network_mode" not in text
+    for zone in topology.zones:
+        gateway = docker_gateway(topology, zone)
+        assert gateway in zone.subnet
+        assert f"gateway: {gateway}" in text
+        lab_addresses = {i.address for i in topology.interfaces()}
+        lab_addresses |= {i.address for fw in topology.firewalls for i in fw.interfaces}
+        assert gateway not in lab_addresses
+    for fw in topology.firewalls:
+        assert f"nft -f /etc/edgesim/firewall/{Path(fw.rules).name}" in text
+
+
+def _docker_problem() -> str | None:
+    if shutil.which("docker") is None:
+        return "docker is not installed (scripts/setup-docker.sh)"
+    if subprocess.run(["docker", "compose", "version"], capture_output=True).returncode != 0:
+        return "Compose v2 is not installed (scripts/setup-docker.sh)"
+    return None
+
+
+def compose(
+    *args: str, check: bool = True, timeout: float = 180
+) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, EDGESIM_IMAGE=IMAGE)
+    done = subprocess.run(
+        ["docker", "compose", "-p", PROJECT, "-f", str(COMPOSE_FILE), *args],
+        capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT,
+    )
+    if check:
+        assert done.returncode == 0, f"docker compose {' '.join(args)}: {done.stderr[-2000:]}"
+    return done
+
+
+def test_docker_compose_config_validates_the_file() -> None:
+    problem = _docker_problem()
+    if problem:
+        pytest.skip(problem)
+    done = compose("config", "--quiet")
+    assert done.stderr.strip() == ""
+
+
+def project_resources() -> dict[str, list[str]]:
+    label = f"label=com.docker.compose.project={PROJECT}"
+    found = {}
+    for kind in ("container", "network"):
+        out = subprocess.run(
+            ["docker", kind, "ls", "--all", "--quiet", "--filter", label]
+            if kind == "container" else ["docker", kind, "ls", "--quiet", "--filter", label],
+            capture_output=True, text=True, timeout=60, check=True,
+        ).stdout
+        found[kind] = out.split()
+    return found
+
+
+def _base_image() -> str | None:
+    for candidate in (os.environ.get("EDGESIM_BASE_IMAGE"), "edgesim-base:bookworm",
+                      "python:3.11-slim"):
+        if candidate and subprocess.run(
+            ["docker", "image", "inspect", candidate], capture_output=True
+        ).returncode == 0:
+            return candidate
+    return None
+
+
+@pytest.fixture(scope="module")
+def compose_lab(topology: Topology) -> Iterator[None]:
+    problem = _docker_problem()
+    if problem:
+        pytest.skip(problem)
+    if subprocess.run(["docker", "info"], capture_output=True, timeout=60).returncode != 0:
+        pytest.skip("no Docker engine answers (scripts/setup-docker.sh starts one)")
+    running = subprocess.run(
+        ["docker", "network", "ls", "--quiet", "--filter",
+         "label=com.docker.compose.project=edgesim"],
+        capture_output=True, text=True, timeout=60,
+    ).stdout.split()
+    if running:
+        pytest.skip("the edgesim compose lab is up (its subnets are taken); `docker compose down`")
+    base = _base_image()
+    if base is None and shutil.which("debootstrap") and os.geteuid() == 0:
+        # A fresh machine without a registry: make the local base image (1-3 minutes, once).
+        made = subprocess.run(["bash", "scripts/make-base-image.sh"], capture_output=True,
+                              text=True, timeout=900, cwd=ROOT)
+        assert made.returncode == 0, made.stderr[-2000:]
+        base = _base_image()
+    if base is None:
+        pytest.skip("no base image: scripts/make-base-image.sh (or docker pull python:3.11-slim)")
+    build = subprocess.run(
+        ["bash", "scripts/build-image.sh", "--base", base, "--tag", IMAGE],
+        capture_output=True, text=True, timeout=900, cwd=ROOT,
+    )
+    assert build.returncode == 0, build.stderr[-2000:]
+    compose("down", "--remove-orphans", "--timeout", "2", check=False)
+    try:
+        compose("up", "--detach", "--wait", "--wait-timeout", "120")
+        yield
+    finally:
+        compose("down", "--remove-orphans", "--timeout", "2", check=False)
+
+
+def compose_exec(host: str) -> list[str]:
+    return ["docker", "compose", "-p", PROJECT, "-f", str(COMPOSE_FILE), "exec", "-T", host]
+
+
+def row_outcomes(results: list[FlowResult]) -> dict[str, bool]:
+    passed: dict[str, list[bool]] = {}
+    for r in results:
+        passed.setdefault(r.flow.row, []).append(r.ok)
+    mixed = {row: oks for row, oks in passed.items() if any(oks) and not all(oks)}
+    assert not mixed, mixed
+    return {row: all(oks) for row, oks in passed.items()}
+
+
+@pytest.mark.docker
+def test_matrix_rows_across_the_firewall_containers(compose_lab: None, topology: Topology) -> None:
+    flows = matrix_flows(topology)
+    env = dict(os.environ, EDGESIM_IMAGE=IMAGE)
+    results = check_flows(flows, compose_exec, timeout=1.5, env=env)
+    got = row_outcomes(results)
+    expected = {mf.row: mf.expect_open for mf in flows}
+    wrong = {
+        r.flow.row: f"{r.flow.flow}: {r.detail}"
+        for r in results
+        if got[r.flow.row] != expected[r.flow.row]
+    }
+    assert not wrong, wrong
+
+    # The broken external rules (mounted with the rest of lab/firewall): UDP 3478 rows break.
+    breaking = rows_broken_by_broken_external(topology, flows)
+    assert breaking
+    reload = ["nft", "-f"]
+    try:
+        done = subprocess.run(
+            [*compose_exec("fw-external"), *reload, "/etc/edgesim/firewall/broken/external.nft"],
+            capture_output=True, text=True, timeout=60, env=env,
+        )
+        assert done.returncode == 0, done.stderr
+        broken = row_outcomes(check_flows(flows, compose_exec, timeout=1.5, env=env))
+    finally:
+        subprocess.run(
+            [*compose_exec("fw-external"), *reload, "/etc/edgesim/firewall/external.nft"],
+            capture_output=True, text=True, timeout=60, env=env,
+        )
+    assert {row for row in broken if broken[row] != got[row]} == breaking
+
+
+@pytest.mark.docker
+def test_reload_firewall_applies_the_mounted_rules(
+    compose_lab: None, topology: Topology, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setenv("COMPOSE_PROJECT_NAME", PROJECT)
+    monkeypatch.setenv("EDGESIM_IMAGE", IMAGE)
+    stun = [mf for mf in matrix_flows(topology) if mf.row == "msn-stun-in-3478"]
+    fw = compose_exec("fw-external")
+    done = subprocess.run([*fw, "nft", "-f", "/etc/edgesim/firewall/broken/external.nft"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert not any(r.ok for r in check_flows(stun, compose_exec, timeout=1.5))
+    result = CliRunner().invoke(cli, ["lab", "reload-firewall", "--runner", "compose"])
+    assert result.exit_code == 0, result.output
+    assert all(r.ok for r in check_flows(stun, compose_exec, timeout=1.5))
+
+
+@pytest.mark.docker
+def test_status_shows_addresses_and_answering_listeners(
+    compose_lab: None, topology: Topology, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setenv("COMPOSE_PROJECT_NAME", PROJECT)
+    monkeypatch.setenv("COLUMNS", "200")
+    result = CliRunner().invoke(cli, ["lab", "status", "--runner", "compose"])
+    assert result.exit_code == 0, result.output
+    av = topology.interface("edge:av")
+    assert f"{av.address}/" in result.output  # the second address lab serve added
+    dns = topology.hosts_with_role("dns-external")[0].interfaces[0]
+    assert f"{dns.address}:53/udp (dns) answers" in result.output
+    assert "not running" not in result.output
+
+
+@pytest.mark.docker
+def test_dns_query_crosses_the_external_firewall(compose_lab: None) -> None:
+    script = (
+        "import asyncio; from simulator.dns.resolver import LabResolver; "
+        "r = LabResolver(('203.0.113.53', 53), timeout=3); "
+        "print(asyncio.run(r.srv('_sipfederationtls._tcp.fabrikam.lab'))[0].target)"
+    )
+    done = subprocess.run([*compose_exec("edge"), "python3", "-c", script],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "sip.fabrikam.lab"
+
+
+@pytest.mark.docker
+def test_down_leaves_no_containers_or_networks(compose_lab: None) -> None:
+    assert project_resources()["container"], "the lab is up before"
+    compose("down", "--remove-orphans", "--timeout", "2")
+    assert project_resources() == {"container": [], "network": []}

@@ -1,0 +1,243 @@
+"""Resolving rows into probe jobs, the executors, target files, and a full run on the local lab."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from simulator.errors import ConfigError
+from simulator.lab.runners.local import LocalLab
+from simulator.lab.topology import Topology
+from simulator.pki import LabPki
+from simulator.probes.base import ProbeResult, Verdict
+from simulator.probes.run import (
+    ComposeExecutor,
+    JobBuilder,
+    LocalExecutor,
+    NetnsExecutor,
+    build_jobs,
+    load_target,
+    parse_subprocess_output,
+    probe_matrix,
+    run_jobs,
+)
+
+
+def _jobs(topology: Topology, lab_pki: LabPki, **kw: object) -> dict[str, object]:
+    builder = JobBuilder(topology, lab_pki, **kw)  # type: ignore[arg-type]
+    return {j.row.id: j for j in build_jobs(topology, builder)}
+
+
+def test_every_row_of_the_default_lab_becomes_a_probe(topology: Topology, lab_pki: LabPki) -> None:
+    jobs = _jobs(topology, lab_pki)
+    assert len(jobs) == 24
+    assert all(j.spec is not None for j in jobs.values())  # type: ignore[attr-defined]
+
+
+def test_mtls_row_leaves_from_the_source_loopback_presenting_its_certificate(
+    topology: Topology, lab_pki: LabPki
+) -> None:
+    job = _jobs(topology, lab_pki)["int-sip-fe-to-edge"]
+    spec = job.spec  # type: ignore[attr-defined]
+    assert (spec.bind, spec.address, spec.port) == ("127.0.2.10", "127.51.100.130", 5061)
+    assert spec.fqdn == "edge-int.contoso.lab"
+    assert spec.client_cert == lab_pki.host_cert("fe", "internal")
+    assert spec.trust == (lab_pki.trust_bundle,)
+
+
+def test_lab_addresses_inside_a_namespace(topology: Topology, lab_pki: LabPki) -> None:
+    spec = _jobs(topology, lab_pki, addresses="lab")["pic-in-5061"].spec  # type: ignore[attr-defined]
+    assert (spec.bind, spec.address) == ("203.0.113.20", "198.51.100.10")
+
+
+def test_negative_row_from_any_internet_host_presents_a_certificate(
+    topology: Topology, lab_pki: LabPki
+) -> None:
+    job = _jobs(topology, lab_pki)["neg-inet-sip-int-5061"]
+    assert job.source.host == "fabrikam"  # type: ignore[attr-defined]
+    assert job.spec.client_cert == lab_pki.host_cert("fabrikam", "fabrikam")  # type: ignore[attr-defined]
+
+
+def test_relay_rows_talk_to_the_edge_turn_server_and_relay_to_the_destination(
+    topology: Topology, lab_pki: LabPki
+) -> None:
+    jobs = _jobs(topology, lab_pki)
+    udp = jobs["av-relay-udp-out"].spec  # type: ignore[attr-defined]
+    assert (udp.address, udp.port, udp.peer) == ("127.51.100.11", 3478, ("127.0.113.50", 5004))
+    tcp = jobs["msn-rtp-tcp-out"].spec  # type: ignore[attr-defined]
+    assert (tcp.address, tcp.port, tcp.peer) == ("127.51.100.11", 3478, ("127.0.113.50", 5004))
+
+
+def test_range_rows_keep_the_range_and_dns_rows_ask_a_partner_srv(
+    topology: Topology, lab_pki: LabPki
+) -> None:
+    jobs = _jobs(topology, lab_pki)
+    relay = jobs["neg-inet-relay-tcp-in"].spec  # type: ignore[attr-defined]
+    assert (relay.port, relay.port_high) == (50000, 59999)
+    assert jobs["dns-edge-ext"].spec.dns_name == "_sipfederationtls._tcp.fabrikam.lab"  # type: ignore[attr-defined]
+
+
+def test_unknown_row_is_a_config_error(topology: Topology, lab_pki: LabPki) -> None:
+    with pytest.raises(ConfigError, match="no such row"):
+        build_jobs(topology, JobBuilder(topology, lab_pki), rows=["nope"])
+
+
+def test_netns_and_compose_commands(topology: Topology, lab_pki: LabPki) -> None:
+    job = build_jobs(topology, JobBuilder(topology, lab_pki), rows=["pic-in-5061"])[0]
+    netns = NetnsExecutor(timeout=1.5, topology_path="lab.toml", certs="/c").command(job)
+    assert netns == [
+        "ip",
+        "netns",
+        "exec",
+        "es-pic",
+        "python3",
+        "-m",
+        "simulator",
+        "--topology",
+        "lab.toml",
+        "probe",
+        "--row",
+        "pic-in-5061",
+        "--format",
+        "json",
+        "--runner",
+        "here",
+        "--timeout",
+        "1.5",
+        "--source",
+        "pic:wan",
+        "--certs",
+        "/c",
+    ]
+    compose = ComposeExecutor(timeout=2, compose_file="lab/compose.yml").command(job)
+    assert compose[:7] == ["docker", "compose", "-f", "lab/compose.yml", "exec", "-T", "pic"]
+    assert compose[7:12] == ["edgesim", "probe", "--row", "pic-in-5061", "--format"]
+
+
+def test_parse_subprocess_output(topology: Topology, lab_pki: LabPki) -> None:
+    job = build_jobs(topology, JobBuilder(topology, lab_pki), rows=["pic-in-5061"])[0]
+    inner = ProbeResult(
+        "pic-in-5061",
+        "sip-mtls",
+        "open",
+        Verdict.PASSED,
+        "SIP 200 OK",
+        "pic:wan 203.0.113.20",
+        "edge:access 198.51.100.10:5061/tcp",
+        runner="here",
+    )
+    out = json.dumps({"results": [inner.to_dict()]}).encode()
+    parsed = parse_subprocess_output(job, out, b"", "netns")
+    assert (
+        parsed.verdict is Verdict.PASSED
+        and parsed.runner == "netns"
+        and parsed.reason == "SIP 200 OK"
+    )
+    broken = parse_subprocess_output(job, b"", b'Cannot open network namespace "es-pic"\n', "netns")
+    assert broken.verdict is Verdict.ERROR
+    assert broken.reason == 'the probe inside pic failed: Cannot open network namespace "es-pic"'
+
+
+async def test_subprocess_executor_runs_the_real_cli(
+    topology: Topology, lab_pki: LabPki, tmp_path: Path
+) -> None:
+    """The netns executor's inner command, run without a namespace: same JSON round trip."""
+
+    class Here(NetnsExecutor):
+        def command(self, job):  # type: ignore[no-untyped-def]
+            return [
+                sys.executable,
+                "-c",
+                "from simulator.cli import cli; from simulator.cli.probe import probe;"
+                " cli.add_command(probe); cli()",
+                *self.probe_args(job),
+            ]
+
+    jobs = build_jobs(topology, JobBuilder(topology, lab_pki), rows=["neg-inet-sip-5060"])
+    results = await run_jobs(jobs, Here(timeout=1, certs=str(lab_pki.directory)))
+    assert results[0].runner == "netns"
+    # Inside "here" mode the lab addresses (203.0.113.x) are not on this machine: the probe says so.
+    assert results[0].verdict is Verdict.ERROR
+    assert "cannot bind the source address" in results[0].reason
+
+
+async def test_full_run_on_the_local_lab(isolated_topology: Topology, lab_pki: LabPki) -> None:
+    """DNS is the service that exists today: its rows pass; closed ports are refused."""
+    topology = isolated_topology
+    async with LocalLab(topology, lab_pki.directory, hosts=["dns-int", "dns-ext"]):
+        run = await probe_matrix(
+            topology, LocalExecutor(), JobBuilder(topology, lab_pki, timeout=1.0)
+        )
+    by_row = {r.row_id: r for r in run.results}
+    assert by_row["dns-edge-ext"].verdict is Verdict.PASSED
+    assert by_row["dns-edge-ext"].details["answers"] == ["0 0 5061 sip.fabrikam.lab"]
+    internal = topology.interface("edge:internal").loopback()
+    assert by_row["dns-edge-int"].source == f"edge:internal {internal}"
+    assert by_row["neg-inet-sip-5060"].met
+    assert by_row["pic-in-5061"].verdict is Verdict.REFUSED and not by_row["pic-in-5061"].met
+    assert run.duration < 5
+
+
+def test_target_file_maps_rows_onto_a_real_deployment(
+    topology: Topology, lab_pki: LabPki, tmp_path: Path
+) -> None:
+    (tmp_path / "ca.pem").write_bytes(lab_pki.trust_bundle.read_bytes())
+    (tmp_path / "edge.pem").write_bytes(lab_pki.host_cert("edge", "public").pem.read_bytes())
+    (tmp_path / "prod.toml").write_text("""
+[target]
+name = "contoso production"
+ca_bundle = "ca.pem"
+client_cert = "edge.pem"
+source_address = "127.9.0.1"
+zones = ["internet"]
+timeout = 4
+
+[endpoints."edge:access"]
+address = "127.9.0.10"
+fqdn = "sip.contoso.example"
+domain = "contoso.example"
+""")
+    target = load_target(tmp_path / "prod.toml")
+    jobs = {j.row.id: j for j in build_jobs(topology, JobBuilder(topology, lab_pki), target=target)}
+    spec = jobs["pic-in-5061"].spec
+    assert spec is not None
+    assert (spec.address, spec.bind, spec.fqdn, spec.domain) == (
+        "127.9.0.10",
+        "127.9.0.1",
+        "sip.contoso.example",
+        "contoso.example",
+    )
+    assert spec.trust == (tmp_path / "ca.pem",) and spec.client_cert.cert == tmp_path / "edge.pem"  # type: ignore[union-attr]
+    assert spec.timeout == 4
+    assert jobs["pic-out-5061"].spec is None
+    assert (
+        jobs["pic-out-5061"].skip_reason
+        == "source zone 'perimeter-external': this machine is not there"
+    )
+    assert jobs["xmpp-gw-23456"].skip_reason == "source zone 'corporate': this machine is not there"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[target]\nbogus = 1\n[endpoints.x]\naddress='1'", "unknown key 'bogus'"),
+        ("[target]\n", "describe at least one endpoint"),
+        ("[target]\nca_bundle = 'missing.pem'\n", "does not exist"),
+        ("[endpoints.'edge:access']\nfqdn = 'x'\n", "an endpoint needs 'address'"),
+        ("not toml [", "not valid TOML"),
+    ],
+)
+def test_bad_target_files(tmp_path: Path, text: str, message: str) -> None:
+    (tmp_path / "t.toml").write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_target(tmp_path / "t.toml")
+
+
+def test_turn_probes_use_the_probe_credentials_of_the_topology(
+    topology: Topology, lab_pki: LabPki
+) -> None:
+    spec = _jobs(topology, lab_pki)["av-relay-udp-out"].spec  # type: ignore[attr-defined]
+    assert (spec.turn.username, spec.turn.password) == ("edgesim-probe", "edgesim-probe-secret")
