@@ -13,11 +13,11 @@ import logging
 import ssl
 
 import pytest
-from siplab import SIP_HOSTS, lab_up, next_incoming
-from siplab import sip_topology as build_topology
 
 from simulator.lab.topology import Topology
 from simulator.pki import LabPki
+from tests.siplab import SIP_HOSTS, lab_up, next_incoming
+from tests.siplab import sip_topology as build_topology
 
 
 @pytest.fixture(scope="module")
@@ -567,7 +567,7 @@ async def test_registration_expires(sip_topology: Topology, lab_pki: LabPki) -> 
 
 async def test_service_handlers_from_settings(sip_topology: Topology, lab_pki: LabPki) -> None:
     settings: dict[str, dict[str, object]] = {
-        "front-end": {"service_handlers": {"application/x-test": "sip_mras_stub:factory"}}
+        "front-end": {"service_handlers": {"application/x-test": "tests.sip_mras_stub:factory"}}
     }
     async with (
         lab_up(sip_topology, lab_pki, settings) as lab,

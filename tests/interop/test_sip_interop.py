@@ -20,11 +20,11 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
-from siplab import Lab, lab_up, next_incoming
-from siplab import sip_topology as build_topology
 
 from simulator.lab.topology import Topology
 from simulator.pki import LabPki
+from tests.siplab import Lab, lab_up, next_incoming
+from tests.siplab import sip_topology as build_topology
 
 pytestmark = [
     pytest.mark.interop,

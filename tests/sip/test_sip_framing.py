@@ -7,7 +7,6 @@ import itertools
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sip_helpers import lf2crlf, message
 
 from simulator.sip.connection import SipConnection
 from simulator.sip.errors import RemoteProtocolError
@@ -18,6 +17,7 @@ from simulator.sip.events import (
     ResponseReceived,
 )
 from simulator.sip.framing import PING, Frame, Framer
+from tests.sip.sip_helpers import lf2crlf, message
 
 RESPONSE = lf2crlf(
     "SIP/2.0 200 OK\n"

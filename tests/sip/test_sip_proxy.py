@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sip_helpers import message
 from sipmessage import Request, Response
 
 from simulator.sip.build import response_for
@@ -23,6 +22,7 @@ from simulator.sip.proxy import (
     ToPartner,
     VerifyPartner,
 )
+from tests.sip.sip_helpers import message
 
 CONFIG = EdgeConfig(
     allowed_domains=(Partner("fabrikam.lab", "sip.fabrikam.lab"),),

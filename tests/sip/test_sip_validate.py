@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from sip_helpers import message
 
 from simulator.sip.errors import RemoteProtocolError
 from simulator.sip.framing import Frame
 from simulator.sip.validate import validate
+from tests.sip.sip_helpers import message
 
 
 def frame_of(data: bytes) -> Frame:
