@@ -31,6 +31,8 @@ if [ "${1:-}" = "--test" ]; then
   if [ -f scripts/setup-docker.sh ]; then
     say "Docker engine and Compose v2"
     bash scripts/setup-docker.sh
+    say "local base image for the compose lab (no registry needed)"
+    bash scripts/make-base-image.sh
   fi
   say "python: edgesim with its test extras"
   python3 -m pip install -q --disable-pip-version-check -e '.[test]'
