@@ -1,0 +1,639 @@
+"""asyncio adapter of the SIP cores: TLS/MTLS listeners, outbound connections, the Access Edge.
+
+:class:`SipProtocol` feeds one connection's bytes to a :class:`~.connection.SipConnection` and
+hands validated messages to its owner. Listeners accept plain TCP and run the TLS handshake with
+``loop.start_tls`` so that a refused handshake (no client certificate, unknown CA) is logged with
+its reason instead of vanishing in asyncio's debug log.
+
+:class:`AccessEdge` runs an :class:`~.proxy.EdgeProxy`: it keeps the connection table (every
+connection, inbound or outbound, is a flow the core can route to, so connections are reused both
+ways), opens connections the core asks for (DNS SRV/A through the lab resolver, MTLS presenting
+the Edge certificate), maps what went wrong to the core's failure kinds, and arms the core's one
+timer with ``loop.call_at``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from sipmessage import Request, Response
+
+from simulator.dns.resolver import LabResolver, ResolutionError
+from simulator.sip.build import to_bytes
+from simulator.sip.connection import SipConnection
+from simulator.sip.errors import RemoteProtocolError
+from simulator.sip.events import ConnectionClosed, RequestReceived, ResponseReceived
+from simulator.sip.proxy import (
+    Action,
+    EdgeConfig,
+    EdgeProxy,
+    Forward,
+    Partner,
+    Send,
+    Side,
+    ToFlow,
+    ToInternal,
+    ToPartner,
+    VerifyPartner,
+)
+from simulator.tls import PeerCertificate, peer_certificate
+
+log = logging.getLogger(__name__)
+
+HANDSHAKE_TIMEOUT = 10.0
+CONNECT_TIMEOUT = 5.0
+
+
+class SipOwner(Protocol):
+    """What a :class:`SipProtocol` reports to."""
+
+    def on_request(self, proto: SipProtocol, request: Request) -> None: ...
+
+    def on_response(self, proto: SipProtocol, response: Response) -> None: ...
+
+    def on_close(self, proto: SipProtocol) -> None: ...
+
+
+class SipProtocol(asyncio.Protocol):
+    """One SIP connection (after TLS); feeds the sans-IO core and flushes what it queues."""
+
+    _ids = 0
+
+    def __init__(
+        self, owner: SipOwner, *, max_message_bytes: int = 64 * 1024, label: str = ""
+    ) -> None:
+        SipProtocol._ids += 1
+        self.id = SipProtocol._ids
+        self.owner = owner
+        self.core = SipConnection(max_message_bytes=max_message_bytes)
+        self.transport: asyncio.Transport | None = None
+        self.peer: tuple[str, int] = ("", 0)
+        self.peer_cert: PeerCertificate | None = None
+        self.label = label
+        self.flow_id = 0
+        """Set by the owner (the Edge's flow id)."""
+        self.closed = asyncio.get_running_loop().create_future()
+        self.context: dict[str, Any] = {}
+        """Owner's per-connection state."""
+        self._out: list[bytes] = []
+        self._write_scheduled = False
+        self._held: list[bytes] | None = []
+        """Bytes that arrived before the owner registered the connection (see :meth:`release`)."""
+
+    def attach(self, transport: asyncio.Transport) -> None:
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        if isinstance(peer, tuple):
+            self.peer = (str(peer[0]), int(peer[1]))
+        self.peer_cert = peer_certificate(transport.get_extra_info("ssl_object"))
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.attach(transport)  # type: ignore[arg-type]
+        self.release()
+
+    def release(self) -> None:
+        """Start handing messages to the owner (bytes that came early are processed now)."""
+        held, self._held = self._held, None
+        for data in held or ():
+            self.data_received(data)
+
+    def data_received(self, data: bytes) -> None:
+        if self._held is not None:  # TLS is up but the owner has not registered us yet
+            self._held.append(data)
+            return
+        self.core.receive_data(data, asyncio.get_running_loop().time())
+        self._process()
+
+    def eof_received(self) -> bool | None:
+        if self._held is not None:
+            self._held.append(b"")
+            return False
+        self.core.receive_data(b"", asyncio.get_running_loop().time())
+        self._process()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
+            self.owner.on_close(self)
+
+    def _process(self) -> None:
+        core = self.core
+        while True:
+            try:
+                event = core.next_event()
+            except RemoteProtocolError as exc:
+                log.warning(
+                    "%s conn %d from %s: bad message: %s", self.label, self.id, self.peer[0], exc
+                )
+                continue
+            if event is None:
+                break
+            try:
+                if isinstance(event, RequestReceived):
+                    self.owner.on_request(self, event.request)
+                elif isinstance(event, ResponseReceived):
+                    self.owner.on_response(self, event.response)
+                elif isinstance(event, ConnectionClosed):
+                    break
+            except Exception:  # a handler bug must not kill the connection or leak
+                log.exception("%s conn %d: handler failed", self.label, self.id)
+                if isinstance(event, RequestReceived) and event.request.method != "ACK":
+                    from simulator.sip.build import response_for
+
+                    with contextlib.suppress(Exception):
+                        self.send(response_for(event.request, 500))
+        self.flush()
+        if core.must_close:
+            self.close()
+
+    def flush(self) -> None:
+        """Queue what the core has to send (replies, pongs)."""
+        data = self.core.data_to_send()
+        if data:
+            self.send_bytes(data)
+
+    def send(self, message: Request | Response) -> None:
+        self.send_bytes(to_bytes(message))
+
+    def send_bytes(self, data: bytes) -> None:
+        """Queue bytes; everything queued in one loop iteration leaves in one TLS write."""
+        self._out.append(data)
+        if not self._write_scheduled:
+            self._write_scheduled = True
+            asyncio.get_running_loop().call_soon(self._write_out)
+
+    def _write_out(self) -> None:
+        self._write_scheduled = False
+        if not self._out:
+            return
+        data = b"".join(self._out)
+        self._out.clear()
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
+    def close(self) -> None:
+        self._write_out()
+        if self.transport is not None:
+            self.transport.close()
+
+
+@dataclass
+class ListenerSpec:
+    """One SIP listener: where, which TLS context, and what to do with a new connection."""
+
+    address: str
+    port: int
+    context: ssl.SSLContext
+    label: str
+    on_connection: Callable[[SipProtocol], None]
+    owner: SipOwner
+    max_message_bytes: int = 64 * 1024
+
+
+class SipListener:
+    """Accepts TCP, runs the TLS handshake itself (to log refusals), then hands over."""
+
+    def __init__(self, spec: ListenerSpec) -> None:
+        self.spec = spec
+        self.server: asyncio.Server | None = None
+        self.refusals: list[str] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> tuple[str, int]:
+        loop = asyncio.get_running_loop()
+        spec = self.spec
+
+        class _Plain(asyncio.Protocol):
+            def connection_made(inner, transport: asyncio.BaseTransport) -> None:
+                transport.pause_reading()  # type: ignore[attr-defined]
+                task = loop.create_task(self._handshake(transport))  # type: ignore[arg-type]
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+        self.server = await loop.create_server(_Plain, spec.address, spec.port, reuse_address=True)
+        sock = self.server.sockets[0].getsockname()
+        return str(sock[0]), int(sock[1])
+
+    async def _handshake(self, transport: asyncio.Transport) -> None:
+        loop = asyncio.get_running_loop()
+        spec = self.spec
+        peer = transport.get_extra_info("peername")
+        proto = SipProtocol(spec.owner, max_message_bytes=spec.max_message_bytes, label=spec.label)
+        try:
+            tls = await loop.start_tls(
+                transport,
+                proto,
+                spec.context,
+                server_side=True,
+                ssl_handshake_timeout=HANDSHAKE_TIMEOUT,
+            )
+        except (ssl.SSLError, OSError, TimeoutError, ConnectionError) as exc:
+            reason = tls_failure_reason(exc)
+            text = f"{spec.label}: TLS handshake with {peer[0] if peer else '?'} refused: {reason}"
+            log.warning("%s", text)
+            self.refusals.append(text)
+            del self.refusals[:-100]
+            transport.close()
+            return
+        if tls is None:
+            transport.close()
+            return
+        proto.attach(tls)
+        try:
+            spec.on_connection(proto)
+        except Exception:
+            log.exception("%s: connection setup failed", spec.label)
+            tls.close()
+            return
+        proto.release()
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            for task in list(self._tasks):
+                task.cancel()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.server.wait_closed(), 2)
+
+
+def tls_failure_reason(exc: BaseException) -> str:
+    """One line saying why a TLS handshake failed."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        message = exc.verify_message or ""
+        if "purpose" in message:
+            return f"the certificate is not valid for this use, e.g. no clientAuth ({message})"
+        if "expired" in message or "not yet valid" in message:
+            return f"the certificate is out of its validity period ({message})"
+        if "hostname" in message.lower() or "IP address" in message:
+            return f"the certificate does not match the server name ({message})"
+        return f"the certificate does not chain to a trusted CA ({message})"
+    if isinstance(exc, ssl.SSLError):
+        reason = exc.reason or str(exc)
+        if "PEER_DID_NOT_RETURN_A_CERTIFICATE" in reason or "CERTIFICATE_REQUIRED" in reason:
+            return "the peer presented no client certificate"
+        if "CERTIFICATE_VERIFY_FAILED" in reason or "UNKNOWN_CA" in reason:
+            return "the certificate does not chain to a trusted CA"
+        return f"TLS error ({reason})"
+    if isinstance(exc, TimeoutError):
+        return "handshake timed out"
+    return f"connection error ({exc})"
+
+
+async def open_sip(
+    owner: SipOwner,
+    host: str,
+    port: int,
+    context: ssl.SSLContext,
+    server_hostname: str | None,
+    *,
+    label: str = "",
+    timeout: float = CONNECT_TIMEOUT,
+    local_address: str | None = None,
+) -> SipProtocol:
+    """Connect over TLS; raises OSError, ssl.SSLError or TimeoutError."""
+    loop = asyncio.get_running_loop()
+    proto: SipProtocol | None = None
+
+    def factory() -> SipProtocol:
+        nonlocal proto
+        proto = SipProtocol(owner, label=label)
+        return proto
+
+    await asyncio.wait_for(
+        loop.create_connection(
+            factory,
+            host,
+            port,
+            ssl=context,
+            server_hostname=server_hostname,
+            ssl_handshake_timeout=timeout,
+            local_addr=(local_address, 0) if local_address else None,
+        ),
+        timeout,
+    )
+    assert proto is not None
+    return proto
+
+
+# ---------------------------------------------------------------------- the Access Edge
+
+
+@dataclass
+class EdgeListeners:
+    """Where the Edge listens, and with which TLS contexts (built by the service)."""
+
+    client: tuple[str, int, ssl.SSLContext] | None
+    """TLS 443 on the Access interface (server certificate only)."""
+    federation: tuple[str, int, ssl.SSLContext] | None
+    """MTLS 5061 on the Access interface."""
+    internal: tuple[str, int, ssl.SSLContext] | None
+    """MTLS 5061 on the internal interface."""
+
+
+class AccessEdge:
+    """The Access Edge's I/O: listeners, the connection table, outbound connections, timers."""
+
+    def __init__(
+        self,
+        config: EdgeConfig,
+        listeners: EdgeListeners,
+        *,
+        federation_client: ssl.SSLContext,
+        internal_client: ssl.SSLContext,
+        external_resolver: LabResolver,
+        internal_resolver: LabResolver,
+        our_hosts: Iterable[str] = (),
+    ) -> None:
+        self.config = config
+        self.proxy = EdgeProxy(config, our_hosts=our_hosts)
+        self.listener_specs = listeners
+        self.federation_client = federation_client
+        self.internal_client = internal_client
+        self.external_resolver = external_resolver
+        self.internal_resolver = internal_resolver
+        self.listeners: list[SipListener] = []
+        self.bound: dict[str, tuple[str, int]] = {}
+        self.conns: dict[int, SipProtocol] = {}
+        self._connecting: dict[str, asyncio.Future[SipProtocol]] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    @property
+    def refusals(self) -> list[str]:
+        """Every refusal (TLS and SIP) with its reason, newest last."""
+        out = list(self.proxy.refusals)
+        for listener in self.listeners:
+            out += listener.refusals
+        return out
+
+    async def start(self) -> dict[str, tuple[str, int]]:
+        for kind, side in (
+            ("client", Side.CLIENT),
+            ("federation", Side.FEDERATION),
+            ("internal", Side.INTERNAL),
+        ):
+            spec = getattr(self.listener_specs, kind)
+            if spec is None:
+                continue
+            address, port, context = spec
+            listener = SipListener(
+                ListenerSpec(
+                    address,
+                    port,
+                    context,
+                    f"access-edge/{kind}",
+                    self._accepted(side),
+                    self,
+                    self.config.max_message_bytes,
+                )
+            )
+            self.bound[kind] = await listener.start()
+            self.listeners.append(listener)
+            self.proxy.our_hosts.add(address)
+        return self.bound
+
+    async def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        for listener in self.listeners:
+            await listener.stop()
+        for proto in list(self.conns.values()):
+            proto.close()
+        for task in list(self._tasks):
+            task.cancel()
+        self.conns.clear()
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # ------------------------------------------------------------------ connections
+
+    def _accepted(self, side: Side) -> Callable[[SipProtocol], None]:
+        def register(proto: SipProtocol) -> None:
+            names = proto.peer_cert.names() if proto.peer_cert else ()
+            flow = self.proxy.flow_opened(side, proto.peer, names)
+            proto.flow_id = flow.id
+            self.conns[flow.id] = proto
+            log.info(
+                "access-edge: %s connection %d from %s (%s)",
+                side.value,
+                flow.id,
+                proto.peer[0],
+                ", ".join(names) or "no certificate",
+            )
+
+        return register
+
+    def on_close(self, proto: SipProtocol) -> None:
+        self.conns.pop(proto.flow_id, None)
+        self._run(self.proxy.flow_closed(proto.flow_id))
+
+    def _send_forward(self, proto: SipProtocol, action: Forward) -> None:
+        self.proxy.sent_on(action.branch, proto.flow_id)
+        proto.send(action.request)
+
+    def on_request(self, proto: SipProtocol, request: Request) -> None:
+        self._run(
+            self.proxy.receive_request(proto.flow_id, request, asyncio.get_running_loop().time())
+        )
+
+    def on_response(self, proto: SipProtocol, response: Response) -> None:
+        self._run(
+            self.proxy.receive_response(proto.flow_id, response, asyncio.get_running_loop().time())
+        )
+
+    # ------------------------------------------------------------------ actions
+
+    def _run(self, actions: list[Action]) -> None:
+        for action in actions:
+            if isinstance(action, Send):
+                proto = self.conns.get(action.flow_id)
+                if proto is not None:
+                    proto.send(action.message)
+            elif isinstance(action, Forward):
+                self._forward(action)
+            elif isinstance(action, VerifyPartner):
+                self._spawn(self._verify(action))
+        self._rearm()
+
+    def _forward(self, action: Forward) -> None:
+        target = action.target
+        if isinstance(target, ToFlow):
+            proto = self.conns.get(target.flow_id)
+            if proto is None:
+                self._run(
+                    self.proxy.next_hop_failed(action.branch, "connect", "the connection is gone")
+                )
+                return
+            self._send_forward(proto, action)
+            return
+        if isinstance(target, ToInternal):
+            flow = self.proxy.internal_flow()
+        else:
+            flow = self.proxy.flow_for_partner(target.partner.domain)
+        if flow is not None and flow.id in self.conns:
+            self._send_forward(self.conns[flow.id], action)
+            return
+        self._spawn(self._connect_and_send(action))
+
+    async def _connect_and_send(self, action: Forward) -> None:
+        target = action.target
+        key = "internal" if isinstance(target, ToInternal) else f"partner:{target.partner.domain}"  # type: ignore[union-attr]
+        future = self._connecting.get(key)
+        if future is None:
+            future = asyncio.get_running_loop().create_future()
+            self._connecting[key] = future
+            try:
+                if isinstance(target, ToInternal):
+                    proto = await self._open_internal()
+                else:
+                    assert isinstance(target, ToPartner)
+                    proto = await self._open_partner(target.partner)
+            except _HopFailure as failure:
+                future.set_exception(failure)
+            else:
+                future.set_result(proto)
+            finally:
+                self._connecting.pop(key, None)
+        try:
+            proto = await asyncio.shield(future)
+        except _HopFailure as failure:
+            self._run(
+                self.proxy.next_hop_failed(
+                    action.branch, failure.kind, failure.detail, failure.peer
+                )
+            )
+            return
+        self._send_forward(proto, action)
+
+    async def _open_internal(self) -> SipProtocol:
+        host = self.config.internal_next_hop
+        try:
+            addresses = await self.internal_resolver.a(host)
+        except ResolutionError as exc:
+            raise _HopFailure(
+                "connect", f"cannot resolve the internal next hop: {exc.reason}", host
+            ) from None
+        proto = await self._open(
+            addresses[0],
+            self.config.internal_next_hop_port,
+            self.internal_client,
+            host,
+            "access-edge/internal-out",
+            self._local("internal"),
+        )
+        names = proto.peer_cert.names() if proto.peer_cert else ()
+        flow = self.proxy.flow_opened(Side.INTERNAL, proto.peer, names, outbound=True)
+        proto.flow_id = flow.id
+        self.conns[flow.id] = proto
+        return proto
+
+    async def _open_partner(self, partner: Partner) -> SipProtocol:
+        if partner.proxy_fqdn is not None:
+            fqdn, port = partner.proxy_fqdn, 5061
+        else:
+            name = f"_sipfederationtls._tcp.{partner.domain}"
+            try:
+                targets = await self.external_resolver.srv(name)
+            except ResolutionError as exc:
+                raise _HopFailure("srv", f"DNS SRV {name}: {exc.reason}", None) from None
+            fqdn, port = targets[0].target, targets[0].port
+        try:
+            addresses = await self.external_resolver.a(fqdn)
+        except ResolutionError as exc:
+            raise _HopFailure("connect", f"cannot resolve {fqdn}: {exc.reason}", fqdn) from None
+        proto = await self._open(
+            addresses[0],
+            port,
+            self.federation_client,
+            fqdn,
+            "access-edge/federation-out",
+            self._local("federation"),
+        )
+        names = proto.peer_cert.names() if proto.peer_cert else ()
+        flow = self.proxy.flow_opened(
+            Side.FEDERATION, proto.peer, names, outbound=True, domains=[partner.domain]
+        )
+        proto.flow_id = flow.id
+        self.conns[flow.id] = proto
+        log.info(
+            "access-edge: federation connection %d to %s (%s:%d) for %s",
+            flow.id,
+            fqdn,
+            addresses[0],
+            port,
+            partner.domain,
+        )
+        return proto
+
+    def _local(self, kind: str) -> str | None:
+        spec = getattr(self.listener_specs, kind)
+        return str(spec[0]) if spec is not None else None
+
+    async def _open(
+        self, address: str, port: int, ctx: ssl.SSLContext, name: str, label: str, local: str | None
+    ) -> SipProtocol:
+        try:
+            return await open_sip(self, address, port, ctx, name, label=label, local_address=local)
+        except ssl.SSLCertVerificationError as exc:
+            raise _HopFailure("untrusted", f"{name}: {tls_failure_reason(exc)}", name) from None
+        except ssl.SSLError as exc:
+            raise _HopFailure("tls", f"{name}: {tls_failure_reason(exc)}", name) from None
+        except (OSError, TimeoutError) as exc:
+            detail = getattr(exc, "strerror", None) or type(exc).__name__
+            raise _HopFailure(
+                "connect", f"cannot connect to {name} ({address}:{port}): {detail}", name
+            ) from None
+
+    async def _verify(self, action: VerifyPartner) -> None:
+        name = f"_sipfederationtls._tcp.{action.domain}"
+        try:
+            fqdns = [t.target for t in await self.external_resolver.srv(name)]
+        except ResolutionError as exc:
+            log.warning("access-edge: open federation check of %s failed: %s", action.domain, exc)
+            fqdns = []
+        self._run(
+            self.proxy.partner_verified(
+                action.flow_id,
+                action.domain,
+                fqdns,
+                action.request,
+                asyncio.get_running_loop().time(),
+            )
+        )
+
+    # ------------------------------------------------------------------ timer
+
+    def _rearm(self) -> None:
+        when = self.proxy.get_timer()
+        if when == self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_at = when
+        if when is not None:
+            self._timer = asyncio.get_running_loop().call_at(when, self._fire)
+
+    def _fire(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        self._run(self.proxy.handle_timer(asyncio.get_running_loop().time()))
+
+
+class _HopFailure(Exception):
+    def __init__(self, kind: str, detail: str, peer: str | None) -> None:
+        super().__init__(detail)
+        self.kind = kind
+        self.detail = detail
+        self.peer = peer

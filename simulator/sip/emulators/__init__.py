@@ -1,0 +1,1 @@
+"""Lab emulators: the Front End, the partner Edge, the public IM provider and a user agent."""

@@ -1,0 +1,666 @@
+"""Sans-IO core of the Access Edge: routing by domain and side, federation policy, as actions.
+
+The adapter (:mod:`simulator.sip.aio`) tells the core about connections ("flows") and hands it
+validated messages; the core answers with :class:`Send`, :class:`Forward` and
+:class:`VerifyPartner` actions and never touches a socket or a clock (``now`` is an argument).
+
+What it does to a request (RFC 3261 section 16 as a stateful proxy, reliable transports only):
+
+1. Max-Forwards 0 gets 483; otherwise it is lowered by one (16.3 step 3, 16.6 step 3).
+2. ``ms-edge-proxy-message-trust`` arriving from outside is stripped; the Edge adds its own to
+   what it passes inside (as a Lync Access Edge does).
+3. Route entries that name the Edge are popped (loose routing, 16.4); an ``edgeflow`` parameter
+   in them names the client connection an in-dialog request or a request to a remote user goes to.
+4. Loop detection (16.3 step 4): the branch of every Via the Edge pushes carries a hash of the
+   Request-URI, Call-ID, CSeq number, tags and the Route entries it consumed (whether it came
+   from a remote user, and the ``edgeflow`` it was routed to); a request that comes back with a
+   Via of ours with the same hash has looped and gets 482 (a spiral, such as a remote user's
+   request to a partner that passes the Edge twice, differs in those and passes).
+5. Side and policy (Set-CsAccessEdgeConfiguration, New-CsAllowedDomain, New-CsBlockedDomain,
+   public providers): remote users (443) reach the internal next hop only; federated peers (5061)
+   must send from a domain allowed by policy whose Edge FQDN their certificate carries, and only to
+   a domain the Edge serves; the Front End (internal 5061) reaches allowed partners, public IM
+   providers or, with partner discovery, any domain found by DNS SRV. Anything else gets 403.
+6. Via with ``received``/``rport`` on the previous hop, our own Via on top, double
+   Record-Route (RFC 5658) on dialog-creating requests, ``Path`` (RFC 3327) on REGISTERs from
+   remote users so the Front End can reach them back through the same connection.
+
+Responses go back by their top Via; Timer B/F (:mod:`.transaction`) gives 408 when the next hop
+stays silent; the adapter reports next hops it could not reach with
+:meth:`EdgeProxy.next_hop_failed`,
+which answers 504 with the ``ms-diagnostics`` code a real Edge gives.
+
+Not implemented: forking, CANCEL matching (CANCEL and ACK are forwarded statelessly), UDP.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from sipmessage import Request, Response
+
+from simulator.sip.build import (
+    BRANCH_MAGIC,
+    address_domain,
+    loop_hash,
+    mark_received,
+    params,
+    pop_first,
+    pop_via,
+    prepend,
+    push_via,
+    remove_header,
+    response_for,
+    short_hash,
+    top_via,
+    uri_host,
+    uri_of,
+    uri_params,
+    via_branch,
+    via_sent_by,
+)
+from simulator.sip.transaction import TIMEOUT, ClientTransaction
+from simulator.sip.validate import known_good_via
+
+log = logging.getLogger(__name__)
+
+TRUST_HEADER = "ms-edge-proxy-message-trust"
+DIAGNOSTICS_HEADER = "ms-diagnostics"
+BRANCH_PREFIX = "z9hG4bK-es"
+
+
+class Side(Enum):
+    """Where a connection comes from, as the Edge sees it."""
+
+    CLIENT = "client"
+    """Remote users: TLS 443 on the Access interface (server certificate only)."""
+    FEDERATION = "federation"
+    """Federated partners and public IM providers: MTLS 5061 on the Access interface."""
+    INTERNAL = "internal"
+    """The Front End pool: MTLS 5061 on the internal interface."""
+
+
+@dataclass(frozen=True)
+class Diagnostic:
+    """An ``ms-diagnostics`` code as a Lync Edge reports it (MS-OCER appendix A)."""
+
+    code: int
+    reason: str
+
+
+#: The ``ms-diagnostics`` codes the Edge emits, with the status it answers and the reason text.
+DIAGNOSTICS: dict[str, tuple[int, Diagnostic]] = {
+    "srv": (504, Diagnostic(1008, "Unable to resolve DNS SRV record")),
+    "untrusted": (
+        504,
+        Diagnostic(1010, "Certificate trust with another server could not be established"),
+    ),
+    "connect": (504, Diagnostic(1046, "Failed to connect to a peer server")),
+    "tls": (
+        504,
+        Diagnostic(1047, "Failed to complete TLS negotiation with a federated peer server"),
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Partner:
+    """A domain the Edge may federate with."""
+
+    domain: str
+    proxy_fqdn: str | None = None
+    """The partner's Access Edge FQDN (ProxyFqdn); None: found by DNS SRV."""
+    kind: str = "partner"
+    """``partner`` (allowed domain), ``pic`` (public IM provider) or ``discovered``."""
+
+
+@dataclass(frozen=True)
+class Refusal:
+    reason: str
+
+
+@dataclass(frozen=True)
+class EdgeConfig:
+    """The Access Edge's settings (``[services.access-edge]``; see docs/sip.md for the keys)."""
+
+    served_domains: tuple[str, ...] = ("contoso.lab",)
+    """SIP domains of the organisation (requests to them go inside)."""
+    external_fqdn: str = "sip.contoso.lab"
+    """The Access interface's FQDN (Via, Record-Route, certificate)."""
+    internal_fqdn: str = "edge-int.contoso.lab"
+    """The internal interface's FQDN."""
+    internal_next_hop: str = "pool.contoso.lab"
+    """The Front End pool FQDN: where everything for the served domains goes."""
+    internal_next_hop_port: int = 5061
+    internal_peer_names: tuple[str, ...] = ("pool.contoso.lab",)
+    """Certificate names accepted from the internal side."""
+    allow_outside_users: bool = True
+    """Remote user access on 443 (AllowOutsideUsers)."""
+    allow_federated_users: bool = True
+    """Federation with partner domains (AllowFederatedUsers)."""
+    enable_partner_discovery: bool = False
+    """Open federation: any domain not blocked, Edge found by DNS SRV (EnablePartnerDiscovery)."""
+    enable_public_im: bool = True
+    """Federation with the public IM providers listed in :attr:`public_providers`."""
+    allowed_domains: tuple[Partner, ...] = ()
+    blocked_domains: tuple[str, ...] = ()
+    public_providers: tuple[Partner, ...] = ()
+    transaction_timeout: float = TIMEOUT
+    """Timer B/F: seconds before a silent next hop earns the caller a 408."""
+    max_message_bytes: int = 64 * 1024
+    """Messages above this get 513 and the connection closes."""
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any], **defaults: Any) -> EdgeConfig:
+        """Build from a ``[services.access-edge]`` table; unknown keys are an error."""
+        known = set(cls.__dataclass_fields__)
+        unknown = set(settings) - known
+        if unknown:
+            raise ValueError(f"unknown access-edge settings: {', '.join(sorted(unknown))}")
+        values: dict[str, Any] = dict(defaults)
+        for key, value in settings.items():
+            if key in ("allowed_domains", "public_providers"):
+                kind = "pic" if key == "public_providers" else "partner"
+                value = tuple(_partner(entry, kind) for entry in value)
+            elif key in ("served_domains", "blocked_domains", "internal_peer_names"):
+                value = tuple(str(v).lower() for v in value)
+            values[key] = value
+        return cls(**values)
+
+    def partner_for(self, domain: str) -> Partner | Refusal:
+        """Federation policy for ``domain``, in the order a Lync Edge applies it."""
+        domain = domain.lower()
+        if domain in self.blocked_domains:
+            return Refusal(f"domain {domain} is blocked")
+        for pic in self.public_providers:
+            if pic.domain == domain:
+                if not self.enable_public_im:
+                    return Refusal(f"public IM connectivity is disabled ({domain})")
+                return pic
+        if not self.allow_federated_users:
+            return Refusal("federation is disabled")
+        for partner in self.allowed_domains:
+            if partner.domain == domain:
+                return partner
+        if self.enable_partner_discovery:
+            return Partner(domain, None, "discovered")
+        return Refusal(f"domain {domain} is not an allowed partner domain")
+
+
+def _trust_value(source_type: str, fqdn: str, verified: str, network: str) -> str:
+    """The ``ms-edge-proxy-message-trust`` value the Edge adds to what it passes inside."""
+    return (
+        f"ms-source-type={source_type};ms-ep-fqdn={fqdn};"
+        f"ms-source-verified-user={verified};ms-source-network={network}"
+    )
+
+
+def _partner(entry: Any, kind: str) -> Partner:
+    if isinstance(entry, str):
+        return Partner(entry.lower(), None, kind)
+    proxy = entry.get("proxy_fqdn")
+    return Partner(str(entry["domain"]).lower(), str(proxy).lower() if proxy else None, kind)
+
+
+@dataclass
+class Flow:
+    """What the core knows of one connection."""
+
+    id: int
+    side: Side
+    peer: tuple[str, int]
+    names: tuple[str, ...] = ()
+    """Names in the peer's verified certificate (empty without one)."""
+    outbound: bool = False
+    domains: set[str] = field(default_factory=set)
+    """Federation: the partner domains this connection is authenticated for."""
+    user: str | None = None
+    """Client flows: the address-of-record that registered through this connection."""
+
+    def matches(self, fqdn: str) -> bool:
+        fqdn = fqdn.lower()
+        return any(
+            n == fqdn or (n.startswith("*.") and fqdn.split(".", 1)[-1] == n[2:])
+            for n in self.names
+        )
+
+
+@dataclass(frozen=True)
+class ToFlow:
+    flow_id: int
+
+
+@dataclass(frozen=True)
+class ToInternal:
+    pass
+
+
+@dataclass(frozen=True)
+class ToPartner:
+    partner: Partner
+
+
+Target = ToFlow | ToInternal | ToPartner
+
+
+@dataclass(frozen=True)
+class Send:
+    """Write ``message`` on flow ``flow_id``."""
+
+    flow_id: int
+    message: Request | Response
+
+
+@dataclass(frozen=True)
+class Forward:
+    """Send ``request`` to ``target`` (connecting first if no connection is there)."""
+
+    target: Target
+    request: Request
+    branch: str
+
+
+@dataclass(frozen=True)
+class VerifyPartner:
+    """Open federation: check by DNS SRV that flow ``flow_id`` may speak for ``domain``.
+
+    Answer with :meth:`EdgeProxy.partner_verified`, which handles ``request`` again.
+    """
+
+    flow_id: int
+    domain: str
+    request: Request
+
+
+Action = Send | Forward | VerifyPartner
+
+
+@dataclass
+class _Pending:
+    client: ClientTransaction
+    upstream: int
+    request: Request
+    downstream: int | None = None
+    """The flow the request left on (once the adapter has sent it)."""
+
+
+class EdgeProxy:
+    """The Access Edge's routing and policy."""
+
+    def __init__(self, config: EdgeConfig, *, our_hosts: Iterable[str] = ()) -> None:
+        self.config = config
+        self.our_hosts = {config.external_fqdn.lower(), config.internal_fqdn.lower(), *our_hosts}
+        self.flows: dict[int, Flow] = {}
+        self._ids = itertools.count(1)
+        self._seq = itertools.count(1)
+        self._pending: dict[str, _Pending] = {}
+        self._timers: list[tuple[float, str]] = []
+        self.refusals: list[str] = []
+        """Every refusal's reason, newest last (bounded), besides the log."""
+
+    # ------------------------------------------------------------------ flows
+
+    def flow_opened(
+        self,
+        side: Side,
+        peer: tuple[str, int],
+        names: Iterable[str] = (),
+        *,
+        outbound: bool = False,
+        domains: Iterable[str] = (),
+    ) -> Flow:
+        flow = Flow(
+            next(self._ids), side, peer, tuple(n.lower() for n in names), outbound, set(domains)
+        )
+        if side is Side.FEDERATION and not outbound:
+            for partner in (*self.config.allowed_domains, *self.config.public_providers):
+                if partner.proxy_fqdn and flow.matches(partner.proxy_fqdn):
+                    flow.domains.add(partner.domain)
+        self.flows[flow.id] = flow
+        return flow
+
+    def flow_closed(self, flow_id: int) -> list[Action]:
+        """Forget a connection; requests still waiting on it get 503 (RFC 3261 16.9)."""
+        self.flows.pop(flow_id, None)
+        actions: list[Action] = []
+        for branch, pending in list(self._pending.items()):
+            if pending.upstream == flow_id:
+                del self._pending[branch]  # nobody left to answer
+            elif pending.downstream == flow_id:
+                del self._pending[branch]
+                log.warning("next hop closed the connection: 503 for %s", pending.request.method)
+                warning = f'399 {self.config.external_fqdn} "Next hop closed the connection"'
+                response = response_for(pending.request, 503, headers=[("Warning", warning)])
+                pop_via(response)
+                actions.append(Send(pending.upstream, response))
+        return actions
+
+    def sent_on(self, branch: str, flow_id: int) -> None:
+        """The adapter sent the request of ``branch`` on ``flow_id``."""
+        pending = self._pending.get(branch)
+        if pending is not None:
+            pending.downstream = flow_id
+
+    def flow_for_partner(self, domain: str) -> Flow | None:
+        """An open federation connection (either direction) that speaks for ``domain``."""
+        for flow in self.flows.values():
+            if flow.side is Side.FEDERATION and domain in flow.domains:
+                return flow
+        return None
+
+    def internal_flow(self) -> Flow | None:
+        for flow in self.flows.values():
+            if flow.side is Side.INTERNAL and self._internal_ok(flow):
+                return flow
+        return None
+
+    def _internal_ok(self, flow: Flow) -> bool:
+        return any(flow.matches(name) for name in self.config.internal_peer_names)
+
+    # ------------------------------------------------------------------ helpers
+
+    def _refuse(self, flow: Flow, request: Request, code: int, reason: str) -> list[Action]:
+        text = (
+            f"{request.method} from {flow.side.value} flow {flow.id} ({flow.peer[0]}): "
+            f"{code} {reason}"
+        )
+        log.warning("refused %s", text)
+        self.refusals.append(text)
+        del self.refusals[:-100]
+        if request.method == "ACK":
+            return []
+        warning = f'399 {self.config.external_fqdn} "{reason}"'
+        return [Send(flow.id, response_for(request, code, headers=[("Warning", warning)]))]
+
+    def _diagnostic_response(
+        self, request: Request, kind: str, detail: str, peer: str | None
+    ) -> Response:
+        code, diag = DIAGNOSTICS[kind]
+        value = f'{diag.code};reason="{diag.reason}";source="{self.config.external_fqdn}"'
+        if peer:
+            value += f';PeerServer="{peer}"'
+        headers = [
+            (DIAGNOSTICS_HEADER, value),
+            ("Warning", f'399 {self.config.external_fqdn} "{detail}"'),
+        ]
+        return response_for(request, code, headers=headers)
+
+    def _is_ours(self, uri: str) -> bool:
+        return uri_host(uri) in self.our_hosts
+
+    def _sent_by(self, side: Side) -> str:
+        if side is Side.INTERNAL:
+            return f"{self.config.internal_fqdn}:5061"
+        return f"{self.config.external_fqdn}:5061"
+
+    # ------------------------------------------------------------------ requests
+
+    def receive_request(self, flow_id: int, request: Request, now: float) -> list[Action]:
+        """Route one validated request that arrived on ``flow_id``."""
+        flow = self.flows.get(flow_id)
+        if flow is None:
+            return []
+        headers = request.headers
+        method = request.method
+
+        # 1. Max-Forwards (RFC 3261 16.3 step 3)
+        mf_text = headers.get("Max-Forwards")
+        max_forwards = int(mf_text) if mf_text is not None else 70
+        if max_forwards <= 0:
+            return self._refuse(flow, request, 483, "Too Many Hops")
+
+        # 2. the trust header is the Edge's to set: never believe one from outside
+        if flow.side is not Side.INTERNAL and remove_header(request, TRUST_HEADER):
+            log.info("stripped %s from %s flow %d", TRUST_HEADER, flow.side.value, flow.id)
+
+        # 3. Route entries naming the Edge (loose routing, 16.4)
+        edgeflow: int | None = None
+        while True:
+            routes = headers.getlist("Route")
+            if not routes:
+                break
+            first = uri_of(routes[0].split(",", 1)[0])
+            if not self._is_ours(first):
+                break
+            pop_first(request, "Route")
+            value = uri_params(first).get("edgeflow")
+            if value and value.isdigit():
+                edgeflow = int(value)
+
+        # 4. loop detection (16.3 step 4)
+        lhash = loop_hash(request, f"{flow.side is Side.CLIENT}|{edgeflow}")
+        marker = f"{BRANCH_PREFIX}{lhash}-"
+        for value in headers.getlist("Via"):
+            if marker not in value:
+                continue
+            for via in value.split(","):
+                branch = via_branch(via) or ""
+                if branch.startswith(marker) and via_sent_by(via) in (
+                    self._sent_by(Side.INTERNAL),
+                    self._sent_by(Side.FEDERATION),
+                ):
+                    return self._refuse(flow, request, 482, "Loop Detected")
+
+        # 5. OPTIONS to the Edge itself
+        if method == "OPTIONS" and request.uri.host.lower() in self.our_hosts and edgeflow is None:
+            allow = (
+                "INVITE, ACK, CANCEL, BYE, OPTIONS, MESSAGE, SUBSCRIBE, NOTIFY, REGISTER, SERVICE"
+            )
+            return [
+                Send(
+                    flow.id,
+                    response_for(
+                        request, 200, headers=[("Allow", allow), ("Accept", "application/sdp")]
+                    ),
+                )
+            ]
+
+        # 6. side and policy
+        cfg = self.config
+        from_domain = address_domain(headers["From"])
+        target_domain = request.uri.host.lower()
+        target: Target
+        trust: str | None = None
+        if flow.side is Side.CLIENT:
+            if not cfg.allow_outside_users:
+                return self._refuse(flow, request, 403, "Remote user access is disabled")
+            if from_domain not in cfg.served_domains:
+                return self._refuse(
+                    flow, request, 403, f"From domain {from_domain} is not served here"
+                )
+            target = ToInternal()
+            sender = uri_of(headers["From"]).split(";", 1)[0]
+            verified = "verified" if flow.user == sender else "unverified"
+            trust = _trust_value("AuthorizedUser", cfg.external_fqdn, verified, "edgeproxy")
+            if method == "REGISTER":
+                prepend(
+                    request,
+                    "Path",
+                    f"<sip:{cfg.internal_fqdn}:5061;transport=tls;lr;edgeflow={flow.id}>",
+                )
+        elif flow.side is Side.FEDERATION:
+            if from_domain in cfg.served_domains:
+                return self._refuse(
+                    flow, request, 403, f"A federated peer cannot send as {from_domain}"
+                )
+            decision = cfg.partner_for(from_domain)
+            if isinstance(decision, Refusal):
+                return self._refuse(flow, request, 403, decision.reason)
+            if from_domain not in flow.domains:
+                if decision.proxy_fqdn is not None:
+                    if not flow.matches(decision.proxy_fqdn):
+                        return self._refuse(
+                            flow,
+                            request,
+                            403,
+                            f"Peer certificate does not match the Edge FQDN of {from_domain} "
+                            f"({decision.proxy_fqdn})",
+                        )
+                    flow.domains.add(from_domain)
+                else:
+                    return [VerifyPartner(flow.id, from_domain, request)]
+            if target_domain not in cfg.served_domains and target_domain not in self.our_hosts:
+                return self._refuse(
+                    flow, request, 403, f"Domain {target_domain} is not served here"
+                )
+            target = ToInternal()
+            source_type = "PublicCloudPartner" if decision.kind == "pic" else "DirectPartner"
+            network = "publiccloud" if decision.kind == "pic" else "federation"
+            trust = _trust_value(source_type, cfg.external_fqdn, "verified", network)
+        else:  # INTERNAL
+            if not self._internal_ok(flow):
+                return self._refuse(flow, request, 403, "Peer is not the internal next hop")
+            if edgeflow is not None:
+                if edgeflow not in self.flows or self.flows[edgeflow].side is Side.INTERNAL:
+                    return self._refuse(
+                        flow, request, 480, "The remote user is no longer connected"
+                    )
+                target = ToFlow(edgeflow)
+            elif target_domain in cfg.served_domains:
+                return self._refuse(flow, request, 480, f"No route to {target_domain} user outside")
+            else:
+                decision = cfg.partner_for(target_domain)
+                if isinstance(decision, Refusal):
+                    return self._refuse(flow, request, 403, decision.reason)
+                target = ToPartner(decision)
+
+        # 7. forward
+        if trust is not None:
+            headers.add(TRUST_HEADER, trust)
+        headers.set("Max-Forwards", str(max_forwards - 1))
+        their_branch = via_branch(top_via(request)) or ""
+        mark_received(request, flow.peer[0], flow.peer[1])
+        out_side = Side.INTERNAL if isinstance(target, ToInternal) else Side.FEDERATION
+        # RFC 3261 16.11: the branch follows from the one received, so a CANCEL (and the ACK
+        # of a failure) leaves with the branch of the INVITE it belongs to.
+        if their_branch.startswith(BRANCH_MAGIC):
+            tail = short_hash(their_branch)
+        else:
+            tail = f"n{next(self._seq):x}"
+        branch = f"{marker}{flow.id}-{tail}"
+        known_good_via(headers.getlist("Via")[0])  # validated on the way in, then extended
+        our_via = f"SIP/2.0/TLS {self._sent_by(out_side)};branch={branch}"
+        known_good_via(our_via)
+        push_via(request, our_via)
+        if method in ("INVITE", "SUBSCRIBE"):
+            client_flow = (
+                flow.id
+                if flow.side is Side.CLIENT
+                else (target.flow_id if isinstance(target, ToFlow) else None)
+            )
+            tail = f";edgeflow={client_flow}" if client_flow is not None else ""
+            ext_port = 443 if client_flow is not None else 5061
+            inner = f"<sip:{cfg.internal_fqdn}:5061;transport=tls;lr{tail}>"
+            outer = f"<sip:{cfg.external_fqdn}:{ext_port};transport=tls;lr{tail}>"
+            # RFC 5658 double Record-Route: the entry facing the next hop goes on top
+            first, second = (inner, outer) if out_side is Side.INTERNAL else (outer, inner)
+            prepend(request, "Record-Route", second)
+            prepend(request, "Record-Route", first)
+        if method not in ("ACK", "CANCEL"):
+            client = ClientTransaction(method, now, timeout=cfg.transaction_timeout)
+            self._pending[branch] = _Pending(client, flow.id, request)
+            deadline = client.get_timer()
+            if deadline is not None:
+                heapq.heappush(self._timers, (deadline, branch))
+        return [Forward(target, request, branch)]
+
+    def partner_verified(
+        self, flow_id: int, domain: str, edge_fqdns: Iterable[str], request: Request, now: float
+    ) -> list[Action]:
+        """Open federation: ``edge_fqdns`` are the SRV targets found for ``domain`` (or none)."""
+        flow = self.flows.get(flow_id)
+        if flow is None:
+            return []
+        fqdns = list(edge_fqdns)
+        if any(flow.matches(f) for f in fqdns):
+            flow.domains.add(domain)
+            return self.receive_request(flow_id, request, now)
+        if not fqdns:
+            return self._refuse(
+                flow, request, 403, f"No DNS SRV record for {domain}: cannot verify the peer"
+            )
+        return self._refuse(
+            flow, request, 403, f"Peer certificate does not match the DNS SRV target of {domain}"
+        )
+
+    # ------------------------------------------------------------------ responses
+
+    def receive_response(self, flow_id: int, response: Response, now: float) -> list[Action]:
+        """Route a response back by its top Via (RFC 3261 16.7)."""
+        via = top_via(response)
+        branch = params(via).get("branch") or ""
+        if not branch.startswith(BRANCH_PREFIX):
+            log.info("dropped a response whose top Via is not ours (flow %d)", flow_id)
+            return []
+        pop_via(response)
+        if not response.headers.getlist("Via"):
+            return []
+        pending = self._pending.get(branch)
+        cseq_method = (response.headers.get("CSeq") or " ").split()[-1]
+        if pending is not None and cseq_method != pending.request.method:
+            upstream = pending.upstream  # the answer to a CANCEL of that INVITE
+        elif pending is not None:
+            pending.client.receive_response(response.code)
+            if pending.client.terminated:
+                del self._pending[branch]
+            upstream = pending.upstream
+        else:
+            try:
+                upstream = int(branch[len(BRANCH_PREFIX) :].split("-")[1])
+            except (IndexError, ValueError):
+                return []
+        up = self.flows.get(upstream)
+        if up is None:
+            return []
+        if (
+            up.side is Side.CLIENT
+            and 200 <= response.code < 300
+            and (response.headers.get("CSeq") or "").endswith("REGISTER")
+        ):
+            up.user = uri_of(response.headers["To"]).split(";", 1)[0]
+        return [Send(upstream, response)]
+
+    # ------------------------------------------------------------------ failures and timers
+
+    def next_hop_failed(
+        self, branch: str, kind: str, detail: str, peer: str | None = None
+    ) -> list[Action]:
+        """The adapter could not reach the next hop: ``kind`` is a key of :data:`DIAGNOSTICS`."""
+        pending = self._pending.pop(branch, None)
+        if pending is None:
+            return []
+        log.warning("next hop failed for %s: %s", pending.request.method, detail)
+        self.refusals.append(f"{pending.request.method}: {detail}")
+        response = self._diagnostic_response(pending.request, kind, detail, peer)
+        pop_via(response)
+        return [Send(pending.upstream, response)]
+
+    def get_timer(self) -> float | None:
+        while self._timers and self._timers[0][1] not in self._pending:
+            heapq.heappop(self._timers)
+        return self._timers[0][0] if self._timers else None
+
+    def handle_timer(self, now: float) -> list[Action]:
+        """408 to the caller of every request whose next hop stayed silent (Timer B/F)."""
+        actions: list[Action] = []
+        while self._timers and self._timers[0][0] <= now:
+            _, branch = heapq.heappop(self._timers)
+            pending = self._pending.get(branch)
+            if pending is None or not pending.client.handle_timer(now):
+                continue
+            del self._pending[branch]
+            log.warning("next hop silent for %s (branch %s): 408", pending.request.method, branch)
+            response = response_for(
+                pending.request,
+                408,
+                headers=[("Warning", f'399 {self.config.external_fqdn} "Next hop did not answer"')],
+            )
+            pop_via(response)
+            actions.append(Send(pending.upstream, response))
+        return actions
