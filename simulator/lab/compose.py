@@ -174,8 +174,18 @@ def render_compose(topology: Topology, topology_path: Path | None = None) -> str
         out.append("")
     for host in topology.hosts:
         command = [
-            "edgesim", *topo_args, "lab", "serve", "--host", host.id, "--runner", "compose",
-            "--certs", CERTS, "--ready-file", READY,
+            "edgesim",
+            *topo_args,
+            "lab",
+            "serve",
+            "--host",
+            host.id,
+            "--runner",
+            "compose",
+            "--certs",
+            CERTS,
+            "--ready-file",
+            READY,
         ]
         out += [f"  {host.id}:", "    <<: *lab-node", f"    hostname: {host.id}"]
         out += ["    sysctls:", f'      net.ipv4.ip_local_port_range: "{eph_low} {eph_high}"']
@@ -251,9 +261,11 @@ class ComposeLab:
             raise LabError(f"docker compose ps failed: {done.stderr.strip()}")
         states: dict[str, str] = {}
         text = done.stdout.strip()
-        items = json.loads(text) if text.startswith("[") else [
-            json.loads(line) for line in text.splitlines() if line.strip()
-        ]
+        items = (
+            json.loads(text)
+            if text.startswith("[")
+            else [json.loads(line) for line in text.splitlines() if line.strip()]
+        )
         for item in items:
             health = item.get("Health") or ""
             states[item["Service"]] = f"{item['State']}{f' ({health})' if health else ''}"
@@ -295,8 +307,20 @@ class ComposeLab:
 
     def check_host(self, host: str, timeout: float = 30.0) -> list[dict[str, object]]:
         done = self._run(
-            [*compose_exec(host), "edgesim", "lab", "check-host", "--host", host,
-             "--runner", "compose", "--certs", CERTS, "--ready-file", READY],
+            [
+                *compose_exec(host),
+                "edgesim",
+                "lab",
+                "check-host",
+                "--host",
+                host,
+                "--runner",
+                "compose",
+                "--certs",
+                CERTS,
+                "--ready-file",
+                READY,
+            ],
             timeout=timeout,
         )
         if done.returncode != 0:

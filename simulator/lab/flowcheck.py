@@ -308,10 +308,22 @@ def check_flows(
     try:
         for host, specs in by_dst.items():
             proc = subprocess.Popen(
-                [*exec_in(host), python, "-m", "simulator.lab.flowcheck", "listen",
-                 "--lifetime", str(LISTENER_LIFETIME), *sorted(map(str, specs))],
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-                text=True, env=env, start_new_session=True,
+                [
+                    *exec_in(host),
+                    python,
+                    "-m",
+                    "simulator.lab.flowcheck",
+                    "listen",
+                    "--lifetime",
+                    str(LISTENER_LIFETIME),
+                    *sorted(map(str, specs)),
+                ],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                stdin=subprocess.DEVNULL,
+                text=True,
+                env=env,
+                start_new_session=True,
             )
             listeners.append((host, proc))
         for host, proc in listeners:
@@ -321,10 +333,21 @@ def check_flows(
             by_src.setdefault(mf.source_host, []).append(mf)
         probers = {
             host: subprocess.Popen(
-                [*exec_in(host), python, "-m", "simulator.lab.flowcheck",
-                 "probe", "--timeout", str(timeout), *(str(mf.flow) for mf in items)],
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-                text=True, env=env,
+                [
+                    *exec_in(host),
+                    python,
+                    "-m",
+                    "simulator.lab.flowcheck",
+                    "probe",
+                    "--timeout",
+                    str(timeout),
+                    *(str(mf.flow) for mf in items),
+                ],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                stdin=subprocess.DEVNULL,
+                text=True,
+                env=env,
             )
             for host, items in by_src.items()
         }
@@ -345,8 +368,12 @@ def check_flows(
         for host, proc in listeners:
             # The listener may run in a container: stop it by its own pid there.
             if host in pids:
-                subprocess.run([*exec_in(host), "kill", pids[host]], capture_output=True,
-                               timeout=STOP_TIMEOUT + 10, env=env)
+                subprocess.run(
+                    [*exec_in(host), "kill", pids[host]],
+                    capture_output=True,
+                    timeout=STOP_TIMEOUT + 10,
+                    env=env,
+                )
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGTERM)
             with contextlib.suppress(subprocess.TimeoutExpired):
@@ -372,8 +399,12 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p_listen = sub.add_parser("listen", help="echo on every FLOW's address and port")
     p_listen.add_argument("flows", nargs="+", metavar="FLOW")
-    p_listen.add_argument("--lifetime", type=float, default=LISTENER_LIFETIME,
-                          help="exit after this many seconds at the latest")
+    p_listen.add_argument(
+        "--lifetime",
+        type=float,
+        default=LISTENER_LIFETIME,
+        help="exit after this many seconds at the latest",
+    )
     p_probe = sub.add_parser("probe", help="try every FLOW, print one JSON line per flow")
     p_probe.add_argument("flows", nargs="+", metavar="FLOW")
     p_probe.add_argument("--timeout", type=float, default=2.0)

@@ -76,6 +76,9 @@ class ServiceContext:
     """``local``, ``netns`` or ``compose``: decides the addresses."""
     settings: dict[str, object] = field(default_factory=dict)
     """Service settings (federation policy, credentials ...), from the lab configuration."""
+    neighbours: dict[str, Service] = field(default_factory=dict)
+    """The services already started on the same host, by name (one dict per host): how the
+    Front End's XMPP gateway finds the Front End it bridges to, in every runner."""
 
     def address(self, iface: Interface | str) -> str:
         """The address this runner uses for an interface (``iface`` may be ``host:id`` or an id)."""

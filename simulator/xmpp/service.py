@@ -604,10 +604,31 @@ class XmppGatewayService:
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> list[BoundListener]:
+        self._attach_front_end()
         self._task = asyncio.create_task(self._keep_connected(), name="xmpp-gateway")
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.connected.wait(), 5.0)
         return []
+
+    def _attach_front_end(self) -> None:
+        """Bridge to the SIP Front End on this host (started before us: see ``services``)."""
+        server = getattr(self.ctx.neighbours.get("front-end"), "server", None)
+        if server is None:
+            log.warning(
+                "%s: no SIP Front End on this host; XMPP messages are recorded, not delivered",
+                self.ctx.host.id,
+            )
+            return
+        from simulator.sip.emulators.xmpp_bridge import attach
+
+        configured = self.ctx.settings.get("xmpp_domains")
+        domains = (
+            [str(d) for d in configured]
+            if isinstance(configured, list)
+            else [h.domain for h in self.ctx.topology.hosts_with_role("xmpp-partner") if h.domain]
+        )
+        attach(server, self.gateway, domains)
+        log.info("%s: XMPP gateway bridged to the Front End for %s", self.ctx.host.id, domains)
 
     async def _keep_connected(self) -> None:
         while True:

@@ -93,6 +93,7 @@ class LocalLab:
         for host in self.topology.hosts:
             if self.only_hosts is not None and host.id not in self.only_hosts:
                 continue
+            neighbours: dict[str, Service] = {}
             for name in host.services:
                 factory = load_service(name)
                 if factory is None:
@@ -102,7 +103,9 @@ class LocalLab:
                     )
                     continue
                 settings = {**self.topology.settings.get(name, {}), **self.settings.get(name, {})}
-                ctx = ServiceContext(self.topology, host, name, self.pki, self.runner, settings)
+                ctx = ServiceContext(
+                    self.topology, host, name, self.pki, self.runner, settings, neighbours
+                )
                 service = factory(ctx)
                 try:
                     bound = await service.start()
@@ -116,6 +119,7 @@ class LocalLab:
                     raise
                 log.info("%s: %s listening on %s", host.id, name, ", ".join(map(str, bound)))
                 self.statuses.append(ServiceStatus(host.id, name, "running", "", bound, service))
+                neighbours[name] = service
         return self.statuses
 
     async def _check_one(self, status: ServiceStatus, bound: BoundListener) -> ListenerCheck:

@@ -151,10 +151,14 @@ class NetnsLab:
         if fw.id in self.rules_override:
             return Path(self.rules_override[fw.id])
         relative = Path(fw.rules)
-        candidates = [relative] if relative.is_absolute() else [
-            Path.cwd() / relative,
-            Path(simulator.__file__).resolve().parent.parent / relative,
-        ]
+        candidates = (
+            [relative]
+            if relative.is_absolute()
+            else [
+                Path.cwd() / relative,
+                Path(simulator.__file__).resolve().parent.parent / relative,
+            ]
+        )
         for candidate in candidates:
             if candidate.is_file():
                 return candidate
@@ -199,12 +203,36 @@ class NetnsLab:
                 outer = f"n{index}i{j}"
                 inner = link_name(iface)
                 prefix = self.topology.zone(iface.zone).subnet.prefixlen
-                run([
-                    "ip", "-n", SWITCH, "link", "add", outer, "type", "veth",
-                    "peer", "name", inner, "netns", ns,
-                ])
-                run(["ip", "-n", SWITCH, "link", "set", outer, "master",
-                     self._zone_bridge(iface.zone), "up"])
+                run(
+                    [
+                        "ip",
+                        "-n",
+                        SWITCH,
+                        "link",
+                        "add",
+                        outer,
+                        "type",
+                        "veth",
+                        "peer",
+                        "name",
+                        inner,
+                        "netns",
+                        ns,
+                    ]
+                )
+                run(
+                    [
+                        "ip",
+                        "-n",
+                        SWITCH,
+                        "link",
+                        "set",
+                        outer,
+                        "master",
+                        self._zone_bridge(iface.zone),
+                        "up",
+                    ]
+                )
                 run(["ip", "-n", ns, "addr", "add", f"{iface.address}/{prefix}", "dev", inner])
                 run(["ip", "-n", ns, "link", "set", inner, "up"])
             if kind == "firewall":
@@ -254,13 +282,31 @@ class NetnsLab:
             with open(log_file, "wb") as out:
                 proc = subprocess.Popen(
                     [
-                        "ip", "netns", "exec", ns_name(host.id),
-                        self.python, "-m", "simulator", "--topology", str(self.topology.path),
-                        "lab", "serve", "--host", host.id, "--runner", self.runner,
-                        "--certs", str(self.certs_dir), "--ready-file", str(ready),
+                        "ip",
+                        "netns",
+                        "exec",
+                        ns_name(host.id),
+                        self.python,
+                        "-m",
+                        "simulator",
+                        "--topology",
+                        str(self.topology.path),
+                        "lab",
+                        "serve",
+                        "--host",
+                        host.id,
+                        "--runner",
+                        self.runner,
+                        "--certs",
+                        str(self.certs_dir),
+                        "--ready-file",
+                        str(ready),
                     ],
-                    stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                    env=_package_env(), start_new_session=True,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    env=_package_env(),
+                    start_new_session=True,
                 )
             hp = HostProcess(host.id, proc.pid, ready, log_file)
             (self.state_dir / f"{host.id}.pid").write_text(f"{proc.pid}\n")
@@ -374,10 +420,25 @@ class NetnsLab:
                 return []
         out = run(
             [
-                "ip", "netns", "exec", ns_name(host), self.python, "-m", "simulator",
-                "--topology", str(self.topology.path), "lab", "check-host", "--host", host,
-                "--runner", self.runner, "--certs", str(self.certs_dir),
-                "--ready-file", str(ready),
+                "ip",
+                "netns",
+                "exec",
+                ns_name(host),
+                self.python,
+                "-m",
+                "simulator",
+                "--topology",
+                str(self.topology.path),
+                "lab",
+                "check-host",
+                "--host",
+                host,
+                "--runner",
+                self.runner,
+                "--certs",
+                str(self.certs_dir),
+                "--ready-file",
+                str(ready),
             ],
             timeout=timeout,
         )
@@ -425,6 +486,9 @@ def check_flows(
 ) -> list[FlowResult]:
     """Every flow tried across the netns lab (see :func:`simulator.lab.flowcheck.check_flows`)."""
     return flowcheck.check_flows(
-        flows, lambda host: ["ip", "netns", "exec", ns_name(host)],
-        timeout=timeout, python=python, env=_package_env(),
+        flows,
+        lambda host: ["ip", "netns", "exec", ns_name(host)],
+        timeout=timeout,
+        python=python,
+        env=_package_env(),
     )

@@ -51,6 +51,7 @@ from simulator.sip.build import (
     top_via,
     uri_host,
     uri_of,
+    uri_user,
 )
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,8 @@ NOT_FOUND = '4005;reason="Destination URI either not enabled for SIP or does not
 MAX_EXPIRES = 3600
 
 ServiceHandler = Callable[[Request], "Response | Awaitable[Response]"]
+GatewayHandler = Callable[[str, str, str], Awaitable[None]]
+"""(from SIP URI, to address user@domain, text): hand a MESSAGE to another network."""
 
 
 @dataclass
@@ -125,6 +128,9 @@ class DomainServer:
         self.subscriptions: dict[str, list[Subscription]] = {}
         self.nonces: set[str] = set()
         self.service_handlers: dict[str, ServiceHandler] = {}
+        self.gateways: dict[str, GatewayHandler] = {}
+        """Domain -> handler for MESSAGEs to that domain (the XMPP gateway: Lync routes IM to
+        XMPP partners through it, not through SIP federation)."""
         """Content-Type -> handler for SERVICE requests (e.g. MRAS credentials)."""
         self.received: list[Request] = []
         """Requests handled by the server itself (for tests), newest last, bounded."""
@@ -200,6 +206,9 @@ class DomainServer:
                     )
                 ],
             )
+            return
+        if method == "MESSAGE" and host in self.gateways:
+            self._spawn(self._to_gateway(proto, request, self.gateways[host]))
             return
         if (
             local
@@ -304,6 +313,46 @@ class DomainServer:
             result = await result
         assert isinstance(result, Response)
         proto.send(result)
+
+    async def _to_gateway(
+        self, proto: SipProtocol, request: Request, handler: GatewayHandler
+    ) -> None:
+        from_uri = uri_of(request.headers.get("From") or "")
+        to_address = f"{request.uri.user}@{request.uri.host}"
+        try:
+            await handler(from_uri, to_address, request.body.decode("utf-8", "replace"))
+        except ConnectionError as exc:
+            self._answer(proto, request, 503, f"XMPP gateway unavailable: {exc}")
+            return
+        except Exception:
+            log.exception("XMPP gateway handler failed")
+            self._answer(proto, request, 500, "XMPP gateway failed")
+            return
+        self._answer(proto, request, 200)
+
+    def deliver_message(self, from_uri: str, to_uri: str, text: str) -> None:
+        """Originate a MESSAGE from ``from_uri`` (e.g. an XMPP user) to a local user.
+
+        Raises :class:`LookupError` when the user is unknown or has no live registration.
+        """
+        user = uri_user(to_uri) or ""
+        aor = f"sip:{user}@{self.config.domain}"
+        if user not in self.config.users:
+            raise LookupError(f"{to_uri} is not a user of {self.config.domain}")
+        if not self.live_bindings(aor):
+            raise LookupError(f"{to_uri} is not registered")
+        body = text.encode()
+        request = Request("MESSAGE", _uri(aor), body)
+        h = request.headers
+        h.add("Via", f"SIP/2.0/TLS {self.config.fqdn}:5061;branch={new_branch('-uac')}")
+        h.add("Max-Forwards", "70")
+        h.add("From", f"<{from_uri}>;tag={new_tag()}")
+        h.add("To", f"<{aor}>")
+        h.add("Call-ID", f"{new_tag()}@{self.config.fqdn}")
+        h.add("CSeq", "1 MESSAGE")
+        h.add("Content-Type", "text/plain; charset=utf-8")
+        h.add("Content-Length", str(len(body)))
+        self._route_out(request, None)
 
     # ------------------------------------------------------------------ presence
 
