@@ -151,7 +151,7 @@ def probe(
     builder = JobBuilder(
         topology,
         pki,
-        addresses="lab" if runner == "here" else "loopback",
+        addresses="loopback" if runner == "local" else "lab",
         timeout=timeout,
         source_ref=source_ref,
     )

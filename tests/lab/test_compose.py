@@ -3,9 +3,11 @@ Docker lab routes every matrix row through the firewall containers as the rules 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -58,7 +60,11 @@ def compose(
     env = dict(os.environ, EDGESIM_IMAGE=IMAGE)
     done = subprocess.run(
         ["docker", "compose", "-p", PROJECT, "-f", str(COMPOSE_FILE), *args],
-        capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=ROOT,
     )
     if check:
         assert done.returncode == 0, f"docker compose {' '.join(args)}: {done.stderr[-2000:]}"
@@ -79,19 +85,30 @@ def project_resources() -> dict[str, list[str]]:
     for kind in ("container", "network"):
         out = subprocess.run(
             ["docker", kind, "ls", "--all", "--quiet", "--filter", label]
-            if kind == "container" else ["docker", kind, "ls", "--quiet", "--filter", label],
-            capture_output=True, text=True, timeout=60, check=True,
+            if kind == "container"
+            else ["docker", kind, "ls", "--quiet", "--filter", label],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
         ).stdout
         found[kind] = out.split()
     return found
 
 
 def _base_image() -> str | None:
-    for candidate in (os.environ.get("EDGESIM_BASE_IMAGE"), "edgesim-base:bookworm",
-                      "python:3.11-slim"):
-        if candidate and subprocess.run(
-            ["docker", "image", "inspect", candidate], capture_output=True
-        ).returncode == 0:
+    for candidate in (
+        os.environ.get("EDGESIM_BASE_IMAGE"),
+        "edgesim-base:bookworm",
+        "python:3.11-slim",
+    ):
+        if (
+            candidate
+            and subprocess.run(
+                ["docker", "image", "inspect", candidate], capture_output=True
+            ).returncode
+            == 0
+        ):
             return candidate
     return None
 
@@ -104,24 +121,40 @@ def compose_lab(topology: Topology) -> Iterator[None]:
     if subprocess.run(["docker", "info"], capture_output=True, timeout=60).returncode != 0:
         pytest.skip("no Docker engine answers (scripts/setup-docker.sh starts one)")
     running = subprocess.run(
-        ["docker", "network", "ls", "--quiet", "--filter",
-         "label=com.docker.compose.project=edgesim"],
-        capture_output=True, text=True, timeout=60,
+        [
+            "docker",
+            "network",
+            "ls",
+            "--quiet",
+            "--filter",
+            "label=com.docker.compose.project=edgesim",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     ).stdout.split()
     if running:
         pytest.skip("the edgesim compose lab is up (its subnets are taken); `docker compose down`")
     base = _base_image()
     if base is None and shutil.which("debootstrap") and os.geteuid() == 0:
         # A fresh machine without a registry: make the local base image (1-3 minutes, once).
-        made = subprocess.run(["bash", "scripts/make-base-image.sh"], capture_output=True,
-                              text=True, timeout=900, cwd=ROOT)
+        made = subprocess.run(
+            ["bash", "scripts/make-base-image.sh"],
+            capture_output=True,
+            text=True,
+            timeout=900,
+            cwd=ROOT,
+        )
         assert made.returncode == 0, made.stderr[-2000:]
         base = _base_image()
     if base is None:
         pytest.skip("no base image: scripts/make-base-image.sh (or docker pull python:3.11-slim)")
     build = subprocess.run(
         ["bash", "scripts/build-image.sh", "--base", base, "--tag", IMAGE],
-        capture_output=True, text=True, timeout=900, cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=ROOT,
     )
     assert build.returncode == 0, build.stderr[-2000:]
     compose("down", "--remove-orphans", "--timeout", "2", check=False)
@@ -166,14 +199,20 @@ def test_matrix_rows_across_the_firewall_containers(compose_lab: None, topology:
     try:
         done = subprocess.run(
             [*compose_exec("fw-external"), *reload, "/etc/edgesim/firewall/broken/external.nft"],
-            capture_output=True, text=True, timeout=60, env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
         )
         assert done.returncode == 0, done.stderr
         broken = row_outcomes(check_flows(flows, compose_exec, timeout=1.5, env=env))
     finally:
         subprocess.run(
             [*compose_exec("fw-external"), *reload, "/etc/edgesim/firewall/external.nft"],
-            capture_output=True, text=True, timeout=60, env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
         )
     assert {row for row in broken if broken[row] != got[row]} == breaking
 
@@ -187,8 +226,12 @@ def test_reload_firewall_applies_the_mounted_rules(
     monkeypatch.setenv("EDGESIM_IMAGE", IMAGE)
     stun = [mf for mf in matrix_flows(topology) if mf.row == "msn-stun-in-3478"]
     fw = compose_exec("fw-external")
-    done = subprocess.run([*fw, "nft", "-f", "/etc/edgesim/firewall/broken/external.nft"],
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [*fw, "nft", "-f", "/etc/edgesim/firewall/broken/external.nft"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
     assert not any(r.ok for r in check_flows(stun, compose_exec, timeout=1.5))
     result = CliRunner().invoke(cli, ["lab", "reload-firewall", "--runner", "compose"])
@@ -219,10 +262,27 @@ def test_dns_query_crosses_the_external_firewall(compose_lab: None) -> None:
         "r = LabResolver(('203.0.113.53', 53), timeout=3); "
         "print(asyncio.run(r.srv('_sipfederationtls._tcp.fabrikam.lab'))[0].target)"
     )
-    done = subprocess.run([*compose_exec("edge"), "python3", "-c", script],
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [*compose_exec("edge"), "python3", "-c", script], capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "sip.fabrikam.lab"
+
+
+@pytest.mark.docker
+def test_every_matrix_row_at_protocol_level_from_inside_the_containers(compose_lab: None) -> None:
+    """`edgesim probe --runner compose`: each row probed from a container of its source zone."""
+    env = dict(os.environ, COMPOSE_PROJECT_NAME=PROJECT, EDGESIM_IMAGE=IMAGE)
+    done = subprocess.run(
+        [sys.executable, "-m", "simulator", "probe", "--runner", "compose", "--format", "json"],
+        capture_output=True, text=True, timeout=300, cwd=ROOT, env=env,
+    )  # fmt: skip
+    results = json.loads(done.stdout)["results"]
+    unmet = {r["row"]: f"{r['verdict']}: {r['reason']}" for r in results if not r["met"]}
+    assert not unmet, unmet
+    assert done.returncode == 0
+    assert {r["runner"] for r in results} == {"compose"}
+    assert len(results) == 24
 
 
 @pytest.mark.docker

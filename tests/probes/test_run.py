@@ -147,14 +147,8 @@ async def test_subprocess_executor_runs_the_real_cli(
     """The netns executor's inner command, run without a namespace: same JSON round trip."""
 
     class Here(NetnsExecutor):
-        def command(self, job):  # type: ignore[no-untyped-def]
-            return [
-                sys.executable,
-                "-c",
-                "from simulator.cli import cli; from simulator.cli.probe import probe;"
-                " cli.add_command(probe); cli()",
-                *self.probe_args(job),
-            ]
+        def command(self, job, rows=()):  # type: ignore[no-untyped-def]
+            return [sys.executable, "-m", "simulator", *self.probe_args(job, rows)]
 
     jobs = build_jobs(topology, JobBuilder(topology, lab_pki), rows=["neg-inet-sip-5060"])
     results = await run_jobs(jobs, Here(timeout=1, certs=str(lab_pki.directory)))
