@@ -44,8 +44,9 @@ def test_every_row_meets_its_expectation_and_broken_rules_show_exactly_their_row
     up = edgesim(
         "lab", "up", "--runner", "netns", "--certs", str(tmp_path / "certs"), state=tmp_path
     )
+    # Tear down only a lab this test brought up (`down` removes every es- namespace by name).
+    assert up.returncode == 0, up.stdout + up.stderr
     try:
-        assert up.returncode == 0, up.stdout + up.stderr
         results = probe(tmp_path)
         assert len(results) == 24
         unmet = {row: r["reason"] for row, r in results.items() if not r["met"]}
