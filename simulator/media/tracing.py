@@ -97,11 +97,16 @@ def record_stun(
 
 
 def record_message(
-    message: Message, src: Address, dst: Address, event: str, flow: str | None = None
+    message: Message,
+    src: Address,
+    dst: Address,
+    event: str,
+    flow: str | None = None,
+    at: float | None = None,
 ) -> None:
     trace.record(
         protocol_of(message), addr(src), addr(dst), summary(message), event=event, flow=flow,
-        detail=detail(message),
+        detail=detail(message), at=at,
     )  # fmt: skip
 
 
