@@ -56,8 +56,8 @@ async def run(lab: Lab) -> None:
         lab.expect(removed, f"{FIREWALL} has no rule accepting UDP 3478 to {av}: nothing to block")
         if added:
             lab.note(
-                f"{FIREWALL} opens A/V TCP 443 only to the remote user (row av-turn-443-in); "
-                "the scenario opens it to the messenger too, as Lync's 'Any -> A/V 443' rule does"
+                f"{FIREWALL} opens A/V TCP 443 to remote-user only (av-turn-443-in); "
+                "opened to the messenger too, as Lync's Any -> A/V 443 rule"
             )
     async with lab.firewall_changed(FIREWALL, rules):
         call = await audio_call(lab)

@@ -71,3 +71,78 @@ async def test_av_fallback_is_skipped_without_a_firewall(av_topology: Topology, 
     result = await run_one(_scenario("av-fallback"), av_topology, "local", lab_pki)
     assert result.status == "skipped"
     assert "firewall" in result.reason
+
+
+def _netns_problem() -> str | None:
+    if os.geteuid() != 0:
+        return "the netns lab needs root"
+    for tool in ("ip", "nft"):
+        if shutil.which(tool) is None:
+            return f"`{tool}` is not installed (iproute2 / nftables)"
+    return None
+
+
+def _edgesim(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "simulator", *args],
+        capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env, check=False,
+    )  # fmt: skip
+
+
+@pytest.mark.skipif(_netns_problem() is not None, reason=str(_netns_problem()))
+def test_av_call_and_udp_fallback_across_the_netns_lab(tmp_path: Path) -> None:
+    from simulator.lab.runners.netns import lab_namespaces
+
+    if lab_namespaces():
+        pytest.skip("a netns lab (es-* namespaces) is already up on this machine: not touching it")
+    certs, state = tmp_path / "certs", tmp_path / "state"
+    page = tmp_path / "ladders.html"
+    try:
+        up = _edgesim("lab", "up", "--runner", "netns", "--certs", str(certs),
+                      "--state-dir", str(state))  # fmt: skip
+        assert up.returncode == 0, up.stdout + up.stderr
+        ran = _edgesim(
+            "scenario", "run", "av-fallback", "av-call", "--runner", "netns",
+            "--certs", str(certs), "--format", "json", "--html", str(page),
+        )  # fmt: skip
+        assert ran.returncode == 0, ran.stdout + ran.stderr
+    finally:
+        down = _edgesim("lab", "down", "--runner", "netns", "--state-dir", str(state))
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert lab_namespaces() == []
+
+    results = {s["name"]: s for s in json.loads(ran.stdout)["scenarios"]}
+    assert results["av-call"]["status"] == "passed", results["av-call"]["reason"]
+    assert results["av-fallback"]["status"] == "passed", results["av-fallback"]["reason"]
+
+    def notes(name: str) -> list[str]:
+        return [e["summary"] for e in results[name]["events"] if e["event"] == "note"]
+
+    assert "media path: the messenger reached the A/V Edge over UDP 3478" in notes("av-call")
+    assert "media path: the messenger reached the A/V Edge over TCP 443" in notes("av-fallback")
+    # the blocked attempt: the messenger's Allocate over UDP 3478, from its real address
+    dropped = [e for e in results["av-fallback"]["events"] if e["event"] == "dropped"]
+    assert [(e["src"].split(":")[0], e["dst"], e["summary"]) for e in dropped] == [
+        ("203.0.113.50", "198.51.100.11:3478", "Allocate request")
+    ]
+    html = page.read_text()
+    assert "fw-external" in html and "&#x2715;" in html  # the drop drawn at the firewall
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("chromium is not installed: the ladder page was written but not rendered")
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / "scenario-fallback.html").write_text(html)
+    shot = ARTIFACTS / "scenario-fallback.png"
+    shot.unlink(missing_ok=True)
+    subprocess.run(
+        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--no-first-run",
+         f"--user-data-dir={ARTIFACTS / '.chromium'}", f"--screenshot={shot}",
+         "--window-size=1100,1400", (ARTIFACTS / "scenario-fallback.html").as_uri()],
+        capture_output=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert shot.is_file() and shot.stat().st_size > 10_000, (
+        "headless Chromium did not render the ladder"
+    )
