@@ -50,24 +50,15 @@ class TurnError(Exception):
         self.code = code
 
 
-class _Datagrams:
+class _Datagrams(asyncio.DatagramProtocol):
     def __init__(self, stun_queue: asyncio.Queue[bytes], media: asyncio.Queue[bytes]) -> None:
         self.stun = stun_queue
         self.media = media
 
-    def connection_made(self, transport: Any) -> None:
-        pass
-
-    def datagram_received(self, data: bytes, addr: Address) -> None:
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
         if not data:
             return
         (self.stun if data[0] < 0x40 else self.media).put_nowait(data)
-
-    def error_received(self, exc: Exception) -> None:
-        pass
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        pass
 
 
 @dataclass
@@ -125,7 +116,7 @@ class TurnClient:
             local = sock.getsockname()
             client = cls(name, transport, server, (local[0], local[1]), username, password, timeout)
             client._udp, _ = await loop.create_datagram_endpoint(
-                lambda: _Datagrams(client.stun_queue, client.media_queue),  # type: ignore[arg-type,return-value]
+                lambda: _Datagrams(client.stun_queue, client.media_queue),
                 sock=sock,
             )
             return client
