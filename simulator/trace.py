@@ -67,6 +67,12 @@ def active() -> bool:
     return bool(_sinks) or "EDGESIM_TRACE_FILE" in os.environ
 
 
+def recorders_attached() -> bool:
+    """True when a :class:`TraceRecorder` listens in this process (cheaper than :func:`active`:
+    hot paths check ``EDGESIM_TRACE_FILE`` once at start and this per packet)."""
+    return bool(_sinks)
+
+
 def record(
     protocol: str,
     src: str,

@@ -202,7 +202,7 @@ class _StreamClient(asyncio.Protocol):
                 return
             if frame is None:
                 return
-            if trace.active():
+            if self.server._tracing():
                 self.server._trace_in(frame, self.addr, self.lid)
             self.server._execute(core.receive(frame, self.addr, self.lid, time.time()))
         if self.peer is not None and self.framer.buffered:
@@ -346,6 +346,8 @@ class AsyncTurnServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._listen_socks: list[socket.socket] = []
         self._sniffing: dict[socket.socket, asyncio.TimerHandle] = {}
+        self._trace_file = "EDGESIM_TRACE_FILE" in os.environ
+        """Set when the server starts in a process that traces to a file (netns, compose)."""
         self._relay_names: dict[int, str] = {}
         """``ip:port`` of each open relay, for the trace."""
         self._media_out = MediaCounter()
@@ -533,7 +535,7 @@ class AsyncTurnServer:
             kind = type(action)
             if kind is SendTo:
                 assert isinstance(action, SendTo)
-                if trace.active():
+                if self._tracing():
                     self._trace_out(action)
                 if action.listener.transport == "udp":
                     udp = self._udp.get(action.listener)
@@ -545,7 +547,7 @@ class AsyncTurnServer:
                         stream.write(action.data)
             elif kind is RelayTo:
                 assert isinstance(action, RelayTo)
-                if trace.active():
+                if self._tracing():
                     self._trace_relayed(action.relay, action.peer, len(action.data))
                 relay = self._relay_udp.get(action.relay)
                 if relay is not None:
@@ -597,6 +599,9 @@ class AsyncTurnServer:
         task.add_done_callback(self._tasks.discard)
 
     # -------------------------------------------------------------- trace hooks
+    def _tracing(self) -> bool:
+        return self._trace_file or trace.recorders_attached()
+
     # Called only while someone records (trace.active()): STUN/TURN transactions one event each,
     # media one event when a relay first carries it to or from a peer and one with the totals
     # when the relay closes.
@@ -660,8 +665,11 @@ class AsyncTurnServer:
         receive = self.core.receive
         relays = self._relay_udp
 
+        attached = trace.recorders_attached
+        to_file = self._trace_file
+
         def on_datagram(data: bytes, addr: Address, now: float) -> None:
-            tracing_on = trace.active()
+            tracing_on = to_file or attached()
             if tracing_on:
                 self._trace_in(data, addr, lid)
             actions = receive(data, addr, lid, now)
@@ -681,8 +689,11 @@ class AsyncTurnServer:
         relay_received = self.core.relay_received
         listeners = self._udp
 
+        attached = trace.recorders_attached
+        to_file = self._trace_file
+
         def on_datagram(data: bytes, addr: Address, now: float) -> None:
-            if trace.active():
+            if to_file or attached():
                 self._trace_from_peer(relay, addr, len(data))
             actions = relay_received(relay, data, addr, now)
             if len(actions) == 1 and type(actions[0]) is SendTo:

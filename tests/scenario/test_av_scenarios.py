@@ -146,3 +146,17 @@ def test_av_call_and_udp_fallback_across_the_netns_lab(tmp_path: Path) -> None:
     assert shot.is_file() and shot.stat().st_size > 10_000, (
         "headless Chromium did not render the ladder"
     )
+
+
+def test_runner_netns_without_a_lab_is_one_line_error() -> None:
+    from simulator.lab.runners.netns import lab_namespaces
+
+    if os.geteuid() == 0 and shutil.which("ip") and lab_namespaces():
+        pytest.skip("a netns lab is up on this machine")
+    ran = _edgesim("scenario", "run", "av-call", "--runner", "netns", timeout=60)
+    assert ran.returncode == 1
+    lines = ran.stderr.strip().splitlines()
+    assert len(lines) == 1, ran.stderr
+    expected = "no netns lab is up" if os.geteuid() == 0 else "needs root"
+    assert lines[0].startswith("error: --runner netns: ") or expected in lines[0]
+    assert expected in lines[0]
