@@ -4,7 +4,8 @@ Lync clients get media relay credentials from the Front End (MRAS, a SIP SERVICE
 from the Edge; the A/V Edge checks them with the secret it shares with the Front End. Both ends
 of the call use the relay: the contoso user from the corporate network through the Edge's
 internal interface, the messenger from the internet through the A/V interface on UDP 3478. The
-audio (RTP-sized datagrams, 20 ms apart) is relayed between two relayed addresses of the A/V
+contoso user calls the messenger's user (dave@pic.lab) across federation; the SDP offer and
+answer carry the two relayed addresses. The audio (RTP-sized datagrams, 20 ms apart) is relayed between two relayed addresses of the A/V
 Edge, on ports 50000-59999. The ladder shows which path the messenger used.
 """
 

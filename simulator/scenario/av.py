@@ -317,6 +317,48 @@ class LabUserAgent(UserAgent):
         self.proto = proto
 
 
+def pic_user(lab: Lab, user: str = "dave", vantage: str = "messenger") -> LabUserAgent:
+    """``user``@pic.lab, the Live Messenger-style client's SIP account, on ``vantage``,
+    connecting to the public IM provider (host ``pic``) on 5061."""
+    users = lab.settings("pic").get("users", {})
+    if user not in users:
+        raise ScenarioFailure(f"{user} is not a user of [services.pic] in the topology")
+    domain = lab.settings("pic").get("domain", "pic.lab")
+    pic = lab.interface("pic")
+    return LabUserAgent(
+        lab,
+        vantage,
+        aor=f"sip:{user}@{domain}",
+        password=users[user],
+        host=lab.address("pic"),
+        port=5061,
+        context=client_context([lab.pki.trust_bundle]),
+        server_name=pic.fqdn,
+        local_address=lab.address(vantage),
+    )
+
+
+def relay_sdp(user: str, relayed: Address, session: int) -> bytes:
+    """An audio offer/answer whose only candidate is the relayed address (PCMU, 20 ms)."""
+    ip, port = relayed
+    return (
+        f"v=0\r\no={user} {session} 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\n"
+        f"m=audio {port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=ptime:20\r\n"
+        f"a=candidate:1 1 UDP 16777215 {ip} {port} typ relay\r\n"
+    ).encode()
+
+
+def sdp_address(body: bytes) -> Address | None:
+    """The audio address of an SDP body (c= and m=audio), None when it has none."""
+    ip, port = None, None
+    for line in body.decode(errors="replace").splitlines():
+        if line.startswith("c=IN IP4 "):
+            ip = line.split()[2]
+        elif line.startswith("m=audio "):
+            port = int(line.split()[1])
+    return (ip, port) if ip and port else None
+
+
 def contoso_user(lab: Lab, user: str, vantage: str = "internal-user") -> LabUserAgent:
     """``user``@contoso.lab on ``vantage``, connecting to the Front End on 5061."""
     users = lab.settings("front-end").get("users", {})
@@ -353,6 +395,15 @@ async def mras_credentials(ua: UserAgent) -> tuple[str, str, int, list[MediaRela
 
 
 # ---------------------------------------------------------------- the audio call
+
+
+async def _incoming(ua: UserAgent, method: str, timeout: float = 5.0) -> Any:
+    """The next request ``method`` ``ua`` received (others are skipped), within ``timeout``."""
+    async with asyncio.timeout(timeout):
+        while True:
+            request = await ua.incoming.get()
+            if request.method == method:
+                return request
 
 
 @dataclass
@@ -453,9 +504,11 @@ async def audio_call(lab: Lab, *, packets: int = 50, user: str = "bob") -> CallR
     The contoso user signs in at the Front End and gets relay credentials from its MRAS (SIP
     SERVICE), then allocates on the Edge's internal interface; the messenger allocates on the
     A/V interface with the Edge's static account (``[services.av-edge.users]``), over UDP 3478
-    or, when that gets no answer, TCP 443. Each end permits and binds a channel to the other's
-    relayed address and sends ``packets`` RTP packets; media goes client -> relay -> relay ->
-    client, on the relay ports 50000-59999.
+    or, when that gets no answer, TCP 443. The messenger's user (dave@pic.lab) signs in at the
+    public IM provider; the contoso user calls him (INVITE across federation) with an SDP offer
+    naming his relayed address, and dave's answer names the messenger's. Each end permits and
+    binds a channel to the address the other's SDP named and sends ``packets`` RTP packets;
+    media goes client -> relay -> relay -> client, on the relay ports 50000-59999. BYE ends it.
     """
     low, high = _port_range(lab)
     static_users = {
@@ -466,6 +519,7 @@ async def audio_call(lab: Lab, *, packets: int = 50, user: str = "bob") -> CallR
     m_user, m_password = next(iter(static_users.items()))
     clients: list[TurnClient] = []
     ua = contoso_user(lab, user)
+    dave = pic_user(lab)
     try:
         with lab.step(f"{user} signs in at the Front End from his workstation"):
             await ua.connect()
@@ -508,8 +562,32 @@ async def audio_call(lab: Lab, *, packets: int = 50, user: str = "bob") -> CallR
                     f"{who}'s relayed port {relayed[1]} is outside {low}-{high}",
                 )
 
+        with lab.step("dave (the messenger's user) signs in at the public IM provider"):
+            await dave.connect()
+            reply = await dave.register()
+            lab.expect(reply.code == 200, f"dave's REGISTER answered {reply.code} {reply.phrase}")
+
+        with lab.step(f"{user} calls dave@pic.lab: the SDP offer and answer carry the relays"):
+            dave.answer_sdp = relay_sdp("dave", messenger.relayed, 2)
+            response, dialog = await ua.invite(
+                f"sip:dave@{dave.domain}", relay_sdp(user, bob_relay, 1)
+            )
+            lab.expect(
+                response.code == 200 and dialog is not None,
+                f"the INVITE to dave@{dave.domain} was answered {response.code} {response.phrase}",
+            )
+            offered = await _incoming(dave, "INVITE")
+            messenger_peer = sdp_address(response.body)
+            bob_peer = sdp_address(offered.body)
+            lab.expect(
+                messenger_peer == messenger.relayed,
+                f"the SDP answer names {messenger_peer}, not the messenger's relay",
+            )
+            lab.expect(bob_peer == bob_relay, f"the SDP offer names {bob_peer}, not {user}'s relay")
+            assert dialog is not None and messenger_peer is not None and bob_peer is not None
+
         with lab.step("each end permits and binds a channel to the other's relayed address"):
-            for client, peer in ((messenger, bob_relay), (bob, messenger.relayed)):
+            for client, peer in ((messenger, bob_peer), (bob, messenger_peer)):
                 try:
                     await client.permit(peer)
                     await client.bind(0x4000, peer)
@@ -531,6 +609,10 @@ async def audio_call(lab: Lab, *, packets: int = 50, user: str = "bob") -> CallR
                 to_messenger >= need,
                 f"the messenger received {to_messenger} of {user}'s {packets} packets",
             )
+
+        with lab.step(f"{user} hangs up"):
+            bye = await ua.bye(dialog)
+            lab.expect(bye.code == 200, f"BYE answered {bye.code} {bye.phrase}")
         return CallReport(
             messenger.path,
             bob.path,
@@ -543,3 +625,4 @@ async def audio_call(lab: Lab, *, packets: int = 50, user: str = "bob") -> CallR
         for client in reversed(clients):
             await client.close()
         await ua.close()
+        await dave.close()

@@ -20,7 +20,7 @@ from tests.siplab import sip_topology
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "artifacts"
-HOSTS = ["dns-int", "dns-ext", "edge", "fe"]
+HOSTS = ["dns-int", "dns-ext", "edge", "fe", "pic"]
 
 
 @pytest.fixture(scope="module")
