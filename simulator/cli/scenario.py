@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -17,7 +18,16 @@ from simulator.lab.runners.netns import lab_namespaces, ns_name, requirements_pr
 from simulator.lab.topology import Topology
 from simulator.pki import LabPki
 from simulator.scenario.report import print_results, results_html, results_json
-from simulator.scenario.run import DEFAULT_DIR, discover, missing_services, run_all, select
+from simulator.scenario.run import (
+    DEFAULT_DIR,
+    ScenarioResult,
+    discover,
+    missing_services,
+    run_all,
+    run_one,
+    select,
+)
+from simulator.trace import TraceRecorder
 
 DIR_OPTION = click.option(
     "--dir", "directory", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_DIR,
@@ -59,6 +69,16 @@ def list_(directory: Path) -> None:
         sys.exit(1)
 
 
+def merge_trace_file(result: ScenarioResult, path: Path, start: float, end: float) -> None:
+    """Add what the lab's own processes recorded in ``path`` between ``start`` and ``end``
+    (the servers' side of each message) to ``result``; events already there are kept once."""
+    rec = TraceRecorder()
+    rec.extend_from_files([path], since=start)
+    known = set(result.events)
+    extra = [e for e in rec.events if e.time <= end and e not in known]
+    result.events = sorted([*result.events, *extra], key=lambda e: e.time)
+
+
 def running_netns_lab(topology: Topology) -> None:
     """Raise a one-line EdgesimError unless a netns lab of ``topology`` is up."""
     problem = requirements_problem()
@@ -79,7 +99,7 @@ def running_netns_lab(topology: Topology) -> None:
 
 async def _run(
     obj: Obj, directory: Path, names: tuple[str, ...], certs_dir: Path, ladder: bool,
-    html_file: Path | None, fmt: str, runner: str,
+    html_file: Path | None, fmt: str, runner: str, trace_file: Path | None = None,
 ) -> int:  # fmt: skip
     topology = obj.topology
     scenarios, broken = discover(directory)
@@ -87,7 +107,13 @@ async def _run(
     if runner == "netns":
         running_netns_lab(topology)
         pki = LabPki(certs_dir)
-        results = await run_all(chosen, topology, runner, pki, firewall=True)
+        results = []
+        for item in chosen:
+            started = time.time()
+            result = await run_one(item, topology, runner, pki, firewall=True)
+            if trace_file is not None:
+                merge_trace_file(result, trace_file, started, time.time())
+            results.append(result)
     else:
         lab = LocalLab(topology, certs_dir)
         with console.status("starting the embedded lab"):
@@ -131,10 +157,15 @@ async def _run(
     help="local: start the embedded lab for the run. netns: use the running netns lab (root); "
     "clients leave from their host's namespace and cross the lab's firewalls.",
 )  # fmt: skip
+@click.option(
+    "--trace-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+    help="netns: the trace file the lab's processes append to (start the lab with "
+    "EDGESIM_TRACE_FILE=FILE); the servers' side of each message joins the ladders.",
+)  # fmt: skip
 @click.pass_obj
 def run(
     obj: Obj, names: tuple[str, ...], directory: Path, certs_dir: Path, ladder: bool,
-    html_file: Path | None, fmt: str, runner: str,
+    html_file: Path | None, fmt: str, runner: str, trace_file: Path | None,
 ) -> None:  # fmt: skip
     """Run scenarios (all, or those NAMED) and print passed/failed with the failing step.
 
@@ -150,5 +181,11 @@ def run(
       edgesim scenario run partner-discovery --ladder
       edgesim scenario run --html artifacts/ladders.html
       sudo edgesim scenario run av-call av-fallback --runner netns --ladder
+      sudo EDGESIM_TRACE_FILE=/run/edgesim/trace.jsonl edgesim lab up --runner netns
+      sudo edgesim scenario run --runner netns --trace-file /run/edgesim/trace.jsonl
     """
-    sys.exit(asyncio.run(_run(obj, directory, names, certs_dir, ladder, html_file, fmt, runner)))
+    sys.exit(
+        asyncio.run(
+            _run(obj, directory, names, certs_dir, ladder, html_file, fmt, runner, trace_file)
+        )
+    )

@@ -82,8 +82,10 @@ def _netns_problem() -> str | None:
     return None
 
 
-def _edgesim(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}
+def _edgesim(
+    *args: str, timeout: float = 180, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1", **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "simulator", *args],
         capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env, check=False,
@@ -97,14 +99,15 @@ def test_av_call_and_udp_fallback_across_the_netns_lab(tmp_path: Path) -> None:
     if lab_namespaces():
         pytest.skip("a netns lab (es-* namespaces) is already up on this machine: not touching it")
     certs, state = tmp_path / "certs", tmp_path / "state"
-    page = tmp_path / "ladders.html"
+    page, trace_file = tmp_path / "ladders.html", tmp_path / "trace.jsonl"
     try:
         up = _edgesim("lab", "up", "--runner", "netns", "--certs", str(certs),
-                      "--state-dir", str(state))  # fmt: skip
+                      "--state-dir", str(state), env={"EDGESIM_TRACE_FILE": str(trace_file)})  # fmt: skip
         assert up.returncode == 0, up.stdout + up.stderr
         ran = _edgesim(
             "scenario", "run", "av-fallback", "av-call", "--runner", "netns",
             "--certs", str(certs), "--format", "json", "--html", str(page),
+            "--trace-file", str(trace_file),
         )  # fmt: skip
         assert ran.returncode == 0, ran.stdout + ran.stderr
     finally:
@@ -126,6 +129,12 @@ def test_av_call_and_udp_fallback_across_the_netns_lab(tmp_path: Path) -> None:
     assert [(e["src"].split(":")[0], e["dst"], e["summary"]) for e in dropped] == [
         ("203.0.113.50", "198.51.100.11:3478", "Allocate request")
     ]
+    # the Edge's own records (from the lab's trace file): relayed media summarised per flow
+    relay_totals = [e for e in results["av-call"]["events"] if e["protocol"] == "media"
+                    and e["src"].startswith("198.51.100.11:") and e["summary"].startswith("media: ")]  # fmt: skip
+    assert relay_totals and all(
+        50000 <= int(e["src"].rsplit(":", 1)[1]) <= 59999 for e in relay_totals
+    )
     html = page.read_text()
     assert "fw-external" in html and "&#x2715;" in html  # the drop drawn at the firewall
 
