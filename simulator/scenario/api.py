@@ -94,8 +94,19 @@ class Lab:
         return address_of(self.interface(ref), self.runner)
 
     def resolver(self, ref: str) -> LabResolver:
-        """A DNS resolver asking the lab DNS of ``host[:interface]``'s zone, from that address."""
-        return resolver_for(self.topology, self.interface(ref), self.runner)
+        """A DNS resolver asking the lab DNS of ``host[:interface]``'s zone, from that address
+        (from the host's namespace with the netns runner)."""
+        resolver = resolver_for(self.topology, self.interface(ref), self.runner)
+        if self.runner != "netns":
+            return resolver
+        from simulator.scenario.nsdns import NamespaceResolver
+
+        return NamespaceResolver(
+            resolver.server,
+            lambda: self.udp_socket(ref),
+            timeout=resolver.timeout,
+            source=resolver.source,
+        )
 
     def settings(self, service: str) -> dict[str, Any]:
         """The topology's ``[services.<service>]`` table (users, passwords, port ranges ...)."""

@@ -105,7 +105,7 @@ def test_av_call_and_udp_fallback_across_the_netns_lab(tmp_path: Path) -> None:
                       "--state-dir", str(state), env={"EDGESIM_TRACE_FILE": str(trace_file)})  # fmt: skip
         assert up.returncode == 0, up.stdout + up.stderr
         ran = _edgesim(
-            "scenario", "run", "av-fallback", "av-call", "--runner", "netns",
+            "scenario", "run", "av-fallback", "av-call", "partner-discovery", "--runner", "netns",
             "--certs", str(certs), "--format", "json", "--html", str(page),
             "--trace-file", str(trace_file),
         )  # fmt: skip
@@ -118,6 +118,8 @@ def test_av_call_and_udp_fallback_across_the_netns_lab(tmp_path: Path) -> None:
     results = {s["name"]: s for s in json.loads(ran.stdout)["scenarios"]}
     assert results["av-call"]["status"] == "passed", results["av-call"]["reason"]
     assert results["av-fallback"]["status"] == "passed", results["av-fallback"]["reason"]
+    # DNS from the Edge's namespace too (Lab.resolver with the netns runner)
+    assert results["partner-discovery"]["status"] == "passed", results["partner-discovery"]
 
     def notes(name: str) -> list[str]:
         return [e["summary"] for e in results[name]["events"] if e["event"] == "note"]
