@@ -45,7 +45,7 @@ def without_udp_3478(rules: str, av: str, messenger: str) -> tuple[str, list[str
     description="With UDP 3478 blocked at fw-external, the messenger's audio call falls back "
     "to TCP 443 through the A/V Edge",
     rows=["msn-stun-in-3478", "av-turn-443-in", "av-relay-udp-out"],
-    needs=["av-edge", "front-end"],
+    needs=["av-edge", "front-end", "pic"],
     firewall=True,
     timeout=60.0,
 )

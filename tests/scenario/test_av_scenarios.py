@@ -3,6 +3,7 @@ the netns lab's real firewall."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -171,3 +172,36 @@ def test_runner_netns_without_a_lab_is_one_line_error() -> None:
     expected = "no netns lab is up" if os.geteuid() == 0 else "needs root"
     assert lines[0].startswith("error: --runner netns: ") or expected in lines[0]
     assert expected in lines[0]
+
+
+SHIPPED_RULES = """table inet edgesim {
+	chain forward {
+		type filter hook forward priority filter; policy drop;
+		ct state established,related accept
+		ip saddr 203.0.113.40 ip daddr 198.51.100.11 tcp dport 443 accept
+		ip saddr 198.51.100.11 ip daddr 203.0.113.50 udp dport 3478 accept
+		ip saddr 203.0.113.50 ip daddr 198.51.100.11 udp dport 3478 accept
+		ip saddr 198.51.100.11 ip daddr 203.0.113.50 udp sport 50000-59999 accept
+	}
+}
+"""
+
+
+def test_fallback_rules_block_udp_3478_to_the_av_edge_only() -> None:
+    spec = importlib.util.spec_from_file_location("av_fallback", ROOT / "scenarios/av_fallback.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    rules, removed, added = module.without_udp_3478(SHIPPED_RULES, "198.51.100.11", "203.0.113.50")
+    assert removed == ["ip saddr 203.0.113.50 ip daddr 198.51.100.11 udp dport 3478 accept"]
+    # the Edge's own STUN to the messenger and the relay's media stay open
+    assert "ip saddr 198.51.100.11 ip daddr 203.0.113.50 udp dport 3478 accept" in rules
+    assert "udp sport 50000-59999 accept" in rules
+    # TCP 443 was open to the remote user only: opened to the messenger, right after the hook
+    assert added
+    lines = [line.strip() for line in rules.splitlines()]
+    hook = lines.index("type filter hook forward priority filter; policy drop;")
+    assert lines[hook + 1] == "ip saddr 203.0.113.50 ip daddr 198.51.100.11 tcp dport 443 accept"
+    # already open to any source: nothing added
+    open_443 = SHIPPED_RULES.replace("ip saddr 203.0.113.40 ip daddr", "ip daddr")
+    assert module.without_udp_3478(open_443, "198.51.100.11", "203.0.113.50")[2] is False
