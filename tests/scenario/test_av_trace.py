@@ -15,6 +15,7 @@ from simulator.media.turn import PeerPolicy, TurnConfig
 from simulator.pki import LabPki
 from simulator.scenario.api import Lab
 from simulator.scenario.av import TurnClient, TurnError, rtp_packet
+from simulator.tls import client_context, server_context
 from tests.siplab import sip_topology
 
 USER, PASSWORD = "alice", "alice-turn-pw"
@@ -32,7 +33,7 @@ def lab(av_topology: Topology, lab_pki: LabPki) -> Lab:
 
 
 @pytest.fixture
-async def server(lab: Lab) -> AsyncIterator[AsyncTurnServer]:
+async def server(lab: Lab, lab_pki: LabPki) -> AsyncIterator[AsyncTurnServer]:
     config = TurnConfig(
         relay_address=lab.address("edge:av"),
         users={USER: PASSWORD},
@@ -40,7 +41,12 @@ async def server(lab: Lab) -> AsyncIterator[AsyncTurnServer]:
         port_high=59999,
         policy=PeerPolicy(deny_loopback=False, denied_zones=frozenset()),
     )
-    async with AsyncTurnServer(config, [ListenerSpec("udp", lab.address("edge:av"), 0)]) as srv:
+    tls = server_context(lab_pki.interface_cert(lab.interface("edge:av")))
+    specs = [
+        ListenerSpec("udp", lab.address("edge:av"), 0),
+        ListenerSpec("tls", lab.address("edge:av"), 0, tls),
+    ]
+    async with AsyncTurnServer(config, specs) as srv:
         yield srv
 
 
@@ -139,3 +145,30 @@ async def test_an_unanswered_request_is_recorded_as_dropped(lab: Lab) -> None:
     ]
     ladder_src = rec.events[0].src.split(":")[0]
     assert ladder_src == lab.address("messenger")
+
+
+async def test_the_tls_path_relays_padded_channel_data(lab: Lab, server: AsyncTurnServer) -> None:
+    """The fallback path: TURN over TLS on the TCP listener, ChannelData padded to 4 bytes."""
+    loop = asyncio.get_running_loop()
+    echo, _ = await loop.create_datagram_endpoint(_Echo, sock=lab.udp_socket("fabrikam"))
+    peer = echo.get_extra_info("sockname")
+    lid = server.listener("tls")
+    try:
+        client = await TurnClient.open(
+            lab, "messenger", (lid.address, lid.port), "tls", USER, PASSWORD,
+            tls=client_context([lab.pki.trust_bundle]), server_hostname="av.contoso.lab",
+        )  # fmt: skip
+        assert client.path == f"TCP {lid.port}"
+        relayed = await client.allocate()
+        await client.permit(peer)
+        await client.bind(0x4001, peer)
+        payloads = [bytes([n]) * (170 + n % 3) for n in range(20)]  # not multiples of 4
+        echoed = []
+        for payload in payloads:
+            client.send_media(0x4001, payload)
+            echoed.append(await client.receive_media(0x4001, 2.0))
+        await client.close()
+    finally:
+        echo.close()
+    assert 50000 <= relayed[1] <= 59999
+    assert echoed == payloads
