@@ -67,6 +67,12 @@ def active() -> bool:
     return bool(_sinks) or "EDGESIM_TRACE_FILE" in os.environ
 
 
+def recorders_attached() -> bool:
+    """True when a :class:`TraceRecorder` listens in this process (cheaper than :func:`active`:
+    hot paths check ``EDGESIM_TRACE_FILE`` once at start and this per packet)."""
+    return bool(_sinks)
+
+
 def record(
     protocol: str,
     src: str,
@@ -76,12 +82,19 @@ def record(
     event: str = "sent",
     flow: str | None = None,
     detail: str = "",
+    at: float | None = None,
 ) -> None:
-    """Record one protocol event (a no-op unless a recorder or trace file listens)."""
+    """Record one protocol event (a no-op unless a recorder or trace file listens).
+
+    ``at`` (``time.time()`` by default) dates an event recorded after the fact: a client that
+    learns only from the answer whether its request got through records it then, with the time
+    it was sent.
+    """
     path = os.environ.get("EDGESIM_TRACE_FILE")
     if not _sinks and path is None:
         return
-    item = TraceEvent(time.time(), protocol, src, dst, summary, event, flow, detail[:MAX_DETAIL])
+    when = time.time() if at is None else at
+    item = TraceEvent(when, protocol, src, dst, summary, event, flow, detail[:MAX_DETAIL])
     for sink in _sinks:
         sink.events.append(item)
     if path is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -11,9 +12,22 @@ from rich.markup import escape
 from rich.table import Table
 
 from simulator.cli._common import Obj, console
+from simulator.errors import EdgesimError
 from simulator.lab.runners.local import LocalLab
+from simulator.lab.runners.netns import lab_namespaces, ns_name, requirements_problem
+from simulator.lab.topology import Topology
+from simulator.pki import LabPki
 from simulator.scenario.report import print_results, results_html, results_json
-from simulator.scenario.run import DEFAULT_DIR, discover, missing_services, run_all, select
+from simulator.scenario.run import (
+    DEFAULT_DIR,
+    ScenarioResult,
+    discover,
+    missing_services,
+    run_all,
+    run_one,
+    select,
+)
+from simulator.trace import TraceRecorder
 
 DIR_OPTION = click.option(
     "--dir", "directory", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_DIR,
@@ -55,29 +69,68 @@ def list_(directory: Path) -> None:
         sys.exit(1)
 
 
+def merge_trace_file(result: ScenarioResult, path: Path, start: float, end: float) -> None:
+    """Add what the lab's own processes recorded in ``path`` between ``start`` and ``end``
+    (the servers' side of each message) to ``result``; events already there are kept once."""
+    rec = TraceRecorder()
+    rec.extend_from_files([path], since=start)
+    known = set(result.events)
+    extra = [e for e in rec.events if e.time <= end and e not in known]
+    result.events = sorted([*result.events, *extra], key=lambda e: e.time)
+
+
+def running_netns_lab(topology: Topology) -> None:
+    """Raise a one-line EdgesimError unless a netns lab of ``topology`` is up."""
+    problem = requirements_problem()
+    if problem is not None:
+        raise EdgesimError(f"--runner netns: {problem}")
+    present = set(lab_namespaces())
+    missing = [h.id for h in topology.hosts if ns_name(h.id) not in present]
+    if len(missing) == len(topology.hosts):
+        raise EdgesimError(
+            "no netns lab is up: start one with `sudo edgesim lab up --runner netns`"
+        )
+    if missing:
+        raise EdgesimError(
+            f"the running netns lab lacks {', '.join(ns_name(m) for m in missing)}: "
+            "was it started with another topology?"
+        )
+
+
 async def _run(
     obj: Obj, directory: Path, names: tuple[str, ...], certs_dir: Path, ladder: bool,
-    html_file: Path | None, fmt: str,
+    html_file: Path | None, fmt: str, runner: str, trace_file: Path | None = None,
 ) -> int:  # fmt: skip
     topology = obj.topology
     scenarios, broken = discover(directory)
     chosen = select(scenarios, names)
-    lab = LocalLab(topology, certs_dir)
-    with console.status("starting the embedded lab"):
-        await lab.start()
-    try:
-        results = await run_all(chosen, topology, lab.runner, lab.pki, firewall=False)
-    finally:
-        await lab.stop()
-    if fmt == "json":
-        click.echo(results_json(results, lab.runner))
+    if runner == "netns":
+        running_netns_lab(topology)
+        pki = LabPki(certs_dir)
+        results = []
+        for item in chosen:
+            started = time.time()
+            result = await run_one(item, topology, runner, pki, firewall=True)
+            if trace_file is not None:
+                merge_trace_file(result, trace_file, started, time.time())
+            results.append(result)
     else:
-        print_results(console, results, topology, lab.runner, ladder)
+        lab = LocalLab(topology, certs_dir)
+        with console.status("starting the embedded lab"):
+            await lab.start()
+        try:
+            results = await run_all(chosen, topology, lab.runner, lab.pki, firewall=False)
+        finally:
+            await lab.stop()
+    if fmt == "json":
+        click.echo(results_json(results, runner))
+    else:
+        print_results(console, results, topology, runner, ladder)
         for b in broken:
             console.print(f"[red]broken[/] {escape(str(b.path))}: {escape(b.reason)}")
     if html_file is not None:
         html_file.parent.mkdir(parents=True, exist_ok=True)
-        html_file.write_text(results_html(results, topology, lab.runner), encoding="utf-8")
+        html_file.write_text(results_html(results, topology, runner), encoding="utf-8")
         if fmt != "json":
             console.print(f"ladders written to {html_file}")
     failed = sum(not r.ok for r in results) + (len(broken) if not names else 0)
@@ -99,14 +152,27 @@ async def _run(
 @click.option(
     "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True
 )
+@click.option(
+    "--runner", type=click.Choice(["local", "netns"]), default="local", show_default=True,
+    help="local: start the embedded lab for the run. netns: use the running netns lab (root); "
+    "clients leave from their host's namespace and cross the lab's firewalls.",
+)  # fmt: skip
+@click.option(
+    "--trace-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+    help="netns: the trace file the lab's processes append to (start the lab with "
+    "EDGESIM_TRACE_FILE=FILE); the servers' side of each message joins the ladders.",
+)  # fmt: skip
 @click.pass_obj
 def run(
     obj: Obj, names: tuple[str, ...], directory: Path, certs_dir: Path, ladder: bool,
-    html_file: Path | None, fmt: str,
+    html_file: Path | None, fmt: str, runner: str, trace_file: Path | None,
 ) -> None:  # fmt: skip
     """Run scenarios (all, or those NAMED) and print passed/failed with the failing step.
 
-    Starts the embedded lab (one process, loopback addresses) for the run. Scenarios whose
+    With --runner local (the default) the embedded lab (one process, loopback addresses) is
+    started for the run; scenarios that need a firewall are skipped. With --runner netns the
+    scenarios run against the lab `sudo edgesim lab up --runner netns` started, with its real
+    addresses; the --certs directory must be the one the lab was started with. Scenarios whose
     services are not available yet are skipped with the reason. Exit code 0 when none failed.
 
     \b
@@ -114,5 +180,12 @@ def run(
       edgesim scenario run
       edgesim scenario run partner-discovery --ladder
       edgesim scenario run --html artifacts/ladders.html
+      sudo edgesim scenario run av-call av-fallback --runner netns --ladder
+      sudo EDGESIM_TRACE_FILE=/run/edgesim/trace.jsonl edgesim lab up --runner netns
+      sudo edgesim scenario run --runner netns --trace-file /run/edgesim/trace.jsonl
     """
-    sys.exit(asyncio.run(_run(obj, directory, names, certs_dir, ladder, html_file, fmt)))
+    sys.exit(
+        asyncio.run(
+            _run(obj, directory, names, certs_dir, ladder, html_file, fmt, runner, trace_file)
+        )
+    )

@@ -25,10 +25,12 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-from simulator.media import stun
+from simulator import trace
+from simulator.media import stun, tracing
 from simulator.media.errors import FramingError, RemoteProtocolError
 from simulator.media.framing import StreamFramer
 from simulator.media.stun import Message, MessageClass, Method
+from simulator.media.tracing import MediaCounter
 from simulator.media.turn import (
     Action,
     Address,
@@ -200,6 +202,8 @@ class _StreamClient(asyncio.Protocol):
                 return
             if frame is None:
                 return
+            if self.server._tracing():
+                self.server._trace_in(frame, self.addr, self.lid)
             self.server._execute(core.receive(frame, self.addr, self.lid, time.time()))
         if self.peer is not None and self.framer.buffered:
             self.peer.write(self.framer.take_buffer())
@@ -342,6 +346,12 @@ class AsyncTurnServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._listen_socks: list[socket.socket] = []
         self._sniffing: dict[socket.socket, asyncio.TimerHandle] = {}
+        self._trace_file = "EDGESIM_TRACE_FILE" in os.environ
+        """Set when the server starts in a process that traces to a file (netns, compose)."""
+        self._relay_names: dict[int, str] = {}
+        """``ip:port`` of each open relay, for the trace."""
+        self._media_out = MediaCounter()
+        self._media_in = MediaCounter()
 
     async def __aenter__(self) -> AsyncTurnServer:
         await self.start()
@@ -525,6 +535,8 @@ class AsyncTurnServer:
             kind = type(action)
             if kind is SendTo:
                 assert isinstance(action, SendTo)
+                if self._tracing():
+                    self._trace_out(action)
                 if action.listener.transport == "udp":
                     udp = self._udp.get(action.listener)
                     if udp is not None:
@@ -535,6 +547,8 @@ class AsyncTurnServer:
                         stream.write(action.data)
             elif kind is RelayTo:
                 assert isinstance(action, RelayTo)
+                if self._tracing():
+                    self._trace_relayed(action.relay, action.peer, len(action.data))
                 relay = self._relay_udp.get(action.relay)
                 if relay is not None:
                     relay.sendto(action.data, action.peer)
@@ -584,9 +598,39 @@ class AsyncTurnServer:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    # -------------------------------------------------------------- trace hooks
+    def _tracing(self) -> bool:
+        return self._trace_file or trace.recorders_attached()
+
+    # Called only while someone records (trace.active()): STUN/TURN transactions one event each,
+    # media one event when a relay first carries it to or from a peer and one with the totals
+    # when the relay closes.
+    def _trace_in(self, data: bytes, client: Address, lid: ListenerId) -> None:
+        if data and data[0] < 0x40:
+            tracing.record_stun(data, client, (lid.address, lid.port), "received")
+
+    def _trace_out(self, action: SendTo) -> None:
+        data = action.data
+        if not data or data[0] >= 0x40:
+            return  # ChannelData: media, counted where it is relayed
+        header = stun.decode_header(data)
+        if header is not None and header.method == Method.DATA:
+            return  # a Data indication: media too
+        lid = action.listener
+        tracing.record_stun(data, (lid.address, lid.port), action.client, "sent")
+
+    def _trace_relayed(self, relay: int, peer: Address, size: int) -> None:
+        name = self._relay_names.get(relay, f"relay {relay}")
+        self._media_out.count(name, tracing.addr(peer), size, event="sent")
+
+    def _trace_from_peer(self, relay: int, peer: Address, size: int) -> None:
+        name = self._relay_names.get(relay, f"relay {relay}")
+        self._media_in.count(tracing.addr(peer), name, size, event="received")
+
     def _open_relay(self, action: OpenRelay) -> None:
         loop = self._loop
         assert loop is not None
+        self._relay_names[action.relay] = f"{action.address}:{action.port}"
         try:
             if action.transport == "udp":
                 sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -621,12 +665,20 @@ class AsyncTurnServer:
         receive = self.core.receive
         relays = self._relay_udp
 
+        attached = trace.recorders_attached
+        to_file = self._trace_file
+
         def on_datagram(data: bytes, addr: Address, now: float) -> None:
+            tracing_on = to_file or attached()
+            if tracing_on:
+                self._trace_in(data, addr, lid)
             actions = receive(data, addr, lid, now)
             if len(actions) == 1 and type(actions[0]) is RelayTo:  # the media fast path
                 action = actions[0]
                 relay = relays.get(action.relay)
                 if relay is not None:
+                    if tracing_on:
+                        self._trace_relayed(action.relay, action.peer, len(action.data))
                     relay.sendto(action.data, action.peer)
             else:
                 self._execute(actions)
@@ -637,7 +689,12 @@ class AsyncTurnServer:
         relay_received = self.core.relay_received
         listeners = self._udp
 
+        attached = trace.recorders_attached
+        to_file = self._trace_file
+
         def on_datagram(data: bytes, addr: Address, now: float) -> None:
+            if to_file or attached():
+                self._trace_from_peer(relay, addr, len(data))
             actions = relay_received(relay, data, addr, now)
             if len(actions) == 1 and type(actions[0]) is SendTo:
                 action = actions[0]
@@ -669,6 +726,10 @@ class AsyncTurnServer:
         self._execute(self.core.relay_opened(relay, time.time()))
 
     def _close_relay(self, relay: int) -> None:
+        name = self._relay_names.pop(relay, None)
+        if name is not None and (self._media_out.flows or self._media_in.flows):
+            self._media_out.finish(src=name, event="sent")
+            self._media_in.finish(dst=name, event="received")
         entry = self._relays.pop(relay, None)
         self._relay_udp.pop(relay, None)
         if entry is None:

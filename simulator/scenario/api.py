@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+import asyncio
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from simulator.dns.resolver import LabResolver
+from simulator.lab.nsocket import socket_in
 from simulator.lab.services import address_of, resolver_for
 from simulator.lab.topology import Interface, Topology
 from simulator.pki import LabPki
 from simulator.trace import record
+
+NS_PREFIX = "es-"
+"""Namespace names of the netns runner: ``es-<host>`` (simulator.lab.runners.netns)."""
+NFT_TIMEOUT = 10.0
 
 
 class ScenarioFailure(Exception):
@@ -86,5 +94,122 @@ class Lab:
         return address_of(self.interface(ref), self.runner)
 
     def resolver(self, ref: str) -> LabResolver:
-        """A DNS resolver asking the lab DNS of ``host[:interface]``'s zone, from that address."""
-        return resolver_for(self.topology, self.interface(ref), self.runner)
+        """A DNS resolver asking the lab DNS of ``host[:interface]``'s zone, from that address
+        (from the host's namespace with the netns runner)."""
+        resolver = resolver_for(self.topology, self.interface(ref), self.runner)
+        if self.runner != "netns":
+            return resolver
+        from simulator.scenario.nsdns import NamespaceResolver
+
+        return NamespaceResolver(
+            resolver.server,
+            lambda: self.udp_socket(ref),
+            timeout=resolver.timeout,
+            source=resolver.source,
+        )
+
+    def settings(self, service: str) -> dict[str, Any]:
+        """The topology's ``[services.<service>]`` table (users, passwords, port ranges ...)."""
+        return dict(self.topology.settings.get(service, {}))
+
+    def note(self, text: str) -> None:
+        """Record a line for the ladder and the report (e.g. which media path was used)."""
+        record("note", "", "", text, event="note")
+
+    # ------------------------------------------------------------ sockets from a lab host
+    @property
+    def has_firewalls(self) -> bool:
+        """True when traffic between zones crosses the lab's firewalls (netns, compose)."""
+        return self.runner != "local"
+
+    def namespace(self, ref: str) -> str | None:
+        """The network namespace clients of ``host[:interface]`` live in (None: this one)."""
+        if self.runner == "netns":
+            return NS_PREFIX + self.interface(ref).host
+        return None
+
+    def _socket(self, ref: str, kind: int, port: int) -> socket.socket:
+        sock = socket_in(self.namespace(ref), socket.AF_INET, kind)
+        try:
+            if kind == socket.SOCK_STREAM:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((self.address(ref), port))
+            sock.setblocking(False)
+        except OSError:
+            sock.close()
+            raise
+        return sock
+
+    def udp_socket(self, ref: str, port: int = 0) -> socket.socket:
+        """A non-blocking UDP socket bound to ``host[:interface]``'s address, in its namespace
+        with the netns runner (so its datagrams cross the lab's firewalls), else a plain one."""
+        return self._socket(ref, socket.SOCK_DGRAM, port)
+
+    def tcp_socket(self, ref: str, port: int = 0) -> socket.socket:
+        """A non-blocking TCP socket bound to ``host[:interface]``'s address (see udp_socket)."""
+        return self._socket(ref, socket.SOCK_STREAM, port)
+
+    async def connect_tcp(
+        self, ref: str, destination: tuple[str, int], timeout: float = 5.0
+    ) -> socket.socket:
+        """A TCP connection from ``host[:interface]`` to ``destination``; raises TimeoutError
+        (a firewall dropped the SYN) or ConnectionRefusedError."""
+        sock = self.tcp_socket(ref)
+        try:
+            await asyncio.wait_for(
+                asyncio.get_running_loop().sock_connect(sock, destination), timeout
+            )
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    # ------------------------------------------------------------ firewalls
+    async def _nft(self, firewall: str, args: list[str], stdin: bytes | None = None) -> str:
+        if self.runner != "netns":
+            raise ScenarioFailure(
+                f"changing {firewall}'s rules needs the netns runner (this lab: {self.runner})"
+            )
+        if all(fw.id != firewall for fw in self.topology.firewalls):
+            raise ScenarioFailure(f"no firewall '{firewall}' in the topology")
+        proc = await asyncio.create_subprocess_exec(
+            "ip", "netns", "exec", NS_PREFIX + firewall, "nft", *args,
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        try:
+            out, err = await asyncio.wait_for(proc.communicate(stdin), NFT_TIMEOUT)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            raise ScenarioFailure(
+                f"nft in {firewall} did not answer within {NFT_TIMEOUT:.0f} s"
+            ) from None
+        if proc.returncode != 0:
+            raise ScenarioFailure(
+                f"nft {' '.join(args)} in {firewall} failed: {err.decode().strip()}"
+            )
+        return out.decode()
+
+    async def firewall_rules(self, firewall: str) -> str:
+        """The rules ``firewall`` enforces now: its ``inet edgesim`` table, as nft lists it."""
+        return await self._nft(firewall, ["list", "table", "inet", "edgesim"])
+
+    async def load_firewall_rules(self, firewall: str, rules: str) -> None:
+        """Replace ``firewall``'s ``inet edgesim`` table with ``rules`` (an nft script)."""
+        if "delete table inet edgesim" not in rules:
+            rules = "table inet edgesim\ndelete table inet edgesim\n" + rules
+        await self._nft(firewall, ["-f", "-"], rules.encode())
+
+    @asynccontextmanager
+    async def firewall_changed(self, firewall: str, rules: str) -> AsyncIterator[str]:
+        """Load ``rules`` into ``firewall`` for the block, then restore what was loaded before
+        (even when the block fails). Yields the rules that were loaded before."""
+        before = await self.firewall_rules(firewall)
+        record("note", "", "", f"{firewall}: rules changed for this scenario", event="note")
+        await self.load_firewall_rules(firewall, rules)
+        try:
+            yield before
+        finally:
+            await self.load_firewall_rules(firewall, before)
+            record("note", "", "", f"{firewall}: rules restored", event="note")

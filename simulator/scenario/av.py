@@ -1,0 +1,628 @@
+"""A/V clients for scenarios: a TURN client, RTP-sized media, and MRAS over SIP from lab hosts.
+
+Every socket comes from :meth:`Lab.udp_socket` / :meth:`Lab.connect_tcp`, so with the netns
+runner a client leaves from its host's namespace and crosses the lab's firewalls; with the local
+runner it is a plain socket on the host's loopback address.
+
+The clients record what they send and receive (:mod:`simulator.trace`), with the summaries the
+A/V Edge uses (:mod:`simulator.media.tracing`), so both ends fold into one arrow; a request
+that gets no answer is recorded as ``dropped`` (the ladder stops it at the firewall between the
+two hosts), and a TCP connection that is never answered as a dropped ``TCP connect``. Media is
+recorded once per channel with its totals, never per packet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import ssl
+import struct
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from simulator.media import stun, tracing
+from simulator.media.errors import FramingError, RemoteProtocolError
+from simulator.media.framing import StreamFramer
+from simulator.media.mras import MediaRelay, credentials_request_body, parse_credentials_response
+from simulator.media.stun import Message, MessageClass, Method
+from simulator.scenario.api import Lab, ScenarioFailure
+from simulator.sip.aio import SipProtocol
+from simulator.sip.emulators.mras import CONTENT_TYPE as MRAS_CONTENT_TYPE
+from simulator.sip.emulators.ua import UserAgent
+from simulator.tls import client_context
+from simulator.trace import record
+
+Address = tuple[str, int]
+
+RTP_PAYLOAD = 160
+"""Bytes of one 20 ms G.711 frame: what a PCMU audio call sends 50 times a second."""
+RTP_HEADER = 12
+REQUEST_TIMEOUT = 3.0
+
+
+class TurnError(Exception):
+    """A TURN request failed; ``code`` is the STUN error code (0: no answer)."""
+
+    def __init__(self, message: str, code: int = 0) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class _Datagrams(asyncio.DatagramProtocol):
+    def __init__(self, stun_queue: asyncio.Queue[bytes], media: asyncio.Queue[bytes]) -> None:
+        self.stun = stun_queue
+        self.media = media
+
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+        if not data:
+            return
+        (self.stun if data[0] < 0x40 else self.media).put_nowait(data)
+
+
+@dataclass
+class TurnClient:
+    """One TURN client on a lab host: UDP, or a TCP/TLS control connection."""
+
+    name: str
+    """Who this is in the scenario's messages (``messenger`` ...)."""
+    transport: str
+    """``udp``, ``tcp`` or ``tls``."""
+    server: Address
+    local: Address
+    username: str
+    password: str
+    timeout: float = REQUEST_TIMEOUT
+    relayed: Address | None = None
+    mapped: Address | None = None
+    stun_queue: asyncio.Queue[bytes] = field(default_factory=asyncio.Queue)
+    media_queue: asyncio.Queue[bytes] = field(default_factory=asyncio.Queue)
+    _udp: asyncio.DatagramTransport | None = None
+    _writer: asyncio.StreamWriter | None = None
+    _reader_task: asyncio.Task[None] | None = None
+    _key: bytes | None = None
+    _creds: list[tuple[str, object]] = field(default_factory=list)
+    sent: dict[int, list[int]] = field(default_factory=dict)
+    """Per channel: [packets, bytes] of media sent."""
+
+    @property
+    def path(self) -> str:
+        """``UDP 3478``, ``TCP 443`` (TLS included): how this client reaches the relay."""
+        return f"{'UDP' if self.transport == 'udp' else 'TCP'} {self.server[1]}"
+
+    @classmethod
+    async def open(
+        cls,
+        lab: Lab,
+        vantage: str,
+        server: Address,
+        transport: str,
+        username: str,
+        password: str,
+        *,
+        tls: ssl.SSLContext | None = None,
+        server_hostname: str | None = None,
+        timeout: float = REQUEST_TIMEOUT,
+    ) -> TurnClient:
+        """Open the client's socket on ``vantage`` (``host[:interface]``); for TCP/TLS, connect.
+
+        A TCP connection the firewall drops raises :class:`TurnError` after ``timeout``, recorded
+        as a dropped ``TCP connect``."""
+        loop = asyncio.get_running_loop()
+        name = lab.interface(vantage).host
+        if transport == "udp":
+            sock = lab.udp_socket(vantage)
+            local = sock.getsockname()
+            client = cls(name, transport, server, (local[0], local[1]), username, password, timeout)
+            client._udp, _ = await loop.create_datagram_endpoint(
+                lambda: _Datagrams(client.stun_queue, client.media_queue),
+                sock=sock,
+            )
+            return client
+        source = (lab.address(vantage), 0)
+        try:
+            sock = await lab.connect_tcp(vantage, server, timeout)
+        except TimeoutError:
+            record(
+                "tcp", tracing.addr(source), tracing.addr(server), f"TCP connect to {server[1]}",
+                event="dropped", detail=f"no SYN-ACK within {timeout:.0f} s",
+            )  # fmt: skip
+            raise TurnError(f"TCP {server[1]} to {server[0]}: no answer (dropped)") from None
+        except OSError as exc:
+            record(
+                "tcp", tracing.addr(source), tracing.addr(server), f"TCP connect to {server[1]}",
+                event="refused", detail=str(exc),
+            )  # fmt: skip
+            raise TurnError(f"TCP {server[1]} to {server[0]}: {exc}") from None
+        local = sock.getsockname()
+        client = cls(name, transport, server, (local[0], local[1]), username, password, timeout)
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(
+                    sock=sock, ssl=tls, server_hostname=server_hostname if tls else None
+                ),
+                timeout,
+            )
+        except (OSError, TimeoutError) as exc:
+            sock.close()
+            raise TurnError(f"TLS to {server[0]}:{server[1]} failed: {exc}") from None
+        client._writer = writer
+        client._reader_task = asyncio.ensure_future(client._read(reader))
+        return client
+
+    async def _read(self, reader: asyncio.StreamReader) -> None:
+        framer = StreamFramer()
+        try:
+            while data := await reader.read(65536):
+                for frame in framer.frames(data):
+                    (self.stun_queue if frame[0] < 0x40 else self.media_queue).put_nowait(frame)
+        except (OSError, FramingError):
+            return
+
+    def _send(self, data: bytes) -> None:
+        if self._udp is not None:
+            self._udp.sendto(data, self.server)
+        elif self._writer is not None:
+            self._writer.write(data)
+
+    # ------------------------------------------------------------ transactions
+    async def _transaction(self, message: Message) -> Message:
+        data = stun.encode(message, integrity_key=self._key)
+        deadline = time.monotonic() + self.timeout
+        sent_at = time.time()
+        tries = 0
+        while True:
+            if tries == 0 or self._udp is not None:
+                self._send(data)  # UDP retransmits (RFC 8489 section 6.2.1, shortened)
+            tries += 1
+            wait = min(0.25 * 2 ** (tries - 1), deadline - time.monotonic())
+            if wait <= 0:
+                tracing.record_message(message, self.local, self.server, "dropped", at=sent_at)
+                raise TurnError(
+                    f"{tracing.summary(message)} to {self.server[0]}:{self.server[1]} got no "
+                    f"answer within {self.timeout:.0f} s ({tries - 1} tries)"
+                )
+            try:
+                frame = await asyncio.wait_for(self.stun_queue.get(), wait)
+            except TimeoutError:
+                continue
+            try:
+                reply = stun.parse(frame)
+            except RemoteProtocolError:
+                continue
+            if reply.transaction_id == message.transaction_id:
+                tracing.record_message(message, self.local, self.server, "sent", at=sent_at)
+                tracing.record_message(reply, self.server, self.local, "received")
+                return reply
+
+    async def request(self, method: Method, attrs: list[tuple[str, object]]) -> Message:
+        """Send a request with the long-term credentials, answering a 401/438 challenge once."""
+        for _ in range(3):
+            message = Message(method, MessageClass.REQUEST, os.urandom(12), [*attrs, *self._creds])
+            reply = await self._transaction(message)
+            code = reply.get("ERROR-CODE", (0, ""))[0]
+            if code in (401, 438) and (code == 438 or not self._creds):
+                realm, nonce = reply.get("REALM"), reply.get("NONCE")
+                if realm is None or nonce is None:
+                    break
+                self._key = stun.long_term_key(self.username, realm, self.password)
+                self._creds = [("USERNAME", self.username), ("REALM", realm), ("NONCE", nonce)]
+                continue
+            break
+        if reply.message_class != MessageClass.SUCCESS:
+            code, reason = reply.get("ERROR-CODE", (0, ""))
+            raise TurnError(f"{tracing.summary(message)} refused: {code} {reason}", code)
+        return reply
+
+    async def allocate(self) -> Address:
+        """Allocate a UDP relay; returns the relayed address (XOR-RELAYED-ADDRESS)."""
+        reply = await self.request(Method.ALLOCATE, [("REQUESTED-TRANSPORT", 17)])
+        relayed, mapped = reply.get("XOR-RELAYED-ADDRESS"), reply.get("XOR-MAPPED-ADDRESS")
+        if relayed is None:
+            raise TurnError("Allocate success without XOR-RELAYED-ADDRESS")
+        self.relayed = (relayed[0], relayed[1])
+        self.mapped = (mapped[0], mapped[1]) if mapped else None
+        return self.relayed
+
+    async def permit(self, peer: Address) -> None:
+        await self.request(Method.CREATE_PERMISSION, [("XOR-PEER-ADDRESS", peer)])
+
+    async def bind(self, channel: int, peer: Address) -> None:
+        await self.request(
+            Method.CHANNEL_BIND, [("CHANNEL-NUMBER", channel), ("XOR-PEER-ADDRESS", peer)]
+        )
+
+    # ------------------------------------------------------------ media
+    def send_media(self, channel: int, payload: bytes) -> None:
+        frame = struct.pack("!HH", channel, len(payload)) + payload
+        if self._udp is None and len(payload) % 4:
+            frame += bytes(4 - len(payload) % 4)  # ChannelData on a stream is padded
+        self._send(frame)
+        counts = self.sent.setdefault(channel, [0, 0])
+        counts[0] += 1
+        counts[1] += len(payload)
+
+    async def receive_media(self, channel: int, timeout: float) -> bytes | None:
+        """The payload of the next ChannelData on ``channel``, None after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                frame = await asyncio.wait_for(self.media_queue.get(), left)
+            except TimeoutError:
+                return None
+            if len(frame) >= 4:
+                number, length = struct.unpack_from("!HH", frame)
+                if number == channel:
+                    return frame[4 : 4 + length]
+        return None
+
+    def record_media(self, channel: int, received: int) -> None:
+        """One trace event for what went over ``channel``: packets and bytes each way."""
+        packets, octets = self.sent.get(channel, [0, 0])
+        record(
+            "media", tracing.addr(self.local), tracing.addr(self.server),
+            f"RTP over {self.path}: {packets} sent, {received} received",
+            detail=f"channel 0x{channel:04x}: {packets} datagrams ({octets} bytes) sent, "
+            f"{received} received, relayed address {self.relayed}",
+        )  # fmt: skip
+
+    async def close(self) -> None:
+        """Release the allocation (Refresh with LIFETIME 0), close the socket."""
+        try:
+            if self.relayed is not None:
+                with contextlib.suppress(TurnError):
+                    await self.request(Method.REFRESH, [("LIFETIME", 0)])
+        finally:
+            if self._udp is not None:
+                self._udp.close()
+            if self._writer is not None:
+                self._writer.close()
+            if self._reader_task is not None:
+                self._reader_task.cancel()
+
+
+def rtp_packet(seq: int, ssrc: int, payload_type: int = 0) -> bytes:
+    """A 172-byte RTP packet: 12-byte header (PCMU by default) + 20 ms of audio."""
+    header = struct.pack("!BBHII", 0x80, payload_type, seq & 0xFFFF, seq * RTP_PAYLOAD, ssrc)
+    return header + bytes((seq + i) & 0xFF for i in range(RTP_PAYLOAD))
+
+
+# ---------------------------------------------------------------- SIP from a lab host
+
+
+class LabUserAgent(UserAgent):
+    """A SIP user agent whose TLS connection leaves from a lab host (its netns with netns)."""
+
+    def __init__(self, lab: Lab, vantage: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.lab = lab
+        self.vantage = vantage
+
+    async def connect(self) -> None:
+        loop = asyncio.get_running_loop()
+        sock = await self.lab.connect_tcp(self.vantage, (self.host, self.port), 10.0)
+        proto = SipProtocol(self, label="ua")
+        try:
+            await asyncio.wait_for(
+                loop.create_connection(
+                    lambda: proto, sock=sock, ssl=self.context,
+                    server_hostname=self.server_name, ssl_handshake_timeout=10.0,
+                ),
+                10.0,
+            )  # fmt: skip
+        except BaseException:
+            sock.close()
+            raise
+        self.proto = proto
+
+
+def pic_user(lab: Lab, user: str = "dave", vantage: str = "messenger") -> LabUserAgent:
+    """``user``@pic.lab, the Live Messenger-style client's SIP account, on ``vantage``,
+    connecting to the public IM provider (host ``pic``) on 5061."""
+    users = lab.settings("pic").get("users", {})
+    if user not in users:
+        raise ScenarioFailure(f"{user} is not a user of [services.pic] in the topology")
+    domain = lab.settings("pic").get("domain", "pic.lab")
+    pic = lab.interface("pic")
+    return LabUserAgent(
+        lab,
+        vantage,
+        aor=f"sip:{user}@{domain}",
+        password=users[user],
+        host=lab.address("pic"),
+        port=5061,
+        context=client_context([lab.pki.trust_bundle]),
+        server_name=pic.fqdn,
+        local_address=lab.address(vantage),
+    )
+
+
+def relay_sdp(user: str, relayed: Address, session: int) -> bytes:
+    """An audio offer/answer whose only candidate is the relayed address (PCMU, 20 ms)."""
+    ip, port = relayed
+    return (
+        f"v=0\r\no={user} {session} 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\n"
+        f"m=audio {port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=ptime:20\r\n"
+        f"a=candidate:1 1 UDP 16777215 {ip} {port} typ relay\r\n"
+    ).encode()
+
+
+def sdp_address(body: bytes) -> Address | None:
+    """The audio address of an SDP body (c= and m=audio), None when it has none."""
+    ip, port = None, None
+    for line in body.decode(errors="replace").splitlines():
+        if line.startswith("c=IN IP4 "):
+            ip = line.split()[2]
+        elif line.startswith("m=audio "):
+            port = int(line.split()[1])
+    return (ip, port) if ip and port else None
+
+
+def contoso_user(lab: Lab, user: str, vantage: str = "internal-user") -> LabUserAgent:
+    """``user``@contoso.lab on ``vantage``, connecting to the Front End on 5061."""
+    users = lab.settings("front-end").get("users", {})
+    if user not in users:
+        raise ScenarioFailure(f"{user} is not a user of [services.front-end] in the topology")
+    domain = lab.settings("front-end").get("domain", "contoso.lab")
+    fe = lab.interface("fe")
+    return LabUserAgent(
+        lab,
+        vantage,
+        aor=f"sip:{user}@{domain}",
+        password=users[user],
+        host=lab.address("fe"),
+        port=5061,
+        context=client_context([lab.pki.trust_bundle]),
+        server_name=fe.fqdn,
+        local_address=lab.address(vantage),
+    )
+
+
+async def mras_credentials(ua: UserAgent) -> tuple[str, str, int, list[MediaRelay]]:
+    """Ask the Front End's MRAS (SIP SERVICE) for relay credentials: user, password, minutes,
+    relays. Fails the scenario with the SIP status when it does not answer 200."""
+    identity = f"{ua.user}@{ua.domain}"
+    response = await ua.request(
+        "SERVICE",
+        f"sip:{identity}",
+        body=credentials_request_body(identity),
+        content_type=MRAS_CONTENT_TYPE,
+    )
+    if response.code != 200:
+        raise ScenarioFailure(f"MRAS answered {response.code} {response.phrase}, not 200")
+    return parse_credentials_response(response.body)
+
+
+# ---------------------------------------------------------------- the audio call
+
+
+async def _incoming(ua: UserAgent, method: str, timeout: float = 5.0) -> Any:
+    """The next request ``method`` ``ua`` received (others are skipped), within ``timeout``."""
+    async with asyncio.timeout(timeout):
+        while True:
+            request = await ua.incoming.get()
+            if request.method == method:
+                return request
+
+
+@dataclass
+class CallReport:
+    """What :func:`audio_call` found: how each end reached the relay and what got through."""
+
+    messenger_path: str
+    """``UDP 3478`` or ``TCP 443``."""
+    contoso_path: str
+    relayed: dict[str, Address]
+    """The relayed address of each end."""
+    received: dict[str, int]
+    """RTP packets each end received."""
+    sent: int
+    """RTP packets each end sent."""
+    fallback_reason: str = ""
+    """Why the messenger left UDP 3478 (empty when it did not)."""
+
+
+def _port_range(lab: Lab) -> tuple[int, int]:
+    text = str(lab.settings("av-edge").get("port_range", "50000-59999"))
+    low, _, high = text.partition("-")
+    return int(low), int(high or low)
+
+
+def _relay_address(lab: Lab, relay: MediaRelay) -> str:
+    iface = lab.topology.interface_by_fqdn(relay.host)
+    if iface is None:
+        raise ScenarioFailure(f"MRAS names relay {relay.host}, which no lab interface has")
+    return lab.address(f"{iface.host}:{iface.id}")
+
+
+async def _messenger_client(
+    lab: Lab, relay: MediaRelay, username: str, password: str
+) -> tuple[TurnClient, str]:
+    """UDP 3478 first; when that gets no answer, TURN over TLS on TCP 443, as Lync clients do."""
+    server = _relay_address(lab, relay)
+    fallback = ""
+    if relay.udp_port is not None:
+        client = await TurnClient.open(
+            lab, "messenger", (server, relay.udp_port), "udp", username, password
+        )
+        try:
+            await client.allocate()
+            return client, fallback
+        except TurnError as exc:
+            await client.close()
+            if exc.code:
+                raise ScenarioFailure(
+                    f"the A/V Edge refused the messenger over UDP: {exc}"
+                ) from None
+            fallback = str(exc)
+            lab.note(f"UDP {relay.udp_port} got no answer: the messenger falls back to TCP 443")
+    if relay.tcp_port is None:
+        raise ScenarioFailure(f"no UDP answer and MRAS lists no TCP port: {fallback}")
+    tls = client_context([lab.pki.trust_bundle])
+    try:
+        client = await TurnClient.open(
+            lab, "messenger", (server, relay.tcp_port), "tls", username, password,
+            tls=tls, server_hostname=relay.host,
+        )  # fmt: skip
+        await client.allocate()
+    except TurnError as exc:
+        raise ScenarioFailure(
+            f"the messenger cannot reach the A/V Edge: {fallback or 'UDP not tried'}; then {exc}"
+        ) from None
+    return client, fallback
+
+
+async def _stream(
+    sender: TurnClient, receiver: TurnClient, channel: int, packets: int, ssrc: int
+) -> int:
+    """``packets`` RTP packets from ``sender`` 20 ms apart; how many ``receiver`` got."""
+
+    async def send() -> None:
+        for seq in range(packets):
+            sender.send_media(channel, rtp_packet(seq, ssrc))
+            await asyncio.sleep(0.02)  # pacing of a 20 ms audio codec, not synchronisation
+
+    async def receive() -> int:
+        seen: set[int] = set()
+        while len(seen) < packets:
+            payload = await receiver.receive_media(channel, 2.0)
+            if payload is None:
+                break
+            if len(payload) >= RTP_HEADER and struct.unpack_from("!I", payload, 8)[0] == ssrc:
+                seen.add(struct.unpack_from("!H", payload, 2)[0])
+        return len(seen)
+
+    _, got = await asyncio.gather(send(), receive())
+    return got
+
+
+async def audio_call(lab: Lab, *, packets: int = 50, user: str = "bob") -> CallReport:
+    """A Live Messenger-style client (host ``messenger``) and ``user``@contoso.lab (on
+    ``internal-user``) set up audio through the A/V Edge, both ends relayed.
+
+    The contoso user signs in at the Front End and gets relay credentials from its MRAS (SIP
+    SERVICE), then allocates on the Edge's internal interface; the messenger allocates on the
+    A/V interface with the Edge's static account (``[services.av-edge.users]``), over UDP 3478
+    or, when that gets no answer, TCP 443. The messenger's user (dave@pic.lab) signs in at the
+    public IM provider; the contoso user calls him (INVITE across federation) with an SDP offer
+    naming his relayed address, and dave's answer names the messenger's. Each end permits and
+    binds a channel to the address the other's SDP named and sends ``packets`` RTP packets;
+    media goes client -> relay -> relay -> client, on the relay ports 50000-59999. BYE ends it.
+    """
+    low, high = _port_range(lab)
+    static_users = {
+        k: v for k, v in lab.settings("av-edge").get("users", {}).items() if "probe" not in k
+    }
+    if not static_users:
+        raise ScenarioFailure("[services.av-edge.users] has no account for the messenger")
+    m_user, m_password = next(iter(static_users.items()))
+    clients: list[TurnClient] = []
+    ua = contoso_user(lab, user)
+    dave = pic_user(lab)
+    try:
+        with lab.step(f"{user} signs in at the Front End from his workstation"):
+            await ua.connect()
+            reply = await ua.register()
+            lab.expect(reply.code == 200, f"REGISTER answered {reply.code} {reply.phrase}")
+
+        with lab.step(f"{user} asks the Front End's MRAS for relay credentials (SIP SERVICE)"):
+            username, password, minutes, relays = await mras_credentials(ua)
+            by_location = {r.location: r for r in relays}
+            lab.expect(
+                {"internet", "intranet"} <= set(by_location),
+                f"MRAS listed {sorted(by_location)}, not internet and intranet relays",
+            )
+            lab.expect(minutes > 0, f"MRAS granted the credentials for {minutes} minutes")
+
+        with lab.step(f"{user} allocates a relay on the Edge's internal interface (UDP 3478)"):
+            intranet = by_location["intranet"]
+            server = (_relay_address(lab, intranet), intranet.udp_port or 3478)
+            bob = await TurnClient.open(lab, "internal-user", server, "udp", username, password)
+            clients.append(bob)
+            try:
+                bob_relay = await bob.allocate()
+            except TurnError as exc:
+                raise ScenarioFailure(f"{user}'s Allocate failed: {exc}") from None
+
+        with lab.step("the Live Messenger-style client allocates a relay on the A/V Edge"):
+            messenger, fallback = await _messenger_client(
+                lab, by_location["internet"], m_user, m_password
+            )
+            clients.append(messenger)
+            assert messenger.relayed is not None
+            lab.note(f"media path: the messenger reached the A/V Edge over {messenger.path}")
+
+        with lab.step("both relays are on the A/V interface, in the relay port range"):
+            av = lab.address("edge:av")
+            for who, relayed in (("messenger", messenger.relayed), (user, bob_relay)):
+                lab.expect(relayed[0] == av, f"{who}'s relay is on {relayed[0]}, not {av}")
+                lab.expect(
+                    low <= relayed[1] <= high,
+                    f"{who}'s relayed port {relayed[1]} is outside {low}-{high}",
+                )
+
+        with lab.step("dave (the messenger's user) signs in at the public IM provider"):
+            await dave.connect()
+            reply = await dave.register()
+            lab.expect(reply.code == 200, f"dave's REGISTER answered {reply.code} {reply.phrase}")
+
+        with lab.step(f"{user} calls dave@pic.lab: the SDP offer and answer carry the relays"):
+            dave.answer_sdp = relay_sdp("dave", messenger.relayed, 2)
+            response, dialog = await ua.invite(
+                f"sip:dave@{dave.domain}", relay_sdp(user, bob_relay, 1)
+            )
+            lab.expect(
+                response.code == 200 and dialog is not None,
+                f"the INVITE to dave@{dave.domain} was answered {response.code} {response.phrase}",
+            )
+            offered = await _incoming(dave, "INVITE")
+            messenger_peer = sdp_address(response.body)
+            bob_peer = sdp_address(offered.body)
+            lab.expect(
+                messenger_peer == messenger.relayed,
+                f"the SDP answer names {messenger_peer}, not the messenger's relay",
+            )
+            lab.expect(bob_peer == bob_relay, f"the SDP offer names {bob_peer}, not {user}'s relay")
+            assert dialog is not None and messenger_peer is not None and bob_peer is not None
+
+        with lab.step("each end permits and binds a channel to the other's relayed address"):
+            for client, peer in ((messenger, bob_peer), (bob, messenger_peer)):
+                try:
+                    await client.permit(peer)
+                    await client.bind(0x4000, peer)
+                except TurnError as exc:
+                    raise ScenarioFailure(f"{client.name}: {exc}") from None
+
+        with lab.step(f"audio both ways: {packets} RTP packets of 20 ms each way"):
+            to_bob, to_messenger = await asyncio.gather(
+                _stream(messenger, bob, 0x4000, packets, 0x11111111),
+                _stream(bob, messenger, 0x4000, packets, 0x22222222),
+            )
+            messenger.record_media(0x4000, to_messenger)
+            bob.record_media(0x4000, to_bob)
+            need = packets - packets // 20  # 5 % loss at most
+            lab.expect(
+                to_bob >= need, f"{user} received {to_bob} of the messenger's {packets} packets"
+            )
+            lab.expect(
+                to_messenger >= need,
+                f"the messenger received {to_messenger} of {user}'s {packets} packets",
+            )
+
+        with lab.step(f"{user} hangs up"):
+            bye = await ua.bye(dialog)
+            lab.expect(bye.code == 200, f"BYE answered {bye.code} {bye.phrase}")
+        return CallReport(
+            messenger.path,
+            bob.path,
+            {"messenger": messenger.relayed, user: bob_relay},
+            {"messenger": to_messenger, user: to_bob},
+            packets,
+            fallback,
+        )
+    finally:
+        for client in reversed(clients):
+            await client.close()
+        await ua.close()
+        await dave.close()
