@@ -53,7 +53,7 @@ def test_av_from_the_internal_side_and_the_443_fallback_are_there(matrix):
     }
     assert ("udp", "3478", "internal-client", "edge:internal") in implicit
     assert ("tcp", "443", "internal-client", "edge:internal") in implicit
-    assert ("tcp", "443", "remote-client", "edge:av") in implicit
+    assert ("tcp", "443", "any@internet", "edge:av") in implicit  # Lync: Any -> A/V Edge 443
 
 
 def test_negative_rows_cover_the_internal_interface_and_the_front_end(matrix):

@@ -32,7 +32,8 @@ def edgesim(*args: str, state: Path, timeout: float = 300) -> subprocess.Complet
 
 
 def probe(state: Path) -> dict[str, dict[str, object]]:
-    done = edgesim("probe", "--runner", "netns", "--format", "json", state=state)
+    certs = str(state / "certs")  # the PKI the lab was started with
+    done = edgesim("probe", "--runner", "netns", "--format", "json", "--certs", certs, state=state)
     return {r["row"]: r for r in json.loads(done.stdout)["results"]}
 
 
