@@ -158,7 +158,7 @@ class SipProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost_reason = exc
-        if isinstance(exc, ssl.SSLError) and trace.active():
+        if self.transport is not None and isinstance(exc, ssl.SSLError) and trace.active():
             # TLS 1.3: a refused client certificate shows up here, after the handshake
             trace.record(
                 "sip",
@@ -303,13 +303,13 @@ class SipListener:
             reason = tls_failure_reason(exc)
             text = f"{spec.label}: TLS handshake with {peer[0] if peer else '?'} refused: {reason}"
             log.warning("%s", text)
-            if trace.active():
+            if trace.active():  # it reached us and we refused it: an arrow into this host
                 trace.record(
                     "sip",
                     _endpoint(peer),
                     _endpoint(transport.get_extra_info("sockname")),
-                    f"TLS refused by {spec.label}: {reason}",
-                    event="refused",
+                    f"TLS handshake refused: {reason}",
+                    event="received",
                     detail=text,
                 )
             self.refusals.append(text)

@@ -132,8 +132,6 @@ class XmppConnection:
 
     # ------------------------------------------------------------------ entry points
     async def run(self) -> None:
-        if self.server_side:
-            self.trace(f"connection accepted ({self.session.role.value})", event="received")
         try:
             await self._run()
         except (ConnectionError, OSError, ssl.SSLError, asyncio.IncompleteReadError) as exc:
@@ -225,10 +223,11 @@ class XmppConnection:
             )
         except (ssl.SSLError, TimeoutError, ConnectionError) as exc:
             reason = tls_failure_reason(exc)
-            # the initiating side's view goes towards the peer; the receiving side's comes to us
+            # the initiating side records where its stream stopped; the receiving side records
+            # the refusal as an arrow that reached it
             self.trace(
                 f"STARTTLS refused: {reason}",
-                event="refused",
+                event="received" if request.server_side else "refused",
                 detail=str(exc),
                 outgoing=not request.server_side,
             )

@@ -58,3 +58,31 @@ async def test_remote_user_im(topology217: Topology, lab_pki: LabPki) -> None:
     _result, ladder = await run_shipped("remote-user-im", topology217, lab_pki)
     print(render_text(ladder))
     assert 0
+
+
+async def test_xmpp(topology217: Topology, lab_pki: LabPki) -> None:
+    _result, ladder = await run_shipped("xmpp-chat", topology217, lab_pki, SIP_HOSTS + ["jabber"])
+    print(render_text(ladder))
+    assert 0
+
+
+async def test_refused(topology217: Topology, lab_pki: LabPki) -> None:
+    _result, ladder = await run_shipped("refused-partners", topology217, lab_pki)
+    print(render_text(ladder))
+    assert 0
+
+
+async def test_presence(topology217: Topology, lab_pki: LabPki) -> None:
+    _result, ladder = await run_shipped("presence", topology217, lab_pki)
+    print(render_text(ladder))
+    assert 0
+
+async def test_fed(topology217: Topology, lab_pki: LabPki) -> None:
+    _result, ladder = await run_shipped("federation-im", topology217, lab_pki)
+    print(render_text(ladder))
+    assert 0
+
+async def test_pic(topology217: Topology, lab_pki: LabPki) -> None:
+    _result, ladder = await run_shipped("pic-im", topology217, lab_pki)
+    print(render_text(ladder))
+    assert 0
