@@ -56,7 +56,9 @@ async def run(lab: Lab) -> None:
         async with sip_user(lab, "carol@fabrikam.lab", via="edge5061", cert=misnamed) as carol:
             answer = await carol.message("sip:bob@contoso.lab", "it's me, carol")
             warning = answer.headers.get("Warning") or ""
-            lab.expect(answer.code == 403, f"expected 403 for a misnamed certificate, got {answer.code}")
+            lab.expect(
+                answer.code == 403, f"expected 403 for a misnamed certificate, got {answer.code}"
+            )
             lab.expect(
                 "does not match the Edge FQDN of fabrikam.lab" in warning,
                 f"the 403 does not say the certificate name is wrong (Warning: {warning!r})",
