@@ -9,7 +9,13 @@ MESSAGE; alice's answer takes the same path back.
 from contextlib import AsyncExitStack
 
 from simulator.scenario import Lab, scenario
-from simulator.scenario.clients import next_chat, next_request, sip_user, xmpp_user
+from simulator.scenario.clients import (
+    next_chat,
+    next_request,
+    send_chat,
+    sip_user,
+    xmpp_user,
+)
 
 
 @scenario(
@@ -41,7 +47,7 @@ async def run(lab: Lab) -> None:
             )
 
         with lab.step("romeo (XMPP) answers alice (SIP)"):
-            romeo.send_message(mto="alice@contoso.lab", mbody="hi alice, from XMPP", mtype="chat")
+            send_chat(romeo, "alice@contoso.lab", "hi alice, from XMPP")
             got_sip = await next_request(alice, timeout=10)
             lab.expect(got_sip is not None, "alice's SIP client never got romeo's message")
             assert got_sip is not None

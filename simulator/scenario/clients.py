@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sipmessage import Request
+from slixmpp import JID
 
 from simulator.errors import EdgesimError
 from simulator.pki import CertPaths
@@ -166,6 +167,11 @@ async def next_chat(client: ChatClient, timeout: float = 5.0) -> tuple[str, str,
     except TimeoutError:
         return None
     return frm.split("/")[0], kind, body
+
+
+def send_chat(client: ChatClient, to: str, text: str) -> None:
+    """Send a one-to-one chat message (``type='chat'``) from ``client`` to the JID ``to``."""
+    client.send_message(mto=JID(to), mbody=text, mtype="chat")
 
 
 class _BoundChatClient(ChatClient):
