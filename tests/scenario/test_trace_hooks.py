@@ -176,3 +176,48 @@ def test_stanza_labels_name_the_kind_and_both_ends() -> None:
     assert describe_stanza(message) == "<message> romeo@jabber.lab/pc -> alice@contoso.lab"
     error = ET.fromstring("<presence type='error' to='romeo@jabber.lab'/>")
     assert describe_stanza(error) == "<presence error> ? -> romeo@jabber.lab"
+
+
+async def test_xmpp_connects_that_fail_are_recorded_where_they_stopped(lab_pki: LabPki) -> None:
+    from simulator.xmpp.aio import new_stream_id, open_session
+    from simulator.xmpp.s2s import Role, Session, SessionConfig
+
+    def session() -> Session:
+        return Session(
+            Role.GATEWAY_CLIENT,
+            SessionConfig(local_domains=frozenset({"contoso.lab"})),
+            now=asyncio.get_running_loop().time(),
+            stream_id=new_stream_id(),
+            local_domain="contoso.lab",
+            remote_domain="contoso.lab",
+        )
+
+    silent = await asyncio.start_server(lambda r, w: None, SERVER, 0)
+    quiet_port = silent.sockets[0].getsockname()[1]
+    closed = await asyncio.start_server(lambda r, w: None, SERVER, 0)
+    closed_port = closed.sockets[0].getsockname()[1]
+    closed.close()
+    await closed.wait_closed()
+    tls = client_context([lab_pki.trust_bundle])
+    try:
+        with TraceRecorder() as rec:
+            for port in (quiet_port, closed_port):
+                with pytest.raises(OSError):
+                    await open_session(
+                        session(),
+                        [(SERVER, port)],
+                        on_event=lambda c, e: None,
+                        tls_client=tls,
+                        ssl_now=tls,
+                        server_hostname="edge-int.contoso.lab",
+                        connect_timeout=0.3,
+                        local_address=CLIENT,
+                    )
+    finally:
+        silent.close()
+    seen = [(e.protocol, e.event, e.src, e.dst, e.summary) for e in rec.events]
+    assert seen[0] == (
+        "xmpp", "dropped", CLIENT, f"{SERVER}:{quiet_port}", "no TCP/TLS answer within 0.3 s"
+    )  # fmt: skip
+    assert seen[1][:4] == ("xmpp", "refused", CLIENT, f"{SERVER}:{closed_port}")
+    assert seen[1][4].startswith("connect failed: ")
