@@ -24,6 +24,7 @@ from typing import Any, Protocol
 
 from sipmessage import Request, Response
 
+from simulator import trace
 from simulator.dns.resolver import LabResolver, ResolutionError
 from simulator.sip.build import to_bytes
 from simulator.sip.connection import SipConnection
@@ -50,6 +51,38 @@ HANDSHAKE_TIMEOUT = 10.0
 CONNECT_TIMEOUT = 5.0
 
 
+def _endpoint(address: object) -> str:
+    """``ip:port`` of a socket address tuple (``""`` when unknown)."""
+    if isinstance(address, tuple) and len(address) >= 2:
+        return f"{address[0]}:{address[1]}"
+    return ""
+
+
+def describe(message: Request | Response) -> str:
+    """A ladder label: ``MESSAGE sip:bob@contoso.lab`` or ``200 OK``."""
+    if isinstance(message, Request):
+        return f"{message.method} {message.uri}"
+    return f"{message.code} {message.phrase}"
+
+
+def _trace_message(
+    proto: SipProtocol, message: Request | Response, event: str, text: bytes | None = None
+) -> None:
+    """Record one SIP message on ``proto`` (callers check :func:`trace.active` first)."""
+    here, there = proto.local_end, f"{proto.peer[0]}:{proto.peer[1]}"
+    src, dst = (here, there) if event == "sent" else (there, here)
+    data = text if text is not None else to_bytes(message)
+    trace.record(
+        "sip",
+        src,
+        dst,
+        describe(message),
+        event=event,
+        flow=message.headers.get("Call-ID"),
+        detail=data.decode("utf-8", "replace"),
+    )
+
+
 class SipOwner(Protocol):
     """What a :class:`SipProtocol` reports to."""
 
@@ -74,6 +107,10 @@ class SipProtocol(asyncio.Protocol):
         self.core = SipConnection(max_message_bytes=max_message_bytes)
         self.transport: asyncio.Transport | None = None
         self.peer: tuple[str, int] = ("", 0)
+        self.local_end = ""
+        self.lost_reason: Exception | None = None
+        """Why the connection was lost (None: closed cleanly)."""
+        """``ip:port`` of our end of the connection (for traces)."""
         self.peer_cert: PeerCertificate | None = None
         self.label = label
         self.flow_id = 0
@@ -91,6 +128,7 @@ class SipProtocol(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple):
             self.peer = (str(peer[0]), int(peer[1]))
+        self.local_end = _endpoint(transport.get_extra_info("sockname"))
         self.peer_cert = peer_certificate(transport.get_extra_info("ssl_object"))
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -119,6 +157,17 @@ class SipProtocol(asyncio.Protocol):
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.lost_reason = exc
+        if self.transport is not None and isinstance(exc, ssl.SSLError) and trace.active():
+            # TLS 1.3: a refused client certificate shows up here, after the handshake
+            trace.record(
+                "sip",
+                self.local_end,
+                f"{self.peer[0]}:{self.peer[1]}",
+                f"TLS refused: {tls_failure_reason(exc)}",
+                event="refused",
+                detail=f"{type(exc).__name__}: {exc}",
+            )
         if not self.closed.done():
             self.closed.set_result(None)
             self.owner.on_close(self)
@@ -135,6 +184,9 @@ class SipProtocol(asyncio.Protocol):
                 continue
             if event is None:
                 break
+            if trace.active() and isinstance(event, RequestReceived | ResponseReceived):
+                message = event.request if isinstance(event, RequestReceived) else event.response
+                _trace_message(self, message, "received")
             try:
                 if isinstance(event, RequestReceived):
                     self.owner.on_request(self, event.request)
@@ -157,10 +209,23 @@ class SipProtocol(asyncio.Protocol):
         """Queue what the core has to send (replies, pongs)."""
         data = self.core.data_to_send()
         if data:
+            if trace.active():  # the core's own answers (400, 513): label with the status line
+                line = data.split(b"\r\n", 1)[0].decode("utf-8", "replace")
+                summary = line.split(" ", 1)[1] if line.startswith("SIP/2.0 ") else line
+                trace.record(
+                    "sip",
+                    self.local_end,
+                    f"{self.peer[0]}:{self.peer[1]}",
+                    summary,
+                    detail=data.decode("utf-8", "replace"),
+                )
             self.send_bytes(data)
 
     def send(self, message: Request | Response) -> None:
-        self.send_bytes(to_bytes(message))
+        data = to_bytes(message)
+        if trace.active():
+            _trace_message(self, message, "sent", data)
+        self.send_bytes(data)
 
     def send_bytes(self, data: bytes) -> None:
         """Queue bytes; everything queued in one loop iteration leaves in one TLS write."""
@@ -238,6 +303,15 @@ class SipListener:
             reason = tls_failure_reason(exc)
             text = f"{spec.label}: TLS handshake with {peer[0] if peer else '?'} refused: {reason}"
             log.warning("%s", text)
+            if trace.active():  # it reached us and we refused it: an arrow into this host
+                trace.record(
+                    "sip",
+                    _endpoint(peer),
+                    _endpoint(transport.get_extra_info("sockname")),
+                    f"TLS handshake refused: {reason}",
+                    event="received",
+                    detail=text,
+                )
             self.refusals.append(text)
             del self.refusals[:-100]
             transport.close()
@@ -306,20 +380,45 @@ async def open_sip(
         proto = SipProtocol(owner, label=label)
         return proto
 
-    await asyncio.wait_for(
-        loop.create_connection(
-            factory,
-            host,
-            port,
-            ssl=context,
-            server_hostname=server_hostname,
-            ssl_handshake_timeout=timeout,
-            local_addr=(local_address, 0) if local_address else None,
-        ),
-        timeout,
-    )
+    try:
+        await asyncio.wait_for(
+            loop.create_connection(
+                factory,
+                host,
+                port,
+                ssl=context,
+                server_hostname=server_hostname,
+                ssl_handshake_timeout=timeout,
+                local_addr=(local_address, 0) if local_address else None,
+            ),
+            timeout,
+        )
+    except (OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError
+        if trace.active():
+            _trace_connect_failure(exc, local_address, f"{host}:{port}", server_hostname, timeout)
+        raise
     assert proto is not None
     return proto
+
+
+def _trace_connect_failure(
+    exc: BaseException, local: str | None, remote: str, name: str | None, timeout: float
+) -> None:
+    """The client side's view of a connection that did not come up: where and why."""
+    if isinstance(exc, TimeoutError):
+        event, summary = "dropped", f"no TCP/TLS answer within {timeout:g} s"
+    elif isinstance(exc, ssl.SSLError):
+        event, summary = "refused", f"TLS refused: {tls_failure_reason(exc)}"
+    else:
+        event, summary = "refused", f"connect failed: {getattr(exc, 'strerror', None) or exc}"
+    trace.record(
+        "sip",
+        local or "",
+        remote,
+        summary,
+        event=event,
+        detail=f"connecting to {name or remote} ({remote}): {type(exc).__name__}: {exc}",
+    )
 
 
 # ---------------------------------------------------------------------- the Access Edge

@@ -19,6 +19,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from typing import Any
 
+from simulator import trace
 from simulator.dns.resolver import LabResolver, ResolutionError
 from simulator.tls import PeerCertificate, peer_certificate
 from simulator.xmpp.errors import LocalProtocolError, RemoteProtocolError
@@ -26,7 +27,9 @@ from simulator.xmpp.events import (
     Authenticated,
     AuthenticationFailed,
     DialbackVerifyAnswered,
+    StanzaReceived,
     StreamClosed,
+    StreamErrorReceived,
     TlsRequested,
     XmppEvent,
 )
@@ -39,6 +42,26 @@ S2S_PORT = 5269
 _ids = itertools.count(1)
 
 EventHandler = Callable[["XmppConnection", XmppEvent], None]
+
+#: Roles on the accepting side of a stream (they record authentication and TLS refusals).
+_SERVER_ROLES = (Role.RECEIVING, Role.GATEWAY_SERVER, Role.C2S)
+
+
+def _endpoint(address: object) -> str:
+    if isinstance(address, tuple) and len(address) >= 2:
+        return f"{address[0]}:{address[1]}"
+    return ""
+
+
+def describe_stanza(stanza: ET.Element) -> str:
+    """A ladder label: ``<message> romeo@jabber.lab -> alice@contoso.lab``."""
+    name = stanza.tag.rsplit("}", 1)[-1]
+    kind = stanza.get("type")
+    label = f"<{name}{' ' + kind if kind and kind != 'chat' else ''}>"
+    frm, to = stanza.get("from"), stanza.get("to")
+    if frm or to:
+        label += f" {frm or '?'} -> {to or '?'}"
+    return label
 
 
 def new_stream_id() -> str:
@@ -76,8 +99,29 @@ class XmppConnection:
         self.ready = asyncio.Event()
         self.closed = asyncio.Event()
         self.failure: str | None = None
-        self._flush_scheduled = False
         """Why the stream ended, when it did not end cleanly."""
+        self._flush_scheduled = False
+        self.local_end = _endpoint(writer.get_extra_info("sockname"))
+        self.peer_end = _endpoint(writer.get_extra_info("peername"))
+        """``ip:port`` of both ends (for traces)."""
+
+    def trace(
+        self, summary: str, *, event: str = "sent", detail: str = "", outgoing: bool | None = None
+    ) -> None:
+        """Record an event of this stream, from us to the peer when ``outgoing`` (default: a
+        ``sent`` event), else from the peer to us."""
+        if not trace.active():
+            return
+        here, there = self.local_end, self.peer_end
+        out = event == "sent" if outgoing is None else outgoing
+        src, dst = (here, there) if out else (there, here)
+        trace.record(
+            "xmpp", src, dst, summary, event=event, flow=self.session.stream_id, detail=detail
+        )
+
+    @property
+    def server_side(self) -> bool:
+        return self.session.role in _SERVER_ROLES
 
     @property
     def now(self) -> float:
@@ -133,6 +177,8 @@ class XmppConnection:
             if isinstance(event, TlsRequested):
                 tls = event
                 continue
+            if trace.active():
+                self._trace_event(event)
             if isinstance(event, Authenticated):
                 self.ready.set()
             elif isinstance(event, AuthenticationFailed):
@@ -146,15 +192,48 @@ class XmppConnection:
         self._flush()
         return tls
 
+    def _trace_event(self, event: XmppEvent) -> None:
+        if isinstance(event, StanzaReceived):
+            self.trace(
+                describe_stanza(event.element),
+                event="received",
+                detail=ET.tostring(event.element, encoding="unicode"),
+            )
+        elif isinstance(event, Authenticated) and self.server_side:
+            who = event.jid or event.domain
+            self.trace(f"authenticated {who} ({event.method})", event="received")
+        elif isinstance(event, AuthenticationFailed):
+            self.trace(f"authentication refused: {event.reason}", event="refused", outgoing=True)
+        elif isinstance(event, StreamErrorReceived):
+            self.trace(
+                f"<stream:error> {event.condition}", event="received", detail=event.text or ""
+            )
+
     async def _start_tls(self, request: TlsRequested) -> None:
+        from simulator.sip.aio import tls_failure_reason
+
         context = self.tls_server if request.server_side else self.tls_client
         if context is None:
             raise LocalProtocolError("TLS requested but no TLS context configured")
-        await self.writer.start_tls(
-            context,
-            server_hostname=None if request.server_side else request.server_name,
-            ssl_handshake_timeout=10.0,
-        )
+        try:
+            await self.writer.start_tls(
+                context,
+                server_hostname=None if request.server_side else request.server_name,
+                ssl_handshake_timeout=10.0,
+            )
+        except (ssl.SSLError, TimeoutError, ConnectionError) as exc:
+            reason = tls_failure_reason(exc)
+            # the initiating side records where its stream stopped; the receiving side records
+            # the refusal as an arrow that reached it
+            self.trace(
+                f"STARTTLS refused: {reason}",
+                event="received" if request.server_side else "refused",
+                detail=str(exc),
+                outgoing=not request.server_side,
+            )
+            raise
+        if not request.server_side:
+            self.trace(f"STARTTLS: TLS up with {request.server_name or self.peer_end}")
         self.session.tls_established(self.peer_certificate(), self.now)
         self._process_events()
         await self._drain()
@@ -179,6 +258,8 @@ class XmppConnection:
     def send_stanza(self, stanza: ET.Element) -> None:
         """Queue a stanza; stanzas sent in the same loop iteration leave in one write."""
         self.session.send_stanza(stanza, self.now)
+        if trace.active():
+            self.trace(describe_stanza(stanza), detail=ET.tostring(stanza, encoding="unicode"))
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self.loop.call_soon(self._scheduled_flush)
@@ -242,8 +323,14 @@ async def open_session(
             )
         except (OSError, TimeoutError, ssl.SSLError) as exc:
             last = exc
+            if trace.active():
+                _trace_connect_failure(exc, local_address, f"{host}:{port}", connect_timeout)
             continue
         conn = XmppConnection(session, reader, writer, on_event=on_event, tls_client=tls_client)
+        conn.trace(
+            f"stream open to {session.remote_domain or host}"
+            + (" (TLS)" if ssl_now is not None else "")
+        )
         session.start(conn.now)
         if ssl_now is not None:
             conn_cert = conn.peer_certificate()
@@ -251,6 +338,20 @@ async def open_session(
         task = asyncio.create_task(conn.run(), name=conn.name)
         return conn, task
     raise OSError(f"cannot connect to any of {addresses}: {last}")
+
+
+def _trace_connect_failure(
+    exc: BaseException, local: str | None, remote: str, timeout: float
+) -> None:
+    from simulator.sip.aio import tls_failure_reason
+
+    if isinstance(exc, TimeoutError):
+        event, summary = "dropped", f"no TCP/TLS answer within {timeout:g} s"
+    elif isinstance(exc, ssl.SSLError):
+        event, summary = "refused", f"TLS refused: {tls_failure_reason(exc)}"
+    else:
+        event, summary = "refused", f"connect failed: {getattr(exc, 'strerror', None) or exc}"
+    trace.record("xmpp", local or "", remote, summary, event=event, detail=str(exc))
 
 
 async def verify_dialback(

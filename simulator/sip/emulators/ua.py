@@ -117,9 +117,14 @@ class UserAgent:
     # ------------------------------------------------------------------ owner callbacks
 
     def on_close(self, proto: SipProtocol) -> None:
+        reason = "connection closed"
+        if isinstance(proto.lost_reason, ssl.SSLError):
+            from simulator.sip.aio import tls_failure_reason
+
+            reason = f"connection closed by TLS: {tls_failure_reason(proto.lost_reason)}"
         for future in self._pending.values():
             if not future.done():
-                future.set_exception(ConnectionError("connection closed"))
+                future.set_exception(ConnectionError(reason))
 
     def on_response(self, proto: SipProtocol, response: Response) -> None:
         branch = params(top_via(response)).get("branch") or ""
