@@ -17,7 +17,7 @@ from simulator.scenario.clients import sip_user
     name="refused-partners",
     description="A blocked domain gets 403; a partner with an untrusted or misnamed certificate "
     "is refused (at TLS / with 403)",
-    rows=["sipfed-out-5061"],
+    rows=["fed-in-5061"],
     needs=["access-edge", "front-end", "dns"],
 )
 async def run(lab: Lab) -> None:

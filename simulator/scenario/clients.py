@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,6 +102,13 @@ def local_address(lab: Lab, ref: str) -> str | None:
     return address
 
 
+def _namespaced(lab: Lab, ref: str) -> Callable[[], socket.socket] | None:
+    """Sockets made in ``ref``'s network namespace (netns lab), bound to its address."""
+    if lab.namespace(ref) is None:
+        return None
+    return lambda: lab.tcp_socket(ref)
+
+
 def sip_agent(
     lab: Lab,
     user: str,
@@ -124,6 +131,7 @@ def sip_agent(
         context=client_context([lab.pki.trust_bundle], cert=cert),
         server_name=vantage.server_name,
         local_address=local_address(lab, vantage.client),
+        sock_factory=_namespaced(lab, vantage.client),
     )
 
 
@@ -177,30 +185,48 @@ def send_chat(client: ChatClient, to: str, text: str) -> None:
 class _BoundChatClient(ChatClient):
     """A :class:`ChatClient` whose socket is bound to a given local address."""
 
-    def __init__(self, jid: str, password: str, ca: Path, source: str | None) -> None:
+    def __init__(
+        self,
+        jid: str,
+        password: str,
+        ca: Path,
+        source: str | None,
+        sock_factory: Callable[[], socket.socket] | None = None,
+    ) -> None:
         super().__init__(jid, password, ca)
         self.source = source
+        self.sock_factory = sock_factory
         self.failures: asyncio.Queue[object] = asyncio.Queue()
         self.add_event_handler("connection_failed", self.failures.put_nowait)
 
     async def _attempt_connection(  # slixmpp's connect step, with local_addr
         self, host: str, port: int, tls: bool, server_hostname: str | None
     ) -> bool:
-        if self.source is None:
+        if self.source is None and self.sock_factory is None:
             return bool(await super()._attempt_connection(host, port, tls, server_hostname))
         self.event_when_connected = "connected"
         self._connect_loop_wait += 1
         if self._current_connection_attempt is None:
             return False
         try:
-            await self.loop.create_connection(
-                lambda: self,
-                host,
-                port,
-                ssl=self.get_ssl_context() if tls else None,
-                server_hostname=server_hostname,
-                local_addr=(self.source, 0),
-            )
+            if self.sock_factory is not None:
+                sock = self.sock_factory()
+                await self.loop.sock_connect(sock, (host, port))
+                await self.loop.create_connection(
+                    lambda: self,
+                    sock=sock,
+                    ssl=self.get_ssl_context() if tls else None,
+                    server_hostname=server_hostname if tls else None,
+                )
+            else:
+                await self.loop.create_connection(
+                    lambda: self,
+                    host,
+                    port,
+                    ssl=self.get_ssl_context() if tls else None,
+                    server_hostname=server_hostname,
+                    local_addr=(self.source, 0) if self.source else None,
+                )
         except OSError as exc:
             self.event("connection_failed", exc)
             return False
@@ -231,7 +257,9 @@ async def xmpp_user(
     if secret is None:
         raise EdgesimError(f"no password for {bare} in the topology's [services.*] users")
     jid = user if "/" in user else f"{user}/scenario"
-    client = _BoundChatClient(jid, secret, lab.pki.trust_bundle, local_address(lab, ref))
+    client = _BoundChatClient(
+        jid, secret, lab.pki.trust_bundle, local_address(lab, ref), _namespaced(lab, ref)
+    )
     try:
         await client.login(lab.address(ref), port_of(lab, ref, "xmpp-c2s"), timeout)
         yield client

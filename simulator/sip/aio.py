@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import ssl
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -370,8 +371,13 @@ async def open_sip(
     label: str = "",
     timeout: float = CONNECT_TIMEOUT,
     local_address: str | None = None,
+    sock: socket.socket | None = None,
 ) -> SipProtocol:
-    """Connect over TLS; raises OSError, ssl.SSLError or TimeoutError."""
+    """Connect over TLS; raises OSError, ssl.SSLError or TimeoutError.
+
+    ``sock``: an unconnected socket to connect with (e.g. one made in a lab host's network
+    namespace, already bound to its address); ``local_address`` is ignored then.
+    """
     loop = asyncio.get_running_loop()
     proto: SipProtocol | None = None
 
@@ -380,9 +386,9 @@ async def open_sip(
         proto = SipProtocol(owner, label=label)
         return proto
 
-    try:
-        await asyncio.wait_for(
-            loop.create_connection(
+    async def connect() -> None:
+        if sock is None:
+            await loop.create_connection(
                 factory,
                 host,
                 port,
@@ -390,9 +396,22 @@ async def open_sip(
                 server_hostname=server_hostname,
                 ssl_handshake_timeout=timeout,
                 local_addr=(local_address, 0) if local_address else None,
-            ),
-            timeout,
+            )
+            return
+        sock.setblocking(False)
+        await loop.sock_connect(sock, (host, port))
+        await loop.create_connection(
+            factory,
+            sock=sock,
+            ssl=context,
+            server_hostname=server_hostname,
+            ssl_handshake_timeout=timeout,
         )
+
+    if sock is not None and local_address is None:
+        local_address = sock.getsockname()[0]
+    try:
+        await asyncio.wait_for(connect(), timeout)
     except (OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError
         if trace.active():
             _trace_connect_failure(exc, local_address, f"{host}:{port}", server_hostname, timeout)

@@ -11,6 +11,7 @@ import pytest
 from simulator.errors import ConfigError
 from simulator.lab.runners.local import LocalLab
 from simulator.lab.topology import Topology
+from simulator.matrix import load_matrix
 from simulator.pki import LabPki
 from simulator.probes.base import ProbeResult, Verdict
 from simulator.probes.run import (
@@ -33,7 +34,7 @@ def _jobs(topology: Topology, lab_pki: LabPki, **kw: object) -> dict[str, object
 
 def test_every_row_of_the_default_lab_becomes_a_probe(topology: Topology, lab_pki: LabPki) -> None:
     jobs = _jobs(topology, lab_pki)
-    assert len(jobs) == 24
+    assert len(jobs) == len(load_matrix().rows)
     assert all(j.spec is not None for j in jobs.values())  # type: ignore[attr-defined]
 
 

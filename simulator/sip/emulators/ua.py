@@ -20,8 +20,9 @@ import asyncio
 import contextlib
 import itertools
 import secrets
+import socket
 import ssl
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from types import TracebackType
 
@@ -65,8 +66,11 @@ class UserAgent:
         answer_sdp: bytes | None = None,
         local_address: str | None = None,
         auto_answer: bool = True,
+        sock_factory: Callable[[], socket.socket] | None = None,
     ) -> None:
         self.local_address = local_address
+        self.sock_factory = sock_factory
+        """Makes the socket to connect with (a lab host's namespace); None: an ordinary one."""
         self.auto_answer = auto_answer
         """False: incoming requests are queued but never answered (a silent user agent)."""
         self.aor = aor
@@ -106,6 +110,7 @@ class UserAgent:
             self.server_name,
             label="ua",
             local_address=self.local_address,
+            sock=self.sock_factory() if self.sock_factory is not None else None,
         )
 
     async def close(self) -> None:
