@@ -39,12 +39,15 @@ def test_all_ten_seed_rows_are_in_the_matrix_with_their_seed_table(matrix):
 
 
 def test_internal_sip_hop_is_there_in_both_directions(matrix):
-    internal = {
+    implicit_sip = {
         (r.source, r.destination)
         for r in matrix.rows
         if r.label == "Access/SIP(MTLS)/TCP/5061" and r.seed == "implicit"
     }
+    internal = {pair for pair in implicit_sip if "front-end" in pair}
     assert internal == {("front-end", "edge:internal"), ("edge:internal", "front-end")}
+    # the seed statements: federated partners initiate communication over MTLS 5061
+    assert ("partner-edge", "edge:access") in implicit_sip
 
 
 def test_av_from_the_internal_side_and_the_443_fallback_are_there(matrix):
