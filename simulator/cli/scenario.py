@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -97,6 +101,47 @@ def running_netns_lab(topology: Topology) -> None:
         )
 
 
+CONTAINER_PKI = "/var/lib/edgesim/certs"
+
+
+def _docker(*args: str) -> str:
+    try:
+        done = subprocess.run(
+            ["docker", *args], capture_output=True, text=True, timeout=60, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise EdgesimError(f"--runner compose: cannot run docker: {exc}") from None
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise EdgesimError(f"--runner compose: docker {args[0]} failed: {last}")
+    return done.stdout
+
+
+def running_compose_lab(topology: Topology, pki_dir: Path) -> dict[str, str]:
+    """The network namespace of every host's and firewall's container, by id; copies the
+    lab's PKI (issued inside the image) to ``pki_dir``. One-line errors when no lab is up."""
+    nodes = [h.id for h in topology.hosts] + [fw.id for fw in topology.firewalls]
+    services: dict[str, str] = {}
+    for line in _docker("compose", "ps", "--format", "json").splitlines():
+        with contextlib.suppress(ValueError):
+            item = json.loads(line)
+            for entry in item if isinstance(item, list) else [item]:
+                if entry.get("State") == "running":
+                    services[entry["Service"]] = entry["ID"]
+    if not services:
+        raise EdgesimError(
+            "no compose lab is up here: `docker compose up -d --wait` at the repository root"
+        )
+    missing = [n for n in nodes if n not in services]
+    if missing:
+        raise EdgesimError(f"the compose lab has no running container for {', '.join(missing)}")
+    pids = _docker("inspect", "-f", "{{.State.Pid}}", *(services[n] for n in nodes)).split()
+    namespaces = {node: f"/proc/{pid}/ns/net" for node, pid in zip(nodes, pids, strict=True)}
+    pki_dir.mkdir(parents=True, exist_ok=True)
+    _docker("cp", f"{services[topology.hosts[0].id]}:{CONTAINER_PKI}/.", str(pki_dir))
+    return namespaces
+
+
 async def _run(
     obj: Obj, directory: Path, names: tuple[str, ...], certs_dir: Path, ladder: bool,
     html_file: Path | None, fmt: str, runner: str, trace_file: Path | None = None,
@@ -104,13 +149,20 @@ async def _run(
     topology = obj.topology
     scenarios, broken = discover(directory)
     chosen = select(scenarios, names)
-    if runner == "netns":
-        running_netns_lab(topology)
+    if runner in ("netns", "compose"):
+        namespaces: dict[str, str] = {}
         pki = LabPki(certs_dir)
+        if runner == "netns":
+            running_netns_lab(topology)
+        else:
+            pki = LabPki(Path(tempfile.mkdtemp(prefix="edgesim-compose-pki-")))
+            namespaces = running_compose_lab(topology, pki.directory)
         results = []
         for item in chosen:
             started = time.time()
-            result = await run_one(item, topology, runner, pki, firewall=True)
+            result = await run_one(
+                item, topology, runner, pki, firewall=True, namespaces=namespaces
+            )
             if trace_file is not None:
                 merge_trace_file(result, trace_file, started, time.time())
             results.append(result)
@@ -153,9 +205,11 @@ async def _run(
     "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True
 )
 @click.option(
-    "--runner", type=click.Choice(["local", "netns"]), default="local", show_default=True,
-    help="local: start the embedded lab for the run. netns: use the running netns lab (root); "
-    "clients leave from their host's namespace and cross the lab's firewalls.",
+    "--runner", type=click.Choice(["local", "netns", "compose"]), default="local",
+    show_default=True,
+    help="local: start the embedded lab for the run. netns / compose: use the running lab "
+    "(root); clients leave from their host's network namespace (compose: its container's) "
+    "and cross the lab's firewalls.",
 )  # fmt: skip
 @click.option(
     "--trace-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -172,7 +226,9 @@ def run(
     With --runner local (the default) the embedded lab (one process, loopback addresses) is
     started for the run; scenarios that need a firewall are skipped. With --runner netns the
     scenarios run against the lab `sudo edgesim lab up --runner netns` started, with its real
-    addresses; the --certs directory must be the one the lab was started with. Scenarios whose
+    addresses; the --certs directory must be the one the lab was started with. With --runner
+    compose they run against `docker compose up` at the repository root, with the PKI copied
+    from the lab's containers. Scenarios whose
     services are not available yet are skipped with the reason. Exit code 0 when none failed.
 
     \b
@@ -183,6 +239,7 @@ def run(
       sudo edgesim scenario run av-call av-fallback --runner netns --ladder
       sudo EDGESIM_TRACE_FILE=/run/edgesim/trace.jsonl edgesim lab up --runner netns
       sudo edgesim scenario run --runner netns --trace-file /run/edgesim/trace.jsonl
+      sudo edgesim scenario run --runner compose --html artifacts/compose-ladders.html
     """
     sys.exit(
         asyncio.run(

@@ -41,7 +41,8 @@ def _setns(fd: int) -> None:
 
 
 def netns_path(name: str) -> Path:
-    return NETNS_DIR / name
+    """``es-edge`` -> /run/netns/es-edge; a path (a container's /proc/PID/ns/net) as it is."""
+    return Path(name) if name.startswith("/") else NETNS_DIR / name
 
 
 @contextmanager

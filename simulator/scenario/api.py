@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from simulator.dns.resolver import LabResolver
-from simulator.lab.nsocket import socket_in
+from simulator.lab.nsocket import netns_path, socket_in
 from simulator.lab.services import address_of, resolver_for
 from simulator.lab.topology import Interface, Topology
 from simulator.pki import LabPki
@@ -66,6 +66,9 @@ class Lab:
     runner: str
     pki: LabPki
     steps: list[str] = field(default_factory=list)
+    namespaces: dict[str, str] = field(default_factory=dict)
+    """Host or firewall id -> its network namespace (compose: the container's
+    /proc/PID/ns/net); the netns runner's are ``es-<id>`` and need no entry."""
 
     @property
     def current_step(self) -> str | None:
@@ -97,7 +100,7 @@ class Lab:
         """A DNS resolver asking the lab DNS of ``host[:interface]``'s zone, from that address
         (from the host's namespace with the netns runner)."""
         resolver = resolver_for(self.topology, self.interface(ref), self.runner)
-        if self.runner != "netns":
+        if self.namespace(ref) is None:
             return resolver
         from simulator.scenario.nsdns import NamespaceResolver
 
@@ -124,8 +127,15 @@ class Lab:
 
     def namespace(self, ref: str) -> str | None:
         """The network namespace clients of ``host[:interface]`` live in (None: this one)."""
+        return self._namespace_of(self.interface(ref).host)
+
+    def _namespace_of(self, node: str) -> str | None:
+        if node in self.namespaces:
+            return self.namespaces[node]
         if self.runner == "netns":
-            return NS_PREFIX + self.interface(ref).host
+            return NS_PREFIX + node
+        if self.runner == "compose":
+            raise ScenarioFailure(f"no running container for '{node}' in the compose lab")
         return None
 
     def _socket(self, ref: str, kind: int, port: int) -> socket.socket:
@@ -166,14 +176,16 @@ class Lab:
 
     # ------------------------------------------------------------ firewalls
     async def _nft(self, firewall: str, args: list[str], stdin: bytes | None = None) -> str:
-        if self.runner != "netns":
+        if not self.has_firewalls:
             raise ScenarioFailure(
-                f"changing {firewall}'s rules needs the netns runner (this lab: {self.runner})"
+                f"changing {firewall}'s rules needs a lab with firewalls (this lab: {self.runner})"
             )
         if all(fw.id != firewall for fw in self.topology.firewalls):
             raise ScenarioFailure(f"no firewall '{firewall}' in the topology")
+        namespace = self._namespace_of(firewall)
+        assert namespace is not None
         proc = await asyncio.create_subprocess_exec(
-            "ip", "netns", "exec", NS_PREFIX + firewall, "nft", *args,
+            "nsenter", f"--net={netns_path(namespace)}", "nft", *args,
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )  # fmt: skip

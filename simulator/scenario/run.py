@@ -119,7 +119,13 @@ def missing_services(item: Scenario) -> list[str]:
 
 
 async def run_one(
-    item: Scenario, topology: Topology, runner: str, pki: LabPki, *, firewall: bool = False
+    item: Scenario,
+    topology: Topology,
+    runner: str,
+    pki: LabPki,
+    *,
+    firewall: bool = False,
+    namespaces: dict[str, str] | None = None,
 ) -> ScenarioResult:
     missing = missing_services(item)
     if missing:
@@ -129,7 +135,7 @@ async def run_one(
         return ScenarioResult(
             item, "skipped", "needs a lab with firewalls (--runner netns or compose)"
         )
-    lab = Lab(topology, runner, pki)
+    lab = Lab(topology, runner, pki, namespaces=dict(namespaces or {}))
     started = time.monotonic()
     with TraceRecorder() as rec:
         try:

@@ -287,6 +287,22 @@ def test_every_matrix_row_at_protocol_level_from_inside_the_containers(compose_l
 
 
 @pytest.mark.docker
+def test_every_shipped_scenario_passes_across_the_firewall_containers(compose_lab: None) -> None:
+    """`edgesim scenario run --runner compose`: clients leave from their hosts' containers."""
+    env = dict(os.environ, COMPOSE_PROJECT_NAME=PROJECT, EDGESIM_IMAGE=IMAGE)
+    done = subprocess.run(
+        [sys.executable, "-m", "simulator", "scenario", "run", "--runner", "compose",
+         "--format", "json", "--html", str(ROOT / "artifacts" / "compose-scenarios.html")],
+        capture_output=True, text=True, timeout=600, cwd=ROOT, env=env,
+    )  # fmt: skip
+    results = {s["name"]: s for s in json.loads(done.stdout)["scenarios"]}
+    failed = {n: (r["step"], r["reason"]) for n, r in results.items() if r["status"] != "passed"}
+    assert not failed, failed
+    assert len(results) == len(list((ROOT / "scenarios").glob("[!_]*.py")))
+    assert done.returncode == 0
+
+
+@pytest.mark.docker
 def test_down_leaves_no_containers_or_networks(compose_lab: None) -> None:
     assert project_resources()["container"], "the lab is up before"
     compose("down", "--remove-orphans", "--timeout", "2")
