@@ -47,6 +47,23 @@ class LabResolver:
         self.source = source
         """Local address to send from (the asking host's address in the lab)."""
 
+    async def _exchange(
+        self, query: dns.message.Message, address: str, port: int
+    ) -> dns.message.Message:
+        """Send ``query`` and return the answer (UDP, then TCP when truncated).
+
+        Raises TimeoutError or dns.exception.Timeout (no answer), OSError (unreachable) or
+        dns.exception.DNSException (a bad answer); subclasses change only the transport.
+        """
+        response = await dns.asyncquery.udp(
+            query, address, port=port, timeout=self.timeout, source=self.source
+        )
+        if response.flags & dns.flags.TC:
+            response = await dns.asyncquery.tcp(
+                query, address, port=port, timeout=self.timeout, source=self.source
+            )
+        return response
+
     async def _query(self, name: str, rdtype: dns.rdatatype.RdataType) -> dns.message.Message:
         if self.server is None:
             raise ResolutionError(name, "no lab DNS server for this zone")
@@ -56,14 +73,8 @@ class LabResolver:
         asked = f"query {dns.rdatatype.to_text(rdtype)} {name}"
         trace.record("dns", self.source or "", where, asked)
         try:
-            response = await dns.asyncquery.udp(
-                query, address, port=port, timeout=self.timeout, source=self.source
-            )
-            if response.flags & dns.flags.TC:
-                response = await dns.asyncquery.tcp(
-                    query, address, port=port, timeout=self.timeout, source=self.source
-                )
-        except dns.exception.Timeout:
+            response = await self._exchange(query, address, port)
+        except (TimeoutError, dns.exception.Timeout):
             trace.record("dns", self.source or "", where, asked, event="dropped")
             raise ResolutionError(name, f"no answer from DNS server {where} (timed out)") from None
         except OSError as exc:
