@@ -6,9 +6,9 @@ import asyncio
 import ssl
 import time
 from collections.abc import Awaitable
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from simulator.probes.base import Phase
+from simulator.probes.base import Outcome, Phase, TlsProblem, Verdict
 from simulator.probes.spec import ProbeSpec
 from simulator.tls import client_context
 
@@ -92,3 +92,37 @@ async def close(writer: asyncio.StreamWriter) -> None:
             await writer.wait_closed()
     except (OSError, TimeoutError, ssl.SSLError):
         pass
+
+
+def closed_after_tls13_handshake(
+    outcome: Outcome, exc: BaseException, steps: Steps, *, mtls: bool
+) -> Outcome:
+    """In TLS 1.3 the server checks our certificate after *our* handshake is done.
+
+    A server that refuses it without sending an alert (asyncio's TLS servers do that: they close
+    without flushing the alert) looks like a close right after the handshake, with no answer.
+    """
+    if (
+        mtls
+        and steps.phase is Phase.PROTOCOL
+        and isinstance(exc, (EOFError, ConnectionResetError))
+        and outcome.details.get("tls_version") == "TLSv1.3"
+    ):
+        return Outcome(
+            Verdict.TLS_FAILED,
+            f"TLS failed: {TlsProblem.CLIENT_CERT_REJECTED.value} (the peer closed the connection"
+            " right after the TLS 1.3 handshake, without an alert or an answer)",
+            outcome.details,
+            outcome.timings,
+            TlsProblem.CLIENT_CERT_REJECTED,
+        )
+    return outcome
+
+
+def stream_failure(
+    exc: BaseException, steps: Steps, timeout: float, *, mtls: bool, details: dict[str, Any]
+) -> Outcome:
+    """The verdict for a TCP/TLS stream probe that failed with ``exc`` in ``steps.phase``."""
+    outcome = Outcome.from_error(exc, steps.phase, timeout, mtls=mtls, **details)
+    outcome.timings = steps.timings
+    return closed_after_tls13_handshake(outcome, exc, steps, mtls=mtls)

@@ -14,8 +14,16 @@ import ssl
 import sipmessage
 
 from simulator.errors import EdgesimError
-from simulator.probes.base import Outcome, Phase, TlsProblem, Verdict, describe_bytes
-from simulator.probes.net import Steps, close, open_tcp, start_tls, tls_context, tls_facts
+from simulator.probes.base import Outcome, Phase, Verdict, describe_bytes
+from simulator.probes.net import (
+    Steps,
+    close,
+    open_tcp,
+    start_tls,
+    stream_failure,
+    tls_context,
+    tls_facts,
+)
 from simulator.probes.spec import ProbeSpec
 
 MAX_RESPONSE = 65536
@@ -85,31 +93,6 @@ async def read_message(reader: asyncio.StreamReader) -> bytes:
     return head + b"\r\n\r\n" + rest[:length]
 
 
-def closed_after_tls13_handshake(
-    outcome: Outcome, exc: BaseException, steps: Steps, *, mtls: bool
-) -> Outcome:
-    """In TLS 1.3 the server checks our certificate after *our* handshake is done.
-
-    A server that refuses it without sending an alert (asyncio's TLS servers do that: they close
-    without flushing the alert) looks like a close right after the handshake, with no answer.
-    """
-    if (
-        mtls
-        and steps.phase is Phase.PROTOCOL
-        and isinstance(exc, (EOFError, ConnectionResetError))
-        and outcome.details.get("tls_version") == "TLSv1.3"
-    ):
-        return Outcome(
-            Verdict.TLS_FAILED,
-            f"TLS failed: {TlsProblem.CLIENT_CERT_REJECTED.value} (the peer closed the connection"
-            " right after the TLS 1.3 handshake, without an alert or an answer)",
-            outcome.details,
-            outcome.timings,
-            TlsProblem.CLIENT_CERT_REJECTED,
-        )
-    return outcome
-
-
 async def probe_sip(spec: ProbeSpec, *, mtls: bool) -> Outcome:
     steps = Steps(spec.timeout)
     details: dict[str, object] = {
@@ -165,9 +148,7 @@ async def probe_sip(spec: ProbeSpec, *, mtls: bool) -> Outcome:
     except EdgesimError as exc:
         return Outcome(Verdict.ERROR, str(exc), details, steps.timings)
     except (OSError, TimeoutError, EOFError, ssl.SSLError) as exc:
-        outcome = Outcome.from_error(exc, steps.phase, spec.timeout, mtls=mtls, **details)
-        outcome.timings = steps.timings
-        return closed_after_tls13_handshake(outcome, exc, steps, mtls=mtls)
+        return stream_failure(exc, steps, spec.timeout, mtls=mtls, details=details)
     finally:
         if writer is not None:
             await close(writer)

@@ -19,8 +19,7 @@ from typing import Any
 
 from simulator.errors import EdgesimError
 from simulator.probes.base import Outcome, Phase, TlsProblem, Verdict, describe_bytes
-from simulator.probes.net import Steps, close, open_tcp, tls_context, tls_facts
-from simulator.probes.sip import closed_after_tls13_handshake
+from simulator.probes.net import Steps, close, open_tcp, stream_failure, tls_context, tls_facts
 from simulator.probes.spec import ProbeSpec
 from simulator.tls import peer_certificate
 
@@ -215,9 +214,7 @@ async def probe_xmpp(spec: ProbeSpec, *, mtls: bool) -> Outcome:
     except EdgesimError as exc:
         return Outcome(Verdict.ERROR, str(exc), details, steps.timings)
     except (OSError, TimeoutError, EOFError, ssl.SSLError) as exc:
-        outcome = Outcome.from_error(exc, steps.phase, spec.timeout, mtls=presents, **details)
-        outcome.timings = steps.timings
-        return closed_after_tls13_handshake(outcome, exc, steps, mtls=presents)
+        return stream_failure(exc, steps, spec.timeout, mtls=presents, details=details)
     finally:
         if writer is not None:
             await close(writer)
