@@ -28,7 +28,7 @@ from simulator.media.framing import StreamFramer
 from simulator.media.mras import MediaRelay, credentials_request_body, parse_credentials_response
 from simulator.media.stun import Message, MessageClass, Method
 from simulator.scenario.api import Lab, ScenarioFailure
-from simulator.sip.aio import SipProtocol
+from simulator.scenario.clients import sip_agent
 from simulator.sip.emulators.mras import CONTENT_TYPE as MRAS_CONTENT_TYPE
 from simulator.sip.emulators.ua import UserAgent
 from simulator.tls import client_context
@@ -291,51 +291,13 @@ def rtp_packet(seq: int, ssrc: int, payload_type: int = 0) -> bytes:
 # ---------------------------------------------------------------- SIP from a lab host
 
 
-class LabUserAgent(UserAgent):
-    """A SIP user agent whose TLS connection leaves from a lab host (its netns with netns)."""
-
-    def __init__(self, lab: Lab, vantage: str, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.lab = lab
-        self.vantage = vantage
-
-    async def connect(self) -> None:
-        loop = asyncio.get_running_loop()
-        sock = await self.lab.connect_tcp(self.vantage, (self.host, self.port), 10.0)
-        proto = SipProtocol(self, label="ua")
-        try:
-            await asyncio.wait_for(
-                loop.create_connection(
-                    lambda: proto, sock=sock, ssl=self.context,
-                    server_hostname=self.server_name, ssl_handshake_timeout=10.0,
-                ),
-                10.0,
-            )  # fmt: skip
-        except BaseException:
-            sock.close()
-            raise
-        self.proto = proto
-
-
-def pic_user(lab: Lab, user: str = "dave", vantage: str = "messenger") -> LabUserAgent:
+def pic_user(lab: Lab, user: str = "dave", vantage: str = "messenger") -> UserAgent:
     """``user``@pic.lab, the Live Messenger-style client's SIP account, on ``vantage``,
     connecting to the public IM provider (host ``pic``) on 5061."""
-    users = lab.settings("pic").get("users", {})
-    if user not in users:
+    if user not in lab.settings("pic").get("users", {}):
         raise ScenarioFailure(f"{user} is not a user of [services.pic] in the topology")
     domain = lab.settings("pic").get("domain", "pic.lab")
-    pic = lab.interface("pic")
-    return LabUserAgent(
-        lab,
-        vantage,
-        aor=f"sip:{user}@{domain}",
-        password=users[user],
-        host=lab.address("pic"),
-        port=5061,
-        context=client_context([lab.pki.trust_bundle]),
-        server_name=pic.fqdn,
-        local_address=lab.address(vantage),
-    )
+    return sip_agent(lab, f"{user}@{domain}", via="pic", client=vantage)
 
 
 def relay_sdp(user: str, relayed: Address, session: int) -> bytes:
@@ -359,24 +321,12 @@ def sdp_address(body: bytes) -> Address | None:
     return (ip, port) if ip and port else None
 
 
-def contoso_user(lab: Lab, user: str, vantage: str = "internal-user") -> LabUserAgent:
+def contoso_user(lab: Lab, user: str, vantage: str = "internal-user") -> UserAgent:
     """``user``@contoso.lab on ``vantage``, connecting to the Front End on 5061."""
-    users = lab.settings("front-end").get("users", {})
-    if user not in users:
+    if user not in lab.settings("front-end").get("users", {}):
         raise ScenarioFailure(f"{user} is not a user of [services.front-end] in the topology")
     domain = lab.settings("front-end").get("domain", "contoso.lab")
-    fe = lab.interface("fe")
-    return LabUserAgent(
-        lab,
-        vantage,
-        aor=f"sip:{user}@{domain}",
-        password=users[user],
-        host=lab.address("fe"),
-        port=5061,
-        context=client_context([lab.pki.trust_bundle]),
-        server_name=fe.fqdn,
-        local_address=lab.address(vantage),
-    )
+    return sip_agent(lab, f"{user}@{domain}", via="internal", client=vantage)
 
 
 async def mras_credentials(ua: UserAgent) -> tuple[str, str, int, list[MediaRelay]]:

@@ -116,8 +116,11 @@ def sip_agent(
     via: str | None = None,
     cert: CertPaths | None = None,
     password: str | None = None,
+    client: str | None = None,
 ) -> UserAgent:
-    """A (not yet connected) :class:`UserAgent` for ``user`` at vantage ``via``."""
+    """A (not yet connected) :class:`UserAgent` for ``user`` at vantage ``via``; ``client``
+    (``host[:interface]``) replaces the vantage's client host, e.g. the Live Messenger-style
+    client's own machine for a pic.lab user."""
     domain = user.partition("@")[2]
     where = via or DEFAULT_VIA.get(domain)
     if where is None or where not in VANTAGES:
@@ -130,8 +133,8 @@ def sip_agent(
         port=port_of(lab, vantage.server, vantage.proto),
         context=client_context([lab.pki.trust_bundle], cert=cert),
         server_name=vantage.server_name,
-        local_address=local_address(lab, vantage.client),
-        sock_factory=_namespaced(lab, vantage.client),
+        local_address=local_address(lab, client or vantage.client),
+        sock_factory=_namespaced(lab, client or vantage.client),
     )
 
 
