@@ -149,6 +149,18 @@ class Host:
     def listeners_of(self, service: str) -> tuple[Listener, ...]:
         return tuple(lst for lst in self.listeners if lst.service == service)
 
+    def listener_on(self, interface: str, transport: str, low: int, high: int) -> Listener | None:
+        """The listener of ``interface`` that covers any of ``transport`` ports low-high."""
+        for lst in self.listeners:
+            if (
+                lst.interface == interface
+                and transport in lst.transports
+                and lst.port_low <= high
+                and low <= lst.port_high
+            ):
+                return lst
+        return None
+
     @property
     def zones(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(i.zone for i in self.interfaces))

@@ -213,13 +213,7 @@ def _listens(iface: Interface, topo: Topology, row: MatrixRow) -> bool:
     if row.port_side != "destination":
         return False
     host = topo.host(iface.host)
-    return any(
-        lst.interface == iface.id
-        and row.transport in lst.transports
-        and lst.port_low <= row.port_high
-        and row.port_low <= lst.port_high
-        for lst in host.listeners
-    )
+    return host.listener_on(iface.id, row.transport, row.port_low, row.port_high) is not None
 
 
 def _select(

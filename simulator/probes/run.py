@@ -733,15 +733,8 @@ NO_FIREWALL = (
 
 def _serving(topology: Topology, ep: Endpoint, transport: str, low: int, high: int) -> str | None:
     """The service owning the listener of ``ep`` that covers ``transport`` ports low-high."""
-    for lst in topology.host(ep.host).listeners:
-        if (
-            lst.interface == ep.interface
-            and transport in lst.transports
-            and lst.port_low <= high
-            and low <= lst.port_high
-        ):
-            return lst.service
-    return None
+    lst = topology.host(ep.host).listener_on(ep.interface, transport, low, high)
+    return lst.service if lst is not None else None
 
 
 def embedded_lab_adjust(
