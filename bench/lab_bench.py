@@ -73,7 +73,10 @@ def bench_netns(certs: Path, state: Path) -> tuple[float, float, int]:
 def _compose(*args: str) -> None:
     subprocess.run(
         ["docker", "compose", "-p", "edgesim-bench", "-f", str(ROOT / "docker-compose.yml"), *args],
-        check=True, capture_output=True, timeout=300, cwd=ROOT,
+        check=True,
+        capture_output=True,
+        timeout=300,
+        cwd=ROOT,
     )
 
 
@@ -84,8 +87,11 @@ def bench_compose() -> tuple[float, float, int]:
     t1 = time.perf_counter()
     _compose("down", "--remove-orphans", "--timeout", "2")
     # `--wait` returned: every container is healthy (firewalls loaded, services listening).
-    healthy = sum(1 for line in (ROOT / "docker-compose.yml").read_text().splitlines()
-                  if line.startswith("    <<: *lab-node"))
+    healthy = sum(
+        1
+        for line in (ROOT / "docker-compose.yml").read_text().splitlines()
+        if line.startswith("    <<: *lab-node")
+    )
     return up, time.perf_counter() - t1, healthy
 
 
@@ -96,12 +102,17 @@ def compose_problem() -> str | None:
         return "no Docker engine answers"
     if subprocess.run(["docker", "compose", "version"], capture_output=True).returncode != 0:
         return "Compose v2 is missing"
-    if subprocess.run(["docker", "image", "inspect", "edgesim:latest"],
-                      capture_output=True).returncode != 0:
+    if (
+        subprocess.run(
+            ["docker", "image", "inspect", "edgesim:latest"], capture_output=True
+        ).returncode
+        != 0
+    ):
         return "no edgesim:latest image (scripts/build-image.sh)"
     running = subprocess.run(
         ["docker", "network", "ls", "-q", "--filter", "label=com.docker.compose.project=edgesim"],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     ).stdout.split()
     if running:
         return "the edgesim compose lab is up (its subnets are taken)"
@@ -138,12 +149,17 @@ def main() -> int:
                 downs.append(down)
             up_s, down_s = statistics.median(ups), statistics.median(downs)
             runners[name] = {
-                "up_s": round(up_s, 3), "down_s": round(down_s, 3), "answering": listeners,
-                "up_all_s": [round(u, 3) for u in ups], "within_target": up_s < TARGETS[name],
+                "up_s": round(up_s, 3),
+                "down_s": round(down_s, 3),
+                "answering": listeners,
+                "up_all_s": [round(u, 3) for u in ups],
+                "within_target": up_s < TARGETS[name],
             }
             what = "containers healthy" if name == "compose" else "listeners answering"
-            print(f"{name:8} up {up_s:6.2f} s ({listeners} {what})  down {down_s:6.2f} s"
-                  f"  target < {TARGETS[name]:.0f} s")
+            print(
+                f"{name:8} up {up_s:6.2f} s ({listeners} {what})  down {down_s:6.2f} s"
+                f"  target < {TARGETS[name]:.0f} s"
+            )
     results["runners"] = runners
     results["python"] = sys.version.split()[0]
     results["cpus"] = os.cpu_count()

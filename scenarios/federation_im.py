@@ -13,7 +13,13 @@ from simulator.scenario.clients import next_request, sip_user
 @scenario(
     name="federation-im",
     description="A fabrikam.lab user and a contoso user chat both ways over MTLS 5061",
-    rows=["sipfed-out-5061", "fed-in-5061", "int-sip-fe-to-edge", "int-sip-edge-to-fe", "dns-edge-ext"],
+    rows=[
+        "sipfed-out-5061",
+        "fed-in-5061",
+        "int-sip-fe-to-edge",
+        "int-sip-edge-to-fe",
+        "dns-edge-ext",
+    ],
     needs=["access-edge", "front-end", "partner-edge", "dns"],
 )
 async def run(lab: Lab) -> None:

@@ -19,7 +19,10 @@ def firewall() -> None:
 
 @firewall.command("render")
 @click.option(
-    "--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
     help="Write the files into this directory (default: the topology's paths, e.g. "
     "lab/firewall/external.nft, relative to the current directory).",
 )
@@ -27,7 +30,8 @@ def firewall() -> None:
     "--stdout", "to_stdout", is_flag=True, help="Print the rules instead of writing files."
 )
 @click.option(
-    "--broken-example", is_flag=True,
+    "--broken-example",
+    is_flag=True,
     help="Also write the deliberately broken external.nft (UDP 3478 removed, TCP 23456 open to "
     "the internet) used by negative tests, as broken/external.nft.",
 )

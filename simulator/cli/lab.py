@@ -33,14 +33,19 @@ from simulator.lab.services import BoundListener, ServiceContext, load_service
 
 RUNNERS = ("local", "netns", "compose")
 STATE_OPTION = click.option(
-    "--state-dir", type=click.Path(file_okay=False, path_type=Path),
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
     default=lambda: os.environ.get("EDGESIM_STATE_DIR", str(DEFAULT_STATE_DIR)),
     show_default="/run/edgesim or $EDGESIM_STATE_DIR",
     help="Where the netns runner keeps pids, logs and ready files.",
 )
 CERTS_OPTION = click.option(
-    "--certs", "certs_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("certs"),
-    show_default=True, help="Lab PKI directory (created or completed as needed).",
+    "--certs",
+    "certs_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("certs"),
+    show_default=True,
+    help="Lab PKI directory (created or completed as needed).",
 )
 
 
@@ -128,7 +133,10 @@ async def _local_up(obj: Obj, certs_dir: Path, check: bool) -> int:
 
 @lab.command("up")
 @click.option(
-    "--runner", type=click.Choice(RUNNERS), default="local", show_default=True,
+    "--runner",
+    type=click.Choice(RUNNERS),
+    default="local",
+    show_default=True,
     help="How to run the lab.",
 )
 @click.option(
@@ -164,8 +172,7 @@ def up(obj: Obj, runner: str, check: bool, certs_dir: Path, state_dir: Path) -> 
         inspect = subprocess.run(["docker", "image", "inspect", image], capture_output=True)
         if inspect.returncode != 0:
             raise LabError(
-                f"no image {image}: build it with scripts/build-image.sh "
-                "(docs/lab.md: Images)"
+                f"no image {image}: build it with scripts/build-image.sh (docs/lab.md: Images)"
             )
         sys.exit(_compose(["up", "-d", "--wait"]))
     sys.exit(asyncio.run(_local_up(obj, certs_dir, check)))
@@ -180,8 +187,9 @@ def _netns_up(obj: Obj, certs_dir: Path, state_dir: Path, check: bool) -> int:
         netns.up()
     console.print(render_netns_status(netns, check=check))
     if not check:
-        console.print("lab is up; `edgesim lab status` shows it, `edgesim lab down --runner netns` "
-                      "stops it")
+        console.print(
+            "lab is up; `edgesim lab status` shows it, `edgesim lab down --runner netns` stops it"
+        )
         return 0
     failed = _failed_checks(netns)
     with console.status("stopping the lab"):
@@ -241,14 +249,20 @@ def render_netns_status(netns: NetnsLab | ComposeLab, check: bool = True) -> Tab
         else:
             states.insert(0, "[green]up[/] (no services)")
         table.add_row(
-            st.node, st.namespace, "\n".join(st.addresses), "\n".join(listens) or "-",
+            st.node,
+            st.namespace,
+            "\n".join(st.addresses),
+            "\n".join(listens) or "-",
             "\n".join(states),
         )
     return table
 
 
 RUNNER_OPTION = click.option(
-    "--runner", type=click.Choice(("netns", "compose")), default="netns", show_default=True,
+    "--runner",
+    type=click.Choice(("netns", "compose")),
+    default="netns",
+    show_default=True,
     help="Which lab.",
 )
 
@@ -291,7 +305,10 @@ def status(obj: Obj, runner: str, no_check: bool, certs_dir: Path, state_dir: Pa
 @lab.command("reload-firewall")
 @RUNNER_OPTION
 @click.option(
-    "--rules", "overrides", multiple=True, metavar="FIREWALL=FILE",
+    "--rules",
+    "overrides",
+    multiple=True,
+    metavar="FIREWALL=FILE",
     help="Load FILE into FIREWALL instead of its topology file (repeatable), "
     "e.g. fw-external=lab/firewall/broken/external.nft.",
 )
@@ -327,14 +344,15 @@ def reload_firewall(
 @RUNNER_OPTION
 @click.option("--row", "row_ids", multiple=True, metavar="ROW", help="Only this row (repeatable).")
 @click.option(
-    "--timeout", type=float, default=1.5, show_default=True,
+    "--timeout",
+    type=float,
+    default=1.5,
+    show_default=True,
     help="Seconds each flow waits for its answer (a dropped flow takes this long).",
 )
 @click.option("--json", "as_json", is_flag=True, help="JSON instead of a table.")
 @click.pass_obj
-def flows(
-    obj: Obj, runner: str, row_ids: tuple[str, ...], timeout: float, as_json: bool
-) -> None:
+def flows(obj: Obj, runner: str, row_ids: tuple[str, ...], timeout: float, as_json: bool) -> None:
     """Try every matrix row as plain TCP/UDP across the running lab's firewalls.
 
     For each row, an echo listener at the destination (or the lab service already listening
@@ -371,13 +389,17 @@ def flows(
         expected = items[0].flow.expect_open
         passed = [r.ok for r in items]
         got = "open" if all(passed) else "blocked" if not any(passed) else "partly open"
-        report.append({
-            "row": row_id,
-            "expect": "open" if expected else "blocked",
-            "got": got,
-            "ok": got == ("open" if expected else "blocked"),
-            "flows": [{"flow": str(r.flow.flow), "ok": r.ok, "detail": r.detail} for r in items],
-        })
+        report.append(
+            {
+                "row": row_id,
+                "expect": "open" if expected else "blocked",
+                "got": got,
+                "ok": got == ("open" if expected else "blocked"),
+                "flows": [
+                    {"flow": str(r.flow.flow), "ok": r.ok, "detail": r.detail} for r in items
+                ],
+            }
+        )
     if as_json:
         click.echo(json.dumps({"runner": runner, "rows": report}, indent=2))
     else:
@@ -490,8 +512,9 @@ def serve(obj: Obj, host_id: str, runner: str, ready_file: Path | None, certs_di
     sys.exit(asyncio.run(_serve(obj, host_id, runner, certs_dir, ready_file)))
 
 
-async def _check_host(obj: Obj, host_id: str, runner: str, certs_dir: Path, ready: dict[str, Any]
-                      ) -> list[dict[str, Any]]:
+async def _check_host(
+    obj: Obj, host_id: str, runner: str, certs_dir: Path, ready: dict[str, Any]
+) -> list[dict[str, Any]]:
     from simulator.pki import LabPki
 
     host = obj.topology.host(host_id)
@@ -507,9 +530,12 @@ async def _check_host(obj: Obj, host_id: str, runner: str, certs_dir: Path, read
         status = ServiceStatus(host_id, svc["service"], "running", instance=instance)
         for item in svc["listeners"]:
             listener = next(
-                lst for lst in host.listeners
-                if lst.interface == item["interface"] and lst.proto == item["proto"]
-                and lst.port_low == item["port_low"] and lst.service == svc["service"]
+                lst
+                for lst in host.listeners
+                if lst.interface == item["interface"]
+                and lst.proto == item["proto"]
+                and lst.port_low == item["port_low"]
+                and lst.service == svc["service"]
             )
             bound = BoundListener(listener, item["transport"], item["address"], item["port"])
             probe = LocalLab(obj.topology, certs_dir)
@@ -521,8 +547,9 @@ async def _check_host(obj: Obj, host_id: str, runner: str, certs_dir: Path, read
 @lab.command("check-host", hidden=True)
 @click.option("--host", "host_id", required=True)
 @click.option("--runner", type=click.Choice(("netns", "compose")), default="netns")
-@click.option("--ready-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              required=True)
+@click.option(
+    "--ready-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True
+)
 @CERTS_OPTION
 @click.pass_obj
 def check_host(obj: Obj, host_id: str, runner: str, ready_file: Path, certs_dir: Path) -> None:
@@ -537,8 +564,11 @@ def check_host(obj: Obj, host_id: str, runner: str, ready_file: Path, certs_dir:
 
 @lab.command("compose-render")
 @click.option(
-    "--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("docker-compose.yml"),
-    show_default=True, help="Where to write the compose file.",
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("docker-compose.yml"),
+    show_default=True,
+    help="Where to write the compose file.",
 )
 @click.pass_obj
 def compose_render(obj: Obj, out: Path) -> None:

@@ -154,7 +154,9 @@ def test_a_port_already_in_use_is_one_clear_line(tmp_path):
 
 def test_other_runners_say_what_is_missing_not_a_traceback(tmp_path):
     # from a directory without docker-compose.yml: one line saying so, not a lab start
-    result = edgesim("lab", "up", "--runner", "compose", "--certs", str(tmp_path / "c"), cwd=tmp_path)
+    result = edgesim(
+        "lab", "up", "--runner", "compose", "--certs", str(tmp_path / "c"), cwd=tmp_path
+    )
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1

@@ -38,6 +38,8 @@ def rows_broken_by_broken_external(topology: Topology, flows: list[MatrixFlow]) 
     return {
         mf.row
         for mf in flows
-        if mf.expect_open and mf.flow.transport == "udp" and mf.flow.port == 3478
+        if mf.expect_open
+        and mf.flow.transport == "udp"
+        and mf.flow.port == 3478
         and crosses_external(mf.row)
     }

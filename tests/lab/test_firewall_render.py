@@ -70,7 +70,8 @@ def test_rule_text_matches_ports_and_side(topology: Topology) -> None:
 def test_cli_render_writes_into_out_dir(tmp_path: Path, topology: Topology) -> None:
     group = Group(commands={"firewall": firewall})
     result = CliRunner().invoke(
-        group, ["firewall", "render", "--out", str(tmp_path), "--broken-example"],
+        group,
+        ["firewall", "render", "--out", str(tmp_path), "--broken-example"],
         obj=Obj(topology_path=None, _topology=topology),
     )
     assert result.exit_code == 0, result.output

@@ -68,7 +68,10 @@ def test_broken_external_rules_change_exactly_the_affected_rows(
     access = topology.interface("edge:access")
     # Not a matrix row: the XMPP gateway port on the Edge's public side, from the internet.
     probe_23456 = MatrixFlow(
-        "extra-inet-23456", False, "jabber", "edge",
+        "extra-inet-23456",
+        False,
+        "jabber",
+        "edge",
         Flow("tcp", str(access.address), 23456, str(topology.interface("jabber:wan").address)),
     )
 

@@ -39,9 +39,22 @@ asyncio.run(main())
 def dns_query_from(host: str, server: str, name: str, timeout: float = 2.0) -> dict[str, object]:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     done = subprocess.run(
-        ["ip", "netns", "exec", ns_name(host), sys.executable, "-c", DNS_QUERY, server, name,
-         str(timeout)],
-        capture_output=True, text=True, timeout=timeout + 20, env=env,
+        [
+            "ip",
+            "netns",
+            "exec",
+            ns_name(host),
+            sys.executable,
+            "-c",
+            DNS_QUERY,
+            server,
+            name,
+            str(timeout),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=timeout + 20,
+        env=env,
     )
     assert done.returncode == 0, done.stderr
     result: dict[str, object] = json.loads(done.stdout)
