@@ -19,6 +19,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from simulator.errors import EdgesimError
 from simulator.lab.topology import Interface, Topology
+from simulator.pki.secrets import lab_credentials
 
 #: Deliberately bad certificates, each issued for every target in :data:`BAD_TARGETS`.
 BAD_KINDS: dict[str, str] = {
@@ -332,4 +333,7 @@ def ensure_pki(
             {"version": MANIFEST_VERSION, "files": manifest}, indent=2, sort_keys=True
         ).encode(),
     )
+    # Every secret the lab's services share, generated now: processes that copy or mount this
+    # directory (the compose image) must all see the same values.
+    lab_credentials(topology, pki.directory)
     return report
