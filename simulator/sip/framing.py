@@ -102,6 +102,11 @@ class Framer:
         """Bytes received but not handed out yet."""
         return len(self._buffer)
 
+    @property
+    def incomplete(self) -> bool:
+        """True while part of a message (or of a ping) has arrived."""
+        return bool(self._buffer) or self._head is not None
+
     def receive_data(self, data: bytes) -> None:
         if self.broken is not None:
             return

@@ -46,7 +46,7 @@ import itertools
 import logging
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Any
 
@@ -72,6 +72,8 @@ from simulator.sip.build import (
     via_branch,
     via_sent_by,
 )
+from simulator.limits import settings_from
+from simulator.sip.connection import SipLimits
 from simulator.sip.transaction import TIMEOUT, ClientTransaction
 from simulator.sip.validate import known_good_via, number
 
@@ -167,6 +169,21 @@ class EdgeConfig:
     """Timer B/F: seconds before a silent next hop earns the caller a 408."""
     max_message_bytes: int = 64 * 1024
     """Messages above this get 513 and the connection closes."""
+    client_limits: SipLimits = SipLimits(max_connections=20_000, max_per_source=256)
+    """TLS 443 (remote users): caps, timeouts, sizes (``[services.access-edge.client_limits]``)."""
+    federation_limits: SipLimits = SipLimits(max_connections=2_000, max_per_source=64)
+    """MTLS 5061 on the Access interface (partners, public IM providers)."""
+    internal_limits: SipLimits = SipLimits(max_connections=1_000, max_per_source=256)
+    """MTLS 5061 on the internal interface (the Front End pool)."""
+
+    def limits_for(self, side: Side) -> SipLimits:
+        """The limits of ``side``'s listener, with :attr:`max_message_bytes` applied."""
+        limits = {
+            Side.CLIENT: self.client_limits,
+            Side.FEDERATION: self.federation_limits,
+            Side.INTERNAL: self.internal_limits,
+        }[side]
+        return replace(limits, max_message_bytes=self.max_message_bytes)
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any], **defaults: Any) -> EdgeConfig:
@@ -182,6 +199,10 @@ class EdgeConfig:
                 value = tuple(_partner(entry, kind) for entry in value)
             elif key in ("served_domains", "blocked_domains", "internal_peer_names"):
                 value = tuple(str(v).lower() for v in value)
+            elif key.endswith("_limits"):
+                base = getattr(cls, key)
+                table = {**{f: getattr(base, f) for f in base.__dataclass_fields__}, **value}
+                value = settings_from(SipLimits, table, f"access-edge.{key}")
             values[key] = value
         return cls(**values)
 

@@ -142,9 +142,7 @@ def test_a_trust_header_in_a_response_from_outside_is_stripped() -> None:
 def test_route_entries_naming_the_edge_from_outside_are_refused(header: str) -> None:
     edge = Edge()
     forged = f"{header}: <sip:edge-int.contoso.lab:5061;transport=tls;lr;edgeflow=7>\n"
-    data = message(
-        "SUBSCRIBE", sender="sip:alice@contoso.lab", extra=forged + "Event: presence\n"
-    )
+    data = message("SUBSCRIBE", sender="sip:alice@contoso.lab", extra=forged + "Event: presence\n")
     code, reason = refusal(edge.proxy.receive_request(edge.client.id, parse(data), 0.0))
     assert (code, reason) == (403, f"{header} entry naming this Edge from outside")
 
@@ -244,3 +242,39 @@ def _events(data: bytes) -> list[RequestReceived]:
         assert isinstance(event, RequestReceived)
         out.append(event)
     return out
+
+
+# ---------------------------------------------------------------------- timers
+
+
+def test_a_half_sent_message_times_out() -> None:
+    conn = SipConnection(message_timeout=30.0, idle_timeout=1200.0, now=0.0)
+    data = message()
+    conn.receive_data(data[:10], 0.0)
+    assert conn.next_event() is None
+    for i, now in enumerate((10.0, 20.0, 29.0)):  # a byte every few seconds: still one message
+        conn.receive_data(data[10 + i : 11 + i], now)
+        assert conn.next_event() is None
+    assert conn.get_timer() == 30.0
+    conn.handle_timer(29.9)
+    assert not conn.must_close
+    conn.handle_timer(30.0)
+    assert conn.must_close and conn.timed_out == "a message took longer than 30 s to arrive"
+
+
+def test_whole_messages_do_not_time_out() -> None:
+    conn = SipConnection(message_timeout=30.0, idle_timeout=1200.0, now=0.0)
+    for now in (0.0, 25.0, 50.0, 75.0):
+        conn.receive_data(message(), now)
+        assert isinstance(conn.next_event(), RequestReceived)
+        assert conn.next_event() is None
+    assert conn.get_timer() == 75.0 + 1200.0  # only the idle timer runs
+
+
+def test_an_idle_connection_times_out() -> None:
+    conn = SipConnection(message_timeout=30.0, idle_timeout=1200.0, now=0.0)
+    conn.receive_data(b"\r\n\r\n", 100.0)  # an RFC 5626 keep-alive is traffic
+    assert conn.next_event() is not None
+    assert conn.get_timer() == 1300.0
+    conn.handle_timer(1300.0)
+    assert conn.must_close and conn.timed_out == "nothing received for 1200 s"
