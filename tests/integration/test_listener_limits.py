@@ -6,19 +6,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import ssl
+from pathlib import Path
+from typing import Any
 
 from sipmessage import Request, Response
 
-from simulator.lab.topology import Topology
+from simulator.lab.topology import Topology, load_topology
 from simulator.pki import LabPki
 from simulator.sip.aio import ListenerSpec, SipListener, SipProtocol
 from simulator.sip.build import response_for
 from simulator.sip.connection import SipLimits
 from simulator.tls import client_context, server_context
+from simulator.xmpp.harness import PORT_MAP, STREAM_HEADER, shifted_topology
 from tests.sip.sip_helpers import message
 
 SERVER = "127.66.0.1"
+XMPP_EDGE = "127.51.100.10"
+HEADER = STREAM_HEADER.format(to="contoso.lab", frm="jabber.lab").encode()
 WAIT = 10.0
 
 
@@ -159,3 +165,89 @@ async def test_a_peer_that_never_reads_is_paused_then_dropped(
         writer.close()
     finally:
         await listener.stop()
+
+
+# ---------------------------------------------------------------------- XMPP
+
+
+async def xmpp_edge(tmp_path: Path, pki: LabPki, limits: dict[str, object]) -> Any:
+    from simulator.xmpp.harness import start_xmpp_lab
+
+    topology = load_topology(shifted_topology(tmp_path))
+    settings = {"xmpp-proxy": {"listener_limits": limits}}
+    return await start_xmpp_lab(topology, pki, settings, hosts=["edge", "dns-ext", "dns-int"])
+
+
+async def xmpp_refused(port: int, source: str) -> bool:
+    """True when the listener drops the stream before answering its header."""
+    reader, writer = await asyncio.open_connection(XMPP_EDGE, port, local_addr=(source, 0))
+    try:
+        writer.write(HEADER)
+        return await asyncio.wait_for(reader.read(100), WAIT) == b""
+    except ConnectionError:
+        return True
+    finally:
+        writer.close()
+
+
+async def test_xmpp_listener_caps_connections(tmp_path: Path, lab_pki: LabPki) -> None:
+    lab = await xmpp_edge(tmp_path, lab_pki, {"max_connections": 3, "max_per_source": 2})
+    port = PORT_MAP[5269]
+    held = []
+    try:
+        for source in ("127.66.2.1", "127.66.2.1"):
+            held.append(await asyncio.open_connection(XMPP_EDGE, port, local_addr=(source, 0)))
+            held[-1][1].write(HEADER)
+            assert await asyncio.wait_for(held[-1][0].read(10), WAIT)  # answered
+        assert await xmpp_refused(port, "127.66.2.1")  # third from one source
+        held.append(await asyncio.open_connection(XMPP_EDGE, port, local_addr=("127.66.2.2", 0)))
+        held[-1][1].write(HEADER)
+        assert await asyncio.wait_for(held[-1][0].read(10), WAIT)
+        assert await xmpp_refused(port, "127.66.2.3")  # over the total
+        gate = lab.proxy.gates[port]
+        assert gate.open == 3 and gate.refused == 2
+    finally:
+        for _, writer in held:
+            writer.close()
+        await lab.stop()
+
+
+async def test_xmpp_starttls_handshake_times_out(tmp_path: Path, lab_pki: LabPki) -> None:
+    lab = await xmpp_edge(tmp_path, lab_pki, {"handshake_timeout": 0.2})
+    try:
+        reader, writer = await asyncio.open_connection(XMPP_EDGE, PORT_MAP[5269])
+        writer.write(HEADER)
+        writer.write(b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+        data = b""
+        async with asyncio.timeout(WAIT):
+            while chunk := await reader.read(4096):  # <proceed/>, then no ClientHello from us
+                data += chunk
+        assert b"<proceed" in data  # and then the Edge gave up on the handshake
+        writer.close()
+    finally:
+        await lab.stop()
+
+
+async def test_an_xmpp_peer_that_never_reads_is_dropped(tmp_path: Path, lab_pki: LabPki) -> None:
+    lab = await xmpp_edge(tmp_path, lab_pki, {"max_write_buffer_bytes": 64 * 1024})
+    try:
+        reader, writer = await asyncio.open_connection(XMPP_EDGE, PORT_MAP[5269])
+        writer.write(HEADER)
+        assert await asyncio.wait_for(reader.read(10), WAIT)
+        (conn,) = [c for c in lab.proxy.connections if c.name != "gateway"]
+        writer.transport.pause_reading()  # we stop reading; small buffers fill at once
+        writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        conn.writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        # whitespace for that peer (as stanzas routed from elsewhere) piles up: past the cap,
+        # the stream closes
+        for _ in range(128):  # bounded: 1 MiB at most, the cap is 64 KiB
+            if conn.failure is not None:
+                break
+            conn.session.stream._write(" " * 8192)
+            conn._flush()
+        writer.transport.resume_reading()
+        assert conn.failure is not None and "does not read" in conn.failure
+        await asyncio.wait_for(conn.closed.wait(), WAIT)
+        writer.close()
+    finally:
+        await lab.stop()
