@@ -251,3 +251,30 @@ async def test_an_xmpp_peer_that_never_reads_is_dropped(tmp_path: Path, lab_pki:
         writer.close()
     finally:
         await lab.stop()
+
+
+# ---------------------------------------------------------------------- DNS over TCP
+
+
+async def test_dns_tcp_caps_connections() -> None:
+    from simulator.dns.aio import DnsLimits, DnsServer
+    from simulator.dns.zone import DnsZone, Records
+
+    zone = DnsZone(Records({"a.lab": ("203.0.113.1",)}, {}, ("lab",)))
+    server = DnsServer(
+        zone, SERVER, 0, DnsLimits(max_connections=2, max_per_source=1, idle_timeout=0.3)
+    )
+    await server.start()
+    try:
+        r1, w1 = await asyncio.open_connection(SERVER, server.port, local_addr=("127.66.3.1", 0))
+        r2, w2 = await asyncio.open_connection(SERVER, server.port, local_addr=("127.66.3.1", 0))
+        assert await asyncio.wait_for(r2.read(10), WAIT) == b""  # second from one source
+        r3, w3 = await asyncio.open_connection(SERVER, server.port, local_addr=("127.66.3.2", 0))
+        r4, w4 = await asyncio.open_connection(SERVER, server.port, local_addr=("127.66.3.3", 0))
+        assert await asyncio.wait_for(r4.read(10), WAIT) == b""  # over the total
+        assert server.gate.refused == 2
+        assert await asyncio.wait_for(r1.read(10), WAIT) == b""  # idle: closed by the server
+        for w in (w1, w2, w3, w4):
+            w.close()
+    finally:
+        await server.stop()
