@@ -103,7 +103,11 @@ class StreamLimits:
 class StreamTimers:
     """Idle timeout and keep-alive interval, in seconds (None disables)."""
 
-    idle_timeout: float | None = 300.0
+    idle_timeout: float | None = limit(
+        300.0,
+        "idle: nothing received, s (connection-timeout)",
+        "tests/xmpp/test_stream.py::test_idle_timeout_and_keepalive",
+    )
     """Close with ``<connection-timeout/>`` when nothing arrives for this long."""
     keepalive_interval: float | None = 60.0
     """Send a single space when we have sent nothing for this long."""
