@@ -8,8 +8,8 @@ import struct
 from dataclasses import dataclass
 
 from simulator import trace
-from simulator.limits import ConnectionGate, ConnectionLimits, limit
 from simulator.dns.zone import UDP_MIN, DnsZone, describe_answer
+from simulator.limits import ConnectionGate, ConnectionLimits, limit
 
 log = logging.getLogger(__name__)
 

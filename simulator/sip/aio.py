@@ -27,8 +27,8 @@ from sipmessage import Request, Response
 
 from simulator import trace
 from simulator.dns.resolver import LabResolver, ResolutionError
-from simulator.sip.build import to_bytes
 from simulator.limits import ConnectionGate
+from simulator.sip.build import to_bytes
 from simulator.sip.connection import SipConnection, SipLimits
 from simulator.sip.errors import RemoteProtocolError
 from simulator.sip.events import ConnectionClosed, RequestReceived, ResponseReceived

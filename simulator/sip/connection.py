@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 from sipmessage import Request, Response
 
+from simulator.limits import ConnectionLimits, limit
 from simulator.sip.build import response_for_head
 from simulator.sip.errors import LocalProtocolError, RemoteProtocolError
 from simulator.sip.events import (
@@ -43,7 +44,6 @@ from simulator.sip.framing import (
     Frame,
     Framer,
 )
-from simulator.limits import ConnectionLimits, limit
 from simulator.sip.validate import validate
 
 _T = "tests/integration/test_listener_limits.py::"

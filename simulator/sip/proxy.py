@@ -52,6 +52,7 @@ from typing import Any
 
 from sipmessage import Request, Response
 
+from simulator.limits import settings_from
 from simulator.sip.build import (
     BRANCH_MAGIC,
     address_domain,
@@ -72,7 +73,6 @@ from simulator.sip.build import (
     via_branch,
     via_sent_by,
 )
-from simulator.limits import settings_from
 from simulator.sip.connection import SipLimits
 from simulator.sip.transaction import TIMEOUT, ClientTransaction
 from simulator.sip.validate import known_good_via, number
@@ -169,11 +169,17 @@ class EdgeConfig:
     """Timer B/F: seconds before a silent next hop earns the caller a 408."""
     max_message_bytes: int = 64 * 1024
     """Messages above this get 513 and the connection closes."""
-    client_limits: SipLimits = SipLimits(max_connections=20_000, max_per_source=256)
+    client_limits: SipLimits = field(
+        default_factory=lambda: SipLimits(max_connections=20_000, max_per_source=256)
+    )
     """TLS 443 (remote users): caps, timeouts, sizes (``[services.access-edge.client_limits]``)."""
-    federation_limits: SipLimits = SipLimits(max_connections=2_000, max_per_source=64)
+    federation_limits: SipLimits = field(
+        default_factory=lambda: SipLimits(max_connections=2_000, max_per_source=64)
+    )
     """MTLS 5061 on the Access interface (partners, public IM providers)."""
-    internal_limits: SipLimits = SipLimits(max_connections=1_000, max_per_source=256)
+    internal_limits: SipLimits = field(
+        default_factory=lambda: SipLimits(max_connections=1_000, max_per_source=256)
+    )
     """MTLS 5061 on the internal interface (the Front End pool)."""
 
     def limits_for(self, side: Side) -> SipLimits:
@@ -200,7 +206,7 @@ class EdgeConfig:
             elif key in ("served_domains", "blocked_domains", "internal_peer_names"):
                 value = tuple(str(v).lower() for v in value)
             elif key.endswith("_limits"):
-                base = getattr(cls, key)
+                base = getattr(cls(), key)
                 table = {**{f: getattr(base, f) for f in base.__dataclass_fields__}, **value}
                 value = settings_from(SipLimits, table, f"access-edge.{key}")
             values[key] = value
@@ -469,9 +475,9 @@ class EdgeProxy:
             if not self._is_ours(first):
                 break
             pop_first(request, "Route")
-            value = number(uri_params(first).get("edgeflow") or "")
-            if value is not None:
-                edgeflow = value
+            named = number(uri_params(first).get("edgeflow") or "")
+            if named is not None:
+                edgeflow = named
 
         # 4. loop detection (16.3 step 4)
         lhash = loop_hash(request, f"{flow.side is Side.CLIENT}|{edgeflow}")

@@ -37,9 +37,9 @@ from simulator.dns.resolver import LabResolver, ResolutionError
 from simulator.errors import EdgesimError
 from simulator.lab.services import BoundListener, ServiceContext
 from simulator.lab.topology import Interface
+from simulator.limits import ConnectionGate, settings_from
 from simulator.pki import CertPaths
 from simulator.tls import PeerCertificate, client_context, server_context
-from simulator.limits import ConnectionGate, settings_from
 from simulator.xmpp.aio import (
     XmppConnection,
     XmppListenerLimits,

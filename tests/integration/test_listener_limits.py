@@ -269,7 +269,7 @@ async def test_dns_tcp_caps_connections() -> None:
         r1, w1 = await asyncio.open_connection(SERVER, server.port, local_addr=("127.66.3.1", 0))
         r2, w2 = await asyncio.open_connection(SERVER, server.port, local_addr=("127.66.3.1", 0))
         assert await asyncio.wait_for(r2.read(10), WAIT) == b""  # second from one source
-        r3, w3 = await asyncio.open_connection(SERVER, server.port, local_addr=("127.66.3.2", 0))
+        _r3, w3 = await asyncio.open_connection(SERVER, server.port, local_addr=("127.66.3.2", 0))
         r4, w4 = await asyncio.open_connection(SERVER, server.port, local_addr=("127.66.3.3", 0))
         assert await asyncio.wait_for(r4.read(10), WAIT) == b""  # over the total
         assert server.gate.refused == 2

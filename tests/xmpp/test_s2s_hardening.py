@@ -15,7 +15,7 @@ from simulator.xmpp.events import (
     DialbackVerifyNeeded,
     StanzaReceived,
 )
-from simulator.xmpp.s2s import Role, Session, SessionConfig, State, dialback_key
+from simulator.xmpp.s2s import Session, SessionConfig, State, dialback_key
 from simulator.xmpp.stream import NS_DIALBACK, XmlStream
 
 from .helpers import Pair, cert
@@ -55,7 +55,7 @@ def edge_outbound_to_jabber() -> tuple[Pair, Session, Session]:
 def test_a_partner_cannot_send_as_another_domain_on_the_edges_outbound_stream(
     frm: str, to: str, condition: str
 ) -> None:
-    pair, a, b = edge_outbound_to_jabber()
+    pair, _a, b = edge_outbound_to_jabber()
     stanza = message(frm, to, "x")
     if not frm:
         del stanza.attrib["from"]  # type: ignore[attr-defined]
