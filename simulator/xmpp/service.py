@@ -9,6 +9,10 @@ Settings (``[services.xmpp-proxy]`` in the topology, all optional):
   ``front-end`` hosts);
 - ``dialback_secret``, ``idle_timeout`` (s, default 600), ``keepalive`` (s, default 60),
   ``allow_dialback``, ``allow_external`` (default true);
+- ``verify_server_names`` (default true; the jabber.lab emulator: false): the partner's
+  certificate must name the domain dialled (XEP-0178, RFC 6125);
+- ``listener_limits``: a table of :class:`~simulator.xmpp.aio.XmppListenerLimits` fields
+  (connection caps, TLS handshake timeout, write cap; docs/limits.md);
 - ``access_cert`` / ``access_key``: a certificate for the access interface other than the lab
   one (e.g. one that names ``contoso.lab`` itself, so partners accept SASL EXTERNAL).
 
