@@ -32,6 +32,7 @@ import subprocess
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from simulator.errors import LabError
 from simulator.lab.network import ephemeral_port_range, host_routes
@@ -354,35 +355,31 @@ class ComposeRunner(Runner):
             raise LabError(f"`docker compose down` failed (exit {done.returncode})")
         return before
 
-    def _states(self) -> dict[str, str]:
+    def _containers(self) -> list[dict[str, Any]]:
+        """``docker compose ps --all``: one entry per container of the project (a JSON list or
+        one object per line, depending on the Compose version)."""
         done = self._run(self.compose_command("ps", "--all", "--format", "json"))
         if done.returncode != 0:
             raise LabError(f"docker compose ps failed: {done.stderr.strip()}")
-        states: dict[str, str] = {}
         text = done.stdout.strip()
-        items = (
-            json.loads(text)
-            if text.startswith("[")
-            else [json.loads(line) for line in text.splitlines() if line.strip()]
-        )
-        for item in items:
+        try:
+            if text.startswith("["):
+                return list(json.loads(text))
+            return [json.loads(line) for line in text.splitlines() if line.strip()]
+        except ValueError as exc:
+            raise LabError(f"docker compose ps: unreadable output ({exc})") from None
+
+    def _states(self) -> dict[str, str]:
+        """Every container's state by service (``running (healthy)``, ``exited`` ...)."""
+        states: dict[str, str] = {}
+        for item in self._containers():
             health = item.get("Health") or ""
             states[item["Service"]] = f"{item['State']}{f' ({health})' if health else ''}"
         return states
 
     def _running(self) -> dict[str, str]:
         """Running containers by service: their ids."""
-        ids: dict[str, str] = {}
-        done = self._run(self.compose_command("ps", "--format", "json"))
-        if done.returncode != 0:
-            raise LabError(f"--runner compose: docker compose ps failed: {done.stderr.strip()}")
-        for line in done.stdout.splitlines():
-            with contextlib.suppress(ValueError):
-                item = json.loads(line)
-                for entry in item if isinstance(item, list) else [item]:
-                    if entry.get("State") == "running":
-                        ids[entry["Service"]] = entry["ID"]
-        return ids
+        return {e["Service"]: e["ID"] for e in self._containers() if e.get("State") == "running"}
 
     def _nodes(self) -> list[str]:
         return [h.id for h in self.topology.hosts] + [fw.id for fw in self.topology.firewalls]
