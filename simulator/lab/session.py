@@ -27,7 +27,7 @@ from simulator.lab.runners.base import (
 from simulator.lab.runners.local import LocalLab, check_listener
 from simulator.lab.services import BoundListener, ServiceContext, load_service
 from simulator.lab.topology import Topology
-from simulator.pki import LabPki
+from simulator.pki import LabPki, service_settings
 
 
 async def until_signalled(on_ready: Callable[[], None] | None = None) -> None:
@@ -160,7 +160,7 @@ async def check_host(
         factory = load_service(svc.service) if svc.state == "running" else None
         if factory is None:
             continue
-        settings = dict(topology.settings.get(svc.service, {}))
+        settings = service_settings(topology, svc.service, certs_dir)
         instance = factory(ServiceContext(topology, host, svc.service, pki, runner, settings))
         for item in svc.listeners:
             listener = next(
