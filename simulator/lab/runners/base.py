@@ -222,14 +222,6 @@ class NodeStatus:
     services: list[ServiceState] = field(default_factory=list)
     pid: int | None = None
 
-    @property
-    def present(self) -> bool:
-        return self.state != "absent"
-
-    @property
-    def healthy(self) -> bool:
-        return self.state in ("running", "routing", "up")
-
 
 @dataclass
 class LabStatus:
