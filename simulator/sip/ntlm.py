@@ -50,8 +50,8 @@ from spnego._ntlm_raw.crypto import (
     signkey,
 )
 from spnego._ntlm_raw.messages import (
-    AvId,
     Authenticate,
+    AvId,
     Challenge,
     FileTime,
     NegotiateFlags,

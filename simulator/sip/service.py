@@ -164,6 +164,8 @@ class _DomainService:
 
     default_cas: list[str] = ["public"]
     federation_via_edge = False
+    default_ntlm = False
+    """Offer [MS-SIPAE] NTLM besides digest (setting ``ntlm``)."""
 
     def __init__(self, ctx: ServiceContext) -> None:
         self.ctx = ctx
@@ -190,6 +192,20 @@ class _DomainService:
         fqdn = str(settings.pop("fqdn", self.iface.fqdn or domain)).lower()
         edge = settings.pop("edge_fqdn", None)
         handlers = settings.pop("service_handlers", {})
+        contacts = settings.pop("contacts", {})
+        if not isinstance(contacts, dict) or not all(
+            isinstance(v, list) for v in contacts.values()
+        ):
+            raise ConfigError(
+                ctx.topology.path,
+                f"services.{ctx.service}.contacts",
+                'must be a table user = ["sip:...", ...]',
+            )
+        ntlm = settings.pop("ntlm", self.default_ntlm)
+        if not isinstance(ntlm, bool):
+            raise ConfigError(
+                ctx.topology.path, f"services.{ctx.service}.ntlm", "must be true or false"
+            )
         if not isinstance(handlers, dict):
             raise ConfigError(
                 ctx.topology.path,
@@ -211,6 +227,8 @@ class _DomainService:
             fqdn,
             {str(k): str(v) for k, v in users.items()},
             federation_fqdn=str(edge).lower() if edge else None,
+            ntlm=ntlm,
+            contacts={str(k).lower(): [str(u) for u in v] for k, v in contacts.items()},
         )
         self.server: DomainServer | None = None
 
@@ -278,6 +296,7 @@ class FrontEndService(_DomainService):
 
     default_cas = ["internal"]
     federation_via_edge = True
+    default_ntlm = True
 
 
 class PartnerEdgeService(_DomainService):

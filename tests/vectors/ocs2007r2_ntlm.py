@@ -38,7 +38,7 @@ REGISTER = (
     "To: <sip:user@cosmo.local>\r\n"
     "Call-ID: 4037df9284354df39065195bd57a4b14\r\n"
     "CSeq: 3 REGISTER\r\n"
-    "Contact: <sip:192.168.172.6:12723;transport=tls;ms-opaque=fad3dfab32>;methods=\"INVITE, "
+    'Contact: <sip:192.168.172.6:12723;transport=tls;ms-opaque=fad3dfab32>;methods="INVITE, '
     'MESSAGE, INFO, OPTIONS, BYE, CANCEL, NOTIFY, ACK, REFER, BENOTIFY";proxy=replace;'
     '+sip.instance="<urn:uuid:34D859DB-6585-5F91-A3B4-DE853C15347D>"\r\n'
     "User-Agent: UCCAPI/3.5.6907.0 OC/3.5.6907.0 (Microsoft Office Communicator 2007 R2)\r\n"
