@@ -106,6 +106,8 @@ class Diagnostic:
 
     code: int
     reason: str
+    extra: tuple[tuple[str, str], ...] = ()
+    """Further parameters as real Edges add them (``WinsockFailureCode``, ...)."""
 
 
 #: The ``ms-diagnostics`` codes the Edge emits, with the status it answers and the reason text.
@@ -119,6 +121,19 @@ DIAGNOSTICS: dict[str, tuple[int, Diagnostic]] = {
     "tls": (
         504,
         Diagnostic(1047, "Failed to complete TLS negotiation with a federated peer server"),
+    ),
+    # the partner reset the connection in the handshake (e.g. it does not trust our
+    # certificate): a Lync Edge reports the Winsock error too, as published client traces show
+    "tls-reset": (
+        504,
+        Diagnostic(
+            1047,
+            "Failed to complete TLS negotiation with a federated peer server",
+            (
+                ("WinsockFailureCode", "10054(WSAECONNRESET)"),
+                ("WinsockFailureDescription", "The peer forced closure of the connection"),
+            ),
+        ),
     ),
 }
 
@@ -423,7 +438,9 @@ class EdgeProxy:
         self, request: Request, kind: str, detail: str, peer: str | None
     ) -> Response:
         code, diag = DIAGNOSTICS[kind]
-        value = f'{diag.code};reason="{diag.reason}";source="{self.config.external_fqdn}"'
+        value = f'{diag.code};reason="{diag.reason}"'
+        value += "".join(f';{name}="{text}"' for name, text in diag.extra)
+        value += f';source="{self.config.external_fqdn}"'
         if peer:
             value += f';PeerServer="{peer}"'
         headers = [

@@ -621,3 +621,38 @@ async def test_probe_options_classifies_outcomes(sip_topology: Topology, lab_pki
         assert closed.stage == "connect"
         wrong = await probe_options(edge, 443, context=plain, server_name="sip.fabrikam.lab")
         assert wrong.stage == "tls" and "does not match the server name" in wrong.detail
+
+
+async def test_partner_resetting_the_handshake_gets_504_1047_with_the_winsock_error(
+    sip_topology: Topology, lab_pki: LabPki
+) -> None:
+    """A partner Edge that does not trust our certificate resets the connection in the TLS
+    handshake (as Windows does): 1047 with WinsockFailureCode 10054, as real traces show."""
+    import socket
+    import struct
+
+    fabrikam = str(sip_topology.interface("fabrikam:wan").loopback())
+    hosts = ["dns-int", "dns-ext", "edge", "fe"]  # fabrikam's 5061 is the resetting server below
+
+    async def reset(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(5)  # the ClientHello's record header
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.transport.abort()
+
+    server = await asyncio.start_server(reset, fabrikam, 5061)
+    try:
+        async with lab_up(sip_topology, lab_pki, hosts=hosts) as lab:  # noqa: SIM117
+            async with lab.ua("bob@contoso.lab", "internal") as bob:
+                await bob.register()
+                response = await bob.message("sip:carol@fabrikam.lab", "x")
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert response.code == 504
+    assert response.headers.get("ms-diagnostics") == (
+        '1047;reason="Failed to complete TLS negotiation with a federated peer server"'
+        ';WinsockFailureCode="10054(WSAECONNRESET)"'
+        ';WinsockFailureDescription="The peer forced closure of the connection"'
+        ';source="sip.contoso.lab";PeerServer="sip.fabrikam.lab"'
+    )
