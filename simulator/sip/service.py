@@ -26,6 +26,11 @@ from simulator.tls import client_context, server_context
 log = logging.getLogger(__name__)
 
 
+#: ``tls_max_version`` of ``[services.access-edge]``: "1.2" caps the Edge as Lync Server 2013 on
+#: Windows Server 2012 R2 is capped (no TLS 1.3 there), so a peer that insists on 1.3 fails.
+TLS_VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
+
+
 def _trust(ctx: ServiceContext, cas: Any, default: list[str]) -> list[Any]:
     ids = list(cas) if cas is not None else default
     known = {ca.id for ca in ctx.topology.cas}
@@ -75,6 +80,14 @@ class AccessEdgeService:
         internal_cas = settings.pop("internal_cas", None)
         self.federation_trust = _trust(ctx, federation_cas, ["public", "fabrikam"])
         self.internal_trust = _trust(ctx, internal_cas, ["internal"])
+        tls_max = str(settings.pop("tls_max_version", "1.3"))
+        if tls_max not in TLS_VERSIONS:
+            raise ConfigError(
+                ctx.topology.path,
+                "services.access-edge.tls_max_version",
+                f"must be one of {', '.join(TLS_VERSIONS)}",
+            )
+        self.tls_max = TLS_VERSIONS[tls_max]
         self.external_iface: Interface | None = None
         self.internal_iface: Interface | None = None
         self.kinds: dict[Listener, str] = {}
@@ -124,14 +137,19 @@ class AccessEdgeService:
                 context = server_context(
                     cert, client_trust=self.internal_trust, require_client_cert=True
                 )
+            context.maximum_version = self.tls_max
             specs[kind] = (ctx.address(iface), lst.port, _sip_server(context))
         external_cert = _cert(ctx, self.external_iface) if self.external_iface else None
         internal_cert = _cert(ctx, self.internal_iface) if self.internal_iface else None
+        federation_client = client_context(self.federation_trust, cert=external_cert)
+        internal_client = client_context(self.internal_trust, cert=internal_cert)
+        for client in (federation_client, internal_client):
+            client.maximum_version = self.tls_max
         self.edge = AccessEdge(
             self.config,
             EdgeListeners(specs["client"], specs["federation"], specs["internal"]),
-            federation_client=client_context(self.federation_trust, cert=external_cert),
-            internal_client=client_context(self.internal_trust, cert=internal_cert),
+            federation_client=federation_client,
+            internal_client=internal_client,
             external_resolver=ctx.resolver(self.external_iface)
             if self.external_iface
             else ctx.resolver(),

@@ -656,3 +656,24 @@ async def test_partner_resetting_the_handshake_gets_504_1047_with_the_winsock_er
         ';WinsockFailureDescription="The peer forced closure of the connection"'
         ';source="sip.contoso.lab";PeerServer="sip.fabrikam.lab"'
     )
+
+
+async def test_tls_max_version_caps_the_edge_at_tls_1_2(
+    sip_topology: Topology, lab_pki: LabPki
+) -> None:
+    """tls_max_version = "1.2": a client that insists on TLS 1.3 fails the handshake on 443, as
+    against Lync Server 2013 on Windows Server 2012 R2; a TLS 1.2 client signs in."""
+    import ssl
+
+    settings: dict[str, dict[str, object]] = {"access-edge": {"tls_max_version": "1.2"}}
+    async with lab_up(sip_topology, lab_pki, settings) as lab:
+        ua = lab.ua("alice@contoso.lab", "remote")
+        assert ua.context is not None
+        ua.context.minimum_version = ssl.TLSVersion.TLSv1_3
+        with pytest.raises((ssl.SSLError, ConnectionResetError)):  # refused: protocol version
+            async with ua:
+                pass
+        async with lab.ua("alice@contoso.lab", "remote") as alice:
+            assert (await alice.register()).code == 200
+            assert alice.proto is not None
+            assert alice.proto.transport.get_extra_info("ssl_object").version() == "TLSv1.2"
