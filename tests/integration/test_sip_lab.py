@@ -56,7 +56,7 @@ async def test_remote_user_registers_over_443_and_chats_with_internal_user(
         got = await next_incoming(bob)
         assert got.body == b"hello from home"  # type: ignore[attr-defined]
         trust = got.headers.get("ms-edge-proxy-message-trust")  # type: ignore[attr-defined]
-        assert trust is not None and "ms-source-type=AuthorizedUser" in trust
+        assert trust is not None and "ms-source-type=InternetUser" in trust
         assert "ms-source-verified-user=verified" in trust
         response = await bob.message("sip:alice@contoso.lab", "hello from the office")
         assert response.code == 200
@@ -134,6 +134,13 @@ async def test_pic_user_chats_both_ways(sip_topology: Topology, lab_pki: LabPki)
         assert (await dave.message("sip:alice@contoso.lab", "hi alice")).code == 200
         got = await next_incoming(alice)
         assert got.body == b"hi alice"  # type: ignore[attr-defined]
+        # [MS-SIPRE] 2.2.15: a public IM provider is an AuthorizedServer on the publiccloud
+        # network, and ms-remote-fqdn names its server (3.10.1.5)
+        assert got.headers.get("ms-edge-proxy-message-trust") == (  # type: ignore[attr-defined]
+            "ms-source-type=AuthorizedServer;ms-ep-fqdn=sip.contoso.lab;"
+            "ms-source-verified-user=verified;ms-source-network=publiccloud;"
+            "ms-remote-fqdn=sip.pic.lab"
+        )
 
 
 async def test_presence_and_call_across_federation(sip_topology: Topology, lab_pki: LabPki) -> None:

@@ -1,12 +1,12 @@
 """Who a domain server's users are: digest (RFC 3261 22.4) and [MS-SIPAE] NTLM with signing.
 
 :class:`Authenticator` answers a REGISTER's credentials for :class:`DomainServer`. With NTLM
-enabled (the Front End, as Lync authenticates external users), the 401 offers NTLM first and
-digest second ([MS-SIPAE] section 3.3.5.1 lets a server offer one challenge per protocol); the
+enabled (the Front End, as Lync authenticates external users), the 401 offers digest and NTLM
+([MS-SIPAE] section 3.3.5.1: one challenge per protocol the server supports); the
 lab's own user agents pick digest, a Lync-dialect client (SIPE) picks NTLM. Once an NTLM security
 association (SA) is up, the server keeps it per endpoint (the From URI and its ``epid``,
 [MS-SIPAE] section 3.3.5.2): it verifies the signature on every request that carries one and
-signs every message it sends to that endpoint with ``Authentication-Info`` (section 3.3.5.4;
+signs every message it sends to that endpoint with ``Authentication-Info`` ([MS-SIPAE] 3.3.5;
 SIPE drops final responses and requests that are not signed once it is authenticated).
 """
 
@@ -68,10 +68,14 @@ class Authenticator:
         self.nonces.add(nonce)
         if len(self.nonces) > MAX_NONCES:
             self.nonces.pop()
-        headers = [("Date", formatdate(usegmt=True))]
+        # digest first: generic agents (SIPp) answer the first challenge; a Lync client looks
+        # for its protocol among all of them
+        headers = [
+            ("Date", formatdate(usegmt=True)),
+            ("WWW-Authenticate", digest.challenge(self.domain, nonce)),
+        ]
         if self.ntlm is not None:
             headers.append(("WWW-Authenticate", self.ntlm.offer()))
-        headers.append(("WWW-Authenticate", digest.challenge(self.domain, nonce)))
         return headers
 
     def _ntlm_params(self, request: Request) -> dict[str, str] | None:

@@ -357,7 +357,7 @@ class DomainServer:
             trust = first_value(request.headers.get(TRUST_HEADER) or "")[0]
             fields = dict(part.strip().partition("=")[::2] for part in trust.split(";"))
             verified = fields.get("ms-source-verified-user") == "verified"
-            user = fields.get("ms-source-type") == "AuthorizedUser"
+            user = fields.get("ms-source-type") == "InternetUser"  # [MS-SIPRE] 2.2.15
             return sender if verified and user else None
         if request.headers.get(TRUST_HEADER) is not None:
             return None  # a trust header that did not come from the Edge
