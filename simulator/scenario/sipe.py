@@ -8,7 +8,7 @@ no server, so SIPE finds the Access Edge by DNS SRV (``_sip._tls.<domain>``) as 
 at home does. Messages arrive as IRC PRIVMSGs from the buddy's nick.
 
 The client sees the lab as its host would: BitlBee runs in a private mount namespace
-(``unshare --mount``) in which ``/etc/resolv.conf`` names the lab DNS of the host's zone,
+(``unshare --mount``, entered with ``nsenter --net`` into the host's network namespace) in which ``/etc/resolv.conf`` names the lab DNS of the host's zone,
 ``/etc/hosts`` has only localhost, and ``/etc/ssl/certs`` holds only the lab CA that issued the
 Edge's certificate, because libpurple checks the server certificate against that directory and
 honours no environment variable for it. Nothing outside the namespace is touched. Root is
@@ -28,7 +28,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from simulator.lab.nsocket import socket_in
+from simulator.lab.nsocket import netns_path, socket_in
 from simulator.scenario.api import Lab, ScenarioFailure
 
 SIPE_PLUGIN = Path("/usr/lib/purple-2/libsipe.so")
@@ -102,8 +102,8 @@ class SipeClient:
         )
         argv = ["unshare", "--mount", "--propagation", "private", "sh", "-c", script]
         namespace = self.lab.namespace(self.host)
-        if namespace is not None:
-            argv = ["ip", "netns", "exec", namespace, *argv]
+        if namespace is not None:  # a netns name or a container's /proc/PID/ns/net
+            argv = ["nsenter", f"--net={netns_path(namespace)}", *argv]
         return argv
 
     async def start(self) -> None:
