@@ -44,16 +44,18 @@ import ipaddress
 import logging
 import os
 import secrets
+import ssl
 import time
 from typing import Any
 
 from simulator.errors import ConfigError
 from simulator.lab.services import BoundListener, ServiceContext
 from simulator.lab.topology import Topology
-from simulator.media import stun
-from simulator.media.aio import AsyncTurnServer, ListenerSpec
-from simulator.media.framing import StreamFramer
-from simulator.media.turn import PeerPolicy, TurnConfig, time_limited_credentials
+from simulator.media.aio import AsyncTurnClient, AsyncTurnServer, ListenerSpec
+from simulator.media.auth import LongTermCredentials, time_limited_credentials
+from simulator.media.config import TurnConfig
+from simulator.media.errors import MediaError
+from simulator.media.policy import PeerPolicy
 from simulator.tls import client_context, server_context
 
 log = logging.getLogger(__name__)
@@ -215,10 +217,8 @@ class AvEdgeService:
         if bound.listener.proto == "turn-tls":
             iface = self.ctx.host.interface(bound.listener.interface)
             tls = client_context([self.ctx.pki.trust_bundle])
-            return await stream_binding(bound.address, bound.port, tls, iface.fqdn)
-        if bound.transport == "udp":
-            return await udp_binding(bound.address, bound.port)
-        return await stream_binding(bound.address, bound.port, None, None)
+            return await binding_check(bound.address, bound.port, "tls", tls, iface.fqdn)
+        return await binding_check(bound.address, bound.port, bound.transport)
 
     async def _check_relay(self, bound: BoundListener) -> str | None:
         """Allocate through the relay interface's UDP STUN listener, over the network.
@@ -237,7 +237,7 @@ class AvEdgeService:
         if stun_listener is None:
             return "no UDP STUN listener on the relay's interface to allocate through"
         username, password = time_limited_credentials(self.secret, "probe", time.time(), 60)
-        return await udp_allocate(
+        return await relay_check(
             (bound.address, stun_listener.port),
             username,
             password,
@@ -245,125 +245,56 @@ class AvEdgeService:
         )
 
 
-# ------------------------------------------------------------------ small STUN clients (checks)
+# ------------------------------------------------------------------ checks (the TURN client)
 
 
-class _Datagram(asyncio.DatagramProtocol):
-    def __init__(self) -> None:
-        self.queue: asyncio.Queue[bytes] = asyncio.Queue()
-
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        self.queue.put_nowait(data)
-
-
-async def udp_transaction(
-    server: tuple[str, int], messages: list[bytes], timeout: float = 2.0
-) -> list[stun.Message]:
-    """Send each request in turn over one UDP socket and collect the answers."""
-    loop = asyncio.get_running_loop()
-    local = (server[0], 0)
-    transport, proto = await loop.create_datagram_endpoint(_Datagram, local_addr=local)
-    answers: list[stun.Message] = []
+async def binding_check(
+    address: str,
+    port: int,
+    transport: str = "udp",
+    tls: ssl.SSLContext | None = None,
+    server_hostname: str | None = None,
+    timeout: float = 2.0,
+) -> str | None:
+    """A STUN Binding on ``address:port``: None when it is answered with a mapped address."""
     try:
-        for data in messages:
-            transport.sendto(data, server)
-            answers.append(stun.parse(await asyncio.wait_for(proto.queue.get(), timeout)))
-    finally:
-        transport.close()
-    return answers
-
-
-async def udp_binding(address: str, port: int) -> str | None:
-    request = stun.Message(stun.Method.BINDING, stun.MessageClass.REQUEST, os.urandom(12))
-    try:
-        (answer,) = await udp_transaction((address, port), [stun.encode(request)])
+        async with asyncio.timeout(timeout):
+            client = await AsyncTurnClient.open(
+                (address, port), transport, tls=tls, server_hostname=server_hostname
+            )
+            async with client:
+                await client.binding()
     except TimeoutError:
         return "no STUN answer"
-    if answer.message_class != stun.MessageClass.SUCCESS or "XOR-MAPPED-ADDRESS" not in answer:
-        return "STUN Binding failed"
+    except (MediaError, OSError, EOFError) as exc:
+        return f"STUN Binding failed: {exc}"
     return None
 
 
-async def stream_binding(
-    address: str, port: int, tls: Any, server_hostname: str | None
+async def relay_check(
+    server: tuple[str, int],
+    username: str,
+    password: str,
+    ports: tuple[int, int],
+    timeout: float = 4.0,
 ) -> str | None:
-    request = stun.Message(stun.Method.BINDING, stun.MessageClass.REQUEST, os.urandom(12))
+    """Allocate over UDP, check the relayed port is in ``ports``, release it. None when all is
+    well."""
     try:
-        reader, writer = await asyncio.open_connection(
-            address, port, ssl=tls, server_hostname=server_hostname if tls else None
-        )
-    except OSError as exc:
-        return f"connect failed: {exc}"
-    try:
-        writer.write(stun.encode(request))
-        framer = StreamFramer()
-        while True:
-            chunk = await asyncio.wait_for(reader.read(4096), 2.0)
-            if not chunk:
-                return "connection closed without a STUN answer"
-            frames = framer.frames(chunk)
-            if frames:
-                answer = stun.parse(frames[0])
-                if answer.message_class == stun.MessageClass.SUCCESS:
-                    return None
-                return "STUN Binding failed"
-    except TimeoutError:
-        return "no STUN answer"
-    finally:
-        writer.close()
-
-
-async def udp_allocate(
-    server: tuple[str, int], username: str, password: str, ports: tuple[int, int]
-) -> str | None:
-    """Allocate, check the relayed port is in ``ports``, release it. None when all is well."""
-    tid = os.urandom(12)
-    first = stun.Message(
-        stun.Method.ALLOCATE, stun.MessageClass.REQUEST, tid, [("REQUESTED-TRANSPORT", 17)]
-    )
-    loop = asyncio.get_running_loop()
-    transport, proto = await loop.create_datagram_endpoint(_Datagram, local_addr=(server[0], 0))
-    try:
-        transport.sendto(stun.encode(first), server)
-        challenge = stun.parse(await asyncio.wait_for(proto.queue.get(), 2.0))
-        realm, nonce = challenge.get("REALM"), challenge.get("NONCE")
-        if challenge.get("ERROR-CODE", (0, ""))[0] != 401 or realm is None:
-            return "Allocate without credentials was not challenged with 401"
-        key = stun.long_term_key(username, realm, password)
-        creds = [("USERNAME", username), ("REALM", realm), ("NONCE", nonce)]
-        request = stun.Message(
-            stun.Method.ALLOCATE,
-            stun.MessageClass.REQUEST,
-            os.urandom(12),
-            [("REQUESTED-TRANSPORT", 17), *creds],
-        )
-        transport.sendto(stun.encode(request, integrity_key=key), server)
-        answer = stun.parse(await asyncio.wait_for(proto.queue.get(), 2.0))
-        if answer.message_class != stun.MessageClass.SUCCESS:
-            return f"Allocate failed: {answer.get('ERROR-CODE')}"
-        relayed = answer.get("XOR-RELAYED-ADDRESS")
-        release = stun.Message(
-            stun.Method.REFRESH,
-            stun.MessageClass.REQUEST,
-            os.urandom(12),
-            [("LIFETIME", 0), *creds],
-        )
-        transport.sendto(stun.encode(release, integrity_key=key), server)
-        await asyncio.wait_for(proto.queue.get(), 2.0)
-        if not ports[0] <= relayed[1] <= ports[1]:
-            return f"relayed port {relayed[1]} outside {ports[0]}-{ports[1]}"
-        return None
+        async with asyncio.timeout(timeout):
+            client = await AsyncTurnClient.open(
+                server, "udp", credentials=LongTermCredentials(username, password)
+            )
+            async with client:
+                relayed = await client.allocate()
+                await client.release()
     except TimeoutError:
         return "no TURN answer"
-    finally:
-        transport.close()
+    except (MediaError, OSError, EOFError) as exc:
+        return f"Allocate failed: {exc}"
+    if not ports[0] <= relayed[1] <= ports[1]:
+        return f"relayed port {relayed[1]} outside {ports[0]}-{ports[1]}"
+    return None
 
 
-__all__ = [
-    "AvEdgeService",
-    "lab_zone_map",
-    "stream_binding",
-    "turn_config",
-    "udp_allocate",
-    "udp_binding",
-]
+__all__ = ["AvEdgeService", "binding_check", "lab_zone_map", "relay_check", "turn_config"]
