@@ -14,6 +14,7 @@ from the Edge to clients" expects.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import os
@@ -86,10 +87,14 @@ MAX_STREAM_BUFFER = 1024 * 1024
 """Unsent bytes to a TCP/TLS client beyond which relayed media to it is dropped."""
 MAX_STREAMS = 4096
 """Client TCP/TLS connections at once; more are closed on arrival (counted)."""
+MAX_STREAMS_PER_SOURCE = 256
+"""Client TCP/TLS connections from one IP address at once; more are closed on arrival."""
 IDLE_TIMEOUT = 60.0
+"""Seconds a client connection may hold no allocation (and carry no RFC 6062 data) before it
+is closed, whatever it sends: only an allocation keeps a connection open."""
 SNIFF_TIMEOUT = 10.0
 """Seconds a connection to a TLS-or-TCP listener may take to send its first byte."""
-"""A client connection without an allocation that stays silent this long is closed."""
+TLS_HANDSHAKE_TIMEOUT = 10.0
 
 
 class _CoreTimer:
@@ -211,43 +216,48 @@ class _Spliceable(asyncio.Protocol):
 class _StreamClient(_Spliceable):
     """A TCP/TLS client connection: control connection, or RFC 6062 data connection once joined."""
 
-    def __init__(self, server: AsyncTurnServer, lid: ListenerId) -> None:
+    def __init__(
+        self, server: AsyncTurnServer, lid: ListenerId, admitted: str | None = None
+    ) -> None:
         self.server = server
         self.lid = lid
         self.framer = server.core.dialect.framer()
         self.transport: asyncio.Transport | None = None
         self.addr: Address = ("", 0)
         self.peer: _PeerConnection | None = None
-        self.active = True
+        self.admitted = admitted
+        """The source IP counted against the connection limits (None: not admitted)."""
+        self.made = False
         self.idle_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.made = True
         self.transport = transport  # type: ignore[assignment]
         peername = transport.get_extra_info("peername")
         self.addr = (peername[0], peername[1])
-        if len(self.server._streams) >= MAX_STREAMS:
-            self.server._count_send_drop()
-            transport.close()
-            return
+        if self.admitted is None:
+            if not self.server._admit(self.addr[0]):
+                transport.close()
+                return
+            self.admitted = self.addr[0]
         self.server._streams[(self.lid, self.addr)] = self
+        self._arm_idle()
+
+    def _arm_idle(self) -> None:
         self.idle_timer = asyncio.get_running_loop().call_later(
             self.server.idle_timeout, self._idle_check
         )
 
     def _idle_check(self) -> None:
-        """Close a connection that sent nothing for IDLE_TIMEOUT and holds no allocation."""
+        """Close the connection unless it holds an allocation or carries RFC 6062 data: bytes
+        it sent do not count (a partial message, Bindings, 401s would keep it forever)."""
         self.idle_timer = None
-        holds = self.peer is not None or self.server.core.holds(self.lid, self.addr)
-        if not self.active and not holds:
+        if self.peer is not None or self.server.core.holds(self.lid, self.addr):
+            self._arm_idle()
+        else:
             self.close()
-            return
-        self.active = False
-        self.idle_timer = asyncio.get_running_loop().call_later(
-            self.server.idle_timeout, self._idle_check
-        )
 
     def data_received(self, data: bytes) -> None:
-        self.active = True
         if self.peer is not None:
             self.peer.write(data)
             return
@@ -287,6 +297,9 @@ class _StreamClient(_Spliceable):
         if self.idle_timer is not None:
             self.idle_timer.cancel()
             self.idle_timer = None
+        if self.admitted is not None:
+            server._release(self.admitted)
+            self.admitted = None
         if server._streams.get((self.lid, self.addr)) is self:
             del server._streams[(self.lid, self.addr)]
         if self.peer is not None:
@@ -371,9 +384,15 @@ class AsyncTurnServer:
         listeners: list[ListenerSpec],
         *,
         idle_timeout: float = IDLE_TIMEOUT,
+        max_streams: int = MAX_STREAMS,
+        max_per_source: int = MAX_STREAMS_PER_SOURCE,
     ) -> None:
         self.core = TurnServer(config)
         self.idle_timeout = idle_timeout
+        self.max_streams = max_streams
+        self.max_per_source = max_per_source
+        self._per_source: collections.Counter[str] = collections.Counter()
+        """Admitted client TCP/TLS connections (and ones not yet past their first byte) by IP."""
         self.specs = listeners
         self.listeners: list[ListenerId] = []
         """The listeners actually bound (ports resolved)."""
@@ -387,7 +406,7 @@ class AsyncTurnServer:
         self._timer = _CoreTimer(self._on_timer)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._listen_socks: list[socket.socket] = []
-        self._sniffing: dict[socket.socket, asyncio.TimerHandle] = {}
+        self._sniffing: dict[socket.socket, tuple[asyncio.TimerHandle, str]] = {}
         self._trace_file = "EDGESIM_TRACE_FILE" in os.environ
         """Set when the server starts in a process that traces to a file (netns, compose)."""
         self._relay_names: dict[int, str] = {}
@@ -473,25 +492,42 @@ class AsyncTurnServer:
     ) -> None:
         for _ in range(64):
             try:
-                conn, _addr = sock.accept()
+                conn, addr = sock.accept()
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
                 log.debug("accept on %s: %s", lid, exc)
                 return
-            if len(self._sniffing) + len(self._streams) >= MAX_STREAMS:
+            if not self._admit(addr[0]):
                 conn.close()
-                self._count_send_drop()
                 continue
             conn.setblocking(False)
             timer = loop.call_later(SNIFF_TIMEOUT, self._forget_sniffing, loop, conn)
-            self._sniffing[conn] = timer
+            self._sniffing[conn] = (timer, addr[0])
             loop.add_reader(conn.fileno(), self._sniff, loop, lid, conn, tls)
 
+    def _admit(self, ip: str) -> bool:
+        """Count a new client connection from ``ip``; False (counted as dropped) past the total
+        or the per-source limit."""
+        if sum(self._per_source.values()) >= self.max_streams:
+            self._count_drop("connection limit")
+            return False
+        if self._per_source[ip] >= self.max_per_source:
+            self._count_drop("connection limit per source")
+            return False
+        self._per_source[ip] += 1
+        return True
+
+    def _release(self, ip: str) -> None:
+        self._per_source[ip] -= 1
+        if self._per_source[ip] <= 0:
+            del self._per_source[ip]
+
     def _forget_sniffing(self, loop: asyncio.AbstractEventLoop, conn: socket.socket) -> None:
-        timer = self._sniffing.pop(conn, None)
-        if timer is not None:
-            timer.cancel()
+        entry = self._sniffing.pop(conn, None)
+        if entry is not None:
+            entry[0].cancel()
+            self._release(entry[1])
         loop.remove_reader(conn.fileno())
         conn.close()
 
@@ -508,33 +544,38 @@ class AsyncTurnServer:
             return
         except OSError:
             first = b""
-        timer = self._sniffing.pop(conn, None)
-        if timer is not None:
-            timer.cancel()
+        entry = self._sniffing.pop(conn, None)
+        if entry is None:
+            return
+        timer, ip = entry
+        timer.cancel()
         loop.remove_reader(conn.fileno())
         if not first:
+            self._release(ip)
             conn.close()
             return
         use_tls = tls if first[0] == 0x16 else None
-        self._spawn(self._adopt(loop, lid, conn, use_tls))
+        self._spawn(self._adopt(loop, _StreamClient(self, lid, admitted=ip), conn, use_tls))
 
     async def _adopt(
         self,
         loop: asyncio.AbstractEventLoop,
-        lid: ListenerId,
+        client: _StreamClient,
         conn: socket.socket,
         tls: ssl.SSLContext | None,
     ) -> None:
         try:
             if tls is None:
-                await loop.connect_accepted_socket(lambda: _StreamClient(self, lid), conn)
+                await loop.connect_accepted_socket(lambda: client, conn)
             else:
                 await loop.connect_accepted_socket(
-                    lambda: _StreamClient(self, lid), conn, ssl=tls, ssl_handshake_timeout=10.0
+                    lambda: client, conn, ssl=tls, ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT
                 )
         except (OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError
-            log.debug("TLS handshake on %s failed: %s", lid, exc)
+            log.debug("TLS handshake on %s failed: %s", client.lid, exc)
             conn.close()
+            if not client.made and client.admitted is not None:
+                self._release(client.admitted)
 
     async def stop(self) -> None:
         self._timer.cancel()
@@ -736,7 +777,10 @@ class AsyncTurnServer:
         return on_datagram
 
     def _count_send_drop(self) -> None:
-        self.core.stats["dropped.send buffer full"] += 1
+        self._count_drop("send buffer full")
+
+    def _count_drop(self, why: str) -> None:
+        self.core.stats[f"dropped.{why}"] += 1
         self.core.stats["dropped"] += 1
 
     async def _finish_tcp_relay(self, relay: int, sock: socket.socket) -> None:

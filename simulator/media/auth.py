@@ -18,12 +18,16 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import struct
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from simulator.media import stun
 from simulator.media.errors import Rejection
 from simulator.media.stun import Message
+
+NONCE_LENGTH = 16
+"""Characters of the NONCEs we issue."""
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,19 @@ class Authenticator(Protocol):
     def authenticate(self, message: Message, now: float) -> Credential:
         """The sender of ``message``, or raise a :class:`Rejection` (400, 401, 438)."""
         ...
+
+
+def parse_time_limited(username: str) -> tuple[int, str] | None:
+    """(expiry, user) of a time-limited username ``"<expiry>:<user>"``; None when it is not one.
+
+    The expiry is ASCII digits only: ``str.isdigit`` also takes superscripts, which ``int``
+    refuses (an exception from one packet), and other scripts' digits, which ``int`` reads
+    (``"١٩٠٠..."`` is 1900...): a username the MRAS never issued must not become a valid one.
+    """
+    stamp, sep, user = username.partition(":")
+    if not sep or not 0 < len(stamp) <= 12 or not (stamp.isascii() and stamp.isdigit()):
+        return None
+    return int(stamp), user
 
 
 def time_limited_password(secret: bytes, username: str) -> str:
@@ -85,33 +102,43 @@ class LongTermAuthenticator:
         return [("REALM", self.realm), ("NONCE", self.nonce(now))]
 
     def nonce(self, now: float) -> bytes:
-        stamp = f"{int(now):x}"
-        mac = hmac.new(self.nonce_key, stamp.encode(), "sha1").hexdigest()[:16]
-        return f"{stamp}-{mac}".encode()
+        """16 characters: the issue time and a MAC of it, base64url (RFC 8489 section 9.2: the
+        server may put what it wants in a NONCE; short, because a 401 must stay small)."""
+        stamp = struct.pack("!I", int(now) & 0xFFFFFFFF)
+        mac = hmac.new(self.nonce_key, stamp, "sha1").digest()[:8]
+        return base64.urlsafe_b64encode(stamp + mac)
 
     def nonce_state(self, nonce: bytes, now: float) -> str:
         """``fresh``, ``stale`` or ``invalid``."""
         try:
-            stamp, _, mac = nonce.decode("ascii").partition("-")
-            issued = int(stamp, 16)
-        except (UnicodeDecodeError, ValueError):
+            raw = base64.urlsafe_b64decode(nonce) if len(nonce) == NONCE_LENGTH else b""
+        except (ValueError, TypeError):
             return "invalid"
-        good = hmac.new(self.nonce_key, stamp.encode(), "sha1").hexdigest()[:16]
-        if not hmac.compare_digest(good, mac):
+        if len(raw) != 12:
             return "invalid"
+        good = hmac.new(self.nonce_key, raw[:4], "sha1").digest()[:8]
+        if not hmac.compare_digest(good, raw[4:]):
+            return "invalid"
+        issued = struct.unpack("!I", raw[:4])[0]
         if now - issued > self.nonce_lifetime or issued > now + 60:
             return "stale"
         return "fresh"
+
+    def user_of(self, username: str) -> str:
+        """Whose quota an allocation of ``username`` counts against: a static user, or the
+        user of a time-limited username ``<expiry>:<user>``."""
+        if username in self.users:
+            return username
+        parsed = parse_time_limited(username)
+        return parsed[1] if parsed is not None else username
 
     def password_for(self, username: str, now: float) -> str | None:
         """The password of ``username``: a static user, or a time-limited one not yet expired."""
         password = self.users.get(username)
         if password is not None:
             return password
-        if self.shared_secret is None:
-            return None
-        stamp, sep, _user = username.partition(":")
-        if not sep or not stamp.isdigit() or int(stamp) < now:
+        parsed = parse_time_limited(username)
+        if self.shared_secret is None or parsed is None or parsed[0] < now:
             return None
         return time_limited_password(self.shared_secret, username)
 
@@ -131,7 +158,7 @@ class LongTermAuthenticator:
         key = stun.long_term_key(username, self.realm, password) if password is not None else b""
         if password is None or not message.check_integrity(key):
             raise Rejection(401, "wrong credentials", attributes=self.challenge(now))
-        return Credential(username, key, username)
+        return Credential(username, key, self.user_of(username))
 
 
 # ------------------------------------------------------------------ client side

@@ -24,15 +24,23 @@ CHANNEL_MIN = 0x4000
 CHANNEL_MAX = 0x7FFF
 
 
-def peer_addresses(state: TurnState, req: Request) -> list[Address]:
-    """Every XOR-PEER-ADDRESS of ``req``, each allowed by the peer policy (else 400/443/403)."""
+def peer_addresses(state: TurnState, req: Request, *, ports: bool) -> list[Address]:
+    """Every XOR-PEER-ADDRESS of ``req``, each allowed by the peer policy (else 400/443/403);
+    with ``ports``, the port is judged too (ChannelBind and Connect name one; a permission is
+    per IP address, RFC 8656 section 9)."""
     peers: list[Address] = req.message.get_all("XOR-PEER-ADDRESS")
     if not peers:
         raise Rejection(400, "XOR-PEER-ADDRESS missing")
+    config = state.config
     for peer in peers:
         if ":" in peer[0]:
             raise Rejection(443, "IPv6 peer for an IPv4 relay")
-        why = state.config.policy.refuse(peer[0])
+        why = config.policy.refuse(
+            peer[0],
+            peer[1] if ports else None,
+            relay=config.relay_address,
+            relay_ports=state.ports,
+        )
         if why is not None:
             raise Rejection(403, why)
     return peers
@@ -50,10 +58,20 @@ def permit(state: TurnState, alloc: Allocation, ip: str, now: float) -> None:
     state.arm(alloc.permissions[ip])
 
 
+def make_room(state: TurnState, alloc: Allocation, ips: set[str], now: float) -> None:
+    """508 unless ``alloc`` can hold permissions for ``ips`` too (RFC 8656 section 10.2: a
+    request the server cannot fulfil for a capacity limit)."""
+    held = {ip for ip, expires in alloc.permissions.items() if expires > now}
+    if len(held | ips) > state.config.max_permissions:
+        raise Rejection(508, f"more than {state.config.max_permissions} permissions")
+
+
 def create_permission(state: TurnState, req: Request) -> list[Action]:
     """RFC 8656 section 10.2: one permission per XOR-PEER-ADDRESS, all or none."""
     alloc = owner(state, req)
-    for peer in peer_addresses(state, req):
+    peers = peer_addresses(state, req, ports=False)
+    make_room(state, alloc, {peer[0] for peer in peers}, req.now)
+    for peer in peers:
         permit(state, alloc, peer[0], req.now)
     return [state.reply(req)]
 
@@ -66,7 +84,7 @@ def channel_bind(state: TurnState, req: Request) -> list[Action]:
     number = req.message.get("CHANNEL-NUMBER")
     if number is None or not CHANNEL_MIN <= number <= CHANNEL_MAX:
         raise Rejection(400, "CHANNEL-NUMBER missing or out of range")
-    peers = peer_addresses(state, req)
+    peers = peer_addresses(state, req, ports=True)
     if len(peers) != 1:
         raise Rejection(400, "one XOR-PEER-ADDRESS expected")
     peer, now = peers[0], req.now
@@ -76,6 +94,11 @@ def channel_bind(state: TurnState, req: Request) -> list[Action]:
     other = alloc.peer_channels.get(peer)
     if other is not None and other != number and alloc.channels[other].expires > now:
         raise Rejection(400, "peer bound to another channel")
+    if bound is None or bound.expires <= now:
+        live = sum(1 for channel in alloc.channels.values() if channel.expires > now)
+        if live >= state.config.max_channels:
+            raise Rejection(508, f"more than {state.config.max_channels} channels")
+    make_room(state, alloc, {peer[0]}, now)
     if other is not None and other != number:
         alloc.channels.pop(other, None)
     if bound is not None and bound.peer != peer:
@@ -122,6 +145,11 @@ def send_indication(
         return []
     if not has_permission(alloc, peer[0], now):
         state.drop("data to peer without permission", source)
+        return []
+    if peer[0] == state.config.relay_address and peer[1] not in state.ports:
+        # the permission for the relay address is for its relayed ports (a channel to a
+        # listener is refused at ChannelBind; an indication names its port each time)
+        state.drop("data to the Edge's own listener", source)
         return []
     if state.capped and over_cap(state, alloc, len(data), now):
         state.drop("rate cap", source)

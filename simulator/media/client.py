@@ -419,8 +419,9 @@ class TurnClient:
                 self.channels.clear()
         elif method == Method.CHANNEL_BIND:
             attrs = dict(transaction.attributes)
-            peer = attrs["XOR-PEER-ADDRESS"]
-            self.channels[attrs["CHANNEL-NUMBER"]] = (peer[0], peer[1])
+            peer, number = attrs.get("XOR-PEER-ADDRESS"), attrs.get("CHANNEL-NUMBER")
+            if peer is not None and number is not None:
+                self.channels[number] = (peer[0], peer[1])
         elif method == Method.CONNECTION_BIND:
             self.raw = True
             # any request still pending on this connection will never be answered

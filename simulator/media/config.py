@@ -39,6 +39,19 @@ class TurnConfig:
     """Allocations one user may hold at once (486 beyond)."""
     total_quota: int = 1000
     """Allocations the server holds at once (486 beyond)."""
+    max_permissions: int = 100
+    """Permissions (peer IP addresses) one allocation may hold (508 beyond)."""
+    max_channels: int = 100
+    """Channels one allocation may bind (508 beyond; RFC 8656 allows 16384 numbers)."""
+    max_connections: int = 32
+    """RFC 6062 peer connections one TCP allocation may hold, dialled out or in (508 beyond)."""
+    unauthenticated_rate: float | None = 10.0
+    """Answers per second to requests that did not authenticate (Binding, 401, 438, 400 before
+    authentication), per source IP, over UDP; past it they are dropped, so a spoofed source
+    cannot use the server as an amplifier (coturn's ``--unauthorized-ratelimit``). None: no
+    limit."""
+    unauthenticated_burst: int = 20
+    """How many such answers one source IP may get at once."""
     max_packet_rate: int | None = None
     """Packets per second each allocation may relay (both directions together); None: no cap."""
     max_bandwidth: int | None = None

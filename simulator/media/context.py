@@ -148,11 +148,18 @@ class TurnState:
         rejection: Rejection,
         key: bytes | None = None,
     ) -> SendTo:
-        """The error response for ``rejection``: the one place every refusal is answered."""
+        """The error response for ``rejection``: the one place every refusal is answered.
+
+        Signed with ``key`` when the request authenticated. An answer to a request that did
+        not carries no more than it must (no SOFTWARE, FINGERPRINT only if the request had one:
+        over UDP it may go to a spoofed source)."""
         self.stats[f"rejected.{rejection.code}"] += 1
         self.events.append(RequestRejected(request.method, rejection.code, str(rejection), client))
         answer = response(request, rejection.attributes, error=(rejection.code, rejection.reason))
-        return SendTo(listener, client, self.encode(answer, key))
+        if key is not None:
+            return SendTo(listener, client, self.encode(answer, key))
+        fingerprint = isinstance(request, Message) and "FINGERPRINT" in request
+        return SendTo(listener, client, self.dialect.encode(answer, fingerprint=fingerprint))
 
     def close_connection(self, conn: PeerConnection) -> list[Action]:
         self.connections.pop(conn.id, None)

@@ -24,17 +24,27 @@ Settings (``[services.av-edge]``), all optional:
 ``port_range``
     Relay ports, ``"low-high"`` (default: the ``relay`` listener's range).
 ``user_quota``, ``total_quota``
-    Allocations per user and in total (486 beyond).
+    Allocations per user (a time-limited username's user, without its expiry) and in total (486
+    beyond; defaults 10 and 1000).
+``max_permissions``, ``max_channels``, ``max_connections``
+    Permissions, channels and RFC 6062 peer connections per allocation (508 beyond; defaults
+    100, 100, 32).
+``unauthenticated_rate``, ``unauthenticated_burst``
+    Answers per second (and at once) to requests that do not authenticate, per source IP, over
+    UDP (defaults 10 and 20; rate 0 turns the limit off).
 ``max_packet_rate``, ``max_bandwidth``
     Packets, and payload bytes, per second relayed per allocation (default: no cap).
 ``default_lifetime``, ``max_lifetime``, ``nonce_lifetime``
     Seconds.
 ``denied_zones``
-    Zones whose addresses are forbidden peers (default: ``perimeter-internal``, ``corporate``).
+    Zones whose hosts are forbidden peers (default: ``perimeter-internal``, ``corporate``).
 ``allowed_peers``, ``denied_peers``
-    Lists of IPv4 networks that override the zone rule (allowed first).
-``deny_loopback``
-    Refuse loopback peers that are not lab interfaces (default true).
+    Lists of IPv4 networks allowed, or refused, whatever else the policy says (allowed first;
+    coturn's ``allowed-peer-ip`` and ``denied-peer-ip``).
+``deny_loopback``, ``deny_reserved``
+    Refuse loopback peers, and the reserved ranges coturn deployments deny (private, link-local,
+    CGNAT, documentation, benchmarking ...), unless the topology names them as lab hosts
+    (default true; :mod:`simulator.media.policy`).
 """
 
 from __future__ import annotations
@@ -50,7 +60,7 @@ from typing import Any
 
 from simulator.errors import ConfigError
 from simulator.lab.services import BoundListener, ServiceContext
-from simulator.lab.topology import Topology
+from simulator.lab.topology import Host, Topology
 from simulator.media.aio import AsyncTurnClient, AsyncTurnServer, ListenerSpec
 from simulator.media.auth import LongTermCredentials, time_limited_credentials
 from simulator.media.config import TurnConfig
@@ -63,21 +73,48 @@ log = logging.getLogger(__name__)
 DEFAULT_DENIED_ZONES = ("perimeter-internal", "corporate")
 
 
-def lab_zone_map(topology: Topology) -> tuple[tuple[ipaddress.IPv4Network, str], ...]:
-    """(network, zone) of every lab address, /32s (real and loopback) before the zone subnets."""
-    hosts: list[tuple[ipaddress.IPv4Network, str]] = []
+def peer_policy(topology: Topology, edge: Host, settings: dict[str, Any]) -> PeerPolicy:
+    """The relay's peer policy for ``edge`` in ``topology``: the lab's hosts (their addresses in
+    every runner: the topology's and the embedded lab's 127.b.c.d), its zone subnets (so Docker's
+    bridge gateway, the firewalls and bridges are refused), the Edge's own addresses, and the
+    ``[services.av-edge]`` knobs (``denied_zones``, ``allowed_peers``, ``denied_peers``,
+    ``deny_loopback``, ``deny_reserved``)."""
+    path = str(topology.path)
+    lab_hosts: dict[ipaddress.IPv4Address, str] = {}
     for iface in topology.interfaces():
-        hosts.append((ipaddress.IPv4Network(f"{iface.address}/32"), iface.zone))
-        hosts.append((ipaddress.IPv4Network(f"{iface.loopback()}/32"), iface.zone))
-    for fw in topology.firewalls:
-        for iface in fw.interfaces:
-            hosts.append((ipaddress.IPv4Network(f"{iface.address}/32"), iface.zone))
-            hosts.append((ipaddress.IPv4Network(f"{iface.loopback()}/32"), iface.zone))
-    subnets = [(zone.subnet, zone.id) for zone in topology.zones]
-    return tuple(hosts + subnets)
+        lab_hosts[iface.address] = iface.zone
+        lab_hosts[iface.loopback()] = iface.zone
+    own = frozenset(a for i in edge.interfaces for a in (i.address, i.loopback()))
+    denied_zones = settings.get("denied_zones", list(DEFAULT_DENIED_ZONES))
+    if not isinstance(denied_zones, list):
+        raise ConfigError(path, "services.av-edge.denied_zones", "must be a list of zone ids")
+    known = {z.id for z in topology.zones}
+    for zone in denied_zones:
+        if zone not in known:
+            raise ConfigError(
+                path, "services.av-edge.denied_zones", f"zone {zone!r} is not defined"
+            )
+    return PeerPolicy(
+        lab_hosts=lab_hosts,
+        lab_subnets=tuple((zone.subnet, zone.id) for zone in topology.zones),
+        own=own,
+        denied_zones=frozenset(denied_zones),
+        allowed=_networks(settings.get("allowed_peers", []), "allowed_peers", path),
+        denied=_networks(settings.get("denied_peers", []), "denied_peers", path),
+        deny_loopback=_bool(settings, "deny_loopback", path),
+        deny_reserved=_bool(settings, "deny_reserved", path),
+    )
 
 
-def _networks(value: object, entry: str, path: str) -> tuple[ipaddress.IPv4Network, ...]:
+def _bool(settings: dict[str, Any], key: str, path: str) -> bool:
+    value = settings.get(key, True)
+    if not isinstance(value, bool):
+        raise ConfigError(path, f"services.av-edge.{key}", "must be true or false")
+    return value
+
+
+def _networks(value: object, key: str, path: str) -> tuple[ipaddress.IPv4Network, ...]:
+    entry = f"services.av-edge.{key}"
     if not isinstance(value, list):
         raise ConfigError(path, entry, "must be a list of IPv4 networks")
     try:
@@ -91,6 +128,17 @@ def _int(settings: dict[str, Any], key: str, default: int, path: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
         raise ConfigError(path, f"services.av-edge.{key}", "must be a non-negative integer")
     return value
+
+
+def _rate(settings: dict[str, Any], path: str) -> float | None:
+    value = settings.get("unauthenticated_rate", 10)
+    if value == 0:
+        return None
+    if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
+        raise ConfigError(
+            path, "services.av-edge.unauthenticated_rate", "must be a non-negative number"
+        )
+    return float(value)
 
 
 def _shared_secret(ctx: ServiceContext) -> bytes:
@@ -123,28 +171,12 @@ def turn_config(ctx: ServiceContext, relay_address: str, ports: tuple[int, int])
             raise ConfigError(
                 path, "services.av-edge.port_range", "ports must be 1-65535, low first"
             )
-    denied_zones = s.get("denied_zones", list(DEFAULT_DENIED_ZONES))
-    if not isinstance(denied_zones, list):
-        raise ConfigError(path, "services.av-edge.denied_zones", "must be a list of zone ids")
-    known = {z.id for z in ctx.topology.zones}
-    for zone in denied_zones:
-        if zone not in known:
-            raise ConfigError(
-                path, "services.av-edge.denied_zones", f"zone {zone!r} is not defined"
-            )
     caps: dict[str, int | None] = {}
     for key in ("max_packet_rate", "max_bandwidth"):
         value = s.get(key)
         if value is not None and (not isinstance(value, int) or value <= 0):
             raise ConfigError(path, f"services.av-edge.{key}", "must be a positive integer")
         caps[key] = value
-    policy = PeerPolicy(
-        lab_zones=lab_zone_map(ctx.topology),
-        denied_zones=frozenset(denied_zones),
-        allowed=_networks(s.get("allowed_peers", []), "services.av-edge.allowed_peers", path),
-        denied=_networks(s.get("denied_peers", []), "services.av-edge.denied_peers", path),
-        deny_loopback=bool(s.get("deny_loopback", True)),
-    )
     return TurnConfig(
         relay_address=relay_address,
         realm=str(s.get("realm", ctx.host.domain or "contoso.lab")),
@@ -156,9 +188,14 @@ def turn_config(ctx: ServiceContext, relay_address: str, ports: tuple[int, int])
         nonce_lifetime=_int(s, "nonce_lifetime", 600, path),
         user_quota=_int(s, "user_quota", 10, path),
         total_quota=_int(s, "total_quota", 1000, path),
+        max_permissions=_int(s, "max_permissions", 100, path),
+        max_channels=_int(s, "max_channels", 100, path),
+        max_connections=_int(s, "max_connections", 32, path),
+        unauthenticated_rate=_rate(s, path),
+        unauthenticated_burst=_int(s, "unauthenticated_burst", 20, path),
         max_packet_rate=caps["max_packet_rate"],
         max_bandwidth=caps["max_bandwidth"],
-        policy=policy,
+        policy=peer_policy(ctx.topology, ctx.host, s),
         nonce_key=os.urandom(16),
         seed=secrets.randbits(32),
         shared_secret=_shared_secret(ctx),  # last: every setting above is checked first
@@ -297,4 +334,4 @@ async def relay_check(
     return None
 
 
-__all__ = ["AvEdgeService", "binding_check", "lab_zone_map", "relay_check", "turn_config"]
+__all__ = ["AvEdgeService", "binding_check", "peer_policy", "relay_check", "turn_config"]

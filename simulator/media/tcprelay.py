@@ -46,11 +46,13 @@ def connect(state: TurnState, req: Request) -> list[Action]:
     alloc = owner(state, req)
     if alloc.transport != "tcp":
         raise Rejection(400, "Connect on a UDP allocation")
-    peer = peer_addresses(state, req)[0]
+    peer = peer_addresses(state, req, ports=True)[0]
     if any(c.peer == peer for c in alloc.connections.values()):
         raise Rejection(446, "connection to that peer exists")
     if not has_permission(alloc, peer[0], req.now):
         raise Rejection(403, "no permission for the peer")
+    if len(alloc.connections) >= state.config.max_connections:
+        raise Rejection(508, f"more than {state.config.max_connections} peer connections")
     conn = new_connection(state, alloc, peer, ConnectionState.CONNECTING, req.now + CONNECT_TIMEOUT)
     conn.request = req.message
     return [ConnectPeer(conn.id, alloc.id, alloc.relayed, peer)]
@@ -107,6 +109,9 @@ def peer_connection_arrived(
     alloc = state.by_id.get(relay)
     if alloc is None or not has_permission(alloc, peer[0], now):
         state.drop("peer connection without permission", peer)
+        return None, []
+    if len(alloc.connections) >= state.config.max_connections:
+        state.drop("peer connection beyond the limit", peer)
         return None, []
     conn = new_connection(
         state, alloc, peer, ConnectionState.READY, now + state.config.connection_bind_timeout

@@ -47,11 +47,11 @@ from __future__ import annotations
 
 import collections
 from collections.abc import Callable
-from typing import Any
 
 from simulator.media import allocations, channels, stun, tcprelay
 from simulator.media.actions import Action, Address, ListenerId, SendTo
 from simulator.media.auth import Authenticator, LongTermAuthenticator
+from simulator.media.budget import SourceBudget
 from simulator.media.config import TurnConfig
 from simulator.media.context import Allocation, Request, TurnState
 from simulator.media.dialect import RFC, Dialect
@@ -94,6 +94,8 @@ class TurnServer:
             nonce_lifetime=config.nonce_lifetime,
         )
         self._state = TurnState(config, dialect)
+        rate = config.unauthenticated_rate
+        self._budget = SourceBudget(rate, config.unauthenticated_burst) if rate else None
         self.stats: collections.Counter[str] = self._state.stats
         """Counters: ``dropped.<reason>``, ``rejected.<code>``, ``relayed.to_peer`` ..."""
 
@@ -126,7 +128,7 @@ class TurnServer:
         try:
             message = self.dialect.parse(data)
         except RemoteProtocolError as exc:
-            return self._unparseable(exc, source, listener)
+            return self._unparseable(exc, source, listener, now)
         return self._dispatch(message, source, listener, now)
 
     def relay_received(self, relay: int, data: bytes, peer: Address, now: float) -> list[Action]:
@@ -203,7 +205,9 @@ class TurnServer:
             if msg.method == Method.BINDING:
                 if msg.unknown_required:
                     raise _unknown_attributes(msg)
-                return [SendTo(listener, source, self._binding_response(msg, source))]
+                if not self._may_answer(listener, source, now):
+                    return []
+                return [SendTo(listener, source, binding_response(msg, source, self.dialect))]
             handler = HANDLERS.get(msg.method)
             if handler is None:
                 raise Rejection(400, "unknown method")
@@ -213,13 +217,20 @@ class TurnServer:
                 raise _unknown_attributes(msg)
             return handler(state, Request(msg, source, listener, now, credential))
         except Rejection as rejection:
+            if key is None and not self._may_answer(listener, source, now):
+                return []
             return [state.reject(msg, listener, source, rejection, key)]
 
-    def _binding_response(self, request: Message, source: Address) -> bytes:
-        return binding_response(request, source, self.config.software, self.dialect)
+    def _may_answer(self, listener: ListenerId, source: Address, now: float) -> bool:
+        """Whether a request that did not authenticate may be answered: over UDP only within
+        the source's budget (:mod:`simulator.media.budget`); a TCP peer proved its address."""
+        if self._budget is None or listener.stream or self._budget.take(source[0], now):
+            return True
+        self._state.drop("unauthenticated answer budget", source)
+        return False
 
     def _unparseable(
-        self, exc: RemoteProtocolError, source: Address, listener: ListenerId
+        self, exc: RemoteProtocolError, source: Address, listener: ListenerId, now: float
     ) -> list[Action]:
         if (
             exc.transaction_id is not None
@@ -227,6 +238,8 @@ class TurnServer:
             and exc.method is not None
             and exc.code
         ):
+            if not self._may_answer(listener, source, now):
+                return []
             header = stun.Header(exc.method, MessageClass.REQUEST, 0, 0, exc.transaction_id)
             rejection = Rejection(exc.code, str(exc))
             return [self._state.reject(header, listener, source, rejection)]
@@ -242,14 +255,14 @@ def _unknown_attributes(msg: Message) -> Rejection:
     )
 
 
-def binding_response(
-    request: Message, source: Address, software: str | None = None, dialect: Dialect = RFC
-) -> bytes:
-    """The Binding success response: XOR-MAPPED-ADDRESS (+ SOFTWARE) and FINGERPRINT."""
-    attrs: list[tuple[str, Any]] = [("XOR-MAPPED-ADDRESS", source)]
-    if software:
-        attrs.append(("SOFTWARE", software))
-    return dialect.encode(stun.response(request, attrs))
+def binding_response(request: Message, source: Address, dialect: Dialect = RFC) -> bytes:
+    """The Binding success response: XOR-MAPPED-ADDRESS, and FINGERPRINT if the request had one.
+
+    Nothing else (no SOFTWARE): the request is not authenticated, and over UDP the answer may
+    go to a spoofed source, so it stays as small as a Binding answer can be (32 bytes to a
+    20-byte request)."""
+    answer = stun.response(request, [("XOR-MAPPED-ADDRESS", source)])
+    return dialect.encode(answer, fingerprint="FINGERPRINT" in request)
 
 
 def answer_binding(data: bytes, source: Address, dialect: Dialect = RFC) -> bytes | None:
@@ -270,4 +283,4 @@ def answer_binding(data: bytes, source: Address, dialect: Dialect = RFC) -> byte
         return dialect.encode(
             stun.response(msg, rejection.attributes, error=(420, rejection.reason))
         )
-    return binding_response(msg, source, dialect=dialect)
+    return binding_response(msg, source, dialect)

@@ -33,7 +33,7 @@ TIMEOUT = 5.0
 
 @pytest.fixture
 async def turn(lab_pki: LabPki, topology: Topology) -> AsyncIterator[AsyncTurnServer]:
-    internet = PeerPolicy(lab_zones=((ipaddress.IPv4Network("127.0.113.0/24"), "internet"),))
+    internet = PeerPolicy(allowed=(ipaddress.IPv4Network("127.0.113.0/24"),))
     users = {"alice": "alice-pw"}
     async with av_server(topology, lab_pki, users=users, ports=PORTS, policy=internet) as server:
         yield server
@@ -217,6 +217,75 @@ async def test_silent_tcp_connection_without_allocation_is_closed(topology: Topo
         # no bytes ever sent: the server closes it after two idle periods
         assert await asyncio.wait_for(reader.read(100), TIMEOUT) == b""
         writer.close()
+
+
+async def _closed_while_talking(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+    """Keep sending whole Binding requests (each answered) and the first bytes of another;
+    True once the server closes the connection (within 3 s)."""
+    request = stun.encode(Message(Method.BINDING, MessageClass.REQUEST, b"B" * 12))
+    deadline = asyncio.get_running_loop().time() + 3.0
+    while asyncio.get_running_loop().time() < deadline:
+        writer.write(request)
+        answer = await asyncio.wait_for(reader.read(4096), TIMEOUT)
+        if not answer:
+            return True
+        writer.write(request[:3])  # a partial message: bytes, but nothing whole
+        try:  # paced by the read: no answer comes to three bytes
+            if await asyncio.wait_for(reader.read(4096), 0.1) == b"":
+                return True
+        except TimeoutError:
+            pass
+        writer.write(request[3:])
+        if not await asyncio.wait_for(reader.read(4096), TIMEOUT):
+            return True
+    return False
+
+
+async def test_traffic_that_keeps_no_allocation_does_not_reset_the_idle_timer() -> None:
+    """#12: a connection holding no allocation is closed after the idle timeout, however much it
+    sends (Bindings, partial messages); one holding an allocation stays, without sending."""
+    config = TurnConfig(
+        relay_address=SERVER_IP, users={"alice": "alice-pw"}, port_low=PORTS[0], port_high=PORTS[1]
+    )
+    async with AsyncTurnServer(
+        config, [ListenerSpec("tcp", SERVER_IP, 0)], idle_timeout=0.3
+    ) as server:
+        lid = server.listener("tcp")
+        reader, writer = await asyncio.open_connection(lid.address, lid.port)
+        try:
+            assert await _closed_while_talking(reader, writer)
+        finally:
+            writer.close()
+        async with await AsyncTurnClient.open(
+            (lid.address, lid.port), "tcp", credentials=alice()
+        ) as client:
+            await client.allocate()
+            assert await client.receive(1.0) is None  # quiet for three idle periods
+            assert await client.refresh() == 600  # still open: the allocation keeps it
+
+
+async def test_connections_per_source_address_are_capped() -> None:
+    config = TurnConfig(relay_address=SERVER_IP, port_low=PORTS[0], port_high=PORTS[1])
+    specs = [ListenerSpec("tcp", SERVER_IP, 0)]
+    async with AsyncTurnServer(config, specs, max_per_source=2) as server:
+        lid = server.listener("tcp")
+        kept = [
+            await asyncio.open_connection(lid.address, lid.port, local_addr=(PEER_IP, 0))
+            for _ in range(2)
+        ]
+        reader, writer = await asyncio.open_connection(
+            lid.address, lid.port, local_addr=(PEER_IP, 0)
+        )
+        assert await asyncio.wait_for(reader.read(100), TIMEOUT) == b""  # the third is closed
+        writer.close()
+        # another source address is still served, and so are the two kept connections
+        assert await binding_check(lid.address, lid.port, "tcp") is None
+        for kept_reader, kept_writer in kept:
+            request = stun.encode(Message(Method.BINDING, MessageClass.REQUEST, b"K" * 12))
+            kept_writer.write(request)
+            assert await asyncio.wait_for(kept_reader.read(4096), TIMEOUT)
+            kept_writer.close()
+        assert server.core.stats["dropped.connection limit per source"] == 1
 
 
 # ------------------------------------------------------------------ our TURN client

@@ -16,8 +16,7 @@ import pytest
 
 from simulator.lab.topology import Topology
 from simulator.media.aio import AsyncTurnServer
-from simulator.media.policy import PeerPolicy
-from simulator.media.service import lab_zone_map
+from simulator.media.service import peer_policy
 from simulator.pki import LabPki, LabSecrets
 from tests.media_lab import av_server, media_only
 
@@ -45,7 +44,7 @@ def free_port(kind: int, address: str) -> int:
 
 @pytest.fixture
 async def turn(topology: Topology, lab_pki: LabPki) -> AsyncIterator[AsyncTurnServer]:
-    policy = PeerPolicy(lab_zones=lab_zone_map(topology))
+    policy = peer_policy(topology, topology.host("edge"), {})
     users = {USER: PASSWORD}
     async with av_server(topology, lab_pki, users=users, ports=PORTS, policy=policy) as server:
         yield server

@@ -37,7 +37,7 @@ def config(**kwargs: Any) -> TurnConfig:
         "users": {"alice": "alice-pw", "bob": "bob-pw"},
         "shared_secret": b"s3cret",
         # the internet zone of the local runner: peers there may be relayed to
-        "policy": PeerPolicy(lab_zones=((ipaddress.IPv4Network("127.0.113.0/24"), "internet"),)),
+        "policy": PeerPolicy(allowed=(ipaddress.IPv4Network("127.0.113.0/24"),)),
     }
     base.update(kwargs)
     return TurnConfig(**base)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import ipaddress
 import struct
 from enum import Enum
 
@@ -41,8 +43,7 @@ from simulator.media.actions import (
 from simulator.media.auth import time_limited_credentials
 from simulator.media.errors import LocalProtocolError
 from simulator.media.events import AllocationCreated, AllocationDeleted, MessageDropped
-from simulator.media.policy import PeerPolicy
-from simulator.media.service import lab_zone_map
+from simulator.media.service import peer_policy
 from simulator.media.states import TRANSITIONS, AllocationState, ConnectionState, advance
 from simulator.media.stun import Message, MessageClass, Method
 from simulator.media.turn import TurnServer
@@ -404,7 +405,7 @@ def test_tcp_control_connection_gets_padded_channel_data() -> None:
 
 @pytest.fixture
 def lab_server(topology: Topology) -> TurnServer:
-    return TurnServer(config(policy=PeerPolicy(lab_zones=lab_zone_map(topology))))
+    return TurnServer(config(policy=peer_policy(topology, topology.host("edge"), {})))
 
 
 @pytest.mark.parametrize(
@@ -412,7 +413,7 @@ def lab_server(topology: Topology) -> TurnServer:
     [
         ("127.0.113.50", True),  # messenger (internet) in the local runner
         ("203.0.113.50", True),  # messenger's real address
-        ("198.18.0.1", True),  # an address outside the lab
+        ("198.18.0.1", False),  # outside the lab, but a reserved (benchmarking) range
         ("127.0.0.1", False),  # loopback, not a lab interface
         ("127.0.2.10", False),  # the Front End (corporate) in the local runner
         ("192.0.2.10", False),  # the Front End's real address
@@ -439,10 +440,9 @@ def test_ipv6_peer_gets_443(server: TurnServer) -> None:
 
 
 def test_allowed_networks_override_the_policy(topology: Topology) -> None:
-    import ipaddress
-
-    policy = PeerPolicy(
-        lab_zones=lab_zone_map(topology), allowed=(ipaddress.IPv4Network("127.0.0.1/32"),)
+    policy = dataclasses.replace(
+        peer_policy(topology, topology.host("edge"), {}),
+        allowed=(ipaddress.IPv4Network("127.0.0.1/32"),),
     )
     assert policy.refuse("127.0.0.1") is None
     assert policy.refuse("127.0.0.2") == "peer is a loopback address"
