@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 from media_helpers import CLIENT, T0, TCP, UDP, Client, config, error_code, only_reply, request, tid
 
-from simulator.lab.compose import docker_gateway
+from simulator.lab.runners.compose import docker_gateway
 from simulator.lab.services import ServiceContext
 from simulator.lab.topology import Topology
 from simulator.media import stun
