@@ -70,6 +70,7 @@ def serve(port: int, low: int, high: int, stats_file: str | None) -> None:
             port_low=low,
             port_high=high,
             user_quota=1000,
+            unauthenticated_rate=None,  # 16 clients on one address challenged at once
             policy=PeerPolicy(allowed=(ipaddress.IPv4Network(f"{HOST}/32"),)),
         )
         stop = asyncio.Event()
