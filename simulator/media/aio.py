@@ -1,8 +1,14 @@
-"""asyncio adapter of the TURN core: listeners, relay sockets, peer connections, one timer.
+"""The asyncio adapter of the media package's two cores: the TURN server and the TURN client.
 
-Every entry point feeds :class:`~simulator.media.turn.TurnServer` and carries out the actions it
-returns (``_execute``), then re-arms the core's single timer. Time given to the core is
-``time.time()`` (epoch seconds: time-limited usernames carry an epoch expiry).
+:class:`AsyncTurnServer`: listeners, relay sockets, peer connections, one timer. Every entry
+point feeds :class:`~simulator.media.turn.TurnServer` and carries out the actions it returns
+(``_execute``), then re-arms the core's single timer. Time given to the cores is ``time.time()``
+(epoch seconds: time-limited usernames carry an epoch expiry). Client TCP/TLS connections are
+limited in total and per source address, and one that holds no allocation is closed after the
+idle timeout, whatever it sends.
+
+:class:`AsyncTurnClient`: one UDP socket or TCP/TLS connection driving a
+:class:`~simulator.media.client.TurnClient`; futures resolve only in ``_process``.
 
 Relay sockets: a UDP relay is a datagram socket bound to the A/V address and a port of the
 range the core chose; a TCP relay (RFC 6062) is a listening socket with SO_REUSEPORT, and each
@@ -41,7 +47,7 @@ from simulator.media.actions import (
     RelayTo,
     SendTo,
 )
-from simulator.media.auth import ClientCredentials
+from simulator.media.auth import Authenticator, ClientCredentials
 from simulator.media.client import TCP, UDP, ClientConfig, TurnClient
 from simulator.media.config import TurnConfig
 from simulator.media.dialect import RFC, Dialect
@@ -376,7 +382,10 @@ class _Relay:
 
 
 class AsyncTurnServer:
-    """A TURN server on real sockets. ``async with AsyncTurnServer(config, specs) as server``."""
+    """A TURN server on real sockets. ``async with AsyncTurnServer(config, specs) as server``.
+
+    ``dialect`` and ``authenticator`` go to the core (the RFC dialect and long-term credentials
+    by default)."""
 
     def __init__(
         self,
@@ -386,8 +395,10 @@ class AsyncTurnServer:
         idle_timeout: float = IDLE_TIMEOUT,
         max_streams: int = MAX_STREAMS,
         max_per_source: int = MAX_STREAMS_PER_SOURCE,
+        dialect: Dialect = RFC,
+        authenticator: Authenticator | None = None,
     ) -> None:
-        self.core = TurnServer(config)
+        self.core = TurnServer(config, dialect=dialect, authenticator=authenticator)
         self.idle_timeout = idle_timeout
         self.max_streams = max_streams
         self.max_per_source = max_per_source
@@ -862,9 +873,7 @@ class _ClientProtocol(asyncio.Protocol, asyncio.DatagramProtocol):
         return None
 
     def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
-        client = self.client
-        if (addr[0], addr[1]) != client.server:
-            return  # not from our server: ignore, as a connected socket would
+        client = self.client  # the socket is connected: only the server's datagrams come
         client.core.receive_datagram(data, time.time())
         client._process()
 
