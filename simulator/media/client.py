@@ -370,9 +370,10 @@ class TurnClient:
                 self._events.append(ConnectionAttemptReceived(connection, (peer[0], peer[1])))
 
     def _answer(self, answer: Message, now: float) -> None:
-        transaction = self._pending.pop(answer.transaction_id, None)
+        transaction = self._pending.get(answer.transaction_id)
         if transaction is None or answer.method != transaction.method:
             return  # a late answer to a retransmission, or not ours
+        del self._pending[answer.transaction_id]
         sent = transaction.message
         if answer.message_class == MessageClass.ERROR and self._retry(transaction, answer):
             self._events.append(

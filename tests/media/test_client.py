@@ -209,3 +209,15 @@ def test_credentials_are_shared_by_the_data_connection() -> None:
     assert creds.attributes() == [("USERNAME", "alice"), ("REALM", REALM), ("NONCE", b"n")]
     assert creds.key == stun.long_term_key("alice", REALM, "alice-pw")
     assert not creds.learn(Message(Method.ALLOCATE, MessageClass.ERROR, tid()))
+
+
+def test_an_answer_of_another_method_does_not_end_the_transaction() -> None:
+    core = TurnClient(ClientConfig(stream=False), transaction_ids=lambda: b"T" * 12)
+    core.binding(T0)
+    request = Message(Method.BINDING, MessageClass.REQUEST, b"T" * 12)
+    wrong = stun.response(Message(Method.REFRESH, MessageClass.REQUEST, b"T" * 12))
+    core.receive_datagram(stun.encode(wrong), T0)
+    assert events(core) == []
+    core.receive_datagram(stun.encode(stun.response(request, [("XOR-MAPPED-ADDRESS", CLIENT)])), T0)
+    (answered,) = events(core)
+    assert isinstance(answered, ev.TransactionAnswered) and core.mapped == CLIENT
