@@ -20,7 +20,6 @@ from the Edge to clients" expects.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import logging
 import os
@@ -32,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from simulator import trace
+from simulator.limits import ConnectionGate, ConnectionLimits, limit
 from simulator.media import events as ev
 from simulator.media import stun, tracing
 from simulator.media.actions import (
@@ -66,6 +66,7 @@ from simulator.media.turn import TurnServer
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 10.0
+"""Seconds an RFC 6062 Connect may take to reach the peer (then 447)."""
 BATCH = 256
 """Datagrams read per readiness event of a UDP socket."""
 UDP_BUFFER = 4 * 1024 * 1024
@@ -87,20 +88,49 @@ def _grow_buffers(sock: socket.socket) -> None:
                 log.debug("cannot grow a UDP socket buffer: %s", exc)
 
 
-MAX_PEER_BUFFER = 256 * 1024
-"""Bytes a peer connection buffers before its ConnectionBind, then it stops reading."""
-MAX_STREAM_BUFFER = 1024 * 1024
-"""Unsent bytes to a TCP/TLS client beyond which relayed media to it is dropped."""
-MAX_STREAMS = 4096
-"""Client TCP/TLS connections at once; more are closed on arrival (counted)."""
-MAX_STREAMS_PER_SOURCE = 256
-"""Client TCP/TLS connections from one IP address at once; more are closed on arrival."""
-IDLE_TIMEOUT = 60.0
-"""Seconds a client connection may hold no allocation (and carry no RFC 6062 data) before it
-is closed, whatever it sends: only an allocation keeps a connection open."""
-SNIFF_TIMEOUT = 10.0
-"""Seconds a connection to a TLS-or-TCP listener may take to send its first byte."""
-TLS_HANDSHAKE_TIMEOUT = 10.0
+AV_EDGE_TESTS = "tests/integration/test_av_edge.py"
+
+
+@dataclass(frozen=True)
+class TurnListenerLimits:
+    """Limits of the A/V Edge's client TCP/TLS listeners (``[services.av-edge.listener_limits]``;
+    docs/limits.md)."""
+
+    max_connections: int = limit(
+        4096,
+        "client connections, total (those still to send a first byte included)",
+        f"{AV_EDGE_TESTS}::test_connections_are_capped_in_total_and_per_source",
+    )
+    max_per_source: int = limit(
+        256,
+        "client connections per source address",
+        f"{AV_EDGE_TESTS}::test_connections_are_capped_in_total_and_per_source",
+    )
+    first_byte_timeout: float = limit(
+        10.0,
+        "TLS/TCP 443: first byte (TLS or TURN), s",
+        f"{AV_EDGE_TESTS}::test_a_silent_or_stalled_connection_to_443_is_closed",
+    )
+    handshake_timeout: float = limit(
+        10.0,
+        "TLS handshake, s",
+        f"{AV_EDGE_TESTS}::test_a_silent_or_stalled_connection_to_443_is_closed",
+    )
+    idle_timeout: float = limit(
+        60.0,
+        "a connection holding no allocation (whatever it sends), s",
+        f"{AV_EDGE_TESTS}::test_traffic_that_keeps_no_allocation_does_not_reset_the_idle_timer",
+    )
+    max_write_buffer_bytes: int = limit(
+        1024 * 1024,
+        "relayed media queued for a client that does not read (then dropped, counted)",
+        f"{AV_EDGE_TESTS}::test_media_to_a_client_that_does_not_read_is_dropped",
+    )
+    max_peer_buffer_bytes: int = limit(
+        256 * 1024,
+        "RFC 6062: bytes a peer sends before the ConnectionBind (then it is not read)",
+        f"{AV_EDGE_TESTS}::test_a_peer_is_not_read_past_its_buffer_before_connection_bind",
+    )
 
 
 class _CoreTimer:
@@ -251,7 +281,7 @@ class _StreamClient(_Spliceable):
 
     def _arm_idle(self) -> None:
         self.idle_timer = asyncio.get_running_loop().call_later(
-            self.server.idle_timeout, self._idle_check
+            self.server.limits.idle_timeout, self._idle_check
         )
 
     def _idle_check(self) -> None:
@@ -289,7 +319,8 @@ class _StreamClient(_Spliceable):
         transport = self.transport
         if transport is None or transport.is_closing():
             return
-        if self.peer is None and transport.get_write_buffer_size() > MAX_STREAM_BUFFER:
+        limit = self.server.limits.max_write_buffer_bytes
+        if self.peer is None and transport.get_write_buffer_size() > limit:
             # a client that does not read its relayed media: drop, as a UDP relay would
             self.server._count_send_drop()
             return
@@ -345,7 +376,8 @@ class _PeerConnection(_Spliceable):
             self.client.write(data)
             return
         self.pending += data
-        if len(self.pending) > MAX_PEER_BUFFER and self.transport is not None:
+        limit = self.server.limits.max_peer_buffer_bytes
+        if len(self.pending) > limit and self.transport is not None:
             self.transport.pause_reading()
 
     def join(self, client: _StreamClient) -> None:
@@ -392,18 +424,16 @@ class AsyncTurnServer:
         config: TurnConfig,
         listeners: list[ListenerSpec],
         *,
-        idle_timeout: float = IDLE_TIMEOUT,
-        max_streams: int = MAX_STREAMS,
-        max_per_source: int = MAX_STREAMS_PER_SOURCE,
+        limits: TurnListenerLimits | None = None,
         dialect: Dialect = RFC,
         authenticator: Authenticator | None = None,
     ) -> None:
         self.core = TurnServer(config, dialect=dialect, authenticator=authenticator)
-        self.idle_timeout = idle_timeout
-        self.max_streams = max_streams
-        self.max_per_source = max_per_source
-        self._per_source: collections.Counter[str] = collections.Counter()
-        """Admitted client TCP/TLS connections (and ones not yet past their first byte) by IP."""
+        self.limits = limits or TurnListenerLimits()
+        self.gate = ConnectionGate(
+            ConnectionLimits(self.limits.max_connections, self.limits.max_per_source)
+        )
+        """Client TCP/TLS connections, those not yet past their first byte included."""
         self.specs = listeners
         self.listeners: list[ListenerId] = []
         """The listeners actually bound (ports resolved)."""
@@ -513,26 +543,23 @@ class AsyncTurnServer:
                 conn.close()
                 continue
             conn.setblocking(False)
-            timer = loop.call_later(SNIFF_TIMEOUT, self._forget_sniffing, loop, conn)
+            timer = loop.call_later(
+                self.limits.first_byte_timeout, self._forget_sniffing, loop, conn
+            )
             self._sniffing[conn] = (timer, addr[0])
             loop.add_reader(conn.fileno(), self._sniff, loop, lid, conn, tls)
 
     def _admit(self, ip: str) -> bool:
         """Count a new client connection from ``ip``; False (counted as dropped) past the total
         or the per-source limit."""
-        if sum(self._per_source.values()) >= self.max_streams:
+        why = self.gate.admit(ip)
+        if why is not None:
+            log.debug("connection from %s closed: %s", ip, why)
             self._count_drop("connection limit")
-            return False
-        if self._per_source[ip] >= self.max_per_source:
-            self._count_drop("connection limit per source")
-            return False
-        self._per_source[ip] += 1
-        return True
+        return why is None
 
     def _release(self, ip: str) -> None:
-        self._per_source[ip] -= 1
-        if self._per_source[ip] <= 0:
-            del self._per_source[ip]
+        self.gate.release(ip)
 
     def _forget_sniffing(self, loop: asyncio.AbstractEventLoop, conn: socket.socket) -> None:
         entry = self._sniffing.pop(conn, None)
@@ -580,7 +607,10 @@ class AsyncTurnServer:
                 await loop.connect_accepted_socket(lambda: client, conn)
             else:
                 await loop.connect_accepted_socket(
-                    lambda: client, conn, ssl=tls, ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT
+                    lambda: client,
+                    conn,
+                    ssl=tls,
+                    ssl_handshake_timeout=self.limits.handshake_timeout,
                 )
         except (OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError
             log.debug("TLS handshake on %s failed: %s", client.lid, exc)

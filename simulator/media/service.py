@@ -41,6 +41,9 @@ Settings (``[services.av-edge]``), all optional:
 ``allowed_peers``, ``denied_peers``
     Lists of IPv4 networks allowed, or refused, whatever else the policy says (allowed first;
     coturn's ``allowed-peer-ip`` and ``denied-peer-ip``).
+``listener_limits``
+    A table of :class:`~simulator.media.aio.TurnListenerLimits` fields (connections in total
+    and per source, first-byte, TLS handshake and idle timeouts, buffers): docs/limits.md.
 ``deny_loopback``, ``deny_reserved``
     Refuse loopback peers, and the reserved ranges coturn deployments deny (private, link-local,
     CGNAT, documentation, benchmarking ...), unless the topology names them as lab hosts
@@ -61,7 +64,8 @@ from typing import Any
 from simulator.errors import ConfigError
 from simulator.lab.services import BoundListener, ServiceContext
 from simulator.lab.topology import Host, Topology
-from simulator.media.aio import AsyncTurnClient, AsyncTurnServer, ListenerSpec
+from simulator.limits import settings_from
+from simulator.media.aio import AsyncTurnClient, AsyncTurnServer, ListenerSpec, TurnListenerLimits
 from simulator.media.auth import LongTermCredentials, time_limited_credentials
 from simulator.media.config import TurnConfig
 from simulator.media.errors import MediaError
@@ -153,6 +157,20 @@ def _shared_secret(ctx: ServiceContext) -> bytes:
     return secret.encode()
 
 
+def listener_limits(ctx: ServiceContext) -> TurnListenerLimits:
+    """``[services.av-edge.listener_limits]``: any field of :class:`TurnListenerLimits`."""
+    try:
+        limits: TurnListenerLimits = settings_from(
+            TurnListenerLimits,
+            ctx.settings.get("listener_limits", {}),
+            "services.av-edge.listener_limits",
+        )
+    except ValueError as exc:
+        entry, _, why = str(exc).partition(": ")
+        raise ConfigError(str(ctx.topology.path), entry, why) from None
+    return limits
+
+
 def turn_config(ctx: ServiceContext, relay_address: str, ports: tuple[int, int]) -> TurnConfig:
     """Build the TURN core's settings from the ``[services.av-edge]`` table."""
     s = dict(ctx.settings)
@@ -230,7 +248,9 @@ class AvEdgeService:
                 iface = ctx.host.interface(lst.interface)
                 tls = server_context(ctx.pki.require(ctx.pki.interface_cert(iface)))
                 specs.append((lst, ListenerSpec("tls", address, lst.port, tls)))
-        self.server = AsyncTurnServer(config, [spec for _, spec in specs])
+        self.server = AsyncTurnServer(
+            config, [spec for _, spec in specs], limits=listener_limits(ctx)
+        )
         await self.server.start()
         bound: list[BoundListener] = []
         for (lst, _spec), lid in zip(specs, self.server.listeners, strict=True):
@@ -334,4 +354,11 @@ async def relay_check(
     return None
 
 
-__all__ = ["AvEdgeService", "binding_check", "peer_policy", "relay_check", "turn_config"]
+__all__ = [
+    "AvEdgeService",
+    "binding_check",
+    "listener_limits",
+    "peer_policy",
+    "relay_check",
+    "turn_config",
+]

@@ -4,7 +4,9 @@ TCP relays, padded ChannelData, bad input, the lab's services."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
+import socket
 import struct
 from collections.abc import AsyncIterator
 
@@ -14,7 +16,7 @@ from aioice.turn import create_turn_endpoint
 from simulator.lab.runners.local import LocalLab
 from simulator.lab.topology import Topology
 from simulator.media import stun
-from simulator.media.aio import AsyncTurnClient, AsyncTurnServer, ListenerSpec
+from simulator.media.aio import AsyncTurnClient, AsyncTurnServer, ListenerSpec, TurnListenerLimits
 from simulator.media.auth import LongTermCredentials
 from simulator.media.config import TurnConfig
 from simulator.media.errors import RequestRefused
@@ -22,7 +24,7 @@ from simulator.media.policy import PeerPolicy
 from simulator.media.service import binding_check
 from simulator.media.stun import Message, MessageClass, Method
 from simulator.pki import LabPki, LabSecrets
-from simulator.tls import client_context
+from simulator.tls import client_context, server_context
 from tests.media_lab import av_server, media_only
 
 SERVER_IP = "127.51.100.11"
@@ -211,7 +213,8 @@ async def test_lab_av_edge_and_media_peer_answer_at_protocol_level(
 async def test_silent_tcp_connection_without_allocation_is_closed(topology: Topology) -> None:
     config = TurnConfig(relay_address=SERVER_IP, port_low=PORTS[0], port_high=PORTS[1])
     specs = [ListenerSpec("tcp", SERVER_IP, 0)]
-    async with AsyncTurnServer(config, specs, idle_timeout=0.2) as server:
+    limits = TurnListenerLimits(idle_timeout=0.2)
+    async with AsyncTurnServer(config, specs, limits=limits) as server:
         lid = server.listener("tcp")
         reader, writer = await asyncio.open_connection(lid.address, lid.port)
         # no bytes ever sent: the server closes it after two idle periods
@@ -248,7 +251,7 @@ async def test_traffic_that_keeps_no_allocation_does_not_reset_the_idle_timer() 
         relay_address=SERVER_IP, users={"alice": "alice-pw"}, port_low=PORTS[0], port_high=PORTS[1]
     )
     async with AsyncTurnServer(
-        config, [ListenerSpec("tcp", SERVER_IP, 0)], idle_timeout=0.3
+        config, [ListenerSpec("tcp", SERVER_IP, 0)], limits=TurnListenerLimits(idle_timeout=0.3)
     ) as server:
         lid = server.listener("tcp")
         reader, writer = await asyncio.open_connection(lid.address, lid.port)
@@ -264,28 +267,117 @@ async def test_traffic_that_keeps_no_allocation_does_not_reset_the_idle_timer() 
             assert await client.refresh() == 600  # still open: the allocation keeps it
 
 
-async def test_connections_per_source_address_are_capped() -> None:
+async def test_connections_are_capped_in_total_and_per_source() -> None:
     config = TurnConfig(relay_address=SERVER_IP, port_low=PORTS[0], port_high=PORTS[1])
     specs = [ListenerSpec("tcp", SERVER_IP, 0)]
-    async with AsyncTurnServer(config, specs, max_per_source=2) as server:
+    limits = TurnListenerLimits(max_connections=3, max_per_source=2)
+    async with AsyncTurnServer(config, specs, limits=limits) as server:
         lid = server.listener("tcp")
-        kept = [
-            await asyncio.open_connection(lid.address, lid.port, local_addr=(PEER_IP, 0))
-            for _ in range(2)
-        ]
-        reader, writer = await asyncio.open_connection(
-            lid.address, lid.port, local_addr=(PEER_IP, 0)
-        )
-        assert await asyncio.wait_for(reader.read(100), TIMEOUT) == b""  # the third is closed
+
+        async def connect(source: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+            return await asyncio.open_connection(lid.address, lid.port, local_addr=(source, 0))
+
+        kept = [await connect(PEER_IP) for _ in range(2)]
+        reader, writer = await connect(PEER_IP)
+        assert await asyncio.wait_for(reader.read(100), TIMEOUT) == b""  # a third from one source
         writer.close()
-        # another source address is still served, and so are the two kept connections
-        assert await binding_check(lid.address, lid.port, "tcp") is None
-        for kept_reader, kept_writer in kept:
+        kept.append(await connect("127.0.113.51"))  # another source: the third in total
+        reader, writer = await connect("127.0.113.52")
+        assert await asyncio.wait_for(reader.read(100), TIMEOUT) == b""  # a fourth in total
+        writer.close()
+        for kept_reader, kept_writer in kept:  # the admitted ones are served
             request = stun.encode(Message(Method.BINDING, MessageClass.REQUEST, b"K" * 12))
             kept_writer.write(request)
             assert await asyncio.wait_for(kept_reader.read(4096), TIMEOUT)
             kept_writer.close()
-        assert server.core.stats["dropped.connection limit per source"] == 1
+        assert server.core.stats["dropped.connection limit"] == 2
+
+
+async def test_a_silent_or_stalled_connection_to_443_is_closed(
+    lab_pki: LabPki, topology: Topology
+) -> None:
+    """The TLS-or-TCP port: no first byte within its timeout, or a TLS handshake that stalls."""
+    config = TurnConfig(relay_address=SERVER_IP, port_low=PORTS[0], port_high=PORTS[1])
+    tls = server_context(lab_pki.interface_cert(topology.interface("edge:av")))
+    limits = TurnListenerLimits(first_byte_timeout=0.2, handshake_timeout=0.3)
+    async with AsyncTurnServer(
+        config, [ListenerSpec("tls", SERVER_IP, 0, tls)], limits=limits
+    ) as server:
+        lid = server.listener("tls")
+        for first in (b"", b"\x16\x03\x01\x00\x05"):  # nothing; a ClientHello that never ends
+            reader, writer = await asyncio.open_connection(lid.address, lid.port)
+            writer.write(first)
+            with contextlib.suppress(ConnectionResetError):  # closed, or reset
+                answer = await asyncio.wait_for(reader.read(100), TIMEOUT)
+                assert answer in (b"", b"\x15\x03\x01\x00\x02\x02\x16")
+            writer.close()
+        assert server.gate.open == 0  # both counted out again
+
+
+async def test_media_to_a_client_that_does_not_read_is_dropped(udp_echo: _Echo) -> None:
+    """A TCP client that stops reading: relayed media queues up to the write limit, then the
+    rest is dropped and counted, as a UDP relay would lose it."""
+    config = TurnConfig(
+        relay_address=SERVER_IP,
+        users={"alice": "alice-pw"},
+        port_low=PORTS[0],
+        port_high=PORTS[1],
+        policy=PeerPolicy(allowed=(ipaddress.IPv4Network("127.0.113.0/24"),)),
+    )
+    limits = TurnListenerLimits(max_write_buffer_bytes=64 * 1024)
+    async with AsyncTurnServer(
+        config, [ListenerSpec("tcp", SERVER_IP, 0)], limits=limits
+    ) as server:
+        lid = server.listener("tcp")
+        peer = udp_echo.transport.get_extra_info("sockname")
+        async with await AsyncTurnClient.open(
+            (lid.address, lid.port), "tcp", credentials=alice()
+        ) as client:
+            relayed = await client.allocate()
+            await client.channel_bind(0x4000, peer)
+            client._transport.pause_reading()  # type: ignore[union-attr]
+            (stream,) = server._streams.values()
+            sock = stream.transport.get_extra_info("socket")  # type: ignore[union-attr]
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)  # the kernel holds little
+            for _ in range(400):  # 400 KB from the peer, paced by the server's own drops
+                udp_echo.transport.sendto(bytes(1000), relayed)
+                if server.core.stats["dropped.send buffer full"]:
+                    break
+                await asyncio.sleep(0)  # pacing a sender, not a wait for something
+            assert server.core.stats["dropped.send buffer full"] >= 1
+            assert stream.transport.get_write_buffer_size() <= 64 * 1024 + 1100  # type: ignore[union-attr]
+
+
+async def test_a_peer_is_not_read_past_its_buffer_before_connection_bind() -> None:
+    """RFC 6062: a peer dials the relay and sends before the client binds its connection; the
+    relay holds up to the limit, then stops reading (TCP pushes back on the peer)."""
+    config = TurnConfig(
+        relay_address=SERVER_IP,
+        users={"alice": "alice-pw"},
+        port_low=PORTS[0],
+        port_high=PORTS[1],
+        policy=PeerPolicy(allowed=(ipaddress.IPv4Network("127.0.113.0/24"),)),
+    )
+    limits = TurnListenerLimits(max_peer_buffer_bytes=64 * 1024)
+    async with AsyncTurnServer(
+        config, [ListenerSpec("tcp", SERVER_IP, 0)], limits=limits
+    ) as server:
+        lid = server.listener("tcp")
+        async with await AsyncTurnClient.open(
+            (lid.address, lid.port), "tcp", credentials=alice()
+        ) as client:
+            relayed = await client.allocate("tcp")
+            await client.create_permission((PEER_IP, 0))
+            _, writer = await asyncio.open_connection(*relayed, local_addr=(PEER_IP, 0))
+            attempt = await client.connection_attempt(TIMEOUT)
+            assert attempt is not None
+            writer.write(bytes(8 * 1024 * 1024))
+            with pytest.raises(TimeoutError):  # the relay stopped reading: the peer is held back
+                await asyncio.wait_for(writer.drain(), 1.0)
+            (connection,) = server._peers.values()
+            assert connection.transport is not None and not connection.transport.is_reading()
+            assert len(connection.pending) <= 64 * 1024 + 256 * 1024  # the limit and one read
+            writer.close()
 
 
 # ------------------------------------------------------------------ our TURN client
