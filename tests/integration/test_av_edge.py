@@ -314,16 +314,21 @@ async def test_a_silent_or_stalled_connection_to_443_is_closed(
         assert server.gate.open == 0  # both counted out again
 
 
-async def test_media_to_a_client_that_does_not_read_is_dropped(udp_echo: _Echo) -> None:
-    """A TCP client that stops reading: relayed media queues up to the write limit, then the
-    rest is dropped and counted, as a UDP relay would lose it."""
-    config = TurnConfig(
+def relay_config() -> TurnConfig:
+    """alice, relaying to the embedded lab's internet zone."""
+    return TurnConfig(
         relay_address=SERVER_IP,
         users={"alice": "alice-pw"},
         port_low=PORTS[0],
         port_high=PORTS[1],
         policy=PeerPolicy(allowed=(ipaddress.IPv4Network("127.0.113.0/24"),)),
     )
+
+
+async def test_media_to_a_client_that_does_not_read_is_dropped(udp_echo: _Echo) -> None:
+    """A TCP client that stops reading: relayed media queues up to the write limit, then the
+    rest is dropped and counted, as a UDP relay would lose it."""
+    config = relay_config()
     limits = TurnListenerLimits(max_write_buffer_bytes=64 * 1024)
     async with AsyncTurnServer(
         config, [ListenerSpec("tcp", SERVER_IP, 0)], limits=limits
@@ -351,13 +356,7 @@ async def test_media_to_a_client_that_does_not_read_is_dropped(udp_echo: _Echo) 
 async def test_a_peer_is_not_read_past_its_buffer_before_connection_bind() -> None:
     """RFC 6062: a peer dials the relay and sends before the client binds its connection; the
     relay holds up to the limit, then stops reading (TCP pushes back on the peer)."""
-    config = TurnConfig(
-        relay_address=SERVER_IP,
-        users={"alice": "alice-pw"},
-        port_low=PORTS[0],
-        port_high=PORTS[1],
-        policy=PeerPolicy(allowed=(ipaddress.IPv4Network("127.0.113.0/24"),)),
-    )
+    config = relay_config()
     limits = TurnListenerLimits(max_peer_buffer_bytes=64 * 1024)
     async with AsyncTurnServer(
         config, [ListenerSpec("tcp", SERVER_IP, 0)], limits=limits
