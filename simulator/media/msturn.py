@@ -426,7 +426,17 @@ class MsStreamFramer:
         if len(buf) < 4:
             return None
         size = 4 + ((buf[2] << 8) | buf[3])
-        if len(buf) < size:
+        if len(buf) >= 30 and buf[22:30] == MAGIC_COOKIE_ATTRIBUTE:
+            # libnice's OC2007 mode sends the messages of its candidate discovery (Allocate
+            # and its refreshes) with the type byte and the zero byte but no length: the
+            # message follows at once, and its own length delimits it
+            size = 22 + ((buf[4] << 8) | buf[5])
+            if len(buf) < size:
+                return None
+            message = bytes(buf[2:size])
+            del buf[:size]
+            return frame(CONTROL, message)
+        if len(buf) < size or (len(buf) < 30 and size > len(buf)):
             return None
         out = bytes(buf[:size])
         del buf[:size]
