@@ -46,7 +46,7 @@ attributes (recognised and ignored).
 from __future__ import annotations
 
 import hmac
-import socket
+import ipaddress
 import struct
 from collections.abc import Callable
 from typing import Any
@@ -85,14 +85,15 @@ SET_ACTIVE_DESTINATION = 0x006
 
 
 def _pack_address(value: tuple[str, int]) -> bytes:
-    return struct.pack("!BBH4s", 0, 1, value[1], socket.inet_aton(value[0]))
+    packed = ipaddress.IPv4Address(value[0]).packed
+    return struct.pack("!BBH4s", 0, 1, value[1], packed)
 
 
 def _unpack_address(data: bytes) -> tuple[str, int]:
     if len(data) != 8 or data[1] != 1:
         raise ValueError("an IPv4 address attribute is 8 bytes, family 1")
     port = struct.unpack_from("!H", data, 2)[0]
-    return socket.inet_ntoa(data[4:8]), port
+    return str(ipaddress.IPv4Address(bytes(data[4:8]))), port
 
 
 def _xor_address(data: bytes, tid: bytes) -> bytes:

@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=20.0)
     args = parser.parse_args(argv)
     result = run(args)
-    print(json.dumps(result))
+    sys.stdout.write(json.dumps(result) + "\n")
     return 0 if result["ok"] else 1
 
 
