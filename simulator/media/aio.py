@@ -59,7 +59,12 @@ from simulator.media.errors import (
     RemoteProtocolError,
     RequestRefused,
 )
-from simulator.media.msturn import PSEUDO_TLS_CLIENT_LENGTH, PSEUDO_TLS_PREFIX, is_pseudo_tls
+from simulator.media.msturn import (
+    PSEUDO_TLS_CLIENT_LENGTH,
+    PSEUDO_TLS_PREFIX,
+    SET_ACTIVE_DESTINATION,
+    is_pseudo_tls,
+)
 from simulator.media.stun import Message, MessageClass, Method
 from simulator.media.tracing import MediaCounter, method_name
 from simulator.media.turn import TurnServer
@@ -976,8 +981,12 @@ class AsyncTurnClient:
         config: ClientConfig | None = None,
         dialect: Dialect = RFC,
         record: bool = False,
+        pseudo_tls: bool = False,
     ) -> AsyncTurnClient:
         """Open a client to ``server`` over ``transport`` (``udp``, ``tcp``, ``tls``).
+
+        With the [MS-TURN] dialect and ``pseudo_tls``, a ``tcp`` connection opens with the
+        pseudo-TLS exchange ([MS-TURN] section 2.1.1), as a Lync client does on TCP 443.
 
         ``sock`` is a socket to use (UDP: bound; TCP: connected), for example one a lab host's
         namespace made; else one is bound to ``local_address`` (port 0). The UDP socket is
@@ -1016,6 +1025,9 @@ class AsyncTurnClient:
         else:
             local = (local_address, 0) if local_address else None
             await loop.create_connection(lambda: protocol, server[0], server[1], local_addr=local)
+        if pseudo_tls:
+            core.start_pseudo_tls(os.urandom(32))
+            client._flush()
         if transport == "tls":
             if tls is None:
                 await client.close()
@@ -1112,12 +1124,20 @@ class AsyncTurnClient:
         return self.core.relayed
 
     async def create_permission(self, *peers: Address) -> None:
+        """CreatePermission; in [MS-TURN] nothing to ask: a Send request installs it."""
+        if self.core.ms:
+            return
         await self.request(Method.CREATE_PERMISSION, [("XOR-PEER-ADDRESS", p) for p in peers])
 
     async def channel_bind(self, channel: int, peer: Address) -> None:
         await self.request(
             Method.CHANNEL_BIND, [("CHANNEL-NUMBER", channel), ("XOR-PEER-ADDRESS", peer)]
         )
+
+    async def set_active_destination(self, peer: Address) -> None:
+        """[MS-TURN] Set Active Destination: then :meth:`send_raw` and received data go
+        unencapsulated to and from ``peer``."""
+        await self.request(SET_ACTIVE_DESTINATION, [("DESTINATION-ADDRESS", peer)])
 
     async def refresh(self, lifetime: int | None = None) -> int:
         """Refresh; the lifetime granted (0 deletes the allocation)."""

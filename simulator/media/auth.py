@@ -270,3 +270,26 @@ class LongTermCredentials:
         self._realm, self.nonce = realm, nonce
         self._key = stun.long_term_key(self.username, realm, self.password)
         return True
+
+
+class MsTurnCredentials(LongTermCredentials):
+    """[MS-TURN] client credentials: the MRAS's username and password as a Lync client holds
+    them, base64-decoded (:meth:`from_mras`), the key MD5 over the raw bytes (section 3.1.11).
+    For a static user the raw password is its UTF-8 bytes."""
+
+    def __init__(self, username: str, password: bytes, realm: str | None = None) -> None:
+        super().__init__(username, "", realm)
+        self.raw_password = password
+
+    @classmethod
+    def from_mras(cls, username: str, password: str) -> MsTurnCredentials:
+        """From the time-limited pair the MRAS hands out (its password is base64 already)."""
+        return cls(username, base64.b64decode(password))
+
+    def learn(self, challenge: Message) -> bool:
+        realm, nonce = challenge.get("REALM"), challenge.get("NONCE")
+        if realm is None or nonce is None:
+            return False
+        self._realm, self.nonce = realm, nonce
+        self._key = ms_long_term_key(self.username.encode(), realm, self.raw_password)
+        return True

@@ -97,7 +97,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if gathered == {"a", "b"}:
             for side in ("a", "b"):
                 peer = other(side)
-                ok, ufrag, pwd = agents[side].get_local_credentials(streams[side])
+                _ok, ufrag, pwd = agents[side].get_local_credentials(streams[side])
                 agents[peer].set_remote_credentials(streams[peer], ufrag, pwd)
             for side in ("a", "b"):
                 peer = other(side)
