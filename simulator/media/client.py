@@ -271,10 +271,10 @@ class TurnClient:
 
     def _tid(self) -> bytes:
         tid = self._tids()
-        if self.ms:
-            while len(tid) < msturn.TRANSACTION_ID_LENGTH:
-                tid += self._tids()
-            tid = tid[: msturn.TRANSACTION_ID_LENGTH]
+        if self.ms and len(tid) != msturn.TRANSACTION_ID_LENGTH:
+            if not tid:
+                raise LocalProtocolError("the transaction id source gave no bytes")
+            tid = (tid * msturn.TRANSACTION_ID_LENGTH)[: msturn.TRANSACTION_ID_LENGTH]
         return tid
 
     def _out(self, data: bytes, kind: int = msturn.CONTROL) -> None:

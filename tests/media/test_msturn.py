@@ -89,7 +89,7 @@ def test_libnice_allocate_parses_as_ms_turn_section_2_2_1():
 
 def test_libnice_messages_verify_with_the_raw_credentials_key():
     """MESSAGE-INTEGRITY over the zero-padded message, key MD5(username:realm:password)."""
-    assert KEY == hashlib.md5(b"alice:contoso.lab:pw").digest()
+    assert hashlib.md5(b"alice:contoso.lab:pw").digest() == KEY
     for name in ("allocate", "send", "set_active_destination"):
         message = msturn.parse(bytes.fromhex(VECTORS[name]))
         assert message.check_integrity(KEY), name
@@ -136,7 +136,9 @@ def test_xor_mapped_address_uses_the_first_transaction_id_word():
     value = data[32:40]  # after the header and the Magic Cookie attribute's 8 bytes
     assert data[28:32] == bytes.fromhex("80200008")
     assert struct.unpack_from("!H", value, 2)[0] == 40000 ^ 0x0102
-    assert value[4:8] == bytes(a ^ b for a, b in zip(bytes([198, 51, 100, 7]), tid[:4]))
+    assert value[4:8] == bytes(
+        a ^ b for a, b in zip(bytes([198, 51, 100, 7]), tid[:4], strict=True)
+    )
     assert msturn.parse(data).get("XOR-MAPPED-ADDRESS") == ("198.51.100.7", 40000)
 
 
