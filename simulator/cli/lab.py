@@ -20,6 +20,7 @@ from simulator.cli._common import (
     RunnersGroup,
     console,
     make_runner,
+    print_notices,
     runner_option,
 )
 from simulator.lab.flowcheck import RowFlows, check_rows
@@ -113,8 +114,10 @@ def up(
 ) -> None:
     """Start the lab and print what listens where.
 
-    With the local runner the lab runs in this process until Ctrl-C or SIGTERM. Ports below
-    1024 (443, 53) need root or sysctl net.ipv4.ip_unprivileged_port_start=0.
+    With the local runner the lab runs in this process until Ctrl-C or SIGTERM; `edgesim
+    probe`, `scenario run` and `run` in another shell use it. Ports below 1024 (443, 53) need
+    root or sysctl net.ipv4.ip_unprivileged_port_start=0: without, the lab listens 8000
+    higher (8443, 8053) and says so (EDGESIM_PORTS=real|moved forces a choice).
 
     With --runner netns (root) the lab is built from network namespaces, a bridge per zone and
     nftables firewalls, its services run in the background, and the command returns; stop it
@@ -132,8 +135,9 @@ def up(
       sudo edgesim lab up --runner netns --name ci2     # a second netns lab
     """
     lab_runner = make_runner(
-        obj, runner, certs_dir=certs_dir, lab_name=lab_name, state_dir=state_dir
+        obj, runner, certs_dir=certs_dir, lab_name=lab_name, state_dir=state_dir, join=False
     )
+    print_notices(lab_runner)
     spinner = console.status(f"bringing the {runner} lab up")
     spinner.start()
 

@@ -15,6 +15,7 @@ from simulator.cli._common import (
     console,
     err_console,
     make_runner,
+    print_notices,
     runner_option,
 )
 from simulator.probes.run import (
@@ -143,14 +144,16 @@ def probe(
       edgesim probe --row pic-in-5061 --row xmpp-in-5269 --format json
       edgesim probe --target contoso-prod.toml --timeout 5
     """
-    topology = obj.topology
     target = load_target(target_file) if target_file else None
     lab_runner = make_runner(
         obj, runner, certs_dir=certs_dir, lab_name=lab_name, compose_file=compose_file
     )
+    topology = lab_runner.config.topology  # the embedded lab's may have moved ports
+    if not inside and target is None:
+        print_notices(lab_runner)
     builder, executor = plan_probes(
         lab_runner,
-        certs_dir,
+        lab_runner.config.certs_dir,
         inside=inside,
         timeout=timeout,
         source_ref=source_ref,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from simulator.cli._common import CERTS_OPTION, Obj, console, make_runner
+from simulator.cli._common import CERTS_OPTION, Obj, console, make_runner, print_notices
 from simulator.cli.lab import checks_summary, render_status
 from simulator.matrix import load_matrix, resolve_all
 from simulator.probes.run import run_probes_cli
@@ -16,10 +16,11 @@ from simulator.scenario.run import run_scenarios_cli
 
 
 async def _run(obj: Obj, certs_dir: Path) -> int:
-    topology = obj.topology
     failures = 0
     console.rule("edgesim: embedded lab")
     local = make_runner(obj, "local", certs_dir=certs_dir)
+    topology = local.config.topology  # with the privileged ports moved where they must be
+    print_notices(local)
     with console.status("starting the lab (one process, loopback addresses)"):
         await local.up()
     try:

@@ -10,14 +10,23 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
-from simulator.cli._common import NAME_OPTION, Obj, console, make_runner, runner_option
+from simulator.cli._common import (
+    NAME_OPTION,
+    Obj,
+    certs_option,
+    console,
+    make_runner,
+    print_notices,
+    runner_option,
+)
 from simulator.lab.runners.base import Runner
 from simulator.scenario.report import print_results, results_html, results_json
-from simulator.scenario.run import DEFAULT_DIR, discover, missing_services, run_on, select
+from simulator.scenario.run import discover, missing_services, run_on, scenario_dirs, select
 
 DIR_OPTION = click.option(
-    "--dir", "directory", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_DIR,
-    show_default=True, help="Directory of scenario scripts.",
+    "--dir", "directories", type=click.Path(file_okay=False, path_type=Path), multiple=True,
+    metavar="DIR", help="Also the scenario scripts in DIR (repeatable); the scenarios shipped "
+    "with edgesim are always there.",
 )  # fmt: skip
 
 
@@ -28,7 +37,7 @@ def scenario() -> None:
 
 @scenario.command("list")
 @DIR_OPTION
-def list_(directory: Path) -> None:
+def list_(directories: tuple[Path, ...]) -> None:
     """Show the scenarios, what each exercises (matrix rows) and whether it can run here.
 
     \b
@@ -36,8 +45,9 @@ def list_(directory: Path) -> None:
       edgesim scenario list
       edgesim scenario list --dir my-scenarios
     """
-    scenarios, broken = discover(directory)
-    table = Table(title=f"Scenarios in {directory}", title_justify="left")
+    scenarios, broken = discover(*scenario_dirs(directories))
+    where = ", ".join(["shipped with edgesim", *map(str, directories)])
+    table = Table(title=f"Scenarios ({where})", title_justify="left")
     table.add_column("name", style="bold", overflow="fold")
     table.add_column("what it exercises", overflow="fold")
     table.add_column("rows", overflow="fold")
@@ -56,11 +66,12 @@ def list_(directory: Path) -> None:
 
 
 async def _run(
-    obj: Obj, directory: Path, names: tuple[str, ...], ladder: bool, html_file: Path | None,
+    obj: Obj, directories: tuple[Path, ...], names: tuple[str, ...], ladder: bool, html_file: Path | None,
     fmt: str, lab_runner: Runner, trace_file: Path | None = None,
 ) -> int:  # fmt: skip
-    topology = obj.topology
-    scenarios, broken = discover(directory)
+    topology = lab_runner.config.topology  # the embedded lab's may have moved ports
+    scenarios, broken = discover(*scenario_dirs(directories))
+    print_notices(lab_runner)
     chosen = select(scenarios, names)
     runner = lab_runner.name
     with console.status(f"running {len(chosen)} scenario(s) on the {runner} lab"):
@@ -83,10 +94,7 @@ async def _run(
 @scenario.command("run")
 @click.argument("names", nargs=-1)
 @DIR_OPTION
-@click.option(
-    "--certs", "certs_dir", type=click.Path(file_okay=False, path_type=Path),
-    default=Path("certs"), show_default=True, help="Lab PKI directory.",
-)  # fmt: skip
+@certs_option("Lab PKI directory.")
 @click.option("--ladder", is_flag=True, help="Print each scenario's messages as a text ladder.")
 @click.option(
     "--html", "html_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -109,7 +117,7 @@ async def _run(
 )  # fmt: skip
 @click.pass_obj
 def run(
-    obj: Obj, names: tuple[str, ...], directory: Path, certs_dir: Path, ladder: bool,
+    obj: Obj, names: tuple[str, ...], directories: tuple[Path, ...], certs_dir: Path, ladder: bool,
     html_file: Path | None, fmt: str, runner: str, lab_name: str, trace_file: Path | None,
 ) -> None:  # fmt: skip
     """Run scenarios (all, or those NAMED) and print passed/failed with the failing step.
@@ -135,5 +143,5 @@ def run(
     """
     lab_runner = make_runner(obj, runner, certs_dir=certs_dir, lab_name=lab_name)
     sys.exit(
-        asyncio.run(_run(obj, directory, names, ladder, html_file, fmt, lab_runner, trace_file))
+        asyncio.run(_run(obj, directories, names, ladder, html_file, fmt, lab_runner, trace_file))
     )

@@ -8,19 +8,12 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from simulator.cli._common import Obj, console, fail
+from simulator.cli._common import Obj, certs_option, console, fail
 from simulator.pki import ensure_pki, lab_credentials
 
 
 @click.command()
-@click.option(
-    "--certs",
-    "certs_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("certs"),
-    show_default=True,
-    help="The lab PKI directory; the secrets live beside the certificates (secrets.json).",
-)
+@certs_option("The lab PKI directory; the secrets live beside the certificates (secrets.json).")
 @click.option(
     "--show",
     "name",

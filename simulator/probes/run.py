@@ -220,10 +220,12 @@ class JobBuilder:
                 **common,
             )
             return ProbeJob(row, source, dest, spec)
+        # The matrix names real ports; the lab may listen on moved ones (Topology.lab_port).
+        low, high = self.topology.lab_port(row.port_low), self.topology.lab_port(row.port_high)
         spec = ProbeSpec(
             address=self.address(dest),
-            port=row.port_low,
-            port_high=row.port_high if row.port_high != row.port_low else None,
+            port=low,
+            port_high=high if high != low else None,
             fqdn=dest.fqdn,
             domain=self.topology.host(dest.host).domain,
             dns_name=_dns_name(self.topology, source) if row.probe == "dns" else None,

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import importlib.util
 import logging
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from simulator.lab.runners import runner_class
 from simulator.lab.runners.base import Runner
 from simulator.lab.services import PLANNED, load_service
 from simulator.lab.topology import Topology
+from simulator.paths import shipped_scenarios_dir
 from simulator.pki import LabPki
 from simulator.scenario.api import Lab, Scenario, ScenarioFailure
 from simulator.scenario.ladder import Ladder, build_ladder
@@ -61,16 +63,40 @@ class BrokenScript:
     reason: str
 
 
-def discover(directory: Path) -> tuple[list[Scenario], list[BrokenScript]]:
-    """Every :class:`Scenario` defined in ``directory/*.py``, in file order; broken files apart."""
-    if not directory.is_dir():
-        raise EdgesimError(f"scenario directory {directory} does not exist (use --dir)")
+def scenario_dirs(extra: Sequence[Path] = ()) -> list[Path]:
+    """The shipped scenarios' directory, then ``extra`` (the user's own, ``--dir``), each once."""
+    dirs: list[Path] = []
+    for directory in (shipped_scenarios_dir(), *extra):
+        if all(directory.resolve() != d.resolve() for d in dirs):
+            dirs.append(directory)
+    return dirs
+
+
+def discover(*directories: Path) -> tuple[list[Scenario], list[BrokenScript]]:
+    """Every :class:`Scenario` defined in ``DIR/*.py`` of each directory, in order; broken
+    files apart. Two scenarios of one name are an error naming both files."""
     found: list[Scenario] = []
     broken: list[BrokenScript] = []
+    for directory in directories:
+        if not directory.is_dir():
+            raise EdgesimError(f"scenario directory {directory} does not exist")
+        _discover_in(directory, found, broken)
+    seen: dict[str, Scenario] = {}
+    for item in found:
+        other = seen.setdefault(item.name, item)
+        if other is not item:
+            raise EdgesimError(
+                f"two scenarios are named '{item.name}': {other.path} and {item.path}"
+            )
+    return found, broken
+
+
+def _discover_in(directory: Path, found: list[Scenario], broken: list[BrokenScript]) -> None:
     for path in sorted(directory.glob("*.py")):
         if path.name.startswith("_"):
             continue
-        module_name = f"edgesim_scenario_{path.stem.replace('-', '_')}"
+        where = hashlib.sha1(str(path.parent.resolve()).encode()).hexdigest()[:8]
+        module_name = f"edgesim_scenario_{where}_{path.stem.replace('-', '_')}"
         spec = importlib.util.spec_from_file_location(module_name, path)
         if spec is None or spec.loader is None:
             broken.append(BrokenScript(path, "not a Python module"))
@@ -98,11 +124,6 @@ def discover(directory: Path) -> tuple[list[Scenario], list[BrokenScript]]:
                     path,
                 )
             )
-    names = [s.name for s in found]
-    for name in names:
-        if names.count(name) > 1:
-            raise EdgesimError(f"two scenarios are named '{name}' in {directory}")
-    return found, broken
 
 
 def select(scenarios: list[Scenario], names: tuple[str, ...]) -> list[Scenario]:
@@ -221,18 +242,12 @@ def merge_trace_file(result: ScenarioResult, path: Path, start: float, end: floa
     result.events = sorted([*result.events, *extra], key=lambda e: e.time)
 
 
-DEFAULT_DIR = Path("scenarios")
-
-
 async def run_scenarios_cli(topology: Topology, runner: Runner, console: Any) -> int:
-    """``edgesim run``'s scenario step: every scenario in ./scenarios against the running
-    embedded lab."""
+    """``edgesim run``'s scenario step: every shipped scenario against the running embedded
+    lab."""
     from simulator.scenario.report import print_results
 
-    if not DEFAULT_DIR.is_dir():
-        console.print(f"no {DEFAULT_DIR}/ directory here: no scenarios to run")
-        return 0
-    scenarios, broken = discover(DEFAULT_DIR)
+    scenarios, broken = discover(*scenario_dirs())
     for b in broken:
         console.print(f"[red]broken scenario script[/] {b.path}: {b.reason}", markup=True)
     vantage = await runner.vantage()
