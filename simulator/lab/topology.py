@@ -262,11 +262,13 @@ class Topology:
                     taken = spans.setdefault((address, transport), [])
                     for other in taken:
                         if other.port_low <= lst.port_high and lst.port_low <= other.port_high:
+                            mover, fixed = (lst, other) if lst.moved_by else (other, lst)
                             raise ConfigError(
                                 self.path,
                                 f"hosts[{host.id}].listeners",
-                                f"{lst.service} ({lst.proto}) moved to port {lst.port_low} "
-                                f"collides with {other.service} ({other.proto}) on {address}",
+                                f"{mover.service} ({mover.proto}) moved to port "
+                                f"{mover.port_low} collides with {fixed.service} ({fixed.proto}) "
+                                f"on {address}",
                             )
                     taken.append(lst)
         return moved

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from simulator.errors import EdgesimError
+from simulator.errors import EdgesimError, UsageError
 from simulator.lab.runners import runner_class
 from simulator.lab.runners.base import Runner
 from simulator.lab.services import PLANNED, load_service
@@ -79,15 +79,13 @@ def discover(*directories: Path) -> tuple[list[Scenario], list[BrokenScript]]:
     broken: list[BrokenScript] = []
     for directory in directories:
         if not directory.is_dir():
-            raise EdgesimError(f"scenario directory {directory} does not exist")
+            raise UsageError(f"scenario directory {directory} does not exist")
         _discover_in(directory, found, broken)
     seen: dict[str, Scenario] = {}
     for item in found:
         other = seen.setdefault(item.name, item)
         if other is not item:
-            raise EdgesimError(
-                f"two scenarios are named '{item.name}': {other.path} and {item.path}"
-            )
+            raise UsageError(f"two scenarios are named '{item.name}': {other.path} and {item.path}")
     return found, broken
 
 
