@@ -25,7 +25,7 @@ from simulator.cli._common import (
 )
 from simulator.lab.flowcheck import RowFlows, check_rows
 from simulator.lab.runners.base import LabName, LabStatus, ListenerCheck
-from simulator.lab.runners.compose import render_compose
+from simulator.lab.runners.compose import build_context, render_compose
 from simulator.lab.session import UpResult, check_host, lab_up, serve_host, status_and_checks
 
 
@@ -374,10 +374,12 @@ def compose_render(obj: Obj, out: Path) -> None:
     """Write docker-compose.yml for the topology (the repository's file is this output).
 
     A network per zone on its subnet, the firewalls as routing containers enforcing
-    lab/firewall/*.nft, every host as a container with its fixed addresses.
+    lab/firewall/*.nft, every host as a container with its fixed addresses, and a build
+    section that makes the image from the edgesim source (the Dockerfile; base image
+    $EDGESIM_BASE, default python:3.11-slim).
     """
     topology_path = None
     if obj.topology_path is not None:
         topology_path = Path(os.path.relpath(obj.topology.path, out.resolve().parent))
-    out.write_text(render_compose(obj.topology, topology_path))
+    out.write_text(render_compose(obj.topology, topology_path, build_context(out)))
     console.print(f"wrote {out}")
