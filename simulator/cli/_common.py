@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -11,6 +12,14 @@ from typing import Any, TypeVar
 import click
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from simulator.errors import EdgesimError
 from simulator.lab.runners import get_runner, runner_class, runner_names
@@ -104,6 +113,32 @@ class RunnersGroup(click.Group):
             formatter.write_dl(runners_help())
 
 
+PCAP_OPTION = click.option(
+    "--pcap",
+    "pcap_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    metavar="DIR",
+    help="Capture the lab's packets into DIR (pcapng, with the TLS secrets embedded: Wireshark "
+    "shows SIP and XMPP decrypted); tcpdump in each host (root), on loopback for the "
+    "embedded lab.",
+)
+WIDTH_OPTION = click.option(
+    "--width",
+    type=click.IntRange(40, 1000),
+    default=None,
+    metavar="COLUMNS",
+    help="Lay the output out for this many columns (default: the terminal's, or $COLUMNS).",
+)
+
+
+def set_width(width: int | None) -> None:
+    """``--width``: both consoles render for ``width`` columns."""
+    if width is not None:
+        console.width = width
+        err_console.width = width
+
+
 CERTS_DEFAULT_HELP = "certs/ in a checkout, else ~/.local/share/edgesim/certs"
 
 
@@ -163,6 +198,29 @@ def make_runner(
         join=join,
     )
     return get_runner(runner, config)
+
+
+@contextmanager
+def progress(what: str, total: int | None = None) -> Iterator[Callable[[str], None]]:
+    """A progress bar for a wait (on stderr, transient; nothing when stderr is not a terminal).
+
+    Yields ``advance(label)``: one step done (``label`` says which). Without ``total`` the bar
+    pulses, with the time elapsed.
+    """
+    bar = Progress(
+        SpinnerColumn(),
+        TextColumn(escape(what)),
+        BarColumn(),
+        MofNCompleteColumn() if total is not None else TextColumn(""),
+        TimeElapsedColumn(),
+        TextColumn("[dim]{task.description}"),
+        console=err_console,
+        transient=True,
+        disable=not err_console.is_terminal,
+    )
+    with bar:
+        task = bar.add_task("", total=total)
+        yield lambda label: bar.update(task, advance=1, description=escape(label))
 
 
 def print_notices(runner: Runner) -> None:

@@ -11,12 +11,15 @@ import click
 from simulator.cli._common import (
     CERTS_OPTION,
     NAME_OPTION,
+    PCAP_OPTION,
+    WIDTH_OPTION,
     Obj,
     console,
     err_console,
     make_runner,
     print_notices,
     runner_option,
+    set_width,
 )
 from simulator.probes.run import (
     DEFAULT_CONCURRENCY,
@@ -106,6 +109,8 @@ from simulator.reports.table import render_run, run_with_progress
     metavar="HOST:IFACE",
     help="Leave from this source endpoint (set by the netns/compose runners).",
 )
+@PCAP_OPTION
+@WIDTH_OPTION
 @CERTS_OPTION
 @NAME_OPTION
 @click.pass_obj
@@ -122,6 +127,8 @@ def probe(
     compose_file: Path | None,
     inside: bool,
     source_ref: str | None,
+    pcap_dir: Path | None,
+    width: int | None,
     certs_dir: Path,
     lab_name: str,
 ) -> None:
@@ -143,7 +150,9 @@ def probe(
       edgesim probe --runner netns --name ci2    # the netns lab named ci2
       edgesim probe --row pic-in-5061 --row xmpp-in-5269 --format json
       edgesim probe --target contoso-prod.toml --timeout 5
+      sudo edgesim probe --runner netns --pcap artifacts/pcap    # probe.pcapng, decrypted
     """
+    set_width(width)
     target = load_target(target_file) if target_file else None
     lab_runner = make_runner(
         obj, runner, certs_dir=certs_dir, lab_name=lab_name, compose_file=compose_file
@@ -160,16 +169,27 @@ def probe(
         target=target,
     )
     kwargs = {"rows": rows, "target": target, "concurrency": concurrency}
+
+    async def probe_all() -> ProbeRun:
+        if fmt == "table":
+            return await run_with_progress(console, topology, executor, builder, **kwargs)
+        return await probe_matrix(topology, executor, builder, **kwargs)  # type: ignore[arg-type]
+
+    async def captured() -> ProbeRun:
+        if pcap_dir is None:
+            return await probe_all()
+        async with lab_runner.capture(pcap_dir / "probe.pcapng") as capture:
+            run = await probe_all()
+        err_console.print(f"wrote {capture.path} ({capture.packets} packets, TLS secrets embedded)")
+        return run
+
+    run: ProbeRun = asyncio.run(captured())
     if fmt == "table":
-        run: ProbeRun = asyncio.run(
-            run_with_progress(console, topology, executor, builder, **kwargs)
-        )
         console.print(render_run(run, console.width))
         hint = nothing_answered(run, lab_runner)
         if hint is not None:
             err_console.print(f"[yellow]{hint}[/]", soft_wrap=True)
     else:
-        run = asyncio.run(probe_matrix(topology, executor, builder, **kwargs))  # type: ignore[arg-type]
         click.echo(to_json(run))
     for path, text in ((junit_file, to_junit), (html_file, to_html)):
         if path is not None:

@@ -12,12 +12,16 @@ from rich.table import Table
 
 from simulator.cli._common import (
     NAME_OPTION,
+    PCAP_OPTION,
+    WIDTH_OPTION,
     Obj,
     certs_option,
     console,
     make_runner,
     print_notices,
+    progress,
     runner_option,
+    set_width,
 )
 from simulator.lab.runners.base import Runner
 from simulator.scenario.report import print_results, results_html, results_json
@@ -66,25 +70,31 @@ def list_(directories: tuple[Path, ...]) -> None:
 
 
 async def _run(
-    obj: Obj, directories: tuple[Path, ...], names: tuple[str, ...], ladder: bool, html_file: Path | None,
-    fmt: str, lab_runner: Runner, trace_file: Path | None = None,
+    directories: tuple[Path, ...], names: tuple[str, ...], ladder: bool, html_file: Path | None,
+    fmt: str, lab_runner: Runner, trace_file: Path | None = None, pcap_dir: Path | None = None,
 ) -> int:  # fmt: skip
     topology = lab_runner.config.topology  # the embedded lab's may have moved ports
     scenarios, broken = discover(*scenario_dirs(directories))
     print_notices(lab_runner)
     chosen = select(scenarios, names)
     runner = lab_runner.name
-    with console.status(f"running {len(chosen)} scenario(s) on the {runner} lab"):
-        results = await run_on(lab_runner, chosen, trace_file=trace_file)
+    with progress(f"{len(chosen)} scenario(s) on the {runner} lab", len(chosen)) as advance:
+        results = await run_on(
+            lab_runner, chosen, trace_file=trace_file, pcap_dir=pcap_dir,
+            on_done=lambda r: advance(f"{r.scenario.name} {r.status}"),
+        )  # fmt: skip
     if fmt == "json":
         click.echo(results_json(results, runner))
     else:
         print_results(console, results, topology, runner, ladder)
         for b in broken:
             console.print(f"[red]broken[/] {escape(str(b.path))}: {escape(b.reason)}")
+        if pcap_dir is not None:
+            count = sum(r.capture is not None for r in results)
+            console.print(f"{count} capture(s) in {pcap_dir} (pcapng, TLS secrets embedded)")
     if html_file is not None:
         html_file.parent.mkdir(parents=True, exist_ok=True)
-        html_file.write_text(results_html(results, topology, runner), encoding="utf-8")
+        html_file.write_text(results_html(results, topology, runner, html_file), encoding="utf-8")
         if fmt != "json":
             console.print(f"ladders written to {html_file}")
     failed = sum(not r.ok for r in results) + (len(broken) if not names else 0)
@@ -98,16 +108,18 @@ async def _run(
 @click.option("--ladder", is_flag=True, help="Print each scenario's messages as a text ladder.")
 @click.option(
     "--html", "html_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
-    help="Write every scenario's ladder diagram to this HTML file.",
+    help="Write every scenario's ladder diagram (and a link to its capture) to this HTML file.",
 )  # fmt: skip
+@PCAP_OPTION
 @click.option(
     "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True
 )
+@WIDTH_OPTION
 @runner_option(
     "local",
-    "local: start the embedded lab for the run. netns / compose: use the running lab "
-    "(root); clients leave from their host's network namespace (compose: its container's) "
-    "and cross the lab's firewalls.",
+    "local: the embedded lab (the one `edgesim lab up` runs in another shell, else one started "
+    "for the run). netns / compose: the running lab (root); clients leave from their host's "
+    "network namespace (compose: its container's) and cross the lab's firewalls.",
 )
 @NAME_OPTION
 @click.option(
@@ -117,31 +129,43 @@ async def _run(
 )  # fmt: skip
 @click.pass_obj
 def run(
-    obj: Obj, names: tuple[str, ...], directories: tuple[Path, ...], certs_dir: Path, ladder: bool,
-    html_file: Path | None, fmt: str, runner: str, lab_name: str, trace_file: Path | None,
+    obj: Obj, names: tuple[str, ...], directories: tuple[Path, ...], certs_dir: Path,
+    ladder: bool, html_file: Path | None, pcap_dir: Path | None, fmt: str, width: int | None,
+    runner: str, lab_name: str, trace_file: Path | None,
 ) -> None:  # fmt: skip
     """Run scenarios (all, or those NAMED) and print passed/failed with the failing step.
 
-    With --runner local (the default) the embedded lab (one process, loopback addresses) is
-    started for the run; scenarios that need a firewall are skipped. With --runner netns the
-    scenarios run against the lab `sudo edgesim lab up --runner netns` started, with its real
-    addresses; the --certs directory must be the one the lab was started with. With --runner
-    compose they run against `docker compose up` at the repository root, with the PKI copied
-    from the lab's containers. Scenarios whose
-    services are not available yet are skipped with the reason. Exit code 0 when none failed.
+    The scenarios shipped with edgesim are always there; --dir adds your own. With --runner
+    local (the default) the scenarios use the embedded lab `edgesim lab up` runs in another
+    shell, or one started for the run (one process, loopback addresses); scenarios that need
+    a firewall are skipped. With --runner netns the scenarios run against the lab `sudo
+    edgesim lab up --runner netns` started, with its real addresses; the --certs directory
+    must be the one the lab was started with. With --runner compose they run against `docker
+    compose up` at the repository root, with the PKI copied from the lab's containers.
+    Scenarios whose services are not available yet are skipped with the reason.
+
+    --pcap DIR writes DIR/NAME.pcapng per scenario that ran: every packet the lab's hosts sent,
+    with the TLS secrets of the lab and of the clients embedded, so Wireshark (or tshark)
+    shows SIP and XMPP decrypted; --html links each. Capturing needs root (tcpdump).
+
+    Exit code 0 when none failed.
 
     \b
     Examples:
       edgesim scenario run
       edgesim scenario run partner-discovery --ladder
-      edgesim scenario run --html artifacts/ladders.html
+      edgesim scenario run --html artifacts/ladders.html --dir my-scenarios
+      sudo edgesim scenario run federation-im --pcap artifacts/pcap --html artifacts/l.html
       sudo edgesim scenario run av-call av-fallback --runner netns --ladder
       sudo edgesim scenario run --runner netns --name ci2
       sudo EDGESIM_TRACE_FILE=/run/edgesim/trace.jsonl edgesim lab up --runner netns
       sudo edgesim scenario run --runner netns --trace-file /run/edgesim/trace.jsonl
       sudo edgesim scenario run --runner compose --html artifacts/compose-ladders.html
     """
+    set_width(width)
     lab_runner = make_runner(obj, runner, certs_dir=certs_dir, lab_name=lab_name)
     sys.exit(
-        asyncio.run(_run(obj, directories, names, ladder, html_file, fmt, lab_runner, trace_file))
+        asyncio.run(
+            _run(directories, names, ladder, html_file, fmt, lab_runner, trace_file, pcap_dir)
+        )
     )

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import html
 import json
+import os
 from datetime import UTC, datetime
+from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
@@ -57,7 +59,10 @@ def results_json(results: list[ScenarioResult], runner: str) -> str:
     return json.dumps({"runner": runner, "scenarios": [r.to_dict() for r in results]}, indent=2)
 
 
-def results_html(results: list[ScenarioResult], topology: Topology, runner: str) -> str:
+def results_html(
+    results: list[ScenarioResult], topology: Topology, runner: str, page: Path | None = None
+) -> str:
+    """The HTML page; ``page`` (where it is written) makes each capture's link relative."""
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     parts = [
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
@@ -87,6 +92,15 @@ def results_html(results: list[ScenarioResult], topology: Topology, runner: str)
             f"<span class='{r.status}'>{r.status}</span></h2>"
             f"<p>{html.escape(r.scenario.description)}</p>"
         )
+        if r.capture is not None:
+            target = r.capture.resolve()
+            if page is not None:
+                target = Path(os.path.relpath(target, page.resolve().parent))
+            link = html.escape(target.as_posix())
+            parts.append(
+                f"<p class='capture'>capture: <a href='{link}'>{html.escape(r.capture.name)}</a>"
+                " (pcapng with the TLS secrets: Wireshark shows SIP and XMPP decrypted)</p>"
+            )
         if r.status in ("failed", "error", "skipped"):
             step = f"<b>{html.escape(r.step)}</b>: " if r.step else ""
             parts.append(f"<p class='why'>{step}{html.escape(r.reason)}</p>")

@@ -8,12 +8,14 @@ import importlib.util
 import logging
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from simulator.errors import EdgesimError, UsageError
+from simulator.lab.capture import CaptureResult
 from simulator.lab.runners import runner_class
 from simulator.lab.runners.base import Runner
 from simulator.lab.services import PLANNED, load_service
@@ -36,6 +38,8 @@ class ScenarioResult:
     step: str | None = None
     duration: float = 0.0
     events: list[TraceEvent] = field(default_factory=list)
+    capture: Path | None = None
+    """The pcapng of this scenario's packets (``--pcap DIR``), TLS secrets embedded."""
 
     @property
     def ok(self) -> bool:
@@ -54,6 +58,7 @@ class ScenarioResult:
             "reason": self.reason,
             "duration": round(self.duration, 3),
             "events": [e.to_dict() for e in self.events],
+            "capture": str(self.capture) if self.capture else None,
         }
 
 
@@ -140,6 +145,17 @@ def missing_services(item: Scenario) -> list[str]:
     return [name for name in item.needs if load_service(name) is None]
 
 
+def skip_reason(item: Scenario, runner: str) -> str | None:
+    """Why ``item`` cannot run on the lab of runner ``runner`` (its name), or None."""
+    missing = missing_services(item)
+    if missing:
+        why = ", ".join(f"{m} ({PLANNED.get(m, 'not registered')})" for m in missing)
+        return f"needs services not available yet: {why}"
+    if item.firewall and not runner_class(runner).has_firewalls:
+        return "needs a lab with firewalls (--runner netns or compose)"
+    return None
+
+
 async def run_one(
     item: Scenario,
     topology: Topology,
@@ -150,14 +166,9 @@ async def run_one(
 ) -> ScenarioResult:
     """Run one scenario against the lab of runner ``runner`` (its name), whose services use
     ``pki``; clients enter ``namespaces`` (see :class:`~simulator.lab.runners.base.Vantage`)."""
-    missing = missing_services(item)
-    if missing:
-        why = ", ".join(f"{m} ({PLANNED.get(m, 'not registered')})" for m in missing)
-        return ScenarioResult(item, "skipped", f"needs services not available yet: {why}")
-    if item.firewall and not runner_class(runner).has_firewalls:
-        return ScenarioResult(
-            item, "skipped", "needs a lab with firewalls (--runner netns or compose)"
-        )
+    why = skip_reason(item, runner)
+    if why is not None:
+        return ScenarioResult(item, "skipped", why)
     lab = Lab(topology, runner, pki, namespaces=dict(namespaces or {}))
     started = time.monotonic()
     with TraceRecorder() as rec:
@@ -192,29 +203,50 @@ async def run_all(
     *,
     namespaces: Mapping[str, str] | None = None,
     trace_file: Path | None = None,
+    capture: Callable[[Path], AbstractAsyncContextManager[CaptureResult]] | None = None,
+    pcap_dir: Path | None = None,
+    on_done: Callable[[ScenarioResult], None] | None = None,
 ) -> list[ScenarioResult]:
     """Run scenarios one after the other (they share the lab's users and listeners).
 
     ``trace_file``: the file the lab's own processes append their trace to
     (``EDGESIM_TRACE_FILE``); the servers' side of each message joins each result.
+    ``capture`` with ``pcap_dir``: each scenario that runs is captured to
+    ``pcap_dir/<name>.pcapng`` (the runner's :meth:`~simulator.lab.runners.base.Runner.capture`).
     """
     results = []
     for item in scenarios:
         started = time.time()
-        result = await run_one(item, topology, runner, pki, namespaces=namespaces)
+        out = None
+        if capture is not None and pcap_dir is not None and skip_reason(item, runner) is None:
+            out = pcap_dir / f"{item.name}.pcapng"
+        if out is not None and capture is not None:
+            async with capture(out):
+                result = await run_one(item, topology, runner, pki, namespaces=namespaces)
+            result.capture = out
+        else:
+            result = await run_one(item, topology, runner, pki, namespaces=namespaces)
         if trace_file is not None:
             merge_trace_file(result, trace_file, started, time.time())
         results.append(result)
+        if on_done is not None:
+            on_done(result)
     return results
 
 
 async def run_on(
-    runner: Runner, scenarios: list[Scenario], *, trace_file: Path | None = None
+    runner: Runner,
+    scenarios: list[Scenario],
+    *,
+    trace_file: Path | None = None,
+    pcap_dir: Path | None = None,
+    on_done: Callable[[ScenarioResult], None] | None = None,
 ) -> list[ScenarioResult]:
     """``edgesim scenario run``: the scenarios against ``runner``'s lab.
 
     A lab that outlives its command (netns, compose) must be up; one that lives in a process
-    (the embedded lab) is started for the run and stopped after it.
+    (the embedded lab) is started for the run and stopped after it (or joined, when another
+    process runs it). ``pcap_dir``: one capture per scenario there.
     """
     if not runner.persistent:
         await runner.up()
@@ -224,6 +256,8 @@ async def run_on(
         return await run_all(
             scenarios, runner.config.topology, vantage.runner, vantage.pki,
             namespaces=vantage.namespaces, trace_file=trace_file,
+            capture=runner.capture if pcap_dir is not None else None, pcap_dir=pcap_dir,
+            on_done=on_done,
         )  # fmt: skip
     finally:
         if not runner.persistent:

@@ -23,11 +23,13 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Protocol
 
 from simulator.errors import LabError, UsageError
+from simulator.lab.capture import CaptureResult
 from simulator.lab.topology import Host, Topology
 from simulator.paths import runtime_dir
 from simulator.pki import LabPki
@@ -398,6 +400,12 @@ class Runner(Protocol):
     def prepare_host(self, host: Host) -> None:
         """Inside a node, before its services start (compose: addresses and routes)."""
         ...
+
+    def capture(self, out: Path) -> AbstractAsyncContextManager[CaptureResult]:
+        """Capture what the lab's hosts send while the block runs, into ``out`` (pcapng, the
+        TLS secrets of the lab's processes and of this one embedded): tcpdump in each host's
+        node, or on loopback for the embedded lab (:mod:`simulator.lab.capture`)."""
+        raise LabError(f"the {self.name} runner cannot capture packets")
 
 
 def no_firewall(runner: Runner) -> LabError:

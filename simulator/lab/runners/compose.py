@@ -31,11 +31,13 @@ import shutil
 import subprocess
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import simulator
 from simulator.errors import LabError
+from simulator.lab.capture import CapturePoint, CaptureResult, KeySource, packet_capture
 from simulator.lab.network import ephemeral_port_range, host_routes
 from simulator.lab.runners import register_runner
 from simulator.lab.runners._exec import check_hosts
@@ -106,6 +108,8 @@ BASE = "${EDGESIM_BASE:-python:3.11-slim}"
 ``edgesim-base:bookworm`` (scripts/make-base-image.sh) where no registry is reachable."""
 CERTS = "/var/lib/edgesim/certs"
 READY = "/run/edgesim/ready.json"
+TLS_KEYS = "/run/edgesim/tls-keys.log"
+"""Where a host's services log their TLS secrets inside its container (captures embed them)."""
 RULES_DIR = "/etc/edgesim/firewall"
 TOPOLOGY_IN_CONTAINER = "/etc/edgesim/topology.toml"
 PROJECT = "edgesim"
@@ -239,6 +243,7 @@ def render_compose(
         if topo_volume:
             out += ["    volumes:", f"      - {_q(topo_volume)}"]
         out += [
+            f"    environment: {{ SSLKEYLOGFILE: {_q(TLS_KEYS)} }}",
             f"    command: {_flow_list(command)}",
             "    healthcheck:",
             f"      test: {_flow_list(['CMD', 'test', '-f', READY])}",
@@ -523,3 +528,12 @@ class ComposeRunner(Runner):
 
     def prepare_host(self, host: Host) -> None:
         configure_container_network(self.topology, host)
+
+    def capture(self, out: Path) -> AbstractAsyncContextManager[CaptureResult]:
+        """tcpdump in every host's container (what each host sends), streamed here, with the
+        TLS key log each container's processes write (their environment sets
+        ``SSLKEYLOGFILE``)."""
+        self.require_up()
+        points = [CapturePoint(h.id, tuple(self.exec_argv(h.id))) for h in self.topology.hosts]
+        keys = [KeySource(tuple(self.exec_argv(h.id)), TLS_KEYS) for h in self.topology.hosts]
+        return packet_capture(out, points, keys)

@@ -18,11 +18,19 @@ import logging
 import os
 import sys
 import time
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
 
 from simulator.errors import LabError, UsageError
+from simulator.lab.capture import (
+    KEYLOG_ENV,
+    CapturePoint,
+    CaptureResult,
+    KeySource,
+    packet_capture,
+)
 from simulator.lab.runners import register_runner
 from simulator.lab.runners.base import (
     LabConfig,
@@ -272,6 +280,8 @@ class RunningLab:
     port_offset: int
     started: float
     services: tuple[ServiceState, ...] = ()
+    tls_keys: str = ""
+    """The key log its TLS contexts write (captures embed it)."""
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -281,6 +291,7 @@ class RunningLab:
             "certs_dir": str(self.certs_dir),
             "port_offset": self.port_offset,
             "started": self.started,
+            "tls_keys": self.tls_keys,
             "services": [{"host": st.host, **st.to_dict()} for st in self.services],
         }
 
@@ -304,6 +315,7 @@ def find_running_lab(config: LabConfig) -> RunningLab | None:
             int(data["port_offset"]),
             float(data["started"]),
             tuple(ServiceState.from_dict(str(d["host"]), d) for d in data.get("services", [])),
+            str(data.get("tls_keys", "")),
         )
         netns = int(data["netns"])
     except (OSError, ValueError, KeyError, TypeError):
@@ -360,6 +372,7 @@ class LocalRunner(Runner):
         self.lab = LocalLab(config.topology, config.certs_dir, hosts=hosts)
         self.started = False
         self._state_file: Path | None = None
+        self._keylog_set = False
 
     @property
     def pki(self) -> LabPki:
@@ -405,9 +418,35 @@ class LocalRunner(Runner):
                 "(`edgesim lab up` in another shell): probe, scenario run and run use it; "
                 "stop it with Ctrl-C there"
             )
-        await self.lab.start()
+        self._log_tls_secrets()
+        try:
+            await self.lab.start()
+        except BaseException:
+            self._stop_logging_tls_secrets()
+            raise
         self.started = True
         self._announce()
+
+    def _log_tls_secrets(self) -> None:
+        """The lab's TLS contexts (and this process's clients) log their secrets beside the
+        lab's state, so a capture (here or from another shell) can embed them."""
+        if os.environ.get(KEYLOG_ENV):
+            return
+        path = self.config.state / f"tls-keys-{os.getpid()}.log"
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            path.touch(mode=0o600)
+        except OSError as exc:
+            log.warning("cannot keep TLS secrets in %s: %s", path, exc.strerror or exc)
+            return
+        os.environ[KEYLOG_ENV] = str(path)
+        self._keylog_set = True
+
+    def _stop_logging_tls_secrets(self) -> None:
+        if self._keylog_set:
+            with contextlib.suppress(OSError, KeyError):
+                Path(os.environ.pop(KEYLOG_ENV)).unlink()
+            self._keylog_set = False
 
     def _announce(self) -> None:
         """Write the state file other commands join this lab by (best effort)."""
@@ -419,6 +458,7 @@ class LocalRunner(Runner):
             self.config.topology.port_offset,
             time.time(),
             tuple(st.as_state() for st in self.lab.statuses),
+            os.environ.get(KEYLOG_ENV, ""),
         )
         try:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -440,6 +480,7 @@ class LocalRunner(Runner):
             self._state_file = None
         hosts = sorted({st.host for st in self.lab.statuses if st.state == "running"})
         await self.lab.stop()
+        self._stop_logging_tls_secrets()
         self.started = False
         return hosts
 
@@ -505,6 +546,14 @@ class LocalRunner(Runner):
 
     def prepare_host(self, host: Host) -> None:
         return None
+
+    def capture(self, out: Path) -> AbstractAsyncContextManager[CaptureResult]:
+        """tcpdump on loopback, filtered to the lab's addresses (needs root or CAP_NET_RAW)."""
+        addresses = sorted({str(i.loopback()) for i in self.config.topology.interfaces()})
+        bpf = " or ".join(f"host {a}" for a in addresses)
+        point = CapturePoint("lab", (), interface="lo", outgoing_only=False, bpf=bpf)
+        keys = self.joined.tls_keys if self.joined is not None else os.environ.get(KEYLOG_ENV)
+        return packet_capture(out, [point], [KeySource((), keys)] if keys else [])
 
 
 async def check_services(
