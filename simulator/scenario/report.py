@@ -21,11 +21,17 @@ STATUS_STYLE = {"passed": "green", "failed": "red", "error": "red", "skipped": "
 
 
 def results_table(results: list[ScenarioResult]) -> Table:
+    """One row per scenario; names and row ids never wrap (one row id per line), the reason
+    folds into what is left of the width."""
     table = Table(title="Scenarios", title_justify="left")
-    table.add_column("scenario", style="bold", overflow="fold")
+    names = [r.scenario.name for r in results]
+    ids = [row for r in results for row in r.scenario.rows]
+    table.add_column(
+        "scenario", style="bold", no_wrap=True, min_width=max(map(len, names), default=8)
+    )
     table.add_column("result", no_wrap=True)
-    table.add_column("rows", overflow="fold")
-    table.add_column("step that failed, and why", overflow="fold")
+    table.add_column("rows", no_wrap=True, min_width=max(map(len, ids), default=4))
+    table.add_column("step that failed, and why", overflow="fold", ratio=1)
     for r in results:
         style = STATUS_STYLE[r.status]
         why = ""
@@ -35,8 +41,8 @@ def results_table(results: list[ScenarioResult]) -> Table:
             why = escape(r.reason)
         table.add_row(
             r.scenario.name,
-            f"[{style}]{r.status}[/] [dim]{r.duration:.2f}s[/]",
-            ", ".join(r.scenario.rows),
+            f"[{style}]{r.status}[/]\n[dim]{r.duration:.2f}s[/]",
+            "\n".join(r.scenario.rows),
             why,
         )
     return table
@@ -51,7 +57,10 @@ def print_results(
             if r.events:
                 console.print()
                 console.print(
-                    render_text(r.ladder(topology, runner)), markup=False, highlight=False
+                    render_text(r.ladder(topology, runner), console.width),
+                    markup=False,
+                    highlight=False,
+                    crop=False,
                 )
 
 
