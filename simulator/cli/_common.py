@@ -200,13 +200,10 @@ def make_runner(
     return get_runner(runner, config)
 
 
-@contextmanager
-def progress(what: str, total: int | None = None) -> Iterator[Callable[[str], None]]:
-    """A progress bar for a wait (on stderr, transient; nothing when stderr is not a terminal).
-
-    Yields ``advance(label)``: one step done (``label`` says which). Without ``total`` the bar
-    pulses, with the time elapsed.
-    """
+def progress_bar(what: str, total: int | None = None) -> Progress:
+    """A progress bar for a wait, on stderr, transient, and silent when stderr is not a
+    terminal; without ``total`` it pulses, with the time elapsed. Use it as a context manager
+    (see :func:`progress`), or ``start()`` / ``stop()``."""
     bar = Progress(
         SpinnerColumn(),
         TextColumn(escape(what)),
@@ -218,8 +215,15 @@ def progress(what: str, total: int | None = None) -> Iterator[Callable[[str], No
         transient=True,
         disable=not err_console.is_terminal,
     )
-    with bar:
-        task = bar.add_task("", total=total)
+    bar.add_task("", total=total)
+    return bar
+
+
+@contextmanager
+def progress(what: str, total: int | None = None) -> Iterator[Callable[[str], None]]:
+    """:func:`progress_bar` around a block; yields ``advance(label)``: one step done."""
+    with progress_bar(what, total) as bar:
+        task = bar.task_ids[0]
         yield lambda label: bar.update(task, advance=1, description=escape(label))
 
 

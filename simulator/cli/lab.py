@@ -21,6 +21,7 @@ from simulator.cli._common import (
     console,
     make_runner,
     print_notices,
+    progress_bar,
     runner_option,
 )
 from simulator.lab.flowcheck import RowFlows, check_rows
@@ -138,7 +139,7 @@ def up(
         obj, runner, certs_dir=certs_dir, lab_name=lab_name, state_dir=state_dir, join=False
     )
     print_notices(lab_runner)
-    spinner = console.status(f"bringing the {runner} lab up")
+    spinner = progress_bar(f"bringing the {runner} lab up")
     spinner.start()
 
     def on_up(result: UpResult) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import importlib.util
 import logging
@@ -274,15 +275,24 @@ def merge_trace_file(result: ScenarioResult, path: Path, start: float, end: floa
     result.events = sorted([*result.events, *extra], key=lambda e: e.time)
 
 
-async def run_scenarios_cli(topology: Topology, runner: Runner, console: Any) -> int:
+async def run_scenarios_cli(
+    topology: Topology, runner: Runner, console: Any, progress: Any = None
+) -> int:
     """``edgesim run``'s scenario step: every shipped scenario against the running embedded
-    lab."""
+    lab (``progress(what, total)``: a context manager yielding ``advance(label)``)."""
     from simulator.scenario.report import print_results
 
     scenarios, broken = discover(*scenario_dirs())
     for b in broken:
         console.print(f"[red]broken scenario script[/] {b.path}: {b.reason}", markup=True)
     vantage = await runner.vantage()
-    results = await run_all(scenarios, topology, vantage.runner, vantage.pki)
+    with contextlib.ExitStack() as stack:
+        advance = None
+        if progress is not None:
+            advance = stack.enter_context(progress("scenarios", len(scenarios)))
+        results = await run_all(
+            scenarios, topology, vantage.runner, vantage.pki,
+            on_done=(lambda r: advance(r.scenario.name)) if advance else None,
+        )  # fmt: skip
     print_results(console, results, topology, vantage.runner, ladder=False)
     return sum(not r.ok for r in results) + len(broken)

@@ -363,15 +363,20 @@ class ComposeRunner(Runner):
     # ------------------------------------------------------------ up and down
     async def up(self) -> None:
         """``docker compose up --build -d --wait``: builds the image from the source (cached
-        layers make a rebuild quick) and starts the lab; its progress goes to this terminal."""
+        layers make a rebuild quick) and starts the lab. Compose's own output is kept and its
+        last lines shown when it fails (the command line shows a progress bar meanwhile)."""
         self._ready_to_run()
         done = await asyncio.to_thread(
-            subprocess.run, self.compose_command("up", "--build", "-d", "--wait")
+            subprocess.run,
+            self.compose_command("up", "--build", "-d", "--wait"),
+            capture_output=True,
+            text=True,
         )
         if done.returncode != 0:
+            tail = " | ".join((done.stderr or done.stdout).strip().splitlines()[-3:])
             raise LabError(
-                f"`docker compose up --build` failed (exit {done.returncode}); without a "
-                "registry: EDGESIM_BASE=edgesim-base:bookworm (scripts/make-base-image.sh)"
+                f"`docker compose up --build` failed (exit {done.returncode}): {tail}; without "
+                "a registry: EDGESIM_BASE=edgesim-base:bookworm (scripts/make-base-image.sh)"
             )
 
     async def down(self) -> list[str]:
