@@ -52,16 +52,17 @@ def list_(directories: tuple[Path, ...]) -> None:
     scenarios, broken = discover(*scenario_dirs(directories))
     where = ", ".join(["shipped with edgesim", *map(str, directories)])
     table = Table(title=f"Scenarios ({where})", title_justify="left")
-    table.add_column("name", style="bold", overflow="fold")
-    table.add_column("what it exercises", overflow="fold")
-    table.add_column("rows", overflow="fold")
-    table.add_column("can run", overflow="fold")
+    longest = max((len(w) for s in scenarios for w in (s.name, *s.rows)), default=4)
+    table.add_column("name", style="bold", no_wrap=True)
+    table.add_column("what it exercises", overflow="fold", ratio=1)
+    table.add_column("rows", no_wrap=True, min_width=longest)  # one id a line, never cut
+    table.add_column("can run", overflow="fold", max_width=14)
     for item in scenarios:
         missing = missing_services(item)
         state = "[green]yes[/]" if not missing else "[yellow]needs " + ", ".join(missing) + "[/]"
         if item.firewall:
             state += "\n[dim]with a firewall runner[/]"
-        table.add_row(item.name, escape(item.description), ", ".join(item.rows), state)
+        table.add_row(item.name, escape(item.description), "\n".join(item.rows), state)
     console.print(table)
     for b in broken:
         console.print(f"[red]broken[/] {escape(str(b.path))}: {escape(b.reason)}")

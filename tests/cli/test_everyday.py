@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -189,3 +190,38 @@ def test_an_unprivileged_user_runs_the_readme_main_job(request: pytest.FixtureRe
     assert ":8443/tcp (sip-tls) answers" in done.stdout
     assert "every check that ran passed" in done.stdout
     assert (home / "data" / "edgesim" / "certs" / "secrets.json").is_file()
+
+
+def _fits(text: str, ids: list[str], width: int = 80) -> None:
+    """Every line fits ``width`` columns and every id appears whole (never wrapped)."""
+    long = [line for line in text.splitlines() if len(line) > width]
+    assert not long, long[:3]
+    for name in ids:
+        assert re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", text), f"{name} is cut"
+
+
+def test_the_output_fits_80_columns(
+    running_lab: tuple[subprocess.Popen[str], dict[str, str]], tmp_path: Path
+) -> None:
+    """At COLUMNS=80: row ids and scenario names never wrap, tables fold their reasons, the
+    text ladder of a scenario across many hosts folds into pages."""
+    from simulator.matrix import load_matrix
+
+    _, env = running_lab
+    env = {**env, "COLUMNS": "80"}
+    row_ids = [row.id for row in load_matrix().rows]
+    probe = edgesim("probe", cwd=tmp_path, env=env)
+    assert probe.returncode in (0, 1), probe.stderr
+    _fits(probe.stdout, row_ids)
+
+    listed = edgesim("scenario", "list", cwd=tmp_path, env=env)
+    _fits(listed.stdout, [s.replace("_", "-") for s in SHIPPED])
+
+    ladder = edgesim("scenario", "run", "av-call", "--ladder", cwd=tmp_path, env=env)
+    assert ladder.returncode == 0, ladder.stdout + ladder.stderr
+    _fits(ladder.stdout, ["av-call", "messenger", "internal-user", "[fw-external]"])
+    assert "av-call (page 1 of " in ladder.stdout
+    wide = edgesim(
+        "scenario", "run", "av-call", "--ladder", "--width", "250", cwd=tmp_path, env=env
+    )
+    assert "page 1 of" not in wide.stdout and max(map(len, wide.stdout.splitlines())) > 80

@@ -173,9 +173,13 @@ def test_moved_ports_keep_the_matrix_names_and_move_listeners_and_srv(topology):
 
 
 def test_a_moved_port_that_collides_is_a_config_error(tmp_path):
-    text = default_topology_path().read_text().replace(
-        '{ interface = "access", service = "xmpp-proxy", proto = "xmpp-s2s", port = 5269 },',
-        '{ interface = "access", service = "xmpp-proxy", proto = "xmpp-s2s", port = 8443 },',
+    text = (
+        default_topology_path()
+        .read_text()
+        .replace(
+            '{ interface = "access", service = "xmpp-proxy", proto = "xmpp-s2s", port = 5269 },',
+            '{ interface = "access", service = "xmpp-proxy", proto = "xmpp-s2s", port = 8443 },',
+        )
     )
     path = tmp_path / "lab.toml"
     path.write_text(text)
