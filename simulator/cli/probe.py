@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -25,6 +26,7 @@ from simulator.probes.run import (
     DEFAULT_CONCURRENCY,
     DEFAULT_TIMEOUT,
     ProbeRun,
+    adjust_for,
     load_target,
     nothing_answered,
     plan_probes,
@@ -168,12 +170,14 @@ def probe(
         source_ref=source_ref,
         target=target,
     )
-    kwargs = {"rows": rows, "target": target, "concurrency": concurrency}
+    kwargs: dict[str, Any] = {"rows": rows, "target": target, "concurrency": concurrency}
 
     async def probe_all() -> ProbeRun:
+        if target is None and not inside:
+            kwargs["adjust"] = await adjust_for(lab_runner)
         if fmt == "table":
             return await run_with_progress(console, topology, executor, builder, **kwargs)
-        return await probe_matrix(topology, executor, builder, **kwargs)  # type: ignore[arg-type]
+        return await probe_matrix(topology, executor, builder, **kwargs)
 
     async def captured() -> ProbeRun:
         if pcap_dir is None:

@@ -725,6 +725,14 @@ def _serving(topology: Topology, ep: Endpoint, transport: str, low: int, high: i
     return lst.service if lst is not None else None
 
 
+async def adjust_for(runner: Runner) -> Callable[[ProbeJob], ProbeJob] | None:
+    """What a lab without firewalls cannot judge is skipped with the reason
+    (:func:`embedded_lab_adjust`); None for a lab with firewalls."""
+    if runner.has_firewalls:
+        return None
+    return embedded_lab_adjust(runner.config.topology, (await runner.status()).services)
+
+
 def embedded_lab_adjust(
     topology: Topology, statuses: Sequence[Any]
 ) -> Callable[[ProbeJob], ProbeJob]:
