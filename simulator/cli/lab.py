@@ -241,7 +241,7 @@ def reload_firewall(
     \b
     Examples:
       sudo edgesim lab reload-firewall
-      sudo edgesim lab reload-firewall --rules fw-external=lab/firewall/broken/external.nft
+      sudo edgesim lab reload-firewall --rules fw-external=my-external.nft
       edgesim lab reload-firewall --runner compose
     """
     rules = parse_rules(obj, overrides)

@@ -147,12 +147,12 @@ def probe(
 
     \b
     Examples:
-      edgesim probe                              # the local lab (edgesim lab up) on loopback
+      edgesim probe                     # the embedded lab `edgesim lab up` runs
       edgesim probe --runner netns --html report.html --junit junit.xml
       edgesim probe --runner netns --name ci2    # the netns lab named ci2
       edgesim probe --row pic-in-5061 --row xmpp-in-5269 --format json
       edgesim probe --target contoso-prod.toml --timeout 5
-      sudo edgesim probe --runner netns --pcap artifacts/pcap    # probe.pcapng, decrypted
+      sudo edgesim probe --runner netns --pcap pcap   # pcap/probe.pcapng
     """
     set_width(width)
     target = load_target(target_file) if target_file else None

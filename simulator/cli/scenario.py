@@ -156,12 +156,12 @@ def run(
       edgesim scenario run
       edgesim scenario run partner-discovery --ladder
       edgesim scenario run --html artifacts/ladders.html --dir my-scenarios
-      sudo edgesim scenario run federation-im --pcap artifacts/pcap --html artifacts/l.html
+      sudo edgesim scenario run federation-im --pcap pcap --html l.html
       sudo edgesim scenario run av-call av-fallback --runner netns --ladder
       sudo edgesim scenario run --runner netns --name ci2
-      sudo EDGESIM_TRACE_FILE=/run/edgesim/trace.jsonl edgesim lab up --runner netns
-      sudo edgesim scenario run --runner netns --trace-file /run/edgesim/trace.jsonl
-      sudo edgesim scenario run --runner compose --html artifacts/compose-ladders.html
+      sudo EDGESIM_TRACE_FILE=/tmp/t.jsonl edgesim lab up --runner netns
+      sudo edgesim scenario run --runner netns --trace-file /tmp/t.jsonl
+      sudo edgesim scenario run --runner compose --html compose.html
     """
     set_width(width)
     lab_runner = make_runner(obj, runner, certs_dir=certs_dir, lab_name=lab_name)

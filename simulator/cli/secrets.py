@@ -35,7 +35,7 @@ def secrets(obj: Obj, certs_dir: Path, name: str | None, fmt: str) -> None:
     \b
     Examples:
       edgesim secrets
-      turnutils_uclient -u edgesim -w "$(edgesim secrets --show av-edge/users/edgesim)" ...
+      edgesim secrets --show av-edge/users/edgesim     # for turnutils_uclient -w
       edgesim secrets --certs /run/edgesim/certs --format json
     """
     ensure_pki(obj.topology, certs_dir)
