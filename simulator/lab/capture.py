@@ -5,7 +5,7 @@ A runner's :meth:`~simulator.lab.runners.base.Runner.capture` names where to cap
 their TLS session secrets (:class:`KeySource`); :func:`packet_capture` does the rest, the same
 way for every runner:
 
-1. in each node, ``sh -c 'echo $$ >&2; exec tcpdump -i IFACE [-Q out] -U -w -'`` through the
+1. in each node, ``sh -c 'echo $$ >&2; exec tcpdump -i IFACE -U -w - FILTER'`` through the
    runner's :meth:`exec_argv` (``ip netns exec``, ``docker compose exec -T``, or nothing for the
    embedded lab), its stream written to a part file here; the block starts once every tcpdump
    says it is listening;
@@ -15,8 +15,8 @@ way for every runner:
    are merged by time (``mergecap``), the key logs concatenated and embedded with ``editcap
    --inject-secrets tls,KEYS``: one pcapng per capture, decrypted SIP and XMPP in Wireshark.
 
-Capturing each host's *outgoing* packets sees every packet once, at its sender, including those
-a firewall then drops. Needs tcpdump in the nodes (the lab image has it) and Wireshark's
+Capturing what each host *sends* (:func:`sent_by`) sees every packet once, at its sender,
+including those a firewall then drops. Needs tcpdump in the nodes (the lab image has it) and Wireshark's
 ``mergecap`` and ``editcap`` here (Debian ``wireshark-common``, pulled in by ``tshark``).
 """
 
@@ -52,10 +52,17 @@ class CapturePoint:
     argv: tuple[str, ...]
     """The prefix that runs a command there (the runner's ``exec_argv``)."""
     interface: str = "any"
-    outgoing_only: bool = True
-    """``-Q out``: each packet is seen once, at its sender (several points share packets)."""
     bpf: str = ""
-    """A capture filter (the embedded lab: its loopback addresses)."""
+    """A capture filter: :func:`sent_by` where several points share packets; the embedded
+    lab's loopback addresses."""
+
+
+def sent_by(addresses: Sequence[str]) -> str:
+    """The capture filter of what a node sends, so that every packet is captured once, at its
+    sender: its outgoing packets, and those on its loopback (which ``any`` shows only as
+    incoming, with one of the node's own addresses as source)."""
+    own = " or ".join(["src net 127.0.0.0/8", *(f"src host {a}" for a in addresses)])
+    return f"outbound or (inbound and ({own}))"
 
 
 @dataclass(frozen=True)
@@ -96,8 +103,8 @@ class _Dump:
 
 
 async def _start(point: CapturePoint, part: Path) -> _Dump:
-    direction = "-Q out " if point.outgoing_only else ""
-    script = f"echo $$ >&2; exec tcpdump -i {point.interface} {direction}-n -U --immediate-mode -w - {point.bpf}"
+    bpf = f"'{point.bpf}'" if point.bpf else ""
+    script = f"echo $$ >&2; exec tcpdump -i {point.interface} -n -U --immediate-mode -w - {bpf}"
     out = open(part, "wb")  # noqa: SIM115 (handed to the child, closed right after)
     try:
         proc = await asyncio.create_subprocess_exec(

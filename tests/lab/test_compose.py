@@ -20,6 +20,7 @@ from simulator.lab.flowcheck import FlowResult, check_flows, matrix_flows
 from simulator.lab.runners.compose import docker_gateway, render_compose
 from simulator.lab.topology import Topology
 from simulator.matrix import load_matrix
+from tests.captures import XMPP_MESSAGE, needs_capture_tools, xmpp_bodies
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -297,6 +298,23 @@ def test_every_shipped_scenario_passes_across_the_firewall_containers(compose_la
     assert not failed, failed
     assert len(results) == len(list((ROOT / "scenarios").glob("[!_]*.py")))
     assert done.returncode == 0
+
+
+@pytest.mark.docker
+def test_scenario_captures_in_the_containers_decrypt_in_tshark(
+    compose_lab: None, tmp_path: Path
+) -> None:
+    """`scenario run --runner compose --pcap`: tcpdump in every container, the containers' TLS
+    key logs (SSLKEYLOGFILE in the compose file) and this process's, embedded."""
+    needs_capture_tools()
+    env = dict(os.environ, COMPOSE_PROJECT_NAME=PROJECT, EDGESIM_IMAGE=IMAGE)
+    done = subprocess.run(
+        [sys.executable, "-m", "simulator", "scenario", "run", "xmpp-chat", "--runner",
+         "compose", "--pcap", str(tmp_path)],
+        capture_output=True, text=True, timeout=300, cwd=ROOT, env=env,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert XMPP_MESSAGE in xmpp_bodies(tmp_path / "xmpp-chat.pcapng")
 
 
 @pytest.mark.docker

@@ -8,7 +8,6 @@ XMPP ``<message>`` body come out in clear text.
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -16,53 +15,21 @@ from pathlib import Path
 
 import pytest
 
+from tests.captures import (
+    REMOTE_MESSAGE,
+    XMPP_MESSAGE,
+    needs_capture_tools,
+    sip_messages,
+    tshark,
+    xmpp_bodies,
+)
+
 EDGESIM = [sys.executable, "-m", "simulator"]
-# What the shipped scenarios say (scenarios/remote_user_im.py, scenarios/xmpp_chat.py).
-REMOTE_MESSAGE = "hello from home"
-XMPP_MESSAGE = "hi romeo, from SIP"
-
-
-def _needs_capture_tools() -> None:
-    for tool in ("tcpdump", "tshark", "editcap", "mergecap"):
-        if shutil.which(tool) is None:
-            pytest.skip(f"{tool} is not installed (scripts/setup.sh --test installs it)")
-    if os.geteuid() != 0:
-        pytest.skip("tcpdump on loopback needs root (or CAP_NET_RAW)")
-
-
-def tshark(pcap: Path, display: str, *extra: str) -> str:
-    """tshark's verbose dissection of the packets matching ``display``."""
-    done = subprocess.run(
-        ["tshark", "-r", str(pcap), *extra, "-Y", display, "-V"],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    return done.stdout
-
-
-def sip_messages(pcap: Path, *decode_as: str) -> list[tuple[str, str]]:
-    """(request line, body) of every SIP MESSAGE tshark decrypts in ``pcap``."""
-    args = [a for port in decode_as for a in ("-d", f"tls.port=={port},sip")]
-    text = tshark(pcap, 'sip.Method == "MESSAGE"', *args)
-    found = []
-    for frame in text.split("\nFrame "):
-        line = re.search(r"Request-Line: (MESSAGE \S+ SIP/2\.0)", frame)
-        body = re.search(r"Line-based text data: text/plain \(\d+ lines?\)\n\s+(.*)", frame)
-        if line and body:
-            found.append((line.group(1), body.group(1).strip()))
-    return found
-
-
-def xmpp_bodies(pcap: Path) -> list[str]:
-    """The body of every XMPP ``<message>`` tshark decrypts in ``pcap`` (Wireshark knows XMPP
-    on 5222; it is told that 5269, the server-to-server port, is XMPP with STARTTLS too)."""
-    text = tshark(pcap, "xmpp.message", "-d", "tcp.port==5269,xmpp")
-    return re.findall(r'BODY \[value="([^"]*)"\]', text)
 
 
 def test_scenario_captures_decrypt_in_tshark_on_the_embedded_lab(tmp_path: Path) -> None:
     """The embedded lab (ports moved, as for a user without root): loopback capture."""
-    _needs_capture_tools()
+    needs_capture_tools()
     pcaps, page = tmp_path / "pcap", tmp_path / "report" / "ladders.html"
     env = {
         **os.environ, "EDGESIM_PORTS": "moved", "EDGESIM_STATE_DIR": str(tmp_path / "state"),
@@ -90,7 +57,7 @@ def test_scenario_captures_decrypt_in_tshark_on_the_embedded_lab(tmp_path: Path)
 @pytest.mark.root
 def test_probe_and_scenario_captures_on_a_netns_lab(tmp_path: Path) -> None:
     """A netns lab: tcpdump in every host's namespace, the lab processes' TLS key logs."""
-    _needs_capture_tools()
+    needs_capture_tools()
     if shutil.which("nft") is None:
         pytest.skip("nft is not installed")
     env = {**os.environ, "EDGESIM_STATE_DIR": str(tmp_path / "state"), "COLUMNS": "80"}

@@ -37,7 +37,13 @@ from typing import Any
 
 import simulator
 from simulator.errors import LabError
-from simulator.lab.capture import CapturePoint, CaptureResult, KeySource, packet_capture
+from simulator.lab.capture import (
+    CapturePoint,
+    CaptureResult,
+    KeySource,
+    packet_capture,
+    sent_by,
+)
 from simulator.lab.network import ephemeral_port_range, host_routes
 from simulator.lab.runners import register_runner
 from simulator.lab.runners._exec import check_hosts
@@ -539,6 +545,13 @@ class ComposeRunner(Runner):
         TLS key log each container's processes write (their environment sets
         ``SSLKEYLOGFILE``)."""
         self.require_up()
-        points = [CapturePoint(h.id, tuple(self.exec_argv(h.id))) for h in self.topology.hosts]
+        points = [
+            CapturePoint(
+                h.id,
+                tuple(self.exec_argv(h.id)),
+                bpf=sent_by([str(i.address) for i in h.interfaces]),
+            )
+            for h in self.topology.hosts
+        ]
         keys = [KeySource(tuple(self.exec_argv(h.id)), TLS_KEYS) for h in self.topology.hosts]
         return packet_capture(out, points, keys)

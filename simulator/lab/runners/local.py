@@ -551,7 +551,7 @@ class LocalRunner(Runner):
         """tcpdump on loopback, filtered to the lab's addresses (needs root or CAP_NET_RAW)."""
         addresses = sorted({str(i.loopback()) for i in self.config.topology.interfaces()})
         bpf = " or ".join(f"host {a}" for a in addresses)
-        point = CapturePoint("lab", (), interface="lo", outgoing_only=False, bpf=bpf)
+        point = CapturePoint("lab", (), interface="lo", bpf=bpf)
         keys = self.joined.tls_keys if self.joined is not None else os.environ.get(KEYLOG_ENV)
         return packet_capture(out, [point], [KeySource((), keys)] if keys else [])
 

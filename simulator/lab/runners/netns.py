@@ -43,6 +43,7 @@ from simulator.lab.capture import (
     CaptureResult,
     KeySource,
     packet_capture,
+    sent_by,
 )
 from simulator.lab.firewall import render_all
 from simulator.lab.network import ephemeral_port_range, host_routes, link_name
@@ -503,7 +504,14 @@ class NetnsRunner(Runner):
         """tcpdump in every host's namespace (what each host sends: every packet once, also
         those a firewall then drops), with the hosts' TLS key logs."""
         self.require_up()
-        points = [CapturePoint(h.id, tuple(self.exec_argv(h.id))) for h in self.topology.hosts]
+        points = [
+            CapturePoint(
+                h.id,
+                tuple(self.exec_argv(h.id)),
+                bpf=sent_by([str(i.address) for i in h.interfaces]),
+            )
+            for h in self.topology.hosts
+        ]
         keys = [KeySource((), str(self._keylog(h.id))) for h in self._service_hosts()]
         return packet_capture(out, points, keys)
 
