@@ -190,16 +190,25 @@ async def xmpp_stream_rtts(count: int) -> tuple[list[float], int]:
 
 
 async def turn_rtts(password: str, count: int) -> tuple[list[float], int]:
-    from simulator.media.service import udp_allocate
+    """``count`` Allocate/release round trips over UDP, each on a new socket, with one set of
+    credentials (a client keeps its NONCE: only the first Allocate is challenged)."""
+    from simulator.media.aio import AsyncTurnClient
+    from simulator.media.auth import LongTermCredentials
+    from simulator.media.errors import MediaError
 
+    creds = LongTermCredentials("edgesim", password)
     rtts, failed = [], 0
     for _ in range(count):
         start = time.perf_counter()
         try:
-            problem = await udp_allocate((AV, 3478), "edgesim", password, (50000, 59999))
-        except (OSError, TimeoutError):
-            problem = "no answer"
-        if problem is not None:
+            async with asyncio.timeout(4.0):
+                client = await AsyncTurnClient.open(
+                    (AV, 3478), "udp", credentials=creds, local_address=INTERNET[0]
+                )
+                async with client:
+                    await client.allocate()
+                    await client.release()
+        except (MediaError, OSError, EOFError):  # TimeoutError is an OSError
             failed += 1
             continue
         rtts.append(time.perf_counter() - start)

@@ -12,6 +12,11 @@ import contextlib
 from collections.abc import Callable
 
 from simulator.dns.zone import DnsZone, Records
+from simulator.media.actions import ListenerId
+from simulator.media.client import ClientConfig, TurnClient
+from simulator.media.config import TurnConfig
+from simulator.media.errors import MediaError
+from simulator.media.turn import TurnServer
 from simulator.sip import errors as sip_errors
 from simulator.sip.build import response_for
 from simulator.sip.connection import SipConnection
@@ -45,6 +50,11 @@ _XMPP = SessionConfig(
     local_domains=frozenset({"contoso.lab"}),
     dialback_secret=b"fuzz",
     partner_domains=frozenset({"jabber.lab"}),
+)
+_TURN = TurnConfig(relay_address="127.51.100.11", users={"alice": "alice-pw"})
+_TURN_LISTENERS = (
+    ListenerId("udp", "127.51.100.11", 3478),
+    ListenerId("tcp", "127.51.100.11", 443),
 )
 _ZONE = DnsZone(Records({"sip.contoso.lab": ("198.51.100.10",)}, {}, ("lab",)))
 
@@ -139,6 +149,33 @@ def dns_answer(data: bytes) -> None:
         assert reply is None or (isinstance(reply, bytes) and len(reply) <= (limit or 65535))
 
 
+def turn_server(data: bytes) -> None:
+    """A datagram or stream message from a client (UDP and TCP listeners) or from a peer at a
+    relay: actions, nothing else (more in ``tests/media/test_fuzz.py``)."""
+    server = TurnServer(_TURN)
+    with contextlib.suppress(MediaError):
+        for listener in _TURN_LISTENERS:
+            server.receive(data, ("203.0.113.40", 40000), listener, 0.0)
+        server.relay_received(1, data, ("203.0.113.50", 5004), 0.0)
+        server.handle_timer(1000.0)
+
+
+def turn_client(data: bytes) -> None:
+    """What a TURN server answers, as datagrams and as a stream: events, nothing else."""
+    for stream in (False, True):
+        client = TurnClient(ClientConfig(stream=stream), transaction_ids=lambda: data[8:20])
+        client.allocate(0.0)
+        with contextlib.suppress(MediaError):
+            if stream:
+                client.receive_data(data, 0.0)
+                client.receive_data(b"", 0.0)
+            else:
+                client.receive_datagram(data, 0.0)
+            client.handle_timer(100.0)
+            while client.next_event() is not None:
+                pass
+
+
 TARGETS: dict[str, Callable[[bytes], None]] = {
     "sip-framing": sip_framing,
     "sip-validate": sip_validate,
@@ -146,4 +183,6 @@ TARGETS: dict[str, Callable[[bytes], None]] = {
     "xmpp-stream": xmpp_stream,
     "xmpp-s2s": xmpp_s2s,
     "dns-answer": dns_answer,
+    "turn-server": turn_server,
+    "turn-client": turn_client,
 }

@@ -17,6 +17,11 @@ SEEDS = {
     "xmpp-stream": b"<message from='romeo@jabber.lab' to='alice@contoso.lab'><body>x</body></message>",
     "xmpp-s2s": b"<db:result from='jabber.lab' to='contoso.lab'>k</db:result>",
     "dns-answer": bytes.fromhex("123401000001000000000000037369700763") + b"\x00\x00\x01\x00\x01",
+    # an Allocate with REQUESTED-TRANSPORT UDP and an Allocate success with XOR-RELAYED-ADDRESS
+    "turn-server": bytes.fromhex("000300082112a4426564676573696d2d66757a7a0019000411000000"),
+    "turn-client": bytes.fromhex(
+        "0103000c2112a4426564676573696d2d66757a7a00160008000121f55e12a443"
+    ),
 }
 _ = XMPP_HEADER
 

@@ -89,6 +89,9 @@ class Interface:
     """The CA that issues this interface's certificate, if it presents one."""
     loopback_address: ipaddress.IPv4Address | None = None
     """Address used by the local runner; derived from :attr:`address` unless given."""
+    cert_names: tuple[str, ...] = ()
+    """Further names the interface's certificate carries but DNS does not resolve to it (e.g.
+    the SIP domain on the Edge's Access interface, which XMPP federation needs, XEP-0178)."""
 
     @property
     def ref(self) -> str:
@@ -510,7 +513,9 @@ class _Loader:
         if not isinstance(table, dict):
             raise self.fail(f"{entry_prefix}.interfaces[{index}]", "an interface must be a table")
         entry = f"{entry_prefix}.interfaces[{table.get('id', index)}]"
-        self._check_keys(table, {"id", "zone", "address", "fqdns", "ca", "loopback"}, entry)
+        self._check_keys(
+            table, {"id", "zone", "address", "fqdns", "ca", "loopback", "cert_names"}, entry
+        )
         iid = self._get(table, "id", str, entry)
         zone = self._get(table, "zone", str, entry)
         if zone not in zone_ids:
@@ -524,11 +529,14 @@ class _Loader:
         if ca is not None and ca not in ca_ids:
             raise self.fail(entry, f"CA '{ca}' is not defined")
         fqdns = tuple(f.lower().rstrip(".") for f in self._str_list(table, "fqdns", entry))
+        cert_names = tuple(
+            f.lower().rstrip(".") for f in self._str_list(table, "cert_names", entry)
+        )
         loopback_text = self._get(table, "loopback", str, entry, None)
         loopback = self._address(loopback_text, entry) if loopback_text else None
         if loopback is not None and not loopback.is_loopback:
             raise self.fail(entry, f"loopback {loopback} is not in 127.0.0.0/8")
-        return Interface(owner, iid, zone, address, fqdns, ca, loopback)
+        return Interface(owner, iid, zone, address, fqdns, ca, loopback, cert_names)
 
     def _host(
         self, table: dict[str, Any], index: int, zone_ids: dict[str, Zone], ca_ids: set[str]

@@ -23,7 +23,7 @@ from simulator.lab.services import PLANNED, load_service
 from simulator.lab.topology import Topology
 from simulator.paths import shipped_scenarios_dir
 from simulator.pki import LabPki
-from simulator.scenario.api import Lab, Scenario, ScenarioFailure
+from simulator.scenario.api import Lab, Scenario, ScenarioFailure, ScenarioSkipped
 from simulator.scenario.ladder import Ladder, build_ladder
 from simulator.trace import HostMap, TraceEvent, TraceRecorder
 
@@ -177,6 +177,8 @@ async def run_one(
             async with asyncio.timeout(item.timeout):
                 await item.func(lab)
             status, reason = "passed", ""
+        except ScenarioSkipped as exc:
+            status, reason = "skipped", str(exc)
         except ScenarioFailure as exc:
             status, reason = "failed", str(exc)
         except AssertionError as exc:
