@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from simulator.cli._common import Obj, console
-from simulator.lab.firewall import render_all, render_broken_external
+from simulator.firewall.render import render_all, render_broken_external
 
 BROKEN_PATH = Path("lab/firewall/broken/external.nft")
 
