@@ -235,8 +235,11 @@ class AuditReport:
     """Firewall -> the rule file audited."""
     rows: list[RowResult]
     openings: list[Opening]
+    """Flows no row explains that got through."""
     duration: float
     flows: int
+    probed: list[FlowResult] = field(default_factory=list)
+    """Every flow of the openings check, through or not."""
     problems: list[str] = field(default_factory=list)
     """Lines the user should know: chains whose rules have no line, lost trace events."""
 
@@ -507,10 +510,13 @@ async def audit_in(
     problems += trace_problems
     by_row: dict[str, list[FlowResult]] = {}
     openings: list[Opening] = []
+    probed: list[FlowResult] = []
     for result in results:
         if result.flow.row is not None:
             by_row.setdefault(result.flow.row, []).append(result)
-        elif result.request_through:
+            continue
+        probed.append(result)
+        if result.request_through:
             openings.append(Opening(result))
     rows = [RowResult(row, by_row[row.id]) for row in matrix.rows if row.id in by_row]
     return AuditReport(
@@ -520,6 +526,7 @@ async def audit_in(
         openings,
         time.perf_counter() - started,
         len(results),
+        probed,
         problems,
     )
 

@@ -537,8 +537,9 @@ class TraceSession:
 
     async def _read(self) -> None:
         assert self._proc is not None and self._proc.stdout is not None
+        stream = self._proc.stdout
         marker = f"add element inet {self.table} sync"
-        while line := await self._proc.stdout.readline():
+        while line := await stream.readline():
             text = line.decode("utf-8", "replace")
             if text.startswith(marker):
                 self._seen.set()
