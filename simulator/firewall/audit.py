@@ -35,7 +35,7 @@ from simulator.errors import LabError
 from simulator.firewall.render import render_all, topology_rules_path
 from simulator.firewall.rules import RuleIndex, load_rules
 from simulator.firewall.sandbox import Sandbox, inside
-from simulator.firewall.trace import Decision, TraceFlow, TraceSession
+from simulator.firewall.trace import Decision, TraceFlow, TraceSession, first_fates
 from simulator.lab.flowcheck import matrix_flows, sample_ports
 from simulator.lab.topology import Interface, Topology
 from simulator.matrix.model import Expectation, Matrix, MatrixRow, load_matrix, resolve
@@ -80,9 +80,6 @@ class AuditFlow:
     """What an opening probes: ``3389/tcp (RDP)``."""
 
 
-REQUEST_ONLY = "request"
-
-
 @dataclass
 class FlowResult:
     flow: AuditFlow
@@ -92,12 +89,7 @@ class FlowResult:
     sport: int = 0
 
     def _first(self, direction: str) -> list[Decision]:
-        """Per firewall, the fate of the first packet of a direction."""
-        seen: dict[str, Decision] = {}
-        for d in self.decisions:
-            if d.direction == direction:
-                seen.setdefault(d.firewall, d)
-        return list(seen.values())
+        return first_fates(self.decisions, direction)
 
     @property
     def request_through(self) -> bool:

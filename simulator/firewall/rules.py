@@ -217,6 +217,8 @@ class RuleIndex:
     """(family, table, handle) -> the rule."""
     unmapped: list[str] = field(default_factory=list)
     """Why some chains' rules have no line (one sentence each)."""
+    policies: dict[tuple[str, str, str], RuleRef] = field(default_factory=dict)
+    """(family, table, chain) -> where its policy is written."""
 
     def rule(self, family: str, table: str, chain: str, handle: int, listed: str = "") -> RuleRef:
         """The rule with ``handle``; one the file does not explain keeps the kernel's text."""
@@ -247,6 +249,12 @@ def build_index(
     index = RuleIndex(firewall, source, chains)
     if source is None:
         return index
+    for key, policy in source.policies.items():
+        base = chains.get(key)
+        if base is not None and base.policy and policy.verdicts == frozenset({base.policy}):
+            index.policies[key] = RuleRef(
+                firewall, *key, 0, policy.text, str(policy.file), policy.line
+            )
     for key, written in source.chains.items():
         family, table, chain = key
         label = f"{family} {table} {chain}"

@@ -86,6 +86,9 @@ class RuleSource:
     """(family, table) the file creates or fills."""
     unordered: frozenset[tuple[str, str, str]] = frozenset()
     """Chains whose kernel order the file does not tell (their rules get no line)."""
+    policies: dict[tuple[str, str, str], SourceRule] = field(default_factory=dict)
+    """(family, table, chain) -> where its policy is written (``policy drop;``,
+    ``:FORWARD DROP [0:0]``); :attr:`SourceRule.verdicts` holds the policy."""
 
     @property
     def include_dirs(self) -> tuple[Path, ...]:
@@ -183,6 +186,7 @@ class _NftReader:
     order: dict[tuple[str, str, str], list[SourceRule]] = field(default_factory=dict)
     tables: list[tuple[str, str]] = field(default_factory=list)
     unordered: set[tuple[str, str, str]] = field(default_factory=set)
+    policies: dict[tuple[str, str, str], SourceRule] = field(default_factory=dict)
 
     def read(self, text: str) -> RuleSource:
         self._feed(self.path, text, 0)
@@ -193,6 +197,7 @@ class _NftReader:
             {k: tuple(v) for k, v in self.order.items()},
             tuple(self.tables),
             frozenset(self.unordered),
+            dict(self.policies),
         )
 
     # -------------------------------------------------------------- structure
@@ -272,7 +277,13 @@ class _NftReader:
                 self._include(path, stmt[0].line, strings[0], depth)
             return
         if ctx.kind == "chain":
-            if words[0] not in _CHAIN_PROPERTIES:
+            if words[0] == "policy" and len(words) > 1:
+                key = (ctx.family, ctx.table, ctx.chain)
+                written = " ".join(text[stmt[0].start : stmt[-1].end].split())
+                self.policies[key] = SourceRule(
+                    path, stmt[0].line, written, *key, verdicts=frozenset({words[1]})
+                )
+            elif words[0] not in _CHAIN_PROPERTIES:
                 self._rule(path, text, stmt, ctx.family, ctx.table, ctx.chain, insert=False)
             return
         if ctx.kind != "top":
@@ -400,6 +411,7 @@ class _IptablesReader:
         tables: list[tuple[str, str]] = []
         table = ""
         declared: set[str] = set()
+        policies: dict[tuple[str, str, str], SourceRule] = {}
         for number, line in enumerate(text.splitlines(), start=1):
             stripped = line.strip()
             if not stripped or stripped.startswith("#") or stripped == "COMMIT":
@@ -410,9 +422,20 @@ class _IptablesReader:
                 declared = set()
                 continue
             if stripped.startswith(":"):
-                chain = stripped[1:].split()[0] if stripped[1:].split() else ""
+                fields = stripped[1:].split()
+                chain = fields[0] if fields else ""
                 order.setdefault(("ip", table, chain), [])
                 declared.add(chain)
+                if len(fields) > 1 and fields[1] in ("ACCEPT", "DROP"):
+                    policies[("ip", table, chain)] = SourceRule(
+                        self.path,
+                        number,
+                        stripped,
+                        "ip",
+                        table,
+                        chain,
+                        verdicts=frozenset({fields[1].lower()}),
+                    )
                 continue
             try:
                 args = shlex.split(stripped)
@@ -446,6 +469,7 @@ class _IptablesReader:
             (self.path,),
             {k: tuple(v) for k, v in order.items()},
             tuple(tables),
+            policies=policies,
         )
 
 

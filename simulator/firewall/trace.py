@@ -328,6 +328,8 @@ class Decision:
     """The first such packet: ``tcp 203.0.113.10:40312 -> 198.51.100.10:5061 [syn]``."""
     count: int = 1
     """Packets of the flow and direction that met this same fate."""
+    policy_at: RuleRef | None = None
+    """When the policy decided: where it is written (the chain's ``policy`` line)."""
 
     @property
     def crossed(self) -> bool:
@@ -343,7 +345,8 @@ class Decision:
             return f"{self.rule.where} `{self.rule.text}`{comment}"
         if self.policy:
             verb = "drop" if self.action in (DROPPED, REJECTED) else "accept"
-            return f"the policy ({verb}) of chain {self.chain}"
+            at = f" ({self.policy_at.where})" if self.policy_at else ""
+            return f"the policy ({verb}) of chain {self.chain}{at}"
         if self.action == NOT_FORWARDED:
             return "no rule dropped it and no route leads to its destination"
         return "no chain (nothing filters this hook)"
@@ -365,12 +368,14 @@ class Decision:
             "policy": self.policy,
             "packet": self.packet,
             "count": self.count,
+            "policy_at": self.policy_at.to_dict() if self.policy_at else None,
             "by": self.by,
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Decision:
         rule = data.get("rule")
+        at = data.get("policy_at")
         return cls(
             str(data["firewall"]),
             str(data["direction"]),
@@ -381,6 +386,7 @@ class Decision:
             bool(data.get("policy", False)),
             str(data.get("packet", "")),
             int(data.get("count", 1)),
+            RuleRef.from_dict(at) if isinstance(at, dict) else None,
         )
 
 
@@ -422,6 +428,9 @@ def _decision(
         # A chain reached by jump has no hook: it runs in the base chain that jumped to it.
         for e in trace.events[: trace.events.index(event) + 1]:
             hook = index.hook_of(e.family, e.table, e.chain) or hook
+    policy_at = None
+    if event.kind == "policy" and index is not None:
+        policy_at = index.policies.get((event.family, event.table, event.chain))
     return Decision(
         trace.firewall,
         direction,
@@ -431,7 +440,18 @@ def _decision(
         rule,
         event.kind == "policy",
         str(trace.packet),
+        policy_at=policy_at,
     )
+
+
+def first_fates(decisions: Sequence[Decision], direction: str) -> list[Decision]:
+    """Per firewall, the fate of the first packet of ``direction`` (the SYN, the first
+    datagram): the one that decides whether the flow gets through."""
+    seen: dict[str, Decision] = {}
+    for d in decisions:
+        if d.direction == direction:
+            seen.setdefault(d.firewall, d)
+    return list(seen.values())
 
 
 def flow_decisions(

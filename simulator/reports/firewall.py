@@ -3,6 +3,7 @@ and by which rule, then the openings no row explains."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from rich.console import Group, RenderableType
@@ -11,7 +12,7 @@ from rich.text import Text
 
 from simulator.firewall.audit import AuditReport, RowResult
 from simulator.firewall.diff import DiffReport
-from simulator.firewall.trace import ACCEPTED, Decision
+from simulator.firewall.trace import ACCEPTED, Decision, first_fates
 
 GOT_STYLE = {
     "allowed": "green",
@@ -29,7 +30,19 @@ def short(decision: Decision) -> str:
     if decision.policy:
         verb = "accept" if decision.action == ACCEPTED else "drop"
         return f"{decision.firewall}: policy {verb} ({decision.chain})"
-    return f"{decision.firewall}: {decision.action}"
+    if decision.action == ACCEPTED:
+        return f"{decision.firewall}: no rule (nothing filters this hook)"
+    return f"{decision.firewall}: no route"
+
+
+def fate_lines(decisions: Sequence[Decision]) -> list[str]:
+    """Per firewall and direction, the first packet's fate in one short line:
+    ``fw-external request accepted: external.nft:34``."""
+    lines = []
+    for direction in ("request", "reply"):
+        for d in first_fates(decisions, direction):
+            lines.append(f"{d.firewall} {direction} {d.action}: {short(d).split(': ', 1)[1]}")
+    return lines
 
 
 def _decided(row: RowResult) -> Text:

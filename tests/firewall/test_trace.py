@@ -81,7 +81,7 @@ def test_each_flow_gets_the_kernel_decision_and_its_line() -> None:
     )
     (dropped,) = [t for t in traces if t.packet.dport == 5999]
     assert decide(dropped, "request", index).describe() == (  # type: ignore[arg-type]
-        "fw dropped the request: the policy (drop) of chain ip filter FORWARD"
+        "fw dropped the request: the policy (drop) of chain ip filter FORWARD (forward.iptables:5)"
     )
 
 
