@@ -67,12 +67,13 @@ async def serve(role: str, topo_path: Path, certs: Path) -> None:
     async with LocalLab(topo, certs, hosts=hosts) as lab:
         ua = None
         if role == "fe":
+            from simulator.pki import user_password
             from simulator.sip.emulators.ua import UserAgent
             from simulator.tls import client_context
 
             ua = UserAgent(
                 "sip:bob@contoso.lab",
-                password="bob-lab-pass",
+                password=user_password(topo, "bob@contoso.lab", certs),
                 host=str(topo.interface("fe:lan").loopback()),
                 port=5061,
                 context=client_context([lab.pki.trust_bundle]),

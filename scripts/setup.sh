@@ -3,16 +3,22 @@
 #
 #   bash scripts/setup.sh          the project (pip install .): enough for `edgesim run`
 #   bash scripts/setup.sh --test   also the test dependencies and the real peers the tests drive
-#                                  (SIPp, stunnel, sipsak, Prosody, coturn's clients, nftables,
-#                                  Chromium, the Docker engine); needs root
+#                                  (SIPp, stunnel, sipsak, Kamailio, SIPE with BitlBee, Prosody,
+#                                  ejabberd, coturn's clients, libnice, nftables, iptables,
+#                                  tshark, Chromium, the Docker engine); needs root
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PEERS=(
   sip-tester stunnel4 sipsak   # SIP peers (SIPp has no TLS: stunnel puts TLS under it)
+  kamailio kamailio-tls-modules  # a real SIP proxy: the same-run reference in bench/sip_bench.py
+  pidgin-sipe bitlbee-libpurple  # SIPE, a real Lync-dialect client, scriptable through BitlBee
   prosody lua-unbound          # a real XMPP server for jabber.lab
+  ejabberd                     # a second real XMPP server for jabber.lab
   coturn                       # turnutils_* clients, and turnserver for comparisons
-  nftables iproute2 openssl    # lab firewalls and namespaces, certificate checks
+  gir1.2-nice-0.1 python3-gi   # libnice: a real MS-TURN (OC2007R2) client
+  nftables iptables iproute2 openssl  # lab firewalls (nft, iptables-nft), namespaces, certificates
+  tshark tcpdump               # captures (pcapng with TLS secrets) and their checks
   chromium                     # renders the HTML reports in tests
   debootstrap                  # builds a local base image where no registry is reachable
 )

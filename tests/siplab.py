@@ -13,7 +13,7 @@ from pathlib import Path
 
 from simulator.lab.runners.local import LocalLab
 from simulator.lab.topology import Topology, default_topology_path, load_topology
-from simulator.pki import LabPki
+from simulator.pki import LabPki, user_password
 from simulator.sip.emulators.ua import UserAgent
 from simulator.sip.service import AccessEdgeService
 from simulator.tls import client_context
@@ -29,12 +29,6 @@ def sip_topology(directory: Path, octet: int = 213) -> Topology:
 
 
 SIP_HOSTS = ["dns-int", "dns-ext", "edge", "fe", "fabrikam", "pic"]
-PASSWORDS = {
-    "alice": "alice-lab-pass",
-    "bob": "bob-lab-pass",
-    "carol": "carol-lab-pass",
-    "dave": "dave-lab-pass",
-}
 
 
 class Lab:
@@ -42,6 +36,10 @@ class Lab:
         self.topology = topology
         self.pki = pki
         self.lab = lab
+
+    def password(self, user: str) -> str | None:
+        """``user@domain``'s password: the one this lab generated (simulator.pki.secrets)."""
+        return user_password(self.topology, user, self.pki.directory)
 
     def addr(self, ref: str) -> str:
         return str(self.topology.interface(ref).loopback())
@@ -60,7 +58,6 @@ class Lab:
 
     def ua(self, user: str, where: str, *, cert: tuple[str, ...] | None = None) -> UserAgent:
         """A UA for ``user@domain`` connected to ``where`` (a key of ``targets``)."""
-        name, _domain = user.split("@")
         targets = {
             "remote": ("edge:access", 443, "sip.contoso.lab", "remote-user:wan"),
             "edge5061": ("edge:access", 5061, "sip.contoso.lab", "fabrikam:wan"),
@@ -79,7 +76,7 @@ class Lab:
         context = client_context([self.pki.trust_bundle], cert=paths)
         return UserAgent(
             f"sip:{user}",
-            password=PASSWORDS.get(name),
+            password=self.password(user),
             host=self.addr(ref),
             port=port,
             context=context,

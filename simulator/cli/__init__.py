@@ -22,6 +22,7 @@ from simulator.cli.matrix import matrix
 from simulator.cli.probe import probe
 from simulator.cli.run import run
 from simulator.cli.scenario import scenario
+from simulator.cli.secrets import secrets
 
 HELP = """Lab simulator of the Lync Server 2013 Edge Server.
 
@@ -35,6 +36,7 @@ Quick start:
   edgesim run                 bring up the embedded lab, check it, report, bring it down
   edgesim matrix              the port matrix the Edge needs
   edgesim certs               write the lab PKI under certs/
+  edgesim secrets             the lab's generated passwords and shared secrets
   edgesim lab up              run the lab until Ctrl-C (--runner netns|compose: with firewalls)
   edgesim firewall render     nftables rules that let exactly the matrix through
   edgesim probe               check every matrix row at protocol level
@@ -69,6 +71,7 @@ cli.add_command(lab)
 cli.add_command(probe)
 cli.add_command(run)
 cli.add_command(scenario)
+cli.add_command(secrets)
 
 
 def main() -> None:

@@ -515,7 +515,7 @@ def serve(obj: Obj, host_id: str, runner: str, ready_file: Path | None, certs_di
 async def _check_host(
     obj: Obj, host_id: str, runner: str, certs_dir: Path, ready: dict[str, Any]
 ) -> list[dict[str, Any]]:
-    from simulator.pki import LabPki
+    from simulator.pki import LabPki, service_settings
 
     host = obj.topology.host(host_id)
     results: list[dict[str, Any]] = []
@@ -523,8 +523,8 @@ async def _check_host(
         factory = load_service(svc["service"]) if svc["state"] == "running" else None
         if factory is None:
             continue
-        settings = dict(obj.topology.settings.get(svc["service"], {}))
         pki = LabPki(certs_dir)
+        settings = service_settings(obj.topology, svc["service"], certs_dir)
         ctx = ServiceContext(obj.topology, host, svc["service"], pki, runner, settings)
         instance = factory(ctx)
         status = ServiceStatus(host_id, svc["service"], "running", instance=instance)

@@ -20,7 +20,8 @@ Wiring into the SIP Front End (``service_handlers[content_type]``)::
         body, identity=identity, relays=relays, secret=b"edgesim-mras-shared-secret",
         now=time.time())
 
-or, from the topology: ``relays_from_topology(topology)`` and ``shared_secret(topology)``.
+or, from the topology: ``relays_from_topology(topology)``; the secret is the lab's own
+(``service_settings(topology, "av-edge", pki_dir)["shared_secret"]``, :mod:`simulator.pki.secrets`).
 
 ``identity`` is the SIP URI the Front End authenticated (the request's From); a request for
 another identity, or a body that is not a well-formed credentialsRequest, raises
@@ -44,8 +45,6 @@ MAX_BODY = 16 * 1024
 DEFAULT_DURATION = 480
 """Minutes (8 hours), the Lync default."""
 MAX_DURATION = 480
-DEFAULT_SECRET = "edgesim-mras-shared-secret"
-"""The secret the Front End and the A/V Edge share when ``[services.av-edge]`` names none."""
 
 
 class MrasError(ValueError):
@@ -268,8 +267,3 @@ def relays_from_topology(topology: Topology) -> list[MediaRelay]:
             location = "internet" if iface.id in relay_ifaces else "intranet"
             relays.append(MediaRelay(location, iface.fqdn or str(iface.address), udp, tcp))
     return relays
-
-
-def shared_secret(topology: Topology) -> bytes:
-    """The MRAS/TURN shared secret of ``[services.av-edge]`` (the A/V Edge's default otherwise)."""
-    return str(topology.settings.get("av-edge", {}).get("shared_secret", DEFAULT_SECRET)).encode()

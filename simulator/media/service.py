@@ -16,9 +16,11 @@ Settings (``[services.av-edge]``), all optional:
 ``realm``
     REALM of the long-term credentials (default: the host's domain).
 ``users``
-    Table of static long-term users, ``name = "password"``.
+    Static long-term users: a list of names (each lab generates their passwords; ``edgesim
+    secrets`` shows them), or a table ``name = "password"``.
 ``shared_secret``
-    Secret shared with the Front End's MRAS for time-limited credentials (string).
+    Secret shared with the Front End's MRAS for time-limited credentials (string). Leave it out:
+    each lab generates its own (``edgesim secrets`` shows it).
 ``port_range``
     Relay ports, ``"low-high"`` (default: the ``relay`` listener's range).
 ``user_quota``, ``total_quota``
@@ -51,7 +53,6 @@ from simulator.lab.topology import Topology
 from simulator.media import stun
 from simulator.media.aio import AsyncTurnServer, ListenerSpec
 from simulator.media.framing import StreamFramer
-from simulator.media.mras import DEFAULT_SECRET
 from simulator.media.turn import PeerPolicy, TurnConfig, time_limited_credentials
 from simulator.tls import client_context, server_context
 
@@ -88,6 +89,18 @@ def _int(settings: dict[str, Any], key: str, default: int, path: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
         raise ConfigError(path, f"services.av-edge.{key}", "must be a non-negative integer")
     return value
+
+
+def _shared_secret(ctx: ServiceContext) -> bytes:
+    """The secret shared with the Front End's MRAS: the lab's own (``edgesim secrets``)."""
+    secret = ctx.settings.get("shared_secret")
+    if not isinstance(secret, str) or not secret:
+        raise ConfigError(
+            str(ctx.topology.path),
+            "services.av-edge.shared_secret",
+            "missing (a lab runner fills it in from the lab's secrets, simulator.pki.secrets)",
+        )
+    return secret.encode()
 
 
 def turn_config(ctx: ServiceContext, relay_address: str, ports: tuple[int, int]) -> TurnConfig:
@@ -134,7 +147,6 @@ def turn_config(ctx: ServiceContext, relay_address: str, ports: tuple[int, int])
         relay_address=relay_address,
         realm=str(s.get("realm", ctx.host.domain or "contoso.lab")),
         users={str(k): v for k, v in users.items()},
-        shared_secret=str(s.get("shared_secret", DEFAULT_SECRET)).encode(),
         port_low=ports[0],
         port_high=ports[1],
         default_lifetime=_int(s, "default_lifetime", 600, path),
@@ -147,6 +159,7 @@ def turn_config(ctx: ServiceContext, relay_address: str, ports: tuple[int, int])
         policy=policy,
         nonce_key=os.urandom(16),
         seed=secrets.randbits(32),
+        shared_secret=_shared_secret(ctx),  # last: every setting above is checked first
     )
 
 
@@ -156,7 +169,7 @@ class AvEdgeService:
     def __init__(self, ctx: ServiceContext) -> None:
         self.ctx = ctx
         self.server: AsyncTurnServer | None = None
-        self.secret = str(ctx.settings.get("shared_secret", DEFAULT_SECRET)).encode()
+        self.secret = _shared_secret(ctx)
 
     async def start(self) -> list[BoundListener]:
         ctx = self.ctx

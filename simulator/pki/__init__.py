@@ -12,6 +12,8 @@ express: a leaf with serverAuth only). Layout of the output directory::
                                  deliberately bad leaves for negative probes: expired,
                                  wrong-name, unknown-ca, server-only
     manifest.json                what each file was made from, so re-runs keep what is valid
+    secrets.json                 the lab's passwords and shared secrets (mode 0600), generated
+                                 per lab, never shipped (:mod:`simulator.pki.secrets`)
 
 ``.pem`` files hold the certificate followed by its key (stunnel, Prosody, sipsak take that).
 """
@@ -23,5 +25,16 @@ from simulator.pki.build import (
     PkiReport,
     ensure_pki,
 )
+from simulator.pki.secrets import LabSecrets, lab_credentials, service_settings, user_password
 
-__all__ = ["BAD_KINDS", "CertPaths", "LabPki", "PkiReport", "ensure_pki"]
+__all__ = [
+    "BAD_KINDS",
+    "CertPaths",
+    "LabPki",
+    "LabSecrets",
+    "PkiReport",
+    "ensure_pki",
+    "lab_credentials",
+    "service_settings",
+    "user_password",
+]

@@ -19,6 +19,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from simulator.errors import EdgesimError
 from simulator.lab.topology import Interface, Topology
+from simulator.pki.secrets import lab_credentials
 
 #: Deliberately bad certificates, each issued for every target in :data:`BAD_TARGETS`.
 BAD_KINDS: dict[str, str] = {
@@ -33,8 +34,14 @@ BAD_KINDS: dict[str, str] = {
 BAD_TARGETS: tuple[tuple[str, str], ...] = (("fabrikam", "fabrikam"), ("edge", "internal"))
 
 UNKNOWN_CA = "unknown"
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2
+"""2: leaves of ordinary validity (version 1 had trustme's years 2000-3000); older ones are
+reissued."""
 RENEW_BEFORE = dt.timedelta(days=30)
+LEAF_VALIDITY = dt.timedelta(days=365)
+"""Validity of the lab's (good) leaves, as a real CA issues them. A leaf valid for a thousand
+years breaks real peers (ejabberd's expiry timer crashes on trustme's default, year 3000, and it
+then serves no certificate at all); ``ensure_pki`` renews a leaf within 30 days of expiry."""
 
 
 @dataclass(frozen=True)
@@ -186,7 +193,7 @@ def _server_only_leaf(ca: trustme.CA, names: tuple[str, ...]) -> tuple[bytes, by
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(hours=1))
-        .not_valid_after(now + dt.timedelta(days=825))
+        .not_valid_after(now + LEAF_VALIDITY)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
             x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False
@@ -223,7 +230,8 @@ def _server_only_leaf(ca: trustme.CA, names: tuple[str, ...]) -> tuple[bytes, by
 def _issue(ca: trustme.CA, spec: _LeafSpec) -> tuple[bytes, bytes]:
     if spec.kind == "server-only":
         return _server_only_leaf(ca, spec.names)
-    not_before = not_after = None
+    not_before = _now() - dt.timedelta(hours=1)
+    not_after = not_before + LEAF_VALIDITY
     if spec.kind == "expired":
         not_before = _now() - dt.timedelta(days=60)
         not_after = _now() - dt.timedelta(days=30)
@@ -332,4 +340,7 @@ def ensure_pki(
             {"version": MANIFEST_VERSION, "files": manifest}, indent=2, sort_keys=True
         ).encode(),
     )
+    # Every secret the lab's services share, generated now: processes that copy or mount this
+    # directory (the compose image) must all see the same values.
+    lab_credentials(topology, pki.directory)
     return report

@@ -36,7 +36,7 @@ from simulator.matrix.model import (
     load_matrix,
     resolve_all,
 )
-from simulator.pki import CertPaths, LabPki
+from simulator.pki import CertPaths, LabPki, service_settings
 from simulator.probes.base import (
     Outcome,
     ProbeResult,
@@ -127,24 +127,23 @@ def _listener_port(
     return None
 
 
-def turn_credentials(topology: Topology) -> TurnCredentials | None:
-    """``[services.probes] turn_username/turn_password/turn_realm``, else the first of
-    ``[services.av-edge] users``."""
+def turn_credentials(topology: Topology, pki: LabPki) -> TurnCredentials | None:
+    """The TURN account the probes use: ``[services.probes] turn_username`` (with
+    ``turn_password``, or the lab's generated password of that user of the A/V Edge), else the
+    first of ``[services.av-edge] users``."""
     probes = topology.settings.get("probes", {})
-    if isinstance(probes.get("turn_username"), str) and isinstance(
-        probes.get("turn_password"), str
-    ):
-        realm = probes.get("turn_realm")
-        return TurnCredentials(
-            probes["turn_username"],
-            probes["turn_password"],
-            realm if isinstance(realm, str) else None,
-        )
-    users = topology.settings.get("av-edge", {}).get("users")
-    if isinstance(users, dict) and users:
-        name, password = next(iter(users.items()))
+    realm = probes.get("turn_realm")
+    realm = realm if isinstance(realm, str) else None
+    users = service_settings(topology, "av-edge", pki.directory).get("users")
+    users = users if isinstance(users, dict) else {}
+    name = probes.get("turn_username")
+    if isinstance(name, str):
+        password = probes.get("turn_password", users.get(name))
         if isinstance(password, str):
-            return TurnCredentials(str(name), password)
+            return TurnCredentials(name, password, realm)
+    if users:
+        name, password = next(iter(users.items()))
+        return TurnCredentials(str(name), str(password), realm)
     return None
 
 
@@ -192,7 +191,7 @@ class JobBuilder:
             "timeout": self.timeout,
             "transport": row.transport,
             "source_domain": self.topology.host(source.host).domain,
-            "turn": turn_credentials(self.topology),
+            "turn": turn_credentials(self.topology, self.pki),
         }
         if row.port_side == "source":
             # Relay rows: the source is the relay; ask its TURN server to relay to the destination.

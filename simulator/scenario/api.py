@@ -14,7 +14,7 @@ from simulator.dns.resolver import LabResolver
 from simulator.lab.nsocket import netns_path, socket_in
 from simulator.lab.services import address_of, resolver_for
 from simulator.lab.topology import Interface, Topology
-from simulator.pki import LabPki
+from simulator.pki import LabPki, service_settings
 from simulator.trace import record
 
 NS_PREFIX = "es-"
@@ -112,8 +112,9 @@ class Lab:
         )
 
     def settings(self, service: str) -> dict[str, Any]:
-        """The topology's ``[services.<service>]`` table (users, passwords, port ranges ...)."""
-        return dict(self.topology.settings.get(service, {}))
+        """The topology's ``[services.<service>]`` table (users, port ranges ...), with the
+        lab's generated passwords and secrets filled in (:mod:`simulator.pki.secrets`)."""
+        return service_settings(self.topology, service, self.pki.directory)
 
     def note(self, text: str) -> None:
         """Record a line for the ladder and the report (e.g. which media path was used)."""

@@ -28,7 +28,7 @@ from sipmessage import Request
 from slixmpp import JID
 
 from simulator.errors import EdgesimError
-from simulator.pki import CertPaths
+from simulator.pki import CertPaths, user_password
 from simulator.scenario.api import Lab
 from simulator.sip.emulators.ua import UserAgent
 from simulator.tls import client_context
@@ -69,15 +69,7 @@ DEFAULT_VIA = {"contoso.lab": "internal", "fabrikam.lab": "fabrikam", "pic.lab":
 def password_of(lab: Lab, user: str) -> str | None:
     """``user@domain``'s password from the ``users`` table of a service on a host of that
     domain (``[services.front-end] users`` for contoso.lab, ``partner-edge`` for fabrikam.lab ...)."""
-    name, _, domain = user.partition("@")
-    for host in lab.topology.hosts:
-        if host.domain != domain:
-            continue
-        for service in host.services:
-            users = lab.topology.settings.get(service, {}).get("users")
-            if isinstance(users, dict) and name in users:
-                return str(users[name])
-    return None
+    return user_password(lab.topology, user, lab.pki.directory)
 
 
 def port_of(lab: Lab, ref: str, proto: str) -> int:

@@ -12,8 +12,11 @@ Settings (``[services.xmpp-proxy]`` in the topology, all optional):
 - ``access_cert`` / ``access_key``: a certificate for the access interface other than the lab
   one (e.g. one that names ``contoso.lab`` itself, so partners accept SASL EXTERNAL).
 
-``[services.xmpp-partner]``: ``users`` (a table user = password; default romeo and juliet),
-``dialback_secret``, ``idle_timeout``, ``keepalive``.
+``[services.xmpp-partner]``: ``users`` (user names, whose passwords each lab generates, or a
+table user = password; default none), ``dialback_secret``, ``idle_timeout``, ``keepalive``.
+
+Secrets (``dialback_secret``, passwords) are the lab's own, generated beside its PKI and shown by
+``edgesim secrets`` (:mod:`simulator.pki.secrets`); none ships in the source.
 
 ``[services.xmpp-gateway]``: ``edge`` (host id, default ``edge``), ``domain``.
 """
@@ -23,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import ssl
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
@@ -126,7 +130,9 @@ class S2SServer:
         self.domains = domains
         self.domain = sorted(domains)[0]
         self.cert = cert
-        secret = str(settings.get("dialback_secret", f"{ctx.host.id}-{ctx.service}-dialback"))
+        # The lab's own (simulator.pki.secrets); a context built without one gets a random
+        # secret: dialback keys must never be computable offline (XEP-0185).
+        secret = str(settings.get("dialback_secret") or secrets.token_urlsafe(18))
         self.config = SessionConfig(
             local_domains=domains,
             dialback_secret=secret.encode(),
@@ -483,8 +489,6 @@ def _port(server: asyncio.Server) -> int:
 
 # ====================================================================== jabber.lab emulator
 
-DEFAULT_USERS = {"romeo": "romeo-pass", "juliet": "juliet-pass"}
-
 
 class XmppPartnerService(S2SServer):
     """A small XMPP server for a partner domain: c2s users and S2S both ways."""
@@ -500,9 +504,7 @@ class XmppPartnerService(S2SServer):
         domain = (ctx.host.domain or iface.fqdn or "jabber.lab").lower()
         users = settings.get("users")
         self.users = (
-            {str(k).lower(): str(v) for k, v in users.items()}
-            if isinstance(users, dict)
-            else dict(DEFAULT_USERS)
+            {str(k).lower(): str(v) for k, v in users.items()} if isinstance(users, dict) else {}
         )
         super().__init__(
             ctx,

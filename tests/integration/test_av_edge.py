@@ -19,7 +19,7 @@ from simulator.media.framing import StreamFramer
 from simulator.media.service import stream_binding
 from simulator.media.stun import Message, MessageClass, Method
 from simulator.media.turn import PeerPolicy, TurnConfig
-from simulator.pki import LabPki
+from simulator.pki import LabPki, LabSecrets
 from simulator.tls import client_context, server_context
 from tests.media_lab import media_only
 
@@ -249,16 +249,17 @@ async def test_lab_av_edge_and_media_peer_answer_at_protocol_level(
         # a relayed round trip to the messenger's media endpoint, UDP and RFC 6062 TCP
         edge = str(topology.interface("edge:av").loopback())
         messenger = (str(topology.interface("messenger:wan").loopback()), 5004)
-        udp = await probe_relay((edge, 3478), "edgesim", "edgesim", messenger)
+        password = LabSecrets(lab_pki.directory).get("av-edge/users/edgesim")
+        udp = await probe_relay((edge, 3478), "edgesim", password, messenger)
         assert udp.ok, udp.reason
         tcp = await probe_relay(
-            (edge, 3478), "edgesim", "edgesim", messenger, transport="tcp", relay_transport="tcp"
+            (edge, 3478), "edgesim", password, messenger, transport="tcp", relay_transport="tcp"
         )
         assert tcp.ok, tcp.reason
         assert tcp.relayed is not None and 50000 <= tcp.relayed[1] <= 59999
         # the corporate Front End is a forbidden peer
         fe = (str(topology.interface("fe:lan").loopback()), 5061)
-        refused = await probe_relay((edge, 3478), "edgesim", "edgesim", fe)
+        refused = await probe_relay((edge, 3478), "edgesim", password, fe)
         assert refused.error_code == 403
 
 

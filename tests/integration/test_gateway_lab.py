@@ -32,7 +32,9 @@ async def test_jabber_user_and_sip_user_chat_both_ways(
         gateway = next(s.instance for s in lab.lab.statuses if s.service == "xmpp-gateway")
         await asyncio.wait_for(gateway.connected.wait(), 10)  # the MTLS link to 23456
         assert (await alice.register()).code == 200
-        romeo = ChatClient("romeo@jabber.lab/pc", "romeo-pass", lab_pki.trust_bundle)
+        romeo = ChatClient(
+            "romeo@jabber.lab/pc", lab.password("romeo@jabber.lab") or "", lab_pki.trust_bundle
+        )
         await romeo.login(jabber, 5222)
         try:
             romeo.send_message(mto="alice@contoso.lab", mbody="hi alice, from XMPP", mtype="chat")
@@ -59,7 +61,9 @@ async def test_xmpp_message_to_an_unregistered_sip_user_gets_a_stanza_error(
     async with lab_up(topology216, lab_pki, hosts=HOSTS) as lab:
         gateway = next(s.instance for s in lab.lab.statuses if s.service == "xmpp-gateway")
         await asyncio.wait_for(gateway.connected.wait(), 10)
-        romeo = ChatClient("romeo@jabber.lab/pc", "romeo-pass", lab_pki.trust_bundle)
+        romeo = ChatClient(
+            "romeo@jabber.lab/pc", lab.password("romeo@jabber.lab") or "", lab_pki.trust_bundle
+        )
         errors: asyncio.Queue[object] = asyncio.Queue()
         romeo.add_event_handler("message_error", errors.put_nowait)
         await romeo.login(jabber, 5222)

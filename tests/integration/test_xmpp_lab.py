@@ -15,7 +15,7 @@ import pytest
 
 from simulator.lab.services import ServiceContext
 from simulator.lab.topology import Topology, load_topology
-from simulator.pki import LabPki
+from simulator.pki import LabPki, user_password
 from simulator.xmpp.harness import (
     PORT_MAP,
     STREAM_HEADER,
@@ -50,7 +50,8 @@ async def xmpp_lab(shifted: Topology, lab_pki: LabPki) -> AsyncIterator[XmppLab]
 
 
 async def login(lab: XmppLab, user: str = "romeo") -> ChatClient:
-    client = ChatClient(f"{user}@jabber.lab/pc", f"{user}-pass", lab.lab.pki.trust_bundle)
+    password = user_password(lab.topology, f"{user}@jabber.lab", lab.lab.pki.directory)
+    client = ChatClient(f"{user}@jabber.lab/pc", password or "", lab.lab.pki.trust_bundle)
     await client.login(JABBER, C2S)
     return client
 

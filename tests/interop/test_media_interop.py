@@ -18,7 +18,7 @@ from simulator.lab.topology import Topology
 from simulator.media.aio import AsyncTurnServer, ListenerSpec
 from simulator.media.service import lab_zone_map
 from simulator.media.turn import PeerPolicy, TurnConfig
-from simulator.pki import LabPki
+from simulator.pki import LabPki, LabSecrets
 from simulator.tls import server_context
 from tests.media_lab import media_only
 
@@ -306,7 +306,7 @@ async def test_lab_relays_to_the_messenger_media_endpoint(
             "-u",
             "edgesim",
             "-w",
-            "edgesim",
+            LabSecrets(lab_pki.directory).get("av-edge/users/edgesim"),  # this lab's own
         ]
         if over_tcp:
             argv.append("-t")

@@ -237,7 +237,7 @@ async def test_sipp_client_access_flow_on_443(
                     "-au",
                     "alice",
                     "-ap",
-                    "alice-lab-pass",
+                    lab.password("alice@contoso.lab") or "",
                     "-m",
                     "1",
                 ),

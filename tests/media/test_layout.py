@@ -12,7 +12,7 @@ from simulator.errors import ConfigError
 from simulator.lab.services import ServiceContext
 from simulator.lab.topology import Topology
 from simulator.media.service import turn_config
-from simulator.pki import LabPki
+from simulator.pki import LabPki, LabSecrets, service_settings
 
 PACKAGE = Path(simulator.media.__file__).parent
 ADAPTERS = {"aio.py", "service.py", "peer.py"}
@@ -42,14 +42,20 @@ def context(topology: Topology, settings: dict[str, object]) -> ServiceContext:
     return ServiceContext(topology, host, "av-edge", LabPki("/nonexistent"), "local", settings)
 
 
-def test_default_settings(topology: Topology) -> None:
-    config = turn_config(
-        context(topology, dict(topology.settings["av-edge"])), "127.51.100.11", (50000, 59999)
-    )
+def test_default_settings(topology: Topology, lab_pki: LabPki) -> None:
+    settings = service_settings(topology, "av-edge", lab_pki.directory)
+    config = turn_config(context(topology, settings), "127.51.100.11", (50000, 59999))
     assert (config.port_low, config.port_high) == (50000, 59999)
-    # coturn's turnutils (-u edgesim -w edgesim) and the account `edgesim probe` uses
-    probe = topology.settings["probes"]
-    assert config.users == {"edgesim": "edgesim", probe["turn_username"]: probe["turn_password"]}
+    # coturn's turnutils (-u edgesim) and the account `edgesim probe` uses, with this lab's
+    # generated passwords and shared secret (none ships in the topology)
+    secrets = LabSecrets(lab_pki.directory)
+    probe = topology.settings["probes"]["turn_username"]
+    assert config.users == {
+        "edgesim": secrets.get("av-edge/users/edgesim"),
+        probe: secrets.get(f"av-edge/users/{probe}"),
+    }
+    assert config.shared_secret == secrets.get("av-edge/shared_secret").encode()
+    assert "shared_secret" not in topology.settings["av-edge"]
     assert config.policy.refuse("127.0.2.10") == "peer is in the corporate zone"
     assert config.policy.refuse("127.0.113.50") is None
 
@@ -59,7 +65,7 @@ def test_default_settings(topology: Topology) -> None:
     [
         ({"port_range": "60000-50000"}, "services.av-edge.port_range: ports must be 1-65535"),
         ({"port_range": "lots"}, "services.av-edge.port_range: must be 'low-high'"),
-        ({"users": ["alice"]}, 'services.av-edge.users: must be a table of name = "password"'),
+        ({"users": [1]}, 'services.av-edge.users: must be a table of name = "password"'),
         ({"denied_zones": ["dmz"]}, "services.av-edge.denied_zones: zone 'dmz' is not defined"),
         ({"allowed_peers": ["not-a-net"]}, "services.av-edge.allowed_peers"),
         ({"user_quota": -1}, "services.av-edge.user_quota: must be a non-negative integer"),

@@ -13,7 +13,6 @@ from simulator.media.mras import (
     credentials_request_body,
     parse_credentials_response,
     relays_from_topology,
-    shared_secret,
 )
 from simulator.media.stun import MessageClass
 from simulator.media.turn import TurnServer
@@ -75,9 +74,8 @@ def test_bad_requests_raise_with_a_reason(body: bytes, reason: str) -> None:
         )
 
 
-def test_relay_list_and_secret_come_from_the_topology(topology: Topology) -> None:
+def test_relay_list_comes_from_the_topology(topology: Topology) -> None:
     assert relays_from_topology(topology) == [
         MediaRelay("internet", "av.contoso.lab", 3478, 443),
         MediaRelay("intranet", "edge-int.contoso.lab", 3478, 443),
     ]
-    assert shared_secret(topology) == b"edgesim-mras-shared-secret"

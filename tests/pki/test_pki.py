@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import shutil
 import subprocess
 from pathlib import Path
@@ -144,3 +145,17 @@ def test_a_new_ca_reissues_everything_it_signed(topology, tmp_path):
 def test_private_keys_are_not_world_readable(lab_pki):
     mode = lab_pki.host_cert("edge", "public").key.stat().st_mode & 0o777
     assert mode == 0o600
+
+
+def test_leaves_have_an_ordinary_validity_as_real_cas_issue_them(topology, lab_pki):
+    """Real peers choke on trustme's default (valid until the year 3000): ejabberd's expiry
+    timer crashes and it then serves no certificate. Leaves get about a year; CAs may live long."""
+    now = dt.datetime.now(dt.UTC)
+    leaves = [*sorted((lab_pki.directory / "hosts").glob("*.crt"))]
+    leaves += [p for p in (lab_pki.directory / "bad").glob("*.crt") if "expired" not in p.name]
+    assert leaves
+    for path in leaves:
+        cert = x509.load_pem_x509_certificate(path.read_bytes())
+        lifetime = cert.not_valid_after_utc - cert.not_valid_before_utc
+        assert dt.timedelta(days=30) < lifetime <= dt.timedelta(days=400), path.name
+        assert cert.not_valid_before_utc <= now < cert.not_valid_after_utc, path.name

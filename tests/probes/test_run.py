@@ -12,7 +12,7 @@ from simulator.errors import ConfigError
 from simulator.lab.runners.local import LocalLab
 from simulator.lab.topology import Topology
 from simulator.matrix import load_matrix
-from simulator.pki import LabPki
+from simulator.pki import LabPki, LabSecrets
 from simulator.probes.base import ProbeResult, Verdict
 from simulator.probes.run import (
     ComposeExecutor,
@@ -235,4 +235,6 @@ def test_turn_probes_use_the_probe_credentials_of_the_topology(
     topology: Topology, lab_pki: LabPki
 ) -> None:
     spec = _jobs(topology, lab_pki)["av-relay-udp-out"].spec  # type: ignore[attr-defined]
-    assert (spec.turn.username, spec.turn.password) == ("edgesim-probe", "edgesim-probe-secret")
+    generated = LabSecrets(lab_pki.directory).get("av-edge/users/edgesim-probe")
+    assert (spec.turn.username, spec.turn.password) == ("edgesim-probe", generated)
+    assert len(generated) >= 24  # generated for this lab, not a password from the source

@@ -22,7 +22,7 @@ from simulator.lab.services import (
     load_service,
 )
 from simulator.lab.topology import Topology
-from simulator.pki import LabPki, ensure_pki
+from simulator.pki import LabPki, ensure_pki, service_settings
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,10 @@ class LocalLab:
                         ServiceStatus(host.id, name, "not available", f"arrives with {planned}")
                     )
                     continue
-                settings = {**self.topology.settings.get(name, {}), **self.settings.get(name, {})}
+                settings = {
+                    **service_settings(self.topology, name, self.pki.directory),
+                    **self.settings.get(name, {}),
+                }
                 ctx = ServiceContext(
                     self.topology, host, name, self.pki, self.runner, settings, neighbours
                 )

@@ -23,7 +23,6 @@ from simulator.media.mras import (
     MrasError,
     answer_credentials_request,
     relays_from_topology,
-    shared_secret,
 )
 from simulator.sip.build import response_for
 
@@ -33,7 +32,7 @@ CONTENT_TYPE = "application/msrtc-media-relay-auth+xml"
 def factory(ctx: ServiceContext) -> Callable[[Request], Response]:
     """The SERVICE handler of a Front End: one relay list and secret for the whole topology."""
     relays = relays_from_topology(ctx.topology)
-    secret = shared_secret(ctx.topology)
+    secret = str(ctx.settings["shared_secret"]).encode()
 
     def handle(request: Request) -> Response:
         try:
