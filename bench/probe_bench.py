@@ -124,7 +124,7 @@ def main() -> None:
         )
         if use_netns:
             mode = "netns, blocked rows dropped by nftables"
-            ns = f"es-bench-{uuid.uuid4().hex[:6]}"
+            ns = f"edgesim-bench-{uuid.uuid4().hex[:6]}"  # no lab's name
             subprocess.run(["ip", "netns", "add", ns], check=True)
             try:
                 subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True)

@@ -32,3 +32,9 @@ class LabError(EdgesimError):
     """The lab could not be started, checked or stopped."""
 
     exit_code = 1
+
+
+class UsageError(EdgesimError):
+    """A bad argument only the library can judge (an unknown row, runner or lab name)."""
+
+    exit_code = 2

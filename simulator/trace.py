@@ -148,10 +148,13 @@ class HostMap:
     """Maps the addresses a runner uses back to lab hosts and zones."""
 
     def __init__(self, topology: Topology, runner: str) -> None:
+        from simulator.lab.runners import addressing_of
+
         self.topology = topology
         self._by_ip: dict[str, tuple[str, str]] = {}
+        loopback = addressing_of(runner) == "loopback"
         for iface in topology.interfaces():
-            ip = str(iface.loopback() if runner == "local" else iface.address)
+            ip = str(iface.loopback() if loopback else iface.address)
             self._by_ip[ip] = (iface.host, iface.zone)
             self._by_ip.setdefault(str(iface.address), (iface.host, iface.zone))
 

@@ -8,20 +8,22 @@ from pathlib import Path
 
 import click
 
-from simulator.cli._common import Obj, console, err_console
-from simulator.cli.lab import CERTS_OPTION
-from simulator.pki import LabPki, ensure_pki
-from simulator.probes.base import Verdict
+from simulator.cli._common import (
+    CERTS_OPTION,
+    NAME_OPTION,
+    Obj,
+    console,
+    err_console,
+    make_runner,
+    runner_option,
+)
 from simulator.probes.run import (
     DEFAULT_CONCURRENCY,
     DEFAULT_TIMEOUT,
-    ComposeExecutor,
-    Executor,
-    JobBuilder,
-    LocalExecutor,
-    NetnsExecutor,
     ProbeRun,
     load_target,
+    nothing_answered,
+    plan_probes,
     probe_matrix,
 )
 from simulator.reports.html import to_html
@@ -30,21 +32,11 @@ from simulator.reports.junit import to_junit
 from simulator.reports.table import render_run, run_with_progress
 
 
-def _nothing_answers(run: ProbeRun) -> bool:
-    probed = [r for r in run.results if r.expect == "open" and r.verdict is not Verdict.SKIPPED]
-    return bool(probed) and all(r.verdict is Verdict.REFUSED for r in probed)
-
-
 @click.command()
-@click.option(
-    "--runner",
-    type=click.Choice(["local", "netns", "compose", "here"]),
-    default="local",
-    show_default=True,
-    help="Where probes run: local (this process, each source's loopback address), netns "
-    "(ip netns exec es-<host>), compose (docker compose exec <host>), here (this namespace, "
-    "the lab's addresses; what "
-    "netns and compose run inside each host).",
+@runner_option(
+    "local",
+    "Which lab; probes run from each row's source host: local (this process, each source's "
+    "loopback address), netns (inside the host's namespace), compose (inside its container).",
 )
 @click.option(
     "--target",
@@ -95,9 +87,16 @@ def _nothing_answers(run: ProbeRun) -> bool:
 )
 @click.option(
     "--compose-file",
-    type=click.Path(dir_okay=False),
+    type=click.Path(dir_okay=False, path_type=Path),
     metavar="FILE",
     help="docker compose file of the lab (compose runner).",
+)
+@click.option(
+    "--inside",
+    is_flag=True,
+    hidden=True,
+    help="Probe from this namespace with the lab's addresses (what the netns and compose "
+    "runners run inside each source host).",
 )
 @click.option(
     "--source",
@@ -107,6 +106,7 @@ def _nothing_answers(run: ProbeRun) -> bool:
     help="Leave from this source endpoint (set by the netns/compose runners).",
 )
 @CERTS_OPTION
+@NAME_OPTION
 @click.pass_obj
 def probe(
     obj: Obj,
@@ -118,9 +118,11 @@ def probe(
     html_file: Path | None,
     timeout: float,
     concurrency: int,
-    compose_file: str | None,
+    compose_file: Path | None,
+    inside: bool,
     source_ref: str | None,
     certs_dir: Path,
+    lab_name: str,
 ) -> None:
     """Probe every row of the port matrix at protocol level and report a verdict per row.
 
@@ -137,48 +139,32 @@ def probe(
     Examples:
       edgesim probe                              # the local lab (edgesim lab up) on loopback
       edgesim probe --runner netns --html report.html --junit junit.xml
+      edgesim probe --runner netns --name ci2    # the netns lab named ci2
       edgesim probe --row pic-in-5061 --row xmpp-in-5269 --format json
       edgesim probe --target contoso-prod.toml --timeout 5
     """
     topology = obj.topology
     target = load_target(target_file) if target_file else None
-    pki = LabPki(certs_dir)
-    needs_pki = target is None or not target.trust
-    if needs_pki and (runner in ("local", "netns") or not pki.trust_bundle.is_file()):
-        # netns: written once here; the probes inside the namespaces (--runner here) run
-        # concurrently and only read it (ensure_pki rewrites its manifest on every call).
-        ensure_pki(topology, certs_dir)
-    builder = JobBuilder(
-        topology,
-        pki,
-        addresses="loopback" if runner == "local" else "lab",
+    lab_runner = make_runner(
+        obj, runner, certs_dir=certs_dir, lab_name=lab_name, compose_file=compose_file
+    )
+    builder, executor = plan_probes(
+        lab_runner,
+        certs_dir,
+        inside=inside,
         timeout=timeout,
         source_ref=source_ref,
+        target=target,
     )
-    executor: Executor
-    if runner == "netns":
-        executor = NetnsExecutor(
-            timeout=timeout, topology_path=obj.topology_path, certs=str(certs_dir)
-        )
-    elif runner == "compose":
-        executor = ComposeExecutor(
-            timeout=timeout, topology_path=obj.topology_path, compose_file=compose_file
-        )
-    else:
-        executor = LocalExecutor(name=runner)
-    if target is not None:
-        executor = LocalExecutor(name="target")
     kwargs = {"rows": rows, "target": target, "concurrency": concurrency}
     if fmt == "table":
         run: ProbeRun = asyncio.run(
             run_with_progress(console, topology, executor, builder, **kwargs)
         )
         console.print(render_run(run, console.width))
-        if runner == "local" and target is None and _nothing_answers(run):
-            err_console.print(
-                "[yellow]nothing answered: is the lab running? `edgesim lab up` in another shell, "
-                "or `edgesim run` (lab, probes and report in one go)[/]"
-            )
+        hint = nothing_answered(run, lab_runner)
+        if hint is not None:
+            err_console.print(f"[yellow]{hint}[/]", soft_wrap=True)
     else:
         run = asyncio.run(probe_matrix(topology, executor, builder, **kwargs))  # type: ignore[arg-type]
         click.echo(to_json(run))

@@ -3,59 +3,47 @@
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import sys
 from pathlib import Path
 
 import click
 
-from simulator.cli._common import Obj, console
-from simulator.cli.lab import CERTS_OPTION, render_checks, render_statuses
-from simulator.lab.runners.local import LocalLab
+from simulator.cli._common import CERTS_OPTION, Obj, console, make_runner
+from simulator.cli.lab import checks_summary, render_status
 from simulator.matrix import load_matrix, resolve_all
-
-
-def _available(module: str) -> bool:
-    return importlib.util.find_spec(module) is not None
+from simulator.probes.run import run_probes_cli
+from simulator.scenario.run import run_scenarios_cli
 
 
 async def _run(obj: Obj, certs_dir: Path) -> int:
     topology = obj.topology
     failures = 0
     console.rule("edgesim: embedded lab")
-    local = LocalLab(topology, certs_dir)
+    local = make_runner(obj, "local", certs_dir=certs_dir)
     with console.status("starting the lab (one process, loopback addresses)"):
-        statuses = list(await local.start())
+        await local.up()
     try:
-        console.print(render_statuses(statuses))
         console.rule("listeners")
+        status = await local.status()
         checks = await local.check()
-        console.print(render_checks(checks))
+        console.print(render_status(status, checks))
+        console.print(checks_summary(checks))
         failures += sum(not c.ok for c in checks)
 
         console.rule("port matrix")
         resolved = resolve_all(load_matrix(), topology)
         unresolved = [r for r in resolved if not r.resolved]
         console.print(f"{len(resolved)} matrix rows, {len(unresolved)} unresolved in this topology")
-        if _available("simulator.probes"):
-            from simulator.probes.run import run_probes_cli
-
-            failures += await run_probes_cli(topology, local, console)
-        else:
-            console.print(
-                "[yellow]probes arrive with issue #7[/]: `edgesim matrix --resolve` lists the rows"
-            )
+        failures += await run_probes_cli(topology, local, console)
 
         console.rule("scenarios")
-        from simulator.scenario.run import run_scenarios_cli
-
         failures += await run_scenarios_cli(topology, local, console)
     finally:
         with console.status("stopping the lab"):
-            await local.stop()
+            await local.down()
     console.rule("report")
-    running = [s for s in statuses if s.state == "running"]
-    missing = [s for s in statuses if s.state != "running"]
+    running = [s for s in status.services if s.state == "running"]
+    missing = [s for s in status.services if s.state != "running"]
     console.print(
         f"services: {len(running)} running, {len(missing)} not available yet"
         + (f" ({', '.join(sorted({s.service for s in missing}))})" if missing else "")

@@ -3,35 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
-import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 import click
 from rich.markup import escape
 from rich.table import Table
 
-from simulator.cli._common import Obj, console
-from simulator.errors import EdgesimError
-from simulator.lab.runners.local import LocalLab
-from simulator.lab.runners.netns import lab_namespaces, ns_name, requirements_problem
-from simulator.lab.topology import Topology
-from simulator.pki import LabPki
+from simulator.cli._common import NAME_OPTION, Obj, console, make_runner, runner_option
+from simulator.lab.runners.base import Runner
 from simulator.scenario.report import print_results, results_html, results_json
-from simulator.scenario.run import (
-    DEFAULT_DIR,
-    ScenarioResult,
-    discover,
-    missing_services,
-    run_all,
-    run_one,
-    select,
-)
-from simulator.trace import TraceRecorder
+from simulator.scenario.run import DEFAULT_DIR, discover, missing_services, run_on, select
 
 DIR_OPTION = click.option(
     "--dir", "directory", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_DIR,
@@ -73,107 +55,16 @@ def list_(directory: Path) -> None:
         sys.exit(1)
 
 
-def merge_trace_file(result: ScenarioResult, path: Path, start: float, end: float) -> None:
-    """Add what the lab's own processes recorded in ``path`` between ``start`` and ``end``
-    (the servers' side of each message) to ``result``; events already there are kept once."""
-    rec = TraceRecorder()
-    rec.extend_from_files([path], since=start)
-    known = set(result.events)
-    extra = [e for e in rec.events if e.time <= end and e not in known]
-    result.events = sorted([*result.events, *extra], key=lambda e: e.time)
-
-
-def running_netns_lab(topology: Topology) -> None:
-    """Raise a one-line EdgesimError unless a netns lab of ``topology`` is up."""
-    problem = requirements_problem()
-    if problem is not None:
-        raise EdgesimError(f"--runner netns: {problem}")
-    present = set(lab_namespaces())
-    missing = [h.id for h in topology.hosts if ns_name(h.id) not in present]
-    if len(missing) == len(topology.hosts):
-        raise EdgesimError(
-            "no netns lab is up: start one with `sudo edgesim lab up --runner netns`"
-        )
-    if missing:
-        raise EdgesimError(
-            f"the running netns lab lacks {', '.join(ns_name(m) for m in missing)}: "
-            "was it started with another topology?"
-        )
-
-
-CONTAINER_PKI = "/var/lib/edgesim/certs"
-
-
-def _docker(*args: str) -> str:
-    try:
-        done = subprocess.run(
-            ["docker", *args], capture_output=True, text=True, timeout=60, check=False
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise EdgesimError(f"--runner compose: cannot run docker: {exc}") from None
-    if done.returncode != 0:
-        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        raise EdgesimError(f"--runner compose: docker {args[0]} failed: {last}")
-    return done.stdout
-
-
-def running_compose_lab(topology: Topology, pki_dir: Path) -> dict[str, str]:
-    """The network namespace of every host's and firewall's container, by id; copies the
-    lab's PKI (issued inside the image) to ``pki_dir``. One-line errors when no lab is up."""
-    nodes = [h.id for h in topology.hosts] + [fw.id for fw in topology.firewalls]
-    services: dict[str, str] = {}
-    for line in _docker("compose", "ps", "--format", "json").splitlines():
-        with contextlib.suppress(ValueError):
-            item = json.loads(line)
-            for entry in item if isinstance(item, list) else [item]:
-                if entry.get("State") == "running":
-                    services[entry["Service"]] = entry["ID"]
-    if not services:
-        raise EdgesimError(
-            "no compose lab is up here: `docker compose up -d --wait` at the repository root"
-        )
-    missing = [n for n in nodes if n not in services]
-    if missing:
-        raise EdgesimError(f"the compose lab has no running container for {', '.join(missing)}")
-    pids = _docker("inspect", "-f", "{{.State.Pid}}", *(services[n] for n in nodes)).split()
-    namespaces = {node: f"/proc/{pid}/ns/net" for node, pid in zip(nodes, pids, strict=True)}
-    pki_dir.mkdir(parents=True, exist_ok=True)
-    _docker("cp", f"{services[topology.hosts[0].id]}:{CONTAINER_PKI}/.", str(pki_dir))
-    return namespaces
-
-
 async def _run(
-    obj: Obj, directory: Path, names: tuple[str, ...], certs_dir: Path, ladder: bool,
-    html_file: Path | None, fmt: str, runner: str, trace_file: Path | None = None,
+    obj: Obj, directory: Path, names: tuple[str, ...], ladder: bool, html_file: Path | None,
+    fmt: str, lab_runner: Runner, trace_file: Path | None = None,
 ) -> int:  # fmt: skip
     topology = obj.topology
     scenarios, broken = discover(directory)
     chosen = select(scenarios, names)
-    if runner in ("netns", "compose"):
-        namespaces: dict[str, str] = {}
-        pki = LabPki(certs_dir)
-        if runner == "netns":
-            running_netns_lab(topology)
-        else:
-            pki = LabPki(Path(tempfile.mkdtemp(prefix="edgesim-compose-pki-")))
-            namespaces = running_compose_lab(topology, pki.directory)
-        results = []
-        for item in chosen:
-            started = time.time()
-            result = await run_one(
-                item, topology, runner, pki, firewall=True, namespaces=namespaces
-            )
-            if trace_file is not None:
-                merge_trace_file(result, trace_file, started, time.time())
-            results.append(result)
-    else:
-        lab = LocalLab(topology, certs_dir)
-        with console.status("starting the embedded lab"):
-            await lab.start()
-        try:
-            results = await run_all(chosen, topology, lab.runner, lab.pki, firewall=False)
-        finally:
-            await lab.stop()
+    runner = lab_runner.name
+    with console.status(f"running {len(chosen)} scenario(s) on the {runner} lab"):
+        results = await run_on(lab_runner, chosen, trace_file=trace_file)
     if fmt == "json":
         click.echo(results_json(results, runner))
     else:
@@ -204,13 +95,13 @@ async def _run(
 @click.option(
     "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True
 )
-@click.option(
-    "--runner", type=click.Choice(["local", "netns", "compose"]), default="local",
-    show_default=True,
-    help="local: start the embedded lab for the run. netns / compose: use the running lab "
+@runner_option(
+    "local",
+    "local: start the embedded lab for the run. netns / compose: use the running lab "
     "(root); clients leave from their host's network namespace (compose: its container's) "
     "and cross the lab's firewalls.",
-)  # fmt: skip
+)
+@NAME_OPTION
 @click.option(
     "--trace-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
     help="netns: the trace file the lab's processes append to (start the lab with "
@@ -219,7 +110,7 @@ async def _run(
 @click.pass_obj
 def run(
     obj: Obj, names: tuple[str, ...], directory: Path, certs_dir: Path, ladder: bool,
-    html_file: Path | None, fmt: str, runner: str, trace_file: Path | None,
+    html_file: Path | None, fmt: str, runner: str, lab_name: str, trace_file: Path | None,
 ) -> None:  # fmt: skip
     """Run scenarios (all, or those NAMED) and print passed/failed with the failing step.
 
@@ -237,12 +128,12 @@ def run(
       edgesim scenario run partner-discovery --ladder
       edgesim scenario run --html artifacts/ladders.html
       sudo edgesim scenario run av-call av-fallback --runner netns --ladder
+      sudo edgesim scenario run --runner netns --name ci2
       sudo EDGESIM_TRACE_FILE=/run/edgesim/trace.jsonl edgesim lab up --runner netns
       sudo edgesim scenario run --runner netns --trace-file /run/edgesim/trace.jsonl
       sudo edgesim scenario run --runner compose --html artifacts/compose-ladders.html
     """
+    lab_runner = make_runner(obj, runner, certs_dir=certs_dir, lab_name=lab_name)
     sys.exit(
-        asyncio.run(
-            _run(obj, directory, names, certs_dir, ladder, html_file, fmt, runner, trace_file)
-        )
+        asyncio.run(_run(obj, directory, names, ladder, html_file, fmt, lab_runner, trace_file))
     )

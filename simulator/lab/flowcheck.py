@@ -26,14 +26,17 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import cast
+from typing import TYPE_CHECKING, Any, cast
 
-from simulator.errors import LabError
+from simulator.errors import LabError, UsageError
 from simulator.lab.topology import Topology
 from simulator.matrix import Expectation, load_matrix, resolve
 from simulator.matrix.model import Endpoint, Matrix, MatrixRow
+
+if TYPE_CHECKING:
+    from simulator.lab.runners.base import Runner
 
 TOKEN = b"edgesim-flowcheck"
 STUN_COOKIE = bytes.fromhex("2112a442")
@@ -303,8 +306,8 @@ def check_flows(
 ) -> list[FlowResult]:
     """Echo listeners at every destination, each flow tried from its source host.
 
-    ``exec_in(host)`` is the command prefix that runs a command on a lab host (``ip netns exec
-    es-HOST`` or ``docker compose exec -T HOST``). One listener per destination host and one
+    ``exec_in(host)`` is the command prefix that runs a command on a lab host (a runner's
+    :meth:`~simulator.lab.runners.base.Runner.exec_argv`). One listener per destination host and one
     prober per source host, all at once; every flow waits at most ``timeout`` seconds.
     """
     by_dst: dict[str, set[Flow]] = {}
@@ -385,6 +388,64 @@ def check_flows(
                 os.killpg(proc.pid, signal.SIGTERM)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.communicate(timeout=STOP_TIMEOUT)
+
+
+@dataclass(frozen=True)
+class RowFlows:
+    """A matrix row's verdict across the firewalls: ``open``, ``blocked`` or ``partly open``."""
+
+    row: str
+    expect: str
+    got: str
+    results: list[FlowResult]
+
+    @property
+    def ok(self) -> bool:
+        return self.got == self.expect
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "row": self.row,
+            "expect": self.expect,
+            "got": self.got,
+            "ok": self.ok,
+            "flows": [
+                {"flow": str(r.flow.flow), "ok": r.ok, "detail": r.detail} for r in self.results
+            ],
+        }
+
+
+def by_row(planned: Sequence[MatrixFlow], results: Sequence[FlowResult]) -> list[RowFlows]:
+    """Flow results summed up per row, in the order of ``planned``."""
+    grouped: dict[str, list[FlowResult]] = {mf.row: [] for mf in planned}
+    expect = {mf.row: mf.expect_open for mf in planned}
+    for r in results:
+        grouped.setdefault(r.flow.row, []).append(r)
+        expect.setdefault(r.flow.row, r.flow.expect_open)
+    rows = []
+    for row, items in grouped.items():
+        passed = [r.ok for r in items]
+        got = "open" if all(passed) else "blocked" if not any(passed) else "partly open"
+        rows.append(RowFlows(row, "open" if expect[row] else "blocked", got, items))
+    return rows
+
+
+def check_rows(runner: Runner, rows: Sequence[str] = (), *, timeout: float = 1.5) -> list[RowFlows]:
+    """``edgesim lab flows``: every matrix row (or ``rows``) tried across the running lab of
+    ``runner``, from each source host's own address."""
+    if not runner.has_firewalls:
+        raise LabError(f"the {runner.name} lab has no firewall to check flows across")
+    planned = matrix_flows(runner.config.topology)
+    unknown = sorted(set(rows) - {mf.row for mf in planned})
+    if unknown:
+        raise UsageError(f"--row: no row '{unknown[0]}' (or it does not resolve in the topology)")
+    if rows:
+        planned = [mf for mf in planned if mf.row in rows]
+    runner.require_up()
+    results = check_flows(
+        planned, runner.exec_argv, timeout=timeout, python=runner.python, env=runner.exec_env()
+    )
+    return by_row(planned, results)
 
 
 def _wait_ready(proc: subprocess.Popen[str], timeout: float) -> str:

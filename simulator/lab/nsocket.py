@@ -1,8 +1,9 @@
-"""Sockets that live in another network namespace (a netns lab host's ``es-<host>``).
+"""Sockets that live in another network namespace (a netns lab host's, named by the runner).
 
 A socket belongs to the network namespace its thread was in when it was created, and stays
 there whatever the thread does afterwards. So a process in the root namespace (as root) can
-speak from any lab host: enter ``/run/netns/es-<host>`` with ``setns(2)``, create the socket,
+speak from any lab host: enter its namespace (``/run/netns/es-<host>`` in the default netns lab,
+see :meth:`simulator.lab.runners.base.Runner.vantage`) with ``setns(2)``, create the socket,
 return to the original namespace. Python 3.11 has no ``os.setns``; libc's is called through
 ctypes. Only the calling thread switches, and it switches back when the ``with`` block of
 :func:`entered` ends, so an event loop thread can use it between awaits::

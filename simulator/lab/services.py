@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from simulator.dns.resolver import LabResolver
+from simulator.lab.runners.base import ListenerInfo
 from simulator.lab.topology import Host, Interface, Listener, Topology
 from simulator.pki import LabPki
 
@@ -63,6 +64,18 @@ class BoundListener:
     def __str__(self) -> str:
         return f"{self.address}:{self.listener.ports if self.listener.port_low != self.listener.port_high else self.port}/{self.transport}"
 
+    def info(self) -> ListenerInfo:
+        """The listener as ready files and checks carry it between processes."""
+        return ListenerInfo(
+            str(self),
+            self.listener.interface,
+            self.listener.proto,
+            self.listener.port_low,
+            self.transport,
+            self.address,
+            self.port,
+        )
+
 
 @dataclass
 class ServiceContext:
@@ -73,7 +86,8 @@ class ServiceContext:
     service: str
     pki: LabPki
     runner: str
-    """``local``, ``netns`` or ``compose``: decides the addresses."""
+    """The runner's name (``local``, ``netns``, ``compose``): its addressing decides the
+    addresses (:func:`address_of`)."""
     settings: dict[str, object] = field(default_factory=dict)
     """Service settings (federation policy, credentials ...), from the lab configuration."""
     neighbours: dict[str, Service] = field(default_factory=dict)
@@ -100,7 +114,10 @@ class ServiceContext:
 
 
 def address_of(iface: Interface, runner: str) -> str:
-    return str(iface.loopback() if runner == "local" else iface.address)
+    """The address of ``iface`` in the lab of runner ``runner`` (loopback or the lab's own)."""
+    from simulator.lab.runners import addressing_of
+
+    return str(iface.loopback() if addressing_of(runner) == "loopback" else iface.address)
 
 
 def resolver_for(topology: Topology, iface: Interface, runner: str) -> LabResolver:

@@ -1,14 +1,14 @@
 """Run the matrix: resolve rows, pick endpoints, build probe specs, run them through an executor.
 
-Executors say where a probe runs:
+Executors say where a probe runs (:func:`plan_probes` picks one for a runner):
 
 * :class:`LocalExecutor` runs it in this process. With ``addresses="loopback"`` (the local
   runner) it leaves from the source interface's loopback address; with ``addresses="lab"`` from
-  its lab address (what ``edgesim probe --runner here`` does inside a namespace or container).
-* :class:`NetnsExecutor` runs ``ip netns exec es-<host> python3 -m simulator probe --row ID
-  --format json --runner here ...`` in the source host's namespace and parses the JSON.
-* :class:`ComposeExecutor` runs ``docker compose exec -T <host> edgesim probe --row ID --format
-  json --runner here ...`` in the source host's container.
+  its lab address (what ``edgesim probe --inside`` does inside a namespace or container).
+* :class:`RunnerExecutor` runs ``<runner.edgesim_argv(host)> probe --row ID --format json
+  --inside ...`` inside the source host (netns: ``ip netns exec es-<host> python3 -m
+  simulator``; compose: ``docker compose exec -T <host> python3 -m simulator``) and parses the
+  JSON.
 
 A :class:`Target` (``--target FILE``) maps the same rows onto a real deployment.
 """
@@ -21,11 +21,12 @@ import logging
 import time
 import tomllib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
 from simulator.errors import ConfigError
+from simulator.lab.runners.base import Runner
 from simulator.lab.topology import Topology
 from simulator.matrix.model import (
     Endpoint,
@@ -36,7 +37,7 @@ from simulator.matrix.model import (
     load_matrix,
     resolve_all,
 )
-from simulator.pki import CertPaths, LabPki, service_settings
+from simulator.pki import CertPaths, LabPki, ensure_pki, service_settings
 from simulator.probes.base import (
     Outcome,
     ProbeResult,
@@ -433,35 +434,29 @@ class LocalExecutor:
 
 
 @dataclass
-class SubprocessExecutor:
-    """Runs ``edgesim probe --runner here`` inside the source host; see the subclasses."""
+class RunnerExecutor:
+    """Runs ``edgesim probe --inside`` inside the source host of a runner's lab (one process per
+    source endpoint, see :meth:`run_batch`) and parses its JSON."""
 
-    name: str = "subprocess"
+    runner: Runner
     timeout: float = DEFAULT_TIMEOUT
-    topology_path: str | None = None
-    certs: str | None = None
-    extra: list[str] = field(default_factory=list)
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        self.name = self.name or self.runner.name
 
     def probe_args(self, job: ProbeJob, rows: Sequence[str] = ()) -> list[str]:
         args = ["probe"]
         for row in rows or (job.row.id,):
             args += ["--row", row]
-        args += [
-            "--format",
-            "json",
-            "--runner",
-            "here",
-            "--timeout",
-            f"{self.timeout:g}",
-        ]
+        args += ["--format", "json", "--inside", "--timeout", f"{self.timeout:g}"]
         if job.source is not None:
             args += ["--source", job.source.ref]
-        if self.certs:
-            args += ["--certs", self.certs]
-        return args
+        return [*args, "--certs", self.runner.node_certs]
 
     def command(self, job: ProbeJob, rows: Sequence[str] = ()) -> list[str]:
-        raise NotImplementedError
+        assert job.source is not None
+        return [*self.runner.edgesim_argv(job.source.host), *self.probe_args(job, rows)]
 
     async def run_batch(
         self,
@@ -503,7 +498,10 @@ class SubprocessExecutor:
         cmd = self.command(group[0], [job.row.id for job in group])
         try:
             proc = await asyncio.create_subprocess_exec(
-                *cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+                *cmd,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                env=self.runner.exec_env(),
             )
         except OSError as exc:
             outcome = Outcome(Verdict.ERROR, f"cannot run {cmd[0]}: {exc.strerror}")
@@ -520,24 +518,8 @@ class SubprocessExecutor:
     async def run(self, job: ProbeJob) -> ProbeResult:
         if job.spec is None or job.source is None:
             return skipped(job, self.name)
-        cmd = self.command(job)
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                *cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-            )
-        except OSError as exc:
-            return job.result(
-                Outcome(Verdict.ERROR, f"cannot run {cmd[0]}: {exc.strerror}"), self.name
-            )
-        try:
-            out, err = await asyncio.wait_for(proc.communicate(), self.timeout + SUBPROCESS_GRACE)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
-            return job.result(
-                Outcome(Verdict.ERROR, f"{' '.join(cmd[:3])} did not finish"), self.name
-            )
-        return parse_subprocess_output(job, out, err, self.name)
+        (result,) = await self._run_group([job])
+        return result
 
 
 def parse_subprocess_output(job: ProbeJob, out: bytes, err: bytes, runner: str) -> ProbeResult:
@@ -563,48 +545,6 @@ def parse_subprocess_output(job: ProbeJob, out: bytes, err: bytes, runner: str) 
         _describe_destination(job),
         runner=runner,
     )
-
-
-@dataclass
-class NetnsExecutor(SubprocessExecutor):
-    name: str = "netns"
-    python: str = "python3"
-    module: str = "simulator"
-    """``python3 -m <module>`` is the edgesim command line."""
-    prefix: str = "es-"
-    """Namespace name of a host: ``<prefix><host>``."""
-
-    def command(self, job: ProbeJob, rows: Sequence[str] = ()) -> list[str]:
-        assert job.source is not None
-        top = ["--topology", self.topology_path] if self.topology_path else []
-        return [
-            "ip",
-            "netns",
-            "exec",
-            f"{self.prefix}{job.source.host}",
-            self.python,
-            "-m",
-            self.module,
-            *top,
-            *self.probe_args(job, rows),
-        ]
-
-
-@dataclass
-class ComposeExecutor(SubprocessExecutor):
-    name: str = "compose"
-    compose_file: str | None = None
-    project: str | None = None
-
-    def command(self, job: ProbeJob, rows: Sequence[str] = ()) -> list[str]:
-        assert job.source is not None
-        cmd = ["docker", "compose"]
-        if self.compose_file:
-            cmd += ["-f", self.compose_file]
-        if self.project:
-            cmd += ["-p", self.project]
-        top = ["--topology", self.topology_path] if self.topology_path else []
-        return [*cmd, "exec", "-T", job.source.host, "edgesim", *top, *self.probe_args(job, rows)]
 
 
 # ------------------------------------------------------------------ running
@@ -713,12 +653,59 @@ async def probe_matrix(
     )
 
 
-async def run_probes_cli(topology: Topology, lab: Any, console: Any) -> int:
+def plan_probes(
+    runner: Runner,
+    certs_dir: Path,
+    *,
+    inside: bool = False,
+    timeout: float = DEFAULT_TIMEOUT,
+    source_ref: str | None = None,
+    target: Target | None = None,
+) -> tuple[JobBuilder, Executor]:
+    """How ``edgesim probe`` probes ``runner``'s lab: the job builder and the executor.
+
+    ``inside``: this process runs inside one of the lab's nodes (what :class:`RunnerExecutor`
+    starts there): the lab's own addresses, from here. A ``target`` is probed from here. A lab
+    that outlives its command must be up (one-line error otherwise).
+    """
+    topology = runner.config.topology
+    pki = LabPki(certs_dir)
+    needs_pki = target is None or not target.trust
+    if needs_pki and ((runner.shares_pki and not inside) or not pki.trust_bundle.is_file()):
+        # Written once here: the probes inside the nodes run concurrently and only read it
+        # (ensure_pki rewrites its manifest on every call).
+        ensure_pki(topology, certs_dir)
+    addresses = "lab" if inside else runner.addressing
+    builder = JobBuilder(topology, pki, addresses, timeout=timeout, source_ref=source_ref)
+    executor: Executor
+    if target is not None:
+        executor = LocalExecutor(name="target")
+    elif inside:
+        executor = LocalExecutor(name="here")
+    elif runner.in_process:
+        executor = LocalExecutor(name=runner.name)
+    else:
+        runner.require_up()
+        executor = RunnerExecutor(runner, timeout)
+    return builder, executor
+
+
+def nothing_answered(run: ProbeRun, runner: Runner) -> str | None:
+    """A hint when every open row was refused on a lab that may simply not be running."""
+    if run.target is not None or runner.persistent:
+        return None
+    probed = [r for r in run.results if r.expect == "open" and r.verdict is not Verdict.SKIPPED]
+    if probed and all(r.verdict is Verdict.REFUSED for r in probed):
+        return f"nothing answered: is the lab running? {runner.start_hint}"
+    return None
+
+
+async def run_probes_cli(topology: Topology, runner: Runner, console: Any) -> int:
     """``edgesim run``'s probe step on the embedded lab; returns the rows failing expectation."""
     from simulator.reports.table import render_run, run_with_progress
 
-    builder = JobBuilder(topology, lab.pki, addresses="loopback")
-    adjust = embedded_lab_adjust(topology, lab.statuses)
+    builder = JobBuilder(topology, (await runner.vantage()).pki, addresses=runner.addressing)
+    adjust = embedded_lab_adjust(topology, (await runner.status()).services)
     run = await run_with_progress(console, topology, LocalExecutor(), builder, adjust=adjust)
     console.print(render_run(run, console.width))
     return len(run.failures)

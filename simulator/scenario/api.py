@@ -12,13 +12,12 @@ from typing import Any
 
 from simulator.dns.resolver import LabResolver
 from simulator.lab.nsocket import netns_path, socket_in
+from simulator.lab.runners import runner_class
 from simulator.lab.services import address_of, resolver_for
 from simulator.lab.topology import Interface, Topology
 from simulator.pki import LabPki, service_settings
 from simulator.trace import record
 
-NS_PREFIX = "es-"
-"""Namespace names of the netns runner: ``es-<host>`` (simulator.lab.runners.netns)."""
 NFT_TIMEOUT = 10.0
 
 
@@ -67,8 +66,9 @@ class Lab:
     pki: LabPki
     steps: list[str] = field(default_factory=list)
     namespaces: dict[str, str] = field(default_factory=dict)
-    """Host or firewall id -> its network namespace (compose: the container's
-    /proc/PID/ns/net); the netns runner's are ``es-<id>`` and need no entry."""
+    """Host or firewall id -> its network namespace (the runner's
+    :attr:`~simulator.lab.runners.base.Vantage.namespaces`: ``es-<id>`` in the netns lab, the
+    container's /proc/PID/ns/net in the compose lab); empty: every host is in this one."""
 
     @property
     def current_step(self) -> str | None:
@@ -124,7 +124,7 @@ class Lab:
     @property
     def has_firewalls(self) -> bool:
         """True when traffic between zones crosses the lab's firewalls (netns, compose)."""
-        return self.runner != "local"
+        return runner_class(self.runner).has_firewalls
 
     def namespace(self, ref: str) -> str | None:
         """The network namespace clients of ``host[:interface]`` live in (None: this one)."""
@@ -133,11 +133,9 @@ class Lab:
     def _namespace_of(self, node: str) -> str | None:
         if node in self.namespaces:
             return self.namespaces[node]
-        if self.runner == "netns":
-            return NS_PREFIX + node
-        if self.runner == "compose":
-            raise ScenarioFailure(f"no running container for '{node}' in the compose lab")
-        return None
+        if runner_class(self.runner).in_process:
+            return None
+        raise ScenarioFailure(f"'{node}' has no network namespace in the {self.runner} lab")
 
     def _socket(self, ref: str, kind: int, port: int) -> socket.socket:
         sock = socket_in(self.namespace(ref), socket.AF_INET, kind)

@@ -82,10 +82,8 @@ def port_of(lab: Lab, ref: str, proto: str) -> int:
 
 
 def local_address(lab: Lab, ref: str) -> str | None:
-    """``ref``'s address if this machine can bind it (always in the local runner), else None."""
+    """``ref``'s address if this machine can bind it (always in the embedded lab), else None."""
     address = lab.address(ref)
-    if lab.runner == "local":
-        return address
     with socket.socket() as sock:
         try:
             sock.bind((address, 0))

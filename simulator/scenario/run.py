@@ -7,11 +7,14 @@ import importlib.util
 import logging
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from simulator.errors import EdgesimError
+from simulator.lab.runners import runner_class
+from simulator.lab.runners.base import Runner
 from simulator.lab.services import PLANNED, load_service
 from simulator.lab.topology import Topology
 from simulator.pki import LabPki
@@ -124,14 +127,15 @@ async def run_one(
     runner: str,
     pki: LabPki,
     *,
-    firewall: bool = False,
-    namespaces: dict[str, str] | None = None,
+    namespaces: Mapping[str, str] | None = None,
 ) -> ScenarioResult:
+    """Run one scenario against the lab of runner ``runner`` (its name), whose services use
+    ``pki``; clients enter ``namespaces`` (see :class:`~simulator.lab.runners.base.Vantage`)."""
     missing = missing_services(item)
     if missing:
         why = ", ".join(f"{m} ({PLANNED.get(m, 'not registered')})" for m in missing)
         return ScenarioResult(item, "skipped", f"needs services not available yet: {why}")
-    if item.firewall and not firewall:
+    if item.firewall and not runner_class(runner).has_firewalls:
         return ScenarioResult(
             item, "skipped", "needs a lab with firewalls (--runner netns or compose)"
         )
@@ -162,17 +166,67 @@ async def run_one(
 
 
 async def run_all(
-    scenarios: list[Scenario], topology: Topology, runner: str, pki: LabPki, *, firewall: bool
+    scenarios: list[Scenario],
+    topology: Topology,
+    runner: str,
+    pki: LabPki,
+    *,
+    namespaces: Mapping[str, str] | None = None,
+    trace_file: Path | None = None,
 ) -> list[ScenarioResult]:
-    """Run scenarios one after the other (they share the lab's users and listeners)."""
-    return [await run_one(s, topology, runner, pki, firewall=firewall) for s in scenarios]
+    """Run scenarios one after the other (they share the lab's users and listeners).
+
+    ``trace_file``: the file the lab's own processes append their trace to
+    (``EDGESIM_TRACE_FILE``); the servers' side of each message joins each result.
+    """
+    results = []
+    for item in scenarios:
+        started = time.time()
+        result = await run_one(item, topology, runner, pki, namespaces=namespaces)
+        if trace_file is not None:
+            merge_trace_file(result, trace_file, started, time.time())
+        results.append(result)
+    return results
+
+
+async def run_on(
+    runner: Runner, scenarios: list[Scenario], *, trace_file: Path | None = None
+) -> list[ScenarioResult]:
+    """``edgesim scenario run``: the scenarios against ``runner``'s lab.
+
+    A lab that outlives its command (netns, compose) must be up; one that lives in a process
+    (the embedded lab) is started for the run and stopped after it.
+    """
+    if not runner.persistent:
+        await runner.up()
+    try:
+        runner.require_up()
+        vantage = await runner.vantage()
+        return await run_all(
+            scenarios, runner.config.topology, vantage.runner, vantage.pki,
+            namespaces=vantage.namespaces, trace_file=trace_file,
+        )  # fmt: skip
+    finally:
+        if not runner.persistent:
+            await runner.down()
+
+
+def merge_trace_file(result: ScenarioResult, path: Path, start: float, end: float) -> None:
+    """Add what the lab's own processes recorded in ``path`` between ``start`` and ``end``
+    (the servers' side of each message) to ``result``; events already there are kept once."""
+    rec = TraceRecorder()
+    rec.extend_from_files([path], since=start)
+    known = set(result.events)
+    extra = [e for e in rec.events if e.time <= end and e not in known]
+    result.events = sorted([*result.events, *extra], key=lambda e: e.time)
 
 
 DEFAULT_DIR = Path("scenarios")
 
 
-async def run_scenarios_cli(topology: Topology, lab: Any, console: Any) -> int:
-    """``edgesim run``'s scenario step: every scenario in ./scenarios against the embedded lab."""
+async def run_scenarios_cli(topology: Topology, runner: Runner, console: Any) -> int:
+    """``edgesim run``'s scenario step: every scenario in ./scenarios against the running
+    embedded lab."""
     from simulator.scenario.report import print_results
 
     if not DEFAULT_DIR.is_dir():
@@ -181,6 +235,7 @@ async def run_scenarios_cli(topology: Topology, lab: Any, console: Any) -> int:
     scenarios, broken = discover(DEFAULT_DIR)
     for b in broken:
         console.print(f"[red]broken scenario script[/] {b.path}: {b.reason}", markup=True)
-    results = await run_all(scenarios, topology, lab.runner, lab.pki, firewall=False)
-    print_results(console, results, topology, lab.runner, ladder=False)
+    vantage = await runner.vantage()
+    results = await run_all(scenarios, topology, vantage.runner, vantage.pki)
+    print_results(console, results, topology, vantage.runner, ladder=False)
     return sum(not r.ok for r in results) + len(broken)

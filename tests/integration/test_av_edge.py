@@ -244,7 +244,7 @@ async def test_lab_av_edge_and_media_peer_answer_at_protocol_level(
         assert {("edge", "av-edge"), ("messenger", "media-peer")} <= running
         checks = [c for c in await lab.check() if c.service in ("av-edge", "media-peer")]
         assert len(checks) == 10
-        failed = [f"{c.bound}: {c.detail}" for c in checks if not c.ok]
+        failed = [f"{c.listener}: {c.detail}" for c in checks if not c.ok]
         assert failed == []
         # a relayed round trip to the messenger's media endpoint, UDP and RFC 6062 TCP
         edge = str(topology.interface("edge:av").loopback())

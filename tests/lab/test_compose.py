@@ -16,8 +16,8 @@ from click.testing import CliRunner
 from lab_helpers import rows_broken_by_broken_external
 
 from simulator.cli import cli
-from simulator.lab.compose import docker_gateway, render_compose
 from simulator.lab.flowcheck import FlowResult, check_flows, matrix_flows
+from simulator.lab.runners.compose import docker_gateway, render_compose
 from simulator.lab.topology import Topology
 from simulator.matrix import load_matrix
 

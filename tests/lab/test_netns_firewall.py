@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 from lab_helpers import rows_broken_by_broken_external, skip_unless_netns
 
-from simulator.lab.flowcheck import Flow, MatrixFlow, matrix_flows
-from simulator.lab.runners.netns import NetnsLab, check_flows
+from simulator.lab.flowcheck import Flow, MatrixFlow, check_flows, matrix_flows
+from simulator.lab.runners.base import LabConfig
+from simulator.lab.runners.netns import NetnsRunner
 from simulator.lab.topology import Topology
 
 pytestmark = pytest.mark.root
@@ -23,20 +24,24 @@ BROKEN = ROOT / "lab/firewall/broken/external.nft"
 
 
 @pytest.fixture(scope="module")
-def netns_lab(topology: Topology, tmp_path_factory: pytest.TempPathFactory) -> Iterator[NetnsLab]:
+def netns_lab(
+    topology: Topology, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[NetnsRunner]:
     skip_unless_netns()
     state = tmp_path_factory.mktemp("state")
-    lab = NetnsLab(topology, certs_dir=state / "certs", state_dir=state)
+    lab = NetnsRunner(LabConfig(topology, certs_dir=state / "certs", state_dir=state))
     lab.build_network()
     try:
         yield lab
     finally:
-        lab.down()
+        lab.teardown()
 
 
-def outcomes(flows: list[MatrixFlow]) -> tuple[dict[str, bool], dict[str, list[str]]]:
+def outcomes(
+    lab: NetnsRunner, flows: list[MatrixFlow]
+) -> tuple[dict[str, bool], dict[str, list[str]]]:
     """Per row: whether all its flows got through (None of them may half-pass), and details."""
-    results = check_flows(flows)
+    results = check_flows(flows, lab.exec_argv, python=lab.python, env=lab.exec_env())
     passed: dict[str, list[bool]] = {}
     details: dict[str, list[str]] = {}
     for r in results:
@@ -48,11 +53,11 @@ def outcomes(flows: list[MatrixFlow]) -> tuple[dict[str, bool], dict[str, list[s
 
 
 def test_open_rows_pass_and_negative_rows_are_dropped(
-    netns_lab: NetnsLab, topology: Topology
+    netns_lab: NetnsRunner, topology: Topology
 ) -> None:
     flows = matrix_flows(topology)
     expected = {mf.row: mf.expect_open for mf in flows}
-    got, details = outcomes(flows)
+    got, details = outcomes(netns_lab, flows)
     wrong = {row: details[row] for row in expected if got[row] != expected[row]}
     assert not wrong, wrong
     # The matrix exercises both verdicts.
@@ -60,7 +65,7 @@ def test_open_rows_pass_and_negative_rows_are_dropped(
 
 
 def test_broken_external_rules_change_exactly_the_affected_rows(
-    netns_lab: NetnsLab, topology: Topology
+    netns_lab: NetnsRunner, topology: Topology
 ) -> None:
     flows = matrix_flows(topology)
     fw = next(f for f in topology.firewalls if f.id == "fw-external")
@@ -79,18 +84,20 @@ def test_broken_external_rules_change_exactly_the_affected_rows(
     assert breaks, "the matrix has UDP 3478 rows across the external firewall"
     assert inet.zone == "internet"
 
-    good, _ = outcomes([*flows, probe_23456])
+    good, _ = outcomes(netns_lab, [*flows, probe_23456])
     try:
-        netns_lab.load_firewalls({"fw-external": BROKEN})
-        broken, details = outcomes([*flows, probe_23456])
+        assert netns_lab.load_rules("fw-external", BROKEN).path == BROKEN
+        assert netns_lab.rules_path("fw-external") == BROKEN
+        broken, details = outcomes(netns_lab, [*flows, probe_23456])
     finally:
-        netns_lab.rules_override.pop("fw-external")
-        netns_lab.load_firewalls()
+        shipped = netns_lab.load_rules("fw-external").path
+    assert shipped == ROOT / "lab/firewall/external.nft"
+    assert netns_lab.rules_path("fw-external") == shipped
 
     changed = {row for row in good if good[row] != broken[row]}
     assert changed == breaks | {probe_23456.row}, {row: details[row] for row in changed}
     assert all(not broken[row] for row in breaks)
     assert broken[probe_23456.row] and not good[probe_23456.row]
     # Reloading the rendered rules restores every verdict.
-    restored, _ = outcomes([*flows, probe_23456])
+    restored, _ = outcomes(netns_lab, [*flows, probe_23456])
     assert restored == good

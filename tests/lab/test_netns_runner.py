@@ -14,7 +14,8 @@ from click.testing import CliRunner
 from lab_helpers import skip_unless_netns
 
 from simulator.cli import cli
-from simulator.lab.runners.netns import NetnsLab, lab_namespaces, ns_name, run
+from simulator.lab.runners.base import LabConfig, LabName
+from simulator.lab.runners.netns import NetnsRunner, lab_namespaces, run
 from simulator.lab.topology import Topology
 from simulator.matrix import load_matrix, resolve
 
@@ -34,6 +35,10 @@ async def main():
         print(json.dumps({"ok": False, "reason": str(exc)}))
 asyncio.run(main())
 """
+
+
+def ns_name(node: str) -> str:
+    return LabName().namespace(node)
 
 
 def dns_query_from(host: str, server: str, name: str, timeout: float = 2.0) -> dict[str, object]:
@@ -128,16 +133,16 @@ def test_up_serves_dns_across_the_firewall_and_down_leaves_nothing(
 
 def test_down_after_a_crash_finds_leftovers_by_name(topology: Topology, tmp_path: Path) -> None:
     skip_unless_netns()
-    lab = NetnsLab(topology, certs_dir=tmp_path / "certs", state_dir=tmp_path / "first")
-    procs = lab.up()
+    config = LabConfig(topology, certs_dir=tmp_path / "certs", state_dir=tmp_path / "first")
+    procs = NetnsRunner(config).bring_up()
     assert procs, "the dns service runs in its namespaces"
     # The controller "crashes": its state is lost, the services and namespaces stay behind.
     for path in (tmp_path / "first").iterdir():
         path.unlink()
     assert all(_alive(p.pid) for p in procs)
 
-    fresh = NetnsLab(topology, certs_dir=tmp_path / "certs", state_dir=tmp_path / "second")
-    deleted = fresh.down()
+    fresh = NetnsRunner(LabConfig(topology, state_dir=tmp_path / "second"))
+    deleted = fresh.teardown()
     assert ns_name("edge") in deleted and lab_namespaces() == []
     assert not any(_alive(p.pid) for p in procs)
 
@@ -155,11 +160,11 @@ def _alive(pid: int) -> bool:
 
 def test_up_refuses_to_build_over_an_existing_lab(topology: Topology, tmp_path: Path) -> None:
     skip_unless_netns()
-    lab = NetnsLab(topology, certs_dir=tmp_path / "certs", state_dir=tmp_path)
+    lab = NetnsRunner(LabConfig(topology, certs_dir=tmp_path / "certs", state_dir=tmp_path))
     lab.build_network()
     try:
         with pytest.raises(Exception, match="already exist"):
-            NetnsLab(topology, state_dir=tmp_path).build_network()
+            NetnsRunner(LabConfig(topology, state_dir=tmp_path)).build_network()
         assert set(lab_namespaces()) >= {ns_name(h.id) for h in topology.hosts}
     finally:
-        lab.down()
+        lab.teardown()

@@ -1,4 +1,4 @@
-"""The netns executor end to end: ``ip netns exec <ns> python3 -m ... probe --runner here``.
+"""The runner executor end to end: ``ip netns exec <ns> python3 -m simulator probe --inside``.
 
 A namespace of our own stands for the host ``fabrikam`` and holds the lab addresses of the
 destinations on its loopback; nftables drops 5060, a listener answers on the relay range, and
@@ -18,10 +18,12 @@ from pathlib import Path
 
 import pytest
 
+from simulator.lab.runners.base import LabConfig, LabName
+from simulator.lab.runners.netns import NetnsRunner
 from simulator.lab.topology import Topology
 from simulator.pki import LabPki
 from simulator.probes.base import Verdict
-from simulator.probes.run import JobBuilder, NetnsExecutor, build_jobs, run_jobs
+from simulator.probes.run import JobBuilder, RunnerExecutor, build_jobs, run_jobs
 
 pytestmark = [
     pytest.mark.root,
@@ -43,8 +45,9 @@ LISTENER = (
 
 @pytest.fixture(scope="module")
 def namespace() -> Iterator[str]:
-    prefix = f"es{uuid.uuid4().hex[:5]}-"
-    ns = f"{prefix}fabrikam"
+    """A one-namespace "lab" (a random name) holding fabrikam's and the Edge's addresses."""
+    name = uuid.uuid4().hex[:6]
+    ns = LabName(name).namespace("fabrikam")
     subprocess.run(["ip", "netns", "add", ns], check=True)
     listener = None
     try:
@@ -67,7 +70,7 @@ def namespace() -> Iterator[str]:
             text=True,
         )
         assert listener.stdout is not None and listener.stdout.readline().strip() == "ready"
-        yield prefix
+        yield name
     finally:
         if listener is not None:
             listener.communicate("", timeout=5)
@@ -79,12 +82,8 @@ async def test_rows_probed_inside_the_source_namespace(
 ) -> None:
     rows = ["neg-inet-sip-5060", "neg-inet-sip-int-5061", "neg-inet-relay-tcp-in"]
     jobs = build_jobs(topology, JobBuilder(topology, lab_pki), rows=rows)
-    executor = NetnsExecutor(
-        timeout=0.8,
-        certs=str(lab_pki.directory),
-        prefix=namespace,
-        python=sys.executable,
-    )
+    runner = NetnsRunner(LabConfig(topology, certs_dir=lab_pki.directory, name=namespace))
+    executor = RunnerExecutor(runner, timeout=0.8)
     results = {r.row_id: r for r in await asyncio.wait_for(run_jobs(jobs, executor), 60)}
     assert {r.runner for r in results.values()} == {"netns"}
     assert results["neg-inet-sip-5060"].verdict is Verdict.BLOCKED

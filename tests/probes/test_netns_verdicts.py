@@ -77,7 +77,7 @@ CASES = [
 
 @pytest.fixture(scope="module")
 def verdicts() -> Iterator[dict[str, list[str]]]:
-    ns = f"es-probetest-{uuid.uuid4().hex[:6]}"
+    ns = f"edgesim-probetest-{uuid.uuid4().hex[:6]}"  # no lab's name
     subprocess.run(["ip", "netns", "add", ns], check=True)
     try:
         subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True)

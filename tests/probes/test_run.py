@@ -3,22 +3,23 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
 from simulator.errors import ConfigError
-from simulator.lab.runners.local import LocalLab
+from simulator.lab.runners.base import LabConfig
+from simulator.lab.runners.compose import ComposeRunner
+from simulator.lab.runners.local import LocalLab, LocalRunner
+from simulator.lab.runners.netns import NetnsRunner
 from simulator.lab.topology import Topology
 from simulator.matrix import load_matrix
 from simulator.pki import LabPki, LabSecrets
 from simulator.probes.base import ProbeResult, Verdict
 from simulator.probes.run import (
-    ComposeExecutor,
     JobBuilder,
     LocalExecutor,
-    NetnsExecutor,
+    RunnerExecutor,
     build_jobs,
     load_target,
     parse_subprocess_output,
@@ -86,36 +87,24 @@ def test_unknown_row_is_a_config_error(topology: Topology, lab_pki: LabPki) -> N
         build_jobs(topology, JobBuilder(topology, lab_pki), rows=["nope"])
 
 
-def test_netns_and_compose_commands(topology: Topology, lab_pki: LabPki) -> None:
+def test_runner_executor_commands_enter_the_source_host(
+    topology: Topology, lab_pki: LabPki
+) -> None:
     job = build_jobs(topology, JobBuilder(topology, lab_pki), rows=["pic-in-5061"])[0]
-    netns = NetnsExecutor(timeout=1.5, topology_path="lab.toml", certs="/c").command(job)
-    assert netns == [
-        "ip",
-        "netns",
-        "exec",
-        "es-pic",
-        "python3",
-        "-m",
-        "simulator",
-        "--topology",
-        "lab.toml",
-        "probe",
-        "--row",
-        "pic-in-5061",
-        "--format",
-        "json",
-        "--runner",
-        "here",
-        "--timeout",
-        "1.5",
-        "--source",
-        "pic:wan",
-        "--certs",
-        "/c",
-    ]
-    compose = ComposeExecutor(timeout=2, compose_file="lab/compose.yml").command(job)
-    assert compose[:7] == ["docker", "compose", "-f", "lab/compose.yml", "exec", "-T", "pic"]
-    assert compose[7:12] == ["edgesim", "probe", "--row", "pic-in-5061", "--format"]
+    netns = NetnsRunner(LabConfig(topology, certs_dir=Path("/c")), python="python3")
+    assert RunnerExecutor(netns, timeout=1.5).command(job) == [
+        "ip", "netns", "exec", "es-pic",
+        "python3", "-m", "simulator", "--topology", str(topology.path),
+        "probe", "--row", "pic-in-5061", "--format", "json", "--inside", "--timeout", "1.5",
+        "--source", "pic:wan", "--certs", "/c",
+    ]  # fmt: skip
+    named = NetnsRunner(LabConfig(topology, name="ci2"))
+    assert RunnerExecutor(named).command(job)[:4] == ["ip", "netns", "exec", "esci2-pic"]
+    compose = ComposeRunner(LabConfig(topology, compose_file=Path("lab/compose.yml")))
+    command = RunnerExecutor(compose, timeout=2).command(job)
+    assert command[:7] == ["docker", "compose", "-f", "lab/compose.yml", "exec", "-T", "pic"]
+    assert command[7:12] == ["python3", "-m", "simulator", "probe", "--row"]
+    assert command[-2:] == ["--certs", "/var/lib/edgesim/certs"]
 
 
 def test_parse_subprocess_output(topology: Topology, lab_pki: LabPki) -> None:
@@ -145,14 +134,11 @@ def test_parse_subprocess_output(topology: Topology, lab_pki: LabPki) -> None:
 async def test_subprocess_executor_runs_the_real_cli(
     topology: Topology, lab_pki: LabPki, tmp_path: Path
 ) -> None:
-    """The netns executor's inner command, run without a namespace: same JSON round trip."""
-
-    class Here(NetnsExecutor):
-        def command(self, job, rows=()):  # type: ignore[no-untyped-def]
-            return [sys.executable, "-m", "simulator", *self.probe_args(job, rows)]
-
+    """The runner executor's inner command, run without a namespace (the local runner enters
+    none): the same JSON round trip as inside a netns or compose host."""
+    local = LocalRunner(LabConfig(topology, certs_dir=lab_pki.directory))
     jobs = build_jobs(topology, JobBuilder(topology, lab_pki), rows=["neg-inet-sip-5060"])
-    results = await run_jobs(jobs, Here(timeout=1, certs=str(lab_pki.directory)))
+    results = await run_jobs(jobs, RunnerExecutor(local, timeout=1, name="netns"))
     assert results[0].runner == "netns"
     # Inside "here" mode the lab addresses (203.0.113.x) are not on this machine: the probe says so.
     assert results[0].verdict is Verdict.ERROR

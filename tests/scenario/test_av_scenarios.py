@@ -93,6 +93,7 @@ def _edgesim(
     )  # fmt: skip
 
 
+@pytest.mark.root
 @pytest.mark.skipif(_netns_problem() is not None, reason=str(_netns_problem()))
 def test_av_call_and_udp_fallback_across_the_netns_lab(tmp_path: Path) -> None:
     from simulator.lab.runners.netns import lab_namespaces

@@ -87,10 +87,7 @@ def test_discovery_finds_scenarios_and_reports_broken_files(script_dir):
 
 async def test_results_say_which_step_failed_and_why(script_dir, topology, lab_pki):
     scenarios, _ = discover(script_dir)
-    results = {
-        r.scenario.name: r
-        for r in await run_all(scenarios, topology, "local", lab_pki, firewall=False)
-    }
+    results = {r.scenario.name: r for r in await run_all(scenarios, topology, "local", lab_pki)}
     assert (results["good"].status, results["good"].step) == ("passed", None)
     assert (results["fails"].status, results["fails"].step, results["fails"].reason) == (
         "failed", "bob answers", "bob's client answered 480, not 200",
@@ -112,7 +109,7 @@ async def test_shipped_partner_discovery_passes_on_the_embedded_lab(topology, la
     assert broken == []
     (item,) = select(scenarios, ("partner-discovery",))
     async with LocalLab(topology, lab_pki.directory, hosts=["dns-ext", "dns-int"]):
-        (result,) = await run_all([item], topology, "local", lab_pki, firewall=False)
+        (result,) = await run_all([item], topology, "local", lab_pki)
     assert result.status == "passed", result.reason
     ladder = result.ladder(topology, "local")
     assert [c.id for c in ladder.columns] == [

@@ -1,6 +1,8 @@
 """The netns runner: the lab in Linux network namespaces, with nftables firewalls between zones.
 
-Layout (every name starts with :data:`PREFIX`, so ``down`` finds leftovers by name after a crash):
+Layout (every name starts with the lab's prefix, :attr:`LabName.prefix`: ``es-`` for the default
+lab, ``es<name>-`` for ``--name NAME``, so ``down`` finds a lab's leftovers by name after a crash
+and never touches another lab's):
 
 * ``es-sw``: one namespace holding a bridge per zone (``br0``, ``br1`` ... in topology order);
   nothing of the lab lives in the root namespace;
@@ -11,13 +13,15 @@ Layout (every name starts with :data:`PREFIX`, so ``down`` finds leftovers by na
   namespaces, whose rule files (``lab/firewall/*.nft``) are loaded with ``nft -f``;
 * one background process per host with services:
   ``ip netns exec es-HOST python3 -m simulator lab serve --host HOST --runner netns``, its pid,
-  log and ready file (bound listeners, JSON) under the state directory (``/run/edgesim``).
+  log and ready file (bound listeners, JSON) under the lab's state directory
+  (``/run/edgesim/<name>``), with ``rules.json`` naming the rule file each firewall loaded.
 
 Needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN) and iproute2 and nftables.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -27,31 +31,40 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import simulator
 from simulator.errors import LabError
-from simulator.lab import flowcheck
 from simulator.lab.firewall import render_all
-from simulator.lab.flowcheck import FlowResult, MatrixFlow
 from simulator.lab.network import ephemeral_port_range, host_routes, link_name
-from simulator.lab.topology import Firewall, Host, Interface, Topology
+from simulator.lab.runners import register_runner
+from simulator.lab.runners._exec import check_hosts
+from simulator.lab.runners.base import (
+    DEFAULT_LAB,
+    LabConfig,
+    LabName,
+    LabStatus,
+    ListenerCheck,
+    LoadResult,
+    NodeStatus,
+    Runner,
+    Vantage,
+    edgesim_argv,
+    services_of_ready,
+)
+from simulator.lab.topology import Firewall, Host, Interface
 from simulator.matrix import load_matrix
-from simulator.pki import ensure_pki
+from simulator.pki import LabPki, ensure_pki
 
 log = logging.getLogger(__name__)
 
-PREFIX = "es-"
-SWITCH = f"{PREFIX}sw"
-DEFAULT_STATE_DIR = Path("/run/edgesim")
+SWITCH = "sw"
+"""The node name of the namespace holding the zones' bridges."""
 COMMAND_TIMEOUT = 30.0
 READY_TIMEOUT = 30.0
 STOP_TIMEOUT = 5.0
-
-
-def ns_name(node_id: str) -> str:
-    return f"{PREFIX}{node_id}"
+RULES_FILE = "rules.json"
 
 
 def requirements_problem() -> str | None:
@@ -77,14 +90,19 @@ def run(args: list[str], *, check: bool = True, timeout: float = COMMAND_TIMEOUT
     return done.stdout
 
 
-def lab_namespaces() -> list[str]:
-    """Every namespace whose name has the lab prefix (ours, running or left over)."""
+def all_namespaces() -> list[str]:
+    """Every network namespace with a name (``ip netns list``)."""
     out = run(["ip", "netns", "list"], check=False)
-    names = [line.split()[0] for line in out.splitlines() if line.strip()]
-    return [n for n in names if n.startswith(PREFIX)]
+    return [line.split()[0] for line in out.splitlines() if line.strip()]
 
 
-def _package_env() -> dict[str, str]:
+def lab_namespaces(name: str = DEFAULT_LAB) -> list[str]:
+    """The namespaces of lab ``name`` (running or left over)."""
+    lab = LabName(name)
+    return [n for n in all_namespaces() if lab.owns(n)]
+
+
+def package_env() -> dict[str, str]:
     """The environment for child processes: this very ``simulator`` package first on the path."""
     env = dict(os.environ)
     root = str(Path(simulator.__file__).resolve().parent.parent)
@@ -100,41 +118,62 @@ class HostProcess:
     log_file: Path
 
 
-@dataclass
-class NodeStatus:
-    node: str
-    kind: str
-    """``host`` or ``firewall``."""
-    namespace: str
-    present: bool
-    addresses: list[str] = field(default_factory=list)
-    pid: int | None = None
-    running: bool = False
-    services: list[dict[str, object]] = field(default_factory=list)
-    """From the host's ready file: service, state, detail, listeners."""
-
-
-class NetnsLab:
+@register_runner
+class NetnsRunner(Runner):
     """Build, start, check and tear down the lab in network namespaces."""
 
-    runner = "netns"
+    name = "netns"
+    summary = "network namespaces and nftables firewalls (root)"
+    order = 10
+    has_firewalls = True
+    persistent = True
+    shares_pki = True
+    in_process = False
+    addressing = "lab"
+    node_kind = "namespace"
 
-    def __init__(
-        self,
-        topology: Topology,
-        *,
-        certs_dir: Path | str = "certs",
-        state_dir: Path | str = DEFAULT_STATE_DIR,
-        rules: dict[str, Path] | None = None,
-        python: str = sys.executable,
-    ) -> None:
-        self.topology = topology
-        self.certs_dir = Path(certs_dir).resolve()
-        self.state_dir = Path(state_dir)
-        self.rules_override = dict(rules or {})
-        self.python = python
+    def __init__(self, config: LabConfig, *, python: str = sys.executable) -> None:
+        self.config = config
+        self.topology = config.topology
+        self.lab = config.lab
+        self.certs_dir = Path(config.certs_dir).resolve()
+        self.state_dir = Path(config.state)
+        self.rules_override = {fw: Path(p) for fw, p in config.rules.items()}
+        self._python = python
 
-    # ------------------------------------------------------------ paths and names
+    # ------------------------------------------------------------ names and paths
+    @property
+    def python(self) -> str:
+        return self._python
+
+    @property
+    def node_certs(self) -> str:
+        return str(self.certs_dir)
+
+    @property
+    def start_hint(self) -> str:
+        return f"`sudo edgesim lab up --runner netns{self.lab.cli_args()}`"
+
+    def namespace(self, node: str) -> str:
+        """The network namespace of a host or firewall of this lab."""
+        return self.lab.namespace(node)
+
+    def namespaces(self) -> list[str]:
+        """This lab's namespaces that exist now (running or left over)."""
+        return lab_namespaces(self.lab.name)
+
+    def problem(self) -> str | None:
+        return requirements_problem()
+
+    def exec_argv(self, node: str) -> list[str]:
+        return ["ip", "netns", "exec", self.namespace(node)]
+
+    def exec_env(self) -> dict[str, str] | None:
+        return package_env()
+
+    def edgesim_argv(self, node: str) -> list[str]:
+        return edgesim_argv(self, node, str(self.topology.path))
+
     def _zone_bridge(self, zone_id: str) -> str:
         index = [z.id for z in self.topology.zones].index(zone_id)
         return f"br{index}"
@@ -146,10 +185,23 @@ class NetnsLab:
         nodes += [(h.id, "host", h.interfaces) for h in self.topology.hosts]
         return nodes
 
-    def rules_path(self, fw: Firewall) -> Path:
-        """The rule file loaded into a firewall: an override, the repository's, or rendered."""
-        if fw.id in self.rules_override:
-            return Path(self.rules_override[fw.id])
+    def _firewall(self, firewall: str) -> Firewall:
+        for fw in self.topology.firewalls:
+            if fw.id == firewall:
+                return fw
+        raise LabError(f"no firewall '{firewall}' in the topology")
+
+    def _loaded_rules(self) -> dict[str, str]:
+        with contextlib.suppress(OSError, ValueError):
+            loaded = json.loads((self.state_dir / RULES_FILE).read_text())
+            if isinstance(loaded, dict):
+                return {str(k): str(v) for k, v in loaded.items()}
+        return {}
+
+    def _topology_rules(self, firewall: str) -> Path:
+        """The topology's rule file: as given, from the current directory or the repository,
+        or rendered into the state directory (installed without the repository)."""
+        fw = self._firewall(firewall)
         relative = Path(fw.rules)
         candidates = (
             [relative]
@@ -162,7 +214,6 @@ class NetnsLab:
         for candidate in candidates:
             if candidate.is_file():
                 return candidate
-        # Installed without the repository: render the rules into the state directory.
         target = self.state_dir / "firewall" / relative.name
         target.parent.mkdir(parents=True, exist_ok=True)
         rendered = render_all(self.topology, target.parent)
@@ -170,100 +221,89 @@ class NetnsLab:
         log.warning("%s: %s not found; loaded rules rendered into %s", fw.id, fw.rules, target)
         return target
 
+    def rules_path(self, firewall: str) -> Path:
+        """The rule file loaded into a firewall: an override given to this runner, the one the
+        running lab loaded last (``rules.json`` in the state directory), else the topology's."""
+        self._firewall(firewall)
+        if firewall in self.rules_override:
+            return self.rules_override[firewall]
+        loaded = self._loaded_rules().get(firewall)
+        if loaded is not None:
+            return Path(loaded)
+        return self._topology_rules(firewall)
+
+    def load_rules(self, firewall: str, path: Path | None = None) -> LoadResult:
+        """``nft -f`` in the firewall's namespace; a file nft refuses leaves the old rules."""
+        self._firewall(firewall)
+        path = Path(path).resolve() if path is not None else self._topology_rules(firewall)
+        ns = self.namespace(firewall)
+        if ns not in self.namespaces():
+            raise LabError(f"namespace {ns} does not exist: is the netns lab up? {self.start_hint}")
+        run([*self.exec_argv(firewall), "nft", "-f", str(path)])
+        self.rules_override[firewall] = path
+        loaded = {**self._loaded_rules(), firewall: str(path)}
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        (self.state_dir / RULES_FILE).write_text(json.dumps(loaded, indent=2) + "\n")
+        return LoadResult(firewall, path)
+
     # ------------------------------------------------------------ network
     def build_network(self) -> None:
         problem = requirements_problem()
         if problem:
             raise LabError(problem)
-        leftovers = lab_namespaces()
+        leftovers = self.namespaces()
         if leftovers:
             raise LabError(
                 f"lab namespaces already exist ({', '.join(leftovers[:4])}"
                 f"{' ...' if len(leftovers) > 4 else ''}): "
-                "`edgesim lab down --runner netns` first"
+                f"`edgesim lab down --runner netns{self.lab.cli_args()}` first"
             )
         try:
             self._build()
         except BaseException:
-            self.down()
+            self.teardown()
             raise
 
     def _build(self) -> None:
-        run(["ip", "netns", "add", SWITCH])
-        run(["ip", "-n", SWITCH, "link", "set", "lo", "up"])
+        switch = self.namespace(SWITCH)
+        run(["ip", "netns", "add", switch])
+        run(["ip", "-n", switch, "link", "set", "lo", "up"])
         for zone in self.topology.zones:
             bridge = self._zone_bridge(zone.id)
-            run(["ip", "-n", SWITCH, "link", "add", bridge, "type", "bridge"])
-            run(["ip", "-n", SWITCH, "link", "set", bridge, "up"])
+            run(["ip", "-n", switch, "link", "add", bridge, "type", "bridge"])
+            run(["ip", "-n", switch, "link", "set", bridge, "up"])
         for index, (node, kind, interfaces) in enumerate(self._nodes()):
-            ns = ns_name(node)
+            ns = self.namespace(node)
             run(["ip", "netns", "add", ns])
             run(["ip", "-n", ns, "link", "set", "lo", "up"])
             for j, iface in enumerate(interfaces):
+                # Link names live in the lab's own namespaces: short, and the same in every lab.
                 outer = f"n{index}i{j}"
                 inner = link_name(iface)
                 prefix = self.topology.zone(iface.zone).subnet.prefixlen
-                run(
-                    [
-                        "ip",
-                        "-n",
-                        SWITCH,
-                        "link",
-                        "add",
-                        outer,
-                        "type",
-                        "veth",
-                        "peer",
-                        "name",
-                        inner,
-                        "netns",
-                        ns,
-                    ]
-                )
-                run(
-                    [
-                        "ip",
-                        "-n",
-                        SWITCH,
-                        "link",
-                        "set",
-                        outer,
-                        "master",
-                        self._zone_bridge(iface.zone),
-                        "up",
-                    ]
-                )
+                run(["ip", "-n", switch, "link", "add", outer, "type", "veth",
+                     "peer", "name", inner, "netns", ns])  # fmt: skip
+                bridge = self._zone_bridge(iface.zone)
+                run(["ip", "-n", switch, "link", "set", outer, "master", bridge, "up"])
                 run(["ip", "-n", ns, "addr", "add", f"{iface.address}/{prefix}", "dev", inner])
                 run(["ip", "-n", ns, "link", "set", inner, "up"])
             if kind == "firewall":
-                self._sysctl(ns, "net.ipv4.ip_forward", "1")
+                self._sysctl(node, "net.ipv4.ip_forward", "1")
             else:
                 # Several addresses on one host and zone (the Edge's access and av): each
                 # interface answers ARP only for its own address.
-                self._sysctl(ns, "net.ipv4.conf.all.arp_ignore", "1")
-                self._sysctl(ns, "net.ipv4.conf.all.arp_announce", "2")
+                self._sysctl(node, "net.ipv4.conf.all.arp_ignore", "1")
+                self._sysctl(node, "net.ipv4.conf.all.arp_announce", "2")
                 eph_low, eph_high = ephemeral_port_range(load_matrix())
-                self._sysctl(ns, "net.ipv4.ip_local_port_range", f"{eph_low} {eph_high}")
+                self._sysctl(node, "net.ipv4.ip_local_port_range", f"{eph_low} {eph_high}")
                 for route in host_routes(self.topology, self.topology.host(node)):
                     run(["ip", "-n", ns, *route.ip_args()])
-        self.load_firewalls()
-
-    def _sysctl(self, ns: str, key: str, value: str) -> None:
-        run(["ip", "netns", "exec", ns, "sysctl", "-q", "-w", f"{key}={value}"])
-
-    def load_firewalls(self, rules: dict[str, Path] | None = None) -> dict[str, Path]:
-        """(Re)load every firewall's rule file; returns which file each firewall got."""
-        if rules:
-            self.rules_override.update(rules)
-        loaded: dict[str, Path] = {}
+        (self.state_dir / RULES_FILE).unlink(missing_ok=True)
         for fw in self.topology.firewalls:
-            path = self.rules_path(fw)
-            ns = ns_name(fw.id)
-            if ns not in lab_namespaces():
-                raise LabError(f"namespace {ns} does not exist: is the netns lab up?")
-            run(["ip", "netns", "exec", ns, "nft", "-f", str(path)])
-            loaded[fw.id] = path
-        return loaded
+            self.load_rules(fw.id, self.rules_override.get(fw.id))
+
+    def _sysctl(self, node: str, key: str, value: str) -> None:
+        run([*self.exec_argv(node), "sysctl", "-q", "-w", f"{key}={value}"])
 
     # ------------------------------------------------------------ services
     def _service_hosts(self) -> list[Host]:
@@ -281,33 +321,15 @@ class NetnsLab:
             ready.unlink(missing_ok=True)
             with open(log_file, "wb") as out:
                 proc = subprocess.Popen(
-                    [
-                        "ip",
-                        "netns",
-                        "exec",
-                        ns_name(host.id),
-                        self.python,
-                        "-m",
-                        "simulator",
-                        "--topology",
-                        str(self.topology.path),
-                        "lab",
-                        "serve",
-                        "--host",
-                        host.id,
-                        "--runner",
-                        self.runner,
-                        "--certs",
-                        str(self.certs_dir),
-                        "--ready-file",
-                        str(ready),
-                    ],
+                    [*self.edgesim_argv(host.id), "lab", "serve", "--host", host.id,
+                     "--runner", self.name, "--certs", self.node_certs,
+                     "--ready-file", str(ready)],
                     stdin=subprocess.DEVNULL,
                     stdout=out,
                     stderr=subprocess.STDOUT,
-                    env=_package_env(),
+                    env=package_env(),
                     start_new_session=True,
-                )
+                )  # fmt: skip
             hp = HostProcess(host.id, proc.pid, ready, log_file)
             (self.state_dir / f"{host.id}.pid").write_text(f"{proc.pid}\n")
             procs.append((hp, proc))
@@ -328,13 +350,17 @@ class NetnsLab:
                 time.sleep(0.05)
         return [hp for hp, _ in procs]
 
-    def up(self, timeout: float = READY_TIMEOUT) -> list[HostProcess]:
+    def bring_up(self, timeout: float = READY_TIMEOUT) -> list[HostProcess]:
+        """:meth:`up` without an event loop; returns the hosts' service processes."""
         self.build_network()
         try:
             return self.start_services(timeout)
         except BaseException:
-            self.down()
+            self.teardown()
             raise
+
+    async def up(self) -> None:
+        await asyncio.to_thread(self.bring_up)
 
     # ------------------------------------------------------------ teardown
     def _our_pids(self) -> set[int]:
@@ -345,17 +371,14 @@ class NetnsLab:
                     pid = int(pid_file.read_text().strip())
                     if _is_lab_serve(pid):
                         pids.add(pid)
-        for ns in lab_namespaces():
+        for ns in self.namespaces():
             out = run(["ip", "netns", "pids", ns], check=False)
             pids.update(int(p) for p in out.split() if p.isdigit())
         pids.discard(os.getpid())
         return pids
 
-    def down(self) -> list[str]:
-        """Stop every lab process and delete every lab namespace; idempotent, also after a crash.
-
-        Returns the namespaces deleted.
-        """
+    def teardown(self) -> list[str]:
+        """:meth:`down` without an event loop."""
         pids = self._our_pids()
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
@@ -369,26 +392,54 @@ class NetnsLab:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         deleted: list[str] = []
-        for ns in lab_namespaces():
+        for ns in self.namespaces():
             run(["ip", "netns", "del", ns], check=False)
             deleted.append(ns)
         if self.state_dir.is_dir():
             for pattern in ("*.pid", "*.json", "*.log"):
                 for path in self.state_dir.glob(pattern):
                     path.unlink(missing_ok=True)
-        remaining = lab_namespaces()
+        remaining = self.namespaces()
         if remaining:
             raise LabError(f"could not delete namespaces: {', '.join(remaining)}")
         return deleted
 
+    async def down(self) -> list[str]:
+        """Stop every process of this lab and delete its namespaces; idempotent, also after a
+        crash (found by name). Returns the namespaces deleted."""
+        return await asyncio.to_thread(self.teardown)
+
+    def require_up(self) -> None:
+        problem = requirements_problem()
+        if problem is not None:
+            raise LabError(f"--runner netns: {problem}")
+        present = set(self.namespaces())
+        hosts = [h.id for h in self.topology.hosts]
+        missing = [h for h in hosts if self.namespace(h) not in present]
+        if len(missing) == len(hosts):
+            named = "" if self.lab.is_default else f" named {self.lab.name}"
+            raise LabError(f"no netns lab is up{named}: start it with {self.start_hint}")
+        if missing:
+            raise LabError(
+                f"the running netns lab lacks {', '.join(self.namespace(m) for m in missing)}: "
+                "was it started with another topology?"
+            )
+
     # ------------------------------------------------------------ status
-    def status(self) -> list[NodeStatus]:
-        present = set(lab_namespaces())
-        statuses: list[NodeStatus] = []
+    def _ready(self, node: str) -> dict[str, object] | None:
+        with contextlib.suppress(ValueError, OSError):
+            ready = json.loads((self.state_dir / f"{node}.json").read_text())
+            return ready if isinstance(ready, dict) else None
+        return None
+
+    def snapshot(self) -> LabStatus:
+        """:meth:`status` without an event loop."""
+        present = set(self.namespaces())
+        status = LabStatus(self.name, self.lab.name, self.node_kind)
         for node, kind, interfaces in self._nodes():
-            ns = ns_name(node)
-            st = NodeStatus(node, kind, ns, ns in present)
-            if st.present:
+            ns = self.namespace(node)
+            st = NodeStatus(node, "host" if kind == "host" else "firewall", ns, "absent")
+            if ns in present:
                 out = run(["ip", "-n", ns, "-4", "-o", "addr", "show"], check=False)
                 st.addresses = [
                     f"{parts[3]} ({parts[1]})"
@@ -401,49 +452,40 @@ class NetnsLab:
             if pid_file.is_file():
                 with contextlib.suppress(ValueError, OSError):
                     st.pid = int(pid_file.read_text().strip())
-                    st.running = _alive(st.pid)
-            ready = self.state_dir / f"{node}.json"
-            if ready.is_file():
-                with contextlib.suppress(ValueError, OSError):
-                    st.services = json.loads(ready.read_text()).get("services", [])
-            statuses.append(st)
-        return statuses
+            ready = self._ready(node)
+            if ready is not None:
+                st.services = services_of_ready(node, ready)
+            if ns not in present:
+                st.state = "absent"
+            elif kind == "firewall":
+                st.state = "routing"
+            elif st.pid is not None:
+                st.state = "running" if _alive(st.pid) else "exited"
+            else:
+                st.state = "up"
+            status.nodes.append(st)
+        return status
 
-    def check_host(self, host: str, timeout: float = 20.0) -> list[dict[str, object]]:
-        """Ask from inside a host's namespace whether each of its listeners answers."""
-        ready = self.state_dir / f"{host}.json"
-        if not ready.is_file():
-            return []
-        with contextlib.suppress(ValueError, OSError):
-            services = json.loads(ready.read_text()).get("services", [])
-            if not any(svc.get("listeners") for svc in services):
-                return []
-        out = run(
-            [
-                "ip",
-                "netns",
-                "exec",
-                ns_name(host),
-                self.python,
-                "-m",
-                "simulator",
-                "--topology",
-                str(self.topology.path),
-                "lab",
-                "check-host",
-                "--host",
-                host,
-                "--runner",
-                self.runner,
-                "--certs",
-                str(self.certs_dir),
-                "--ready-file",
-                str(ready),
-            ],
-            timeout=timeout,
-        )
-        result: list[dict[str, object]] = json.loads(out or "[]")
-        return result
+    async def status(self) -> LabStatus:
+        return await asyncio.to_thread(self.snapshot)
+
+    async def check(self) -> list[ListenerCheck]:
+        """``lab check-host`` inside every running host's namespace, all at once."""
+        status = await self.status()
+        ready = {
+            st.node: str(self.state_dir / f"{st.node}.json")
+            for st in status.nodes
+            if st.state == "running" and any(svc.listeners for svc in st.services)
+        }
+        return await check_hosts(self, ready)
+
+    async def vantage(self) -> Vantage:
+        self.require_up()
+        nodes = [node for node, _, _ in self._nodes()]
+        return Vantage(self.name, LabPki(self.certs_dir), {n: self.namespace(n) for n in nodes})
+
+    def prepare_host(self, host: Host) -> None:
+        return None
 
 
 def _alive(pid: int) -> bool:
@@ -476,19 +518,3 @@ def _tail(path: Path, lines: int = 5) -> str:
     except OSError:
         return "(no log)"
     return " | ".join(text[-lines:]) or "(empty log)"
-
-
-# ------------------------------------------------------------------ plain flows across the lab
-
-
-def check_flows(
-    flows: list[MatrixFlow], *, timeout: float = 1.5, python: str = sys.executable
-) -> list[FlowResult]:
-    """Every flow tried across the netns lab (see :func:`simulator.lab.flowcheck.check_flows`)."""
-    return flowcheck.check_flows(
-        flows,
-        lambda host: ["ip", "netns", "exec", ns_name(host)],
-        timeout=timeout,
-        python=python,
-        env=_package_env(),
-    )

@@ -21,17 +21,37 @@ when it drifts from the topology):
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ipaddress
 import json
 import logging
+import os
+import shutil
 import subprocess
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from simulator.errors import LabError
 from simulator.lab.network import ephemeral_port_range, host_routes
-from simulator.lab.runners.netns import NodeStatus
+from simulator.lab.runners import register_runner
+from simulator.lab.runners._exec import check_hosts
+from simulator.lab.runners.base import (
+    LabConfig,
+    LabStatus,
+    ListenerCheck,
+    LoadResult,
+    NodeStatus,
+    Runner,
+    Vantage,
+    edgesim_argv,
+    services_of_ready,
+)
 from simulator.lab.topology import Host, Topology, Zone, default_topology_path
 from simulator.matrix import load_matrix
+from simulator.pki import LabPki
 
 log = logging.getLogger(__name__)
 
@@ -230,22 +250,71 @@ def render_compose(topology: Topology, topology_path: Path | None = None) -> str
 # ------------------------------------------------------------------ a running compose lab
 
 
-def compose_command(*args: str) -> list[str]:
-    """``docker compose ARGS`` for the lab in the current directory (``COMPOSE_*`` env applies)."""
-    return ["docker", "compose", *args]
+@register_runner
+class ComposeRunner(Runner):
+    """The compose lab that runs from the current directory's docker-compose.yml (or
+    :attr:`LabConfig.compose_file`); ``COMPOSE_PROJECT_NAME`` and ``EDGESIM_IMAGE`` apply."""
 
+    name = "compose"
+    summary = "docker compose (see docker-compose.yml)"
+    order = 20
+    has_firewalls = True
+    persistent = True
+    shares_pki = False
+    in_process = False
+    addressing = "lab"
+    node_kind = "container"
 
-def compose_exec(host: str) -> list[str]:
-    return compose_command("exec", "-T", host)
+    def __init__(self, config: LabConfig) -> None:
+        self.config = config
+        self.topology = config.topology
 
+    # ------------------------------------------------------------ commands
+    @property
+    def python(self) -> str:
+        return "python3"  # the image's PATH starts with the venv edgesim is installed in
 
-class ComposeLab:
-    """Status and checks of the compose lab that runs from the current directory."""
+    @property
+    def node_certs(self) -> str:
+        return CERTS
 
-    runner = "compose"
+    @property
+    def start_hint(self) -> str:
+        return "`docker compose up -d --wait` at the repository root"
 
-    def __init__(self, topology: Topology) -> None:
-        self.topology = topology
+    @property
+    def compose_file(self) -> Path:
+        return self.config.compose_file or Path("docker-compose.yml")
+
+    def compose_command(self, *args: str) -> list[str]:
+        """``docker compose [-f FILE] ARGS`` (``COMPOSE_*`` environment variables apply)."""
+        top = ["-f", str(self.config.compose_file)] if self.config.compose_file else []
+        return ["docker", "compose", *top, *args]
+
+    def problem(self) -> str | None:
+        if shutil.which("docker") is None:
+            return "docker is not installed: scripts/setup-docker.sh installs and starts it"
+        if not self.compose_file.is_file():
+            return (
+                f"no {self.compose_file} here: run this at the repository root "
+                "(or write one with `edgesim lab compose-render`)"
+            )
+        return None
+
+    def _ready_to_run(self) -> None:
+        problem = self.problem()
+        if problem is not None:
+            raise LabError(problem)
+
+    def exec_argv(self, node: str) -> list[str]:
+        return self.compose_command("exec", "-T", node)
+
+    def exec_env(self) -> dict[str, str] | None:
+        return None
+
+    def edgesim_argv(self, node: str) -> list[str]:
+        custom = self.topology.path.resolve() != default_topology_path().resolve()
+        return edgesim_argv(self, node, TOPOLOGY_IN_CONTAINER if custom else None)
 
     def _run(self, args: list[str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
         try:
@@ -255,75 +324,177 @@ class ComposeLab:
         except subprocess.TimeoutExpired:
             raise LabError(f"`{' '.join(args)}` did not finish within {timeout:.0f} s") from None
 
-    def _states(self) -> dict[str, str]:
-        done = self._run(compose_command("ps", "--all", "--format", "json"))
+    def _docker(self, *args: str) -> str:
+        done = self._run(["docker", *args])
+        if done.returncode != 0:
+            last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+            raise LabError(f"--runner compose: docker {args[0]} failed: {last}")
+        return done.stdout
+
+    # ------------------------------------------------------------ up and down
+    async def up(self) -> None:
+        """``docker compose up -d --wait`` (its progress goes to this terminal)."""
+        self._ready_to_run()
+        image = os.environ.get("EDGESIM_IMAGE", "edgesim:latest")
+        if self._run(["docker", "image", "inspect", image]).returncode != 0:
+            raise LabError(
+                f"no image {image}: build it with scripts/build-image.sh (docs/lab.md: Images)"
+            )
+        done = await asyncio.to_thread(subprocess.run, self.compose_command("up", "-d", "--wait"))
+        if done.returncode != 0:
+            raise LabError(f"`docker compose up` failed (exit {done.returncode})")
+
+    async def down(self) -> list[str]:
+        """``docker compose down``: every container and network of the project."""
+        self._ready_to_run()
+        before = sorted(self._states())
+        done = await asyncio.to_thread(
+            subprocess.run, self.compose_command("down", "--remove-orphans", "--timeout", "5")
+        )
+        if done.returncode != 0:
+            raise LabError(f"`docker compose down` failed (exit {done.returncode})")
+        return before
+
+    def _containers(self) -> list[dict[str, Any]]:
+        """``docker compose ps --all``: one entry per container of the project (a JSON list or
+        one object per line, depending on the Compose version)."""
+        done = self._run(self.compose_command("ps", "--all", "--format", "json"))
         if done.returncode != 0:
             raise LabError(f"docker compose ps failed: {done.stderr.strip()}")
-        states: dict[str, str] = {}
         text = done.stdout.strip()
-        items = (
-            json.loads(text)
-            if text.startswith("[")
-            else [json.loads(line) for line in text.splitlines() if line.strip()]
-        )
-        for item in items:
+        try:
+            if text.startswith("["):
+                return list(json.loads(text))
+            return [json.loads(line) for line in text.splitlines() if line.strip()]
+        except ValueError as exc:
+            raise LabError(f"docker compose ps: unreadable output ({exc})") from None
+
+    def _states(self) -> dict[str, str]:
+        """Every container's state by service (``running (healthy)``, ``exited`` ...)."""
+        states: dict[str, str] = {}
+        for item in self._containers():
             health = item.get("Health") or ""
             states[item["Service"]] = f"{item['State']}{f' ({health})' if health else ''}"
         return states
 
-    def _inspect(self, node: str) -> tuple[list[str], list[dict[str, object]]]:
+    def _running(self) -> dict[str, str]:
+        """Running containers by service: their ids."""
+        return {e["Service"]: e["ID"] for e in self._containers() if e.get("State") == "running"}
+
+    def _nodes(self) -> list[str]:
+        return [h.id for h in self.topology.hosts] + [fw.id for fw in self.topology.firewalls]
+
+    def require_up(self) -> None:
+        self._ready_to_run()
+        running = self._running()
+        if not running:
+            raise LabError(f"no compose lab is up here: {self.start_hint}")
+        missing = [n for n in self._nodes() if n not in running]
+        if missing:
+            raise LabError(f"the compose lab has no running container for {', '.join(missing)}")
+
+    # ------------------------------------------------------------ status
+    def _inspect(self, node: str) -> tuple[list[str], dict[str, object] | None]:
         script = f"ip -4 -o addr show; echo ---; cat {READY} 2>/dev/null || true"
-        done = self._run([*compose_exec(node), "sh", "-c", script])
+        done = self._run([*self.exec_argv(node), "sh", "-c", script])
         if done.returncode != 0:
-            return [], []
+            return [], None
         addr_text, _, ready_text = done.stdout.partition("---")
         addresses = [
             f"{parts[3]} ({parts[1]})"
             for parts in (line.split() for line in addr_text.splitlines())
             if len(parts) > 3 and parts[1] != "lo"
         ]
-        services: list[dict[str, object]] = []
+        ready = None
         if ready_text.strip():
-            services = json.loads(ready_text).get("services", [])
-        return addresses, services
+            with contextlib.suppress(ValueError):
+                ready = json.loads(ready_text)
+        return addresses, ready
 
-    def status(self) -> list[NodeStatus]:
-        from concurrent.futures import ThreadPoolExecutor
-
+    def snapshot(self) -> LabStatus:
+        """:meth:`status` without an event loop."""
+        self._ready_to_run()
         states = self._states()
         nodes = [(fw.id, "firewall") for fw in self.topology.firewalls]
         nodes += [(h.id, "host") for h in self.topology.hosts]
         running = [node for node, _ in nodes if states.get(node, "").startswith("running")]
         with ThreadPoolExecutor(max_workers=8) as pool:
             inspected = dict(zip(running, pool.map(self._inspect, running), strict=True))
-        result: list[NodeStatus] = []
+        status = LabStatus(self.name, self.config.name, self.node_kind)
         for node, kind in nodes:
-            state = states.get(node, "absent")
-            st = NodeStatus(node, kind, state, node in states)
-            st.running = node in inspected
-            st.addresses, st.services = inspected.get(node, ([], []))
-            result.append(st)
-        return result
+            where = states.get(node, "absent")
+            st = NodeStatus(node, "host" if kind == "host" else "firewall", where, "absent")
+            if node in states:
+                st.state = "not running"
+            if node in inspected:
+                st.state = "routing" if kind == "firewall" else "running"
+                st.addresses, ready = inspected[node]
+                if ready is not None:
+                    st.services = services_of_ready(node, ready)
+            status.nodes.append(st)
+        return status
 
-    def check_host(self, host: str, timeout: float = 30.0) -> list[dict[str, object]]:
-        done = self._run(
-            [
-                *compose_exec(host),
-                "edgesim",
-                "lab",
-                "check-host",
-                "--host",
-                host,
-                "--runner",
-                "compose",
-                "--certs",
-                CERTS,
-                "--ready-file",
-                READY,
-            ],
-            timeout=timeout,
-        )
+    async def status(self) -> LabStatus:
+        return await asyncio.to_thread(self.snapshot)
+
+    async def check(self) -> list[ListenerCheck]:
+        status = await self.status()
+        ready = {
+            st.node: READY
+            for st in status.nodes
+            if st.state == "running" and any(svc.listeners for svc in st.services)
+        }
+        return await check_hosts(self, ready)
+
+    # ------------------------------------------------------------ firewalls
+    def _firewall_rules(self, firewall: str) -> PurePosixPath:
+        for fw in self.topology.firewalls:
+            if fw.id == firewall:
+                return PurePosixPath(fw.rules)
+        raise LabError(f"no firewall '{firewall}' in the topology")
+
+    def rules_path(self, firewall: str) -> Path:
+        """The rule file mounted into the firewall's container (loaded when it starts)."""
+        rules = self._firewall_rules(firewall)
+        return (self.compose_file.resolve().parent / rules).resolve()
+
+    def load_rules(self, firewall: str, path: Path | None = None) -> LoadResult:
+        """``nft -f`` in the firewall's container: the mounted file, or ``path`` sent on stdin
+        (``include`` lines of such a file must name files inside the container)."""
+        self._ready_to_run()
+        mounted = self.rules_path(firewall)
+        chosen = Path(path).resolve() if path is not None else mounted
+        if chosen == mounted:
+            inside = f"{RULES_DIR}/{self._firewall_rules(firewall).name}"
+            args, stdin = [*self.exec_argv(firewall), "nft", "-f", inside], None
+        else:
+            try:
+                stdin = chosen.read_text()
+            except OSError as exc:
+                raise LabError(f"cannot read {chosen}: {exc.strerror}") from None
+            args = [*self.exec_argv(firewall), "nft", "-f", "-"]
+        try:
+            done = subprocess.run(args, input=stdin, capture_output=True, text=True, timeout=60)
+        except FileNotFoundError:
+            raise LabError("docker is not installed: scripts/setup-docker.sh") from None
         if done.returncode != 0:
-            raise LabError(f"{host}: check failed: {done.stderr.strip()[-300:]}")
-        result: list[dict[str, object]] = json.loads(done.stdout or "[]")
-        return result
+            raise LabError(f"{firewall}: nft -f {chosen} failed: {done.stderr.strip()}")
+        return LoadResult(firewall, chosen)
+
+    # ------------------------------------------------------------ scenarios
+    async def vantage(self) -> Vantage:
+        """Each node's network namespace (``/proc/PID/ns/net`` of its container), and the lab's
+        PKI (issued inside the image) copied to a temporary directory."""
+        self.require_up()
+        running = self._running()
+        nodes = self._nodes()
+        pids = self._docker("inspect", "-f", "{{.State.Pid}}", *(running[n] for n in nodes))
+        namespaces = {
+            node: f"/proc/{pid}/ns/net" for node, pid in zip(nodes, pids.split(), strict=True)
+        }
+        pki_dir = Path(tempfile.mkdtemp(prefix="edgesim-compose-pki-"))
+        self._docker("cp", f"{running[self.topology.hosts[0].id]}:{CERTS}/.", str(pki_dir))
+        return Vantage(self.name, LabPki(pki_dir), namespaces)
+
+    def prepare_host(self, host: Host) -> None:
+        configure_container_network(self.topology, host)
