@@ -6,7 +6,7 @@ netns lab with the firewalls traced against the same probe without tracing.
     sudo python3 bench/firewall_bench.py --no-lab   # the audit only
 
 Needs root, iproute2 and nftables (the audit builds namespaces of its own; the probe part brings
-the netns lab up under a lab name of its own, `bench`, and down again). Writes
+the netns lab up under a lab name of its own, `fwbench`, and down again). Writes
 bench/results/firewall_bench.json. Targets (issue 11): the audit under 3 s; a traced probe at
 most 1.2 times the untraced one.
 """
@@ -20,6 +20,7 @@ import os
 import shutil
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -51,10 +52,51 @@ def bench_audit(rounds: int) -> dict[str, Any]:
         "rounds": rounds,
         "flows": flows,
         "clean": ok,
-        "seconds": {"median": round(median, 3), "min": round(min(durations), 3),
-                    "max": round(max(durations), 3)},  # fmt: skip
+        "seconds": {
+            "median": round(median, 3),
+            "min": round(min(durations), 3),
+            "max": round(max(durations), 3),
+        },
         "target_s": AUDIT_TARGET_S,
         "meets_target": median < AUDIT_TARGET_S,
+    }
+
+
+def bench_probe_trace(rounds: int) -> dict[str, Any]:
+    """The whole matrix probed on a netns lab of its own, traced and untraced in turn."""
+    from simulator.lab.runners import get_runner
+    from simulator.lab.runners.base import LabConfig
+    from simulator.probes.run import DEFAULT_TIMEOUT, RunnerExecutor, plan_probes, probe_matrix
+
+    topology = load_topology()
+    certs = Path(tempfile.mkdtemp(prefix="edgesim-bench-certs-"))
+    state = Path(tempfile.mkdtemp(prefix="edgesim-bench-state-"))
+    runner = get_runner("netns", LabConfig(topology, certs, name="fwbench", state_dir=state))
+    times: dict[bool, list[float]] = {True: [], False: []}
+    verdicts: dict[bool, dict[str, str]] = {}
+    try:
+        asyncio.run(runner.up())
+        builder, _ = plan_probes(runner, certs)
+        for _ in range(rounds):
+            for trace in (False, True):
+                executor = RunnerExecutor(runner, DEFAULT_TIMEOUT, trace=trace)
+                run = asyncio.run(probe_matrix(topology, executor, builder))
+                times[trace].append(run.duration)
+                verdicts[trace] = {r.row_id: r.verdict.value for r in run.results}
+    finally:
+        asyncio.run(runner.down())
+        shutil.rmtree(certs, ignore_errors=True)
+        shutil.rmtree(state, ignore_errors=True)
+    traced, untraced = statistics.median(times[True]), statistics.median(times[False])
+    return {
+        "rounds": rounds,
+        "rows": len(verdicts[True]),
+        "traced_s": {"median": round(traced, 3), "all": [round(t, 3) for t in times[True]]},
+        "untraced_s": {"median": round(untraced, 3), "all": [round(t, 3) for t in times[False]]},
+        "ratio": round(traced / untraced, 3),
+        "target_ratio": TRACE_RATIO_TARGET,
+        "meets_target": traced / untraced <= TRACE_RATIO_TARGET,
+        "same_verdicts": verdicts[True] == verdicts[False],
     }
 
 
@@ -80,8 +122,6 @@ def main() -> None:
         f"({a['flows']} flows, {a['rounds']} rounds; target < {AUDIT_TARGET_S:g} s)"
     )
     if not args.no_lab and shutil.which("ip"):
-        from bench_probe_trace import bench_probe_trace  # noqa: PLC0415
-
         result["probe"] = bench_probe_trace(1 if args.quick else 3)
         p = result["probe"]
         print(

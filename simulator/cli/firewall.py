@@ -9,44 +9,15 @@ from pathlib import Path
 
 import click
 
-from simulator.cli._common import Obj, console
+from simulator.cli._common import RULES_OPTION, Obj, console, parse_rules
 from simulator.firewall.audit import DEFAULT_TIMEOUT, audit
 from simulator.firewall.diff import diff
 from simulator.firewall.render import render_all, render_broken_external
-from simulator.lab.topology import Topology
 from simulator.reports.firewall import render_audit, render_diff
 
 BROKEN_PATH = Path("lab/firewall/broken/external.nft")
 
 
-def parse_rules(items: tuple[str, ...], topology: Topology) -> dict[str, Path]:
-    """``FIREWALL=FILE`` items -> {firewall: path}; a bad item is a usage error."""
-    rules: dict[str, Path] = {}
-    firewalls = [fw.id for fw in topology.firewalls]
-    for item in items:
-        fw_id, sep, path = item.partition("=")
-        if not sep or not path:
-            raise click.BadParameter(f"'{item}' is not FIREWALL=FILE", param_hint="--rules")
-        if fw_id not in firewalls:
-            raise click.BadParameter(
-                f"no firewall '{fw_id}' in the topology (it has {', '.join(firewalls)})",
-                param_hint="--rules",
-            )
-        if not Path(path).is_file():
-            raise click.BadParameter(f"{path}: no such file", param_hint="--rules")
-        rules[fw_id] = Path(path)
-    return rules
-
-
-RULES_OPTION = click.option(
-    "--rules",
-    "rule_items",
-    multiple=True,
-    metavar="FIREWALL=FILE",
-    help="Your rule file for a firewall of the topology (repeatable): nftables as you write it "
-    "(any table and chain names, ip or inet, includes relative to the file) or iptables-save "
-    "output. Firewalls without one get their topology file.",
-)
 TIMEOUT_OPTION = click.option(
     "--timeout",
     type=click.FloatRange(0.05, 30),
@@ -151,7 +122,7 @@ def audit_command(obj: Obj, rule_items: tuple[str, ...], timeout: float, fmt: st
       sudo edgesim firewall audit --rules fw-external=my-edge.nft
       sudo edgesim firewall audit --rules fw-external=fw.iptables --format json
     """
-    rules = parse_rules(rule_items, obj.topology)
+    rules = parse_rules(obj.topology, rule_items)
     report = asyncio.run(audit(obj.topology, rules, timeout=timeout))
     if fmt == "json":
         click.echo(json.dumps(report.to_dict(), indent=2))
@@ -180,7 +151,7 @@ def diff_command(obj: Obj, rule_items: tuple[str, ...], timeout: float, fmt: str
       sudo edgesim firewall diff --rules fw-external=my-edge.nft
       sudo edgesim firewall diff --rules fw-internal=lan.iptables --format json
     """
-    rules = parse_rules(rule_items, obj.topology)
+    rules = parse_rules(obj.topology, rule_items)
     if not rules:
         raise click.UsageError("give your rules: --rules FIREWALL=FILE")
     report = asyncio.run(diff(obj.topology, rules, timeout=timeout))

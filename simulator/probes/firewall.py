@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 
-from simulator.firewall.trace import NOT_FORWARDED, REJECTED, Decision, TraceFlow, first_fates
+from simulator.firewall.trace import REJECTED, Decision, TraceFlow, first_fates
 from simulator.matrix.model import Expectation, MatrixRow
 from simulator.probes.base import ProbeResult, Verdict
 from simulator.probes.spec import ProbeSpec
@@ -50,14 +50,11 @@ def _through(decisions: Sequence[Decision], direction: str) -> tuple[bool, Decis
     return bool(first) and stopped is None, stopped
 
 
-def _stopped_verdict(stopped: Decision, endpoint: Verdict) -> Verdict:
-    """A firewall stopped the packet: ``refused`` when it rejected, ``blocked`` when it dropped;
-    not forwarded (no route): the endpoint's own word (ICMP unreachable, or silence)."""
-    if stopped.action == REJECTED:
-        return Verdict.REFUSED
-    if stopped.action == NOT_FORWARDED and endpoint in (Verdict.BLOCKED, Verdict.REFUSED):
-        return endpoint
-    return Verdict.BLOCKED
+def _stopped_verdict(stopped: Decision) -> Verdict:
+    """A firewall stopped the packet: ``refused`` when a rule rejected it, else ``blocked``
+    (dropped, or not forwarded for want of a route: whether the ICMP error the firewall then
+    sends reaches the source depends on the kernel's rate limit, not on the rules)."""
+    return Verdict.REFUSED if stopped.action == REJECTED else Verdict.BLOCKED
 
 
 def judge(result: ProbeResult, row: MatrixRow, decisions: Sequence[Decision]) -> ProbeResult:
@@ -77,12 +74,12 @@ def judge(result: ProbeResult, row: MatrixRow, decisions: Sequence[Decision]) ->
             )
         if stopped is None:  # pragma: no cover - decisions exist, so a first fate exists
             return judged
-        verdict = _stopped_verdict(stopped, result.verdict)
+        verdict = _stopped_verdict(stopped)
         return replace(judged, verdict=verdict, reason=stopped.describe())
     if result.verdict is Verdict.PASSED:
         return judged
     if stopped is not None:
-        verdict = _stopped_verdict(stopped, result.verdict)
+        verdict = _stopped_verdict(stopped)
         return replace(judged, verdict=verdict, reason=stopped.describe())
     if not through:
         return judged
@@ -90,7 +87,9 @@ def judge(result: ProbeResult, row: MatrixRow, decisions: Sequence[Decision]) ->
     if reply_stopped is not None:
         return replace(judged, verdict=Verdict.BLOCKED, reason=reply_stopped.describe())
     if reply_through:
-        return replace(judged, reason=f"{result.reason} (the firewalls let it through both ways)")
+        return replace(
+            judged, reason=f"{result.reason} (the firewalls passed its first packets both ways)"
+        )
     return replace(
         judged, reason=f"{result.reason} (the request crossed the firewalls; nothing came back)"
     )

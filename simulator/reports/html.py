@@ -259,6 +259,7 @@ def to_html(run: ProbeRun) -> str:
         + (f", target {escape(run.target)}" if run.target else "")
         + f", {escape(when)}</div>",
         f'<div class="summary {"ok" if ok else "bad"}">{escape(summary(run))}</div>',
+        *(f'<p class="muted">{escape(note)}</p>' for note in run.notes),
         '<div class="legend">'
         + "".join(
             f'<span><i style="background:{c}"></i>{escape(v.title)}</span>'

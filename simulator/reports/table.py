@@ -71,6 +71,7 @@ def render_run(run: ProbeRun, width: int = 200) -> RenderableType:
             table.add_row(label, f"{src}\n→ {dst}", verdict_text(result), reason)
         parts.append(table)
     parts.append(Text(summary(run), style="green" if not run.failures else "bold red"))
+    parts += [Text(note, style="yellow") for note in run.notes]
     return Group(*parts)
 
 

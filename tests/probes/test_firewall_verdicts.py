@@ -72,7 +72,7 @@ def test_a_blocked_row_stopped_at_the_firewall_says_where() -> None:
     assert rejected.verdict is Verdict.REFUSED and rejected.met
     unrouted = result(row, Verdict.REFUSED, "ICMP network unreachable")
     judged = judge(unrouted, row, [fate("request", NOT_FORWARDED)])
-    assert judged.verdict is Verdict.REFUSED
+    assert judged.verdict is Verdict.BLOCKED and judged.met
     assert judged.reason.startswith("fw-external did not forward the request")
 
 
@@ -97,7 +97,10 @@ def test_an_open_row_failing_beyond_the_firewall_keeps_the_endpoint_verdict() ->
         tls, row, [fate("request", ACCEPTED, SIP_TRUNK), fate("reply", ACCEPTED, RETURN)]
     )
     assert judged.verdict is Verdict.TLS_FAILED
-    assert judged.reason == "TLS failed: unknown CA (...) (the firewalls let it through both ways)"
+    assert (
+        judged.reason
+        == "TLS failed: unknown CA (...) (the firewalls passed its first packets both ways)"
+    )
     passed = result(row, Verdict.PASSED, "SIP 200 OK")
     assert judge(passed, row, [fate("request", ACCEPTED, SIP_TRUNK)]).reason == "SIP 200 OK"
     # no lab firewall saw it: the endpoints' word stands

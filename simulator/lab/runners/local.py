@@ -19,6 +19,7 @@ from pathlib import Path
 from types import TracebackType
 
 from simulator.errors import LabError
+from simulator.firewall.rules import FirewallNode
 from simulator.lab.runners import register_runner
 from simulator.lab.runners.base import (
     LabConfig,
@@ -281,6 +282,9 @@ class LocalRunner(Runner):
         raise no_firewall(self)
 
     def load_rules(self, firewall: str, path: Path | None = None) -> LoadResult:
+        raise no_firewall(self)
+
+    def firewall_node(self, firewall: str) -> FirewallNode:
         raise no_firewall(self)
 
     async def vantage(self) -> Vantage:
