@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from simulator.firewall.rules import RuleRef
+from simulator.firewall.trace import Decision, first_fates
 
 CORPUS = Path(__file__).resolve().parent / "corpus"
 
@@ -69,3 +71,13 @@ def check_rule(rule: RuleRef | None, expectation: str, path: Path) -> None:
     assert rule is not None and rule.file is not None, expectation
     assert Path(rule.file) == path, (rule.file, path)
     assert rule.line == line_of(path, expectation.split(" by rule: ", 1)[1]), rule
+
+
+def probe_fate(decisions: Sequence[Decision]) -> Decision | None:
+    """What decided a probed row, as the corpus names it: the first packet a firewall stopped
+    (request first, then reply), else the firewall that let the request through."""
+    request, reply = first_fates(decisions, "request"), first_fates(decisions, "reply")
+    for d in [*request, *reply]:
+        if not d.crossed:
+            return d
+    return request[0] if request else None
