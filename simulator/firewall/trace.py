@@ -454,14 +454,30 @@ def first_fates(decisions: Sequence[Decision], direction: str) -> list[Decision]
     return list(seen.values())
 
 
+def _tuple(p: Packet) -> tuple[str, str, str, int | None, int | None]:
+    return (p.proto, p.src, p.dst, p.sport, p.dport)
+
+
 def flow_decisions(
     flow: TraceFlow, traces: Sequence[PacketTrace], index: RuleIndex | None = None
 ) -> list[Decision]:
-    """Per firewall and direction, each distinct fate of the flow's packets, first seen first."""
+    """Per firewall and direction, each distinct fate of the flow's packets, first seen first.
+
+    Only connections this trace saw opened count: a reply (or an ICMP error) to a request sent
+    before the session began, say a SYN-ACK retransmitted for a connection an earlier rule set
+    dropped, is not this flow's."""
+    matched = [(t, flow.matches(t.packet)) for t in traces]
+    opened = {_tuple(t.packet) for t, d in matched if d == "request"}
     out: list[Decision] = []
-    for trace in traces:
-        direction = flow.matches(trace.packet)
+    for trace, direction in matched:
         if direction is None:
+            continue
+        p = trace.packet
+        if direction == "reply" and (
+            not opened
+            if p.proto == "icmp"
+            else (p.proto, p.dst, p.src, p.dport, p.sport) not in opened
+        ):
             continue
         d = decide(trace, direction, index)
         for i, seen in enumerate(out):

@@ -36,7 +36,7 @@ from typing import Any
 
 from simulator.errors import LabError
 from simulator.firewall.rules import FirewallNode, load_rules
-from simulator.lab.network import ephemeral_port_range, host_routes
+from simulator.lab.network import ephemeral_port_range, host_routes, link_name
 from simulator.lab.runners import register_runner
 from simulator.lab.runners._exec import check_hosts
 from simulator.lab.runners.base import (
@@ -171,8 +171,18 @@ def render_compose(topology: Topology, topology_path: Path | None = None) -> str
     ]
     for fw in topology.firewalls:
         rules = PurePosixPath(fw.rules)
+        # Interfaces named as in the topology and the netns lab (`outside`, `inside`), not
+        # Docker's eth0/eth1, so rules matching iifname/oifname decide alike on both labs.
+        # ($$ is a literal $ to Compose.)
+        renames = "".join(
+            f"d=$$(ip -o -4 addr show to {iface.address}/32 | cut -d' ' -f2); "
+            f'if [ -n "$$d" ] && [ "$$d" != {link_name(iface)} ]; then '
+            f'ip link set "$$d" down && ip link set "$$d" name {link_name(iface)} && '
+            f"ip link set {link_name(iface)} up; fi; "
+            for iface in fw.interfaces
+        )
         script = (
-            "ip route del default 2>/dev/null; "
+            f"{renames}ip route del default 2>/dev/null; "
             f"nft -f {RULES_DIR}/{rules.name} && exec sleep infinity"
         )
         out += [
@@ -186,7 +196,8 @@ def render_compose(topology: Topology, topology_path: Path | None = None) -> str
             f"      - {_q(f'./{rules.parent}:{RULES_DIR}:ro')}",
             f"    command: {_flow_list(['sh', '-c', script])}",
             "    healthcheck:",
-            f"      test: {_flow_list(['CMD', 'nft', 'list', 'table', 'inet', 'edgesim'])}",
+            # healthy once rules are loaded (whatever the tables are called)
+            f"      test: {_flow_list(['CMD-SHELL', 'nft list tables | grep -q table'])}",
             "      interval: 2s",
             "      timeout: 2s",
             "      retries: 30",
