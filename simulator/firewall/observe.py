@@ -19,8 +19,10 @@ from pathlib import Path
 
 from simulator.errors import EdgesimError
 from simulator.firewall.rules import FirewallNode, RuleIndex, build_index, current_index
-from simulator.firewall.trace import Decision, PacketTrace, TraceFlow, TraceSession, decide
+from simulator.firewall.trace import Decision, PacketTrace, TraceFlow, TraceSession, first_fates
 from simulator.lab.runners.base import Runner
+from simulator.lab.topology import Topology
+from simulator.matrix.model import MatrixRow, resolve
 
 log = logging.getLogger(__name__)
 
@@ -46,20 +48,34 @@ class LabTrace:
 
     def stopped(self, src: str, dst: str, dport: int | None) -> Decision | None:
         """Where a flow from ``src`` to ``dst`` (port ``dport``, None: any) died: the first
-        packet of it, or of its replies, that a firewall dropped, rejected or did not forward."""
+        packet of it, or of its replies, that a firewall dropped, rejected or did not forward
+        (TCP or UDP, whichever the trace saw)."""
+        span = (dport, dport) if dport is not None else None
         for s in self.sessions:
-            for trace in s.traces:
-                p = trace.packet
-                if (p.src, p.dst) == (src, dst) and dport in (None, p.dport):
-                    direction = "request"
-                elif (p.src, p.dst) == (dst, src) and dport in (None, p.sport):
-                    direction = "reply"
-                else:
-                    continue
-                d = decide(trace, direction, s.index)
-                if not d.crossed:
-                    return d
+            for transport in ("tcp", "udp"):
+                fates = s.decisions(TraceFlow(transport, src, dst, span))
+                request, reply = first_fates(fates, "request"), first_fates(fates, "reply")
+                for d in [*request, *reply]:
+                    if not d.crossed:
+                        return d
         return None
+
+
+def row_flows(row: MatrixRow, topology: Topology) -> list[TraceFlow]:
+    """The flows a matrix row stands for, every source to every destination."""
+    resolved = resolve(row, topology)
+    span = (row.port_low, row.port_high)
+    return [
+        TraceFlow(
+            row.transport,
+            s.address,
+            d.address,
+            *((None, span) if row.port_side == "source" else (span, None)),
+        )
+        for s in resolved.sources
+        for d in resolved.destinations
+        if s.host != d.host
+    ]
 
 
 def _index(node: FirewallNode, path: Path) -> RuleIndex:

@@ -351,6 +351,18 @@ class Decision:
             return "no rule dropped it and no route leads to its destination"
         return "no chain (nothing filters this hook)"
 
+    @property
+    def where(self) -> str:
+        """In a few words: ``external.nft:34``, ``policy drop (ip filter FORWARD)``, ``no route``."""
+        if self.rule is not None:
+            return self.rule.where
+        if self.policy:
+            verb = "accept" if self.action == ACCEPTED else "drop"
+            return f"policy {verb} ({self.chain})"
+        if self.action == ACCEPTED:
+            return "no rule (nothing filters this hook)"
+        return "no route"
+
     def describe(self) -> str:
         """``fw-external dropped the request: the policy (drop) of chain inet edgesim forward``."""
         if self.action == NOT_FORWARDED:

@@ -12,7 +12,7 @@ from rich.text import Text
 
 from simulator.firewall.audit import AuditReport, RowResult
 from simulator.firewall.diff import DiffReport
-from simulator.firewall.trace import ACCEPTED, Decision, first_fates
+from simulator.firewall.trace import Decision, first_fates
 
 GOT_STYLE = {
     "allowed": "green",
@@ -25,14 +25,7 @@ GOT_STYLE = {
 
 def short(decision: Decision) -> str:
     """``fw-external: external.nft:34`` or ``fw-external: policy drop (ip filter FORWARD)``."""
-    if decision.rule is not None:
-        return f"{decision.firewall}: {decision.rule.where}"
-    if decision.policy:
-        verb = "accept" if decision.action == ACCEPTED else "drop"
-        return f"{decision.firewall}: policy {verb} ({decision.chain})"
-    if decision.action == ACCEPTED:
-        return f"{decision.firewall}: no rule (nothing filters this hook)"
-    return f"{decision.firewall}: no route"
+    return f"{decision.firewall}: {decision.where}"
 
 
 def fate_lines(decisions: Sequence[Decision]) -> list[str]:
@@ -41,7 +34,7 @@ def fate_lines(decisions: Sequence[Decision]) -> list[str]:
     lines = []
     for direction in ("request", "reply"):
         for d in first_fates(decisions, direction):
-            lines.append(f"{d.firewall} {direction} {d.action}: {short(d).split(': ', 1)[1]}")
+            lines.append(f"{d.firewall} {direction} {d.action}: {d.where}")
     return lines
 
 

@@ -15,7 +15,6 @@ from simulator.firewall.trace import Decision, first_fates
 from simulator.lab.topology import Topology
 from simulator.probes.base import ProbeResult, Verdict
 from simulator.probes.run import ProbeRun
-from simulator.reports.firewall import short
 from simulator.reports.table import summary
 
 COLOURS: dict[Verdict, str] = {
@@ -191,7 +190,7 @@ def firewall_cell(result: ProbeResult, files: dict[str, int]) -> str:
     for direction in ("request", "reply"):
         for d in first_fates(result.firewall, direction):
             ref = d.rule or d.policy_at
-            where = escape(short(d).split(": ", 1)[1])
+            where = escape(d.where)
             if ref is not None and ref.file and ref.line and str(ref.file) in files:
                 where = f'<a href="#{_anchor(files, ref)}">{where}</a>'
             mark = "✓" if d.crossed else "✗"

@@ -2,7 +2,8 @@
 
 A message is drawn from its source host to its destination host; a ``dropped`` message (no
 answer: a firewall filtered it) stops at the firewall between the two zones with an ``X``; a
-``refused`` one stops there with ``R``. When both ends of a message recorded it, the sender's
+``refused`` one stops there with ``R``. When the lab's firewalls were traced, it stops at the
+firewall that stopped it, labelled with the rule (file and line) or the policy that decided. When both ends of a message recorded it, the sender's
 record is drawn and the receiver's is folded into it.
 """
 
@@ -102,13 +103,19 @@ def build_ladder(
             arrows.append(Arrow(e.time - start, -1, -1, e.summary, "note", "", ""))
             continue
         src, dst = index_of[hosts.host(e.src)], index_of[hosts.host(e.dst)]
+        label = e.summary
         if e.event in ("dropped", "refused"):
-            step = 1 if dst > src else -1
-            for i in range(src + step, dst, step):
-                if columns[i].kind == "firewall":
-                    dst = i
-                    break
-        arrows.append(Arrow(e.time - start, src, dst, e.summary, e.event, e.protocol, e.detail))
+            if e.blocked_at in index_of:
+                # The firewall's trace said where it died and by which rule.
+                dst = index_of[e.blocked_at]
+                label = f"{e.summary} [{e.blocked_at}: {e.blocked_by}]"
+            else:
+                step = 1 if dst > src else -1
+                for i in range(src + step, dst, step):
+                    if columns[i].kind == "firewall":
+                        dst = i
+                        break
+        arrows.append(Arrow(e.time - start, src, dst, label, e.event, e.protocol, e.detail))
     return Ladder(title, tuple(columns), tuple(arrows))
 
 

@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 import logging
 import sys
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from simulator.errors import EdgesimError
+from simulator.firewall.observe import LabTrace, row_flows, traced
 from simulator.lab.runners import runner_class
 from simulator.lab.runners.base import Runner
 from simulator.lab.services import PLANNED, load_service
 from simulator.lab.topology import Topology
+from simulator.matrix.model import load_matrix
 from simulator.pki import LabPki
 from simulator.scenario.api import Lab, Scenario, ScenarioFailure
 from simulator.scenario.ladder import Ladder, build_ladder
@@ -173,20 +176,51 @@ async def run_all(
     *,
     namespaces: Mapping[str, str] | None = None,
     trace_file: Path | None = None,
+    firewalls: Runner | None = None,
 ) -> list[ScenarioResult]:
     """Run scenarios one after the other (they share the lab's users and listeners).
 
     ``trace_file``: the file the lab's own processes append their trace to
     (``EDGESIM_TRACE_FILE``); the servers' side of each message joins each result.
+    ``firewalls``: the lab whose firewalls to trace while each scenario runs (the flows of its
+    matrix rows); a message that got no answer then says which firewall stopped it, by which
+    rule.
     """
     results = []
     for item in scenarios:
         started = time.time()
-        result = await run_one(item, topology, runner, pki, namespaces=namespaces)
+        async with _traced(firewalls, item, topology) as lab_trace:
+            result = await run_one(item, topology, runner, pki, namespaces=namespaces)
         if trace_file is not None:
             merge_trace_file(result, trace_file, started, time.time())
+        result.events = [blocked_where(e, lab_trace) for e in result.events]
         results.append(result)
     return results
+
+
+def _traced(
+    runner: Runner | None, item: Scenario, topology: Topology
+) -> contextlib.AbstractAsyncContextManager[LabTrace]:
+    if runner is None or not runner.has_firewalls:
+        return contextlib.nullcontext(LabTrace())
+    matrix = load_matrix()
+    known = {row.id for row in matrix.rows}
+    flows = [f for row in item.rows if row in known for f in row_flows(matrix.row(row), topology)]
+    return traced(runner, flows)
+
+
+def blocked_where(event: TraceEvent, lab_trace: LabTrace) -> TraceEvent:
+    """A message that got no answer, with the firewall and the rule that stopped it (when a
+    traced firewall did)."""
+    if event.event not in ("dropped", "refused") or not lab_trace.available:
+        return event
+    src, dst = event.src.rpartition(":"), event.dst.rpartition(":")
+    dst_ip, dport = (dst[0], int(dst[2])) if dst[0] and dst[2].isdigit() else (event.dst, None)
+    src_ip = src[0] if src[0] and src[2].isdigit() else event.src
+    stopped = lab_trace.stopped(src_ip, dst_ip, dport)
+    if stopped is None:
+        return event
+    return replace(event, blocked_at=stopped.firewall, blocked_by=stopped.where)
 
 
 async def run_on(
@@ -204,7 +238,7 @@ async def run_on(
         vantage = await runner.vantage()
         return await run_all(
             scenarios, runner.config.topology, vantage.runner, vantage.pki,
-            namespaces=vantage.namespaces, trace_file=trace_file,
+            namespaces=vantage.namespaces, trace_file=trace_file, firewalls=runner,
         )  # fmt: skip
     finally:
         if not runner.persistent:

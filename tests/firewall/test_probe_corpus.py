@@ -100,3 +100,24 @@ def test_defect_is_found_exactly_by_probe(lab: Runner, defect: Defect) -> None:
         assert d.firewall == defect.firewall
         assert summary(d.direction, d.action, d.rule, d.policy) == expected, d.describe()
         check_rule(d.rule, expected, defect.file)
+
+
+def test_a_scenario_message_the_firewall_dropped_stops_there_labelled_with_the_rule(
+    lab: Runner,
+) -> None:
+    from simulator.scenario.ladder import render_text
+    from simulator.scenario.run import discover, run_on
+
+    defect = next(d for d in DEFECTS if d.id == "d09-edge-dns-blocked")
+    for fw in lab.config.topology.firewalls:
+        lab.load_rules(fw.id, defect.file if fw.id == defect.firewall else None)
+    scenarios, _ = discover(Path(__file__).resolve().parents[2] / "scenarios")
+    (result,) = asyncio.run(run_on(lab, [s for s in scenarios if s.name == "partner-discovery"]))
+    assert not result.ok
+    dropped = [e for e in result.events if e.event == "dropped"]
+    assert dropped
+    assert {(e.blocked_at, e.blocked_by) for e in dropped} == {
+        ("fw-external", "policy drop (ip filter FORWARD)")
+    }
+    ladder = result.ladder(lab.config.topology, lab.name)
+    assert "[fw-external: policy drop (ip filter FORWARD)]" in render_text(ladder)
