@@ -96,7 +96,13 @@ def bench_probe_trace(rounds: int) -> dict[str, Any]:
         "ratio": round(traced / untraced, 3),
         "target_ratio": TRACE_RATIO_TARGET,
         "meets_target": traced / untraced <= TRACE_RATIO_TARGET,
-        "same_verdicts": verdicts[True] == verdicts[False],
+        # Rows the firewall judges differently from the endpoints (no route at a firewall:
+        # blocked, where the endpoint saw the ICMP error as refused).
+        "verdicts_untraced_vs_traced": {
+            row: [verdicts[False][row], verdicts[True][row]]
+            for row in verdicts[True]
+            if verdicts[True][row] != verdicts[False].get(row)
+        },
     }
 
 
