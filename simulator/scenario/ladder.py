@@ -37,6 +37,8 @@ class Arrow:
     event: str
     protocol: str
     detail: str
+    blocked: str = ""
+    """For a message a traced firewall stopped: ``fw-external: external.nft:64``."""
 
 
 @dataclass(frozen=True)
@@ -103,19 +105,21 @@ def build_ladder(
             arrows.append(Arrow(e.time - start, -1, -1, e.summary, "note", "", ""))
             continue
         src, dst = index_of[hosts.host(e.src)], index_of[hosts.host(e.dst)]
-        label = e.summary
+        blocked = ""
         if e.event in ("dropped", "refused"):
             if e.blocked_at in index_of:
                 # The firewall's trace said where it died and by which rule.
                 dst = index_of[e.blocked_at]
-                label = f"{e.summary} [{e.blocked_at}: {e.blocked_by}]"
+                blocked = f"{e.blocked_at}: {e.blocked_by}"
             else:
                 step = 1 if dst > src else -1
                 for i in range(src + step, dst, step):
                     if columns[i].kind == "firewall":
                         dst = i
                         break
-        arrows.append(Arrow(e.time - start, src, dst, label, e.event, e.protocol, e.detail))
+        arrows.append(
+            Arrow(e.time - start, src, dst, e.summary, e.event, e.protocol, e.detail, blocked)
+        )
     return Ladder(title, tuple(columns), tuple(arrows))
 
 
@@ -173,6 +177,14 @@ def render_text(ladder: Ladder) -> str:
                 arrow_row[lo + 1] = "<"
         lines.append(prefix + "".join(label_row).rstrip())
         lines.append(f"{a.offset:+8.3f} " + "".join(arrow_row).rstrip())
+        if a.blocked:
+            # Under the X: which firewall stopped it, and by what.
+            note_row = lifelines()
+            note = f"^ {a.blocked}"
+            begin = max(0, min(_centre(a.dst), width - len(note)))
+            for k, ch in enumerate(note[: max(0, width - begin)]):
+                note_row[begin + k] = ch
+            lines.append(prefix + "".join(note_row).rstrip())
     lines.append(prefix + "".join(lifelines()).rstrip())
     return "\n".join(lines)
 
@@ -253,6 +265,11 @@ def render_svg(ladder: Ladder) -> str:
                     f'<text x="{x2}" y="{y + 5}" text-anchor="middle" class="drop">'
                     f"{'&#x2715;' if a.event == 'dropped' else 'R'}</text>"
                 )
+                if a.blocked:
+                    out.append(
+                        f'<text x="{x2}" y="{y + 17}" text-anchor="middle" class="rule">'
+                        f"{html.escape(a.blocked)}</text>"
+                    )
             out.append(
                 f'<text x="{(x1 + x2) / 2}" y="{y - 5}" text-anchor="middle" class="lbl">'
                 f"{html.escape(a.label)}</text>"
@@ -270,6 +287,7 @@ svg.ladder .fw { fill: #cf222e; font-weight: bold; }
 svg.ladder .step { font-family: system-ui, sans-serif; font-style: italic; fill: #24292f; }
 svg.ladder .t { fill: #57606a; font-size: 11px; }
 svg.ladder .drop { fill: #cf222e; font-size: 16px; font-weight: bold; }
+svg.ladder .rule { fill: #cf222e; font-size: 10px; }
 svg.ladder .lbl { paint-order: stroke; stroke: #ffffff; stroke-width: 4px; }
 svg.ladder g.msg:hover .lbl { font-weight: bold; }
 """

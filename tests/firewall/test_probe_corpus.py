@@ -120,4 +120,18 @@ def test_a_scenario_message_the_firewall_dropped_stops_there_labelled_with_the_r
         ("fw-external", "policy drop (ip filter FORWARD)")
     }
     ladder = result.ladder(lab.config.topology, lab.name)
-    assert "[fw-external: policy drop (ip filter FORWARD)]" in render_text(ladder)
+    assert "^ fw-external: policy drop (ip filter FORWARD)" in render_text(ladder)
+
+
+def test_a_file_nft_refuses_changes_nothing_in_the_lab(lab: Runner, tmp_path: Path) -> None:
+    from simulator.firewall.rules import RulesRefused, tables
+
+    lab.load_rules("fw-external", None)
+    node = lab.firewall_node("fw-external")
+    before = tables(node)
+    bad = tmp_path / "typo.nft"
+    bad.write_text("flush ruleset\ntable inet edge {\n\tchain forward {\n\t\tdrop ip\n\t}\n}\n")
+    with pytest.raises(RulesRefused, match=rf"{bad}:4:"):
+        lab.load_rules("fw-external", bad)
+    assert tables(node) == before
+    assert lab.rules_path("fw-external").name == "external.nft"

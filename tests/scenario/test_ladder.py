@@ -63,8 +63,13 @@ def test_a_traced_drop_stops_at_the_firewall_that_dropped_it_labelled_with_the_r
     ladder = build_ladder("xmpp blocked", events, topology, hosts)
     arrow = ladder.arrows[1]
     assert ladder.columns[arrow.dst].id == "fw-internal"
-    assert arrow.label == "stream [fw-internal: internal.nft:34]"
-    assert "stream [fw-internal: internal.nft:34]" in render_svg(ladder)
+    assert (arrow.label, arrow.blocked) == ("stream", "fw-internal: internal.nft:34")
+    assert ">fw-internal: internal.nft:34</text>" in render_svg(ladder)
+    lines = render_text(ladder).splitlines()
+    x = next(i for i, line in enumerate(lines) if line.startswith("  +0.000") and "X" in line)
+    fw_column = 9 + 3 * 20 + 10  # remote-user, fw-external, edge, fw-internal
+    assert lines[x][fw_column] == "X"
+    assert lines[x + 1][fw_column:] == "^ fw-internal: internal.nft:34"
 
 
 def test_sender_and_receiver_records_of_one_message_draw_one_arrow(topology):
