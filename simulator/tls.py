@@ -7,6 +7,7 @@ and the protocol cores decide whether its names match the partner they expect.
 
 from __future__ import annotations
 
+import asyncio.sslproto
 import ssl
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -17,6 +18,13 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from simulator.errors import EdgesimError
 from simulator.pki import CertPaths
+
+#: asyncio's TLS transport gives every connection a 256 KiB receive buffer, zeroed up front
+#: (``SSLProtocol.max_size``): 2.5 GB for 10,000 idle clients. 32 KiB holds two full TLS records;
+#: bulk transfers take a few more reads. Issue 12's soak (bench/soak_bench.py) measures it.
+TLS_READ_BUFFER = 32 * 1024
+if getattr(asyncio.sslproto.SSLProtocol, "max_size", 0) > TLS_READ_BUFFER:
+    asyncio.sslproto.SSLProtocol.max_size = TLS_READ_BUFFER
 
 
 def _load_chain(ctx: ssl.SSLContext, cert: CertPaths) -> None:

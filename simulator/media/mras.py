@@ -37,7 +37,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
 from simulator.lab.topology import Topology
-from simulator.media.turn import time_limited_credentials
+from simulator.media.auth import time_limited_credentials
 
 CONTENT_TYPE = "application/msrtc-media-relay-auth+xml"
 NAMESPACE = "http://schemas.microsoft.com/2006/09/sip/mrasp"
@@ -45,6 +45,7 @@ MAX_BODY = 16 * 1024
 DEFAULT_DURATION = 480
 """Minutes (8 hours), the Lync default."""
 MAX_DURATION = 480
+"""Minutes: the most a credentialsRequest is granted, whatever it asks for."""
 
 
 class MrasError(ValueError):

@@ -18,6 +18,13 @@ with their SDP untouched.
 
 Registrations expire (Expires honoured, at most 3600 s) and end with their connection.
 
+What it trusts (issue 12): a request that came from outside through the Edge (it carries the
+Edge's ``ms-edge-proxy-message-trust``, [MS-SIPRE] section 2.2.15, on the Edge's connection) has
+its Route entries refused with 403 rather than followed; a next hop it cannot reach is answered
+504 "Next hop unreachable" without the reason (which would turn the server into an internal port
+scanner for the caller; the log has it); SERVICE handlers (MRAS) get only requests whose sender is
+authenticated: verified by the Edge, or registered on the very connection the request came on.
+
 Not implemented: forking to several bindings (the newest one wins), authentication of requests
 other than REGISTER, transaction timers (the Edge has them; the emulators pass answers through).
 """
@@ -39,6 +46,7 @@ from simulator.dns.resolver import LabResolver, ResolutionError
 from simulator.sip import digest
 from simulator.sip.aio import ListenerSpec, SipListener, SipProtocol, open_sip, tls_failure_reason
 from simulator.sip.build import (
+    first_value,
     new_branch,
     new_tag,
     params,
@@ -53,6 +61,8 @@ from simulator.sip.build import (
     uri_of,
     uri_user,
 )
+from simulator.sip.proxy import TRUST_HEADER
+from simulator.sip.validate import number
 
 log = logging.getLogger(__name__)
 
@@ -183,6 +193,19 @@ class DomainServer:
         ) in self.our_hosts:
             pop_first(request, "Route")
         if request.headers.getlist("Route"):
+            if self._from_edge(proto, request):
+                self._answer(
+                    proto,
+                    request,
+                    403,
+                    headers=[
+                        (
+                            "Warning",
+                            f'399 {self.config.fqdn} "Route entries from outside are not followed"',
+                        )
+                    ],
+                )
+                return
             self._forward(proto, request)
             return
         host = request.uri.host.lower()
@@ -276,7 +299,7 @@ class DomainServer:
         contact = contacts[0] if contacts else f"<{aor}>"
         path = list(request.headers.getlist("Path"))
         asked = params(contact).get("expires") or expires or str(MAX_EXPIRES)
-        seconds = min(int(asked), MAX_EXPIRES) if asked.strip().isdigit() else MAX_EXPIRES
+        seconds = min(number(asked) or MAX_EXPIRES, MAX_EXPIRES)
         now = asyncio.get_running_loop().time()
         binding = Binding(proto, uri_of(contact), path, now + seconds)
         kept = [b for b in self.live_bindings(aor) if b.contact != binding.contact]
@@ -297,7 +320,39 @@ class DomainServer:
         self._answer(proto, request, 200, headers=headers)
         self._notify_all(aor)
 
+    def _from_edge(self, proto: SipProtocol, request: Request) -> bool:
+        """True when ``request`` came from outside through the Edge (or claims to)."""
+        return request.headers.get(TRUST_HEADER) is not None or self._is_edge(proto)
+
+    def _is_edge(self, proto: SipProtocol) -> bool:
+        edge = self.config.federation_fqdn
+        return edge is not None and proto.peer_cert is not None and proto.peer_cert.matches(edge)
+
+    def authenticated_sender(self, proto: SipProtocol, request: Request) -> str | None:
+        """``sip:user@domain`` of the sender when it is authenticated, else None.
+
+        From outside, the Edge vouches for it: ``ms-source-verified-user=verified`` in its trust
+        header, believed only on the Edge's own connection. Inside, the sender registered (with
+        digest) on the connection the request came on.
+        """
+        sender = uri_of(request.headers.get("From") or "").split(";", 1)[0].lower()
+        if self._is_edge(proto):
+            trust = first_value(request.headers.get(TRUST_HEADER) or "")[0]
+            fields = dict(part.strip().partition("=")[::2] for part in trust.split(";"))
+            verified = fields.get("ms-source-verified-user") == "verified"
+            user = fields.get("ms-source-type") == "AuthorizedUser"
+            return sender if verified and user else None
+        if request.headers.get(TRUST_HEADER) is not None:
+            return None  # a trust header that did not come from the Edge
+        if any(b.proto is proto for b in self.live_bindings(sender)):
+            return sender
+        return None
+
     async def _service(self, proto: SipProtocol, request: Request) -> None:
+        if self.authenticated_sender(proto, request) is None:
+            warning = f'399 {self.config.fqdn} "SERVICE needs an authenticated sender"'
+            self._answer(proto, request, 403, headers=[("Warning", warning)])
+            return
         ctype = (request.headers.get("Content-Type") or "").split(";")[0].strip().lower()
         handler = self.service_handlers.get(ctype)
         if handler is None:
@@ -322,7 +377,8 @@ class DomainServer:
         try:
             await handler(from_uri, to_address, request.body.decode("utf-8", "replace"))
         except ConnectionError as exc:
-            self._answer(proto, request, 503, f"XMPP gateway unavailable: {exc}")
+            log.warning("XMPP gateway unavailable: %s", exc)
+            self._answer(proto, request, 503, "XMPP gateway unavailable")
             return
         except Exception:
             log.exception("XMPP gateway handler failed")
@@ -441,7 +497,7 @@ class DomainServer:
 
     def _forward(self, proto: SipProtocol, request: Request) -> None:
         mf = request.headers.get("Max-Forwards")
-        hops = int(mf) if mf is not None else 70
+        hops = (number(mf) if mf is not None else 70) or 0
         if hops <= 0:
             self._answer(proto, request, 483)
             return
@@ -517,8 +573,9 @@ class DomainServer:
         try:
             targets = await self.resolver.srv(name)
         except ResolutionError as exc:
+            log.warning("%s: DNS SRV %s: %s", self.label, name, exc.reason)
             if upstream is not None:
-                self._fail(upstream, request, 504, f"DNS SRV {name}: {exc.reason}")
+                self._fail(upstream, request, 504, "Next hop unreachable")
             return
         await self._send_to_host(targets[0].target, targets[0].port, request, upstream)
 
@@ -546,8 +603,8 @@ class DomainServer:
             proto = await asyncio.shield(future)
         except Exception as exc:
             log.warning("%s: cannot reach %s: %s", self.label, host, exc)
-            if upstream is not None:
-                self._fail(upstream, request, 504, f"cannot reach {host}: {exc}")
+            if upstream is not None:  # the reason stays in the log: no port-scan oracle
+                self._fail(upstream, request, 504, "Next hop unreachable")
             return
         proto.send(request)
 
