@@ -303,13 +303,6 @@ def test_every_shipped_scenario_passes_across_the_firewall_containers(compose_la
 
 
 @pytest.mark.docker
-def test_down_leaves_no_containers_or_networks(compose_lab: None) -> None:
-    assert project_resources()["container"], "the lab is up before"
-    compose("down", "--remove-orphans", "--timeout", "2")
-    assert project_resources() == {"container": [], "network": []}
-
-
-@pytest.mark.docker
 @pytest.mark.root
 def test_firewall_verdicts_match_the_netns_lab(
     compose_lab: None, topology: Topology, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
@@ -386,3 +379,10 @@ def test_firewall_verdicts_match_the_netns_lab(
                 not in (("blocked", "refused") if row.startswith("neg-") else ("passed",))
             }
             assert unmet == set(d.broken), d.id
+
+
+@pytest.mark.docker
+def test_down_leaves_no_containers_or_networks(compose_lab: None) -> None:
+    assert project_resources()["container"], "the lab is up before"
+    compose("down", "--remove-orphans", "--timeout", "2")
+    assert project_resources() == {"container": [], "network": []}
