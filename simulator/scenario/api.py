@@ -25,6 +25,10 @@ class ScenarioFailure(Exception):
     """A scenario's expectation was not met; ``str()`` is the message for the user."""
 
 
+class ScenarioSkipped(Exception):
+    """The scenario cannot run here (a real peer or root is missing); ``str()`` says why."""
+
+
 @dataclass(frozen=True)
 class Scenario:
     name: str
@@ -85,6 +89,10 @@ class Lab:
         """Fail the scenario with ``message`` unless ``condition`` holds."""
         if not condition:
             raise ScenarioFailure(message)
+
+    def skip(self, reason: str) -> None:
+        """Stop the scenario as skipped, with ``reason`` (e.g. "SIPE is not installed")."""
+        raise ScenarioSkipped(reason)
 
     def interface(self, ref: str) -> Interface:
         """``host:interface``, or ``host`` for a host's first interface."""

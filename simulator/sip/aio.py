@@ -809,6 +809,10 @@ class AccessEdge:
             raise _HopFailure("untrusted", f"{name}: {tls_failure_reason(exc)}", name) from None
         except ssl.SSLError as exc:
             raise _HopFailure("tls", f"{name}: {tls_failure_reason(exc)}", name) from None
+        except ConnectionResetError:  # TCP was up: the peer reset it in the TLS handshake
+            raise _HopFailure(
+                "tls-reset", f"{name}: the peer reset the connection in the TLS handshake", name
+            ) from None
         except (OSError, TimeoutError) as exc:
             detail = getattr(exc, "strerror", None) or type(exc).__name__
             raise _HopFailure(

@@ -106,6 +106,8 @@ class Diagnostic:
 
     code: int
     reason: str
+    extra: tuple[tuple[str, str], ...] = ()
+    """Further parameters as real Edges add them (``WinsockFailureCode``, ...)."""
 
 
 #: The ``ms-diagnostics`` codes the Edge emits, with the status it answers and the reason text.
@@ -119,6 +121,19 @@ DIAGNOSTICS: dict[str, tuple[int, Diagnostic]] = {
     "tls": (
         504,
         Diagnostic(1047, "Failed to complete TLS negotiation with a federated peer server"),
+    ),
+    # the partner reset the connection in the handshake (e.g. it does not trust our
+    # certificate): a Lync Edge reports the Winsock error too, as published client traces show
+    "tls-reset": (
+        504,
+        Diagnostic(
+            1047,
+            "Failed to complete TLS negotiation with a federated peer server",
+            (
+                ("WinsockFailureCode", "10054(WSAECONNRESET)"),
+                ("WinsockFailureDescription", "The peer forced closure of the connection"),
+            ),
+        ),
     ),
 }
 
@@ -232,12 +247,28 @@ class EdgeConfig:
         return Refusal(f"domain {domain} is not an allowed partner domain")
 
 
-def _trust_value(source_type: str, fqdn: str, verified: str, network: str) -> str:
-    """The ``ms-edge-proxy-message-trust`` value the Edge adds to what it passes inside."""
-    return (
-        f"ms-source-type={source_type};ms-ep-fqdn={fqdn};"
-        f"ms-source-verified-user={verified};ms-source-network={network}"
-    )
+def _trust_value(
+    source_type: str,
+    fqdn: str,
+    verified: str,
+    network: str | None = None,
+    remote_fqdn: str | None = None,
+) -> str:
+    """The ``ms-edge-proxy-message-trust`` value the Edge adds to what it passes inside.
+
+    [MS-SIPRE] section 2.2.15: ``ms-source-type`` is ``InternetUser`` (a remote user),
+    ``DirectPartner`` (an allowed domain with its Edge's FQDN), ``AutoFederation`` (an allowed
+    domain without one, or a partner found by DNS SRV) or ``AuthorizedServer`` (a public IM
+    provider); ``ms-source-network`` is ``federation`` or ``publiccloud`` (the grammar has no
+    value for a remote user, so none is sent for one); ``ms-remote-fqdn`` names a public IM
+    provider's server (section 3.10.1.5).
+    """
+    value = f"ms-source-type={source_type};ms-ep-fqdn={fqdn};ms-source-verified-user={verified}"
+    if network is not None:
+        value += f";ms-source-network={network}"
+    if remote_fqdn is not None:
+        value += f";ms-remote-fqdn={remote_fqdn}"
+    return value
 
 
 def _partner(entry: Any, kind: str) -> Partner:
@@ -423,7 +454,9 @@ class EdgeProxy:
         self, request: Request, kind: str, detail: str, peer: str | None
     ) -> Response:
         code, diag = DIAGNOSTICS[kind]
-        value = f'{diag.code};reason="{diag.reason}";source="{self.config.external_fqdn}"'
+        value = f'{diag.code};reason="{diag.reason}"'
+        value += "".join(f';{name}="{text}"' for name, text in diag.extra)
+        value += f';source="{self.config.external_fqdn}"'
         if peer:
             value += f';PeerServer="{peer}"'
         headers = [
@@ -533,7 +566,7 @@ class EdgeProxy:
             target = ToInternal()
             sender = uri_of(headers["From"]).split(";", 1)[0]
             verified = "verified" if flow.user == sender else "unverified"
-            trust = _trust_value("AuthorizedUser", cfg.external_fqdn, verified, "edgeproxy")
+            trust = _trust_value("InternetUser", cfg.external_fqdn, verified)
             if method == "REGISTER":
                 prepend(
                     request,
@@ -566,9 +599,17 @@ class EdgeProxy:
                     flow, request, 403, f"Domain {target_domain} is not served here"
                 )
             target = ToInternal()
-            source_type = "PublicCloudPartner" if decision.kind == "pic" else "DirectPartner"
-            network = "publiccloud" if decision.kind == "pic" else "federation"
-            trust = _trust_value(source_type, cfg.external_fqdn, "verified", network)
+            if decision.kind == "pic":
+                trust = _trust_value(
+                    "AuthorizedServer",
+                    cfg.external_fqdn,
+                    "verified",
+                    "publiccloud",
+                    decision.proxy_fqdn or (flow.names[0] if flow.names else None),
+                )
+            else:
+                source_type = "DirectPartner" if decision.proxy_fqdn else "AutoFederation"
+                trust = _trust_value(source_type, cfg.external_fqdn, "verified", "federation")
         else:  # INTERNAL
             if not self._internal_ok(flow):
                 return self._refuse(flow, request, 403, "Peer is not the internal next hop")

@@ -9,7 +9,7 @@ Settings (``[services.xmpp-proxy]`` in the topology, all optional):
   ``front-end`` hosts);
 - ``dialback_secret``, ``idle_timeout`` (s, default 600), ``keepalive`` (s, default 60),
   ``allow_dialback``, ``allow_external`` (default true);
-- ``verify_server_names`` (default true; the jabber.lab emulator: false): the partner's
+- ``verify_server_names`` (default true): the partner's
   certificate must name the domain dialled (XEP-0178, RFC 6125);
 - ``listener_limits``: a table of :class:`~simulator.xmpp.aio.XmppListenerLimits` fields
   (connection caps, TLS handshake timeout, write cap; docs/limits.md);
@@ -564,9 +564,6 @@ class XmppPartnerService(S2SServer):
             partners=None,
             cert=ctx.pki.interface_cert(iface),
             settings=settings,
-            # as Prosody without s2s_secure_auth: the Edge's lab certificate names
-            # xmpp.contoso.lab, not contoso.lab, and dialback authenticates it
-            verify_names=False,
         )
         self.c2s_config = SessionConfig(
             local_domains=self.domains, users=self.users, timers=self.config.timers
