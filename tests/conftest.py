@@ -8,6 +8,10 @@ import pytest
 
 from simulator.lab.topology import Topology, load_topology
 from simulator.pki import LabPki, ensure_pki
+from tests.markers import pytest_collection_modifyitems
+
+__all__ = ["pytest_collection_modifyitems"]
+pytest_plugins = ["pytester"]
 
 
 @pytest.fixture(scope="session")

@@ -103,6 +103,7 @@ def test_certs_writes_the_pki_and_is_idempotent(tmp_path):
     assert second.returncode == 0 and "0 written" in second.stdout
 
 
+@pytest.mark.root
 @needs_root
 def test_lab_up_check_starts_verifies_and_stops(tmp_path):
     result = edgesim("lab", "up", "--check", "--certs", str(tmp_path / "certs"))
@@ -112,6 +113,7 @@ def test_lab_up_check_starts_verifies_and_stops(tmp_path):
     assert "lab stopped" in result.stdout
 
 
+@pytest.mark.root
 @needs_root
 def test_lab_up_runs_until_sigterm_and_stops_cleanly(tmp_path):
     env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1", "PYTHONUNBUFFERED": "1"}
@@ -140,6 +142,7 @@ def test_lab_up_runs_until_sigterm_and_stops_cleanly(tmp_path):
     assert "lab stopped" in out
 
 
+@pytest.mark.root
 @needs_root
 def test_a_port_already_in_use_is_one_clear_line(tmp_path):
     import socket
@@ -162,6 +165,7 @@ def test_other_runners_say_what_is_missing_not_a_traceback(tmp_path):
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.root
 @needs_root
 def test_run_is_the_main_job_and_reports_what_ran(tmp_path):
     import re

@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from corpus_helpers import Clean, Defect, check_rule, load_corpus, probe_fate, summary
 
 from simulator.firewall.trace import ACCEPTED
 from simulator.lab.runners import get_runner
@@ -21,6 +20,14 @@ from simulator.lab.runners.base import LabConfig, Runner
 from simulator.lab.topology import Topology
 from simulator.probes.base import ProbeResult, Verdict
 from simulator.probes.run import plan_probes, probe_matrix
+from tests.firewall.corpus_helpers import (
+    Clean,
+    Defect,
+    check_rule,
+    load_corpus,
+    probe_fate,
+    summary,
+)
 
 pytestmark = [
     pytest.mark.root,

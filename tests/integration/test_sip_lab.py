@@ -25,9 +25,13 @@ def sip_topology(tmp_path_factory: pytest.TempPathFactory) -> Topology:
     return build_topology(tmp_path_factory.mktemp("topo"))
 
 
-pytestmark = pytest.mark.skipif(
-    __import__("os").geteuid() != 0, reason="binds ports 443, 5061 and 53 on loopback (needs root)"
-)
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.skipif(
+        __import__("os").geteuid() != 0,
+        reason="binds ports 443, 5061 and 53 on loopback (needs root)",
+    ),
+]
 
 # ---------------------------------------------------------------------- what works
 

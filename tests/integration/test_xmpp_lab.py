@@ -26,8 +26,7 @@ from simulator.xmpp.harness import (
 )
 from simulator.xmpp.service import XmppGatewayService
 from simulator.xmpp.stream import NS_SERVER, NS_STANZA_ERRORS, element, qname
-
-from .xmpp_helpers import raw_stream
+from tests.integration.xmpp_helpers import raw_stream
 
 EDGE_ACCESS = "127.51.100.10"
 EDGE_INTERNAL = "127.51.100.130"

@@ -12,6 +12,7 @@ import shutil
 import socket
 from collections.abc import AsyncIterator
 
+import aiortc
 import pytest
 
 from simulator.lab.topology import Topology
@@ -207,7 +208,6 @@ async def test_aiortc_peers_exchange_data_through_our_relay(
     turn: AsyncTurnServer, listener: str, transport: str
 ) -> None:
     """Two relay-only WebRTC peers; over TCP they use the TLS-or-TCP port (the 443 fallback)."""
-    aiortc = pytest.importorskip("aiortc")
     lid = turn.listener(listener)
     ice = aiortc.RTCIceServer(
         urls=f"turn:{SERVER_IP}:{lid.port}?transport={transport}",

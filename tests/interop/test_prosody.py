@@ -41,6 +41,8 @@ PROSODY = shutil.which("prosody")
 PROSODYCTL = shutil.which("prosodyctl")
 RUNUSER = shutil.which("runuser")
 pytestmark = [
+    pytest.mark.interop,
+    pytest.mark.root,
     pytest.mark.skipif(
         not (PROSODY and PROSODYCTL and RUNUSER),
         reason="Prosody is not installed (Debian package 'prosody')",

@@ -20,6 +20,7 @@ from simulator.probes.xmpp import probe_xmpp_mtls, probe_xmpp_s2s
 
 pytestmark = [
     pytest.mark.interop,
+    pytest.mark.root,
     pytest.mark.skipif(shutil.which("prosody") is None, reason="prosody is not installed"),
     pytest.mark.skipif(
         os.geteuid() != 0, reason="runs prosody as its own user (needs root for runuser)"

@@ -28,6 +28,7 @@ from tests.siplab import sip_topology as build_topology
 
 pytestmark = [
     pytest.mark.interop,
+    pytest.mark.root,
     pytest.mark.skipif(os.geteuid() != 0, reason="binds ports 443, 5061 and 53 (needs root)"),
 ]
 

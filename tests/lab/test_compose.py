@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from lab_helpers import rows_broken_by_broken_external
 
 from simulator.cli import cli
 from simulator.lab.flowcheck import FlowResult, check_flows, matrix_flows
@@ -21,6 +20,7 @@ from simulator.lab.runners.compose import docker_gateway, render_compose
 from simulator.lab.topology import Topology
 from simulator.matrix import load_matrix
 from tests.captures import XMPP_MESSAGE, needs_capture_tools, xmpp_bodies
+from tests.lab.lab_helpers import rows_broken_by_broken_external
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -75,6 +75,7 @@ def compose(
     return done
 
 
+@pytest.mark.docker
 def test_docker_compose_config_validates_the_file() -> None:
     problem = _docker_problem()
     if problem:
@@ -380,6 +381,7 @@ def test_firewall_verdicts_match_the_netns_lab(
 
 
 @pytest.mark.docker
+@pytest.mark.root
 def test_scenario_captures_in_the_containers_decrypt_in_tshark(
     compose_lab: None, tmp_path: Path
 ) -> None:

@@ -15,10 +15,13 @@ from simulator.lab.nsocket import current_namespace_id, socket_in
 NS = "edgesim218-nsocket"
 ADDRESS = "127.218.9.1"
 
-pytestmark = pytest.mark.skipif(
-    os.geteuid() != 0 or shutil.which("ip") is None,
-    reason="entering a network namespace needs root and iproute2",
-)
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.skipif(
+        os.geteuid() != 0 or shutil.which("ip") is None,
+        reason="entering a network namespace needs root and iproute2",
+    ),
+]
 
 
 @pytest.fixture

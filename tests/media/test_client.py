@@ -8,7 +8,6 @@ import struct
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from media_helpers import CLIENT, PEER, REALM, T0, TCP, UDP, Client, config, tid
 
 from simulator.media import events as ev
 from simulator.media import stun
@@ -18,6 +17,7 @@ from simulator.media.client import ClientConfig, TurnClient
 from simulator.media.errors import LocalProtocolError
 from simulator.media.stun import Message, MessageClass, Method
 from simulator.media.turn import TurnServer
+from tests.media.media_helpers import CLIENT, PEER, REALM, T0, TCP, UDP, Client, config, tid
 
 
 def events(core: TurnClient) -> list[object]:

@@ -7,7 +7,6 @@ nothing here leaves the process, whatever address a test names.
 from __future__ import annotations
 
 import pytest
-from media_helpers import CLIENT, T0, TCP, UDP, Client, config, error_code, only_reply, request, tid
 
 from simulator.lab.runners.compose import docker_gateway
 from simulator.lab.services import ServiceContext
@@ -20,6 +19,18 @@ from simulator.media.service import turn_config
 from simulator.media.stun import Message, MessageClass, Method
 from simulator.media.turn import TurnServer
 from simulator.pki import LabPki, service_settings
+from tests.media.media_helpers import (
+    CLIENT,
+    T0,
+    TCP,
+    UDP,
+    Client,
+    config,
+    error_code,
+    only_reply,
+    request,
+    tid,
+)
 
 RELAY = "198.51.100.11"
 """The A/V interface's address in the netns and compose labs (the relay address)."""

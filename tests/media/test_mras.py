@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from media_helpers import T0, Client, config
 
 from simulator.lab.topology import Topology
 from simulator.media.mras import (
@@ -16,6 +15,7 @@ from simulator.media.mras import (
 )
 from simulator.media.stun import MessageClass
 from simulator.media.turn import TurnServer
+from tests.media.media_helpers import T0, Client, config
 
 SECRET = b"s3cret"
 RELAYS = [

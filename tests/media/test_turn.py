@@ -11,22 +11,6 @@ import pytest
 from aioice import stun as aioice_stun
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from media_helpers import (
-    CLIENT,
-    PEER,
-    REALM,
-    T0,
-    TCP,
-    UDP,
-    Client,
-    config,
-    error_code,
-    only_reply,
-    relayed,
-    replies,
-    request,
-    tid,
-)
 
 from simulator.lab.topology import Topology
 from simulator.media import stun
@@ -47,6 +31,22 @@ from simulator.media.service import peer_policy
 from simulator.media.states import TRANSITIONS, AllocationState, ConnectionState, advance
 from simulator.media.stun import Message, MessageClass, Method
 from simulator.media.turn import TurnServer
+from tests.media.media_helpers import (
+    CLIENT,
+    PEER,
+    REALM,
+    T0,
+    TCP,
+    UDP,
+    Client,
+    config,
+    error_code,
+    only_reply,
+    relayed,
+    replies,
+    request,
+    tid,
+)
 
 
 @pytest.fixture

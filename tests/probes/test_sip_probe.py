@@ -11,7 +11,7 @@ from simulator.pki import LabPki
 from simulator.probes.base import TlsProblem, Verdict
 from simulator.probes.sip import probe_sip_mtls, probe_sip_tls
 from simulator.probes.spec import ProbeSpec
-from tests.probes.conftest import CLIENT_ADDRESS, fabrikam_server_ctx, serve, sip_responder
+from tests.probes.servers import CLIENT_ADDRESS, fabrikam_server_ctx, serve, sip_responder
 
 SpecFor = Callable[..., ProbeSpec]
 

@@ -103,6 +103,7 @@ async def test_results_say_which_step_failed_and_why(script_dir, topology, lab_p
     assert "no-such-service" in results["needs"].reason
 
 
+@pytest.mark.root
 @needs_root
 async def test_shipped_partner_discovery_passes_on_the_embedded_lab(topology, lab_pki):
     scenarios, broken = discover(ROOT / "scenarios")
@@ -143,6 +144,7 @@ async def test_shipped_partner_discovery_passes_on_the_embedded_lab(topology, la
     )
 
 
+@pytest.mark.root
 @needs_root
 def test_scenario_cli_runs_prints_ladder_and_exits_by_result(tmp_path):
     env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}

@@ -24,9 +24,12 @@ from tests.siplab import sip_topology
 ROOT = Path(__file__).resolve().parents[2]
 SIP_HOSTS = ["dns-int", "dns-ext", "edge", "fe", "fabrikam", "pic"]
 
-pytestmark = pytest.mark.skipif(
-    os.geteuid() != 0, reason="the lab binds ports 443, 5061 and 53 on loopback (needs root)"
-)
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.skipif(
+        os.geteuid() != 0, reason="the lab binds ports 443, 5061 and 53 on loopback (needs root)"
+    ),
+]
 
 
 @pytest.fixture(scope="module")

@@ -13,8 +13,7 @@ from simulator.xmpp.events import (
 )
 from simulator.xmpp.s2s import Role, Session, SessionConfig, State, dialback_key
 from simulator.xmpp.stream import NS_SERVER, element, qname
-
-from .helpers import Pair, cert
+from tests.xmpp.helpers import Pair, cert
 
 EDGE = SessionConfig(
     local_domains=frozenset({"contoso.lab"}),

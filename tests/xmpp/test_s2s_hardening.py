@@ -17,9 +17,8 @@ from simulator.xmpp.events import (
 )
 from simulator.xmpp.s2s import Session, SessionConfig, State, dialback_key
 from simulator.xmpp.stream import NS_DIALBACK, XmlStream
-
-from .helpers import Pair, cert
-from .test_s2s import EDGE, JABBER, inbound, message, outbound
+from tests.xmpp.helpers import Pair, cert
+from tests.xmpp.test_s2s import EDGE, JABBER, inbound, message, outbound
 
 HEADER = (
     "<?xml version='1.0'?><stream:stream xmlns='jabber:server' "
