@@ -35,7 +35,7 @@ from simulator.matrix.model import Expectation  # noqa: E402
 from simulator.pki import LabPki, ensure_pki  # noqa: E402
 from simulator.probes.run import JobBuilder, LocalExecutor, build_jobs, probe_matrix  # noqa: E402
 
-RESULTS = ROOT / "bench" / "results"
+RESULTS = Path(os.environ.get("EDGESIM_BENCH_RESULTS") or ROOT / "bench" / "results")
 TARGET_S = 5.0
 
 

@@ -39,7 +39,7 @@ from simulator.lab.topology import Topology, default_topology_path, load_topolog
 from simulator.pki import LabPki, ensure_pki  # noqa: E402
 
 SCENARIO = ROOT / "tests" / "interop" / "sipp" / "federation_message.xml"
-RESULTS = ROOT / "bench" / "results"
+RESULTS = Path(os.environ.get("EDGESIM_BENCH_RESULTS") or ROOT / "bench" / "results")
 
 
 def topology(directory: Path) -> Topology:

@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import statistics
 import sys
 import tempfile
@@ -167,7 +168,7 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     messages = args.messages or (5_000 if args.quick else 50_000)
     result = asyncio.run(run(messages, args.window, args.users))
-    out = ROOT / "bench" / "results"
+    out = Path(os.environ.get("EDGESIM_BENCH_RESULTS") or ROOT / "bench" / "results")
     out.mkdir(parents=True, exist_ok=True)
     (out / "xmpp_bench.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))

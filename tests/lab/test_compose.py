@@ -286,12 +286,14 @@ def test_every_matrix_row_at_protocol_level_from_inside_the_containers(compose_l
 
 
 @pytest.mark.docker
-def test_every_shipped_scenario_passes_across_the_firewall_containers(compose_lab: None) -> None:
+def test_every_shipped_scenario_passes_across_the_firewall_containers(
+    compose_lab: None, tmp_path: Path
+) -> None:
     """`edgesim scenario run --runner compose`: clients leave from their hosts' containers."""
     env = dict(os.environ, COMPOSE_PROJECT_NAME=PROJECT, EDGESIM_IMAGE=IMAGE)
     done = subprocess.run(
         [sys.executable, "-m", "simulator", "scenario", "run", "--runner", "compose",
-         "--format", "json", "--html", str(ROOT / "artifacts" / "compose-scenarios.html")],
+         "--format", "json", "--html", str(tmp_path / "compose-scenarios.html")],
         capture_output=True, text=True, timeout=600, cwd=ROOT, env=env,
     )  # fmt: skip
     results = {s["name"]: s for s in json.loads(done.stdout)["scenarios"]}

@@ -20,7 +20,6 @@ from simulator.scenario.run import discover, run_one, select
 from tests.siplab import sip_topology
 
 ROOT = Path(__file__).resolve().parents[2]
-ARTIFACTS = ROOT / "artifacts"
 HOSTS = ["dns-int", "dns-ext", "edge", "fe", "pic"]
 
 
@@ -148,15 +147,13 @@ def test_av_call_and_udp_fallback_across_the_netns_lab(tmp_path: Path) -> None:
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
         pytest.skip("chromium is not installed: the ladder page was written but not rendered")
-    ARTIFACTS.mkdir(exist_ok=True)
-    (ARTIFACTS / "scenario-fallback.html").write_text(html)
-    shot = ARTIFACTS / "scenario-fallback.png"
+    shot = tmp_path / "scenario-fallback.png"
     shot.unlink(missing_ok=True)
     subprocess.run(
         [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-component-update", "--disable-sync", "--no-first-run",
-         f"--user-data-dir={ARTIFACTS / '.chromium'}", f"--screenshot={shot}",
-         "--window-size=1100,1400", (ARTIFACTS / "scenario-fallback.html").as_uri()],
+         f"--user-data-dir={tmp_path / '.chromium'}", f"--screenshot={shot}",
+         "--window-size=1100,1400", page.as_uri()],
         capture_output=True, timeout=120, check=False,
     )  # fmt: skip
     assert shot.is_file() and shot.stat().st_size > 10_000, (

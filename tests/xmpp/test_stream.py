@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import random
 
@@ -108,8 +107,9 @@ def test_random_garbage_after_header_is_not_well_formed() -> None:
     rng = random.Random(4)
     for _ in range(50):
         junk = bytes(rng.randrange(256) for _ in range(64))
-        with contextlib.suppress(RemoteProtocolError):
+        with pytest.raises(RemoteProtocolError) as raised:
             feed([HEADER, b"<message>", junk])
+        assert raised.value.condition.value == "not-well-formed", junk
 
 
 BILLION_LAUGHS = (
