@@ -65,7 +65,7 @@ class TimingBridge:
 async def run(messages: int, window: int, users: int) -> dict[str, object]:
     work = Path(tempfile.mkdtemp(prefix="edgesim-xmpp-bench-"))
     topology = load_topology(shifted_topology(work, PORTS))
-    certs = ROOT / "certs"
+    certs = work / "certs"
     ensure_pki(topology, certs)
     pki = LabPki(certs)
     lab = await start_xmpp_lab(topology, pki, hosts=["edge", "dns-ext", "dns-int"])

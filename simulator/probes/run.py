@@ -740,17 +740,6 @@ def nothing_answered(run: ProbeRun, runner: Runner) -> str | None:
     return None
 
 
-async def run_probes_cli(topology: Topology, runner: Runner, console: Any) -> int:
-    """``edgesim run``'s probe step on the embedded lab; returns the rows failing expectation."""
-    from simulator.reports.table import render_run, run_with_progress
-
-    builder = JobBuilder(topology, (await runner.vantage()).pki, addresses=runner.addressing)
-    adjust = embedded_lab_adjust(topology, (await runner.status()).services)
-    run = await run_with_progress(console, topology, LocalExecutor(), builder, adjust=adjust)
-    console.print(render_run(run, console.width))
-    return len(run.failures)
-
-
 NO_FIREWALL = (
     "the embedded lab has no firewall: what must stay blocked is checked with "
     "--runner netns or compose"

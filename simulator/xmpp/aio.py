@@ -21,9 +21,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from simulator import trace
+from simulator.certificate import PeerCertificate
 from simulator.dns.resolver import LabResolver, ResolutionError
 from simulator.limits import ConnectionLimits, limit
-from simulator.tls import PeerCertificate, peer_certificate
+from simulator.tls import peer_certificate, tls_failure_reason
 from simulator.xmpp.errors import LocalProtocolError, RemoteProtocolError
 from simulator.xmpp.events import (
     Authenticated,
@@ -245,7 +246,6 @@ class XmppConnection:
             )
 
     async def _start_tls(self, request: TlsRequested) -> None:
-        from simulator.sip.aio import tls_failure_reason
 
         context = self.tls_server if request.server_side else self.tls_client
         if context is None:
@@ -388,7 +388,6 @@ async def open_session(
 def _trace_connect_failure(
     exc: BaseException, local: str | None, remote: str, timeout: float
 ) -> None:
-    from simulator.sip.aio import tls_failure_reason
 
     if isinstance(exc, TimeoutError):
         event, summary = "dropped", f"no TCP/TLS answer within {timeout:g} s"

@@ -37,13 +37,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from simulator.certificate import PeerCertificate
 from simulator.dns.resolver import LabResolver, ResolutionError
 from simulator.errors import EdgesimError
 from simulator.lab.services import BoundListener, ServiceContext
 from simulator.lab.topology import Interface
 from simulator.limits import ConnectionGate, settings_from
 from simulator.pki import CertPaths
-from simulator.tls import PeerCertificate, client_context, server_context
+from simulator.tls import client_context, server_context
 from simulator.xmpp.aio import (
     XmppConnection,
     XmppListenerLimits,

@@ -9,7 +9,8 @@ import dns.rdatatype
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from simulator.dns.zone import DnsZone, build_records
+from simulator.dns.service import build_records
+from simulator.dns.zone import DnsZone
 from simulator.lab.services import address_of
 
 

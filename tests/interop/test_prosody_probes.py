@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 
 from simulator.pki import LabPki
-from simulator.probes.base import TlsProblem, Verdict
+from simulator.probes.base import Verdict
 from simulator.probes.spec import ProbeSpec
 from simulator.probes.xmpp import probe_xmpp_mtls, probe_xmpp_s2s
+from simulator.tls import TlsProblem
 
 pytestmark = [
     pytest.mark.interop,

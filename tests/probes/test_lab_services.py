@@ -11,8 +11,9 @@ import dataclasses
 from simulator.lab.runners.local import LocalLab
 from simulator.lab.topology import Topology
 from simulator.pki import LabPki
-from simulator.probes.base import TlsProblem, Verdict
+from simulator.probes.base import Verdict
 from simulator.probes.run import JobBuilder, LocalExecutor, build_jobs, run_jobs
+from simulator.tls import TlsProblem
 
 ROWS = ["xmpp-in-5269", "xmpp-out-5269", "xmpp-gw-23456", "neg-inet-xmpp-23456"]
 

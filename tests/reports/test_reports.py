@@ -16,12 +16,13 @@ from rich.console import Console
 
 from simulator.lab.topology import Topology
 from simulator.matrix import load_matrix
-from simulator.probes.base import ProbeResult, TlsProblem, Verdict
+from simulator.probes.base import ProbeResult, Verdict
 from simulator.probes.run import ProbeRun
 from simulator.reports.html import to_html
 from simulator.reports.json_report import to_dict
 from simulator.reports.junit import to_junit
 from simulator.reports.table import render_run
+from simulator.tls import TlsProblem
 
 #: One run with every kind of verdict, as the lab with a broken rule file would give.
 VERDICTS = {

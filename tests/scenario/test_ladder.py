@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from simulator.lab.hostmap import HostMap
 from simulator.scenario.ladder import build_ladder, render_svg, render_text
-from simulator.trace import HostMap, TraceEvent, TraceRecorder, record
+from simulator.trace import TraceEvent, TraceRecorder, record
 
 
 def ev(t, src, dst, summary, event="sent", protocol="sip"):

@@ -31,6 +31,7 @@ from sipmessage import URI, Request, Response
 from simulator.sip import digest
 from simulator.sip.aio import SipProtocol, open_sip
 from simulator.sip.build import new_branch, new_tag, params, response_for, top_via, uri_of
+from simulator.tls import tls_failure_reason
 
 DEFAULT_TIMEOUT = 10.0
 
@@ -124,8 +125,6 @@ class UserAgent:
     def on_close(self, proto: SipProtocol) -> None:
         reason = "connection closed"
         if isinstance(proto.lost_reason, ssl.SSLError):
-            from simulator.sip.aio import tls_failure_reason
-
             reason = f"connection closed by TLS: {tls_failure_reason(proto.lost_reason)}"
         for future in self._pending.values():
             if not future.done():
@@ -414,7 +413,6 @@ async def probe_options(
     local_address: str | None = None,
 ) -> OptionsOutcome:
     """Connect over TLS (MTLS when ``context`` has a certificate), send OPTIONS, classify."""
-    from simulator.sip.aio import tls_failure_reason
 
     ua = UserAgent(
         aor,
