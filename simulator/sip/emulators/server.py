@@ -234,6 +234,11 @@ class DomainServer:
         if local and method == "REGISTER":
             self._register(proto, request)
             return
+        if local and (why := self._unverified(proto, request)):
+            log.info("%s: %s refused: %s", self.label, method, why)
+            warning = f'399 {self.config.fqdn} "{why}"'
+            self._answer(proto, request, 403, headers=[("Warning", warning)])
+            return
         if local and method == "SERVICE":
             self._spawn(self._service(proto, request))
             return
@@ -336,6 +341,28 @@ class DomainServer:
             headers.append(("ms-user-logon-data", "RemoteUser"))
         self._answer(proto, request, 200, headers=headers)
         self._notify_all(aor)
+
+    def _unverified(self, proto: SipProtocol, request: Request) -> str | None:
+        """Why an unverified federated sender may not reach this user, or None.
+
+        The Edge marks what a partner's users send ``ms-source-verified-user=unverified`` when
+        that partner's verification level says so ([MS-SIPRE] section 2.2.15; New-CsAllowedDomain
+        -VerificationLevel). This Front End then lets such a request reach a user only when the
+        sender is on the user's contact list (an emulator policy, as a spam control).
+        """
+        if request.method not in ("MESSAGE", "INVITE", "SUBSCRIBE") or not self._is_edge(proto):
+            return None
+        trust = first_value(request.headers.get(TRUST_HEADER) or "")[0]
+        fields = dict(part.strip().partition("=")[::2] for part in trust.split(";"))
+        if fields.get("ms-source-network") not in ("federation", "publiccloud"):
+            return None
+        if fields.get("ms-source-verified-user") == "verified":
+            return None
+        sender = uri_of(request.headers.get("From") or "").split(";", 1)[0].lower()
+        contacts = self.config.contacts.get((request.uri.user or "").lower(), [])
+        if sender in (c.lower() for c in contacts):
+            return None
+        return "Unverified sender is not on the user's contact list"
 
     def _from_edge(self, proto: SipProtocol, request: Request) -> bool:
         """True when ``request`` came from outside through the Edge (or claims to)."""
