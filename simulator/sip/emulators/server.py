@@ -37,7 +37,7 @@ import logging
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 from xml.sax.saxutils import escape
 
 from sipmessage import Request, Response
@@ -76,8 +76,31 @@ NOT_FOUND = '4005;reason="Destination URI either not enabled for SIP or does not
 MAX_EXPIRES = 3600
 
 ServiceHandler = Callable[[Request], "Response | Awaitable[Response]"]
-GatewayHandler = Callable[[str, str, str], Awaitable[None]]
-"""(from SIP URI, to address user@domain, text): hand a MESSAGE to another network."""
+
+
+class GatewayLink(Protocol):
+    """Another network reached through a gateway (Lync's XMPP gateway): what the Front End
+    hands it (:mod:`simulator.sip.emulators.xmpp_bridge` wires the XMPP one)."""
+
+    async def send_message(self, from_uri: str, to_address: str, text: str) -> None:
+        """Send a MESSAGE's text; return once the other network has it, raise
+        :class:`GatewayRefused` when it does not (``TimeoutError``, ``ConnectionError``)."""
+        ...
+
+    def subscribe(self, from_uri: str, to_address: str) -> None:
+        """``from_uri`` subscribed to ``to_address``'s presence (SIP SUBSCRIBE)."""
+        ...
+
+    def unsubscribe(self, from_uri: str, to_address: str) -> None: ...
+
+
+class GatewayRefused(Exception):
+    """The other network refused or lost a MESSAGE: the SIP status and why."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(f"{status} {reason}")
+        self.status = status
+        self.reason = reason
 
 
 @dataclass
@@ -153,10 +176,14 @@ class DomainServer:
         )
         self.auth = Authenticator(config.domain, config.users, ntlm)
         self.service_handlers: dict[str, ServiceHandler] = {}
-        self.gateways: dict[str, GatewayHandler] = {}
-        """Domain -> handler for MESSAGEs to that domain (the XMPP gateway: Lync routes IM to
-        XMPP partners through it, not through SIP federation)."""
         """Content-Type -> handler for SERVICE requests (e.g. MRAS credentials)."""
+        self.gateways: dict[str, GatewayLink] = {}
+        """Domain -> the gateway for MESSAGEs and presence subscriptions to that domain (the
+        XMPP gateway: Lync reaches XMPP partners through it, not through SIP federation)."""
+        self.presence_listeners: list[Callable[[str, bool], None]] = []
+        """Told (``sip:user@domain``, available) whenever a local user signs in or out."""
+        self.remote_presence: dict[str, bool] = {}
+        """Gateway contacts (``sip:romeo@jabber.lab``) -> available, as the gateway reported."""
         self.received: list[Request] = []
         """Requests handled by the server itself (for tests), newest last, bounded."""
         self._connecting: dict[str, asyncio.Future[SipProtocol]] = {}
@@ -255,10 +282,13 @@ class DomainServer:
                 ],
             )
             return
+        event = (request.headers.get("Event") or "").split(";")[0].strip().lower()
         if method == "MESSAGE" and host in self.gateways:
             self._spawn(self._to_gateway(proto, request, self.gateways[host]))
             return
-        event = (request.headers.get("Event") or "").split(";")[0].strip().lower()
+        if method == "SUBSCRIBE" and host in self.gateways and event == "presence":
+            self._subscribe_gateway(proto, request, self.gateways[host])
+            return
         if local and method == "SUBSCRIBE" and event == "presence":
             self._subscribe(proto, request)
             return
@@ -413,22 +443,28 @@ class DomainServer:
         assert isinstance(result, Response)
         self._send(proto, result)
 
-    async def _to_gateway(
-        self, proto: SipProtocol, request: Request, handler: GatewayHandler
-    ) -> None:
-        from_uri = uri_of(request.headers.get("From") or "")
+    async def _to_gateway(self, proto: SipProtocol, request: Request, link: GatewayLink) -> None:
+        """A MESSAGE for the gateway's network: 200 only once that network has it."""
+        from_uri = uri_of(request.headers.get("From") or "").split(";", 1)[0]
         to_address = f"{request.uri.user}@{request.uri.host}"
+        text = _im_text(request)
+        status, reason, warning = 200, None, None
         try:
-            await handler(from_uri, to_address, request.body.decode("utf-8", "replace"))
+            await link.send_message(from_uri, to_address, text)
+        except GatewayRefused as exc:
+            status, warning = exc.status, exc.reason
         except ConnectionError as exc:
             log.warning("XMPP gateway unavailable: %s", exc)
-            self._answer(proto, request, 503, "XMPP gateway unavailable")
-            return
+            status, reason = 503, "XMPP gateway unavailable"
+        except TimeoutError:
+            status, warning = 504, f"{request.uri.host} did not confirm delivery"
         except Exception:
             log.exception("XMPP gateway handler failed")
-            self._answer(proto, request, 500, "XMPP gateway failed")
-            return
-        self._answer(proto, request, 200)
+            status, reason = 500, "XMPP gateway failed"
+        headers = [("Warning", f'399 {self.config.fqdn} "{warning}"')] if warning else []
+        if status != 200:
+            log.info("%s: MESSAGE to %s: %d %s", self.label, to_address, status, warning or reason)
+        self._answer(proto, request, status, reason, headers=headers)
 
     def deliver_message(self, from_uri: str, to_uri: str, text: str) -> None:
         """Originate a MESSAGE from ``from_uri`` (e.g. an XMPP user) to a local user.
@@ -462,17 +498,24 @@ class DomainServer:
         if name not in self.config.users:
             self._not_found(proto, request)
             return
-        expires = request.headers.get("Expires") or "3600"
+        expires = (request.headers.get("Expires") or "3600").strip()
+        self._accept_subscription(proto, request, f"sip:{name}@{self.config.domain}", expires)
+
+    def _accept_subscription(
+        self, proto: SipProtocol, request: Request, aor: str, expires: str
+    ) -> None:
+        """200 to a presence SUBSCRIBE for ``aor`` (the first NOTIFY piggy-backed when the
+        subscriber supports it, as Lync does), and the subscription kept for later NOTIFYs;
+        ``Expires: 0`` ends it."""
         tag = new_tag()
         to_value = request.headers["To"]
         if "tag=" not in to_value:
             to_value = f"{to_value};tag={tag}"
-        aor = f"sip:{name}@{self.config.domain}"
         headers = [
             ("Expires", expires),
             ("Contact", f"<sip:{self.config.fqdn}:5061;transport=tls>"),
         ]
-        piggyback = expires.strip() != "0" and _supports(request, "ms-piggyback-first-notify")
+        piggyback = expires != "0" and _supports(request, "ms-piggyback-first-notify")
         body = b""
         if piggyback:  # the first NOTIFY's content rides on the 200, as Lync does
             body = self._pidf(aor)
@@ -482,19 +525,42 @@ class DomainServer:
                 ("ms-piggyback-cseq", "1"),
             ]
         self._send(proto, response_for(request, 200, to_tag=tag, headers=headers, body=body))
+        call_id = request.headers["Call-ID"]
+        subs = self.subscriptions.setdefault(aor, [])
+        subs[:] = [s for s in subs if s.call_id != call_id][-50:]
+        if expires == "0":
+            return
         contact = request.headers.getlist("Contact")
         sub = Subscription(
             subscriber=request.headers["From"],
             notifier=to_value,
-            call_id=request.headers["Call-ID"],
+            call_id=call_id,
             target=uri_of(contact[0]) if contact else uri_of(request.headers["From"]),
             route=list(request.headers.getlist("Record-Route")),
             cseq=1 if piggyback else 0,
         )
-        subs = self.subscriptions.setdefault(aor, [])
-        subs[:] = [*[s for s in subs if s.call_id != sub.call_id][-50:], sub]
-        if expires.strip() != "0" and not piggyback:
+        subs.append(sub)
+        if not piggyback:
             self._notify(aor, sub)
+
+    def _subscribe_gateway(self, proto: SipProtocol, request: Request, link: GatewayLink) -> None:
+        """SUBSCRIBE to a contact of the gateway's network: the gateway subscribes and probes
+        (:rfc:`6121`); NOTIFYs follow each presence it reports; Expires 0 unsubscribes."""
+        target = uri_of(request.headers["To"]).split(";", 1)[0].lower()
+        subscriber = uri_of(request.headers["From"]).split(";", 1)[0].lower()
+        to_address = target.removeprefix("sip:")
+        expires = (request.headers.get("Expires") or "3600").strip()
+        try:
+            if expires == "0":
+                link.unsubscribe(subscriber, to_address)
+            else:
+                link.subscribe(subscriber, to_address)
+        except ConnectionError as exc:
+            log.warning("XMPP gateway unavailable: %s", exc)
+            self._answer(proto, request, 503, "XMPP gateway unavailable")
+            return
+        self.remote_presence.setdefault(target, False)
+        self._accept_subscription(proto, request, target, expires)
 
     def _subscribe_contacts(self, proto: SipProtocol, request: Request) -> None:
         """Lync's roaming contact list ([MS-SIP] ``vnd-microsoft-roaming-contacts``): the user's
@@ -561,8 +627,23 @@ class DomainServer:
             self.bindings.pop(aor, None)
         return bindings
 
+    def available(self, aor: str) -> bool:
+        """Presence of ``aor``: a local user is available while registered; a gateway contact
+        as the gateway last reported."""
+        if aor in self.remote_presence:
+            return self.remote_presence[aor]
+        return bool(self.live_bindings(aor))
+
+    def remote_presence_changed(self, aor: str, available: bool) -> None:
+        """The gateway reported a contact's presence: NOTIFY its SIP subscribers."""
+        aor = aor.lower()
+        if self.remote_presence.get(aor) == available:
+            return
+        self.remote_presence[aor] = available
+        self._notify_all(aor)
+
     def _pidf(self, aor: str) -> bytes:
-        basic = "open" if self.live_bindings(aor) else "closed"
+        basic = "open" if self.available(aor) else "closed"
         return (
             '<?xml version="1.0" encoding="UTF-8"?>\r\n'
             f'<presence xmlns="urn:ietf:params:xml:ns:pidf" entity="{aor}">'
@@ -572,6 +653,9 @@ class DomainServer:
     def _notify_all(self, aor: str) -> None:
         for sub in self.subscriptions.get(aor, []):
             self._notify(aor, sub)
+        if aor not in self.remote_presence:
+            for listener in self.presence_listeners:
+                listener(aor, bool(self.live_bindings(aor)))
 
     def _notify(self, aor: str, sub: Subscription) -> None:
         sub.cseq += 1
@@ -756,6 +840,11 @@ class DomainServer:
         upstream = self.conns.get(upstream_id)
         if upstream is not None:
             self._send(upstream, response)
+
+
+def _im_text(request: Request) -> str:
+    """The text of an IM: a ``text/plain`` body as is; other bodies (HTML) as received."""
+    return request.body.decode("utf-8", "replace")
 
 
 def _supports(request: Request, option: str) -> bool:
