@@ -260,7 +260,9 @@ def relays_from_topology(topology: Topology) -> list[MediaRelay]:
             mine = [lst for lst in listeners if lst.interface == iface.id]
             udp = next((lst.port for lst in mine if lst.proto == "stun-udp"), None)
             tcp_ports = sorted(
-                (lst.port != 443, lst.port) for lst in mine if lst.proto in ("turn-tls", "turn-tcp")
+                (lst.real_port != 443, lst.port)
+                for lst in mine
+                if lst.proto in ("turn-tls", "turn-tcp")
             )
             tcp = tcp_ports[0][1] if tcp_ports else None
             if udp is None and tcp is None:
