@@ -253,6 +253,16 @@ class EdgeConfig:
             values[key] = value
         return cls(**values)
 
+    def partner_by_fqdn(self, host: str) -> Partner | None:
+        """The allowed partner or provider whose Edge is ``host`` (its ProxyFqdn), if any."""
+        host = host.lower()
+        for partner in (*self.allowed_domains, *self.public_providers):
+            if partner.proxy_fqdn == host and not isinstance(
+                self.partner_for(partner.domain), Refusal
+            ):
+                return partner
+        return None
+
     def partner_for(self, domain: str) -> Partner | Refusal:
         """Federation policy for ``domain``, in the order a Lync Edge applies it."""
         domain = domain.lower()
@@ -600,6 +610,7 @@ class EdgeProxy:
 
         # 3. Route entries naming the Edge (loose routing, 16.4)
         edgeflow: int | None = None
+        consumed: list[str] = []
         while True:
             routes = headers.getlist("Route")
             if not routes:
@@ -608,12 +619,16 @@ class EdgeProxy:
             if not self._is_ours(first):
                 break
             pop_first(request, "Route")
+            consumed.append(first.lower())
             named = number(uri_params(first).get("edgeflow") or "")
             if named is not None:
                 edgeflow = named
 
-        # 4. loop detection (16.3 step 4)
-        lhash = loop_hash(request, f"{flow.side is Side.CLIENT}|{edgeflow}")
+        # 4. loop detection (16.3 step 4): the Route entries consumed are part of the hash, so
+        # a NOTIFY from a partner to a remote user (in through the federation route set, out
+        # through the remote user's Path) spirals rather than loops
+        context = f"{flow.side is Side.CLIENT}|{edgeflow}|{'|'.join(consumed)}"
+        lhash = loop_hash(request, context)
         marker = f"{BRANCH_PREFIX}{lhash}-"
         for value in headers.getlist("Via"):
             if marker not in value:
@@ -729,7 +744,11 @@ class EdgeProxy:
             else:
                 decision = cfg.partner_for(target_domain)
                 if isinstance(decision, Refusal):
-                    return self._refuse(flow, request, 403, decision.reason, "domain")
+                    # an in-dialog request addressed to a partner's Edge itself (its Contact)
+                    by_fqdn = cfg.partner_by_fqdn(target_domain)
+                    if by_fqdn is None:
+                        return self._refuse(flow, request, 403, decision.reason, "domain")
+                    decision = by_fqdn
                 target = ToPartner(decision)
 
         # 7. forward

@@ -752,3 +752,24 @@ async def test_a_partners_verification_level_is_honoured(
         trust = got.headers.get("ms-edge-proxy-message-trust") or ""  # type: ignore[attr-defined]
         assert "ms-source-type=DirectPartner" in trust
         assert "ms-source-verified-user=unverified" in trust
+
+
+async def test_a_partners_notify_reaches_a_remote_user(
+    sip_topology: Topology, lab_pki: LabPki
+) -> None:
+    """A NOTIFY from fabrikam to a remote user passes the Edge twice (in by the federation route
+    set, out through the user's Path): a spiral, not a loop (482)."""
+    async with (
+        lab_up(sip_topology, lab_pki) as lab,
+        lab.ua("alice@contoso.lab", "remote") as alice,
+        lab.ua("carol@fabrikam.lab", "fabrikam") as carol,
+    ):
+        assert (await alice.register()).code == 200
+        assert (await carol.register()).code == 200
+        assert (await alice.subscribe("sip:carol@fabrikam.lab")).code == 200
+        first = await next_incoming(alice, "NOTIFY")
+        assert b"<basic>open</basic>" in first.body  # type: ignore[attr-defined]
+        assert (await carol.register(expires=0)).code == 200
+        gone = await next_incoming(alice, "NOTIFY")
+        assert b"<basic>closed</basic>" in gone.body  # type: ignore[attr-defined]
+        assert not any("Loop Detected" in r for r in lab.refusals())
