@@ -152,3 +152,27 @@ async def until(queue: asyncio.Queue[object], wanted: object, timeout: float = 2
     end = loop.time() + timeout
     while await asyncio.wait_for(queue.get(), max(0.1, end - loop.time())) != wanted:
         pass
+
+
+async def test_a_message_ejabberd_never_accepted_is_not_acknowledged(
+    shifted: Topology, lab_pki: LabPki, work: Path
+) -> None:
+    """ejabberd accepts certificates only and the Edge may only use dialback: the stream never
+    authenticates, so the gateway's message fails with the XMPP error (no success)."""
+    from simulator.xmpp.gateway import DeliveryFailed
+
+    lab = await start_xmpp_lab(
+        shifted,
+        lab_pki,
+        {"xmpp-proxy": {"allow_external": False}},
+        hosts=["edge", "dns-ext", "dns-int"],
+    )
+    try:
+        async with ejabberd(setup_for(shifted, work, dialback=False), lab_pki, {"romeo": ROMEO}):
+            with pytest.raises(DeliveryFailed) as failed:
+                await lab.gateway.send_from_sip(
+                    "sip:alice@contoso.lab", "romeo@jabber.lab", "lost?", timeout=40
+                )
+        assert failed.value.condition in ("remote-server-timeout", "remote-server-not-found")
+    finally:
+        await lab.stop()
