@@ -24,6 +24,7 @@ from pathlib import Path
 from types import TracebackType
 
 from simulator.errors import LabError, UsageError
+from simulator.firewall.rules import FirewallNode
 from simulator.lab.capture import (
     KEYLOG_ENV,
     CapturePoint,
@@ -538,6 +539,9 @@ class LocalRunner(Runner):
         raise no_firewall(self)
 
     def load_rules(self, firewall: str, path: Path | None = None) -> LoadResult:
+        raise no_firewall(self)
+
+    def firewall_node(self, firewall: str) -> FirewallNode:
         raise no_firewall(self)
 
     async def vantage(self) -> Vantage:

@@ -37,6 +37,8 @@ from pathlib import Path
 
 import simulator
 from simulator.errors import LabError
+from simulator.firewall.render import render_all, topology_rules_path
+from simulator.firewall.rules import FirewallNode, load_rules
 from simulator.lab.capture import (
     KEYLOG_ENV,
     CapturePoint,
@@ -45,7 +47,6 @@ from simulator.lab.capture import (
     packet_capture,
     sent_by,
 )
-from simulator.lab.firewall import render_all
 from simulator.lab.network import ephemeral_port_range, host_routes, link_name
 from simulator.lab.runners import register_runner
 from simulator.lab.runners._exec import check_hosts
@@ -211,18 +212,10 @@ class NetnsRunner(Runner):
         """The topology's rule file: as given, from the current directory or the repository,
         or rendered into the state directory (installed without the repository)."""
         fw = self._firewall(firewall)
+        found = topology_rules_path(fw)
+        if found is not None:
+            return found
         relative = Path(fw.rules)
-        candidates = (
-            [relative]
-            if relative.is_absolute()
-            else [
-                Path.cwd() / relative,
-                Path(simulator.__file__).resolve().parent.parent / relative,
-            ]
-        )
-        for candidate in candidates:
-            if candidate.is_file():
-                return candidate
         target = self.state_dir / "firewall" / relative.name
         target.parent.mkdir(parents=True, exist_ok=True)
         rendered = render_all(self.topology, target.parent)
@@ -241,19 +234,24 @@ class NetnsRunner(Runner):
             return Path(loaded)
         return self._topology_rules(firewall)
 
+    def firewall_node(self, firewall: str) -> FirewallNode:
+        self._firewall(firewall)
+        return FirewallNode(firewall, tuple(self.exec_argv(firewall)))
+
     def load_rules(self, firewall: str, path: Path | None = None) -> LoadResult:
-        """``nft -f`` in the firewall's namespace; a file nft refuses leaves the old rules."""
+        """The file (nftables or iptables-save) checked, then loaded in place of the firewall's
+        rules (:func:`simulator.firewall.rules.load_rules`); a refused file changes nothing."""
         self._firewall(firewall)
         path = Path(path).resolve() if path is not None else self._topology_rules(firewall)
         ns = self.namespace(firewall)
         if ns not in self.namespaces():
             raise LabError(f"namespace {ns} does not exist: is the netns lab up? {self.start_hint}")
-        run([*self.exec_argv(firewall), "nft", "-f", str(path)])
+        index = load_rules(self.firewall_node(firewall), path)
         self.rules_override[firewall] = path
         loaded = {**self._loaded_rules(), firewall: str(path)}
         self.state_dir.mkdir(parents=True, exist_ok=True)
         (self.state_dir / RULES_FILE).write_text(json.dumps(loaded, indent=2) + "\n")
-        return LoadResult(firewall, path)
+        return LoadResult(firewall, path, "; ".join(index.unmapped))
 
     # ------------------------------------------------------------ network
     def build_network(self) -> None:
