@@ -11,7 +11,8 @@ Then it works as Lync does ([MS-PRES] enhanced presence): it reads alice's roami
 subscribes to the contacts' presence in one batch, and, told by the Front End to resubscribe
 for the contacts of other domains, subscribes to each at their own server: through the Edge's
 5061 for carol and dave, through the XMPP gateway, 23456 and 5269 for romeo. Each contact sees
-alice come online, and alice chats with each both ways. Skipped where SIPE or root is missing.
+alice come online, and alice chats with each both ways. Skipped where SIPE, a C compiler
+or root is missing.
 """
 
 from contextlib import AsyncExitStack

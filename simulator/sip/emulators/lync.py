@@ -57,8 +57,9 @@ def roaming_self(aor: str) -> tuple[str, bytes]:
 
 
 def provisioning(domain: str, *, mras: bool = False) -> tuple[str, bytes]:
-    """(Content-Type, body) of the provisioning groups: the server configuration only, with
-    the MRAS URI (where the client asks for A/V relay credentials) when ``mras``."""
+    """(Content-Type, body) of the provisioning groups: the server configuration only
+    ([MS-SIPREGE] section 2.2.2.5.1, a few of its elements), with the MRAS URI (where the
+    client asks for A/V relay credentials) when ``mras``."""
     mras_uri = f"<mrasUri>sip:{domain};gruu;opaque=srvr:MRAS:lab</mrasUri>" if mras else ""
     body = (
         '<provisionGroupList xmlns="http://schemas.microsoft.com/2006/09/sip/'

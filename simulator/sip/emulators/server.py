@@ -18,6 +18,14 @@ with their SDP untouched.
 
 Registrations expire (Expires honoured, at most 3600 s) and end with their connection.
 
+A Lync client (it lists ``msrtc-event-categories`` in Supported; SIPE is one) gets what a Lync
+Server 2013 Front End gives it (:mod:`simulator.sip.emulators.lync`, [MS-PRES]): roaming
+contacts, roaming self data and provisioning, batch category subscriptions (``state`` of local
+contacts, ``resubscribe`` for the others), and its published ``state`` as its availability.
+Domains in :attr:`DomainServer.gateways` (the XMPP gateway) get MESSAGEs and presence
+subscriptions handed over, and IM sessions (INVITE) answered on their behalf; a request from a
+federated sender the Edge marks unverified reaches only users who list that sender.
+
 What it trusts (issue 12): a request that came from outside through the Edge (it carries the
 Edge's ``ms-edge-proxy-message-trust``, [MS-SIPRE] section 2.2.15, on the Edge's connection) has
 its Route entries refused with 403 rather than followed; a next hop it cannot reach is answered
