@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -33,6 +34,13 @@ async def _run(*argv: str, timeout: float = 60.0) -> subprocess.CompletedProcess
     )
     out, _ = await asyncio.wait_for(proc.communicate(), timeout)
     return subprocess.CompletedProcess(list(argv), proc.returncode or 0, out)
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 for the node's Erlang distribution."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def _log(setup: EjabberdSetup) -> str:

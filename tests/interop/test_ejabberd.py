@@ -22,7 +22,7 @@ from simulator.pki import LabPki
 from simulator.xmpp import ejabberd as ejabberd_setup
 from simulator.xmpp.ejabberd import EjabberdSetup
 from simulator.xmpp.harness import PORT_MAP, ChatClient, XmppLab, shifted_topology, start_xmpp_lab
-from tests.interop.ejabberd_helpers import ejabberd, lab_hosts
+from tests.interop.ejabberd_helpers import ejabberd, free_port, lab_hosts
 
 pytestmark = [
     pytest.mark.interop,
@@ -51,7 +51,14 @@ def work() -> Iterator[Path]:
 
 def setup_for(topology: Topology, work: Path, *, dialback: bool) -> EjabberdSetup:
     return EjabberdSetup(
-        work / "ejabberd", JABBER, C2S, S2S, DNS_EXT, lab_hosts(topology), dialback=dialback
+        work / "ejabberd",
+        JABBER,
+        C2S,
+        S2S,
+        DNS_EXT,
+        free_port(),
+        lab_hosts(topology),
+        dialback=dialback,
     )
 
 

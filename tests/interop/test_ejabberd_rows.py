@@ -25,7 +25,7 @@ from simulator.scenario import sipe
 from simulator.scenario.run import discover, run_one, select
 from simulator.xmpp import ejabberd as ejabberd_setup
 from simulator.xmpp.ejabberd import EjabberdSetup
-from tests.interop.ejabberd_helpers import ejabberd, lab_hosts
+from tests.interop.ejabberd_helpers import ejabberd, free_port, lab_hosts
 from tests.siplab import SIP_HOSTS, sip_topology
 
 pytestmark = [
@@ -81,6 +81,7 @@ async def test_ejabberd_gives_the_emulators_verdicts(
         5222,
         5269,
         (dns_address, 53),
+        free_port(),
         lab_hosts(topology220),
         dialback=True,
     )

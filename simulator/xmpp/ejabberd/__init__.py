@@ -19,7 +19,6 @@ import ipaddress
 import os
 import pwd
 import shutil
-import socket
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -38,13 +37,13 @@ class EjabberdSetup:
     s2s_port: int
     dns: tuple[str, int]
     """The lab DNS that serves the SRV records ejabberd looks up."""
+    dist_port: int
+    """Erlang distribution port on 127.0.0.1 (ejabberdctl reaches the node there, no epmd)."""
     hosts: dict[str, str] = field(default_factory=dict)
     """Name -> address of the lab names ejabberd resolves with the system resolver (the
     targets of the SRV records it follows, e.g. ``xmpp.contoso.lab``)."""
     dialback: bool = True
     """False leaves out mod_s2s_dialback: certificates only (SASL EXTERNAL)."""
-    dist_port: int = 0
-    """Erlang distribution port (ejabberdctl reaches the node there, no epmd); 0: a free one."""
     node: str = "edgesim-jabber@localhost"
     log_level: str = "info"
 
@@ -59,12 +58,6 @@ class EjabberdSetup:
 
 def _erlang_ip(address: str) -> str:
     return "{" + ",".join(str(b) for b in ipaddress.IPv4Address(address).packed) + "}"
-
-
-def _free_port(address: str) -> int:
-    with socket.socket() as sock:
-        sock.bind((address, 0))
-        return int(sock.getsockname()[1])
 
 
 def render(setup: EjabberdSetup, cert: CertPaths, trust: Path, user: str = "ejabberd") -> Path:
@@ -94,9 +87,8 @@ def render(setup: EjabberdSetup, cert: CertPaths, trust: Path, user: str = "ejab
     (directory / "hosts").write_text(
         "127.0.0.1 localhost\n" + "".join(f"{a} {n}\n" for n, a in sorted(setup.hosts.items()))
     )
-    dist = setup.dist_port or _free_port("127.0.0.1")
     setup.ctl_config.write_text(
-        f'ERL_DIST_PORT={dist}\nERL_INETRC="{directory / "inetrc"}"\n'
+        f'ERL_DIST_PORT={setup.dist_port}\nERL_INETRC="{directory / "inetrc"}"\n'
         f'EJABBERD_PID_PATH="{directory / "ejabberd.pid"}"\n'
         'ERL_OPTIONS="-env ERL_CRASH_DUMP_BYTES 0"\n'
     )
