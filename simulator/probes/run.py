@@ -195,6 +195,8 @@ class JobBuilder:
             "transport": row.transport,
             "source_domain": self.topology.host(source.host).domain,
             "turn": turn_credentials(self.topology, self.pki),
+            # rows whose protocol names MSTURN are probed as a Lync client speaks ([MS-TURN])
+            "extra": {"dialect": "ms-turn"} if "MSTURN" in row.protocol.upper() else {},
         }
         if row.port_side == "source":
             # Relay rows: the source is the relay; ask its TURN server to relay to the destination.
