@@ -57,6 +57,7 @@ LAYERS: dict[str, int] = {
     "simulator.xmpp.service": 5,
     "simulator.xmpp.gateway": 5,
     "simulator.xmpp.prosody": 5,
+    "simulator.xmpp.ejabberd": 5,
     "simulator.media.service": 5,
     "simulator.media.peer": 5,
     "simulator.dns.service": 5,
