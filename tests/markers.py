@@ -10,6 +10,7 @@ from __future__ import annotations
 import inspect
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -34,8 +35,8 @@ def _evidence(item: pytest.Item) -> str:
         parts.append(inspect.getsource(function))
     for mark in item.iter_markers("skipif"):
         parts.append(f"skip({mark.kwargs.get('reason', '')})")
-    info = getattr(item, "_fixtureinfo", None)
-    for name in info.names_closure if info else ():
+    info: Any = getattr(item, "_fixtureinfo", None)
+    for name in info.names_closure if info is not None else ():
         for definition in info.name2fixturedefs.get(name, ()):
             func = definition.func
             if not _INSTALLED & set(Path(inspect.getfile(func)).parts):

@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "simulator"
 
 
-def test_no_print_outside_the_cli():
+def test_no_print_outside_the_cli() -> None:
     offenders = []
     for path in PACKAGE.rglob("*.py"):
         if "cli" in path.relative_to(PACKAGE).parts:

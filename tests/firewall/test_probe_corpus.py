@@ -102,8 +102,9 @@ def test_defect_is_found_exactly_by_probe(lab: Runner, defect: Defect) -> None:
     assert unmet == set(defect.broken)
     for row in unmet & set(results) - (relay if defect.id.startswith("d04") else set()):
         expected = defect.broken[row]
-        d = probe_fate(results[row].firewall)
-        assert d is not None, row
+        fate = probe_fate(results[row].firewall)
+        assert fate is not None, row
+        d = fate
         assert d.firewall == defect.firewall
         assert summary(d.direction, d.action, d.rule, d.policy) == expected, d.describe()
         check_rule(d.rule, expected, defect.file)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import shutil
 import socket
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -139,8 +141,8 @@ async def tcp_echo() -> AsyncIterator[int]:
         await server.wait_closed()
 
 
-def spec(kind: str, port: int, lab_pki: LabPki, **kw: object) -> ProbeSpec:
-    params: dict[str, object] = dict(
+def spec(kind: str, port: int, lab_pki: LabPki, **kw: Any) -> ProbeSpec:
+    base = ProbeSpec(
         kind=kind,
         address=SERVER,
         port=port,
@@ -150,8 +152,7 @@ def spec(kind: str, port: int, lab_pki: LabPki, **kw: object) -> ProbeSpec:
         turn=CREDS,
         timeout=3.0,
     )
-    params.update(kw)
-    return ProbeSpec(**params)  # type: ignore[arg-type]
+    return dataclasses.replace(base, **kw)
 
 
 async def test_stun_binding_reports_the_mapped_address(

@@ -323,7 +323,8 @@ def test_firewall_verdicts_match_the_netns_lab(
     monkeypatch.setenv("COMPOSE_PROJECT_NAME", PROJECT)
     monkeypatch.setenv("EDGESIM_IMAGE", IMAGE)
     _, defects = load_corpus()
-    cases = {"shipped": {}} | {
+    cases: dict[str, dict[str, Path]] = {"shipped": {}}
+    cases |= {
         d.id: {d.firewall: d.file}
         for d in defects
         if d.id
@@ -336,7 +337,7 @@ def test_firewall_verdicts_match_the_netns_lab(
     }
 
     def verdicts(runner: Runner) -> dict[str, dict[str, tuple[str, str]]]:
-        out = {}
+        out: dict[str, dict[str, tuple[str, str]]] = {}
         for case, rules in cases.items():
             for fw in topology.firewalls:
                 runner.load_rules(fw.id, rules.get(fw.id))

@@ -6,6 +6,7 @@ import os
 import shutil
 import socket
 import subprocess
+from collections.abc import Iterator
 
 import pytest
 
@@ -25,7 +26,7 @@ pytestmark = [
 
 
 @pytest.fixture
-def namespace():
+def namespace() -> Iterator[str]:
     subprocess.run(["ip", "netns", "del", NS], capture_output=True, check=False)
     subprocess.run(["ip", "netns", "add", NS], check=True, timeout=10)
     try:

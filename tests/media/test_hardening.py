@@ -186,7 +186,7 @@ def test_one_create_permission_cannot_make_thousands(topology: Topology, lab_pki
         client.ask(request(Method.CREATE_PERMISSION, *[("XOR-PEER-ADDRESS", p) for p in peers]))
     )
     assert error_code(reply) == 508
-    alloc = server.allocation(client.relay)  # type: ignore[arg-type]
+    alloc = server.allocation(client.relay)
     assert alloc is not None and alloc.permissions == {}
     limit = server.config.max_permissions
     for n in range(limit):
@@ -223,7 +223,7 @@ def test_rfc6062_connections_per_allocation_are_bounded() -> None:
     )
     assert error_code(reply) == 508
     # a peer dialling in is refused too while the allocation holds its maximum
-    assert server.peer_connection_arrived(client.relay, ("127.0.113.50", 7), T0) == (None, [])  # type: ignore[arg-type]
+    assert server.peer_connection_arrived(client.relay, ("127.0.113.50", 7), T0) == (None, [])
 
 
 # ------------------------------------------------------------------ the user quota
@@ -300,7 +300,9 @@ def test_a_spoofed_flood_is_not_amplified() -> None:
             assert isinstance(action, SendTo)
             sent += len(action.data)
     ratio = sent / received
-    budget = server.config.unauthenticated_burst + server.config.unauthenticated_rate
+    rate = server.config.unauthenticated_rate
+    assert rate is not None
+    budget = server.config.unauthenticated_burst + rate
     assert sent <= budget * 76
     assert ratio < 0.15, f"amplification {ratio:.2f}"
     assert server.stats["dropped.unauthenticated answer budget"] >= 1000 - budget

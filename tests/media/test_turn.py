@@ -26,7 +26,12 @@ from simulator.media.actions import (
 )
 from simulator.media.auth import time_limited_credentials
 from simulator.media.errors import LocalProtocolError
-from simulator.media.events import AllocationCreated, AllocationDeleted, MessageDropped
+from simulator.media.events import (
+    AllocationCreated,
+    AllocationDeleted,
+    MessageDropped,
+    TurnEvent,
+)
 from simulator.media.service import peer_policy
 from simulator.media.states import TRANSITIONS, AllocationState, ConnectionState, advance
 from simulator.media.stun import Message, MessageClass, Method
@@ -54,7 +59,7 @@ def server() -> TurnServer:
     return TurnServer(config())
 
 
-def events(server: TurnServer) -> list[object]:
+def events(server: TurnServer) -> list[TurnEvent]:
     out = []
     while (event := server.next_event()) is not None:
         out.append(event)
@@ -265,7 +270,9 @@ def test_allocate_retransmission_gets_the_same_answer_and_new_one_437(server: Tu
         ((("REQUESTED-TRANSPORT", 17), ("RESERVATION-TOKEN", b"nosuchtk")), 508),
     ],
 )
-def test_allocate_rejections(server: TurnServer, attrs: tuple, code: int) -> None:
+def test_allocate_rejections(
+    server: TurnServer, attrs: tuple[tuple[str, object], ...], code: int
+) -> None:
     client = Client(server)
     actions = client.ask(request(Method.ALLOCATE, *attrs))  # after the 401 challenge
     assert error_code(only_reply(actions)) == code
@@ -376,7 +383,9 @@ def test_channel_data_for_an_unbound_channel_is_dropped(server: TurnServer) -> N
     ("channel", "peer", "code"),
     [(0x3FFF, PEER, 400), (0x8000, PEER, 400), (0x4000, ("127.0.0.1", 9), 403)],
 )
-def test_channel_bind_rejections(server: TurnServer, channel: int, peer: tuple, code: int) -> None:
+def test_channel_bind_rejections(
+    server: TurnServer, channel: int, peer: tuple[str, int], code: int
+) -> None:
     client = Client(server)
     client.allocate()
     assert error_code(client.bind(channel, peer)) == code
@@ -469,7 +478,8 @@ def test_permission_and_channel_expire_on_their_lifetimes(server: TurnServer) ->
 def test_allocation_expires_by_timer(server: TurnServer) -> None:
     client = Client(server)
     client.allocate(T0)
-    assert server.get_timer() is not None and server.get_timer() <= T0 + 600
+    timer = server.get_timer()
+    assert timer is not None and timer <= T0 + 600
     assert server.handle_timer(T0 + 599) == []
     actions = server.handle_timer(T0 + 600)
     assert actions == [CloseRelay(client.relay)]
@@ -577,6 +587,7 @@ def test_failed_connect_gets_447() -> None:
     client = tcp_allocation(server)
     client.permit()
     (connect,) = client.ask(request(Method.CONNECT, ("XOR-PEER-ADDRESS", PEER)))
+    assert isinstance(connect, ConnectPeer)
     assert error_code(only_reply(server.peer_connect_failed(connect.connection, T0))) == 447
 
 
@@ -651,7 +662,7 @@ def test_random_sequences_keep_the_invariants(steps: list[tuple[str, int, int]])
             client.bind(channel, ("127.0.113.50", channel), now)
         elif op == "data":
             client.send(struct.pack("!HH", channel, 4) + b"data", now)
-        elif op == "peer" and getattr(client, "relay", None) is not None:
+        elif op == "peer" and client.allocated:
             server.relay_received(client.relay, b"media", ("127.0.113.50", channel), now)
         elif op == "refresh0":
             for action in client.ask(request(Method.REFRESH, ("LIFETIME", 0)), now):

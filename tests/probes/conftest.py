@@ -3,8 +3,10 @@ and the default lab on loopback addresses of its own."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,21 +18,20 @@ from tests.probes.servers import CLIENT_ADDRESS, SERVER_ADDRESS, Server, write_i
 
 @pytest.fixture
 def spec_for(lab_pki: LabPki) -> Callable[..., ProbeSpec]:
-    def make(server: Server | None, kind: str = "sip-mtls", **kw: object) -> ProbeSpec:
-        params: dict[str, object] = {
-            "kind": kind,
-            "address": server.address if server else SERVER_ADDRESS,
-            "port": server.port if server else 0,
-            "bind": CLIENT_ADDRESS,
-            "fqdn": "sip.fabrikam.lab",
-            "domain": "fabrikam.lab",
-            "source_domain": "contoso.lab",
-            "trust": (lab_pki.trust_bundle,),
-            "client_cert": lab_pki.host_cert("edge", "internal"),
-            "timeout": 2.0,
-        }
-        params.update(kw)
-        return ProbeSpec(**params)  # type: ignore[arg-type]
+    def make(server: Server | None, kind: str = "sip-mtls", **kw: Any) -> ProbeSpec:
+        base = ProbeSpec(
+            kind=kind,
+            address=server.address if server else SERVER_ADDRESS,
+            port=server.port if server else 0,
+            bind=CLIENT_ADDRESS,
+            fqdn="sip.fabrikam.lab",
+            domain="fabrikam.lab",
+            source_domain="contoso.lab",
+            trust=(lab_pki.trust_bundle,),
+            client_cert=lab_pki.host_cert("edge", "internal"),
+            timeout=2.0,
+        )
+        return dataclasses.replace(base, **kw)
 
     return make
 

@@ -14,7 +14,6 @@ from simulator.probes.base import (
     Outcome,
     Phase,
     ProbeResult,
-    TlsProblem,
     Verdict,
     apply_expectation,
     classify,
@@ -24,6 +23,7 @@ from simulator.probes.base import (
 from simulator.probes.spec import ProbeSpec
 from simulator.probes.stun import probe_stun_udp
 from simulator.probes.tcp import probe_tcp_connect, sample_ports
+from simulator.tls import TlsProblem
 
 ADDRESS = "127.0.113.77"
 

@@ -16,6 +16,7 @@ import pytest
 from simulator.lab.runners.local import LocalLab
 from simulator.lab.topology import Topology
 from simulator.pki import LabPki
+from simulator.scenario.api import Scenario
 from simulator.scenario.run import discover, run_one, select
 from tests.siplab import sip_topology
 
@@ -28,14 +29,16 @@ def av_topology(tmp_path_factory: pytest.TempPathFactory) -> Topology:
     return sip_topology(tmp_path_factory.mktemp("av"), octet=218)
 
 
-def _scenario(name: str):
+def _scenario(name: str) -> Scenario:
     scenarios, broken = discover(ROOT / "scenarios")
     assert [b for b in broken if b.path.name.startswith("av_")] == []
     (item,) = select(scenarios, (name,))
     return item
 
 
-async def test_av_call_relays_audio_on_the_embedded_lab(av_topology: Topology, lab_pki: LabPki):
+async def test_av_call_relays_audio_on_the_embedded_lab(
+    av_topology: Topology, lab_pki: LabPki
+) -> None:
     async with LocalLab(av_topology, lab_pki.directory, hosts=HOSTS):
         result = await run_one(_scenario("av-call"), av_topology, "local", lab_pki)
     assert result.status == "passed", f"{result.step}: {result.reason}"
@@ -67,7 +70,9 @@ async def test_av_call_relays_audio_on_the_embedded_lab(av_topology: Topology, l
     assert not any(a.event == "dropped" for a in ladder.arrows)
 
 
-async def test_av_fallback_is_skipped_without_a_firewall(av_topology: Topology, lab_pki: LabPki):
+async def test_av_fallback_is_skipped_without_a_firewall(
+    av_topology: Topology, lab_pki: LabPki
+) -> None:
     result = await run_one(_scenario("av-fallback"), av_topology, "local", lab_pki)
     assert result.status == "skipped"
     assert "firewall" in result.reason

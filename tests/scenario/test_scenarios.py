@@ -76,7 +76,7 @@ def script_dir(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def test_discovery_finds_scenarios_and_reports_broken_files(script_dir):
+def test_discovery_finds_scenarios_and_reports_broken_files(script_dir: Path) -> None:
     scenarios, broken = discover(script_dir)
     assert sorted(s.name for s in scenarios) == ["fails", "good", "needs", "raises", "slow"]
     assert [(b.path.name, b.reason) for b in broken] == [
@@ -86,7 +86,9 @@ def test_discovery_finds_scenarios_and_reports_broken_files(script_dir):
         select(scenarios, ("nope",))
 
 
-async def test_results_say_which_step_failed_and_why(script_dir, topology, lab_pki):
+async def test_results_say_which_step_failed_and_why(
+    script_dir: Path, topology: Topology, lab_pki: LabPki
+) -> None:
     scenarios, _ = discover(script_dir)
     results = {r.scenario.name: r for r in await run_all(scenarios, topology, "local", lab_pki)}
     assert (results["good"].status, results["good"].step) == ("passed", None)
@@ -148,7 +150,7 @@ async def test_shipped_partner_discovery_passes_on_the_embedded_lab(
 
 @pytest.mark.root
 @needs_root
-def test_scenario_cli_runs_prints_ladder_and_exits_by_result(tmp_path):
+def test_scenario_cli_runs_prints_ladder_and_exits_by_result(tmp_path: Path) -> None:
     env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}
     result = subprocess.run(
         [sys.executable, "-m", "simulator", "scenario", "run", "partner-discovery", "--ladder",
