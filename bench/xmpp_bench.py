@@ -33,7 +33,7 @@ from simulator.pki import LabPki, ensure_pki  # noqa: E402
 from simulator.tls import client_context  # noqa: E402
 from simulator.xmpp.aio import new_stream_id, open_session  # noqa: E402
 from simulator.xmpp.events import XmppEvent  # noqa: E402
-from simulator.xmpp.harness import shifted_topology, start_xmpp_lab  # noqa: E402
+from simulator.xmpp.harness import start_xmpp_lab  # noqa: E402
 from simulator.xmpp.s2s import Role, Session, SessionConfig  # noqa: E402
 from simulator.xmpp.stream import NS_SERVER, StreamTimers, element, qname  # noqa: E402
 
@@ -73,7 +73,7 @@ class TimingBridge:
 
 async def run(messages: int, window: int, users: int) -> dict[str, object]:
     work = Path(tempfile.mkdtemp(prefix="edgesim-xmpp-bench-"))
-    topology = load_topology(shifted_topology(work, PORTS))
+    topology = load_topology().with_ports(PORTS)
     certs = work / "certs"
     ensure_pki(topology, certs)
     pki = LabPki(certs)

@@ -793,16 +793,8 @@ def embedded_lab_adjust(
             needed.append((job.destination.host, service))
         if job.row.probe in _RELAY_SERVER_PROTO and job.source is not None:
             host = topology.host(job.source.host)
-            relay = next(
-                (
-                    lst.service
-                    for lst in host.listeners
-                    if lst.interface == job.source.interface
-                    and lst.proto == _RELAY_SERVER_PROTO[job.row.probe]
-                ),
-                None,
-            )
-            needed.append((job.source.host, relay))
+            relay = host.listener_for(job.source.interface, _RELAY_SERVER_PROTO[job.row.probe])
+            needed.append((job.source.host, relay.service if relay is not None else None))
         for host_id, service in needed:
             reason = why_not(host_id, service)
             if reason is not None:

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from slixmpp import JID
 
 from simulator.lab.services import ServiceContext
 from simulator.lab.topology import Topology, load_topology
@@ -21,7 +22,6 @@ from simulator.xmpp.harness import (
     STREAM_HEADER,
     ChatClient,
     XmppLab,
-    shifted_topology,
     start_xmpp_lab,
 )
 from simulator.xmpp.service import XmppGatewayService
@@ -36,7 +36,7 @@ S2S, MTLS, C2S = PORT_MAP[5269], PORT_MAP[23456], PORT_MAP[5222]
 
 @pytest.fixture
 def shifted(tmp_path: Path) -> Topology:
-    return load_topology(shifted_topology(tmp_path))
+    return load_topology().with_ports(PORT_MAP)
 
 
 @pytest.fixture
@@ -57,7 +57,7 @@ async def login(lab: XmppLab, user: str = "romeo") -> ChatClient:
 
 async def roundtrip(lab: XmppLab, client: ChatClient, text: str) -> None:
     """romeo -> alice (SIP bridge) and alice -> romeo, both through the Edge."""
-    client.send_message(mto="alice@contoso.lab", mbody=text, mtype="chat")
+    client.send_message(mto=JID("alice@contoso.lab"), mbody=text, mtype="chat")
     frm, to, body = await asyncio.wait_for(lab.bridge.arrived.get(), 10)
     assert (bare(frm), to, body) == ("romeo@jabber.lab", "sip:alice@contoso.lab", text)
     await lab.gateway.send_from_sip("sip:alice@contoso.lab", "romeo@jabber.lab", "re: " + text)
@@ -174,7 +174,7 @@ async def test_partner_user_gets_service_unavailable_for_an_unknown_sip_user(
         "message_error", lambda msg: errors.put_nowait(str(msg["error"]["condition"]))
     )
     try:
-        client.send_message(mto="nobody@contoso.lab", mbody="anyone?", mtype="chat")
+        client.send_message(mto=JID("nobody@contoso.lab"), mbody="anyone?", mtype="chat")
         assert await asyncio.wait_for(errors.get(), 10) == "service-unavailable"
     finally:
         client.disconnect()
@@ -240,7 +240,7 @@ async def test_partner_gets_service_unavailable_when_the_gateway_is_down(
         "message_error", lambda msg: errors.put_nowait(str(msg["error"]["condition"]))
     )
     try:
-        client.send_message(mto="alice@contoso.lab", mbody="anyone?", mtype="chat")
+        client.send_message(mto=JID("alice@contoso.lab"), mbody="anyone?", mtype="chat")
         assert await asyncio.wait_for(errors.get(), 10) == "service-unavailable"
     finally:
         client.disconnect()
@@ -274,7 +274,7 @@ async def test_partner_users_chat_locally_on_the_emulator(xmpp_lab: XmppLab) -> 
     romeo = await login(xmpp_lab, "romeo")
     juliet = await login(xmpp_lab, "juliet")
     try:
-        romeo.send_message(mto="juliet@jabber.lab", mbody="wherefore", mtype="chat")
+        romeo.send_message(mto=JID("juliet@jabber.lab"), mbody="wherefore", mtype="chat")
         frm, _type, body = await asyncio.wait_for(juliet.received.get(), 10)
         assert (bare(frm), body) == ("romeo@jabber.lab", "wherefore")
     finally:

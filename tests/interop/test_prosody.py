@@ -25,6 +25,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from slixmpp import JID
 
 from simulator.lab.topology import Topology, load_topology
 from simulator.pki import LabPki
@@ -32,19 +33,16 @@ from simulator.xmpp.harness import (
     PORT_MAP,
     ChatClient,
     XmppLab,
-    shifted_topology,
     start_xmpp_lab,
 )
 from simulator.xmpp.prosody import ProsodySetup, render
 
-PROSODY = shutil.which("prosody")
-PROSODYCTL = shutil.which("prosodyctl")
-RUNUSER = shutil.which("runuser")
+PROSODY, PROSODYCTL, RUNUSER = "prosody", "prosodyctl", "runuser"  # found on PATH
 pytestmark = [
     pytest.mark.interop,
     pytest.mark.root,
     pytest.mark.skipif(
-        not (PROSODY and PROSODYCTL and RUNUSER),
+        not all(shutil.which(tool) for tool in (PROSODY, PROSODYCTL, RUNUSER)),
         reason="Prosody is not installed (Debian package 'prosody')",
     ),
     pytest.mark.skipif(
@@ -158,7 +156,7 @@ async def prosody(setup: ProsodySetup, pki: LabPki) -> AsyncIterator[Path]:
 
 @pytest.fixture
 def shifted(tmp_path: Path) -> Topology:
-    return load_topology(shifted_topology(tmp_path))
+    return load_topology().with_ports(PORT_MAP)
 
 
 @pytest.fixture
@@ -173,7 +171,7 @@ async def chat_through_edge(lab: XmppLab, log: Path) -> None:
     client = ChatClient("romeo@jabber.lab/pc", "romeo-pass", lab.lab.pki.trust_bundle)
     await client.login(JABBER, C2S, timeout=15)
     try:
-        client.send_message(mto="alice@contoso.lab", mbody="hello from prosody", mtype="chat")
+        client.send_message(mto=JID("alice@contoso.lab"), mbody="hello from prosody", mtype="chat")
         try:
             frm, to, body = await asyncio.wait_for(lab.bridge.arrived.get(), 20)
         except TimeoutError:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from simulator.lab.topology import load_topology
 from simulator.pki import CertPaths, LabPki
 from simulator.tls import server_context
 
@@ -171,22 +173,6 @@ def fabrikam_server_ctx(
 
 
 def write_isolated_topology(path: Path) -> Path:
-    """The default lab with loopback addresses of its own (127.<base+zone>.c.d), written to
+    """The default lab on loopback addresses of its own (127.<100 + pid % 100>.x.y), written to
     ``path``, so a lab another process runs on the default loopback addresses does not collide."""
-    import os
-    import re
-
-    from simulator.lab.topology import default_topology_path
-
-    text = default_topology_path().read_text("utf-8")
-    zones = re.findall(r'^id = "([\w-]+)"\nsubnet', text, flags=re.M)
-    base = 100 + os.getpid() % 100
-
-    def add(m: re.Match[str]) -> str:
-        c, d = m.group(3).split(".")[2:]
-        return f'{m.group(0)}, loopback = "127.{base + zones.index(m.group(2))}.{c}.{d}"'
-
-    text, n = re.subn(r'\{ id = "([\w-]+)", zone = "([\w-]+)", address = "([\d.]+)"', add, text)
-    assert n == text.count("address = "), "every interface gets a loopback address"
-    path.write_text(text, "utf-8")
-    return path
+    return load_topology().relocated(100 + os.getpid() % 100).write(path).path

@@ -1,7 +1,7 @@
 """The shipped SIP and XMPP scenarios pass on an embedded lab, and their ladders show the hops.
 
 Each test starts the hosts a scenario needs with :class:`LocalLab` on an isolated copy of the
-topology (addresses 10.217.x.y, loopback 127.217.x.y) and runs the scenario as
+topology (relocated to loopback 127.217.x.y) and runs the scenario as
 ``edgesim scenario run`` does (:func:`run_one`).
 """
 
