@@ -30,6 +30,7 @@ LAYERS: dict[str, int] = {
     "simulator.certificate": 1,
     "simulator.limits": 1,
     "simulator.paths": 1,
+    "simulator.settings": 1,
     # 2. protocol cores: bytes, events, now
     "simulator.sip": 2,
     "simulator.xmpp": 2,

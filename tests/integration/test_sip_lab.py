@@ -9,6 +9,7 @@ the :class:`UserAgent` client over real TLS/MTLS.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import ssl
 
@@ -16,6 +17,7 @@ import pytest
 
 from simulator.lab.topology import Topology
 from simulator.pki import LabPki
+from simulator.probes.base import Verdict
 from tests.siplab import SIP_HOSTS, lab_up, next_incoming
 from tests.siplab import sip_topology as build_topology
 
@@ -646,26 +648,39 @@ async def test_partner_going_away_mid_transaction_gets_503(
         assert "Next hop closed the connection" in (response.headers.get("Warning") or "")
 
 
-async def test_probe_options_classifies_outcomes(sip_topology: Topology, lab_pki: LabPki) -> None:
-    from simulator.sip.emulators.ua import probe_options
-    from simulator.tls import client_context
+async def test_sip_probes_classify_the_edges_answers(
+    sip_topology: Topology, lab_pki: LabPki
+) -> None:
+    """The matrix's SIP probes (OPTIONS built as the user agent builds requests) against the
+    Edge: answered over TLS and MTLS, refused without a client certificate on 5061, refused
+    on a closed port, and a certificate that does not name the server."""
+    from simulator.probes.sip import probe_sip_mtls, probe_sip_tls
+    from simulator.probes.spec import ProbeSpec
+    from simulator.tls import TlsProblem
 
     async with lab_up(sip_topology, lab_pki) as lab:
-        edge = lab.addr("edge:access")
-        plain = client_context([lab_pki.trust_bundle])
-        partner = client_context(
-            [lab_pki.trust_bundle], cert=lab_pki.host_cert("fabrikam", "fabrikam")
+        spec = ProbeSpec(
+            "sip-tls",
+            lab.addr("edge:access"),
+            443,
+            fqdn="sip.contoso.lab",
+            domain="contoso.lab",
+            trust=(lab_pki.trust_bundle,),
+            timeout=5.0,
         )
-        ok = await probe_options(edge, 443, context=plain, server_name="sip.contoso.lab")
-        assert ok.ok and ok.code == 200
-        mtls = await probe_options(edge, 5061, context=partner, server_name="sip.contoso.lab")
-        assert mtls.ok
-        refused = await probe_options(edge, 5061, context=plain, server_name="sip.contoso.lab")
-        assert refused.stage == "tls" and not refused.ok
-        closed = await probe_options(edge, 5062, context=plain, server_name="sip.contoso.lab")
-        assert closed.stage == "connect"
-        wrong = await probe_options(edge, 443, context=plain, server_name="sip.fabrikam.lab")
-        assert wrong.stage == "tls" and "does not match the server name" in wrong.detail
+        partner = dataclasses.replace(
+            spec, kind="sip-mtls", port=5061, client_cert=lab_pki.host_cert("fabrikam", "fabrikam")
+        )
+        ok = await probe_sip_tls(spec)
+        assert ok.verdict is Verdict.PASSED and ok.details["codes"] == [200], ok.reason
+        mtls = await probe_sip_mtls(partner)
+        assert mtls.verdict is Verdict.PASSED, mtls.reason
+        refused = await probe_sip_mtls(dataclasses.replace(partner, client_cert=None))
+        assert refused.verdict is Verdict.TLS_FAILED, refused.reason
+        closed = await probe_sip_tls(dataclasses.replace(spec, port=5062))
+        assert closed.verdict is Verdict.REFUSED, closed.reason
+        wrong = await probe_sip_tls(dataclasses.replace(spec, fqdn="sip.fabrikam.lab"))
+        assert wrong.tls_problem is TlsProblem.NAME_MISMATCH, wrong.reason
 
 
 async def test_partner_resetting_the_handshake_gets_504_1047_with_the_winsock_error(
