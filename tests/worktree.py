@@ -16,7 +16,8 @@ CACHES = ("__pycache__", ".hypothesis", ".pytest_cache", ".mypy_cache", ".ruff_c
 
 
 def snapshot() -> set[str] | None:
-    """Every changed, untracked or ignored path of the checkout (None: not a git checkout)."""
+    """Every untracked or ignored path of the checkout (None: not a git checkout); edits of
+    tracked files are left out, so a developer may edit while the suite runs."""
     if shutil.which("git") is None or not (ROOT / ".git").exists():
         return None
     done = subprocess.run(
@@ -25,7 +26,11 @@ def snapshot() -> set[str] | None:
     )  # fmt: skip
     if done.returncode != 0:
         return None
-    return {line for line in done.stdout.splitlines() if not any(c in line for c in CACHES)}
+    return {
+        line
+        for line in done.stdout.splitlines()
+        if line.startswith(("??", "!!")) and not any(c in line for c in CACHES)
+    }
 
 
 _BEFORE = pytest.StashKey[set[str] | None]()
