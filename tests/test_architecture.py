@@ -47,6 +47,7 @@ LAYERS: dict[str, int] = {
     "simulator.dns.resolver": 3,
     # 4. services and clients (the Edge's listeners, the emulators, one client per protocol)
     "simulator.sip.emulators": 4,
+    "simulator.xmpp.client": 4,
     # 5. the lab, and the modules that build services from the topology (ServiceContext)
     "simulator.lab": 5,
     "simulator.matrix": 5,

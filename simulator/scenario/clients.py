@@ -5,7 +5,7 @@
     async with sip_user(lab, "alice@contoso.lab", via="remote") as alice:   # home, TLS 443
         await alice.register()
     async with xmpp_user(lab, "romeo@jabber.lab") as romeo:                # jabber.lab c2s
-        romeo.send_message(mto="alice@contoso.lab", mbody="hi", mtype="chat")
+        send_chat(romeo, "alice@contoso.lab", "hi")
 
 Addresses come from :meth:`Lab.address` (right for every runner), passwords from the
 topology's ``[services.*] users`` tables, certificates from ``lab.pki``. The client's socket is
@@ -22,10 +22,8 @@ import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from pathlib import Path
 
 from sipmessage import Request
-from slixmpp import JID
 
 from simulator.errors import EdgesimError
 from simulator.lab.topology import Host, Interface, Topology
@@ -33,7 +31,7 @@ from simulator.pki import CertPaths, user_password
 from simulator.scenario.api import Lab
 from simulator.sip.emulators.ua import UserAgent
 from simulator.tls import client_context
-from simulator.xmpp.harness import ChatClient
+from simulator.xmpp.client import ChatClient
 
 
 @dataclass(frozen=True)
@@ -244,59 +242,7 @@ async def xmpp_presence(client: ChatClient, jid: str, kind: str, timeout: float 
 
 def send_chat(client: ChatClient, to: str, text: str) -> None:
     """Send a one-to-one chat message (``type='chat'``) from ``client`` to the JID ``to``."""
-    client.send_message(mto=JID(to), mbody=text, mtype="chat")
-
-
-class _BoundChatClient(ChatClient):
-    """A :class:`ChatClient` whose socket is bound to a given local address."""
-
-    def __init__(
-        self,
-        jid: str,
-        password: str,
-        ca: Path,
-        source: str | None,
-        sock_factory: Callable[[], socket.socket] | None = None,
-    ) -> None:
-        super().__init__(jid, password, ca)
-        self.source = source
-        self.sock_factory = sock_factory
-        self.failures: asyncio.Queue[object] = asyncio.Queue()
-        self.add_event_handler("connection_failed", self.failures.put_nowait)
-
-    async def _attempt_connection(  # slixmpp's connect step, with local_addr
-        self, host: str, port: int, tls: bool, server_hostname: str | None
-    ) -> bool:
-        if self.source is None and self.sock_factory is None:
-            return bool(await super()._attempt_connection(host, port, tls, server_hostname))
-        self.event_when_connected = "connected"
-        self._connect_loop_wait += 1
-        if self._current_connection_attempt is None:
-            return False
-        try:
-            if self.sock_factory is not None:
-                sock = self.sock_factory()
-                await self.loop.sock_connect(sock, (host, port))
-                await self.loop.create_connection(
-                    lambda: self,
-                    sock=sock,
-                    ssl=self.get_ssl_context() if tls else None,
-                    server_hostname=server_hostname if tls else None,
-                )
-            else:
-                await self.loop.create_connection(
-                    lambda: self,
-                    host,
-                    port,
-                    ssl=self.get_ssl_context() if tls else None,
-                    server_hostname=server_hostname,
-                    local_addr=(self.source, 0) if self.source else None,
-                )
-        except OSError as exc:
-            self.event("connection_failed", exc)
-            return False
-        self._connect_loop_wait = 0
-        return True
+    client.send_chat(to, text)
 
 
 def xmpp_host(lab: Lab, user: str) -> str:
@@ -322,8 +268,12 @@ async def xmpp_user(
     if secret is None:
         raise EdgesimError(f"no password for {bare} in the topology's [services.*] users")
     jid = user if "/" in user else f"{user}/scenario"
-    client = _BoundChatClient(
-        jid, secret, lab.pki.trust_bundle, local_address(lab, ref), _namespaced(lab, ref)
+    client = ChatClient(
+        jid,
+        secret,
+        lab.pki.trust_bundle,
+        source=local_address(lab, ref),
+        sock_factory=_namespaced(lab, ref),
     )
     try:
         await client.login(lab.address(ref), port_of(lab, ref, "xmpp-c2s"), timeout)

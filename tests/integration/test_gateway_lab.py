@@ -10,7 +10,7 @@ from slixmpp import JID
 
 from simulator.lab.topology import Topology
 from simulator.pki import LabPki
-from simulator.xmpp.harness import ChatClient
+from simulator.xmpp.client import ChatClient
 from simulator.xmpp.service import XmppGatewayService
 from tests.siplab import Lab, lab_up, next_incoming
 from tests.siplab import sip_topology as build_topology
@@ -79,7 +79,7 @@ async def test_xmpp_message_to_an_unregistered_sip_user_gets_a_stanza_error(
         romeo.add_event_handler("message_error", errors.put_nowait)
         await romeo.login(jabber, 5222)
         try:
-            romeo.send_message(mto=JID("bob@contoso.lab"), mbody="anyone there?", mtype="chat")
+            romeo.send_chat("bob@contoso.lab", "anyone there?")
             error = await asyncio.wait_for(errors.get(), 10)  # bob never signed in
             assert str(error["from"]) == "bob@contoso.lab"  # type: ignore[index]
             assert error["error"]["condition"] == "service-unavailable"  # type: ignore[index]

@@ -12,15 +12,14 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from slixmpp import JID
 
 from simulator.lab.services import ServiceContext
 from simulator.lab.topology import Topology, load_topology
 from simulator.pki import LabPki, user_password
+from simulator.xmpp.client import ChatClient
 from simulator.xmpp.harness import (
     PORT_MAP,
     STREAM_HEADER,
-    ChatClient,
     XmppLab,
     start_xmpp_lab,
 )
@@ -57,7 +56,7 @@ async def login(lab: XmppLab, user: str = "romeo") -> ChatClient:
 
 async def roundtrip(lab: XmppLab, client: ChatClient, text: str) -> None:
     """romeo -> alice (SIP bridge) and alice -> romeo, both through the Edge."""
-    client.send_message(mto=JID("alice@contoso.lab"), mbody=text, mtype="chat")
+    client.send_chat("alice@contoso.lab", text)
     frm, to, body = await asyncio.wait_for(lab.bridge.arrived.get(), 10)
     assert (bare(frm), to, body) == ("romeo@jabber.lab", "sip:alice@contoso.lab", text)
     await lab.gateway.send_from_sip("sip:alice@contoso.lab", "romeo@jabber.lab", "re: " + text)
@@ -174,7 +173,7 @@ async def test_partner_user_gets_service_unavailable_for_an_unknown_sip_user(
         "message_error", lambda msg: errors.put_nowait(str(msg["error"]["condition"]))
     )
     try:
-        client.send_message(mto=JID("nobody@contoso.lab"), mbody="anyone?", mtype="chat")
+        client.send_chat("nobody@contoso.lab", "anyone?")
         assert await asyncio.wait_for(errors.get(), 10) == "service-unavailable"
     finally:
         client.disconnect()
@@ -240,7 +239,7 @@ async def test_partner_gets_service_unavailable_when_the_gateway_is_down(
         "message_error", lambda msg: errors.put_nowait(str(msg["error"]["condition"]))
     )
     try:
-        client.send_message(mto=JID("alice@contoso.lab"), mbody="anyone?", mtype="chat")
+        client.send_chat("alice@contoso.lab", "anyone?")
         assert await asyncio.wait_for(errors.get(), 10) == "service-unavailable"
     finally:
         client.disconnect()
@@ -274,7 +273,7 @@ async def test_partner_users_chat_locally_on_the_emulator(xmpp_lab: XmppLab) -> 
     romeo = await login(xmpp_lab, "romeo")
     juliet = await login(xmpp_lab, "juliet")
     try:
-        romeo.send_message(mto=JID("juliet@jabber.lab"), mbody="wherefore", mtype="chat")
+        romeo.send_chat("juliet@jabber.lab", "wherefore")
         frm, _type, body = await asyncio.wait_for(juliet.received.get(), 10)
         assert (bare(frm), body) == ("romeo@jabber.lab", "wherefore")
     finally:

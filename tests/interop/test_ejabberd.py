@@ -17,13 +17,13 @@ from pathlib import Path
 from typing import TypeVar
 
 import pytest
-from slixmpp import JID
 
 from simulator.lab.topology import Topology, load_topology
 from simulator.pki import LabPki
 from simulator.xmpp import ejabberd as ejabberd_setup
+from simulator.xmpp.client import ChatClient
 from simulator.xmpp.ejabberd import EjabberdSetup
-from simulator.xmpp.harness import PORT_MAP, ChatClient, XmppLab, start_xmpp_lab
+from simulator.xmpp.harness import PORT_MAP, XmppLab, start_xmpp_lab
 from tests.interop.ejabberd_helpers import ejabberd, free_port, lab_hosts
 
 pytestmark = [
@@ -80,7 +80,7 @@ async def romeo(lab: XmppLab) -> ChatClient:
 
 
 async def chat(lab: XmppLab, client: ChatClient, log: Path) -> None:
-    client.send_message(mto=JID("alice@contoso.lab"), mbody="hello from ejabberd", mtype="chat")
+    client.send_chat("alice@contoso.lab", "hello from ejabberd")
     try:
         frm, to, body = await asyncio.wait_for(lab.bridge.arrived.get(), 20)
     except TimeoutError:

@@ -25,13 +25,12 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from slixmpp import JID
 
 from simulator.lab.topology import Topology, load_topology
 from simulator.pki import LabPki
+from simulator.xmpp.client import ChatClient
 from simulator.xmpp.harness import (
     PORT_MAP,
-    ChatClient,
     XmppLab,
     start_xmpp_lab,
 )
@@ -171,7 +170,7 @@ async def chat_through_edge(lab: XmppLab, log: Path) -> None:
     client = ChatClient("romeo@jabber.lab/pc", "romeo-pass", lab.lab.pki.trust_bundle)
     await client.login(JABBER, C2S, timeout=15)
     try:
-        client.send_message(mto=JID("alice@contoso.lab"), mbody="hello from prosody", mtype="chat")
+        client.send_chat("alice@contoso.lab", "hello from prosody")
         try:
             frm, to, body = await asyncio.wait_for(lab.bridge.arrived.get(), 20)
         except TimeoutError:
