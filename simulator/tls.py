@@ -227,3 +227,13 @@ def tls_failure_reason(exc: BaseException) -> str:
     if isinstance(exc, TimeoutError):
         return "handshake timed out"
     return f"connection error ({exc})"
+
+
+def connect_failure(exc: BaseException, timeout: float) -> tuple[str, str]:
+    """How a client's connection that did not come up is traced: (``dropped`` or ``refused``,
+    one line saying where and why)."""
+    if isinstance(exc, TimeoutError):
+        return "dropped", f"no TCP/TLS answer within {timeout:g} s"
+    if isinstance(exc, ssl.SSLError):
+        return "refused", f"TLS refused: {tls_failure_reason(exc)}"
+    return "refused", f"connect failed: {getattr(exc, 'strerror', None) or exc}"

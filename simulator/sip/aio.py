@@ -46,7 +46,7 @@ from simulator.sip.proxy import (
     ToPartner,
     VerifyPartner,
 )
-from simulator.tls import peer_certificate, tls_failure_reason
+from simulator.tls import connect_failure, peer_certificate, tls_failure_reason
 
 log = logging.getLogger(__name__)
 
@@ -503,12 +503,7 @@ def _trace_connect_failure(
     exc: BaseException, local: str | None, remote: str, name: str | None, timeout: float
 ) -> None:
     """The client side's view of a connection that did not come up: where and why."""
-    if isinstance(exc, TimeoutError):
-        event, summary = "dropped", f"no TCP/TLS answer within {timeout:g} s"
-    elif isinstance(exc, ssl.SSLError):
-        event, summary = "refused", f"TLS refused: {tls_failure_reason(exc)}"
-    else:
-        event, summary = "refused", f"connect failed: {getattr(exc, 'strerror', None) or exc}"
+    event, summary = connect_failure(exc, timeout)
     trace.record(
         "sip",
         local or "",

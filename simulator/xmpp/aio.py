@@ -24,7 +24,7 @@ from simulator import trace
 from simulator.certificate import PeerCertificate
 from simulator.dns.resolver import LabResolver, ResolutionError
 from simulator.limits import ConnectionLimits, limit
-from simulator.tls import peer_certificate, tls_failure_reason
+from simulator.tls import connect_failure, peer_certificate, tls_failure_reason
 from simulator.xmpp.errors import LocalProtocolError, RemoteProtocolError
 from simulator.xmpp.events import (
     Authenticated,
@@ -399,12 +399,7 @@ def _trace_connect_failure(
     exc: BaseException, local: str | None, remote: str, timeout: float
 ) -> None:
 
-    if isinstance(exc, TimeoutError):
-        event, summary = "dropped", f"no TCP/TLS answer within {timeout:g} s"
-    elif isinstance(exc, ssl.SSLError):
-        event, summary = "refused", f"TLS refused: {tls_failure_reason(exc)}"
-    else:
-        event, summary = "refused", f"connect failed: {getattr(exc, 'strerror', None) or exc}"
+    event, summary = connect_failure(exc, timeout)
     trace.record("xmpp", local or "", remote, summary, event=event, detail=str(exc))
 
 
