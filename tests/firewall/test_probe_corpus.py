@@ -17,6 +17,7 @@ import pytest
 from simulator.firewall.trace import ACCEPTED
 from simulator.lab.runners import get_runner
 from simulator.lab.runners.base import LabConfig, Runner
+from simulator.lab.runners.netns import NetnsRunner
 from simulator.lab.topology import Topology
 from simulator.probes.base import ProbeResult, Verdict
 from simulator.probes.run import plan_probes, probe_matrix
@@ -45,7 +46,8 @@ LAB = "fwc"
 def lab(topology: Topology, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runner]:
     state = tmp_path_factory.mktemp("fwc")
     runner = get_runner("netns", LabConfig(topology, state / "certs", name=LAB, state_dir=state))
-    if runner.namespaces():  # type: ignore[attr-defined]
+    assert isinstance(runner, NetnsRunner)
+    if runner.namespaces():
         pytest.skip(f"a netns lab named {LAB} is already up; not touching it")
     asyncio.run(runner.up())
     try:

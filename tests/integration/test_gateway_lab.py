@@ -10,6 +10,7 @@ from slixmpp import JID
 
 from simulator.lab.topology import Topology
 from simulator.pki import LabPki
+from simulator.sip.emulators.ua import UserAgent
 from simulator.xmpp.client import ChatClient
 from simulator.xmpp.service import XmppGatewayService
 from tests.siplab import Lab, lab_up, next_incoming
@@ -87,12 +88,12 @@ async def test_xmpp_message_to_an_unregistered_sip_user_gets_a_stanza_error(
             romeo.disconnect()
 
 
-async def next_presence(ua: object, state: str, timeout: float = 10.0) -> None:
+async def next_presence(ua: UserAgent, state: str, timeout: float = 10.0) -> None:
     """Wait for a NOTIFY whose PIDF basic status is ``state`` (open/closed)."""
     loop = asyncio.get_running_loop()
     end = loop.time() + timeout
     while True:
-        notify = await asyncio.wait_for(next_incoming(ua, "NOTIFY"), max(0.1, end - loop.time()))  # type: ignore[arg-type]
+        notify = await asyncio.wait_for(next_incoming(ua, "NOTIFY"), max(0.1, end - loop.time()))
         if f"<basic>{state}</basic>".encode() in notify.body:
             return
 

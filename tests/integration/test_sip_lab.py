@@ -102,7 +102,8 @@ async def test_fabrikam_and_contoso_users_chat_both_ways_over_5061(
         trust = got.headers.get("ms-edge-proxy-message-trust")
         assert trust is not None and "ms-source-type=DirectPartner" in trust
         # one federation connection carried both directions (reuse)
-        proxy = lab.edge.edge.proxy  # type: ignore[union-attr]
+        assert lab.edge.edge is not None
+        proxy = lab.edge.edge.proxy
         fabrikam_flows = [f for f in proxy.flows.values() if "fabrikam.lab" in f.domains]
         assert len(fabrikam_flows) == 1
 

@@ -108,10 +108,11 @@ log-file=stdout
 
 class _Echo(asyncio.DatagramProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.DatagramTransport)
         self.transport = transport
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        self.transport.sendto(data, addr)  # type: ignore[attr-defined]
+        self.transport.sendto(data, addr)
 
 
 @contextlib.asynccontextmanager

@@ -17,6 +17,7 @@ from click.testing import CliRunner
 from simulator.cli import cli
 from simulator.lab.flowcheck import FlowResult, check_flows, matrix_flows
 from simulator.lab.runners.compose import docker_gateway, render_compose
+from simulator.lab.runners.netns import NetnsRunner
 from simulator.lab.topology import Topology
 from simulator.matrix import load_matrix
 from tests.captures import XMPP_MESSAGE, needs_capture_tools, xmpp_bodies
@@ -354,7 +355,8 @@ def test_firewall_verdicts_match_the_netns_lab(
     netns = get_runner(
         "netns", LabConfig(topology, tmp_path / "certs", name="fwp", state_dir=tmp_path / "ns")
     )
-    if netns.namespaces():  # type: ignore[attr-defined]
+    assert isinstance(netns, NetnsRunner)
+    if netns.namespaces():
         pytest.skip("a netns lab named fwp is already up")
     asyncio.run(netns.up())
     try:

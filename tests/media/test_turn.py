@@ -554,7 +554,9 @@ def tcp_allocation(server: TurnServer) -> Client:
 def test_connect_dials_out_from_the_relayed_address_then_connection_bind() -> None:
     server = TurnServer(config())
     client = tcp_allocation(server)
-    relay_address = server.allocation(client.relay).relayed  # type: ignore[union-attr]
+    allocation = server.allocation(client.relay)
+    assert allocation is not None
+    relay_address = allocation.relayed
     assert (
         error_code(only_reply(client.ask(request(Method.CONNECT, ("XOR-PEER-ADDRESS", PEER)))))
         == 403
@@ -598,7 +600,8 @@ def test_inbound_peer_connection_needs_permission_and_is_announced() -> None:
     client.permit()
     cid, actions = server.peer_connection_arrived(client.relay, PEER, T0)
     assert cid is not None
-    attempt = stun.parse(actions[0].data)  # type: ignore[union-attr]
+    assert isinstance(actions[0], SendTo)
+    attempt = stun.parse(actions[0].data)
     assert attempt.method == Method.CONNECTION_ATTEMPT
     assert attempt.get("CONNECTION-ID") == cid and attempt.get("XOR-PEER-ADDRESS") == PEER
     # not bound within 30 s: the peer connection is closed
