@@ -32,7 +32,10 @@ from simulator.firewall.audit import audit  # noqa: E402
 from simulator.firewall.sandbox import requirements_problem  # noqa: E402
 from simulator.lab.topology import load_topology  # noqa: E402
 
-RESULTS = ROOT / "bench" / "results" / "firewall_bench.json"
+RESULTS = (
+    Path(os.environ.get("EDGESIM_BENCH_RESULTS") or ROOT / "bench" / "results")
+    / "firewall_bench.json"
+)
 AUDIT_TARGET_S = 3.0
 TRACE_RATIO_TARGET = 1.2
 
@@ -137,7 +140,7 @@ def main() -> None:
         )
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {RESULTS.relative_to(ROOT)}")
+    print(f"wrote {RESULTS}")
 
 
 if __name__ == "__main__":

@@ -33,7 +33,9 @@ from simulator.lab.runners.netns import lab_namespaces, requirements_problem  # 
 from simulator.lab.topology import load_topology  # noqa: E402
 from simulator.pki import ensure_pki  # noqa: E402
 
-RESULTS = ROOT / "bench" / "results" / "lab_bench.json"
+RESULTS = (
+    Path(os.environ.get("EDGESIM_BENCH_RESULTS") or ROOT / "bench" / "results") / "lab_bench.json"
+)
 TARGETS = {"local": 2.0, "netns": 10.0, "compose": 30.0}
 NETNS_LAB = "bench"
 
@@ -159,7 +161,7 @@ def main() -> int:
     results["cpus"] = os.cpu_count()
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {RESULTS.relative_to(ROOT)}")
+    print(f"wrote {RESULTS}")
     return 0
 
 

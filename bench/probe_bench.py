@@ -21,7 +21,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import tomllib
 import uuid
 from pathlib import Path
 from typing import Any
@@ -30,26 +29,18 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from simulator.lab.runners.local import LocalLab  # noqa: E402
-from simulator.lab.topology import Topology, _Loader, default_topology_path, load_topology  # noqa: E402
+from simulator.lab.topology import Topology, load_topology  # noqa: E402
 from simulator.matrix.model import Expectation  # noqa: E402
 from simulator.pki import LabPki, ensure_pki  # noqa: E402
 from simulator.probes.run import JobBuilder, LocalExecutor, build_jobs, probe_matrix  # noqa: E402
 
-RESULTS = ROOT / "bench" / "results"
+RESULTS = Path(os.environ.get("EDGESIM_BENCH_RESULTS") or ROOT / "bench" / "results")
 TARGET_S = 5.0
 
 
 def isolated_topology() -> Topology:
     """The default lab on loopback addresses of its own, clear of any lab already running."""
-    path = default_topology_path()
-    data = tomllib.loads(path.read_text("utf-8"))
-    base = 100 + os.getpid() % 100
-    zones = [z["id"] for z in data["zones"]]
-    for table in [*data["hosts"], *data["firewalls"]]:
-        for iface in table["interfaces"]:
-            c, d = iface["address"].split(".")[2:]
-            iface["loopback"] = f"127.{base + zones.index(iface['zone'])}.{c}.{d}"
-    return _Loader(path).load(data)
+    return load_topology().relocated(100 + os.getpid() % 100)
 
 
 async def one_run(

@@ -35,20 +35,16 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from simulator.lab.runners.local import LocalLab  # noqa: E402
-from simulator.lab.topology import Topology, default_topology_path, load_topology  # noqa: E402
+from simulator.lab.topology import Topology, load_topology  # noqa: E402
 from simulator.pki import LabPki, ensure_pki  # noqa: E402
 
 SCENARIO = ROOT / "tests" / "interop" / "sipp" / "federation_message.xml"
-RESULTS = ROOT / "bench" / "results"
+RESULTS = Path(os.environ.get("EDGESIM_BENCH_RESULTS") or ROOT / "bench" / "results")
 
 
 def topology(directory: Path) -> Topology:
-    text = default_topology_path().read_text()
-    text = text.replace("203.0.113.", "10.217.1.").replace("198.51.100.", "10.217.2.")
-    text = text.replace("192.0.2.", "10.217.3.")
-    path = directory / "bench-lab.toml"
-    path.write_text(text)
-    return load_topology(path)
+    """The default lab on loopback addresses 127.217.x.y, written for the server processes."""
+    return load_topology().relocated(217).write(directory / "bench-lab.toml")
 
 
 def free_port() -> int:

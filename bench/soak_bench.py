@@ -44,7 +44,7 @@ from simulator.lab.topology import load_topology  # noqa: E402
 from simulator.pki import LabPki, ensure_pki, service_settings  # noqa: E402
 from simulator.tls import client_context  # noqa: E402
 
-RESULTS = ROOT / "bench" / "results"
+RESULTS = Path(os.environ.get("EDGESIM_BENCH_RESULTS") or ROOT / "bench" / "results")
 EDGE, AV, EDGE_INT = "127.51.100.10", "127.51.100.11", "127.51.100.130"
 DNS_EXT = "127.0.113.53"
 INTERNET = [f"127.0.113.{i}" for i in range(100, 250)]

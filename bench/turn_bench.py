@@ -259,7 +259,7 @@ def main() -> int:
         print(f"{key:40}{ours[key]!s:>14}{theirs[key]!s:>14}")
     print(f"{'ratio of relayed packets/s (edgesim/coturn)':44}{ratio:>10.3f}")
     print(f"edgesim server drops: {ours.get('server_dropped', {})}")
-    out_dir = ROOT / "bench" / "results"
+    out_dir = Path(os.environ.get("EDGESIM_BENCH_RESULTS") or ROOT / "bench" / "results")
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "turn_bench.json").write_text(json.dumps(report, indent=2))
     return 0

@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import statistics
 import sys
 import tempfile
@@ -32,7 +33,7 @@ from simulator.pki import LabPki, ensure_pki  # noqa: E402
 from simulator.tls import client_context  # noqa: E402
 from simulator.xmpp.aio import new_stream_id, open_session  # noqa: E402
 from simulator.xmpp.events import XmppEvent  # noqa: E402
-from simulator.xmpp.harness import shifted_topology, start_xmpp_lab  # noqa: E402
+from simulator.xmpp.harness import start_xmpp_lab  # noqa: E402
 from simulator.xmpp.s2s import Role, Session, SessionConfig  # noqa: E402
 from simulator.xmpp.stream import NS_SERVER, StreamTimers, element, qname  # noqa: E402
 
@@ -72,8 +73,8 @@ class TimingBridge:
 
 async def run(messages: int, window: int, users: int) -> dict[str, object]:
     work = Path(tempfile.mkdtemp(prefix="edgesim-xmpp-bench-"))
-    topology = load_topology(shifted_topology(work, PORTS))
-    certs = ROOT / "certs"
+    topology = load_topology().with_ports(PORTS)
+    certs = work / "certs"
     ensure_pki(topology, certs)
     pki = LabPki(certs)
     lab = await start_xmpp_lab(topology, pki, hosts=["edge", "dns-ext", "dns-int"])
@@ -176,7 +177,7 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     messages = args.messages or (5_000 if args.quick else 50_000)
     result = asyncio.run(run(messages, args.window, args.users))
-    out = ROOT / "bench" / "results"
+    out = Path(os.environ.get("EDGESIM_BENCH_RESULTS") or ROOT / "bench" / "results")
     out.mkdir(parents=True, exist_ok=True)
     (out / "xmpp_bench.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))

@@ -1,13 +1,17 @@
-"""SSLContext builders for TLS and MTLS, and the facts of a peer certificate.
+"""SSLContext builders for TLS and MTLS, the peer certificate of a connection, and why a TLS
+handshake failed.
 
 Name checks for MTLS peers are not left to OpenSSL's hostname check (a server does not know
-the client's name in advance): :func:`peer_certificate` extracts a :class:`PeerCertificate`
-and the protocol cores decide whether its names match the partner they expect.
+the client's name in advance): :func:`peer_certificate` extracts a
+:class:`~simulator.certificate.PeerCertificate` and the protocol cores decide whether its names
+match the partner they expect. :func:`tls_failure` is the one classifier of TLS errors: probes,
+the adapters' refusals and the clients all read it.
 """
 
 from __future__ import annotations
 
 import asyncio.sslproto
+import enum
 import logging
 import os
 import ssl
@@ -15,11 +19,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
+from simulator.certificate import CertPaths, PeerCertificate
 from simulator.errors import EdgesimError
-from simulator.pki import CertPaths
 
 log = logging.getLogger(__name__)
 
@@ -97,59 +98,142 @@ def client_context(
     return ctx
 
 
-@dataclass(frozen=True)
-class PeerCertificate:
-    """What the protocol cores need to know of a verified peer certificate."""
-
-    subject_cn: str | None
-    dns_names: tuple[str, ...]
-    """subjectAltName DNS entries, lower case."""
-    issuer_cn: str | None
-    client_auth: bool
-    """True when the certificate may be used as a TLS client certificate (EKU clientAuth)."""
-    server_auth: bool
-
-    @classmethod
-    def from_der(cls, der: bytes) -> PeerCertificate:
-        cert = x509.load_der_x509_certificate(der)
-        try:
-            san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-            names = tuple(n.lower() for n in san.get_values_for_type(x509.DNSName))
-        except x509.ExtensionNotFound:
-            names = ()
-        try:
-            eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
-            client_auth = ExtendedKeyUsageOID.CLIENT_AUTH in eku
-            server_auth = ExtendedKeyUsageOID.SERVER_AUTH in eku
-        except x509.ExtensionNotFound:
-            client_auth = server_auth = True  # no EKU: any purpose
-        return cls(_cn(cert.subject), names, _cn(cert.issuer), client_auth, server_auth)
-
-    def names(self) -> tuple[str, ...]:
-        """SAN DNS names, or the subject CN when there are none (RFC 6125 fallback)."""
-        if self.dns_names:
-            return self.dns_names
-        return (self.subject_cn.lower(),) if self.subject_cn else ()
-
-    def matches(self, fqdn: str) -> bool:
-        """RFC 6125 matching of ``fqdn`` (one left-most ``*`` label allowed)."""
-        fqdn = fqdn.lower().rstrip(".")
-        for name in self.names():
-            if name == fqdn:
-                return True
-            if name.startswith("*.") and "." in fqdn and fqdn.split(".", 1)[1] == name[2:]:
-                return True
-        return False
-
-
-def _cn(name: x509.Name) -> str | None:
-    attrs = name.get_attributes_for_oid(NameOID.COMMON_NAME)
-    return str(attrs[0].value) if attrs else None
-
-
 def peer_certificate(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> PeerCertificate | None:
     """The verified peer certificate of a TLS connection, or None when there is none."""
     if ssl_object is None:
         return None
     der = ssl_object.getpeercert(binary_form=True)
     return PeerCertificate.from_der(der) if der else None
+
+
+# -------------------------------------------------------------------- why a handshake failed
+
+
+class TlsProblem(enum.Enum):
+    """Why a TLS handshake failed, as a user would say it."""
+
+    UNKNOWN_CA = "unknown CA"
+    NAME_MISMATCH = "name mismatch"
+    CLIENT_CERT_REJECTED = "no client certificate accepted"
+    EXPIRED = "certificate expired"
+    WRONG_PURPOSE = "certificate not valid for this use"
+    HANDSHAKE_RESET = "handshake reset"
+    NOT_TLS = "the peer does not speak TLS"
+    OTHER = "other"
+
+
+@dataclass(frozen=True)
+class TlsFailure:
+    """A TLS error, classified."""
+
+    problem: TlsProblem
+    detail: str
+    """OpenSSL's words: the verification message, or the alert or reason, in lower case."""
+    verification: bool = False
+    """True when our side refused the peer's certificate (rather than the peer refusing us,
+    or the connection breaking)."""
+    alert: bool = False
+    """True when the peer sent a TLS alert."""
+    no_client_certificate: bool = False
+    """True when an MTLS server got no client certificate at all."""
+
+
+#: OpenSSL X509_V_ERR_* codes (``SSLCertVerificationError.verify_code``) -> problem.
+VERIFY_CODES: dict[int, TlsProblem] = {
+    2: TlsProblem.UNKNOWN_CA,  # unable to get issuer certificate
+    18: TlsProblem.UNKNOWN_CA,  # self-signed certificate
+    19: TlsProblem.UNKNOWN_CA,  # self-signed certificate in chain
+    20: TlsProblem.UNKNOWN_CA,  # unable to get local issuer certificate
+    21: TlsProblem.UNKNOWN_CA,  # unable to verify the first certificate
+    9: TlsProblem.EXPIRED,  # certificate is not yet valid
+    10: TlsProblem.EXPIRED,  # certificate has expired
+    26: TlsProblem.WRONG_PURPOSE,  # unsupported certificate purpose (no clientAuth/serverAuth)
+    62: TlsProblem.NAME_MISMATCH,  # hostname mismatch
+    64: TlsProblem.NAME_MISMATCH,  # IP address mismatch
+}
+
+#: OpenSSL reason strings (``SSLError.reason``) -> problem. The alerts are the peer's verdict on
+#: *our* certificate; ``PEER_DID_NOT_RETURN_A_CERTIFICATE`` is an MTLS server's own.
+REASONS: dict[str, TlsProblem] = {
+    "TLSV1_ALERT_UNKNOWN_CA": TlsProblem.UNKNOWN_CA,
+    "CERTIFICATE_VERIFY_FAILED": TlsProblem.UNKNOWN_CA,
+    "SSLV3_ALERT_CERTIFICATE_EXPIRED": TlsProblem.EXPIRED,
+    "TLSV13_ALERT_CERTIFICATE_REQUIRED": TlsProblem.CLIENT_CERT_REJECTED,
+    "SSLV3_ALERT_BAD_CERTIFICATE": TlsProblem.CLIENT_CERT_REJECTED,
+    "SSLV3_ALERT_UNSUPPORTED_CERTIFICATE": TlsProblem.CLIENT_CERT_REJECTED,
+    "SSLV3_ALERT_CERTIFICATE_UNKNOWN": TlsProblem.CLIENT_CERT_REJECTED,
+    "SSLV3_ALERT_CERTIFICATE_REVOKED": TlsProblem.CLIENT_CERT_REJECTED,
+    "TLSV1_ALERT_ACCESS_DENIED": TlsProblem.CLIENT_CERT_REJECTED,
+    "PEER_DID_NOT_RETURN_A_CERTIFICATE": TlsProblem.CLIENT_CERT_REJECTED,
+    "SSLV3_ALERT_HANDSHAKE_FAILURE": TlsProblem.HANDSHAKE_RESET,
+    "WRONG_VERSION_NUMBER": TlsProblem.NOT_TLS,
+    "UNKNOWN_PROTOCOL": TlsProblem.NOT_TLS,
+    "HTTP_REQUEST": TlsProblem.NOT_TLS,
+    "RECORD_LAYER_FAILURE": TlsProblem.NOT_TLS,
+    "PACKET_LENGTH_TOO_LONG": TlsProblem.NOT_TLS,
+    "UNEXPECTED_EOF_WHILE_READING": TlsProblem.HANDSHAKE_RESET,
+    "EOF": TlsProblem.HANDSHAKE_RESET,
+}
+
+_ALERT_PREFIXES = ("SSLV3_ALERT_", "TLSV13_ALERT_", "TLSV1_ALERT_")
+
+
+def tls_failure(exc: ssl.SSLError) -> TlsFailure:
+    """Classify an OpenSSL error of a handshake: by verification code for a certificate we
+    refused, by OpenSSL's reason for an alert the peer sent or a broken handshake."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        message = exc.verify_message or getattr(exc, "reason", None) or str(exc)
+        return TlsFailure(
+            VERIFY_CODES.get(exc.verify_code, TlsProblem.OTHER), message, verification=True
+        )
+    reason = getattr(exc, "reason", None) or ""
+    if isinstance(exc, ssl.SSLEOFError) and reason not in REASONS:
+        reason = "EOF"
+    alert = reason.startswith(_ALERT_PREFIXES)
+    detail = reason
+    for prefix in _ALERT_PREFIXES:
+        detail = detail.removeprefix(prefix)
+    return TlsFailure(
+        REASONS.get(reason, TlsProblem.OTHER),
+        detail.lower().replace("_", " ") or str(exc),
+        alert=alert,
+        no_client_certificate=reason
+        in ("PEER_DID_NOT_RETURN_A_CERTIFICATE", "TLSV13_ALERT_CERTIFICATE_REQUIRED"),
+    )
+
+
+#: How the listeners and clients word a refused handshake (:func:`tls_failure_reason`).
+_REFUSALS = {
+    TlsProblem.UNKNOWN_CA: "the certificate does not chain to a trusted CA",
+    TlsProblem.EXPIRED: "the certificate is out of its validity period",
+    TlsProblem.NAME_MISMATCH: "the certificate does not match the server name",
+    TlsProblem.WRONG_PURPOSE: "the certificate is not valid for this use, e.g. no clientAuth",
+}
+
+
+def tls_failure_reason(exc: BaseException) -> str:
+    """One line saying why a TLS handshake (or the connection under it) failed, as the
+    listeners' refusals, the traces and the clients say it."""
+    if isinstance(exc, ssl.SSLError):
+        failure = tls_failure(exc)
+        if failure.no_client_certificate:
+            return "the peer presented no client certificate"
+        wording = _REFUSALS.get(failure.problem)
+        if failure.verification:
+            return f"{wording or 'the certificate was refused'} ({failure.detail})"
+        if wording is not None:
+            return wording
+        return f"TLS error ({exc.reason or exc})"
+    if isinstance(exc, TimeoutError):
+        return "handshake timed out"
+    return f"connection error ({exc})"
+
+
+def connect_failure(exc: BaseException, timeout: float) -> tuple[str, str]:
+    """How a client's connection that did not come up is traced: (``dropped`` or ``refused``,
+    one line saying where and why)."""
+    if isinstance(exc, TimeoutError):
+        return "dropped", f"no TCP/TLS answer within {timeout:g} s"
+    if isinstance(exc, ssl.SSLError):
+        return "refused", f"TLS refused: {tls_failure_reason(exc)}"
+    return "refused", f"connect failed: {getattr(exc, 'strerror', None) or exc}"

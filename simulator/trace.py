@@ -9,7 +9,7 @@ an XMPP stanza, a STUN/TURN transaction, a media flow); a client that gets no an
 - with ``EDGESIM_TRACE_FILE`` set, events are appended as JSON lines to that file (the netns and
   compose runners: each host process writes its own file, the scenario runner reads them).
 
-Addresses are recorded as the adapter sees them; :class:`HostMap` maps them to lab hosts for
+Addresses are recorded as the adapter sees them; :class:`~simulator.lab.hostmap.HostMap` maps them to lab hosts for
 any runner.
 """
 
@@ -24,8 +24,6 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
-
-from simulator.lab.topology import Topology
 
 EVENTS = ("sent", "received", "dropped", "refused", "note")
 
@@ -142,30 +140,3 @@ class TraceRecorder:
 def recording() -> Iterator[TraceRecorder]:
     with TraceRecorder() as rec:
         yield rec
-
-
-def _ip(address: str) -> str:
-    host, sep, port = address.rpartition(":")
-    return host if sep and port.isdigit() else address
-
-
-class HostMap:
-    """Maps the addresses a runner uses back to lab hosts and zones."""
-
-    def __init__(self, topology: Topology, runner: str) -> None:
-        from simulator.lab.runners import addressing_of
-
-        self.topology = topology
-        self._by_ip: dict[str, tuple[str, str]] = {}
-        loopback = addressing_of(runner) == "loopback"
-        for iface in topology.interfaces():
-            ip = str(iface.loopback() if loopback else iface.address)
-            self._by_ip[ip] = (iface.host, iface.zone)
-            self._by_ip.setdefault(str(iface.address), (iface.host, iface.zone))
-
-    def host(self, address: str) -> str:
-        """The host owning ``address``, or the address itself when it is not a lab host."""
-        return self._by_ip.get(_ip(address), (_ip(address), ""))[0]
-
-    def zone(self, address: str) -> str:
-        return self._by_ip.get(_ip(address), ("", ""))[1]

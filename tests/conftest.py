@@ -8,6 +8,11 @@ import pytest
 
 from simulator.lab.topology import Topology, load_topology
 from simulator.pki import LabPki, ensure_pki
+from tests.markers import pytest_collection_modifyitems
+from tests.worktree import pytest_sessionfinish, pytest_sessionstart
+
+__all__ = ["pytest_collection_modifyitems", "pytest_sessionfinish", "pytest_sessionstart"]
+pytest_plugins = ["pytester"]
 
 
 @pytest.fixture(scope="session")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 
+from simulator.certificate import PeerCertificate
 from simulator.dns.zone import DnsZone, Records
 from simulator.media import msturn
 from simulator.media.actions import ListenerId
@@ -25,7 +26,6 @@ from simulator.sip.events import RequestReceived, ResponseReceived
 from simulator.sip.framing import Frame
 from simulator.sip.proxy import EdgeConfig, EdgeProxy, Forward, Partner, Side
 from simulator.sip.validate import validate
-from simulator.tls import PeerCertificate
 from simulator.xmpp import errors as xmpp_errors
 from simulator.xmpp.s2s import Role, Session, SessionConfig
 from simulator.xmpp.stream import XmlStream

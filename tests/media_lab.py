@@ -32,12 +32,14 @@ def av_server(
     users: dict[str, str],
     ports: tuple[int, int],
     policy: PeerPolicy,
-    address: str = "127.51.100.11",
+    address: str | None = None,
     dialect: Dialect = RFC,
     shared_secret: bytes | None = None,
 ) -> AsyncTurnServer:
-    """A TURN server on the Edge's A/V loopback address, not started: UDP, TCP and TLS (with the
-    A/V interface's certificate), each on a free port. ``async with`` runs it."""
+    """A TURN server on the Edge's A/V loopback address (or ``address``), not started: UDP, TCP
+    and TLS (with the A/V interface's certificate), each on a free port. ``async with`` runs it."""
+    av = topology.interface("edge:av")
+    address = address or str(av.loopback())
     config = TurnConfig(
         relay_address=address,
         users=users,
@@ -46,7 +48,7 @@ def av_server(
         policy=policy,
         shared_secret=shared_secret,
     )
-    tls = server_context(lab_pki.interface_cert(topology.interface("edge:av")))
+    tls = server_context(lab_pki.interface_cert(av))
     specs = [
         ListenerSpec("udp", address, 0),
         ListenerSpec("tcp", address, 0),

@@ -1,7 +1,7 @@
 """A SIP lab for tests: the SIP hosts of the default topology on loopback addresses of their own.
 
-The topology's addresses are moved to 10.213.x.y (loopback 127.213.x.y) so these tests never
-collide with another lab on the machine.
+The topology is relocated to loopback 127.213.x.y (:meth:`Topology.relocated`; each test module
+picks its own octet) so these tests never collide with another lab on the machine.
 """
 
 from __future__ import annotations
@@ -11,21 +11,21 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+from sipmessage import Request
+
 from simulator.lab.runners.local import LocalLab
-from simulator.lab.topology import Topology, default_topology_path, load_topology
+from simulator.lab.topology import Topology, load_topology
 from simulator.pki import LabPki, user_password
+from simulator.scenario.api import Lab as ScenarioLab
+from simulator.scenario.clients import sip_agent
 from simulator.sip.emulators.ua import UserAgent
 from simulator.sip.service import AccessEdgeService
-from simulator.tls import client_context
 
 
 def sip_topology(directory: Path, octet: int = 213) -> Topology:
-    text = default_topology_path().read_text()
-    text = text.replace("203.0.113.", f"10.{octet}.1.").replace("198.51.100.", f"10.{octet}.2.")
-    text = text.replace("192.0.2.", f"10.{octet}.3.")
-    path = directory / "sip-lab.toml"
-    path.write_text(text)
-    return load_topology(path)
+    """The default topology on loopback addresses 127.``octet``.x.y, written to ``directory``
+    (for the processes that read it with ``--topology``)."""
+    return load_topology().relocated(octet).write(directory / "sip-lab.toml")
 
 
 SIP_HOSTS = ["dns-int", "dns-ext", "edge", "fe", "fabrikam", "pic"]
@@ -57,15 +57,9 @@ class Lab:
         return self.edge.edge.refusals
 
     def ua(self, user: str, where: str, *, cert: tuple[str, ...] | None = None) -> UserAgent:
-        """A UA for ``user@domain`` connected to ``where`` (a key of ``targets``)."""
-        targets = {
-            "remote": ("edge:access", 443, "sip.contoso.lab", "remote-user:wan"),
-            "edge5061": ("edge:access", 5061, "sip.contoso.lab", "fabrikam:wan"),
-            "internal": ("fe:lan", 5061, "fe.contoso.lab", "internal-user:lan"),
-            "fabrikam": ("fabrikam:wan", 5061, "sip.fabrikam.lab", "remote-user:wan"),
-            "pic": ("pic:wan", 5061, "sip.pic.lab", "messenger:wan"),
-        }
-        ref, port, server_name, local = targets[where]
+        """A UA for ``user@domain`` at vantage ``where`` (:func:`simulator.scenario.clients.
+        vantages`: ``remote``, ``internal``, ``fabrikam``, ``pic``, ``edge5061``), the one client
+        the scenarios use; ``cert``: ``("host", host, interface)`` or a bad certificate's kind."""
         paths = None
         if cert is not None:
             paths = (
@@ -73,16 +67,10 @@ class Lab:
                 if cert[0] != "host"
                 else self.pki.host_cert(cert[1], cert[2])
             )
-        context = client_context([self.pki.trust_bundle], cert=paths)
-        return UserAgent(
-            f"sip:{user}",
-            password=self.password(user),
-            host=self.addr(ref),
-            port=port,
-            context=context,
-            server_name=server_name,
-            local_address=self.addr(local),
-        )
+        # a fabrikam or pic.lab user sits on a client host of the internet, not on its server
+        client = {"fabrikam": "remote-user:wan", "pic": "messenger:wan"}.get(where)
+        lab = ScenarioLab(self.topology, "local", self.pki)
+        return sip_agent(lab, user, via=where, cert=paths, client=client)
 
 
 @asynccontextmanager
@@ -97,7 +85,7 @@ async def lab_up(
         yield Lab(topology, pki, lab)
 
 
-async def next_incoming(ua: UserAgent, method: str = "MESSAGE") -> object:
+async def next_incoming(ua: UserAgent, method: str = "MESSAGE") -> Request:
     while True:
         request = await asyncio.wait_for(ua.incoming.get(), 5)
         if request.method == method:

@@ -18,8 +18,8 @@ from simulator.cli._common import (
 )
 from simulator.cli.lab import checks_summary, render_status
 from simulator.matrix import load_matrix, resolve_all
-from simulator.probes.run import run_probes_cli
-from simulator.scenario.run import run_scenarios_cli
+from simulator.reports.table import run_probes_cli
+from simulator.scenario.report import run_scenarios_cli
 
 
 async def _run(obj: Obj, certs_dir: Path) -> int:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from simulator.dns.aio import DnsServer
 from simulator.dns.resolver import LabResolver, ResolutionError
-from simulator.dns.zone import DnsZone, build_records
+from simulator.dns.zone import DnsZone, Records
 from simulator.lab.services import BoundListener, ServiceContext, address_of
+from simulator.lab.topology import Interface, Topology
 
 
 class DnsService:
@@ -48,3 +51,26 @@ class DnsService:
     async def stop(self) -> None:
         for server in self.servers:
             await server.stop()
+
+
+def build_records(
+    topology: Topology, *, public_only: bool, address: Callable[[Interface], str]
+) -> Records:
+    """Records of the topology; ``public_only`` keeps names in public zones only."""
+    a: dict[str, list[str]] = {}
+    for iface in topology.interfaces():
+        if public_only and not topology.zone(iface.zone).public:
+            continue
+        for fqdn in iface.fqdns:
+            a.setdefault(fqdn, []).append(address(iface))
+    srv: dict[str, list[tuple[int, int, int, str]]] = {}
+    for rec in topology.srv:
+        if rec.target in a:
+            srv.setdefault(rec.name, []).append((rec.priority, rec.weight, rec.port, rec.target))
+    suffixes = {".".join(n.split(".")[-2:]) for n in a} | {".".join(n.split(".")[-2:]) for n in srv}
+    suffixes |= set(topology.domains())
+    return Records(
+        {k: tuple(v) for k, v in a.items()},
+        {k: tuple(v) for k, v in srv.items()},
+        tuple(sorted(suffixes)),
+    )

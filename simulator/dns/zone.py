@@ -1,4 +1,5 @@
-"""Sans-IO lab DNS: build the record set of a view of the topology and answer queries.
+"""Sans-IO lab DNS: answer queries from the record set of a view of the topology
+(:func:`simulator.dns.service.build_records` builds it).
 
 Implemented: A, SRV (and ANY as both) for names in lab domains; NXDOMAIN for unknown names in a
 lab domain; REFUSED for names outside the lab (never recursive); FORMERR for undecodable
@@ -13,7 +14,6 @@ size.
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import dns.exception
@@ -25,8 +25,6 @@ import dns.rcode
 import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
-
-from simulator.lab.topology import Interface, Topology
 
 TTL = 60
 UDP_MIN = 512
@@ -44,29 +42,6 @@ class Records:
     """name -> (priority, weight, port, target)."""
     suffixes: tuple[str, ...]
     """Lab domains this server is authoritative for."""
-
-
-def build_records(
-    topology: Topology, *, public_only: bool, address: Callable[[Interface], str]
-) -> Records:
-    """Records of the topology; ``public_only`` keeps names in public zones only."""
-    a: dict[str, list[str]] = {}
-    for iface in topology.interfaces():
-        if public_only and not topology.zone(iface.zone).public:
-            continue
-        for fqdn in iface.fqdns:
-            a.setdefault(fqdn, []).append(address(iface))
-    srv: dict[str, list[tuple[int, int, int, str]]] = {}
-    for rec in topology.srv:
-        if rec.target in a:
-            srv.setdefault(rec.name, []).append((rec.priority, rec.weight, rec.port, rec.target))
-    suffixes = {".".join(n.split(".")[-2:]) for n in a} | {".".join(n.split(".")[-2:]) for n in srv}
-    suffixes |= set(topology.domains())
-    return Records(
-        {k: tuple(v) for k, v in a.items()},
-        {k: tuple(v) for k, v in srv.items()},
-        tuple(sorted(suffixes)),
-    )
 
 
 class DnsZone:

@@ -22,7 +22,6 @@ import ipaddress
 import json
 import os
 import re
-import shutil
 import subprocess
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from dataclasses import dataclass
 from simulator.errors import LabError
 from simulator.firewall.rules import FirewallNode
 from simulator.lab.network import ephemeral_port_range, host_routes, link_name
+from simulator.lab.system import pid_alive, root_tools_problem
 from simulator.lab.topology import Host, Interface, Topology
 from simulator.matrix.model import Matrix
 
@@ -42,12 +42,7 @@ _libc = ctypes.CDLL(None, use_errno=True)
 
 def requirements_problem() -> str | None:
     """Why this machine cannot build a sandbox, or None."""
-    if os.geteuid() != 0:
-        return "the firewall sandbox needs root (network namespaces, nftables)"
-    for tool, package in (("ip", "iproute2"), ("nft", "nftables")):
-        if shutil.which(tool) is None:
-            return f"`{tool}` is missing (Debian package {package})"
-    return None
+    return root_tools_problem("the firewall sandbox")
 
 
 @contextlib.contextmanager
@@ -78,19 +73,9 @@ def _namespaces() -> list[str]:
     return [line.split()[0] for line in done.stdout.splitlines() if line.strip()]
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def remove_stale() -> list[str]:
     """Delete sandbox namespaces whose process is gone (after a crash); the names deleted."""
-    stale = [n for n in _namespaces() if (m := _NAME.match(n)) and not _alive(int(m.group(1)))]
+    stale = [n for n in _namespaces() if (m := _NAME.match(n)) and not pid_alive(int(m.group(1)))]
     if stale:
         _ip_batch([f"netns del {n}" for n in stale], check=False)
     return stale

@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Protocol, TypeVar, runtime_checkable
 
 from simulator.dns.resolver import LabResolver
 from simulator.lab.runners.base import ListenerInfo
 from simulator.lab.topology import Host, Interface, Listener, Topology
 from simulator.pki import LabPki
+from simulator.settings import load_settings
+
+T = TypeVar("T")
 
 #: Service name -> "module:Class". Each issue that brings a service fills its entry's module.
 SERVICES: dict[str, str] = {
@@ -93,6 +96,12 @@ class ServiceContext:
     neighbours: dict[str, Service] = field(default_factory=dict)
     """The services already started on the same host, by name (one dict per host): how the
     Front End's XMPP gateway finds the Front End it bridges to, in every runner."""
+
+    def typed_settings(self, cls: type[T]) -> T:
+        """:attr:`settings` as the service's settings dataclass ``cls``
+        (:func:`simulator.settings.load_settings`): a ConfigError names the topology file and
+        the ``services.<name>`` entry."""
+        return load_settings(cls, self.settings, self.topology.path, f"services.{self.service}")
 
     def address(self, iface: Interface | str) -> str:
         """The address this runner uses for an interface (``iface`` may be ``host:id`` or an id)."""

@@ -13,6 +13,7 @@ they are.
 from __future__ import annotations
 
 import ipaddress
+import json
 import tomllib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
@@ -174,6 +175,13 @@ class Host:
     def listeners_of(self, service: str) -> tuple[Listener, ...]:
         return tuple(lst for lst in self.listeners if lst.service == service)
 
+    def listener_for(self, interface: str, proto: str) -> Listener | None:
+        """The first listener of ``interface`` speaking ``proto`` (a key of :data:`PROTOCOLS`)."""
+        return next(
+            (lst for lst in self.listeners if lst.interface == interface and lst.proto == proto),
+            None,
+        )
+
     def listener_on(self, interface: str, transport: str, low: int, high: int) -> Listener | None:
         """The listener of ``interface`` that covers any of ``transport`` ports low-high (the
         real ports, as the matrix names them, also when the lab moved the listener)."""
@@ -276,6 +284,73 @@ class Topology:
                     taken.append(lst)
         return moved
 
+    def relocated(self, octet: int) -> Topology:
+        """This topology on loopback addresses of its own: each interface's local-runner address
+        becomes ``127.<octet>.<n>.<d>`` for an address ``a.b.c.d`` in the n-th /24 network the
+        topology uses (1, 2, ... in the order the interfaces name them).
+
+        A test or benchmark that runs the embedded lab picks its own ``octet`` (1-254), so it
+        never collides with another lab on the machine. The lab's own addresses (what the netns
+        and compose runners, the matrix and DNS in those runners use) stay as they are.
+        """
+        if not 1 <= octet <= 254:
+            raise ValueError(f"octet {octet} is outside 1-254")
+        networks: list[ipaddress.IPv4Network] = []
+        for iface in self._all_interfaces():
+            net = ipaddress.IPv4Network(f"{iface.address}/24", strict=False)
+            if net not in networks:
+                networks.append(net)
+        if len(networks) > 255:
+            raise ValueError("relocated() fits at most 255 /24 networks")
+
+        def move(iface: Interface) -> Interface:
+            n = networks.index(ipaddress.IPv4Network(f"{iface.address}/24", strict=False)) + 1
+            loopback = ipaddress.IPv4Address(f"127.{octet}.{n}.{iface.address.packed[3]}")
+            return replace(iface, loopback_address=loopback)
+
+        return replace(
+            self,
+            hosts=tuple(
+                replace(h, interfaces=tuple(move(i) for i in h.interfaces)) for h in self.hosts
+            ),
+            firewalls=tuple(
+                replace(f, interfaces=tuple(move(i) for i in f.interfaces)) for f in self.firewalls
+            ),
+        )
+
+    def with_ports(self, ports: dict[int, int]) -> Topology:
+        """This topology with listener ports and SRV records moved as ``ports`` maps them
+        (``{5269: 25269}``), as if the file named the new ports: for a test lab that needs
+        neither the real ports nor ports another lab holds. A listener range moves when its first
+        port is mapped, keeping its width."""
+
+        def move(lst: Listener) -> Listener:
+            if lst.port_low not in ports:
+                return lst
+            low = ports[lst.port_low]
+            return replace(lst, port_low=low, port_high=low + lst.port_high - lst.port_low)
+
+        return replace(
+            self,
+            hosts=tuple(
+                replace(h, listeners=tuple(move(lst) for lst in h.listeners)) for h in self.hosts
+            ),
+            srv=tuple(replace(r, port=ports.get(r.port, r.port)) for r in self.srv),
+        )
+
+    def write(self, path: Path) -> Topology:
+        """Write this topology as a topology file at ``path`` (for ``--topology`` in another
+        process) and return it as loaded from there."""
+        if self.port_offset:
+            raise ValueError("write() takes a topology as loaded (not moved)")
+        path.write_text(render_topology(self), "utf-8")
+        return load_topology(path)
+
+    def _all_interfaces(self) -> Iterator[Interface]:
+        yield from self.interfaces()
+        for fw in self.firewalls:
+            yield from fw.interfaces
+
     def _hosts_moved(self, offset: int) -> tuple[Host, ...]:
         def move(lst: Listener) -> Listener:
             by = offset if lst.port_high < PRIVILEGED_BELOW else 0
@@ -342,6 +417,105 @@ class Topology:
 
     def domains(self) -> list[str]:
         return sorted({h.domain for h in self.hosts if h.domain})
+
+
+# -------------------------------------------------------------------- writing
+
+
+def render_topology(topology: Topology) -> str:
+    """The topology file of ``topology``: :func:`load_topology` reads it back equal."""
+    out: list[str] = []
+
+    def line(key: str, value: object) -> None:
+        out.append(f"{_toml_key(key)} = {_toml(value)}")
+
+    def interface(iface: Interface) -> dict[str, object]:
+        table: dict[str, object] = {
+            "id": iface.id,
+            "zone": iface.zone,
+            "address": str(iface.address),
+        }
+        if iface.fqdns:
+            table["fqdns"] = list(iface.fqdns)
+        if iface.ca is not None:
+            table["ca"] = iface.ca
+        if iface.loopback_address is not None:
+            table["loopback"] = str(iface.loopback_address)
+        if iface.cert_names:
+            table["cert_names"] = list(iface.cert_names)
+        return table
+
+    out.append("[lab]")
+    line("name", topology.name)
+    line("description", topology.description)
+    for zone in topology.zones:
+        out += ["", "[[zones]]"]
+        line("id", zone.id)
+        line("subnet", str(zone.subnet))
+        line("description", zone.description)
+        line("public", zone.public)
+        if zone.dns is not None:
+            line("dns", zone.dns)
+    for ca in topology.cas:
+        out += ["", "[[cas]]"]
+        line("id", ca.id)
+        line("name", ca.name)
+        line("description", ca.description)
+    for fw in topology.firewalls:
+        out += ["", "[[firewalls]]"]
+        line("id", fw.id)
+        line("description", fw.description)
+        line("rules", fw.rules)
+        line("interfaces", [interface(i) for i in fw.interfaces])
+    for host in topology.hosts:
+        out += ["", "[[hosts]]"]
+        line("id", host.id)
+        line("roles", list(host.roles))
+        if host.domain is not None:
+            line("domain", host.domain)
+        line("description", host.description)
+        line("services", list(host.services))
+        line("interfaces", [interface(i) for i in host.interfaces])
+        listeners: list[dict[str, object]] = []
+        for lst in host.listeners:
+            table: dict[str, object] = {
+                "interface": lst.interface,
+                "service": lst.service,
+                "proto": lst.proto,
+            }
+            if lst.port_low == lst.port_high:
+                table["port"] = lst.port_low
+            else:
+                table["ports"] = lst.ports
+            listeners.append(table)
+        line("listeners", listeners)
+    for rec in topology.srv:
+        out += ["", "[[srv]]"]
+        for key in ("name", "target", "port", "priority", "weight"):
+            line(key, getattr(rec, key))
+    for name, settings in topology.settings.items():
+        out += ["", f"[services.{_toml_key(name)}]"]
+        for key, value in settings.items():
+            line(key, value)
+    return "\n".join(out) + "\n"
+
+
+def _toml_key(key: str) -> str:
+    return key if key and all(c.isalnum() or c in "-_" for c in key) else json.dumps(key)
+
+
+def _toml(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{_toml_key(k)} = {_toml(v)}" for k, v in value.items()) + " }"
+    raise TypeError(f"cannot write {type(value).__name__} to a topology file")
 
 
 # -------------------------------------------------------------------- loading

@@ -11,6 +11,7 @@ RFC says (sections 10.2, 11.5, 12.4); the optional packet-rate and bandwidth cap
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 
 from simulator.media.actions import Action, Address, ListenerId, RelayTo, SendTo
 from simulator.media.allocations import active, owner
@@ -185,9 +186,17 @@ def channel_data(
     return [RelayTo(alloc.id, channel.peer, data[4 : 4 + length])]
 
 
-def from_peer(state: TurnState, relay: int, data: bytes, peer: Address, now: float) -> list[Action]:
+def from_peer(
+    state: TurnState,
+    relay: int,
+    data: bytes,
+    peer: Address,
+    now: float,
+    ms_to_client: Callable[[TurnState, Allocation, Address, bytes], list[Action]],
+) -> list[Action]:
     """RFC 8656 sections 11.3 and 12.5: a peer's datagram to the client, as ChannelData on a
-    bound channel, else in a Data indication; without a permission it is dropped."""
+    bound channel, else in a Data indication; without a permission it is dropped. An MS-TURN
+    allocation's data goes as ``ms_to_client`` frames it."""
     alloc = state.by_id.get(relay)
     if alloc is None or alloc.state is not AllocationState.ACTIVE:
         state.drop("no allocation", peer)
@@ -201,9 +210,7 @@ def from_peer(state: TurnState, relay: int, data: bytes, peer: Address, now: flo
         return []
     state.stats["relayed.from_peer"] += 1
     if alloc.dialect != "rfc":
-        from simulator.media import msserver
-
-        return msserver.to_client(state, alloc, peer, data)
+        return ms_to_client(state, alloc, peer, data)
     number = alloc.peer_channels.get(peer)
     if number is not None:
         channel = alloc.channels.get(number)

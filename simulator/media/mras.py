@@ -20,7 +20,7 @@ Wiring into the SIP Front End (``service_handlers[content_type]``)::
         body, identity=identity, relays=relays, secret=b"edgesim-mras-shared-secret",
         now=time.time())
 
-or, from the topology: ``relays_from_topology(topology)``; the secret is the lab's own
+or, from the topology: ``simulator.sip.emulators.mras.relays_from_topology(topology)``; the secret is the lab's own
 (``service_settings(topology, "av-edge", pki_dir)["shared_secret"]``, :mod:`simulator.pki.secrets`).
 
 ``identity`` is the SIP URI the Front End authenticated (the request's From); a request for
@@ -36,7 +36,6 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
-from simulator.lab.topology import Topology
 from simulator.media.auth import time_limited_credentials
 
 CONTENT_TYPE = "application/msrtc-media-relay-auth+xml"
@@ -241,32 +240,3 @@ def parse_credentials_response(body: bytes) -> tuple[str, str, int, list[MediaRe
         int(creds.findtext(_q("duration")) or 0),
         relays,
     )
-
-
-def relays_from_topology(topology: Topology) -> list[MediaRelay]:
-    """The media relay list of the topology's A/V Edges (hosts running ``av-edge``).
-
-    ``internet``: the interface with a ``relay`` listener (its FQDN, UDP ``stun-udp`` port and
-    TCP ``turn-tls``/``turn-tcp`` port, 443 preferred); ``intranet``: the host's other interfaces
-    with STUN/TURN listeners. The list names FQDNs, which the lab DNS resolves in every runner.
-    """
-    relays: list[MediaRelay] = []
-    for host in topology.hosts:
-        if "av-edge" not in host.services:
-            continue
-        listeners = host.listeners_of("av-edge")
-        relay_ifaces = {lst.interface for lst in listeners if lst.proto == "relay"}
-        for iface in host.interfaces:
-            mine = [lst for lst in listeners if lst.interface == iface.id]
-            udp = next((lst.port for lst in mine if lst.proto == "stun-udp"), None)
-            tcp_ports = sorted(
-                (lst.real_port != 443, lst.port)
-                for lst in mine
-                if lst.proto in ("turn-tls", "turn-tcp")
-            )
-            tcp = tcp_ports[0][1] if tcp_ports else None
-            if udp is None and tcp is None:
-                continue
-            location = "internet" if iface.id in relay_ifaces else "intranet"
-            relays.append(MediaRelay(location, iface.fqdn or str(iface.address), udp, tcp))
-    return relays

@@ -156,7 +156,7 @@ class TurnServer:
 
     def relay_received(self, relay: int, data: bytes, peer: Address, now: float) -> list[Action]:
         """A UDP datagram arrived at the relayed address of ``relay`` from ``peer``."""
-        return channels.from_peer(self._state, relay, data, peer, now)
+        return channels.from_peer(self._state, relay, data, peer, now, msserver.to_client)
 
     def relay_opened(self, relay: int, now: float) -> list[Action]:
         """The adapter bound the relayed address of ``relay``: answer the Allocate."""

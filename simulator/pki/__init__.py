@@ -18,9 +18,9 @@ express: a leaf with serverAuth only). Layout of the output directory::
 ``.pem`` files hold the certificate followed by its key (stunnel, Prosody, sipsak take that).
 """
 
+from simulator.certificate import CertPaths
 from simulator.pki.build import (
     BAD_KINDS,
-    CertPaths,
     LabPki,
     PkiReport,
     ensure_pki,

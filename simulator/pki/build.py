@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from simulator.certificate import CertPaths
 from simulator.errors import EdgesimError
 from simulator.lab.topology import Interface, Topology
 from simulator.pki.secrets import lab_credentials
@@ -42,14 +43,6 @@ LEAF_VALIDITY = dt.timedelta(days=365)
 """Validity of the lab's (good) leaves, as a real CA issues them. A leaf valid for a thousand
 years breaks real peers (ejabberd's expiry timer crashes on trustme's default, year 3000, and it
 then serves no certificate at all); ``ensure_pki`` renews a leaf within 30 days of expiry."""
-
-
-@dataclass(frozen=True)
-class CertPaths:
-    cert: Path
-    key: Path
-    pem: Path
-    """Certificate followed by key, in one file."""
 
 
 @dataclass

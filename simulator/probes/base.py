@@ -26,6 +26,7 @@ from typing import Any
 
 from simulator.firewall.trace import Decision, first_fates
 from simulator.matrix.model import Expectation, MatrixRow
+from simulator.tls import TlsProblem, tls_failure
 
 
 class Verdict(enum.Enum):
@@ -55,17 +56,6 @@ class Verdict(enum.Enum):
     def reached(self) -> bool:
         """True when the packets reached something that answered (the port is open)."""
         return self in (Verdict.PASSED, Verdict.TLS_FAILED, Verdict.PROTOCOL_FAILED)
-
-
-class TlsProblem(enum.Enum):
-    """Why a TLS handshake failed, as a user would say it."""
-
-    UNKNOWN_CA = "unknown CA"
-    NAME_MISMATCH = "name mismatch"
-    CLIENT_CERT_REJECTED = "no client certificate accepted"
-    EXPIRED = "certificate expired"
-    HANDSHAKE_RESET = "handshake reset"
-    OTHER = "other"
 
 
 class Phase(enum.Enum):
@@ -211,34 +201,6 @@ def apply_expectation(row: MatrixRow, outcome: Outcome) -> Outcome:
 
 # -------------------------------------------------------------------- classification
 
-#: OpenSSL X509_V_ERR_* codes (``SSLCertVerificationError.verify_code``) -> problem.
-_VERIFY_CODES: dict[int, TlsProblem] = {
-    2: TlsProblem.UNKNOWN_CA,  # unable to get issuer certificate
-    18: TlsProblem.UNKNOWN_CA,  # self-signed certificate
-    19: TlsProblem.UNKNOWN_CA,  # self-signed certificate in chain
-    20: TlsProblem.UNKNOWN_CA,  # unable to get local issuer certificate
-    21: TlsProblem.UNKNOWN_CA,  # unable to verify the first certificate
-    9: TlsProblem.EXPIRED,  # certificate is not yet valid
-    10: TlsProblem.EXPIRED,  # certificate has expired
-    62: TlsProblem.NAME_MISMATCH,  # hostname mismatch
-    64: TlsProblem.NAME_MISMATCH,  # IP address mismatch
-}
-
-#: OpenSSL reason strings of alerts the peer sent (``SSLError.reason``) -> problem.
-#: These are the peer's verdict on *our* certificate.
-_ALERTS: dict[str, TlsProblem] = {
-    "TLSV1_ALERT_UNKNOWN_CA": TlsProblem.UNKNOWN_CA,
-    "SSLV3_ALERT_CERTIFICATE_EXPIRED": TlsProblem.EXPIRED,
-    "TLSV13_ALERT_CERTIFICATE_REQUIRED": TlsProblem.CLIENT_CERT_REJECTED,
-    "SSLV3_ALERT_BAD_CERTIFICATE": TlsProblem.CLIENT_CERT_REJECTED,
-    "SSLV3_ALERT_UNSUPPORTED_CERTIFICATE": TlsProblem.CLIENT_CERT_REJECTED,
-    "SSLV3_ALERT_CERTIFICATE_UNKNOWN": TlsProblem.CLIENT_CERT_REJECTED,
-    "SSLV3_ALERT_CERTIFICATE_REVOKED": TlsProblem.CLIENT_CERT_REJECTED,
-    "TLSV1_ALERT_ACCESS_DENIED": TlsProblem.CLIENT_CERT_REJECTED,
-    "PEER_DID_NOT_RETURN_A_CERTIFICATE": TlsProblem.CLIENT_CERT_REJECTED,
-    "SSLV3_ALERT_HANDSHAKE_FAILURE": TlsProblem.HANDSHAKE_RESET,
-}
-
 _UNREACHABLE = {
     errno.EHOSTUNREACH: "ICMP host unreachable",
     errno.ENETUNREACH: "ICMP network unreachable",
@@ -262,33 +224,26 @@ def classify(
     server refusing it (OpenSSL's TLS 1.2 answer to a missing or unusable client certificate).
     """
     within = f" within {timeout:g} s" if timeout is not None else ""
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        code = exc.verify_code
-        message = exc.verify_message or getattr(exc, "reason", None) or str(exc)
-        problem = _VERIFY_CODES.get(code, TlsProblem.OTHER)
-        return _tls(problem, f"server certificate: {message}")
     if isinstance(exc, ssl.SSLError):
-        reason = getattr(exc, "reason", None) or ""
-        if mtls and reason == "SSLV3_ALERT_HANDSHAKE_FAILURE":
+        failure = tls_failure(exc)
+        if failure.verification:
+            return _tls(failure.problem, f"server certificate: {failure.detail}")
+        if mtls and failure.problem is TlsProblem.HANDSHAKE_RESET and failure.alert:
             return _tls(
                 TlsProblem.CLIENT_CERT_REJECTED,
                 "the peer sent alert 'handshake failure' when it got our certificate",
             )
-        if reason in _ALERTS:
-            return _tls(_ALERTS[reason], f"the peer sent alert {_alert_text(reason)}")
-        if reason in ("WRONG_VERSION_NUMBER", "UNKNOWN_PROTOCOL", "HTTP_REQUEST",
-                      "RECORD_LAYER_FAILURE", "PACKET_LENGTH_TOO_LONG"):  # fmt: skip
+        if failure.problem is TlsProblem.NOT_TLS:
             return Classified(
-                Verdict.PROTOCOL_FAILED,
-                f"the peer does not speak TLS (OpenSSL: {reason.lower().replace('_', ' ')})",
+                Verdict.PROTOCOL_FAILED, f"the peer does not speak TLS (OpenSSL: {failure.detail})"
             )
-        if isinstance(exc, ssl.SSLEOFError) or reason in ("UNEXPECTED_EOF_WHILE_READING", "EOF"):
+        if failure.alert:
+            return _tls(failure.problem, f"the peer sent alert '{failure.detail}'")
+        if failure.problem is TlsProblem.HANDSHAKE_RESET:
             return _tls(
                 TlsProblem.HANDSHAKE_RESET, "the peer closed the connection in the handshake"
             )
-        if reason.startswith(("SSLV3_ALERT", "TLSV1_ALERT", "TLSV13_ALERT")):
-            return _tls(TlsProblem.OTHER, f"the peer sent alert {_alert_text(reason)}")
-        return _tls(TlsProblem.OTHER, reason.lower().replace("_", " ") or str(exc))
+        return _tls(failure.problem, failure.detail)
     if isinstance(exc, TimeoutError):
         if phase is Phase.CONNECT:
             return Classified(Verdict.BLOCKED, f"no answer{within}: dropped")
@@ -325,13 +280,6 @@ def classify(
     if isinstance(exc, OSError):
         return Classified(Verdict.ERROR, f"{exc.strerror or exc}")
     return Classified(Verdict.ERROR, f"{type(exc).__name__}: {exc}")
-
-
-def _alert_text(reason: str) -> str:
-    for prefix in ("SSLV3_ALERT_", "TLSV13_ALERT_", "TLSV1_ALERT_"):
-        if reason.startswith(prefix):
-            return "'" + reason[len(prefix) :].lower().replace("_", " ") + "'"
-    return reason.lower().replace("_", " ")
 
 
 def describe_bytes(data: bytes, limit: int = 60) -> str:

@@ -8,9 +8,9 @@ import time
 from collections.abc import Awaitable
 from typing import Any, Protocol, TypeVar
 
-from simulator.probes.base import Outcome, Phase, TlsProblem, Verdict
+from simulator.probes.base import Outcome, Phase, Verdict
 from simulator.probes.spec import ProbeSpec
-from simulator.tls import client_context
+from simulator.tls import TlsProblem, client_context
 
 T = TypeVar("T")
 

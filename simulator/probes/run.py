@@ -740,17 +740,6 @@ def nothing_answered(run: ProbeRun, runner: Runner) -> str | None:
     return None
 
 
-async def run_probes_cli(topology: Topology, runner: Runner, console: Any) -> int:
-    """``edgesim run``'s probe step on the embedded lab; returns the rows failing expectation."""
-    from simulator.reports.table import render_run, run_with_progress
-
-    builder = JobBuilder(topology, (await runner.vantage()).pki, addresses=runner.addressing)
-    adjust = embedded_lab_adjust(topology, (await runner.status()).services)
-    run = await run_with_progress(console, topology, LocalExecutor(), builder, adjust=adjust)
-    console.print(render_run(run, console.width))
-    return len(run.failures)
-
-
 NO_FIREWALL = (
     "the embedded lab has no firewall: what must stay blocked is checked with "
     "--runner netns or compose"
@@ -804,16 +793,8 @@ def embedded_lab_adjust(
             needed.append((job.destination.host, service))
         if job.row.probe in _RELAY_SERVER_PROTO and job.source is not None:
             host = topology.host(job.source.host)
-            relay = next(
-                (
-                    lst.service
-                    for lst in host.listeners
-                    if lst.interface == job.source.interface
-                    and lst.proto == _RELAY_SERVER_PROTO[job.row.probe]
-                ),
-                None,
-            )
-            needed.append((job.source.host, relay))
+            relay = host.listener_for(job.source.interface, _RELAY_SERVER_PROTO[job.row.probe])
+            needed.append((job.source.host, relay.service if relay is not None else None))
         for host_id, service in needed:
             reason = why_not(host_id, service)
             if reason is not None:

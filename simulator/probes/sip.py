@@ -25,32 +25,27 @@ from simulator.probes.net import (
     tls_facts,
 )
 from simulator.probes.spec import ProbeSpec
+from simulator.sip.build import new_request, new_tag
 
 MAX_RESPONSE = 65536
 
 
 def build_options(spec: ProbeSpec, local: tuple[str, int]) -> bytes:
-    """The OPTIONS request the probe sends (built with sipmessage)."""
+    """The OPTIONS request the probe sends, built as the SIP user agent builds its requests."""
     host = spec.fqdn or spec.address
-    request = sipmessage.Request(
-        "OPTIONS", sipmessage.URI.parse(f"sip:{host}:{spec.port};transport=tls")
-    )
-    branch = "z9hG4bK" + secrets.token_hex(8)
     source = spec.source_domain or local[0]
-    headers = [
-        ("Via", f"SIP/2.0/TLS {local[0]}:{local[1]};branch={branch}"),
-        ("Max-Forwards", "70"),
-        ("From", f"<sip:probe@{source}>;tag={secrets.token_hex(4)}"),
-        ("To", f"<sip:{spec.domain or host}>"),
-        ("Call-ID", f"{secrets.token_hex(8)}@{local[0]}"),
-        ("CSeq", "1 OPTIONS"),
-        ("Contact", f"<sip:probe@{local[0]}:{local[1]};transport=tls>"),
-        ("Accept", "application/sdp"),
-        ("User-Agent", "edgesim-probe"),
-        ("Content-Length", "0"),
-    ]
-    for name, value in headers:
-        request.headers.add(name, value)
+    request = new_request(
+        "OPTIONS",
+        f"sip:{host}:{spec.port};transport=tls",
+        via=f"{local[0]}:{local[1]}",
+        from_value=f"<sip:probe@{source}>;tag={new_tag()}",
+        contact=f"<sip:probe@{local[0]}:{local[1]};transport=tls>",
+        call_id=f"{secrets.token_hex(8)}@{local[0]}",
+        cseq=1,
+        user_agent="edgesim-probe",
+        to=f"<sip:{spec.domain or host}>",
+        headers=[("Accept", "application/sdp")],
+    )
     return bytes(request)
 
 

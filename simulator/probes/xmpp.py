@@ -18,10 +18,10 @@ import xml.etree.ElementTree as ET
 from typing import Any
 
 from simulator.errors import EdgesimError
-from simulator.probes.base import Outcome, Phase, TlsProblem, Verdict, describe_bytes
+from simulator.probes.base import Outcome, Phase, Verdict, describe_bytes
 from simulator.probes.net import Steps, close, open_tcp, stream_failure, tls_context, tls_facts
 from simulator.probes.spec import ProbeSpec
-from simulator.tls import peer_certificate
+from simulator.tls import TlsProblem, peer_certificate
 
 STREAMS = "http://etherx.jabber.org/streams"
 TLS_NS = "urn:ietf:params:xml:ns:xmpp-tls"

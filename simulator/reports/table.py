@@ -9,9 +9,18 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
+from simulator.lab.runners.base import Runner
 from simulator.lab.topology import Topology
 from simulator.probes.base import ProbeResult, Verdict
-from simulator.probes.run import Executor, JobBuilder, ProbeRun, Target, probe_matrix
+from simulator.probes.run import (
+    Executor,
+    JobBuilder,
+    LocalExecutor,
+    ProbeRun,
+    Target,
+    embedded_lab_adjust,
+    probe_matrix,
+)
 from simulator.reports.firewall import fate_lines
 
 STYLE: dict[Verdict, str] = {
@@ -124,3 +133,12 @@ async def run_with_progress(
 
 
 __all__ = ["Target", "render_run", "run_with_progress", "summary"]
+
+
+async def run_probes_cli(topology: Topology, runner: Runner, console: Any) -> int:
+    """``edgesim run``'s probe step on the embedded lab; returns the rows failing expectation."""
+    builder = JobBuilder(topology, (await runner.vantage()).pki, addresses=runner.addressing)
+    adjust = embedded_lab_adjust(topology, (await runner.status()).services)
+    run = await run_with_progress(console, topology, LocalExecutor(), builder, adjust=adjust)
+    console.print(render_run(run, console.width))
+    return len(run.failures)

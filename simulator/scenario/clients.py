@@ -5,7 +5,7 @@
     async with sip_user(lab, "alice@contoso.lab", via="remote") as alice:   # home, TLS 443
         await alice.register()
     async with xmpp_user(lab, "romeo@jabber.lab") as romeo:                # jabber.lab c2s
-        romeo.send_message(mto="alice@contoso.lab", mbody="hi", mtype="chat")
+        send_chat(romeo, "alice@contoso.lab", "hi")
 
 Addresses come from :meth:`Lab.address` (right for every runner), passwords from the
 topology's ``[services.*] users`` tables, certificates from ``lab.pki``. The client's socket is
@@ -22,17 +22,16 @@ import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from pathlib import Path
 
 from sipmessage import Request
-from slixmpp import JID
 
 from simulator.errors import EdgesimError
+from simulator.lab.topology import Host, Interface, Topology
 from simulator.pki import CertPaths, user_password
 from simulator.scenario.api import Lab
 from simulator.sip.emulators.ua import UserAgent
 from simulator.tls import client_context
-from simulator.xmpp.harness import ChatClient
+from simulator.xmpp.client import ChatClient
 
 
 @dataclass(frozen=True)
@@ -49,21 +48,61 @@ class Vantage:
     """``host:interface`` the client sits on."""
 
 
-VANTAGES: dict[str, Vantage] = {
-    # a contoso user at home: the Access Edge's client port 443
-    "remote": Vantage("edge:access", "sip-tls", "sip.contoso.lab", "remote-user:wan"),
-    # a contoso user in the office: the Front End pool directly
-    "internal": Vantage("fe:lan", "sip-mtls", "fe.contoso.lab", "internal-user:lan"),
-    # a fabrikam.lab user on fabrikam's own server
-    "fabrikam": Vantage("fabrikam:wan", "sip-mtls", "sip.fabrikam.lab", "fabrikam:wan"),
-    # a public IM (pic.lab) user on the provider's server
-    "pic": Vantage("pic:wan", "sip-mtls", "sip.pic.lab", "pic:wan"),
-    # a partner server talking straight to the Edge's federation port 5061 (needs ``cert``)
-    "edge5061": Vantage("edge:access", "sip-mtls", "sip.contoso.lab", "fabrikam:wan"),
-}
+def vantages(topology: Topology) -> dict[str, Vantage]:
+    """The vantage points of the topology's SIP users, from its roles and listeners:
 
-#: The vantage a user of each domain gets when ``via`` is not given.
-DEFAULT_VIA = {"contoso.lab": "internal", "fabrikam.lab": "fabrikam", "pic.lab": "pic"}
+    - ``remote``: a user at home (role ``remote-client``) on the Edge's client port (the Edge's
+      ``sip-tls`` listener, TLS 443);
+    - ``internal``: a user in the office (role ``internal-client``) on the Front End pool
+      (role ``front-end``, its ``sip-mtls`` listener);
+    - one per federated partner (role ``federated-partner`` with a ``sip-mtls`` listener), named
+      by its host id (``fabrikam``, ``pic``): a user of that partner on the partner's server;
+    - ``edge5061``: a partner server straight on the Edge's federation port (the ``sip-mtls``
+      listener beside the client port), from the first partner's host.
+    """
+    out: dict[str, Vantage] = {}
+
+    def first(role: str) -> Host | None:
+        return next(iter(topology.hosts_with_role(role)), None)
+
+    def serving(host: Host | None, proto: str, interface: str | None = None) -> Interface | None:
+        for lst in host.listeners if host is not None else ():
+            if lst.proto == proto and interface in (None, lst.interface):
+                return host.interface(lst.interface) if host is not None else None
+        return None
+
+    def vantage(server: Interface, proto: str, client: Interface) -> Vantage:
+        return Vantage(server.ref, proto, server.fqdn or str(server.address), client.ref)
+
+    edge, front_end = first("edge"), first("front-end")
+    home, office = first("remote-client"), first("internal-client")
+    access = serving(edge, "sip-tls")
+    if access is not None and home is not None:
+        out["remote"] = vantage(access, "sip-tls", home.interfaces[0])
+    pool = serving(front_end, "sip-mtls")
+    if pool is not None and office is not None:
+        out["internal"] = vantage(pool, "sip-mtls", office.interfaces[0])
+    partners = [
+        (host, iface)
+        for host in topology.hosts_with_role("federated-partner")
+        if (iface := serving(host, "sip-mtls")) is not None
+    ]
+    for host, iface in partners:
+        out[host.id] = vantage(iface, "sip-mtls", iface)
+    federation = serving(edge, "sip-mtls", access.id) if access is not None else None
+    if federation is not None and partners:
+        out["edge5061"] = vantage(federation, "sip-mtls", partners[0][1])
+    return out
+
+
+def default_via(topology: Topology) -> dict[str, str]:
+    """The vantage a user of each domain gets when ``via`` is not given: the office for the
+    Front End's domain, each partner's own server for the partner's domain."""
+    out = {h.domain: h.id for h in topology.hosts_with_role("federated-partner") if h.domain}
+    for host in topology.hosts_with_role("front-end"):
+        if host.domain:
+            out[host.domain] = "internal"
+    return out
 
 
 def password_of(lab: Lab, user: str) -> str | None:
@@ -75,10 +114,10 @@ def password_of(lab: Lab, user: str) -> str | None:
 def port_of(lab: Lab, ref: str, proto: str) -> int:
     """The port of ``host:interface``'s listener speaking ``proto``."""
     iface = lab.interface(ref)
-    for listener in lab.topology.host(iface.host).listeners:
-        if listener.interface == iface.id and listener.proto == proto:
-            return listener.port
-    raise EdgesimError(f"{ref} has no {proto} listener in the topology")
+    listener = lab.topology.host(iface.host).listener_for(iface.id, proto)
+    if listener is None:
+        raise EdgesimError(f"{ref} has no {proto} listener in the topology")
+    return listener.port
 
 
 def local_address(lab: Lab, ref: str) -> str | None:
@@ -112,10 +151,11 @@ def sip_agent(
     (``host[:interface]``) replaces the vantage's client host, e.g. the Live Messenger-style
     client's own machine for a pic.lab user."""
     domain = user.partition("@")[2]
-    where = via or DEFAULT_VIA.get(domain)
-    if where is None or where not in VANTAGES:
-        raise EdgesimError(f"no vantage point {where!r} for {user} (known: {', '.join(VANTAGES)})")
-    vantage = VANTAGES[where]
+    known = vantages(lab.topology)
+    where = via or default_via(lab.topology).get(domain)
+    if where is None or where not in known:
+        raise EdgesimError(f"no vantage point {where!r} for {user} (known: {', '.join(known)})")
+    vantage = known[where]
     return UserAgent(
         f"sip:{user}",
         password=password if password is not None else password_of(lab, user),
@@ -137,9 +177,10 @@ async def sip_user(
     cert: CertPaths | None = None,
     password: str | None = None,
 ) -> AsyncIterator[UserAgent]:
-    """A connected :class:`UserAgent` for ``user`` (``alice@contoso.lab``) at ``via``:
-    ``remote`` (home, Edge 443), ``internal`` (office, Front End), ``fabrikam``, ``pic``, or
-    ``edge5061`` (straight to the Edge's federation port, with ``cert``). Closed on exit."""
+    """A connected :class:`UserAgent` for ``user`` (``alice@contoso.lab``) at ``via`` (a key of
+    :func:`vantages`): ``remote`` (home, Edge 443), ``internal`` (office, Front End), a partner's
+    host id (``fabrikam``, ``pic``), or ``edge5061`` (straight to the Edge's federation port,
+    with ``cert``). Closed on exit."""
     async with sip_agent(lab, user, via=via, cert=cert, password=password) as ua:
         yield ua
 
@@ -201,59 +242,7 @@ async def xmpp_presence(client: ChatClient, jid: str, kind: str, timeout: float 
 
 def send_chat(client: ChatClient, to: str, text: str) -> None:
     """Send a one-to-one chat message (``type='chat'``) from ``client`` to the JID ``to``."""
-    client.send_message(mto=JID(to), mbody=text, mtype="chat")
-
-
-class _BoundChatClient(ChatClient):
-    """A :class:`ChatClient` whose socket is bound to a given local address."""
-
-    def __init__(
-        self,
-        jid: str,
-        password: str,
-        ca: Path,
-        source: str | None,
-        sock_factory: Callable[[], socket.socket] | None = None,
-    ) -> None:
-        super().__init__(jid, password, ca)
-        self.source = source
-        self.sock_factory = sock_factory
-        self.failures: asyncio.Queue[object] = asyncio.Queue()
-        self.add_event_handler("connection_failed", self.failures.put_nowait)
-
-    async def _attempt_connection(  # slixmpp's connect step, with local_addr
-        self, host: str, port: int, tls: bool, server_hostname: str | None
-    ) -> bool:
-        if self.source is None and self.sock_factory is None:
-            return bool(await super()._attempt_connection(host, port, tls, server_hostname))
-        self.event_when_connected = "connected"
-        self._connect_loop_wait += 1
-        if self._current_connection_attempt is None:
-            return False
-        try:
-            if self.sock_factory is not None:
-                sock = self.sock_factory()
-                await self.loop.sock_connect(sock, (host, port))
-                await self.loop.create_connection(
-                    lambda: self,
-                    sock=sock,
-                    ssl=self.get_ssl_context() if tls else None,
-                    server_hostname=server_hostname if tls else None,
-                )
-            else:
-                await self.loop.create_connection(
-                    lambda: self,
-                    host,
-                    port,
-                    ssl=self.get_ssl_context() if tls else None,
-                    server_hostname=server_hostname,
-                    local_addr=(self.source, 0) if self.source else None,
-                )
-        except OSError as exc:
-            self.event("connection_failed", exc)
-            return False
-        self._connect_loop_wait = 0
-        return True
+    client.send_chat(to, text)
 
 
 def xmpp_host(lab: Lab, user: str) -> str:
@@ -263,7 +252,7 @@ def xmpp_host(lab: Lab, user: str) -> str:
         if host.domain == domain or any(domain in iface.fqdns for iface in host.interfaces):
             for listener in host.listeners:
                 if listener.proto == "xmpp-c2s":
-                    return f"{host.id}:{listener.interface}"
+                    return host.interface(listener.interface).ref
     raise EdgesimError(f"no XMPP server with a client port (xmpp-c2s) for {domain} in the topology")
 
 
@@ -279,8 +268,12 @@ async def xmpp_user(
     if secret is None:
         raise EdgesimError(f"no password for {bare} in the topology's [services.*] users")
     jid = user if "/" in user else f"{user}/scenario"
-    client = _BoundChatClient(
-        jid, secret, lab.pki.trust_bundle, local_address(lab, ref), _namespaced(lab, ref)
+    client = ChatClient(
+        jid,
+        secret,
+        lab.pki.trust_bundle,
+        source=local_address(lab, ref),
+        sock_factory=_namespaced(lab, ref),
     )
     try:
         await client.login(lab.address(ref), port_of(lab, ref, "xmpp-c2s"), timeout)

@@ -12,8 +12,9 @@ from __future__ import annotations
 import html
 from dataclasses import dataclass
 
+from simulator.lab.hostmap import HostMap
 from simulator.lab.topology import Topology
-from simulator.trace import HostMap, TraceEvent
+from simulator.trace import TraceEvent
 
 DEDUP_WINDOW = 2.0
 

@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import html
 import json
 import os
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from simulator import __version__
+from simulator.lab.runners.base import Runner
 from simulator.lab.topology import Topology
 from simulator.scenario.ladder import LADDER_CSS, render_svg, render_text
-from simulator.scenario.run import ScenarioResult
+from simulator.scenario.run import ScenarioResult, discover, run_all, scenario_dirs
 
 STATUS_STYLE = {"passed": "green", "failed": "red", "error": "red", "skipped": "yellow"}
 
@@ -117,3 +120,24 @@ def results_html(
             parts.append(f"<div class='ladder-wrap'>{render_svg(r.ladder(topology, runner))}</div>")
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+async def run_scenarios_cli(
+    topology: Topology, runner: Runner, console: Any, progress: Any = None
+) -> int:
+    """``edgesim run``'s scenario step: every shipped scenario against the running embedded
+    lab (``progress(what, total)``: a context manager yielding ``advance(label)``)."""
+    scenarios, broken = discover(*scenario_dirs())
+    for b in broken:
+        console.print(f"[red]broken scenario script[/] {b.path}: {b.reason}", markup=True)
+    vantage = await runner.vantage()
+    with contextlib.ExitStack() as stack:
+        advance = None
+        if progress is not None:
+            advance = stack.enter_context(progress("scenarios", len(scenarios)))
+        results = await run_all(
+            scenarios, topology, vantage.runner, vantage.pki,
+            on_done=(lambda r: advance(r.scenario.name)) if advance else None,
+        )  # fmt: skip
+    print_results(console, results, topology, vantage.runner, ladder=False)
+    return sum(not r.ok for r in results) + len(broken)

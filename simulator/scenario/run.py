@@ -18,6 +18,7 @@ from typing import Any
 from simulator.errors import EdgesimError, UsageError
 from simulator.firewall.observe import LabTrace, row_flows, traced
 from simulator.lab.capture import CaptureResult
+from simulator.lab.hostmap import HostMap
 from simulator.lab.runners import runner_class
 from simulator.lab.runners.base import Runner
 from simulator.lab.services import PLANNED, load_service
@@ -27,7 +28,7 @@ from simulator.paths import shipped_scenarios_dir
 from simulator.pki import LabPki
 from simulator.scenario.api import Lab, Scenario, ScenarioFailure, ScenarioSkipped
 from simulator.scenario.ladder import Ladder, build_ladder
-from simulator.trace import HostMap, TraceEvent, TraceRecorder
+from simulator.trace import TraceEvent, TraceRecorder
 
 log = logging.getLogger(__name__)
 
@@ -308,26 +309,3 @@ def merge_trace_file(result: ScenarioResult, path: Path, start: float, end: floa
     known = set(result.events)
     extra = [e for e in rec.events if e.time <= end and e not in known]
     result.events = sorted([*result.events, *extra], key=lambda e: e.time)
-
-
-async def run_scenarios_cli(
-    topology: Topology, runner: Runner, console: Any, progress: Any = None
-) -> int:
-    """``edgesim run``'s scenario step: every shipped scenario against the running embedded
-    lab (``progress(what, total)``: a context manager yielding ``advance(label)``)."""
-    from simulator.scenario.report import print_results
-
-    scenarios, broken = discover(*scenario_dirs())
-    for b in broken:
-        console.print(f"[red]broken scenario script[/] {b.path}: {b.reason}", markup=True)
-    vantage = await runner.vantage()
-    with contextlib.ExitStack() as stack:
-        advance = None
-        if progress is not None:
-            advance = stack.enter_context(progress("scenarios", len(scenarios)))
-        results = await run_all(
-            scenarios, topology, vantage.runner, vantage.pki,
-            on_done=(lambda r: advance(r.scenario.name)) if advance else None,
-        )  # fmt: skip
-    print_results(console, results, topology, vantage.runner, ladder=False)
-    return sum(not r.ok for r in results) + len(broken)

@@ -26,6 +26,7 @@ from typing import Any, Protocol
 from sipmessage import Request, Response
 
 from simulator import trace
+from simulator.certificate import PeerCertificate
 from simulator.dns.resolver import LabResolver, ResolutionError
 from simulator.limits import ConnectionGate
 from simulator.sip.build import to_bytes
@@ -45,7 +46,7 @@ from simulator.sip.proxy import (
     ToPartner,
     VerifyPartner,
 )
-from simulator.tls import PeerCertificate, peer_certificate
+from simulator.tls import connect_failure, peer_certificate, tls_failure_reason
 
 log = logging.getLogger(__name__)
 
@@ -439,29 +440,6 @@ class SipListener:
                 await asyncio.wait_for(self.server.wait_closed(), 2)
 
 
-def tls_failure_reason(exc: BaseException) -> str:
-    """One line saying why a TLS handshake failed."""
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        message = exc.verify_message or ""
-        if "purpose" in message:
-            return f"the certificate is not valid for this use, e.g. no clientAuth ({message})"
-        if "expired" in message or "not yet valid" in message:
-            return f"the certificate is out of its validity period ({message})"
-        if "hostname" in message.lower() or "IP address" in message:
-            return f"the certificate does not match the server name ({message})"
-        return f"the certificate does not chain to a trusted CA ({message})"
-    if isinstance(exc, ssl.SSLError):
-        reason = exc.reason or str(exc)
-        if "PEER_DID_NOT_RETURN_A_CERTIFICATE" in reason or "CERTIFICATE_REQUIRED" in reason:
-            return "the peer presented no client certificate"
-        if "CERTIFICATE_VERIFY_FAILED" in reason or "UNKNOWN_CA" in reason:
-            return "the certificate does not chain to a trusted CA"
-        return f"TLS error ({reason})"
-    if isinstance(exc, TimeoutError):
-        return "handshake timed out"
-    return f"connection error ({exc})"
-
-
 async def open_sip(
     owner: SipOwner,
     host: str,
@@ -525,12 +503,7 @@ def _trace_connect_failure(
     exc: BaseException, local: str | None, remote: str, name: str | None, timeout: float
 ) -> None:
     """The client side's view of a connection that did not come up: where and why."""
-    if isinstance(exc, TimeoutError):
-        event, summary = "dropped", f"no TCP/TLS answer within {timeout:g} s"
-    elif isinstance(exc, ssl.SSLError):
-        event, summary = "refused", f"TLS refused: {tls_failure_reason(exc)}"
-    else:
-        event, summary = "refused", f"connect failed: {getattr(exc, 'strerror', None) or exc}"
+    event, summary = connect_failure(exc, timeout)
     trace.record(
         "sip",
         local or "",

@@ -12,7 +12,7 @@ import itertools
 import re
 from collections.abc import Iterable
 
-from sipmessage import Headers, Request, Response
+from sipmessage import URI, Headers, Request, Response
 
 BRANCH_MAGIC = "z9hG4bK"
 
@@ -111,6 +111,49 @@ def new_tag() -> str:
 
 def new_branch(prefix: str = "") -> str:
     return f"{BRANCH_MAGIC}{prefix}{next(_counter):x}"
+
+
+def new_request(
+    method: str,
+    uri: str,
+    *,
+    via: str,
+    from_value: str,
+    contact: str,
+    call_id: str,
+    cseq: int,
+    user_agent: str,
+    to: str | None = None,
+    headers: Iterable[tuple[str, str]] = (),
+    body: bytes = b"",
+    content_type: str | None = None,
+    route: Iterable[str] = (),
+) -> Request:
+    """A request as a user agent client starts it (:rfc:`3261#section-8.1.1`): ``via`` is the
+    sent-by (``host[:port]``) of a TLS Via with a new branch; ``headers`` are added after the
+    mandatory ones (Max-Forwards, Contact and User-Agent given there replace ours). The one SIP
+    client (:class:`~simulator.sip.emulators.ua.UserAgent`) and the SIP probes build with it."""
+    request = Request(method, URI.parse(uri), body)
+    h = request.headers
+    h.add("Via", f"SIP/2.0/TLS {via};branch={new_branch('-ua')};rport")
+    h.add("Max-Forwards", "70")
+    for value in route:
+        h.add("Route", value)
+    h.add("From", from_value)
+    h.add("To", to or f"<{uri.split(';', 1)[0]}>")
+    h.add("Call-ID", call_id)
+    h.add("CSeq", f"{cseq} {method}")
+    h.add("Contact", contact)
+    h.add("User-Agent", user_agent)
+    for key, value in headers:
+        if key.lower() in ("max-forwards", "contact", "user-agent"):
+            h.set(key, value)
+        else:
+            h.add(key, value)
+    if content_type:
+        h.add("Content-Type", content_type)
+    h.add("Content-Length", str(len(body)))
+    return request
 
 
 def first_value(value: str) -> tuple[str, str]:

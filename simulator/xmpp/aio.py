@@ -21,9 +21,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from simulator import trace
+from simulator.certificate import PeerCertificate
 from simulator.dns.resolver import LabResolver, ResolutionError
 from simulator.limits import ConnectionLimits, limit
-from simulator.tls import PeerCertificate, peer_certificate
+from simulator.tls import connect_failure, peer_certificate, tls_failure_reason
 from simulator.xmpp.errors import LocalProtocolError, RemoteProtocolError
 from simulator.xmpp.events import (
     Authenticated,
@@ -245,7 +246,6 @@ class XmppConnection:
             )
 
     async def _start_tls(self, request: TlsRequested) -> None:
-        from simulator.sip.aio import tls_failure_reason
 
         context = self.tls_server if request.server_side else self.tls_client
         if context is None:
@@ -398,14 +398,8 @@ async def open_session(
 def _trace_connect_failure(
     exc: BaseException, local: str | None, remote: str, timeout: float
 ) -> None:
-    from simulator.sip.aio import tls_failure_reason
 
-    if isinstance(exc, TimeoutError):
-        event, summary = "dropped", f"no TCP/TLS answer within {timeout:g} s"
-    elif isinstance(exc, ssl.SSLError):
-        event, summary = "refused", f"TLS refused: {tls_failure_reason(exc)}"
-    else:
-        event, summary = "refused", f"connect failed: {getattr(exc, 'strerror', None) or exc}"
+    event, summary = connect_failure(exc, timeout)
     trace.record("xmpp", local or "", remote, summary, event=event, detail=str(exc))
 
 

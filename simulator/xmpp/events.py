@@ -5,7 +5,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 
-from simulator.tls import PeerCertificate
+from simulator.certificate import PeerCertificate
 
 
 @dataclass(frozen=True)

@@ -387,9 +387,25 @@ def _presence(from_: str, to: str, kind: str | None) -> ET.Element:
     return element(qname(NS_SERVER, "presence"), attrs)
 
 
+@dataclass(frozen=True)
+class XmppGatewaySettings:
+    """``[services.xmpp-gateway]``: the Front End's XMPP gateway."""
+
+    edge: str = "edge"
+    """Host id of the Edge whose ``xmpp-mtls`` listener the gateway connects to."""
+    domain: str | None = None
+    """The SIP/XMPP domain the gateway serves (default: the host's domain)."""
+    retry: float = 2.0
+    """Seconds between attempts to (re)connect to the Edge."""
+    xmpp_domains: tuple[str, ...] | None = None
+    """XMPP domains the Front End routes to the gateway (default: the domains of hosts with role
+    ``xmpp-partner``)."""
+
+
 def gateway_from_context(ctx: ServiceContext, bridge: SipBridge) -> XmppGateway:
     """A gateway for the Front End host of ``ctx``, aimed at the Edge's xmpp-mtls listener."""
-    edge_id = str(ctx.settings.get("edge", "edge"))
+    settings = ctx.typed_settings(XmppGatewaySettings)
+    edge_id = settings.edge
     edge = ctx.topology.host(edge_id)
     listener = next(lst for lst in edge.listeners if lst.proto == "xmpp-mtls")
     edge_iface = edge.interface(listener.interface)
@@ -398,7 +414,7 @@ def gateway_from_context(ctx: ServiceContext, bridge: SipBridge) -> XmppGateway:
     return XmppGateway(
         edge_address=(ctx.address(edge_iface), listener.port),
         edge_name=edge_iface.fqdn or "",
-        domain=str(ctx.settings.get("domain", ctx.host.domain or "contoso.lab")),
+        domain=settings.domain or ctx.host.domain or "contoso.lab",
         cert=ctx.pki.require(ctx.pki.host_cert(ctx.host.id, ca)),
         trust=[ctx.pki.ca_cert(edge_iface.ca or "internal")],
         bridge=bridge,

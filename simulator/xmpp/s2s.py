@@ -47,8 +47,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import NoReturn
 
+from simulator.certificate import PeerCertificate
 from simulator.limits import limit
-from simulator.tls import PeerCertificate
 from simulator.xmpp.errors import LocalProtocolError, RemoteProtocolError, StreamErrorCondition
 from simulator.xmpp.events import (
     Authenticated,

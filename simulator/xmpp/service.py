@@ -1,28 +1,13 @@
 """Lab services: the Edge's XMPP proxy, the jabber.lab partner emulator, the Front End gateway.
 
-Settings (``[services.xmpp-proxy]`` in the topology, all optional):
-
-- ``partners``: allowed XMPP partner domains (default: the domains of hosts with role
-  ``xmpp-partner``);
-- ``domains``: domains served through the gateway (default: the host's domain);
-- ``gateway_names``: certificate names accepted on 23456 (default: the FQDNs of the
-  ``front-end`` hosts);
-- ``dialback_secret``, ``idle_timeout`` (s, default 600), ``keepalive`` (s, default 60),
-  ``allow_dialback``, ``allow_external`` (default true);
-- ``verify_server_names`` (default true): the partner's
-  certificate must name the domain dialled (XEP-0178, RFC 6125);
-- ``listener_limits``: a table of :class:`~simulator.xmpp.aio.XmppListenerLimits` fields
-  (connection caps, TLS handshake timeout, write cap; docs/limits.md);
-- ``access_cert`` / ``access_key``: a certificate for the access interface other than the lab
-  one (e.g. one that names ``contoso.lab`` itself, so partners accept SASL EXTERNAL).
-
-``[services.xmpp-partner]``: ``users`` (user names, whose passwords each lab generates, or a
-table user = password; default none), ``dialback_secret``, ``idle_timeout``, ``keepalive``.
+Settings are typed and checked at start (a wrong key or type is a ConfigError naming the
+topology file and the entry): ``[services.xmpp-proxy]`` is :class:`XmppProxySettings`,
+``[services.xmpp-partner]`` :class:`XmppPartnerSettings` (both :class:`S2SSettings`: dialback,
+SASL EXTERNAL, timers, ``listener_limits``), ``[services.xmpp-gateway]``
+:class:`simulator.xmpp.gateway.XmppGatewaySettings`; each field's docstring says what it does.
 
 Secrets (``dialback_secret``, passwords) are the lab's own, generated beside its PKI and shown by
 ``edgesim secrets`` (:mod:`simulator.pki.secrets`); none ships in the source.
-
-``[services.xmpp-gateway]``: ``edge`` (host id, default ``edge``), ``domain``.
 """
 
 from __future__ import annotations
@@ -33,18 +18,19 @@ import logging
 import secrets
 import ssl
 import xml.etree.ElementTree as ET
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from simulator import __version__
+from simulator.certificate import PeerCertificate
 from simulator.dns.resolver import LabResolver, ResolutionError
-from simulator.errors import EdgesimError
+from simulator.errors import ConfigError, EdgesimError
 from simulator.lab.services import BoundListener, ServiceContext
 from simulator.lab.topology import Interface
-from simulator.limits import ConnectionGate, settings_from
+from simulator.limits import ConnectionGate
 from simulator.pki import CertPaths
-from simulator.tls import PeerCertificate, client_context, server_context
+from simulator.tls import client_context, server_context
 from simulator.xmpp.aio import (
     XmppConnection,
     XmppListenerLimits,
@@ -93,21 +79,64 @@ Delivery = Callable[[str | None, str], None]
 (stanza error condition, text) when it never got there."""
 
 
-def _float(settings: dict[str, object], key: str, default: float) -> float:
-    value = settings.get(key, default)
-    return float(value) if isinstance(value, int | float) else default
+@dataclass(frozen=True)
+class S2SSettings:
+    """What the Edge's XMPP proxy and the partner emulator share (``[services.xmpp-proxy]``,
+    ``[services.xmpp-partner]``); every key is optional."""
+
+    dialback_secret: str | None = None
+    """The secret dialback keys are made from (XEP-0185): the lab's own, generated beside its
+    PKI (:mod:`simulator.pki.secrets`); without one, a random secret for this run."""
+    idle_timeout: float = 600.0
+    """Seconds a stream may stay silent before it is closed with ``<connection-timeout/>``."""
+    keepalive: float = 60.0
+    """Seconds of silence after which we send a whitespace keepalive."""
+    allow_dialback: bool = True
+    """Accept and use server dialback (XEP-0220) when SASL EXTERNAL is not possible."""
+    allow_external: bool = True
+    """Offer and use SASL EXTERNAL (certificate authentication, XEP-0178)."""
+    verify_server_names: bool | None = None
+    """The partner's certificate must name the domain dialled (XEP-0178, RFC 6125); default:
+    true for the Edge, as each server is built."""
+    delivery_timeout: float = DELIVERY_TIMEOUT
+    """Seconds a partner has to answer the ping that confirms a stanza's delivery."""
+    listener_limits: XmppListenerLimits = field(default_factory=XmppListenerLimits)
+    """Connection caps, TLS handshake timeout and write cap of the listeners (docs/limits.md)."""
 
 
-def _bool(settings: dict[str, object], key: str, default: bool) -> bool:
-    value = settings.get(key, default)
-    return value if isinstance(value, bool) else default
+@dataclass(frozen=True)
+class XmppProxySettings(S2SSettings):
+    """``[services.xmpp-proxy]``: the Edge's XMPP proxy."""
+
+    partners: tuple[str, ...] | None = None
+    """Allowed XMPP partner domains; a stanza to or from another domain gets ``<not-allowed/>``
+    (default: the domains of hosts with role ``xmpp-partner``)."""
+    domains: tuple[str, ...] | None = None
+    """Domains served through the gateway (default: the host's domain)."""
+    gateway_names: tuple[str, ...] | None = None
+    """Certificate names accepted on 23456 (default: the FQDNs of the ``front-end`` hosts)."""
+    access_cert: str | None = None
+    """A certificate file for the access interface other than the lab one (e.g. one naming
+    ``contoso.lab`` itself, so partners accept SASL EXTERNAL); with ``access_key``."""
+    access_key: str | None = None
+    """The key file of ``access_cert``."""
 
 
-def _strs(settings: dict[str, object], key: str, default: list[str]) -> list[str]:
-    value = settings.get(key)
-    if isinstance(value, list):
-        return [str(v).lower() for v in value]
-    return default
+@dataclass(frozen=True)
+class XmppPartnerSettings(S2SSettings):
+    """``[services.xmpp-partner]``: the jabber.lab emulator."""
+
+    users: dict[str, str] = field(default_factory=dict)
+    """User name -> password of the c2s users (the topology lists names; each lab generates
+    their passwords, :mod:`simulator.pki.secrets`)."""
+
+
+def _lower(names: Iterable[str]) -> frozenset[str]:
+    return frozenset(n.lower() for n in names)
+
+
+def _present(names: Iterable[str | None]) -> list[str]:
+    return sorted({n for n in names if n})
 
 
 def in_namespace(stanza: ET.Element, ns: str) -> ET.Element:
@@ -184,7 +213,7 @@ class S2SServer:
         domains: frozenset[str],
         partners: frozenset[str] | None,
         cert: CertPaths,
-        settings: dict[str, object],
+        settings: S2SSettings,
         verify_names: bool = True,
     ) -> None:
         self.ctx = ctx
@@ -195,17 +224,17 @@ class S2SServer:
         self.cert = cert
         # The lab's own (simulator.pki.secrets); a context built without one gets a random
         # secret: dialback keys must never be computable offline (XEP-0185).
-        secret = str(settings.get("dialback_secret") or secrets.token_urlsafe(18))
+        secret = settings.dialback_secret or secrets.token_urlsafe(18)
+        verify = settings.verify_server_names
         self.config = SessionConfig(
             local_domains=domains,
             dialback_secret=secret.encode(),
             partner_domains=partners,
-            allow_external=_bool(settings, "allow_external", True),
-            allow_dialback=_bool(settings, "allow_dialback", True),
-            verify_server_names=_bool(settings, "verify_server_names", verify_names),
+            allow_external=settings.allow_external,
+            allow_dialback=settings.allow_dialback,
+            verify_server_names=verify_names if verify is None else verify,
             timers=StreamTimers(
-                idle_timeout=_float(settings, "idle_timeout", 600.0),
-                keepalive_interval=_float(settings, "keepalive", 60.0),
+                idle_timeout=settings.idle_timeout, keepalive_interval=settings.keepalive
             ),
         )
         trust = [ctx.pki.trust_bundle]
@@ -216,14 +245,7 @@ class S2SServer:
         self.tls_client = client_context(trust, cert=cert, check_hostname=False)
         self.our_cert = PeerCertificate.from_der(ssl.PEM_cert_to_DER_cert(cert.cert.read_text()))
         self.resolver: LabResolver = ctx.resolver(iface)
-        try:
-            self.listener_limits: XmppListenerLimits = settings_from(
-                XmppListenerLimits,
-                settings.get("listener_limits", {}),
-                f"services.{ctx.service}.listener_limits",
-            )
-        except ValueError as exc:
-            raise EdgesimError(f"{ctx.topology.path}: {exc}") from None
+        self.listener_limits = settings.listener_limits
         self.gates: dict[int, ConnectionGate] = {}
         """Listening port -> its connection gate."""
         self.servers: list[asyncio.Server] = []
@@ -234,7 +256,7 @@ class S2SServer:
         """Partner domain -> how it authenticated on its inbound stream (last one)."""
         self.outbound_auth: dict[str, str] = {}
         """Partner domain -> how we authenticated to it on our outbound stream."""
-        self.delivery_timeout = _float(settings, "delivery_timeout", DELIVERY_TIMEOUT)
+        self.delivery_timeout = settings.delivery_timeout
 
     # ------------------------------------------------------------------ lifecycle
     async def listen(
@@ -482,7 +504,7 @@ class XmppProxyService(S2SServer):
     """The Edge's XMPP proxy: S2S on the access interface, the gateway link on 23456."""
 
     def __init__(self, ctx: ServiceContext) -> None:
-        settings = ctx.settings
+        settings = ctx.typed_settings(XmppProxySettings)
         s2s = next((lst for lst in ctx.listeners if lst.proto == "xmpp-s2s"), None)
         mtls = next((lst for lst in ctx.listeners if lst.proto == "xmpp-mtls"), None)
         if s2s is None or mtls is None:
@@ -491,17 +513,19 @@ class XmppProxyService(S2SServer):
             )
         self.s2s_listener, self.mtls_listener = s2s, mtls
         access = ctx.host.interface(s2s.interface)
-        domains = frozenset(_strs(settings, "domains", [ctx.host.domain or "contoso.lab"]))
-        default_partners = sorted(
-            {h.domain for h in ctx.topology.hosts_with_role("xmpp-partner") if h.domain}
+        domains = _lower(settings.domains or (ctx.host.domain or "contoso.lab",))
+        default_partners = [h.domain for h in ctx.topology.hosts_with_role("xmpp-partner")]
+        partners = _lower(
+            settings.partners if settings.partners is not None else _present(default_partners)
         )
-        partners = frozenset(_strs(settings, "partners", default_partners))
         cert = ctx.pki.interface_cert(access)
-        if "access_cert" in settings:
+        if settings.access_cert is not None:
+            if settings.access_key is None:
+                raise ConfigError(
+                    ctx.topology.path, "services.xmpp-proxy.access_cert", "needs access_key too"
+                )
             cert = CertPaths(
-                Path(str(settings["access_cert"])),
-                Path(str(settings["access_key"])),
-                Path(str(settings["access_cert"])),
+                Path(settings.access_cert), Path(settings.access_key), Path(settings.access_cert)
             )
         super().__init__(
             ctx, iface=access, domains=domains, partners=partners, cert=cert, settings=settings
@@ -517,7 +541,7 @@ class XmppProxyService(S2SServer):
         ]
         self.gateway_config = SessionConfig(
             local_domains=domains,
-            gateway_names=tuple(_strs(settings, "gateway_names", fe_names)),
+            gateway_names=tuple(n.lower() for n in (settings.gateway_names or fe_names)),
             timers=self.config.timers,
         )
         internal_cert = ctx.pki.require(ctx.pki.interface_cert(internal))
@@ -694,7 +718,7 @@ class XmppPartnerService(S2SServer):
     """A small XMPP server for a partner domain: c2s users and S2S both ways."""
 
     def __init__(self, ctx: ServiceContext) -> None:
-        settings = ctx.settings
+        settings = ctx.typed_settings(XmppPartnerSettings)
         s2s = next((lst for lst in ctx.listeners if lst.proto == "xmpp-s2s"), None)
         if s2s is None:
             raise EdgesimError(f"{ctx.host.id}: xmpp-partner needs an xmpp-s2s listener")
@@ -702,10 +726,7 @@ class XmppPartnerService(S2SServer):
         self.c2s_listener = next((lst for lst in ctx.listeners if lst.proto == "xmpp-c2s"), None)
         iface = ctx.host.interface(s2s.interface)
         domain = (ctx.host.domain or iface.fqdn or "jabber.lab").lower()
-        users = settings.get("users")
-        self.users = (
-            {str(k).lower(): str(v) for k, v in users.items()} if isinstance(users, dict) else {}
-        )
+        self.users = {user.lower(): password for user, password in settings.users.items()}
         super().__init__(
             ctx,
             iface=iface,
@@ -833,12 +854,18 @@ class XmppGatewayService:
     """
 
     def __init__(self, ctx: ServiceContext) -> None:
-        from simulator.xmpp.gateway import RecordingBridge, XmppGateway, gateway_from_context
+        from simulator.xmpp.gateway import (
+            RecordingBridge,
+            XmppGateway,
+            XmppGatewaySettings,
+            gateway_from_context,
+        )
 
         self.ctx = ctx
         self.bridge = RecordingBridge()
         self.gateway: XmppGateway = gateway_from_context(ctx, self.bridge)
-        self.retry = _float(ctx.settings, "retry", 2.0)
+        self.settings = ctx.typed_settings(XmppGatewaySettings)
+        self.retry = self.settings.retry
         self.connected = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -860,11 +887,11 @@ class XmppGatewayService:
             return
         from simulator.sip.emulators.xmpp_bridge import attach
 
-        configured = self.ctx.settings.get("xmpp_domains")
+        configured = self.settings.xmpp_domains
         domains = (
-            [str(d) for d in configured]
-            if isinstance(configured, list)
-            else [h.domain for h in self.ctx.topology.hosts_with_role("xmpp-partner") if h.domain]
+            list(configured)
+            if configured is not None
+            else _present([h.domain for h in self.ctx.topology.hosts_with_role("xmpp-partner")])
         )
         attach(server, self.gateway, domains)
         log.info("%s: XMPP gateway bridged to the Front End for %s", self.ctx.host.id, domains)

@@ -1,5 +1,6 @@
 """The benchmarks run in CI in their quick mode: they complete against the real peers and write
-their figures as JSON. Figures are read by people (bench/results/), never asserted as timings."""
+their figures as JSON. Figures are read by people (bench/results/ when a person runs them; the
+tests write theirs to a temporary directory), never asserted as timings."""
 
 from __future__ import annotations
 
@@ -9,20 +10,25 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-RESULTS = ROOT / "bench" / "results"
 
 
-def run_quick(name: str) -> dict[str, object]:
-    out = RESULTS / f"{name}.json"
-    out.unlink(missing_ok=True)
-    done = subprocess.run(
-        [sys.executable, f"bench/{name}.py", "--quick"],
+def bench(name: str, results: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``bench/NAME.py`` with its JSON going to ``results`` (``EDGESIM_BENCH_RESULTS``)."""
+    return subprocess.run(
+        [sys.executable, f"bench/{name}.py", *args],
         capture_output=True, text=True, timeout=300, cwd=ROOT,
+        env={**os.environ, "EDGESIM_BENCH_RESULTS": str(results)},
     )  # fmt: skip
+
+
+def run_quick(name: str, results: Path) -> dict[str, Any]:
+    out = results / f"{name}.json"
+    done = bench(name, results, "--quick")
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     print(done.stdout)  # the figures, in the test log
     return json.loads(out.read_text())  # type: ignore[no-any-return]
@@ -32,8 +38,8 @@ def run_quick(name: str) -> dict[str, object]:
     not (shutil.which("sipp") and (shutil.which("stunnel4") or shutil.which("stunnel"))),
     reason="needs SIPp and stunnel (scripts/setup.sh --test installs them)",
 )
-def test_sip_benchmark_quick_completes_through_the_edge_and_direct():
-    result = run_quick("sip_bench")
+def test_sip_benchmark_quick_completes_through_the_edge_and_direct(tmp_path: Path) -> None:
+    result = run_quick("sip_bench", tmp_path)
     for leg in ("via_edge", "direct_fe"):
         figures = result[leg]
         assert isinstance(figures, dict)
@@ -46,8 +52,8 @@ def test_sip_benchmark_quick_completes_through_the_edge_and_direct():
     not (shutil.which("turnutils_uclient") and shutil.which("turnserver")),
     reason="needs coturn's turnutils_uclient and turnserver (scripts/setup.sh --test installs them)",
 )
-def test_turn_benchmark_quick_relays_through_edgesim_and_coturn():
-    result = run_quick("turn_bench")
+def test_turn_benchmark_quick_relays_through_edgesim_and_coturn(tmp_path: Path) -> None:
+    result = run_quick("turn_bench", tmp_path)
     for server in ("edgesim", "coturn"):
         figures = result[server]
         assert isinstance(figures, dict)
@@ -55,14 +61,14 @@ def test_turn_benchmark_quick_relays_through_edgesim_and_coturn():
     assert "ratio_edgesim_to_coturn" in result
 
 
-def test_xmpp_benchmark_quick_loses_nothing():
-    result = run_quick("xmpp_bench")
-    assert result["messages_per_s"] > 0  # type: ignore[operator]
+def test_xmpp_benchmark_quick_loses_nothing(tmp_path: Path) -> None:
+    result = run_quick("xmpp_bench", tmp_path)
+    assert result["messages_per_s"] > 0
     assert result["lost"] == 0
 
 
-def test_soak_benchmark_quick_keeps_the_lab_up_and_answering():
-    result = run_quick("soak_bench")
+def test_soak_benchmark_quick_keeps_the_lab_up_and_answering(tmp_path: Path) -> None:
+    result = run_quick("soak_bench", tmp_path)
     assert result["lab_crashed"] is False
     for probe in ("sip_options", "xmpp_stream", "turn_allocation"):
         assert result["slowloris"][probe]["answered"] > 0, result["slowloris"]
@@ -74,13 +80,9 @@ def test_soak_benchmark_quick_keeps_the_lab_up_and_answering():
     os.geteuid() != 0 or not (shutil.which("ip") and shutil.which("nft")),
     reason="the firewall audit builds network namespaces: needs root, ip and nft",
 )
-def test_firewall_benchmark_quick_audits_the_shipped_rules_clean():
-    out = RESULTS / "firewall_bench.json"
-    out.unlink(missing_ok=True)
-    done = subprocess.run(
-        [sys.executable, "bench/firewall_bench.py", "--quick", "--no-lab"],
-        capture_output=True, text=True, timeout=300, cwd=ROOT,
-    )  # fmt: skip
+def test_firewall_benchmark_quick_audits_the_shipped_rules_clean(tmp_path: Path) -> None:
+    out = tmp_path / "firewall_bench.json"
+    done = bench("firewall_bench", tmp_path, "--quick", "--no-lab")
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     print(done.stdout)
     audit = json.loads(out.read_text())["audit"]

@@ -34,7 +34,7 @@ def edgesim(
     )
 
 
-def test_help_explains_the_tool_and_lists_the_commands():
+def test_help_explains_the_tool_and_lists_the_commands() -> None:
     result = edgesim("--help")
     assert result.returncode == 0
     for word in ("Lync Server 2013 Edge", "matrix", "certs", "lab", "run", "Exit codes"):
@@ -42,14 +42,14 @@ def test_help_explains_the_tool_and_lists_the_commands():
 
 
 @pytest.mark.parametrize("command", [["matrix"], ["certs"], ["lab", "up"], ["run"]])
-def test_every_subcommand_has_help_with_an_example(command):
+def test_every_subcommand_has_help_with_an_example(command: list[str]) -> None:
     result = edgesim(*command, "--help")
     assert result.returncode == 0
     assert "Example" in result.stdout
     assert "edgesim " + " ".join(command) in result.stdout
 
 
-def test_matrix_table_groups_rows_by_seed_table():
+def test_matrix_table_groups_rows_by_seed_table() -> None:
     result = edgesim("matrix")
     assert result.returncode == 0
     for title in ("Firewall summary - SIP federation", "Firewall summary - public instant messaging",
@@ -58,7 +58,7 @@ def test_matrix_table_groups_rows_by_seed_table():
     assert "xmpp-gw-23456" in result.stdout
 
 
-def test_matrix_json_resolved_lists_every_row_with_addresses():
+def test_matrix_json_resolved_lists_every_row_with_addresses() -> None:
     result = edgesim("matrix", "--format", "json", "--resolve")
     assert result.returncode == 0
     rows = {r["id"]: r for r in json.loads(result.stdout)["rows"]}
@@ -70,13 +70,13 @@ def test_matrix_json_resolved_lists_every_row_with_addresses():
     assert any(r["expect"] == "blocked" for r in rows.values())
 
 
-def test_unknown_seed_is_a_usage_error():
+def test_unknown_seed_is_a_usage_error() -> None:
     result = edgesim("matrix", "--seed", "nope")
     assert result.returncode == 2
     assert "unknown seed 'nope'" in result.stderr
 
 
-def test_malformed_topology_is_one_line_and_exit_code_2(tmp_path):
+def test_malformed_topology_is_one_line_and_exit_code_2(tmp_path: Path) -> None:
     bad = tmp_path / "lab.toml"
     bad.write_text(
         default_topology_path()
@@ -94,7 +94,7 @@ def test_malformed_topology_is_one_line_and_exit_code_2(tmp_path):
     assert "Traceback" not in result.stderr
 
 
-def test_certs_writes_the_pki_and_is_idempotent(tmp_path):
+def test_certs_writes_the_pki_and_is_idempotent(tmp_path: Path) -> None:
     out = tmp_path / "pki"
     first = edgesim("certs", "--out", str(out))
     assert first.returncode == 0 and "0 kept" in first.stdout
@@ -103,8 +103,9 @@ def test_certs_writes_the_pki_and_is_idempotent(tmp_path):
     assert second.returncode == 0 and "0 written" in second.stdout
 
 
+@pytest.mark.root
 @needs_root
-def test_lab_up_check_starts_verifies_and_stops(tmp_path):
+def test_lab_up_check_starts_verifies_and_stops(tmp_path: Path) -> None:
     result = edgesim("lab", "up", "--check", "--certs", str(tmp_path / "certs"))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "127.0.113.53:53/udp" in result.stdout  # the public lab DNS, on its loopback address
@@ -112,8 +113,9 @@ def test_lab_up_check_starts_verifies_and_stops(tmp_path):
     assert "lab stopped" in result.stdout
 
 
+@pytest.mark.root
 @needs_root
-def test_lab_up_runs_until_sigterm_and_stops_cleanly(tmp_path):
+def test_lab_up_runs_until_sigterm_and_stops_cleanly(tmp_path: Path) -> None:
     env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1", "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
         [*EDGESIM, "lab", "up", "--certs", str(tmp_path / "certs")],
@@ -140,8 +142,9 @@ def test_lab_up_runs_until_sigterm_and_stops_cleanly(tmp_path):
     assert "lab stopped" in out
 
 
+@pytest.mark.root
 @needs_root
-def test_a_port_already_in_use_is_one_clear_line(tmp_path):
+def test_a_port_already_in_use_is_one_clear_line(tmp_path: Path) -> None:
     import socket
 
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
@@ -152,7 +155,7 @@ def test_a_port_already_in_use_is_one_clear_line(tmp_path):
     assert "Traceback" not in result.stderr
 
 
-def test_other_runners_say_what_is_missing_not_a_traceback(tmp_path):
+def test_other_runners_say_what_is_missing_not_a_traceback(tmp_path: Path) -> None:
     # from a directory without docker-compose.yml: one line saying so, not a lab start
     result = edgesim(
         "lab", "up", "--runner", "compose", "--certs", str(tmp_path / "c"), cwd=tmp_path
@@ -162,8 +165,9 @@ def test_other_runners_say_what_is_missing_not_a_traceback(tmp_path):
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.root
 @needs_root
-def test_run_is_the_main_job_and_reports_what_ran(tmp_path):
+def test_run_is_the_main_job_and_reports_what_ran(tmp_path: Path) -> None:
     import re
 
     result = edgesim(

@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 from click import Group
 from click.testing import CliRunner
-from corpus_helpers import CORPUS, Clean, Defect, check_rule, load_corpus, summary
 
 from simulator.cli._common import Obj
 from simulator.cli.firewall import firewall
@@ -20,6 +19,7 @@ from simulator.firewall.audit import AuditReport, audit
 from simulator.firewall.diff import diff
 from simulator.firewall.sandbox import requirements_problem
 from simulator.lab.topology import Topology
+from tests.firewall.corpus_helpers import CORPUS, Clean, Defect, check_rule, load_corpus, summary
 
 pytestmark = pytest.mark.root
 

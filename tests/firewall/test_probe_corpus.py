@@ -13,14 +13,22 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from corpus_helpers import Clean, Defect, check_rule, load_corpus, probe_fate, summary
 
 from simulator.firewall.trace import ACCEPTED
 from simulator.lab.runners import get_runner
 from simulator.lab.runners.base import LabConfig, Runner
+from simulator.lab.runners.netns import NetnsRunner
 from simulator.lab.topology import Topology
 from simulator.probes.base import ProbeResult, Verdict
 from simulator.probes.run import plan_probes, probe_matrix
+from tests.firewall.corpus_helpers import (
+    Clean,
+    Defect,
+    check_rule,
+    load_corpus,
+    probe_fate,
+    summary,
+)
 
 pytestmark = [
     pytest.mark.root,
@@ -38,7 +46,8 @@ LAB = "fwc"
 def lab(topology: Topology, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runner]:
     state = tmp_path_factory.mktemp("fwc")
     runner = get_runner("netns", LabConfig(topology, state / "certs", name=LAB, state_dir=state))
-    if runner.namespaces():  # type: ignore[attr-defined]
+    assert isinstance(runner, NetnsRunner)
+    if runner.namespaces():
         pytest.skip(f"a netns lab named {LAB} is already up; not touching it")
     asyncio.run(runner.up())
     try:
@@ -95,8 +104,9 @@ def test_defect_is_found_exactly_by_probe(lab: Runner, defect: Defect) -> None:
     assert unmet == set(defect.broken)
     for row in unmet & set(results) - (relay if defect.id.startswith("d04") else set()):
         expected = defect.broken[row]
-        d = probe_fate(results[row].firewall)
-        assert d is not None, row
+        fate = probe_fate(results[row].firewall)
+        assert fate is not None, row
+        d = fate
         assert d.firewall == defect.firewall
         assert summary(d.direction, d.action, d.rule, d.policy) == expected, d.describe()
         check_rule(d.rule, expected, defect.file)

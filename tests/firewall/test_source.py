@@ -48,7 +48,9 @@ table inet filter {
     assert [(r.line, r.comment) for r in fwd] == [(8, None), (9, "federation in"), (10, None)]
     assert fwd[1].text == 'ip saddr @partners tcp dport 5061 accept comment "federation in"'
     assert fwd[2].text == "tcp dport { 443, 5061 } counter jump edge"
-    assert fwd[0].verdicts == {"accept", "drop"} and fwd[2].verdicts == {"jump"}
+    assert fwd[0].verdicts == frozenset({"accept", "drop"}) and fwd[2].verdicts == frozenset(
+        {"jump"}
+    )
     assert rules_of(f)[("inet", "filter", "edge")] == [
         (14, "ip daddr 198.51.100.10 accept"),
         (14, "return"),

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from simulator.firewall.rules import build_index, parse_listing
+from simulator.firewall.rules import RuleIndex, build_index, parse_listing
 from simulator.firewall.source import read_source
 from simulator.firewall.trace import (
     ACCEPTED,
@@ -29,7 +29,7 @@ VECTORS = Path(__file__).resolve().parent / "vectors"
 TABLE = "edgesim-trace-349ec700"
 
 
-def captured() -> tuple[list[str], object]:
+def captured() -> tuple[list[str], RuleIndex]:
     lines = (VECTORS / "monitor.txt").read_text().splitlines()
     index = build_index(
         "fw",
@@ -41,14 +41,14 @@ def captured() -> tuple[list[str], object]:
 
 def test_index_maps_every_kernel_handle_to_its_iptables_line() -> None:
     _, index = captured()
-    assert {k[2]: (r.chain, r.line) for k, r in index.rules.items()} == {  # type: ignore[attr-defined]
+    assert {k[2]: (r.chain, r.line) for k, r in index.rules.items()} == {
         5: ("FORWARD", 8),
         6: ("FORWARD", 9),
         7: ("FORWARD", 10),
         8: ("FORWARD", 11),
         9: ("LYNC", 12),
     }
-    assert index.unmapped == []  # type: ignore[attr-defined]
+    assert index.unmapped == []
 
 
 def test_each_flow_gets_the_kernel_decision_and_its_line() -> None:
@@ -59,7 +59,7 @@ def test_each_flow_gets_the_kernel_decision_and_its_line() -> None:
         flow = TraceFlow("tcp", "10.9.1.2", "10.9.2.2", (port, port))
         return [
             (d.direction, d.action, d.rule.line if d.rule else None, d.policy, d.count)
-            for d in flow_decisions(flow, traces, index)  # type: ignore[arg-type]
+            for d in flow_decisions(flow, traces, index)
         ]
 
     # The SYN by the "row sip" rule (line 9), the rest of the connection both ways by the
@@ -73,14 +73,14 @@ def test_each_flow_gets_the_kernel_decision_and_its_line() -> None:
     assert fates(5062)[0] == ("request", ACCEPTED, 12, False, 1)
     assert fates(5999) == [("request", DROPPED, None, True, 1)]
     (syn,) = [t for t in traces if t.packet.dport == 5062 and t.packet.flags == "syn"]
-    d = decide(syn, "request", index)  # type: ignore[arg-type]
+    d = decide(syn, "request", index)
     assert (d.chain, d.hook) == ("ip filter LYNC", "forward")  # a jump runs in its base hook
     assert d.rule is not None and d.rule.text == "-A LYNC -s 10.9.1.0/24 -j ACCEPT"
     assert d.describe() == (
         "fw accepted the request: forward.iptables:12 `-A LYNC -s 10.9.1.0/24 -j ACCEPT`"
     )
     (dropped,) = [t for t in traces if t.packet.dport == 5999]
-    assert decide(dropped, "request", index).describe() == (  # type: ignore[arg-type]
+    assert decide(dropped, "request", index).describe() == (
         "fw dropped the request: the policy (drop) of chain ip filter FORWARD (forward.iptables:5)"
     )
 
@@ -121,7 +121,7 @@ def test_decisions_survive_json() -> None:
     lines, index = captured()
     traces = parse_trace(lines, "fw", TABLE)
     flow = TraceFlow("tcp", "10.9.1.2", "10.9.2.2", (5061, 5061))
-    for d in flow_decisions(flow, traces, index):  # type: ignore[arg-type]
+    for d in flow_decisions(flow, traces, index):
         assert Decision.from_dict(d.to_dict()) == d
 
 

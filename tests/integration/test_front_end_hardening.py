@@ -11,11 +11,13 @@ import asyncio
 import socket
 
 import pytest
+from sipmessage import Response
 
 from simulator.lab.topology import Topology
 from simulator.media.mras import credentials_request_body
 from simulator.pki import LabPki
 from simulator.sip.emulators.mras import CONTENT_TYPE
+from simulator.sip.emulators.ua import UserAgent
 from tests.siplab import lab_up
 from tests.siplab import sip_topology as build_topology
 
@@ -69,7 +71,7 @@ async def test_an_unreachable_next_hop_gets_no_error_text(
         assert "refused" not in str(response.phrase).lower()
 
 
-async def _ask_mras(ua, as_user: str):  # type: ignore[no-untyped-def]
+async def _ask_mras(ua: UserAgent, as_user: str) -> Response:
     return await ua.request(
         "SERVICE",
         f"sip:{as_user}",

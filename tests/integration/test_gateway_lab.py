@@ -6,14 +6,24 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from slixmpp import JID
 
 from simulator.lab.topology import Topology
 from simulator.pki import LabPki
-from simulator.xmpp.harness import ChatClient
-from tests.siplab import lab_up, next_incoming
+from simulator.sip.emulators.ua import UserAgent
+from simulator.xmpp.client import ChatClient
+from simulator.xmpp.service import XmppGatewayService
+from tests.siplab import Lab, lab_up, next_incoming
 from tests.siplab import sip_topology as build_topology
 
 HOSTS = ["dns-int", "dns-ext", "edge", "fe", "jabber"]
+
+
+def gateway_of(lab: Lab) -> XmppGatewayService:
+    """The Front End's XMPP gateway service of a running lab."""
+    service = next(s.instance for s in lab.lab.statuses if s.service == "xmpp-gateway")
+    assert isinstance(service, XmppGatewayService)
+    return service
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +39,7 @@ async def test_jabber_user_and_sip_user_chat_both_ways(
         lab_up(topology216, lab_pki, hosts=HOSTS) as lab,
         lab.ua("alice@contoso.lab", "internal") as alice,
     ):
-        gateway = next(s.instance for s in lab.lab.statuses if s.service == "xmpp-gateway")
+        gateway = gateway_of(lab)
         await asyncio.wait_for(gateway.connected.wait(), 10)  # the MTLS link to 23456
         assert (await alice.register()).code == 200
         romeo = ChatClient(
@@ -37,10 +47,12 @@ async def test_jabber_user_and_sip_user_chat_both_ways(
         )
         await romeo.login(jabber, 5222)
         try:
-            romeo.send_message(mto="alice@contoso.lab", mbody="hi alice, from XMPP", mtype="chat")
+            romeo.send_message(
+                mto=JID("alice@contoso.lab"), mbody="hi alice, from XMPP", mtype="chat"
+            )
             got = await next_incoming(alice)
-            assert got.body == b"hi alice, from XMPP"  # type: ignore[attr-defined]
-            assert "sip:romeo@jabber.lab" in got.headers["From"]  # type: ignore[attr-defined]
+            assert got.body == b"hi alice, from XMPP"
+            assert "sip:romeo@jabber.lab" in got.headers["From"]
 
             answer = await alice.message("sip:romeo@jabber.lab", "hi romeo, from SIP")
             assert answer.code == 200
@@ -59,7 +71,7 @@ async def test_xmpp_message_to_an_unregistered_sip_user_gets_a_stanza_error(
 ) -> None:
     jabber = str(topology216.interface("jabber:wan").loopback())
     async with lab_up(topology216, lab_pki, hosts=HOSTS) as lab:
-        gateway = next(s.instance for s in lab.lab.statuses if s.service == "xmpp-gateway")
+        gateway = gateway_of(lab)
         await asyncio.wait_for(gateway.connected.wait(), 10)
         romeo = ChatClient(
             "romeo@jabber.lab/pc", lab.password("romeo@jabber.lab") or "", lab_pki.trust_bundle
@@ -68,7 +80,7 @@ async def test_xmpp_message_to_an_unregistered_sip_user_gets_a_stanza_error(
         romeo.add_event_handler("message_error", errors.put_nowait)
         await romeo.login(jabber, 5222)
         try:
-            romeo.send_message(mto="bob@contoso.lab", mbody="anyone there?", mtype="chat")
+            romeo.send_chat("bob@contoso.lab", "anyone there?")
             error = await asyncio.wait_for(errors.get(), 10)  # bob never signed in
             assert str(error["from"]) == "bob@contoso.lab"  # type: ignore[index]
             assert error["error"]["condition"] == "service-unavailable"  # type: ignore[index]
@@ -76,13 +88,13 @@ async def test_xmpp_message_to_an_unregistered_sip_user_gets_a_stanza_error(
             romeo.disconnect()
 
 
-async def next_presence(ua: object, state: str, timeout: float = 10.0) -> None:
+async def next_presence(ua: UserAgent, state: str, timeout: float = 10.0) -> None:
     """Wait for a NOTIFY whose PIDF basic status is ``state`` (open/closed)."""
     loop = asyncio.get_running_loop()
     end = loop.time() + timeout
     while True:
-        notify = await asyncio.wait_for(next_incoming(ua, "NOTIFY"), max(0.1, end - loop.time()))  # type: ignore[arg-type]
-        if f"<basic>{state}</basic>".encode() in notify.body:  # type: ignore[attr-defined]
+        notify = await asyncio.wait_for(next_incoming(ua, "NOTIFY"), max(0.1, end - loop.time()))
+        if f"<basic>{state}</basic>".encode() in notify.body:
             return
 
 
@@ -100,7 +112,7 @@ async def test_a_jabber_user_and_a_sip_user_see_each_others_presence_change(
     come and go."""
     jabber = str(topology216.interface("jabber:wan").loopback())
     async with lab_up(topology216, lab_pki, hosts=HOSTS) as lab:
-        gateway = next(s.instance for s in lab.lab.statuses if s.service == "xmpp-gateway")
+        gateway = gateway_of(lab)
         await asyncio.wait_for(gateway.connected.wait(), 10)
         romeo = ChatClient(
             "romeo@jabber.lab/pc", lab.password("romeo@jabber.lab") or "", lab_pki.trust_bundle
@@ -138,7 +150,7 @@ async def test_a_message_to_a_jabber_user_is_answered_only_when_delivered(
         lab_up(topology216, lab_pki, hosts=HOSTS) as lab,
         lab.ua("alice@contoso.lab", "internal") as alice,
     ):
-        gateway = next(s.instance for s in lab.lab.statuses if s.service == "xmpp-gateway")
+        gateway = gateway_of(lab)
         await asyncio.wait_for(gateway.connected.wait(), 10)
         assert (await alice.register()).code == 200
         answer = await alice.message("sip:juliet@jabber.lab", "are you there?")
@@ -148,7 +160,7 @@ async def test_a_message_to_a_jabber_user_is_answered_only_when_delivered(
         lab_up(topology216, lab_pki, hosts=[h for h in HOSTS if h != "jabber"]) as lab,
         lab.ua("alice@contoso.lab", "internal") as alice,
     ):
-        gateway = next(s.instance for s in lab.lab.statuses if s.service == "xmpp-gateway")
+        gateway = gateway_of(lab)
         await asyncio.wait_for(gateway.connected.wait(), 10)
         assert (await alice.register()).code == 200
         answer = await alice.message("sip:romeo@jabber.lab", "hello?", timeout=20)
@@ -161,7 +173,7 @@ async def test_the_gateway_answers_xep_0199_ping_and_xep_0092_version(
 ) -> None:
     jabber = str(topology216.interface("jabber:wan").loopback())
     async with lab_up(topology216, lab_pki, hosts=HOSTS) as lab:
-        gateway = next(s.instance for s in lab.lab.statuses if s.service == "xmpp-gateway")
+        gateway = gateway_of(lab)
         await asyncio.wait_for(gateway.connected.wait(), 10)
         romeo = ChatClient(
             "romeo@jabber.lab/pc", lab.password("romeo@jabber.lab") or "", lab_pki.trust_bundle
@@ -170,10 +182,12 @@ async def test_the_gateway_answers_xep_0199_ping_and_xep_0092_version(
         romeo.register_plugin("xep_0092")
         await romeo.login(jabber, 5222)
         try:
-            rtt = await romeo.plugin["xep_0199"].ping(jid="contoso.lab", timeout=10)
+            rtt = await romeo.plugin["xep_0199"].ping(jid=JID("contoso.lab"), timeout=10)
             assert rtt >= 0
-            await romeo.plugin["xep_0199"].ping(jid="alice@contoso.lab", timeout=10)  # for the user
-            version = await romeo.plugin["xep_0092"].get_version("contoso.lab", timeout=10)
+            await romeo.plugin["xep_0199"].ping(
+                jid=JID("alice@contoso.lab"), timeout=10
+            )  # for the user
+            version = await romeo.plugin["xep_0092"].get_version(JID("contoso.lab"), timeout=10)
             assert version["software_version"]["name"].startswith("edgesim XMPP gateway")
         finally:
             romeo.disconnect()

@@ -9,7 +9,6 @@ import contextlib
 import socket
 import ssl
 from pathlib import Path
-from typing import Any
 
 from sipmessage import Request, Response
 
@@ -19,7 +18,12 @@ from simulator.sip.aio import ListenerSpec, SipListener, SipProtocol
 from simulator.sip.build import response_for
 from simulator.sip.connection import SipLimits
 from simulator.tls import client_context, server_context
-from simulator.xmpp.harness import PORT_MAP, STREAM_HEADER, shifted_topology
+from simulator.xmpp.harness import (
+    PORT_MAP,
+    STREAM_HEADER,
+    XmppLab,
+    start_xmpp_lab,
+)
 from tests.sip.sip_helpers import message
 
 SERVER = "127.66.0.1"
@@ -170,11 +174,9 @@ async def test_a_peer_that_never_reads_is_paused_then_dropped(
 # ---------------------------------------------------------------------- XMPP
 
 
-async def xmpp_edge(tmp_path: Path, pki: LabPki, limits: dict[str, object]) -> Any:
-    from simulator.xmpp.harness import start_xmpp_lab
-
-    topology = load_topology(shifted_topology(tmp_path))
-    settings = {"xmpp-proxy": {"listener_limits": limits}}
+async def xmpp_edge(tmp_path: Path, pki: LabPki, limits: dict[str, object]) -> XmppLab:
+    topology = load_topology().with_ports(PORT_MAP)
+    settings: dict[str, dict[str, object]] = {"xmpp-proxy": {"listener_limits": limits}}
     return await start_xmpp_lab(topology, pki, settings, hosts=["edge", "dns-ext", "dns-int"])
 
 
@@ -235,7 +237,9 @@ async def test_an_xmpp_peer_that_never_reads_is_dropped(tmp_path: Path, lab_pki:
         writer.write(HEADER)
         assert await asyncio.wait_for(reader.read(10), WAIT)
         (conn,) = [c for c in lab.proxy.connections if c.name != "gateway"]
-        writer.transport.pause_reading()  # we stop reading; small buffers fill at once
+        transport = writer.transport
+        assert isinstance(transport, asyncio.ReadTransport)
+        transport.pause_reading()  # we stop reading; small buffers fill at once
         writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         conn.writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
         # whitespace for that peer (as stanzas routed from elsewhere) piles up: past the cap,
@@ -245,7 +249,7 @@ async def test_an_xmpp_peer_that_never_reads_is_dropped(tmp_path: Path, lab_pki:
                 break
             conn.session.stream._write(" " * 8192)
             conn._flush()
-        writer.transport.resume_reading()
+        transport.resume_reading()
         assert conn.failure is not None and "does not read" in conn.failure
         await asyncio.wait_for(conn.closed.wait(), WAIT)
         writer.close()

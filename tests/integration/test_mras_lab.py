@@ -4,6 +4,7 @@ the A/V Edge accepts them for a real allocation (the two share only a secret).""
 from __future__ import annotations
 
 import pytest
+from sipmessage import Response
 
 from simulator.lab.topology import Topology
 from simulator.media.aio import AsyncTurnClient
@@ -12,6 +13,7 @@ from simulator.media.errors import RequestRefused
 from simulator.media.mras import credentials_request_body, parse_credentials_response
 from simulator.pki import LabPki
 from simulator.sip.emulators.mras import CONTENT_TYPE
+from simulator.sip.emulators.ua import UserAgent
 from tests.siplab import lab_up
 from tests.siplab import sip_topology as build_topology
 
@@ -21,7 +23,7 @@ def sip_topology(tmp_path_factory: pytest.TempPathFactory) -> Topology:
     return build_topology(tmp_path_factory.mktemp("mras"), octet=215)
 
 
-async def _ask(ua, identity: str):
+async def _ask(ua: UserAgent, identity: str) -> Response:
     return await ua.request(
         "SERVICE",
         f"sip:{identity}",
@@ -48,6 +50,7 @@ async def test_credentials_from_the_front_end_open_an_allocation_on_the_edge(
 
         relay = sip_topology.interface_by_fqdn(intranet.host)
         assert relay is not None
+        assert intranet.udp_port is not None
         server = (str(relay.loopback()), intranet.udp_port)
         creds = LongTermCredentials(username, password)
         async with await AsyncTurnClient.open(server, "udp", credentials=creds) as client:

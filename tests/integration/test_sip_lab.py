@@ -1,14 +1,15 @@
 """The SIP part of the lab, end to end on loopback: the issue's "Done when" list.
 
 Every test starts the SIP hosts of the default topology (DNS, Edge, Front End, fabrikam, PIC)
-with :class:`LocalLab`, on loopback addresses of their own (the topology's addresses are moved
-to 10.213.x.y so this file never collides with another lab on the machine), and drives them with
+with :class:`LocalLab`, on loopback addresses of their own (the topology relocated to
+127.213.x.y so this file never collides with another lab on the machine), and drives them with
 the :class:`UserAgent` client over real TLS/MTLS.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import ssl
 
@@ -16,6 +17,7 @@ import pytest
 
 from simulator.lab.topology import Topology
 from simulator.pki import LabPki
+from simulator.probes.base import Verdict
 from tests.siplab import SIP_HOSTS, lab_up, next_incoming
 from tests.siplab import sip_topology as build_topology
 
@@ -25,9 +27,13 @@ def sip_topology(tmp_path_factory: pytest.TempPathFactory) -> Topology:
     return build_topology(tmp_path_factory.mktemp("topo"))
 
 
-pytestmark = pytest.mark.skipif(
-    __import__("os").geteuid() != 0, reason="binds ports 443, 5061 and 53 on loopback (needs root)"
-)
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.skipif(
+        __import__("os").geteuid() != 0,
+        reason="binds ports 443, 5061 and 53 on loopback (needs root)",
+    ),
+]
 
 # ---------------------------------------------------------------------- what works
 
@@ -54,14 +60,14 @@ async def test_remote_user_registers_over_443_and_chats_with_internal_user(
         response = await alice.message("sip:bob@contoso.lab", "hello from home")
         assert response.code == 200
         got = await next_incoming(bob)
-        assert got.body == b"hello from home"  # type: ignore[attr-defined]
-        trust = got.headers.get("ms-edge-proxy-message-trust")  # type: ignore[attr-defined]
+        assert got.body == b"hello from home"
+        trust = got.headers.get("ms-edge-proxy-message-trust")
         assert trust is not None and "ms-source-type=InternetUser" in trust
         assert "ms-source-verified-user=verified" in trust
         response = await bob.message("sip:alice@contoso.lab", "hello from the office")
         assert response.code == 200
         got = await next_incoming(alice)
-        assert got.body == b"hello from the office"  # type: ignore[attr-defined]
+        assert got.body == b"hello from the office"
 
 
 async def test_wrong_password_gets_401(sip_topology: Topology, lab_pki: LabPki) -> None:
@@ -84,19 +90,20 @@ async def test_fabrikam_and_contoso_users_chat_both_ways_over_5061(
         assert (await carol.register()).code == 200
         assert (await bob.message("sip:carol@fabrikam.lab", "hi carol")).code == 200
         got = await next_incoming(carol)
-        assert got.body == b"hi carol"  # type: ignore[attr-defined]
+        assert got.body == b"hi carol"
         # the inside's Via entries left sealed in the Edge's ms-internal-info ([MS-SIPRE])
-        vias = ", ".join(got.headers.getlist("Via"))  # type: ignore[attr-defined]
+        vias = ", ".join(got.headers.getlist("Via"))
         assert "ms-internal-info=" in vias
         assert "fe.contoso.lab" not in vias and lab.addr("fe:lan") not in vias
         assert lab.addr("internal-user:lan") not in vias
         assert (await carol.message("sip:bob@contoso.lab", "hi bob")).code == 200
         got = await next_incoming(bob)
-        assert got.body == b"hi bob"  # type: ignore[attr-defined]
-        trust = got.headers.get("ms-edge-proxy-message-trust")  # type: ignore[attr-defined]
+        assert got.body == b"hi bob"
+        trust = got.headers.get("ms-edge-proxy-message-trust")
         assert trust is not None and "ms-source-type=DirectPartner" in trust
         # one federation connection carried both directions (reuse)
-        proxy = lab.edge.edge.proxy  # type: ignore[union-attr]
+        assert lab.edge.edge is not None
+        proxy = lab.edge.edge.proxy
         fabrikam_flows = [f for f in proxy.flows.values() if "fabrikam.lab" in f.domains]
         assert len(fabrikam_flows) == 1
 
@@ -121,7 +128,7 @@ async def test_forged_trust_header_from_outside_is_stripped(
         )
         assert response.code == 200
         got = await next_incoming(bob)
-        values = got.headers.getlist("ms-edge-proxy-message-trust")  # type: ignore[attr-defined]
+        values = got.headers.getlist("ms-edge-proxy-message-trust")
         assert forged not in values
         assert len(values) == 1 and "DirectPartner" in values[0]
 
@@ -135,13 +142,13 @@ async def test_pic_user_chats_both_ways(sip_topology: Topology, lab_pki: LabPki)
         assert (await alice.register()).code == 200
         assert (await dave.register()).code == 200
         assert (await alice.message("sip:dave@pic.lab", "hi dave")).code == 200
-        assert (await next_incoming(dave)).body == b"hi dave"  # type: ignore[attr-defined]
+        assert (await next_incoming(dave)).body == b"hi dave"
         assert (await dave.message("sip:alice@contoso.lab", "hi alice")).code == 200
         got = await next_incoming(alice)
-        assert got.body == b"hi alice"  # type: ignore[attr-defined]
+        assert got.body == b"hi alice"
         # [MS-SIPRE] 2.2.15: a public IM provider is an AuthorizedServer on the publiccloud
         # network, and ms-remote-fqdn names its server (3.10.1.5)
-        assert got.headers.get("ms-edge-proxy-message-trust") == (  # type: ignore[attr-defined]
+        assert got.headers.get("ms-edge-proxy-message-trust") == (
             "ms-source-type=AuthorizedServer;ms-ep-fqdn=sip.contoso.lab;"
             "ms-source-verified-user=verified;ms-source-network=publiccloud;"
             "ms-remote-fqdn=sip.pic.lab"
@@ -158,7 +165,7 @@ async def test_presence_and_call_across_federation(sip_topology: Topology, lab_p
             await carol.register()
             assert (await carol.subscribe("sip:bob@contoso.lab")).code == 200
             notify = await next_incoming(carol, "NOTIFY")
-            assert b"<basic>open</basic>" in notify.body  # type: ignore[attr-defined]
+            assert b"<basic>open</basic>" in notify.body
             sdp = (
                 b"v=0\r\no=bob 1 1 IN IP4 192.0.2.20\r\ns=-\r\nc=IN IP4 192.0.2.20\r\n"
                 b"t=0 0\r\nm=audio 5004 RTP/AVP 0\r\n"
@@ -168,7 +175,7 @@ async def test_presence_and_call_across_federation(sip_topology: Topology, lab_p
             assert response.code == 200 and dialog is not None
             assert response.body == carol.answer_sdp
             invite = await next_incoming(carol, "INVITE")
-            assert invite.body == sdp  # type: ignore[attr-defined]
+            assert invite.body == sdp
             await next_incoming(carol, "ACK")
             assert (await bob.bye(dialog)).code == 200
             await next_incoming(carol, "BYE")
@@ -454,9 +461,9 @@ async def test_open_federation_finds_and_verifies_partners_by_srv(
         await bob.register()
         await carol.register()
         assert (await carol.message("sip:bob@contoso.lab", "found you")).code == 200
-        assert (await next_incoming(bob)).body == b"found you"  # type: ignore[attr-defined]
+        assert (await next_incoming(bob)).body == b"found you"
         assert (await bob.message("sip:carol@fabrikam.lab", "and back")).code == 200
-        assert (await next_incoming(carol)).body == b"and back"  # type: ignore[attr-defined]
+        assert (await next_incoming(carol)).body == b"and back"
 
 
 async def test_silent_next_hop_gets_408(sip_topology: Topology, lab_pki: LabPki) -> None:
@@ -473,7 +480,7 @@ async def test_silent_next_hop_gets_408(sip_topology: Topology, lab_pki: LabPki)
         response = await bob.message("sip:carol@fabrikam.lab", "anyone there?", timeout=5)
         assert response.code == 408
         assert "Next hop did not answer" in (response.headers.get("Warning") or "")
-        assert (await next_incoming(carol)).body == b"anyone there?"  # type: ignore[attr-defined]
+        assert (await next_incoming(carol)).body == b"anyone there?"
 
 
 async def test_cancel_and_failure_ack_keep_the_invite_branch_at_every_hop(
@@ -497,15 +504,15 @@ async def test_cancel_and_failure_ack_keep_the_invite_branch_at_every_hop(
         at_carol = await next_incoming(carol, "INVITE")
         cancelling = asyncio.create_task(bob.cancel(invite))
         cancel = await next_incoming(carol, "CANCEL")
-        assert top_via(cancel) == top_via(at_carol)  # type: ignore[arg-type]
+        assert top_via(cancel) == top_via(at_carol)
         assert carol.proto is not None
-        carol.proto.send(response_for(cancel, 200))  # type: ignore[arg-type]
+        carol.proto.send(response_for(cancel, 200))
         assert (await asyncio.wait_for(cancelling, 5)).code == 200
-        carol.proto.send(response_for(at_carol, 487))  # type: ignore[arg-type]
+        carol.proto.send(response_for(at_carol, 487))
         response, dialog = await asyncio.wait_for(call, 5)
         assert (response.code, dialog) == (487, None)
         ack = await next_incoming(carol, "ACK")
-        assert top_via(ack) == top_via(at_carol)  # type: ignore[arg-type]
+        assert top_via(ack) == top_via(at_carol)
 
 
 async def test_edge_without_its_dns_fails_federation_with_1008(
@@ -581,10 +588,10 @@ async def test_remote_user_call_stays_on_the_edge_both_ways(
         ]
         invite = await next_incoming(bob, "INVITE")
         await next_incoming(bob, "ACK")
-        bobs_side = bob.dialogs[invite.headers["Call-ID"]]  # type: ignore[attr-defined]
+        bobs_side = bob.dialogs[invite.headers["Call-ID"]]
         assert (await bob.bye(bobs_side)).code == 200
         bye = await next_incoming(alice, "BYE")
-        assert bye.headers.getlist("Route") == []  # type: ignore[attr-defined]
+        assert bye.headers.getlist("Route") == []
 
 
 async def test_registration_expires(sip_topology: Topology, lab_pki: LabPki) -> None:
@@ -642,26 +649,39 @@ async def test_partner_going_away_mid_transaction_gets_503(
         assert "Next hop closed the connection" in (response.headers.get("Warning") or "")
 
 
-async def test_probe_options_classifies_outcomes(sip_topology: Topology, lab_pki: LabPki) -> None:
-    from simulator.sip.emulators.ua import probe_options
-    from simulator.tls import client_context
+async def test_sip_probes_classify_the_edges_answers(
+    sip_topology: Topology, lab_pki: LabPki
+) -> None:
+    """The matrix's SIP probes (OPTIONS built as the user agent builds requests) against the
+    Edge: answered over TLS and MTLS, refused without a client certificate on 5061, refused
+    on a closed port, and a certificate that does not name the server."""
+    from simulator.probes.sip import probe_sip_mtls, probe_sip_tls
+    from simulator.probes.spec import ProbeSpec
+    from simulator.tls import TlsProblem
 
     async with lab_up(sip_topology, lab_pki) as lab:
-        edge = lab.addr("edge:access")
-        plain = client_context([lab_pki.trust_bundle])
-        partner = client_context(
-            [lab_pki.trust_bundle], cert=lab_pki.host_cert("fabrikam", "fabrikam")
+        spec = ProbeSpec(
+            "sip-tls",
+            lab.addr("edge:access"),
+            443,
+            fqdn="sip.contoso.lab",
+            domain="contoso.lab",
+            trust=(lab_pki.trust_bundle,),
+            timeout=5.0,
         )
-        ok = await probe_options(edge, 443, context=plain, server_name="sip.contoso.lab")
-        assert ok.ok and ok.code == 200
-        mtls = await probe_options(edge, 5061, context=partner, server_name="sip.contoso.lab")
-        assert mtls.ok
-        refused = await probe_options(edge, 5061, context=plain, server_name="sip.contoso.lab")
-        assert refused.stage == "tls" and not refused.ok
-        closed = await probe_options(edge, 5062, context=plain, server_name="sip.contoso.lab")
-        assert closed.stage == "connect"
-        wrong = await probe_options(edge, 443, context=plain, server_name="sip.fabrikam.lab")
-        assert wrong.stage == "tls" and "does not match the server name" in wrong.detail
+        partner = dataclasses.replace(
+            spec, kind="sip-mtls", port=5061, client_cert=lab_pki.host_cert("fabrikam", "fabrikam")
+        )
+        ok = await probe_sip_tls(spec)
+        assert ok.verdict is Verdict.PASSED and ok.details["codes"] == [200], ok.reason
+        mtls = await probe_sip_mtls(partner)
+        assert mtls.verdict is Verdict.PASSED, mtls.reason
+        refused = await probe_sip_mtls(dataclasses.replace(partner, client_cert=None))
+        assert refused.verdict is Verdict.TLS_FAILED, refused.reason
+        closed = await probe_sip_tls(dataclasses.replace(spec, port=5062))
+        assert closed.verdict is Verdict.REFUSED, closed.reason
+        wrong = await probe_sip_tls(dataclasses.replace(spec, fqdn="sip.fabrikam.lab"))
+        assert wrong.tls_problem is TlsProblem.NAME_MISMATCH, wrong.reason
 
 
 async def test_partner_resetting_the_handshake_gets_504_1047_with_the_winsock_error(
@@ -716,7 +736,7 @@ async def test_tls_max_version_caps_the_edge_at_tls_1_2(
                 pass
         async with lab.ua("alice@contoso.lab", "remote") as alice:
             assert (await alice.register()).code == 200
-            assert alice.proto is not None
+            assert alice.proto is not None and alice.proto.transport is not None
             assert alice.proto.transport.get_extra_info("ssl_object").version() == "TLSv1.2"
 
 
@@ -749,7 +769,7 @@ async def test_a_partners_verification_level_is_honoured(
         assert "not on the user's contact list" in (refused.headers.get("Warning") or "")
         assert (await carol.message("sip:alice@contoso.lab", "hi alice")).code == 200
         got = await next_incoming(alice)
-        trust = got.headers.get("ms-edge-proxy-message-trust") or ""  # type: ignore[attr-defined]
+        trust = got.headers.get("ms-edge-proxy-message-trust") or ""
         assert "ms-source-type=DirectPartner" in trust
         assert "ms-source-verified-user=unverified" in trust
 
@@ -768,8 +788,8 @@ async def test_a_partners_notify_reaches_a_remote_user(
         assert (await carol.register()).code == 200
         assert (await alice.subscribe("sip:carol@fabrikam.lab")).code == 200
         first = await next_incoming(alice, "NOTIFY")
-        assert b"<basic>open</basic>" in first.body  # type: ignore[attr-defined]
+        assert b"<basic>open</basic>" in first.body
         assert (await carol.register(expires=0)).code == 200
         gone = await next_incoming(alice, "NOTIFY")
-        assert b"<basic>closed</basic>" in gone.body  # type: ignore[attr-defined]
+        assert b"<basic>closed</basic>" in gone.body
         assert not any("Loop Detected" in r for r in lab.refusals())

@@ -16,18 +16,16 @@ import pytest
 from simulator.lab.services import ServiceContext
 from simulator.lab.topology import Topology, load_topology
 from simulator.pki import LabPki, user_password
+from simulator.xmpp.client import ChatClient
 from simulator.xmpp.harness import (
     PORT_MAP,
     STREAM_HEADER,
-    ChatClient,
     XmppLab,
-    shifted_topology,
     start_xmpp_lab,
 )
 from simulator.xmpp.service import XmppGatewayService
 from simulator.xmpp.stream import NS_SERVER, NS_STANZA_ERRORS, element, qname
-
-from .xmpp_helpers import raw_stream
+from tests.integration.xmpp_helpers import raw_stream
 
 EDGE_ACCESS = "127.51.100.10"
 EDGE_INTERNAL = "127.51.100.130"
@@ -37,7 +35,7 @@ S2S, MTLS, C2S = PORT_MAP[5269], PORT_MAP[23456], PORT_MAP[5222]
 
 @pytest.fixture
 def shifted(tmp_path: Path) -> Topology:
-    return load_topology(shifted_topology(tmp_path))
+    return load_topology().with_ports(PORT_MAP)
 
 
 @pytest.fixture
@@ -58,7 +56,7 @@ async def login(lab: XmppLab, user: str = "romeo") -> ChatClient:
 
 async def roundtrip(lab: XmppLab, client: ChatClient, text: str) -> None:
     """romeo -> alice (SIP bridge) and alice -> romeo, both through the Edge."""
-    client.send_message(mto="alice@contoso.lab", mbody=text, mtype="chat")
+    client.send_chat("alice@contoso.lab", text)
     frm, to, body = await asyncio.wait_for(lab.bridge.arrived.get(), 10)
     assert (bare(frm), to, body) == ("romeo@jabber.lab", "sip:alice@contoso.lab", text)
     await lab.gateway.send_from_sip("sip:alice@contoso.lab", "romeo@jabber.lab", "re: " + text)
@@ -175,7 +173,7 @@ async def test_partner_user_gets_service_unavailable_for_an_unknown_sip_user(
         "message_error", lambda msg: errors.put_nowait(str(msg["error"]["condition"]))
     )
     try:
-        client.send_message(mto="nobody@contoso.lab", mbody="anyone?", mtype="chat")
+        client.send_chat("nobody@contoso.lab", "anyone?")
         assert await asyncio.wait_for(errors.get(), 10) == "service-unavailable"
     finally:
         client.disconnect()
@@ -241,7 +239,7 @@ async def test_partner_gets_service_unavailable_when_the_gateway_is_down(
         "message_error", lambda msg: errors.put_nowait(str(msg["error"]["condition"]))
     )
     try:
-        client.send_message(mto="alice@contoso.lab", mbody="anyone?", mtype="chat")
+        client.send_chat("alice@contoso.lab", "anyone?")
         assert await asyncio.wait_for(errors.get(), 10) == "service-unavailable"
     finally:
         client.disconnect()
@@ -275,7 +273,7 @@ async def test_partner_users_chat_locally_on_the_emulator(xmpp_lab: XmppLab) -> 
     romeo = await login(xmpp_lab, "romeo")
     juliet = await login(xmpp_lab, "juliet")
     try:
-        romeo.send_message(mto="juliet@jabber.lab", mbody="wherefore", mtype="chat")
+        romeo.send_chat("juliet@jabber.lab", "wherefore")
         frm, _type, body = await asyncio.wait_for(juliet.received.get(), 10)
         assert (bare(frm), body) == ("romeo@jabber.lab", "wherefore")
     finally:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import shutil
 import socket
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -106,10 +108,11 @@ log-file=stdout
 
 class _Echo(asyncio.DatagramProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.DatagramTransport)
         self.transport = transport
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        self.transport.sendto(data, addr)  # type: ignore[attr-defined]
+        self.transport.sendto(data, addr)
 
 
 @contextlib.asynccontextmanager
@@ -139,8 +142,8 @@ async def tcp_echo() -> AsyncIterator[int]:
         await server.wait_closed()
 
 
-def spec(kind: str, port: int, lab_pki: LabPki, **kw: object) -> ProbeSpec:
-    params: dict[str, object] = dict(
+def spec(kind: str, port: int, lab_pki: LabPki, **kw: Any) -> ProbeSpec:
+    base = ProbeSpec(
         kind=kind,
         address=SERVER,
         port=port,
@@ -150,8 +153,7 @@ def spec(kind: str, port: int, lab_pki: LabPki, **kw: object) -> ProbeSpec:
         turn=CREDS,
         timeout=3.0,
     )
-    params.update(kw)
-    return ProbeSpec(**params)  # type: ignore[arg-type]
+    return dataclasses.replace(base, **kw)
 
 
 async def test_stun_binding_reports_the_mapped_address(

@@ -14,14 +14,16 @@ import shutil
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
 from simulator.lab.topology import Topology, load_topology
 from simulator.pki import LabPki
 from simulator.xmpp import ejabberd as ejabberd_setup
+from simulator.xmpp.client import ChatClient
 from simulator.xmpp.ejabberd import EjabberdSetup
-from simulator.xmpp.harness import PORT_MAP, ChatClient, XmppLab, shifted_topology, start_xmpp_lab
+from simulator.xmpp.harness import PORT_MAP, XmppLab, start_xmpp_lab
 from tests.interop.ejabberd_helpers import ejabberd, free_port, lab_hosts
 
 pytestmark = [
@@ -38,7 +40,7 @@ ROMEO = "romeo-ejabberd-pass"
 
 @pytest.fixture
 def shifted(tmp_path: Path) -> Topology:
-    return load_topology(shifted_topology(tmp_path))
+    return load_topology().with_ports(PORT_MAP)
 
 
 @pytest.fixture
@@ -78,7 +80,7 @@ async def romeo(lab: XmppLab) -> ChatClient:
 
 
 async def chat(lab: XmppLab, client: ChatClient, log: Path) -> None:
-    client.send_message(mto="alice@contoso.lab", mbody="hello from ejabberd", mtype="chat")
+    client.send_chat("alice@contoso.lab", "hello from ejabberd")
     try:
         frm, to, body = await asyncio.wait_for(lab.bridge.arrived.get(), 20)
     except TimeoutError:
@@ -154,7 +156,10 @@ async def test_presence_both_ways_with_ejabberd(
         await until(lab.bridge.presence, ("romeo@jabber.lab", "sip:alice@contoso.lab", False))
 
 
-async def until(queue: asyncio.Queue[object], wanted: object, timeout: float = 20.0) -> None:
+T = TypeVar("T")
+
+
+async def until(queue: asyncio.Queue[T], wanted: T, timeout: float = 20.0) -> None:
     loop = asyncio.get_running_loop()
     end = loop.time() + timeout
     while await asyncio.wait_for(queue.get(), max(0.1, end - loop.time())) != wanted:

@@ -12,6 +12,7 @@ import shutil
 import socket
 from collections.abc import AsyncIterator
 
+import aiortc
 import pytest
 
 from simulator.lab.topology import Topology
@@ -207,7 +208,6 @@ async def test_aiortc_peers_exchange_data_through_our_relay(
     turn: AsyncTurnServer, listener: str, transport: str
 ) -> None:
     """Two relay-only WebRTC peers; over TCP they use the TLS-or-TCP port (the 443 fallback)."""
-    aiortc = pytest.importorskip("aiortc")
     lid = turn.listener(listener)
     ice = aiortc.RTCIceServer(
         urls=f"turn:{SERVER_IP}:{lid.port}?transport={transport}",
@@ -230,8 +230,8 @@ async def test_aiortc_peers_exchange_data_through_our_relay(
             opened.set_result(None)
 
     @callee.on("datachannel")
-    def on_datachannel(remote: object) -> None:
-        @remote.on("message")  # type: ignore[attr-defined]
+    def on_datachannel(remote: aiortc.RTCDataChannel) -> None:
+        @remote.on("message")
         def on_message(message: str) -> None:
             if not received.done():
                 received.set_result(message)
@@ -247,6 +247,7 @@ async def test_aiortc_peers_exchange_data_through_our_relay(
         channel.send("hello through the A/V Edge")
         assert await asyncio.wait_for(received, TIMEOUT) == "hello through the A/V Edge"
         for pc in (caller, callee):
+            assert pc.sctp is not None
             connection = pc.sctp.transport.transport._connection  # aioice Connection
             pair = connection._nominated[1]
             for candidate in (pair.local_candidate, pair.remote_candidate):

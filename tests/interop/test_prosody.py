@@ -28,21 +28,20 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from simulator.lab.topology import Topology, load_topology
 from simulator.pki import LabPki
+from simulator.xmpp.client import ChatClient
 from simulator.xmpp.harness import (
     PORT_MAP,
-    ChatClient,
     XmppLab,
-    shifted_topology,
     start_xmpp_lab,
 )
 from simulator.xmpp.prosody import ProsodySetup, render
 
-PROSODY = shutil.which("prosody")
-PROSODYCTL = shutil.which("prosodyctl")
-RUNUSER = shutil.which("runuser")
+PROSODY, PROSODYCTL, RUNUSER = "prosody", "prosodyctl", "runuser"  # found on PATH
 pytestmark = [
+    pytest.mark.interop,
+    pytest.mark.root,
     pytest.mark.skipif(
-        not (PROSODY and PROSODYCTL and RUNUSER),
+        not all(shutil.which(tool) for tool in (PROSODY, PROSODYCTL, RUNUSER)),
         reason="Prosody is not installed (Debian package 'prosody')",
     ),
     pytest.mark.skipif(
@@ -156,7 +155,7 @@ async def prosody(setup: ProsodySetup, pki: LabPki) -> AsyncIterator[Path]:
 
 @pytest.fixture
 def shifted(tmp_path: Path) -> Topology:
-    return load_topology(shifted_topology(tmp_path))
+    return load_topology().with_ports(PORT_MAP)
 
 
 @pytest.fixture
@@ -171,7 +170,7 @@ async def chat_through_edge(lab: XmppLab, log: Path) -> None:
     client = ChatClient("romeo@jabber.lab/pc", "romeo-pass", lab.lab.pki.trust_bundle)
     await client.login(JABBER, C2S, timeout=15)
     try:
-        client.send_message(mto="alice@contoso.lab", mbody="hello from prosody", mtype="chat")
+        client.send_chat("alice@contoso.lab", "hello from prosody")
         try:
             frm, to, body = await asyncio.wait_for(lab.bridge.arrived.get(), 20)
         except TimeoutError:

@@ -13,14 +13,15 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from lab_helpers import rows_broken_by_broken_external
 
 from simulator.cli import cli
 from simulator.lab.flowcheck import FlowResult, check_flows, matrix_flows
 from simulator.lab.runners.compose import docker_gateway, render_compose
+from simulator.lab.runners.netns import NetnsRunner
 from simulator.lab.topology import Topology
 from simulator.matrix import load_matrix
 from tests.captures import XMPP_MESSAGE, needs_capture_tools, xmpp_bodies
+from tests.lab.lab_helpers import rows_broken_by_broken_external
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -75,6 +76,7 @@ def compose(
     return done
 
 
+@pytest.mark.docker
 def test_docker_compose_config_validates_the_file() -> None:
     problem = _docker_problem()
     if problem:
@@ -285,12 +287,14 @@ def test_every_matrix_row_at_protocol_level_from_inside_the_containers(compose_l
 
 
 @pytest.mark.docker
-def test_every_shipped_scenario_passes_across_the_firewall_containers(compose_lab: None) -> None:
+def test_every_shipped_scenario_passes_across_the_firewall_containers(
+    compose_lab: None, tmp_path: Path
+) -> None:
     """`edgesim scenario run --runner compose`: clients leave from their hosts' containers."""
     env = dict(os.environ, COMPOSE_PROJECT_NAME=PROJECT, EDGESIM_IMAGE=IMAGE)
     done = subprocess.run(
         [sys.executable, "-m", "simulator", "scenario", "run", "--runner", "compose",
-         "--format", "json", "--html", str(ROOT / "artifacts" / "compose-scenarios.html")],
+         "--format", "json", "--html", str(tmp_path / "compose-scenarios.html")],
         capture_output=True, text=True, timeout=600, cwd=ROOT, env=env,
     )  # fmt: skip
     results = {s["name"]: s for s in json.loads(done.stdout)["scenarios"]}
@@ -320,7 +324,8 @@ def test_firewall_verdicts_match_the_netns_lab(
     monkeypatch.setenv("COMPOSE_PROJECT_NAME", PROJECT)
     monkeypatch.setenv("EDGESIM_IMAGE", IMAGE)
     _, defects = load_corpus()
-    cases = {"shipped": {}} | {
+    cases: dict[str, dict[str, Path]] = {"shipped": {}}
+    cases |= {
         d.id: {d.firewall: d.file}
         for d in defects
         if d.id
@@ -333,7 +338,7 @@ def test_firewall_verdicts_match_the_netns_lab(
     }
 
     def verdicts(runner: Runner) -> dict[str, dict[str, tuple[str, str]]]:
-        out = {}
+        out: dict[str, dict[str, tuple[str, str]]] = {}
         for case, rules in cases.items():
             for fw in topology.firewalls:
                 runner.load_rules(fw.id, rules.get(fw.id))
@@ -350,7 +355,8 @@ def test_firewall_verdicts_match_the_netns_lab(
     netns = get_runner(
         "netns", LabConfig(topology, tmp_path / "certs", name="fwp", state_dir=tmp_path / "ns")
     )
-    if netns.namespaces():  # type: ignore[attr-defined]
+    assert isinstance(netns, NetnsRunner)
+    if netns.namespaces():
         pytest.skip("a netns lab named fwp is already up")
     asyncio.run(netns.up())
     try:
@@ -380,6 +386,7 @@ def test_firewall_verdicts_match_the_netns_lab(
 
 
 @pytest.mark.docker
+@pytest.mark.root
 def test_scenario_captures_in_the_containers_decrypt_in_tshark(
     compose_lab: None, tmp_path: Path
 ) -> None:

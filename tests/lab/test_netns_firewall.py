@@ -10,12 +10,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from lab_helpers import rows_broken_by_broken_external, skip_unless_netns
 
 from simulator.lab.flowcheck import Flow, MatrixFlow, check_flows, matrix_flows
 from simulator.lab.runners.base import LabConfig
 from simulator.lab.runners.netns import NetnsRunner
 from simulator.lab.topology import Topology
+from tests.lab.lab_helpers import rows_broken_by_broken_external, skip_unless_netns
 
 pytestmark = pytest.mark.root
 

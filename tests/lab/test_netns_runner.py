@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from lab_helpers import skip_unless_netns
 
 from simulator.cli import cli
 from simulator.lab.runners.base import LabConfig, LabName
 from simulator.lab.runners.netns import NetnsRunner, lab_namespaces, run
 from simulator.lab.topology import Topology
 from simulator.matrix import load_matrix, resolve
+from tests.lab.lab_helpers import skip_unless_netns
 
 pytestmark = pytest.mark.root
 

@@ -6,6 +6,7 @@ import os
 import shutil
 import socket
 import subprocess
+from collections.abc import Iterator
 
 import pytest
 
@@ -15,14 +16,17 @@ from simulator.lab.nsocket import current_namespace_id, socket_in
 NS = "edgesim218-nsocket"
 ADDRESS = "127.218.9.1"
 
-pytestmark = pytest.mark.skipif(
-    os.geteuid() != 0 or shutil.which("ip") is None,
-    reason="entering a network namespace needs root and iproute2",
-)
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.skipif(
+        os.geteuid() != 0 or shutil.which("ip") is None,
+        reason="entering a network namespace needs root and iproute2",
+    ),
+]
 
 
 @pytest.fixture
-def namespace():
+def namespace() -> Iterator[str]:
     subprocess.run(["ip", "netns", "del", NS], capture_output=True, check=False)
     subprocess.run(["ip", "netns", "add", NS], check=True, timeout=10)
     try:

@@ -58,7 +58,9 @@ def test_every_runner_module_registers_its_runner() -> None:
         assert defined, f"lab/runners/{module.name}.py registers no runner"
 
 
-def test_lab_names_prefix_namespaces_without_overlap(tmp_path: Path, monkeypatch) -> None:
+def test_lab_names_prefix_namespaces_without_overlap(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     default, ci1, ci12 = LabName(), LabName("ci1"), LabName("ci12")
     assert default.namespace("fw-external") == "es-fw-external"
     assert ci1.namespace("edge") == "esci1-edge" and ci1.cli_args() == " --name ci1"

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 from pathlib import Path
 
 import pytest
 
 from simulator.errors import ConfigError
-from simulator.lab.topology import default_topology_path, load_topology
+from simulator.lab.topology import Topology, default_topology_path, load_topology
 
 DEFAULT = default_topology_path().read_text()
 
 
-def test_default_lab_has_the_zones_hosts_and_firewalls_of_the_design(topology):
+def test_default_lab_has_the_zones_hosts_and_firewalls_of_the_design(topology: Topology) -> None:
     assert [z.id for z in topology.zones] == [
         "internet", "perimeter-external", "perimeter-internal", "corporate",
     ]  # fmt: skip
@@ -38,7 +39,7 @@ def test_default_lab_has_the_zones_hosts_and_firewalls_of_the_design(topology):
     }
 
 
-def test_every_address_is_from_the_rfc5737_documentation_ranges(topology):
+def test_every_address_is_from_the_rfc5737_documentation_ranges(topology: Topology) -> None:
     doc_ranges = [
         ipaddress.IPv4Network(n) for n in ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24")
     ]
@@ -47,7 +48,7 @@ def test_every_address_is_from_the_rfc5737_documentation_ranges(topology):
         assert any(iface.address in net for net in doc_ranges), iface.ref
 
 
-def test_local_runner_gives_each_interface_its_own_loopback_address(topology):
+def test_local_runner_gives_each_interface_its_own_loopback_address(topology: Topology) -> None:
     loopbacks = [i.loopback() for i in topology.interfaces()]
     assert all(a.is_loopback for a in loopbacks)
     assert len(set(loopbacks)) == len(loopbacks)
@@ -129,7 +130,9 @@ BAD_EDITS = [
 
 
 @pytest.mark.parametrize(("edit", "expected"), BAD_EDITS)
-def test_malformed_topology_gives_one_line_naming_file_and_entry(tmp_path, edit, expected):
+def test_malformed_topology_gives_one_line_naming_file_and_entry(
+    tmp_path: Path, edit: tuple[str, str], expected: str
+) -> None:
     old, new = edit
     assert old in DEFAULT, "the edit no longer applies to default.toml"
     path = _write(tmp_path, DEFAULT.replace(old, new, 1))
@@ -142,17 +145,17 @@ def test_malformed_topology_gives_one_line_naming_file_and_entry(tmp_path, edit,
     assert info.value.exit_code == 2
 
 
-def test_missing_file_is_a_config_error(tmp_path):
+def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read topology file"):
         load_topology(tmp_path / "nope.toml")
 
 
-def test_user_topology_round_trips(tmp_path):
+def test_user_topology_round_trips(tmp_path: Path) -> None:
     path = _write(tmp_path, DEFAULT.replace('name = "contoso"', 'name = "my-lab"'))
     assert load_topology(path).name == "my-lab"
 
 
-def test_moved_ports_keep_the_matrix_names_and_move_listeners_and_srv(topology):
+def test_moved_ports_keep_the_matrix_names_and_move_listeners_and_srv(topology: Topology) -> None:
     """What the embedded lab runs without root: ports below 1024 move by 8000, nothing else."""
     from simulator.lab.topology import PORT_OFFSET
 
@@ -172,7 +175,7 @@ def test_moved_ports_keep_the_matrix_names_and_move_listeners_and_srv(topology):
     assert moved.moved(PORT_OFFSET) is moved and topology.moved(0) is topology
 
 
-def test_a_moved_port_that_collides_is_a_config_error(tmp_path):
+def test_a_moved_port_that_collides_is_a_config_error(tmp_path: Path) -> None:
     text = (
         default_topology_path()
         .read_text()
@@ -185,3 +188,36 @@ def test_a_moved_port_that_collides_is_a_config_error(tmp_path):
     path.write_text(text)
     with pytest.raises(ConfigError, match=r"access-edge \(sip-tls\) moved to port 8443 collides"):
         load_topology(path).moved()
+
+
+# ------------------------------------------------------------------ one API to move a lab
+
+
+def test_relocated_gives_every_interface_a_loopback_of_its_own(topology: Topology) -> None:
+    moved = topology.relocated(213)
+    loopbacks = [i.loopback() for i in moved.interfaces()]
+    assert len(set(loopbacks)) == len(loopbacks)
+    assert all(str(a).startswith("127.213.") for a in loopbacks)
+    # the lab's own addresses (netns, compose, the matrix) do not move
+    assert [i.address for i in moved.interfaces()] == [i.address for i in topology.interfaces()]
+    assert moved.interface("edge:access").loopback() != topology.interface("edge:access").loopback()
+    with pytest.raises(ValueError, match="outside 1-254"):
+        topology.relocated(0)
+
+
+def test_with_ports_moves_listeners_and_srv_records(topology: Topology) -> None:
+    moved = topology.with_ports({5269: 25269, 53: 25353})
+    s2s = moved.host("edge").listener_for("access", "xmpp-s2s")
+    assert s2s is not None and s2s.port == 25269
+    relay = moved.host("edge").listener_for("av", "relay")
+    assert relay is not None and (relay.port_low, relay.port_high) == (50000, 59999)
+    assert {r.port for r in moved.srv if r.name.startswith("_xmpp-server.")} == {25269}
+
+
+def test_written_topology_loads_back_equal(topology: Topology, tmp_path: Path) -> None:
+    edited = topology.relocated(214).with_ports({5061: 25061})
+    written = edited.write(tmp_path / "lab.toml")
+    assert written.path == tmp_path / "lab.toml"
+    assert dataclasses.replace(written, path=edited.path) == edited
+    with pytest.raises(ValueError, match="not moved"):
+        topology.moved().write(tmp_path / "moved.toml")

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from simulator.errors import ConfigError
+from simulator.lab.topology import Topology
 from simulator.matrix import Expectation, load_matrix, resolve, resolve_all
-from simulator.matrix.model import PROBE_KINDS, default_matrix_path
+from simulator.matrix.model import PROBE_KINDS, Matrix, default_matrix_path
 
 # The ten rows of the seed tables (shared/seeds/PORTS.md), as (seed, label, source, destination).
 SEED_ROWS = {
@@ -24,11 +27,11 @@ SEED_ROWS = {
 
 
 @pytest.fixture(scope="module")
-def matrix():
+def matrix() -> Matrix:
     return load_matrix()
 
 
-def test_all_ten_seed_rows_are_in_the_matrix_with_their_seed_table(matrix):
+def test_all_ten_seed_rows_are_in_the_matrix_with_their_seed_table(matrix: Matrix) -> None:
     seeded = {
         (r.seed, r.label, r.source, r.destination)
         for r in matrix.rows
@@ -38,7 +41,7 @@ def test_all_ten_seed_rows_are_in_the_matrix_with_their_seed_table(matrix):
     assert all(r.expect is Expectation.OPEN for r in matrix.rows if r.seed != "negative")
 
 
-def test_internal_sip_hop_is_there_in_both_directions(matrix):
+def test_internal_sip_hop_is_there_in_both_directions(matrix: Matrix) -> None:
     implicit_sip = {
         (r.source, r.destination)
         for r in matrix.rows
@@ -50,7 +53,7 @@ def test_internal_sip_hop_is_there_in_both_directions(matrix):
     assert ("partner-edge", "edge:access") in implicit_sip
 
 
-def test_av_from_the_internal_side_and_the_443_fallback_are_there(matrix):
+def test_av_from_the_internal_side_and_the_443_fallback_are_there(matrix: Matrix) -> None:
     implicit = {
         (r.transport, r.ports, r.source, r.destination) for r in matrix.rows if r.seed == "implicit"
     }
@@ -59,7 +62,7 @@ def test_av_from_the_internal_side_and_the_443_fallback_are_there(matrix):
     assert ("tcp", "443", "any@internet", "edge:av") in implicit  # Lync: Any -> A/V Edge 443
 
 
-def test_negative_rows_cover_the_internal_interface_and_the_front_end(matrix):
+def test_negative_rows_cover_the_internal_interface_and_the_front_end(matrix: Matrix) -> None:
     negative = {(r.ports, r.destination) for r in matrix.rows if r.expect is Expectation.BLOCKED}
     assert {
         ("23456", "edge:internal"),
@@ -69,13 +72,15 @@ def test_negative_rows_cover_the_internal_interface_and_the_front_end(matrix):
     assert all(r.seed == "negative" for r in matrix.rows if r.expect is Expectation.BLOCKED)
 
 
-def test_every_row_names_a_known_probe_and_resolves_in_the_default_lab(matrix, topology):
+def test_every_row_names_a_known_probe_and_resolves_in_the_default_lab(
+    matrix: Matrix, topology: Topology
+) -> None:
     for resolved in resolve_all(matrix, topology):
         assert resolved.row.probe in PROBE_KINDS
         assert resolved.resolved, (resolved.row.id, resolved.problems)
 
 
-def test_resolution_gives_concrete_addresses(matrix, topology):
+def test_resolution_gives_concrete_addresses(matrix: Matrix, topology: Topology) -> None:
     rr = resolve(matrix.row("pic-in-5061"), topology)
     assert [(e.ref, e.address, e.loopback) for e in rr.sources] == [
         ("pic:wan", "203.0.113.20", "127.0.113.20")
@@ -90,7 +95,9 @@ def test_resolution_gives_concrete_addresses(matrix, topology):
     assert [e.ref for e in rr.destinations] == ["fabrikam:wan", "pic:wan"]
 
 
-def test_a_row_whose_role_is_missing_says_why(matrix, topology, tmp_path):
+def test_a_row_whose_role_is_missing_says_why(
+    matrix: Matrix, topology: Topology, tmp_path: Path
+) -> None:
     from simulator.lab.topology import default_topology_path, load_topology
 
     text = (
@@ -114,7 +121,9 @@ def test_a_row_whose_role_is_missing_says_why(matrix, topology, tmp_path):
         ('seed = "xmpp"', 'seed = "jabber"', "seed 'jabber' is not defined"),
     ],
 )
-def test_malformed_matrix_file_names_the_row(tmp_path, old, new, expected):
+def test_malformed_matrix_file_names_the_row(
+    tmp_path: Path, old: str, new: str, expected: str
+) -> None:
     text = default_matrix_path().read_text()
     assert old in text
     path = tmp_path / "rows.toml"

@@ -92,7 +92,22 @@ class Client:
         self.answers: list[TransactionAnswered] = []
         self.received: list[ClientEvent] = []
         """The client core's other events (data from peers ...)."""
-        self.relay: int | None = None
+        self._relay: int | None = None
+
+    @property
+    def relay(self) -> int:
+        """The relay id of this client's allocation (once :meth:`allocate` ran)."""
+        assert self._relay is not None, "no allocation yet"
+        return self._relay
+
+    @relay.setter
+    def relay(self, relay: int) -> None:
+        self._relay = relay
+
+    @property
+    def allocated(self) -> bool:
+        """True once the client holds an allocation."""
+        return self._relay is not None
 
     @property
     def key(self) -> bytes:
@@ -148,8 +163,8 @@ class Client:
         opens = [a for a in actions if isinstance(a, OpenRelay)]
         if not opens:
             return only_reply(actions)
-        self.relay = opens[0].relay
-        answer = self.server.relay_opened(self.relay, now)
+        self._relay = opens[0].relay
+        answer = self.server.relay_opened(self._relay, now)
         self.deliver(answer, now)
         return only_reply(answer)
 

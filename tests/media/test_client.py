@@ -8,7 +8,6 @@ import struct
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from media_helpers import CLIENT, PEER, REALM, T0, TCP, UDP, Client, config, tid
 
 from simulator.media import events as ev
 from simulator.media import stun
@@ -16,11 +15,13 @@ from simulator.media.actions import ConnectPeer, RelayTo, SendTo
 from simulator.media.auth import LongTermCredentials
 from simulator.media.client import ClientConfig, TurnClient
 from simulator.media.errors import LocalProtocolError
+from simulator.media.events import ClientEvent
 from simulator.media.stun import Message, MessageClass, Method
 from simulator.media.turn import TurnServer
+from tests.media.media_helpers import CLIENT, PEER, REALM, T0, TCP, UDP, Client, config, tid
 
 
-def events(core: TurnClient) -> list[object]:
+def events(core: TurnClient) -> list[ClientEvent]:
     out = []
     while (event := core.next_event()) is not None:
         out.append(event)
@@ -44,7 +45,6 @@ def test_allocate_channel_and_media_both_ways(listener: object) -> None:
     (out,) = client.send(frame)
     assert out == RelayTo(client.relay, PEER, b"abcde")
     # peer -> client: ChannelData (padding stripped) and, unbound, a Data indication
-    assert client.relay is not None
     client.deliver(server.relay_received(client.relay, b"xyz", PEER, T0))
     client.deliver(server.relay_received(client.relay, b"other", ("127.0.113.50", 7), T0))
     assert client.received == [
@@ -137,7 +137,7 @@ def test_connection_attempt_indication_is_an_event() -> None:
     control = Client(server, listener=TCP)
     control.allocate(T0, ("REQUESTED-TRANSPORT", 6))
     control.permit()
-    cid, actions = server.peer_connection_arrived(control.relay, PEER, T0)  # type: ignore[arg-type]
+    cid, actions = server.peer_connection_arrived(control.relay, PEER, T0)
     for action in actions:
         assert isinstance(action, SendTo)
         control.core.receive_data(action.data, T0)
@@ -165,7 +165,7 @@ def test_a_stray_datagram_is_unexpected() -> None:
     assert len(reasons) == 2 and reasons[1] == "ChannelData on a channel we did not bind"
 
 
-def _answers(server_bytes: bytes, chunks: list[bytes]) -> list[object]:
+def _answers(server_bytes: bytes, chunks: list[bytes]) -> list[ClientEvent]:
     core = TurnClient(ClientConfig(stream=True), transaction_ids=lambda: b"T" * 12)
     core.binding(T0)
     for chunk in chunks:

@@ -15,7 +15,6 @@ import struct
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from media_helpers import CLIENT, PEER, T0, TCP, UDP, Client, config
 
 from simulator.media import stun
 from simulator.media.actions import Action, ListenerId, SendTo
@@ -24,6 +23,7 @@ from simulator.media.errors import MediaError
 from simulator.media.framing import StreamFramer
 from simulator.media.stun import ATTRIBUTES, MAGIC_COOKIE, Method
 from simulator.media.turn import TurnServer
+from tests.media.media_helpers import CLIENT, PEER, T0, TCP, UDP, Client, config
 
 FUZZ = settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 KNOWN_TYPES = sorted(ATTRIBUTES)

@@ -7,7 +7,6 @@ nothing here leaves the process, whatever address a test names.
 from __future__ import annotations
 
 import pytest
-from media_helpers import CLIENT, T0, TCP, UDP, Client, config, error_code, only_reply, request, tid
 
 from simulator.lab.runners.compose import docker_gateway
 from simulator.lab.services import ServiceContext
@@ -20,6 +19,18 @@ from simulator.media.service import turn_config
 from simulator.media.stun import Message, MessageClass, Method
 from simulator.media.turn import TurnServer
 from simulator.pki import LabPki, service_settings
+from tests.media.media_helpers import (
+    CLIENT,
+    T0,
+    TCP,
+    UDP,
+    Client,
+    config,
+    error_code,
+    only_reply,
+    request,
+    tid,
+)
 
 RELAY = "198.51.100.11"
 """The A/V interface's address in the netns and compose labs (the relay address)."""
@@ -175,7 +186,7 @@ def test_one_create_permission_cannot_make_thousands(topology: Topology, lab_pki
         client.ask(request(Method.CREATE_PERMISSION, *[("XOR-PEER-ADDRESS", p) for p in peers]))
     )
     assert error_code(reply) == 508
-    alloc = server.allocation(client.relay)  # type: ignore[arg-type]
+    alloc = server.allocation(client.relay)
     assert alloc is not None and alloc.permissions == {}
     limit = server.config.max_permissions
     for n in range(limit):
@@ -212,7 +223,7 @@ def test_rfc6062_connections_per_allocation_are_bounded() -> None:
     )
     assert error_code(reply) == 508
     # a peer dialling in is refused too while the allocation holds its maximum
-    assert server.peer_connection_arrived(client.relay, ("127.0.113.50", 7), T0) == (None, [])  # type: ignore[arg-type]
+    assert server.peer_connection_arrived(client.relay, ("127.0.113.50", 7), T0) == (None, [])
 
 
 # ------------------------------------------------------------------ the user quota
@@ -270,10 +281,10 @@ def test_the_unauthenticated_answer_is_small() -> None:
     assert len(answer.data) == 76
     # FINGERPRINT only when the request carried one; Binding answers without SOFTWARE
     (with_fp,) = server.receive(stun.encode(request(Method.ALLOCATE)), CLIENT, UDP, T0)
-    assert "FINGERPRINT" in stun.parse(with_fp.data)  # type: ignore[union-attr]
+    assert isinstance(with_fp, SendTo) and "FINGERPRINT" in stun.parse(with_fp.data)
     binding = stun.encode(request(Method.BINDING), fingerprint=False)
     (mapped,) = server.receive(binding, CLIENT, UDP, T0)
-    assert len(mapped.data) == 32  # type: ignore[union-attr]
+    assert isinstance(mapped, SendTo) and len(mapped.data) == 32
 
 
 def test_a_spoofed_flood_is_not_amplified() -> None:
@@ -289,7 +300,9 @@ def test_a_spoofed_flood_is_not_amplified() -> None:
             assert isinstance(action, SendTo)
             sent += len(action.data)
     ratio = sent / received
-    budget = server.config.unauthenticated_burst + server.config.unauthenticated_rate
+    rate = server.config.unauthenticated_rate
+    assert rate is not None
+    budget = server.config.unauthenticated_burst + rate
     assert sent <= budget * 76
     assert ratio < 0.15, f"amplification {ratio:.2f}"
     assert server.stats["dropped.unauthenticated answer budget"] >= 1000 - budget

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from media_helpers import T0, Client, config
 
 from simulator.lab.topology import Topology
 from simulator.media.mras import (
@@ -12,10 +11,11 @@ from simulator.media.mras import (
     answer_credentials_request,
     credentials_request_body,
     parse_credentials_response,
-    relays_from_topology,
 )
 from simulator.media.stun import MessageClass
 from simulator.media.turn import TurnServer
+from simulator.sip.emulators.mras import relays_from_topology
+from tests.media.media_helpers import T0, Client, config
 
 SECRET = b"s3cret"
 RELAYS = [

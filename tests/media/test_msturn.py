@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import struct
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -42,11 +43,11 @@ def server() -> TurnServer:
     return TurnServer(config, dialect=msturn.EDGE)
 
 
-def ms_request(method: int, attrs: list[tuple[str, object]], tid: bytes) -> Message:
+def ms_request(method: int, attrs: Sequence[tuple[str, object]], tid: bytes) -> Message:
     return Message(method, MessageClass.REQUEST, tid, list(attrs), dialect=msturn.DIALECT)
 
 
-def only_send(actions: list[object]) -> bytes:
+def only_send(actions: Sequence[object]) -> bytes:
     sends = [a for a in actions if isinstance(a, SendTo)]
     assert len(sends) == 1, actions
     return sends[0].data
@@ -75,7 +76,7 @@ def allocate(core: TurnServer, listener: ListenerId = UDP, tid: bytes = b"A" * 1
 # ------------------------------------------------------------------ codec
 
 
-def test_libnice_allocate_parses_as_ms_turn_section_2_2_1():
+def test_libnice_allocate_parses_as_ms_turn_section_2_2_1() -> None:
     data = bytes.fromhex(VECTORS["allocate_unauthenticated"])
     # header: type 0x0003, length, a 16-byte transaction id; no RFC 5389 cookie at bytes 4-8
     assert data[:2] == b"\x00\x03" and struct.unpack_from("!H", data, 2)[0] == len(data) - 20
@@ -87,7 +88,7 @@ def test_libnice_allocate_parses_as_ms_turn_section_2_2_1():
     assert message.get("MS-VERSION") == 1
 
 
-def test_libnice_messages_verify_with_the_raw_credentials_key():
+def test_libnice_messages_verify_with_the_raw_credentials_key() -> None:
     """MESSAGE-INTEGRITY over the zero-padded message, key MD5(username:realm:password)."""
     assert hashlib.md5(b"alice:contoso.lab:pw").digest() == KEY
     for name in ("allocate", "send", "set_active_destination"):
@@ -97,7 +98,7 @@ def test_libnice_messages_verify_with_the_raw_credentials_key():
         assert message.get("USERNAME") == "alice" and message.get("REALM") == REALM
 
 
-def test_libnice_send_request_fields():
+def test_libnice_send_request_fields() -> None:
     message = msturn.parse(bytes.fromhex(VECTORS["send"]))
     assert message.method == msturn.SEND and message.message_class == MessageClass.REQUEST
     assert message.get("DESTINATION-ADDRESS")[0] == "127.0.0.1"
@@ -106,7 +107,7 @@ def test_libnice_send_request_fields():
     assert len(connection_id) == 20 and sequence >= 1
 
 
-def test_realm_is_0x0015_and_nonce_0x0014_the_reverse_of_rfc_5389():
+def test_realm_is_0x0015_and_nonce_0x0014_the_reverse_of_rfc_5389() -> None:
     data = msturn.encode(
         Message(
             3,
@@ -123,7 +124,7 @@ def test_realm_is_0x0015_and_nonce_0x0014_the_reverse_of_rfc_5389():
     assert bytes.fromhex("0015000172") + bytes.fromhex("001400016e") in data
 
 
-def test_xor_mapped_address_uses_the_first_transaction_id_word():
+def test_xor_mapped_address_uses_the_first_transaction_id_word() -> None:
     tid = bytes.fromhex("0102030405060708090a0b0c0d0e0f10")
     message = Message(
         3,
@@ -142,7 +143,7 @@ def test_xor_mapped_address_uses_the_first_transaction_id_word():
     assert msturn.parse(data).get("XOR-MAPPED-ADDRESS") == ("198.51.100.7", 40000)
 
 
-def test_data_indication_type_0x0115():
+def test_data_indication_type_0x0115() -> None:
     data = msturn.encode(
         Message(
             Method.DATA,
@@ -159,7 +160,7 @@ def test_data_indication_type_0x0115():
     assert parsed.message_class == MessageClass.INDICATION and parsed.method == Method.DATA
 
 
-def test_message_without_the_magic_cookie_attribute_is_ignored_section_3_1_10():
+def test_message_without_the_magic_cookie_attribute_is_ignored_section_3_1_10() -> None:
     data = bytes.fromhex(VECTORS["allocate_unauthenticated"])
     broken = data[:20] + b"\x80\x08\x00\x04\x00\x00\x00\x01" + data[28:]
     assert not msturn.looks_like(broken)
@@ -168,7 +169,7 @@ def test_message_without_the_magic_cookie_attribute_is_ignored_section_3_1_10():
     assert caught.value.code == 0  # ignore: no answer
 
 
-def test_bad_attribute_carries_the_16_byte_transaction_id():
+def test_bad_attribute_carries_the_16_byte_transaction_id() -> None:
     data = bytes.fromhex(VECTORS["allocate_unauthenticated"])
     truncated = data[:2] + struct.pack("!H", len(data) - 20 + 4) + data[4:] + b"\x00\x0d\x00\x08"
     with pytest.raises(RemoteProtocolError) as caught:
@@ -179,7 +180,7 @@ def test_bad_attribute_carries_the_16_byte_transaction_id():
 # ------------------------------------------------------------------ pseudo-TLS and framing
 
 
-def test_pseudo_tls_hellos_section_2_1_1():
+def test_pseudo_tls_hellos_section_2_1_1() -> None:
     hello = msturn.pseudo_tls_client_hello(bytes(range(32)))
     assert len(hello) == 50 and msturn.is_pseudo_tls(hello)
     # libnice's MSOC ClientHello (socket/pseudossl.c) is one
@@ -198,7 +199,7 @@ def test_pseudo_tls_hellos_section_2_1_1():
     assert not msturn.is_pseudo_tls(real_tls[:50])
 
 
-def test_tcp_framing_header_section_2_1_4():
+def test_tcp_framing_header_section_2_1_4() -> None:
     assert msturn.frame(msturn.CONTROL, b"abc") == b"\x02\x00\x00\x03abc"
     framer = msturn.EdgeStreamFramer()
     hello = msturn.pseudo_tls_client_hello(bytes(32))
@@ -209,13 +210,13 @@ def test_tcp_framing_header_section_2_1_4():
         msturn.EdgeStreamFramer().frames(b"\x02\x01\x00\x01x")  # reserved byte not zero
 
 
-def test_libnice_discovery_frame_without_length_is_taken():
+def test_libnice_discovery_frame_without_length_is_taken() -> None:
     message = bytes.fromhex(VECTORS["allocate_unauthenticated"])
     framer = msturn.MsStreamFramer()
     assert framer.frames(b"\x03\x00" + message) == [msturn.frame(msturn.CONTROL, message)]
 
 
-def test_rfc_stream_keeps_rfc_framing():
+def test_rfc_stream_keeps_rfc_framing() -> None:
     framer = msturn.EdgeStreamFramer()
     channel_data = b"\x40\x00\x00\x04abcd"
     assert framer.frames(channel_data) == [channel_data]
@@ -224,7 +225,7 @@ def test_rfc_stream_keeps_rfc_framing():
 # ------------------------------------------------------------------ the server
 
 
-def test_unauthenticated_allocate_gets_ms_401_echoing_the_16_byte_id():
+def test_unauthenticated_allocate_gets_ms_401_echoing_the_16_byte_id() -> None:
     core = server()
     data = bytes.fromhex(VECTORS["allocate_unauthenticated"])
     answer = only_send(core.receive(data, CLIENT, UDP, NOW))
@@ -236,7 +237,7 @@ def test_unauthenticated_allocate_gets_ms_401_echoing_the_16_byte_id():
     assert parsed.get("REALM") == REALM and parsed.get("NONCE")
 
 
-def test_allocate_response_section_3_2_5_1():
+def test_allocate_response_section_3_2_5_1() -> None:
     core = server()
     answer = allocate(core)
     assert answer[:2] == b"\x01\x03" and answer[20:28] == COOKIE_ATTR
@@ -251,7 +252,7 @@ def test_allocate_response_section_3_2_5_1():
     assert "FINGERPRINT" not in parsed
 
 
-def test_wrong_password_gets_401():
+def test_wrong_password_gets_401() -> None:
     core = server()
     tid = b"W" * 16
     challenge = msturn.parse(
@@ -269,7 +270,7 @@ def signed(method: int, attrs: list[tuple[str, object]], tid: bytes) -> bytes:
     return msturn.encode(ms_request(method, base + attrs, tid), integrity_key=KEY)
 
 
-def test_send_request_relays_and_is_never_answered():
+def test_send_request_relays_and_is_never_answered() -> None:
     core = server()
     allocate(core)
     send = signed(msturn.SEND, [("DESTINATION-ADDRESS", PEER), ("DATA", b"hello")], b"S" * 16)
@@ -283,7 +284,7 @@ def test_send_request_relays_and_is_never_answered():
     assert core.relay_received(1, b"spam", ("203.0.113.66", 1), NOW) == []
 
 
-def test_send_with_wrong_credentials_is_dropped():
+def test_send_with_wrong_credentials_is_dropped() -> None:
     core = server()
     allocate(core)
     attrs = [("USERNAME", "alice"), ("REALM", REALM), ("DESTINATION-ADDRESS", PEER), ("DATA", b"x")]
@@ -291,7 +292,7 @@ def test_send_with_wrong_credentials_is_dropped():
     assert core.receive(bad, CLIENT, UDP, NOW) == []
 
 
-def test_set_active_destination_then_raw_data_both_ways():
+def test_set_active_destination_then_raw_data_both_ways() -> None:
     core = server()
     allocate(core)
     request = signed(msturn.SET_ACTIVE_DESTINATION, [("DESTINATION-ADDRESS", PEER)], b"D" * 16)
@@ -302,7 +303,7 @@ def test_set_active_destination_then_raw_data_both_ways():
     assert core.relay_received(1, b"\x80back", PEER, NOW) == [SendTo(UDP, CLIENT, b"\x80back")]
 
 
-def test_set_active_destination_without_allocation_is_437():
+def test_set_active_destination_without_allocation_is_437() -> None:
     core = server()
     request = signed(msturn.SET_ACTIVE_DESTINATION, [("DESTINATION-ADDRESS", PEER)], b"D" * 16)
     parsed = msturn.parse(only_send(core.receive(request, CLIENT, UDP, NOW)))
@@ -310,10 +311,10 @@ def test_set_active_destination_without_allocation_is_437():
     assert parsed.transaction_id == b"D" * 16
 
 
-def test_allocate_on_the_same_5_tuple_refreshes_and_lifetime_0_deletes():
+def test_allocate_on_the_same_5_tuple_refreshes_and_lifetime_0_deletes() -> None:
     core = server()
     allocate(core)
-    challenge_nonce = core.authenticator.challenge(NOW)[1][1]  # type: ignore[attr-defined]
+    challenge_nonce = core.authenticator.challenge(NOW)[1][1]
     attrs = [("LIFETIME", 0), ("USERNAME", "alice"), ("REALM", REALM), ("NONCE", challenge_nonce)]
     request = msturn.encode(ms_request(3, attrs, b"R" * 16), integrity_key=KEY)
     actions = core.receive(request, CLIENT, UDP, NOW)
@@ -321,7 +322,7 @@ def test_allocate_on_the_same_5_tuple_refreshes_and_lifetime_0_deletes():
     assert any(isinstance(a, CloseRelay) for a in actions) and core.allocation_count == 0
 
 
-def test_peer_policy_applies_to_send_and_set_active_destination():
+def test_peer_policy_applies_to_send_and_set_active_destination() -> None:
     core = server()
     allocate(core)
     internal = ("127.0.0.1", 22)
@@ -330,7 +331,7 @@ def test_peer_policy_applies_to_send_and_set_active_destination():
     assert parsed.get("ERROR-CODE")[0] == 403
 
 
-def test_rfc_clients_are_untouched_beside_ms_ones():
+def test_rfc_clients_are_untouched_beside_ms_ones() -> None:
     from simulator.media import stun
 
     core = server()
@@ -340,7 +341,7 @@ def test_rfc_clients_are_untouched_beside_ms_ones():
     assert answer.get("XOR-MAPPED-ADDRESS") == ("198.51.100.8", 1)
 
 
-def test_over_tcp_pseudo_tls_then_framed_messages_and_end_to_end_data():
+def test_over_tcp_pseudo_tls_then_framed_messages_and_end_to_end_data() -> None:
     core = server()
     hello = msturn.pseudo_tls_client_hello(bytes(32))
     assert msturn.is_server_hello(only_send(core.receive(hello, CLIENT, TCP, NOW)))

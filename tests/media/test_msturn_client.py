@@ -36,10 +36,11 @@ async def edge(topology: Topology, lab_pki: LabPki) -> AsyncIterator[AsyncTurnSe
 
 class Echo(asyncio.DatagramProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.DatagramTransport)
         self.transport = transport
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        self.transport.sendto(b"echo " + data, addr)  # type: ignore[attr-defined]
+        self.transport.sendto(b"echo " + data, addr)
 
 
 @pytest.fixture

@@ -11,7 +11,32 @@ import pytest
 from aioice import stun as aioice_stun
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from media_helpers import (
+
+from simulator.lab.topology import Topology
+from simulator.media import stun
+from simulator.media.actions import (
+    CloseClient,
+    ClosePeer,
+    CloseRelay,
+    ConnectPeer,
+    JoinConnection,
+    OpenRelay,
+    RelayTo,
+    SendTo,
+)
+from simulator.media.auth import time_limited_credentials
+from simulator.media.errors import LocalProtocolError
+from simulator.media.events import (
+    AllocationCreated,
+    AllocationDeleted,
+    MessageDropped,
+    TurnEvent,
+)
+from simulator.media.service import peer_policy
+from simulator.media.states import TRANSITIONS, AllocationState, ConnectionState, advance
+from simulator.media.stun import Message, MessageClass, Method
+from simulator.media.turn import TurnServer
+from tests.media.media_helpers import (
     CLIENT,
     PEER,
     REALM,
@@ -28,33 +53,13 @@ from media_helpers import (
     tid,
 )
 
-from simulator.lab.topology import Topology
-from simulator.media import stun
-from simulator.media.actions import (
-    CloseClient,
-    ClosePeer,
-    CloseRelay,
-    ConnectPeer,
-    JoinConnection,
-    OpenRelay,
-    RelayTo,
-    SendTo,
-)
-from simulator.media.auth import time_limited_credentials
-from simulator.media.errors import LocalProtocolError
-from simulator.media.events import AllocationCreated, AllocationDeleted, MessageDropped
-from simulator.media.service import peer_policy
-from simulator.media.states import TRANSITIONS, AllocationState, ConnectionState, advance
-from simulator.media.stun import Message, MessageClass, Method
-from simulator.media.turn import TurnServer
-
 
 @pytest.fixture
 def server() -> TurnServer:
     return TurnServer(config())
 
 
-def events(server: TurnServer) -> list[object]:
+def events(server: TurnServer) -> list[TurnEvent]:
     out = []
     while (event := server.next_event()) is not None:
         out.append(event)
@@ -265,7 +270,9 @@ def test_allocate_retransmission_gets_the_same_answer_and_new_one_437(server: Tu
         ((("REQUESTED-TRANSPORT", 17), ("RESERVATION-TOKEN", b"nosuchtk")), 508),
     ],
 )
-def test_allocate_rejections(server: TurnServer, attrs: tuple, code: int) -> None:
+def test_allocate_rejections(
+    server: TurnServer, attrs: tuple[tuple[str, object], ...], code: int
+) -> None:
     client = Client(server)
     actions = client.ask(request(Method.ALLOCATE, *attrs))  # after the 401 challenge
     assert error_code(only_reply(actions)) == code
@@ -376,7 +383,9 @@ def test_channel_data_for_an_unbound_channel_is_dropped(server: TurnServer) -> N
     ("channel", "peer", "code"),
     [(0x3FFF, PEER, 400), (0x8000, PEER, 400), (0x4000, ("127.0.0.1", 9), 403)],
 )
-def test_channel_bind_rejections(server: TurnServer, channel: int, peer: tuple, code: int) -> None:
+def test_channel_bind_rejections(
+    server: TurnServer, channel: int, peer: tuple[str, int], code: int
+) -> None:
     client = Client(server)
     client.allocate()
     assert error_code(client.bind(channel, peer)) == code
@@ -469,7 +478,8 @@ def test_permission_and_channel_expire_on_their_lifetimes(server: TurnServer) ->
 def test_allocation_expires_by_timer(server: TurnServer) -> None:
     client = Client(server)
     client.allocate(T0)
-    assert server.get_timer() is not None and server.get_timer() <= T0 + 600
+    timer = server.get_timer()
+    assert timer is not None and timer <= T0 + 600
     assert server.handle_timer(T0 + 599) == []
     actions = server.handle_timer(T0 + 600)
     assert actions == [CloseRelay(client.relay)]
@@ -544,7 +554,9 @@ def tcp_allocation(server: TurnServer) -> Client:
 def test_connect_dials_out_from_the_relayed_address_then_connection_bind() -> None:
     server = TurnServer(config())
     client = tcp_allocation(server)
-    relay_address = server.allocation(client.relay).relayed  # type: ignore[union-attr]
+    allocation = server.allocation(client.relay)
+    assert allocation is not None
+    relay_address = allocation.relayed
     assert (
         error_code(only_reply(client.ask(request(Method.CONNECT, ("XOR-PEER-ADDRESS", PEER)))))
         == 403
@@ -577,6 +589,7 @@ def test_failed_connect_gets_447() -> None:
     client = tcp_allocation(server)
     client.permit()
     (connect,) = client.ask(request(Method.CONNECT, ("XOR-PEER-ADDRESS", PEER)))
+    assert isinstance(connect, ConnectPeer)
     assert error_code(only_reply(server.peer_connect_failed(connect.connection, T0))) == 447
 
 
@@ -587,7 +600,8 @@ def test_inbound_peer_connection_needs_permission_and_is_announced() -> None:
     client.permit()
     cid, actions = server.peer_connection_arrived(client.relay, PEER, T0)
     assert cid is not None
-    attempt = stun.parse(actions[0].data)  # type: ignore[union-attr]
+    assert isinstance(actions[0], SendTo)
+    attempt = stun.parse(actions[0].data)
     assert attempt.method == Method.CONNECTION_ATTEMPT
     assert attempt.get("CONNECTION-ID") == cid and attempt.get("XOR-PEER-ADDRESS") == PEER
     # not bound within 30 s: the peer connection is closed
@@ -651,7 +665,7 @@ def test_random_sequences_keep_the_invariants(steps: list[tuple[str, int, int]])
             client.bind(channel, ("127.0.113.50", channel), now)
         elif op == "data":
             client.send(struct.pack("!HH", channel, 4) + b"data", now)
-        elif op == "peer" and getattr(client, "relay", None) is not None:
+        elif op == "peer" and client.allocated:
             server.relay_received(client.relay, b"media", ("127.0.113.50", channel), now)
         elif op == "refresh0":
             for action in client.ask(request(Method.REFRESH, ("LIFETIME", 0)), now):

@@ -11,6 +11,7 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from simulator.lab.topology import Topology
 from simulator.pki import BAD_KINDS, LabPki, ensure_pki
 from simulator.pki.build import host_certificates
 
@@ -28,7 +29,9 @@ def load(path: Path) -> x509.Certificate:
     return x509.load_pem_x509_certificate(path.read_bytes())
 
 
-def test_every_host_certificate_verifies_against_its_ca_and_carries_its_names(topology, lab_pki):
+def test_every_host_certificate_verifies_against_its_ca_and_carries_its_names(
+    topology: Topology, lab_pki: LabPki
+) -> None:
     groups = host_certificates(topology)
     assert ("edge", "public") in groups and ("edge", "internal") in groups
     for (host, ca), names in groups.items():
@@ -47,7 +50,7 @@ def test_every_host_certificate_verifies_against_its_ca_and_carries_its_names(to
             )
 
 
-def test_the_edge_external_certificate_covers_access_and_av_names(lab_pki):
+def test_the_edge_external_certificate_covers_access_and_av_names(lab_pki: LabPki) -> None:
     names = (
         load(lab_pki.host_cert("edge", "public").cert)
         .extensions.get_extension_for_class(x509.SubjectAlternativeName)
@@ -57,7 +60,7 @@ def test_the_edge_external_certificate_covers_access_and_av_names(lab_pki):
     assert "edge-int.contoso.lab" not in names  # internal names never go on the public cert
 
 
-def test_a_certificate_from_one_ca_does_not_verify_against_another(lab_pki):
+def test_a_certificate_from_one_ca_does_not_verify_against_another(lab_pki: LabPki) -> None:
     result = openssl_verify(
         lab_pki.ca_cert("public"), lab_pki.host_cert("fabrikam", "fabrikam").cert
     )
@@ -68,7 +71,9 @@ def test_a_certificate_from_one_ca_does_not_verify_against_another(lab_pki):
     ("host", "ca", "fqdn"),
     [("fabrikam", "fabrikam", "sip.fabrikam.lab"), ("edge", "internal", "edge-int.contoso.lab")],
 )
-def test_bad_certificates_fail_the_way_their_name_says(lab_pki, host, ca, fqdn):
+def test_bad_certificates_fail_the_way_their_name_says(
+    lab_pki: LabPki, host: str, ca: str, fqdn: str
+) -> None:
     ca_file = lab_pki.ca_cert(ca)
     expired = openssl_verify(ca_file, lab_pki.bad_cert("expired", host, ca).cert)
     assert expired.returncode != 0 and "certificate has expired" in expired.stdout + expired.stderr
@@ -102,7 +107,9 @@ def _snapshot(directory: Path) -> dict[str, bytes]:
     }
 
 
-def test_rerunning_keeps_valid_certificates_and_force_reissues(topology, tmp_path):
+def test_rerunning_keeps_valid_certificates_and_force_reissues(
+    topology: Topology, tmp_path: Path
+) -> None:
     first = ensure_pki(topology, tmp_path)
     assert first.kept == [] and len(first.written) > 10
     before = _snapshot(tmp_path)
@@ -115,7 +122,9 @@ def test_rerunning_keeps_valid_certificates_and_force_reissues(topology, tmp_pat
     assert _snapshot(tmp_path)["ca/public.crt"] != before["ca/public.crt"]
 
 
-def test_a_damaged_or_missing_certificate_is_reissued_and_the_rest_kept(topology, tmp_path):
+def test_a_damaged_or_missing_certificate_is_reissued_and_the_rest_kept(
+    topology: Topology, tmp_path: Path
+) -> None:
     ensure_pki(topology, tmp_path)
     pki = LabPki(tmp_path)
     pki.host_cert("pic", "public").cert.write_text("garbage")
@@ -127,7 +136,7 @@ def test_a_damaged_or_missing_certificate_is_reissued_and_the_rest_kept(topology
     )
 
 
-def test_a_new_ca_reissues_everything_it_signed(topology, tmp_path):
+def test_a_new_ca_reissues_everything_it_signed(topology: Topology, tmp_path: Path) -> None:
     ensure_pki(topology, tmp_path)
     pki = LabPki(tmp_path)
     pki.ca_cert("fabrikam").unlink()
@@ -142,12 +151,14 @@ def test_a_new_ca_reissues_everything_it_signed(topology, tmp_path):
     )
 
 
-def test_private_keys_are_not_world_readable(lab_pki):
+def test_private_keys_are_not_world_readable(lab_pki: LabPki) -> None:
     mode = lab_pki.host_cert("edge", "public").key.stat().st_mode & 0o777
     assert mode == 0o600
 
 
-def test_leaves_have_an_ordinary_validity_as_real_cas_issue_them(topology, lab_pki):
+def test_leaves_have_an_ordinary_validity_as_real_cas_issue_them(
+    topology: Topology, lab_pki: LabPki
+) -> None:
     """Real peers choke on trustme's default (valid until the year 3000): ejabberd's expiry
     timer crashes and it then serves no certificate. Leaves get about a year; CAs may live long."""
     now = dt.datetime.now(dt.UTC)

@@ -14,7 +14,6 @@ from simulator.probes.base import (
     Outcome,
     Phase,
     ProbeResult,
-    TlsProblem,
     Verdict,
     apply_expectation,
     classify,
@@ -24,6 +23,7 @@ from simulator.probes.base import (
 from simulator.probes.spec import ProbeSpec
 from simulator.probes.stun import probe_stun_udp
 from simulator.probes.tcp import probe_tcp_connect, sample_ports
+from simulator.tls import TlsProblem
 
 ADDRESS = "127.0.113.77"
 
@@ -325,10 +325,11 @@ async def test_binding_a_source_address_that_is_not_here_is_a_probe_error() -> N
 async def test_stun_against_a_non_stun_udp_server_is_protocol_failed() -> None:
     class Garbage(asyncio.DatagramProtocol):
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            assert isinstance(transport, asyncio.DatagramTransport)
             self.transport = transport
 
         def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-            self.transport.sendto(b"HELLO not stun", addr)  # type: ignore[attr-defined]
+            self.transport.sendto(b"HELLO not stun", addr)
 
     loop = asyncio.get_running_loop()
     transport, _ = await loop.create_datagram_endpoint(Garbage, local_addr=(ADDRESS, 0))

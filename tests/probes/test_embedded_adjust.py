@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+from simulator.lab.topology import Topology
+from simulator.pki import LabPki
 from simulator.probes.run import NO_FIREWALL, JobBuilder, build_jobs, embedded_lab_adjust
 
 
 def test_negative_rows_and_rows_without_their_service_are_skipped_with_the_reason(
-    topology, lab_pki
-):
+    topology: Topology, lab_pki: LabPki
+) -> None:
     statuses = [
         SimpleNamespace(host="edge", service="access-edge", state="not available"),
         SimpleNamespace(host="edge", service="xmpp-proxy", state="running"),

@@ -1,4 +1,4 @@
-"""The probes against the lab's own services, where this tree has them (skip with the reason).
+"""The probes against the lab's own services.
 
 The local runner has no firewall between zones, so a row that must stay blocked but reaches a
 listener is reported as "open where it must not be", as it would be with a broken rule file.
@@ -7,33 +7,17 @@ listener is reported as "open where it must not be", as it would be with a broke
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
-
-import pytest
 
 from simulator.lab.runners.local import LocalLab
 from simulator.lab.topology import Topology
 from simulator.pki import LabPki
-from simulator.probes.base import TlsProblem, Verdict
+from simulator.probes.base import Verdict
 from simulator.probes.run import JobBuilder, LocalExecutor, build_jobs, run_jobs
-
-
-def _have(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except ModuleNotFoundError:
-        return False
-
-
-needs_xmpp = pytest.mark.skipif(
-    not _have("simulator.xmpp.service"),
-    reason="the XMPP proxy service (issue #4) is not in this tree",
-)
+from simulator.tls import TlsProblem
 
 ROWS = ["xmpp-in-5269", "xmpp-out-5269", "xmpp-gw-23456", "neg-inet-xmpp-23456"]
 
 
-@needs_xmpp
 async def test_xmpp_rows_against_the_lab_xmpp_proxy(
     isolated_topology: Topology, lab_pki: LabPki
 ) -> None:
@@ -64,10 +48,6 @@ async def test_xmpp_rows_against_the_lab_xmpp_proxy(
     assert negative.reason.startswith("open where it must not be: ")
 
 
-@pytest.mark.skipif(
-    not _have("simulator.sip.service"),
-    reason="the Access Edge SIP services (issue #3) are not in this tree",
-)
 async def test_sip_rows_against_the_lab_access_edge(
     isolated_topology: Topology, lab_pki: LabPki
 ) -> None:
@@ -84,11 +64,6 @@ async def test_sip_rows_against_the_lab_access_edge(
         assert results[row].reason.startswith("SIP ")
 
 
-needs_av = pytest.mark.skipif(
-    not _have("simulator.media.service"),
-    reason="the A/V Edge service (issue #5) is not in this tree",
-)
-
 AV_ROWS = [
     "msn-rtp-tcp-out",
     "msn-stun-out-3478",
@@ -100,7 +75,6 @@ AV_ROWS = [
 ]
 
 
-@needs_av
 async def test_av_rows_against_the_lab_av_edge(
     isolated_topology: Topology, lab_pki: LabPki
 ) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,6 +20,7 @@ from simulator.probes.base import ProbeResult, Verdict
 from simulator.probes.run import (
     JobBuilder,
     LocalExecutor,
+    ProbeJob,
     RunnerExecutor,
     build_jobs,
     load_target,
@@ -26,24 +28,31 @@ from simulator.probes.run import (
     probe_matrix,
     run_jobs,
 )
+from simulator.probes.spec import ProbeSpec
 
 
-def _jobs(topology: Topology, lab_pki: LabPki, **kw: object) -> dict[str, object]:
-    builder = JobBuilder(topology, lab_pki, **kw)  # type: ignore[arg-type]
+def _jobs(topology: Topology, lab_pki: LabPki, **kw: Any) -> dict[str, ProbeJob]:
+    builder = JobBuilder(topology, lab_pki, **kw)
     return {j.row.id: j for j in build_jobs(topology, builder)}
+
+
+def spec_of(job: ProbeJob) -> ProbeSpec:
+    """The probe a job runs (the job is not skipped)."""
+    assert job.spec is not None, job.skip_reason
+    return job.spec
 
 
 def test_every_row_of_the_default_lab_becomes_a_probe(topology: Topology, lab_pki: LabPki) -> None:
     jobs = _jobs(topology, lab_pki)
     assert len(jobs) == len(load_matrix().rows)
-    assert all(j.spec is not None for j in jobs.values())  # type: ignore[attr-defined]
+    assert all(j.spec is not None for j in jobs.values())
 
 
 def test_mtls_row_leaves_from_the_source_loopback_presenting_its_certificate(
     topology: Topology, lab_pki: LabPki
 ) -> None:
     job = _jobs(topology, lab_pki)["int-sip-fe-to-edge"]
-    spec = job.spec  # type: ignore[attr-defined]
+    spec = spec_of(job)
     assert (spec.bind, spec.address, spec.port) == ("127.0.2.10", "127.51.100.130", 5061)
     assert spec.fqdn == "edge-int.contoso.lab"
     assert spec.client_cert == lab_pki.host_cert("fe", "internal")
@@ -51,7 +60,7 @@ def test_mtls_row_leaves_from_the_source_loopback_presenting_its_certificate(
 
 
 def test_lab_addresses_inside_a_namespace(topology: Topology, lab_pki: LabPki) -> None:
-    spec = _jobs(topology, lab_pki, addresses="lab")["pic-in-5061"].spec  # type: ignore[attr-defined]
+    spec = spec_of(_jobs(topology, lab_pki, addresses="lab")["pic-in-5061"])
     assert (spec.bind, spec.address) == ("203.0.113.20", "198.51.100.10")
 
 
@@ -59,17 +68,17 @@ def test_negative_row_from_any_internet_host_presents_a_certificate(
     topology: Topology, lab_pki: LabPki
 ) -> None:
     job = _jobs(topology, lab_pki)["neg-inet-sip-int-5061"]
-    assert job.source.host == "fabrikam"  # type: ignore[attr-defined]
-    assert job.spec.client_cert == lab_pki.host_cert("fabrikam", "fabrikam")  # type: ignore[attr-defined]
+    assert job.source is not None and job.source.host == "fabrikam"
+    assert spec_of(job).client_cert == lab_pki.host_cert("fabrikam", "fabrikam")
 
 
 def test_relay_rows_talk_to_the_edge_turn_server_and_relay_to_the_destination(
     topology: Topology, lab_pki: LabPki
 ) -> None:
     jobs = _jobs(topology, lab_pki)
-    udp = jobs["av-relay-udp-out"].spec  # type: ignore[attr-defined]
+    udp = spec_of(jobs["av-relay-udp-out"])
     assert (udp.address, udp.port, udp.peer) == ("127.51.100.11", 3478, ("127.0.113.50", 5004))
-    tcp = jobs["msn-rtp-tcp-out"].spec  # type: ignore[attr-defined]
+    tcp = spec_of(jobs["msn-rtp-tcp-out"])
     assert (tcp.address, tcp.port, tcp.peer) == ("127.51.100.11", 3478, ("127.0.113.50", 5004))
 
 
@@ -77,9 +86,9 @@ def test_range_rows_keep_the_range_and_dns_rows_ask_a_partner_srv(
     topology: Topology, lab_pki: LabPki
 ) -> None:
     jobs = _jobs(topology, lab_pki)
-    relay = jobs["neg-inet-relay-tcp-in"].spec  # type: ignore[attr-defined]
+    relay = spec_of(jobs["neg-inet-relay-tcp-in"])
     assert (relay.port, relay.port_high) == (50000, 59999)
-    assert jobs["dns-edge-ext"].spec.dns_name == "_sipfederationtls._tcp.fabrikam.lab"  # type: ignore[attr-defined]
+    assert spec_of(jobs["dns-edge-ext"]).dns_name == "_sipfederationtls._tcp.fabrikam.lab"
 
 
 def test_unknown_row_is_a_config_error(topology: Topology, lab_pki: LabPki) -> None:
@@ -191,7 +200,8 @@ domain = "contoso.example"
         "sip.contoso.example",
         "contoso.example",
     )
-    assert spec.trust == (tmp_path / "ca.pem",) and spec.client_cert.cert == tmp_path / "edge.pem"  # type: ignore[union-attr]
+    assert spec.trust == (tmp_path / "ca.pem",)
+    assert spec.client_cert is not None and spec.client_cert.cert == tmp_path / "edge.pem"
     assert spec.timeout == 4
     assert jobs["pic-out-5061"].spec is None
     assert (
@@ -220,7 +230,8 @@ def test_bad_target_files(tmp_path: Path, text: str, message: str) -> None:
 def test_turn_probes_use_the_probe_credentials_of_the_topology(
     topology: Topology, lab_pki: LabPki
 ) -> None:
-    spec = _jobs(topology, lab_pki)["av-relay-udp-out"].spec  # type: ignore[attr-defined]
+    spec = spec_of(_jobs(topology, lab_pki)["av-relay-udp-out"])
     generated = LabSecrets(lab_pki.directory).get("av-edge/users/edgesim-probe")
+    assert spec.turn is not None
     assert (spec.turn.username, spec.turn.password) == ("edgesim-probe", generated)
     assert len(generated) >= 24  # generated for this lab, not a password from the source

@@ -8,10 +8,11 @@ from collections.abc import Callable
 import pytest
 
 from simulator.pki import LabPki
-from simulator.probes.base import TlsProblem, Verdict
+from simulator.probes.base import Verdict
 from simulator.probes.sip import probe_sip_mtls, probe_sip_tls
 from simulator.probes.spec import ProbeSpec
-from tests.probes.conftest import CLIENT_ADDRESS, fabrikam_server_ctx, serve, sip_responder
+from simulator.tls import TlsProblem
+from tests.probes.servers import CLIENT_ADDRESS, fabrikam_server_ctx, serve, sip_responder
 
 SpecFor = Callable[..., ProbeSpec]
 

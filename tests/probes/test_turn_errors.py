@@ -10,7 +10,7 @@ from aioice import stun
 from simulator.probes.base import Verdict
 from simulator.probes.spec import ProbeSpec, TurnCredentials
 from simulator.probes.turn import probe_relay_tcp_egress, probe_turn_tcp
-from tests.probes.conftest import SERVER_ADDRESS, serve
+from tests.probes.servers import SERVER_ADDRESS, serve
 
 
 async def answer_with_error(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -10,7 +10,7 @@ from simulator.probes.base import Verdict
 from simulator.probes.sip import build_options
 from simulator.probes.spec import ProbeSpec
 from simulator.probes.xmpp import probe_xmpp_s2s, stream_header
-from tests.probes.conftest import SERVER_ADDRESS, serve
+from tests.probes.servers import SERVER_ADDRESS, serve
 
 SPEC = ProbeSpec(
     "sip-mtls",

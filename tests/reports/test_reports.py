@@ -16,14 +16,13 @@ from rich.console import Console
 
 from simulator.lab.topology import Topology
 from simulator.matrix import load_matrix
-from simulator.probes.base import ProbeResult, TlsProblem, Verdict
+from simulator.probes.base import ProbeResult, Verdict
 from simulator.probes.run import ProbeRun
 from simulator.reports.html import to_html
 from simulator.reports.json_report import to_dict
 from simulator.reports.junit import to_junit
 from simulator.reports.table import render_run
-
-ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
+from simulator.tls import TlsProblem
 
 #: One run with every kind of verdict, as the lab with a broken rule file would give.
 VERDICTS = {
@@ -155,10 +154,8 @@ def test_html_is_self_contained_and_escaped(run: ProbeRun) -> None:
 def test_html_report_renders_in_headless_chromium(run: ProbeRun, tmp_path: Path) -> None:
     page = tmp_path / "probe-report.html"
     page.write_text(to_html(run), "utf-8")
-    ARTIFACTS.mkdir(exist_ok=True)
-    shot = ARTIFACTS / "probe-report.png"
+    shot = tmp_path / "probe-report.png"
     shot.unlink(missing_ok=True)
-    shutil.copy(page, ARTIFACTS / "probe-report.html")
     args = [
         "chromium",
         "--headless",

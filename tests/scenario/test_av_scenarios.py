@@ -16,11 +16,11 @@ import pytest
 from simulator.lab.runners.local import LocalLab
 from simulator.lab.topology import Topology
 from simulator.pki import LabPki
+from simulator.scenario.api import Scenario
 from simulator.scenario.run import discover, run_one, select
 from tests.siplab import sip_topology
 
 ROOT = Path(__file__).resolve().parents[2]
-ARTIFACTS = ROOT / "artifacts"
 HOSTS = ["dns-int", "dns-ext", "edge", "fe", "pic"]
 
 
@@ -29,14 +29,16 @@ def av_topology(tmp_path_factory: pytest.TempPathFactory) -> Topology:
     return sip_topology(tmp_path_factory.mktemp("av"), octet=218)
 
 
-def _scenario(name: str):
+def _scenario(name: str) -> Scenario:
     scenarios, broken = discover(ROOT / "scenarios")
     assert [b for b in broken if b.path.name.startswith("av_")] == []
     (item,) = select(scenarios, (name,))
     return item
 
 
-async def test_av_call_relays_audio_on_the_embedded_lab(av_topology: Topology, lab_pki: LabPki):
+async def test_av_call_relays_audio_on_the_embedded_lab(
+    av_topology: Topology, lab_pki: LabPki
+) -> None:
     async with LocalLab(av_topology, lab_pki.directory, hosts=HOSTS):
         result = await run_one(_scenario("av-call"), av_topology, "local", lab_pki)
     assert result.status == "passed", f"{result.step}: {result.reason}"
@@ -68,7 +70,9 @@ async def test_av_call_relays_audio_on_the_embedded_lab(av_topology: Topology, l
     assert not any(a.event == "dropped" for a in ladder.arrows)
 
 
-async def test_av_fallback_is_skipped_without_a_firewall(av_topology: Topology, lab_pki: LabPki):
+async def test_av_fallback_is_skipped_without_a_firewall(
+    av_topology: Topology, lab_pki: LabPki
+) -> None:
     result = await run_one(_scenario("av-fallback"), av_topology, "local", lab_pki)
     assert result.status == "skipped"
     assert "firewall" in result.reason
@@ -156,15 +160,13 @@ def test_av_call_and_udp_fallback_across_the_netns_lab(tmp_path: Path) -> None:
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
         pytest.skip("chromium is not installed: the ladder page was written but not rendered")
-    ARTIFACTS.mkdir(exist_ok=True)
-    (ARTIFACTS / "scenario-fallback.html").write_text(html)
-    shot = ARTIFACTS / "scenario-fallback.png"
+    shot = tmp_path / "scenario-fallback.png"
     shot.unlink(missing_ok=True)
     subprocess.run(
         [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-component-update", "--disable-sync", "--no-first-run",
-         f"--user-data-dir={ARTIFACTS / '.chromium'}", f"--screenshot={shot}",
-         "--window-size=1100,1400", (ARTIFACTS / "scenario-fallback.html").as_uri()],
+         f"--user-data-dir={tmp_path / '.chromium'}", f"--screenshot={shot}",
+         "--window-size=1100,1400", page.as_uri()],
         capture_output=True, timeout=120, check=False,
     )  # fmt: skip
     assert shot.is_file() and shot.stat().st_size > 10_000, (

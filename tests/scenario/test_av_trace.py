@@ -53,10 +53,11 @@ async def server(lab: Lab, lab_pki: LabPki) -> AsyncIterator[AsyncTurnServer]:
 
 class _Echo(asyncio.DatagramProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.DatagramTransport)
         self.transport = transport
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        self.transport.sendto(data, addr)  # type: ignore[attr-defined]
+        self.transport.sendto(data, addr)
 
 
 async def test_transactions_one_event_each_and_media_summarised(

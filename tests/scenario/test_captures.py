@@ -27,6 +27,7 @@ from tests.captures import (
 EDGESIM = [sys.executable, "-m", "simulator"]
 
 
+@pytest.mark.root
 def test_scenario_captures_decrypt_in_tshark_on_the_embedded_lab(tmp_path: Path) -> None:
     """The embedded lab (ports moved, as for a user without root): loopback capture."""
     needs_capture_tools()

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
+
+from simulator.lab.hostmap import HostMap
+from simulator.lab.topology import Topology
 from simulator.scenario.ladder import build_ladder, render_svg, render_text
-from simulator.trace import HostMap, TraceEvent, TraceRecorder, record
+from simulator.trace import TraceEvent, TraceRecorder, record
 
 
-def ev(t, src, dst, summary, event="sent", protocol="sip"):
+def ev(
+    t: float, src: str, dst: str, summary: str, event: str = "sent", protocol: str = "sip"
+) -> TraceEvent:
     return TraceEvent(t, protocol, src, dst, summary, event)
 
 
-def test_columns_follow_the_zones_with_firewalls_between(topology):
+def test_columns_follow_the_zones_with_firewalls_between(topology: Topology) -> None:
     hosts = HostMap(topology, "netns")
     events = [
         ev(1.0, "203.0.113.40:40000", "198.51.100.10:443", "REGISTER sip:contoso.lab"),
@@ -33,7 +41,7 @@ def test_columns_follow_the_zones_with_firewalls_between(topology):
     assert [round(a.offset, 3) for a in ladder.arrows] == [0.0, 0.1, 0.2]
 
 
-def test_a_dropped_message_stops_at_the_firewall(topology):
+def test_a_dropped_message_stops_at_the_firewall(topology: Topology) -> None:
     hosts = HostMap(topology, "netns")
     events = [
         ev(0.0, "203.0.113.50:3478", "198.51.100.11:3478", "Binding request", "dropped", "stun")
@@ -51,7 +59,9 @@ def test_a_dropped_message_stops_at_the_firewall(topology):
     assert "&#x2715;" in render_svg(ladder)
 
 
-def test_a_traced_drop_stops_at_the_firewall_that_dropped_it_labelled_with_the_rule(topology):
+def test_a_traced_drop_stops_at_the_firewall_that_dropped_it_labelled_with_the_rule(
+    topology: Topology,
+) -> None:
     from dataclasses import replace
 
     hosts = HostMap(topology, "netns")
@@ -72,7 +82,7 @@ def test_a_traced_drop_stops_at_the_firewall_that_dropped_it_labelled_with_the_r
     assert lines[x + 1][fw_column:] == "^ fw-internal: internal.nft:34"
 
 
-def test_sender_and_receiver_records_of_one_message_draw_one_arrow(topology):
+def test_sender_and_receiver_records_of_one_message_draw_one_arrow(topology: Topology) -> None:
     hosts = HostMap(topology, "local")
     events = [
         ev(1.0, "127.0.113.10:5061", "127.51.100.10:5061", "MESSAGE sip:alice@contoso.lab"),
@@ -92,7 +102,7 @@ def test_sender_and_receiver_records_of_one_message_draw_one_arrow(topology):
     ]
 
 
-def test_steps_are_drawn_across_the_ladder_not_as_a_host(topology):
+def test_steps_are_drawn_across_the_ladder_not_as_a_host(topology: Topology) -> None:
     hosts = HostMap(topology, "local")
     events = [
         TraceEvent(0.0, "note", "", "", "alice signs in", "note"),
@@ -104,7 +114,7 @@ def test_steps_are_drawn_across_the_ladder_not_as_a_host(topology):
     assert "alice signs in</text>" in render_svg(ladder)
 
 
-def test_labels_are_escaped_in_svg(topology):
+def test_labels_are_escaped_in_svg(topology: Topology) -> None:
     hosts = HostMap(topology, "local")
     events = [
         ev(
@@ -119,7 +129,9 @@ def test_labels_are_escaped_in_svg(topology):
     assert "&lt;message to=&#x27;a@contoso.lab&#x27;/&gt;" in svg
 
 
-def test_record_costs_nothing_without_a_recorder_and_collects_with_one(monkeypatch):
+def test_record_costs_nothing_without_a_recorder_and_collects_with_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.delenv("EDGESIM_TRACE_FILE", raising=False)
     record("sip", "a", "b", "lost")  # no sink: dropped on the floor
     with TraceRecorder() as rec:
@@ -128,7 +140,7 @@ def test_record_costs_nothing_without_a_recorder_and_collects_with_one(monkeypat
     assert [e.summary for e in rec.events] == ["OPTIONS sip:x"]
 
 
-def test_trace_file_sink_round_trips(tmp_path, monkeypatch):
+def test_trace_file_sink_round_trips(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "trace.jsonl"
     monkeypatch.setenv("EDGESIM_TRACE_FILE", str(path))
     record(

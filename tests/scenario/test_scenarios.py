@@ -13,11 +13,12 @@ import pytest
 
 from simulator.errors import EdgesimError
 from simulator.lab.runners.local import LocalLab
+from simulator.lab.topology import Topology
+from simulator.pki import LabPki
 from simulator.scenario.report import results_html
 from simulator.scenario.run import discover, run_all, select
 
 ROOT = Path(__file__).resolve().parents[2]
-ARTIFACTS = ROOT / "artifacts"
 needs_root = pytest.mark.skipif(
     os.geteuid() != 0, reason="the embedded lab binds port 53: needs root"
 )
@@ -75,7 +76,7 @@ def script_dir(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def test_discovery_finds_scenarios_and_reports_broken_files(script_dir):
+def test_discovery_finds_scenarios_and_reports_broken_files(script_dir: Path) -> None:
     scenarios, broken = discover(script_dir)
     assert sorted(s.name for s in scenarios) == ["fails", "good", "needs", "raises", "slow"]
     assert [(b.path.name, b.reason) for b in broken] == [
@@ -85,7 +86,9 @@ def test_discovery_finds_scenarios_and_reports_broken_files(script_dir):
         select(scenarios, ("nope",))
 
 
-async def test_results_say_which_step_failed_and_why(script_dir, topology, lab_pki):
+async def test_results_say_which_step_failed_and_why(
+    script_dir: Path, topology: Topology, lab_pki: LabPki
+) -> None:
     scenarios, _ = discover(script_dir)
     results = {r.scenario.name: r for r in await run_all(scenarios, topology, "local", lab_pki)}
     assert (results["good"].status, results["good"].step) == ("passed", None)
@@ -103,8 +106,11 @@ async def test_results_say_which_step_failed_and_why(script_dir, topology, lab_p
     assert "no-such-service" in results["needs"].reason
 
 
+@pytest.mark.root
 @needs_root
-async def test_shipped_partner_discovery_passes_on_the_embedded_lab(topology, lab_pki):
+async def test_shipped_partner_discovery_passes_on_the_embedded_lab(
+    topology: Topology, lab_pki: LabPki, tmp_path: Path
+) -> None:
     scenarios, broken = discover(ROOT / "scenarios")
     assert broken == []
     (item,) = select(scenarios, ("partner-discovery",))
@@ -123,18 +129,17 @@ async def test_shipped_partner_discovery_passes_on_the_embedded_lab(topology, la
     assert ("dns-ext", "edge", "NOERROR SRV 0 0 5061 sip.fabrikam.lab.") in answers
     assert ("dns-ext", "edge", "NXDOMAIN") in answers
 
-    ARTIFACTS.mkdir(exist_ok=True)
-    page = ARTIFACTS / "scenario-ladders.html"
+    page = tmp_path / "scenario-ladders.html"
     page.write_text(results_html([result], topology, "local"))
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
         pytest.skip("chromium is not installed: the ladder page was written but not rendered")
-    shot = ARTIFACTS / "scenario-ladder.png"
+    shot = tmp_path / "scenario-ladder.png"
     shot.unlink(missing_ok=True)
     subprocess.run(
         [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-component-update", "--disable-sync", "--no-first-run",
-         f"--user-data-dir={ARTIFACTS / '.chromium'}", f"--screenshot={shot}",
+         f"--user-data-dir={tmp_path / '.chromium'}", f"--screenshot={shot}",
          "--window-size=1100,800", page.as_uri()],
         capture_output=True, timeout=120, check=False,
     )  # fmt: skip
@@ -143,8 +148,9 @@ async def test_shipped_partner_discovery_passes_on_the_embedded_lab(topology, la
     )
 
 
+@pytest.mark.root
 @needs_root
-def test_scenario_cli_runs_prints_ladder_and_exits_by_result(tmp_path):
+def test_scenario_cli_runs_prints_ladder_and_exits_by_result(tmp_path: Path) -> None:
     env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}
     result = subprocess.run(
         [sys.executable, "-m", "simulator", "scenario", "run", "partner-discovery", "--ladder",

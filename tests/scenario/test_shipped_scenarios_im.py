@@ -1,7 +1,7 @@
 """The shipped SIP and XMPP scenarios pass on an embedded lab, and their ladders show the hops.
 
 Each test starts the hosts a scenario needs with :class:`LocalLab` on an isolated copy of the
-topology (addresses 10.217.x.y, loopback 127.217.x.y) and runs the scenario as
+topology (relocated to loopback 127.217.x.y) and runs the scenario as
 ``edgesim scenario run`` does (:func:`run_one`).
 """
 
@@ -24,9 +24,12 @@ from tests.siplab import sip_topology
 ROOT = Path(__file__).resolve().parents[2]
 SIP_HOSTS = ["dns-int", "dns-ext", "edge", "fe", "fabrikam", "pic"]
 
-pytestmark = pytest.mark.skipif(
-    os.geteuid() != 0, reason="the lab binds ports 443, 5061 and 53 on loopback (needs root)"
-)
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.skipif(
+        os.geteuid() != 0, reason="the lab binds ports 443, 5061 and 53 on loopback (needs root)"
+    ),
+]
 
 
 @pytest.fixture(scope="module")

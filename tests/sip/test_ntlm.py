@@ -6,12 +6,13 @@ from __future__ import annotations
 import base64
 
 import pytest
-from sipmessage import Message
+from sipmessage import Message, Request
 from spnego._ntlm_raw.messages import Challenge
 
 from simulator.sip.ntlm import (
     NtlmError,
     NtlmServer,
+    SecurityAssociation,
     auth_params,
     signature_buffer,
 )
@@ -29,14 +30,14 @@ def _server(random_bytes: list[bytes]) -> NtlmServer:
     )
 
 
-def _ocs_sa(srand: bytes):
+def _ocs_sa(srand: bytes) -> SecurityAssociation:
     server = _server([srand])
     server._register("2BDBAC9D", Challenge.unpack(v.CHALLENGE))
     params = {"opaque": "2BDBAC9D", "gssapi-data": v.AUTHENTICATE_B64}
     return server.authenticate(params).sa
 
 
-def test_signature_buffers_are_the_ones_communicator_and_ocs_signed():
+def test_signature_buffers_are_the_ones_communicator_and_ocs_signed() -> None:
     register = Message.parse(v.REGISTER.encode())
     response = Message.parse(v.RESPONSE.encode())
     common = {"scheme": "NTLM", "realm": "SIP Communications Service", "targetname": v.TARGETNAME}
@@ -46,10 +47,11 @@ def test_signature_buffers_are_the_ones_communicator_and_ocs_signed():
     assert got.decode() == v.RESPONSE_BUFFER
 
 
-def test_the_server_accepts_communicators_authenticate_and_signs_as_ocs():
+def test_the_server_accepts_communicators_authenticate_and_signs_as_ocs() -> None:
     sa = _ocs_sa(bytes.fromhex(v.RESPONSE_SRAND))
     assert sa.user == v.USER
     register = Message.parse(v.REGISTER.encode())
+    assert isinstance(register, Request)
     sa.verify(
         register,
         {"crand": v.REGISTER_CRAND, "cnum": v.REGISTER_CNUM, "response": v.REGISTER_SIGNATURE},
@@ -60,9 +62,10 @@ def test_the_server_accepts_communicators_authenticate_and_signs_as_ocs():
     assert (info["srand"], info["snum"], info["opaque"]) == (v.RESPONSE_SRAND, "1", "2BDBAC9D")
 
 
-def test_a_tampered_message_or_signature_is_refused():
+def test_a_tampered_message_or_signature_is_refused() -> None:
     sa = _ocs_sa(b"\0\0\0\0")
     register = Message.parse(v.REGISTER.replace("CSeq: 3", "CSeq: 4").encode())
+    assert isinstance(register, Request)
     params = {"crand": v.REGISTER_CRAND, "cnum": v.REGISTER_CNUM, "response": v.REGISTER_SIGNATURE}
     with pytest.raises(NtlmError, match="does not verify"):
         sa.verify(register, params)
@@ -70,7 +73,7 @@ def test_a_tampered_message_or_signature_is_refused():
         sa.verify(register, {**params, "response": "zz"})
 
 
-def test_a_wrong_password_an_unknown_user_and_a_replayed_opaque_are_refused():
+def test_a_wrong_password_an_unknown_user_and_a_replayed_opaque_are_refused() -> None:
     server = NtlmServer(targetname=v.TARGETNAME, users={"user": "other"}, domain=v.DOMAIN)
     server._register("AA", Challenge.unpack(v.CHALLENGE))
     with pytest.raises(NtlmError, match="wrong password"):
@@ -86,7 +89,7 @@ def test_a_wrong_password_an_unknown_user_and_a_replayed_opaque_are_refused():
         server.authenticate({"opaque": "CC", "gssapi-data": "bm90IG50bG0="})
 
 
-def test_round_trip_with_pyspnegos_initiator():
+def test_round_trip_with_pyspnegos_initiator() -> None:
     import spnego
 
     server = NtlmServer(
@@ -101,6 +104,7 @@ def test_round_trip_with_pyspnegos_initiator():
     scheme, params = auth_params(challenged.header)
     assert scheme == "NTLM" and server.matches(params) and params["version"] == "4"
     token = client.step(base64.b64decode(params["gssapi-data"]))
+    assert token is not None
     established = server.authenticate(
         {"opaque": params["opaque"], "gssapi-data": base64.b64encode(token).decode()}
     )
@@ -108,7 +112,7 @@ def test_round_trip_with_pyspnegos_initiator():
     assert established.sa.session_key == client.session_key
 
 
-def test_auth_params_reads_quoted_and_bare_values():
+def test_auth_params_reads_quoted_and_bare_values() -> None:
     scheme, params = auth_params(
         'NTLM qop="auth", realm="SIP Communications Service", version=4, gssapi-data=""'
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 
 import pytest
 from hypothesis import given, settings
@@ -42,7 +43,7 @@ def events_of(chunks: list[bytes]) -> tuple[list[object], bytes]:
     return events, conn.data_to_send()
 
 
-def summary(events: list[object]) -> list[tuple[str, object]]:
+def summary(events: Sequence[object]) -> list[tuple[str, object]]:
     out: list[tuple[str, object]] = []
     for e in events:
         if isinstance(e, RequestReceived):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -59,12 +61,12 @@ class Edge:
         self.client = self.proxy.flow_opened(Side.CLIENT, ("203.0.113.40", 40002))
 
 
-def only(actions: list[object]) -> object:
+def only(actions: Sequence[object]) -> object:
     assert len(actions) == 1, actions
     return actions[0]
 
 
-def refusal(actions: list[object]) -> tuple[int, str]:
+def refusal(actions: Sequence[object]) -> tuple[int, str]:
     action = only(actions)
     assert isinstance(action, Send) and isinstance(action.message, Response)
     warning = action.message.headers.get("Warning") or ""

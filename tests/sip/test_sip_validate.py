@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from sipmessage import Request
 
 from simulator.sip.errors import RemoteProtocolError
 from simulator.sip.framing import Frame
@@ -29,7 +30,7 @@ def replace_line(data: bytes, name: str, value: str | None) -> bytes:
 
 def test_valid_request_parses() -> None:
     request = validate(frame_of(message()))
-    assert request.method == "MESSAGE"  # type: ignore[union-attr]
+    assert isinstance(request, Request) and request.method == "MESSAGE"
     assert request.body == b"hello"
 
 

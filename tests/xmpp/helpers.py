@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from simulator.tls import PeerCertificate
+from simulator.certificate import PeerCertificate
 from simulator.xmpp.events import (
     DialbackVerifyNeeded,
     TlsRequested,

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import xml.etree.ElementTree as ET
+
 import pytest
 
 from simulator.xmpp.errors import RemoteProtocolError
 from simulator.xmpp.events import (
     Authenticated,
     AuthenticationFailed,
+    DialbackVerifyAnswered,
     StanzaReceived,
     StreamClosed,
 )
 from simulator.xmpp.s2s import Role, Session, SessionConfig, State, dialback_key
 from simulator.xmpp.stream import NS_SERVER, element, qname
-
-from .helpers import Pair, cert
+from tests.xmpp.helpers import Pair, cert
 
 EDGE = SessionConfig(
     local_domains=frozenset({"contoso.lab"}),
@@ -48,7 +50,7 @@ def inbound(config: SessionConfig) -> Session:
     return Session(Role.RECEIVING, config, now=0.0, stream_id="in-1")
 
 
-def message(frm: str, to: str, text: str) -> object:
+def message(frm: str, to: str, text: str) -> ET.Element:
     return element(
         qname(NS_SERVER, "message"),
         {"from": frm, "to": to, "type": "chat"},
@@ -68,7 +70,7 @@ def test_sasl_external_when_the_certificate_names_the_domain() -> None:
     pair.run()
     assert Authenticated("jabber.lab", "sasl-external") in pair.b_events
     assert Authenticated("contoso.lab", "sasl-external") in pair.a_events
-    a.send_stanza(message("romeo@jabber.lab/x", "alice@contoso.lab", "hi"))  # type: ignore[arg-type]
+    a.send_stanza(message("romeo@jabber.lab/x", "alice@contoso.lab", "hi"))
     pair.run()
     got = [e for e in pair.b_events if isinstance(e, StanzaReceived)]
     assert len(got) == 1 and got[0].element.findtext(qname(NS_SERVER, "body")) == "hi"
@@ -130,8 +132,8 @@ def test_verify_stream_answers_with_our_key() -> None:
         receiver_cert=cert("xmpp.contoso.lab"),
     )
     pair.run()
-    answers = [e for e in pair.a_events if type(e).__name__ == "DialbackVerifyAnswered"]
-    assert [(a.originating, a.valid) for a in answers] == [("contoso.lab", True)]  # type: ignore[attr-defined]
+    answers = [e for e in pair.a_events if isinstance(e, DialbackVerifyAnswered)]
+    assert [(a.originating, a.valid) for a in answers] == [("contoso.lab", True)]
 
 
 def test_stanza_before_tls_is_a_policy_violation() -> None:
@@ -172,7 +174,7 @@ def test_invalid_from_on_an_authenticated_stream() -> None:
     b = inbound(EDGE)
     pair = Pair(a, b, initiator_cert=cert("jabber.lab"), receiver_cert=cert("xmpp.contoso.lab"))
     pair.run()
-    a.send_stanza(message("mallory@fabrikam.lab", "alice@contoso.lab", "x"))  # type: ignore[arg-type]
+    a.send_stanza(message("mallory@fabrikam.lab", "alice@contoso.lab", "x"))
     with pytest.raises(RemoteProtocolError) as info:
         pair.run()
     assert info.value.condition.value == "invalid-from"
@@ -207,7 +209,7 @@ def test_the_gateway_link_acknowledges_only_what_the_edge_handled() -> None:
     pair.run()
     assert client.ready and server.sm_enabled and client.sm_enabled
     numbers = [
-        client.send_stanza(message("alice@contoso.lab", "romeo@jabber.lab", t))  # type: ignore[arg-type]
+        client.send_stanza(message("alice@contoso.lab", "romeo@jabber.lab", t))
         for t in ("one", "two")
     ]
     assert numbers == [1, 2]

@@ -17,9 +17,8 @@ from simulator.xmpp.events import (
 )
 from simulator.xmpp.s2s import Session, SessionConfig, State, dialback_key
 from simulator.xmpp.stream import NS_DIALBACK, XmlStream
-
-from .helpers import Pair, cert
-from .test_s2s import EDGE, JABBER, inbound, message, outbound
+from tests.xmpp.helpers import Pair, cert
+from tests.xmpp.test_s2s import EDGE, JABBER, inbound, message, outbound
 
 HEADER = (
     "<?xml version='1.0'?><stream:stream xmlns='jabber:server' "
@@ -58,8 +57,8 @@ def test_a_partner_cannot_send_as_another_domain_on_the_edges_outbound_stream(
     pair, _a, b = edge_outbound_to_jabber()
     stanza = message(frm, to, "x")
     if not frm:
-        del stanza.attrib["from"]  # type: ignore[attr-defined]
-    b.send_stanza(stanza)  # type: ignore[arg-type]
+        del stanza.attrib["from"]
+    b.send_stanza(stanza)
     with pytest.raises(RemoteProtocolError) as info:
         pair.run()
     assert info.value.condition.value == condition
@@ -68,7 +67,7 @@ def test_a_partner_cannot_send_as_another_domain_on_the_edges_outbound_stream(
 
 def test_the_partners_own_stanza_on_the_outbound_stream_is_accepted() -> None:
     pair, _, b = edge_outbound_to_jabber()
-    b.send_stanza(message("romeo@jabber.lab/x", "alice@contoso.lab", "hi"))  # type: ignore[arg-type]
+    b.send_stanza(message("romeo@jabber.lab/x", "alice@contoso.lab", "hi"))
     pair.run()
     assert len([e for e in pair.a_events if isinstance(e, StanzaReceived)]) == 1
 
@@ -100,7 +99,7 @@ def test_the_receiving_side_routes_only_the_authenticated_pair() -> None:
     b = inbound(two)
     pair = Pair(a, b, initiator_cert=cert("jabber.lab"), receiver_cert=cert("xmpp.contoso.lab"))
     pair.run()
-    a.send_stanza(message("romeo@jabber.lab", "bob@other.lab", "x"))  # type: ignore[arg-type]
+    a.send_stanza(message("romeo@jabber.lab", "bob@other.lab", "x"))
     with pytest.raises(RemoteProtocolError) as info:
         pair.run()
     assert info.value.condition.value == "host-unknown"

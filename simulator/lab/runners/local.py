@@ -52,6 +52,7 @@ from simulator.lab.services import (
     ServiceContext,
     load_service,
 )
+from simulator.lab.system import pid_alive
 from simulator.lab.topology import PORT_OFFSET, PRIVILEGED_BELOW, Host, Topology
 from simulator.pki import LabPki, ensure_pki, service_settings
 
@@ -259,16 +260,6 @@ def _netns_id() -> int:
         return 0
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 @dataclass(frozen=True)
 class RunningLab:
     """An embedded lab running in some process of this machine, on this network namespace, as
@@ -323,7 +314,7 @@ def find_running_lab(config: LabConfig) -> RunningLab | None:
         return None
     if netns != _netns_id():
         return None
-    if not _alive(lab.pid):
+    if not pid_alive(lab.pid):
         with contextlib.suppress(OSError):
             path.unlink()
         return None
@@ -408,7 +399,7 @@ class LocalRunner(Runner):
 
     async def up(self) -> None:
         if self.joined is not None:
-            if not _alive(self.joined.pid):
+            if not pid_alive(self.joined.pid):
                 raise LabError(f"the embedded lab in pid {self.joined.pid} has stopped")
             self.started = True
             return

@@ -26,7 +26,6 @@ import contextlib
 import json
 import logging
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -63,6 +62,7 @@ from simulator.lab.runners.base import (
     edgesim_argv,
     services_of_ready,
 )
+from simulator.lab.system import pid_alive, root_tools_problem
 from simulator.lab.topology import Firewall, Host, Interface
 from simulator.matrix import load_matrix
 from simulator.pki import LabPki, ensure_pki
@@ -79,12 +79,7 @@ RULES_FILE = "rules.json"
 
 def requirements_problem() -> str | None:
     """Why this machine cannot run the netns lab, or None."""
-    if os.geteuid() != 0:
-        return "the netns runner needs root (network namespaces, nftables)"
-    for tool, package in (("ip", "iproute2"), ("nft", "nftables")):
-        if shutil.which(tool) is None:
-            return f"`{tool}` is missing (Debian package {package})"
-    return None
+    return root_tools_problem("the netns runner")
 
 
 def run(args: list[str], *, check: bool = True, timeout: float = COMMAND_TIMEOUT) -> str:
@@ -392,7 +387,7 @@ class NetnsRunner(Runner):
                 os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + STOP_TIMEOUT
         while pids and time.monotonic() < deadline:
-            pids = {p for p in pids if _alive(p)}
+            pids = {p for p in pids if pid_alive(p)}
             if pids:
                 time.sleep(0.05)
         for pid in pids:
@@ -467,7 +462,7 @@ class NetnsRunner(Runner):
             elif kind == "firewall":
                 st.state = "routing"
             elif st.pid is not None:
-                st.state = "running" if _alive(st.pid) else "exited"
+                st.state = "running" if pid_alive(st.pid) else "exited"
             else:
                 st.state = "up"
             status.nodes.append(st)
@@ -512,22 +507,6 @@ class NetnsRunner(Runner):
         ]
         keys = [KeySource((), str(self._keylog(h.id))) for h in self._service_hosts()]
         return packet_capture(out, points, keys)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    with contextlib.suppress(OSError):
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        if state == "Z":
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, os.WNOHANG)
-            return False
-    return True
 
 
 def _is_lab_serve(pid: int) -> bool:

@@ -19,10 +19,11 @@ from collections.abc import Callable
 from sipmessage import Address, Request, Response
 
 from simulator.lab.services import ServiceContext
+from simulator.lab.topology import Topology
 from simulator.media.mras import (
+    MediaRelay,
     MrasError,
     answer_credentials_request,
-    relays_from_topology,
 )
 from simulator.sip.build import response_for
 
@@ -49,3 +50,32 @@ def factory(ctx: ServiceContext) -> Callable[[Request], Response]:
         return response_for(request, 200, body=body, headers=[("Content-Type", CONTENT_TYPE)])
 
     return handle
+
+
+def relays_from_topology(topology: Topology) -> list[MediaRelay]:
+    """The media relay list of the topology's A/V Edges (hosts running ``av-edge``).
+
+    ``internet``: the interface with a ``relay`` listener (its FQDN, UDP ``stun-udp`` port and
+    TCP ``turn-tls``/``turn-tcp`` port, 443 preferred); ``intranet``: the host's other interfaces
+    with STUN/TURN listeners. The list names FQDNs, which the lab DNS resolves in every runner.
+    """
+    relays: list[MediaRelay] = []
+    for host in topology.hosts:
+        if "av-edge" not in host.services:
+            continue
+        listeners = host.listeners_of("av-edge")
+        relay_ifaces = {lst.interface for lst in listeners if lst.proto == "relay"}
+        for iface in host.interfaces:
+            mine = [lst for lst in listeners if lst.interface == iface.id]
+            udp = next((lst.port for lst in mine if lst.proto == "stun-udp"), None)
+            tcp_ports = sorted(
+                (lst.real_port != 443, lst.port)
+                for lst in mine
+                if lst.proto in ("turn-tls", "turn-tcp")
+            )
+            tcp = tcp_ports[0][1] if tcp_ports else None
+            if udp is None and tcp is None:
+                continue
+            location = "internet" if iface.id in relay_ifaces else "intranet"
+            relays.append(MediaRelay(location, iface.fqdn or str(iface.address), udp, tcp))
+    return relays

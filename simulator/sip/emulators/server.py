@@ -52,7 +52,7 @@ from xml.sax.saxutils import escape
 from sipmessage import Request, Response
 
 from simulator.dns.resolver import LabResolver, ResolutionError
-from simulator.sip.aio import ListenerSpec, SipListener, SipProtocol, open_sip, tls_failure_reason
+from simulator.sip.aio import ListenerSpec, SipListener, SipProtocol, open_sip
 from simulator.sip.build import (
     first_value,
     new_branch,
@@ -74,6 +74,7 @@ from simulator.sip.emulators.auth import Authenticator
 from simulator.sip.ntlm import NtlmServer
 from simulator.sip.proxy import TRUST_HEADER
 from simulator.sip.validate import number
+from simulator.tls import tls_failure_reason
 
 log = logging.getLogger(__name__)
 

@@ -26,11 +26,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from types import TracebackType
 
-from sipmessage import URI, Request, Response
+from sipmessage import Request, Response
 
 from simulator.sip import digest
 from simulator.sip.aio import SipProtocol, open_sip
-from simulator.sip.build import new_branch, new_tag, params, response_for, top_via, uri_of
+from simulator.sip.build import new_request, new_tag, params, response_for, top_via, uri_of
+from simulator.tls import tls_failure_reason
 
 DEFAULT_TIMEOUT = 10.0
 
@@ -124,8 +125,6 @@ class UserAgent:
     def on_close(self, proto: SipProtocol) -> None:
         reason = "connection closed"
         if isinstance(proto.lost_reason, ssl.SSLError):
-            from simulator.sip.aio import tls_failure_reason
-
             reason = f"connection closed by TLS: {tls_failure_reason(proto.lost_reason)}"
         for future in self._pending.values():
             if not future.done():
@@ -191,28 +190,22 @@ class UserAgent:
         from_value: str | None = None,
         route: Iterable[str] = (),
     ) -> Request:
-        request = Request(method, URI.parse(uri), body)
-        h = request.headers
-        h.add("Via", f"SIP/2.0/TLS {self.instance}.invalid;branch={new_branch('-ua')};rport")
-        h.add("Max-Forwards", "70")
-        for value in route:
-            h.add("Route", value)
         name = f'"{self.display}" ' if self.display else ""
-        h.add("From", from_value or f"{name}<{self.aor}>;tag={new_tag()}")
-        h.add("To", to or f"<{uri.split(';', 1)[0]}>")
-        h.add("Call-ID", call_id or f"{secrets.token_hex(8)}@{self.instance}")
-        h.add("CSeq", f"{cseq if cseq is not None else next(self._cseq)} {method}")
-        h.add("Contact", self.contact)
-        h.add("User-Agent", "edgesim-ua/0.1")
-        for key, value in headers:
-            if key.lower() in ("max-forwards", "contact", "user-agent"):
-                h.set(key, value)
-            else:
-                h.add(key, value)
-        if content_type:
-            h.add("Content-Type", content_type)
-        h.add("Content-Length", str(len(body)))
-        return request
+        return new_request(
+            method,
+            uri,
+            via=f"{self.instance}.invalid",
+            from_value=from_value or f"{name}<{self.aor}>;tag={new_tag()}",
+            contact=self.contact,
+            call_id=call_id or f"{secrets.token_hex(8)}@{self.instance}",
+            cseq=cseq if cseq is not None else next(self._cseq),
+            user_agent="edgesim-ua/0.1",
+            to=to,
+            headers=headers,
+            body=body,
+            content_type=content_type,
+            route=route,
+        )
 
     async def send(self, request: Request, *, timeout: float = DEFAULT_TIMEOUT) -> Response:
         """Send a request and wait for its final response."""
@@ -384,63 +377,3 @@ class UserAgent:
         if self.proto is None:
             raise ConnectionError("not connected")
         self.proto.send_bytes(data)
-
-
-@dataclass(frozen=True)
-class OptionsOutcome:
-    """What one OPTIONS over TLS found (for probes)."""
-
-    stage: str
-    """``answered``, ``tls`` (handshake failed), ``connect`` (TCP failed) or ``timeout``."""
-    code: int | None = None
-    """The SIP status when answered."""
-    detail: str = ""
-    """Reason phrase and ms-diagnostics / Warning when answered; the error otherwise."""
-
-    @property
-    def ok(self) -> bool:
-        return self.stage == "answered" and self.code is not None and 200 <= self.code < 300
-
-
-async def probe_options(
-    host: str,
-    port: int,
-    *,
-    context: ssl.SSLContext,
-    server_name: str | None,
-    uri: str | None = None,
-    aor: str = "sip:probe@edgesim.invalid",
-    timeout: float = 5.0,
-    local_address: str | None = None,
-) -> OptionsOutcome:
-    """Connect over TLS (MTLS when ``context`` has a certificate), send OPTIONS, classify."""
-    from simulator.sip.aio import tls_failure_reason
-
-    ua = UserAgent(
-        aor,
-        host=host,
-        port=port,
-        context=context,
-        server_name=server_name,
-        local_address=local_address,
-    )
-    try:
-        await asyncio.wait_for(ua.connect(), timeout)
-    except ssl.SSLError as exc:
-        return OptionsOutcome("tls", detail=tls_failure_reason(exc))
-    except TimeoutError:
-        return OptionsOutcome("timeout", detail=f"no TCP/TLS answer within {timeout:g} s")
-    except OSError as exc:
-        return OptionsOutcome("connect", detail=exc.strerror or str(exc))
-    try:
-        response = await ua.options(uri or f"sip:{server_name or host}:{port}", timeout=timeout)
-    except TimeoutError:
-        return OptionsOutcome("timeout", detail=f"no SIP answer within {timeout:g} s")
-    except (ConnectionError, ssl.SSLError) as exc:
-        # TLS 1.3: a client certificate is refused after the client thinks the handshake is done
-        return OptionsOutcome("tls", detail=f"connection closed by the peer ({exc})")
-    finally:
-        await ua.close()
-    extra = response.headers.get("ms-diagnostics") or response.headers.get("Warning") or ""
-    detail = f"{response.code} {response.phrase}" + (f"; {extra}" if extra else "")
-    return OptionsOutcome("answered", response.code, detail)

@@ -1,40 +1,14 @@
-"""The media package keeps its cores sans-IO, and the av-edge settings are validated at start."""
+"""The av-edge settings are validated at start (the cores' imports: tests/test_architecture.py)."""
 
 from __future__ import annotations
 
-import ast
-from pathlib import Path
-
 import pytest
 
-import simulator.media
 from simulator.errors import ConfigError
 from simulator.lab.services import ServiceContext
 from simulator.lab.topology import Topology
 from simulator.media.service import turn_config
 from simulator.pki import LabPki, LabSecrets, service_settings
-
-PACKAGE = Path(simulator.media.__file__).parent
-ADAPTERS = {"aio.py", "service.py", "peer.py"}
-IO_MODULES = {"asyncio", "socket", "ssl", "selectors", "time"}
-
-
-def imported_modules(path: Path) -> set[str]:
-    tree = ast.parse(path.read_text())
-    names: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names |= {alias.name.split(".")[0] for alias in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            names.add(node.module.split(".")[0])
-    return names
-
-
-@pytest.mark.parametrize(
-    "module", sorted(p.name for p in PACKAGE.glob("*.py") if p.name not in ADAPTERS)
-)
-def test_cores_import_no_io_and_no_clock(module: str) -> None:
-    assert imported_modules(PACKAGE / module) & IO_MODULES == set()
 
 
 def context(topology: Topology, settings: dict[str, object]) -> ServiceContext:
