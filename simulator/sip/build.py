@@ -99,9 +99,20 @@ class IndexedHeaders(Headers):
         super().setlist(key, values)
 
 
-def index_headers(message: Request | Response) -> None:
-    """Give a parsed message the indexed look-ups of :class:`IndexedHeaders` (same data)."""
-    message.headers.__class__ = IndexedHeaders
+    def __str__(self) -> str:
+        return "".join([f"{k}: {v}\r\n" for k, values in self._list for v in values]) + "\r\n"
+
+
+def indexed_headers(
+    listed: list[tuple[str, list[str]]], index: dict[str, list[str]]
+) -> IndexedHeaders:
+    """Headers from a parser that grouped them already: ``listed`` in sipmessage's layout
+    (first spelling of each name, its values in order), ``index`` the same lists by lower-case
+    name."""
+    headers = IndexedHeaders()
+    headers._list = listed
+    headers._index = index
+    return headers
 
 
 def new_tag() -> str:
