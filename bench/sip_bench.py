@@ -51,6 +51,7 @@ from bench.benchlib import (  # noqa: E402
     wait_tcp,
     write_result,
 )
+from simulator import aioloop  # noqa: E402
 from simulator.lab.runners.local import LocalLab  # noqa: E402
 from simulator.lab.topology import Topology, default_topology_path, load_topology  # noqa: E402
 from simulator.pki import LabPki, ensure_pki  # noqa: E402
@@ -412,13 +413,13 @@ def main() -> int:
             import cProfile
 
             cProfile.runctx(
-                "asyncio.run(serve(args.serve, args.topology, args.certs))",
+                "aioloop.run(serve(args.serve, args.topology, args.certs))",
                 globals(),
-                {"args": args, "serve": serve, "asyncio": asyncio},
+                {"args": args, "serve": serve, "aioloop": aioloop},
                 profile,
             )
         else:
-            asyncio.run(serve(args.serve, args.topology, args.certs))
+            aioloop.run(serve(args.serve, args.topology, args.certs))
         return 0
     needed = ["sipp", "stunnel4"] + ([] if args.no_kamailio else ["kamailio"])
     for tool in needed:
@@ -438,7 +439,7 @@ def main() -> int:
         "offered_rate": rate,
         "seconds_per_leg": seconds,
         "load_average_at_start": load_average(),
-        "edgesim_loop": os.environ.get("EDGESIM_LOOP", "auto"),
+        "edgesim_loop": aioloop.loop_name(),
     }
     with tempfile.TemporaryDirectory(prefix="sip-bench-") as tmp_name:
         tmp = Path(tmp_name)

@@ -1017,7 +1017,8 @@ class AsyncTurnClient:
     async def start_tls(self, tls: ssl.SSLContext, server_hostname: str | None = None) -> None:
         """Run the TLS handshake on the open TCP connection (TURN over TLS)."""
         transport = self._transport
-        if not isinstance(transport, asyncio.Transport):
+        # by name, not isinstance: uvloop's transports do not subclass asyncio.Transport
+        if transport is None or self.transport_name == "udp":
             raise LocalProtocolError("start_tls needs a TCP connection")
         protocol = transport.get_protocol()
         new = await self._loop.start_tls(

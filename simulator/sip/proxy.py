@@ -292,13 +292,22 @@ class Flow:
     """Federation: the partner domains this connection is authenticated for."""
     user: str | None = None
     """Client flows: the address-of-record that registered through this connection."""
+    _matched: dict[str, bool] = field(default_factory=dict, repr=False, compare=False)
+    """Answers of :meth:`matches` so far (``names`` never change; few FQDNs are asked)."""
 
     def matches(self, fqdn: str) -> bool:
-        fqdn = fqdn.lower()
-        return any(
-            n == fqdn or (n.startswith("*.") and fqdn.split(".", 1)[-1] == n[2:])
+        """True when the peer's certificate names ``fqdn`` (a ``*.`` name covers one label)."""
+        known = self._matched.get(fqdn)
+        if known is not None:
+            return known
+        lower = fqdn.lower()
+        result = any(
+            n == lower or (n.startswith("*.") and lower.split(".", 1)[-1] == n[2:])
             for n in self.names
         )
+        if len(self._matched) < 64:
+            self._matched[fqdn] = result
+        return result
 
 
 @dataclass(frozen=True)
@@ -375,6 +384,8 @@ class EdgeProxy:
         self._timers: list[tuple[float, str]] = []
         self.refusals: list[str] = []
         """Every refusal's reason, newest last (bounded), besides the log."""
+        self._internal_flow_id = 0
+        """:meth:`internal_flow`'s answer while that flow is open (0: none yet)."""
 
     # ------------------------------------------------------------------ flows
 
@@ -427,8 +438,14 @@ class EdgeProxy:
         return None
 
     def internal_flow(self) -> Flow | None:
+        """The first open internal connection to the next hop (remembered while it is open,
+        so routing inside does not walk every connection of every remote user)."""
+        flow = self.flows.get(self._internal_flow_id)
+        if flow is not None:
+            return flow
         for flow in self.flows.values():
             if flow.side is Side.INTERNAL and self._internal_ok(flow):
+                self._internal_flow_id = flow.id
                 return flow
         return None
 
