@@ -33,7 +33,9 @@ def loop_name() -> str:
         import uvloop  # noqa: F401
     except ImportError:
         if choice == "uvloop":
-            raise UsageError(f"{ENV}=uvloop but uvloop is not installed (pip install uvloop)")
+            raise UsageError(
+                f"{ENV}=uvloop but uvloop is not installed (pip install uvloop)"
+            ) from None
         return "asyncio"
     return "uvloop"
 
