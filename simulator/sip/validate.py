@@ -62,20 +62,23 @@ def parse(frame: Frame) -> Request | Response:
             raise _bad("Malformed Request-URI")
         if scheme.lower() not in ("sip", "sips"):
             raise RemoteProtocolError(416, "Unsupported URI Scheme")
-    headers: list[list[str]] = []
-    for line in lines[1:]:
-        if line[:1] in (" ", "\t"):
-            if not headers:
-                raise _bad("Malformed header line")
-            value = line.strip(_WSP)
-            if value:
-                headers[-1][1] = f"{headers[-1][1]} {value}" if headers[-1][1] else value
-            continue
-        name, colon, value = line.partition(":")
-        name = name.rstrip(_WSP)
-        if not colon or not _is_token(name):
-            raise _bad("Malformed header line")
-        headers.append([name, value.strip(_WSP)])
+    listed: list[tuple[str, list[str]]] = []
+    index: dict[str, list[str]] = {}
+    if "\r\n " in text_head or "\r\n\t" in text_head:
+        entries = [_entry(name, value) for name, value in _unfolded(lines)]
+    else:  # no folded lines: each line is a header on its own, most seen before
+        entries = []
+        for line in lines[1:]:
+            entry = _LINES.get(line)
+            if entry is None:
+                name, colon, value = line.partition(":")
+                if not colon:
+                    raise _bad("Malformed header line")
+                entry = _entry(name.rstrip(_WSP), value.strip(_WSP))
+                if len(_LINES) >= _LINES_MAX:
+                    _LINES.clear()
+                _LINES[line] = entry
+            entries.append(entry)
     # One parse: the message is built from the lines split above, as sipmessage's
     # Message.parse would build it from their canonical form ("Name: value"), without
     # printing them again for it to split a second time.
@@ -88,16 +91,7 @@ def parse(frame: Frame) -> Request | Response:
         message = Request(bits[0], uri, frame.body)
     else:
         message = Response(int(bits[1]), bits[2], frame.body)
-    listed: list[tuple[str, list[str]]] = []
-    index: dict[str, list[str]] = {}
-    for name, value in headers:
-        low = name.lower()
-        full = COMPACT_FORMS.get(low)
-        if full is not None:
-            name, low = full, full.lower()
-        if low == "via" and '"' not in value and _SEPARATOR_LWS_ANY.search(value):
-            value = _SEPARATOR_LWS.sub(r"\1", value)  # LWS around / ; = , means nothing
-        value = value.strip()
+    for name, low, value in entries:
         values = index.get(low)
         if values is None:
             values = index[low] = [value]
@@ -108,6 +102,44 @@ def parse(frame: Frame) -> Request | Response:
     if is_request:
         remember_raw_uri(message, bits[1])
     return message
+
+
+def _unfolded(lines: list[str]) -> list[tuple[str, str]]:
+    """Header lines with continuation lines joined to theirs (RFC 3261 section 7.3.1)."""
+    headers: list[list[str]] = []
+    for line in lines[1:]:
+        if line[:1] in (" ", "\t"):
+            if not headers:
+                raise _bad("Malformed header line")
+            value = line.strip(_WSP)
+            if value:
+                headers[-1][1] = f"{headers[-1][1]} {value}" if headers[-1][1] else value
+            continue
+        name, colon, value = line.partition(":")
+        if not colon:
+            raise _bad("Malformed header line")
+        headers.append([name.rstrip(_WSP), value.strip(_WSP)])
+    return [(name, value) for name, value in headers]
+
+
+def _entry(name: str, value: str) -> tuple[str, str, str]:
+    """Name as sipmessage keeps it (compact forms in full), its lower case, and the value as
+    Message.parse strips it (white space around Via's separators dropped)."""
+    if not _is_token(name):
+        raise _bad("Malformed header line")
+    low = name.lower()
+    full = COMPACT_FORMS.get(low)
+    if full is not None:
+        name, low = full, full.lower()
+    if low == "via" and '"' not in value and _SEPARATOR_LWS_ANY.search(value):
+        value = _SEPARATOR_LWS.sub(r"\1", value)  # LWS around / ; = , means nothing
+    return name, low, value.strip()
+
+
+#: Header lines already split and checked (most lines of a proxy's traffic repeat: To, CSeq,
+#: Content-Type, the trust header...); bounded.
+_LINES: dict[str, tuple[str, str, str]] = {}
+_LINES_MAX = 8192
 
 
 #: Request-URIs already parsed (sipmessage's URI is frozen, so one object serves every
@@ -180,10 +212,8 @@ FAST_CSEQ = re.compile(r"[0-9]{1,10} [A-Za-z]+")
 
 
 def _parses(kind: str, value: str, parser: Callable[[str], object], fast: re.Pattern[str]) -> bool:
-    if fast.fullmatch(value) is not None:
-        return True
     key = kind + value
-    if key in _GOOD:
+    if key in _GOOD or fast.fullmatch(value) is not None:
         return True
     try:
         parser(value)
