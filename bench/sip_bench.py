@@ -399,9 +399,7 @@ def main() -> int:
         default=None,
         help="far end: SIPp UAS, the Front End emulator, or both (default: both; --quick: uas)",
     )
-    parser.add_argument(
-        "--kamailio-children", type=int, default=2, help="Kamailio's tcp_children"
-    )
+    parser.add_argument("--kamailio-children", type=int, default=2, help="Kamailio's tcp_children")
     parser.add_argument("--no-kamailio", action="store_true", help="the Edge alone")
     parser.add_argument("--serve", choices=["dns", "fe", "edge"], help=argparse.SUPPRESS)
     parser.add_argument("--topology", type=Path, help=argparse.SUPPRESS)
