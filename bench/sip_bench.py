@@ -102,6 +102,11 @@ async def serve(role: str, topo_path: Path, certs: Path) -> None:
                     await ua.incoming.get()
 
             task = asyncio.create_task(drain())
+        aioloop.settle_heap()  # as `edgesim lab serve` does once its services are up
+        if os.environ.get("SIP_BENCH_GC") == "off":  # to see what the collector costs
+            import gc
+
+            gc.disable()
         print("ready", flush=True)
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
         if ua is not None:

@@ -100,6 +100,7 @@ async def serve_edge(topo_path: Path, certs: Path) -> None:
     logging.basicConfig(level=logging.ERROR)
     topo = load_topology(topo_path)
     async with LocalLab(topo, certs, hosts=["edge", "dns-ext", "dns-int"]):
+        aioloop.settle_heap()  # as `edgesim lab serve` does once its services are up
         print("ready", flush=True)
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
 

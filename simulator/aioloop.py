@@ -10,6 +10,7 @@ code runs on both: the test suite runs on the standard loop, and again on uvloop
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
@@ -53,3 +54,15 @@ def run(main: Coroutine[Any, Any, T]) -> T:
     """``asyncio.run(main)`` on the loop :func:`loop_name` picks."""
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
         return runner.run(main)
+
+
+def settle_heap() -> None:
+    """Call once a long-running process has built what it keeps (topology, PKI, services).
+
+    Moves every object alive now out of the cycle collector's sight (``gc.freeze``): its full
+    collections then walk only what traffic created, instead of pausing a busy proxy for tens of
+    milliseconds (bench/sip_bench.py saw p99 fall from over 100 ms to 20 ms with the collector
+    off). Objects frozen are still freed by reference counting.
+    """
+    gc.collect()
+    gc.freeze()

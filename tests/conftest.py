@@ -25,7 +25,6 @@ def lab_pki(tmp_path_factory: pytest.TempPathFactory, topology: Topology) -> Lab
     return LabPki(directory)
 
 
-
 if os.environ.get("EDGESIM_TEST_LOOP") == "uvloop":
     # every edgesim process runs on uvloop where it is installed (simulator/aioloop.py), so the
     # suite runs on both loops: EDGESIM_TEST_LOOP=uvloop puts every async test on uvloop

@@ -98,7 +98,6 @@ class IndexedHeaders(Headers):
         self._index = None
         super().setlist(key, values)
 
-
     def __str__(self) -> str:
         return "".join([f"{k}: {v}\r\n" for k, values in self._list for v in values]) + "\r\n"
 

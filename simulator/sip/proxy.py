@@ -48,7 +48,7 @@ from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import Enum
-from typing import Any
+from typing import Any, NamedTuple
 
 from sipmessage import Request, Response
 
@@ -360,6 +360,14 @@ class VerifyPartner:
 Action = Send | Forward | VerifyPartner
 
 
+class _Answered(NamedTuple):
+    """What is kept of an answered transaction for late responses: the two flows (a tuple of
+    ints, which the cycle collector stops tracking: thousands are kept)."""
+
+    upstream: int
+    downstream: int | None
+
+
 @dataclass
 class _Pending:
     client: ClientTransaction
@@ -379,7 +387,7 @@ class EdgeProxy:
         self._ids = itertools.count(1)
         self._seq = itertools.count(1)
         self._pending: dict[str, _Pending] = {}
-        self._completed: OrderedDict[str, _Pending] = OrderedDict()
+        self._completed: OrderedDict[str, _Answered] = OrderedDict()
         """Transactions already answered, for the responses that may still follow (16.7)."""
         self._timers: list[tuple[float, str]] = []
         self.refusals: list[str] = []
@@ -721,7 +729,7 @@ class EdgeProxy:
             log.info("dropped a response whose top Via is not ours (flow %d)", flow_id)
             return []
         pending = self._pending.get(branch)
-        record = pending or self._completed.get(branch)
+        record: _Pending | _Answered | None = pending or self._completed.get(branch)
         if record is None or record.downstream != flow_id:
             text = (
                 f"response {response.code} on {flow.side.value} flow {flow_id} "
@@ -742,7 +750,7 @@ class EdgeProxy:
             pending.client.receive_response(response.code)
             if pending.client.terminated:
                 del self._pending[branch]
-                self._completed[branch] = pending
+                self._completed[branch] = _Answered(pending.upstream, pending.downstream)
                 while len(self._completed) > COMPLETED_KEPT:
                     self._completed.popitem(last=False)
             if (

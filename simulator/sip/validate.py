@@ -179,8 +179,6 @@ def number(text: str) -> int | None:
     return int(text)
 
 
-
-
 _TOKEN_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
 
 
