@@ -108,7 +108,7 @@ def indexed_headers(
     """Headers from a parser that grouped them already: ``listed`` in sipmessage's layout
     (first spelling of each name, its values in order), ``index`` the same lists by lower-case
     name."""
-    headers = IndexedHeaders()
+    headers = IndexedHeaders.__new__(IndexedHeaders)  # Headers.__init__ would make a list
     headers._list = listed
     headers._index = index
     return headers

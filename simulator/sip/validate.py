@@ -71,13 +71,21 @@ def parse(frame: Frame) -> Request | Response:
         for line in lines[1:]:
             entry = _LINES.get(line)
             if entry is None:
-                name, colon, value = line.partition(":")
+                raw, colon, value = line.partition(":")
                 if not colon:
                     raise _bad("Malformed header line")
-                entry = _entry(name.rstrip(_WSP), value.strip(_WSP))
-                if len(_LINES) >= _LINES_MAX:
-                    _LINES.clear()
-                _LINES[line] = entry
+                named = _NAMES.get(raw)
+                if named is None:
+                    named = _name(raw)
+                name, low = named
+                value = value.strip(_WSP)
+                if low == "via" and '"' not in value and _SEPARATOR_LWS_ANY.search(value):
+                    value = _SEPARATOR_LWS.sub(r"\1", value)  # LWS around / ; = , means nothing
+                entry = (name, low, value.strip())
+                if low not in _UNIQUE:
+                    if len(_LINES) >= _LINES_MAX:
+                        _LINES.clear()
+                    _LINES[line] = entry
             entries.append(entry)
     # One parse: the message is built from the lines split above, as sipmessage's
     # Message.parse would build it from their canonical form ("Name: value"), without
@@ -122,15 +130,26 @@ def _unfolded(lines: list[str]) -> list[tuple[str, str]]:
     return [(name, value) for name, value in headers]
 
 
-def _entry(name: str, value: str) -> tuple[str, str, str]:
-    """Name as sipmessage keeps it (compact forms in full), its lower case, and the value as
-    Message.parse strips it (white space around Via's separators dropped)."""
+def _name(raw: str) -> tuple[str, str]:
+    """A header name as written before the colon -> the name as sipmessage keeps it (compact
+    forms in full) and its lower case; 400 when it is not a token. Remembered."""
+    name = raw.rstrip(_WSP)
     if not _is_token(name):
         raise _bad("Malformed header line")
     low = name.lower()
     full = COMPACT_FORMS.get(low)
     if full is not None:
         name, low = full, full.lower()
+    if len(_NAMES) >= _LINES_MAX:
+        _NAMES.clear()
+    _NAMES[raw] = (name, low)
+    return name, low
+
+
+def _entry(name: str, value: str) -> tuple[str, str, str]:
+    """Name as sipmessage keeps it (compact forms in full), its lower case, and the value as
+    Message.parse strips it (white space around Via's separators dropped)."""
+    name, low = _name(name)
     if low == "via" and '"' not in value and _SEPARATOR_LWS_ANY.search(value):
         value = _SEPARATOR_LWS.sub(r"\1", value)  # LWS around / ; = , means nothing
     return name, low, value.strip()
@@ -140,6 +159,10 @@ def _entry(name: str, value: str) -> tuple[str, str, str]:
 #: Content-Type, the trust header...); bounded.
 _LINES: dict[str, tuple[str, str, str]] = {}
 _LINES_MAX = 8192
+#: Header names as written, already checked (:func:`_name`); bounded.
+_NAMES: dict[str, tuple[str, str]] = {}
+#: Headers whose lines hardly ever repeat (branches, tags, call ids): not worth remembering.
+_UNIQUE = frozenset({"via", "call-id", "from"})
 
 
 #: Request-URIs already parsed (sipmessage's URI is frozen, so one object serves every
