@@ -69,15 +69,18 @@ class IndexedHeaders(Headers):
         return index
 
     def get(self, key: str, default: str | None = None) -> str | None:
-        values = self._lookup().get(key.lower())
+        index = self._index
+        values = (self._lookup() if index is None else index).get(key.lower())
         return values[0] if values else default
 
     def getlist(self, key: str) -> list[str]:
-        values = self._lookup().get(key.lower())
+        index = self._index
+        values = (self._lookup() if index is None else index).get(key.lower())
         return values if values is not None else []
 
     def __getitem__(self, key: str) -> str:
-        values = self._lookup().get(key.lower())
+        index = self._index
+        values = (self._lookup() if index is None else index).get(key.lower())
         if not values:
             raise KeyError(key)
         return values[0]
