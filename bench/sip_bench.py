@@ -37,6 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -340,6 +341,11 @@ def run_sipp(
             "max": percentile(latencies, 100),
         },
         "sipp_exit": proc.returncode,
+        **(
+            {"sipp_error": (proc.stderr or proc.stdout).decode("utf-8", "replace")[-500:]}
+            if proc.returncode not in (0, 1) and not ok
+            else {}
+        ),
         "cpu_us_per_tx": {
             name: round(seconds * 1e6 / ok, 1) if ok else None for name, seconds in used.items()
         },
@@ -348,19 +354,33 @@ def run_sipp(
 
 
 def leg(
-    workdir: Path, port: int, *, rate: int, seconds: float, limit: int, pids: dict[str, list[int]]
+    workdir: Path,
+    front: Callable[[int], subprocess.Popen[bytes]],
+    *,
+    rate: int,
+    seconds: float,
+    limit: int,
+    pids: dict[str, list[int]],
 ) -> dict[str, Any]:
-    """Throughput at under 1% failure: the offered rate, then three quarters of it (twice)."""
+    """Throughput at under 1% failure: the offered rate, then three quarters of it (twice).
+
+    ``front`` starts the client-side stunnel on a port (a fresh one for each attempt)."""
     attempts = []
     for attempt in range(3):
-        result = run_sipp(
-            workdir / f"try{attempt}",
-            port,
-            rate=rate,
-            calls=max(1, int(rate * seconds)),
-            limit=limit,
-            pids=pids,
-        )
+        port = free_port()
+        stunnel = front(port)
+        try:
+            result = run_sipp(
+                workdir / f"try{attempt}",
+                port,
+                rate=rate,
+                calls=max(1, int(rate * seconds)),
+                limit=limit,
+                pids=pids,
+            )
+        finally:
+            stunnel.terminate()
+            stunnel.wait(5)
         attempts.append(result)
         if result["completed"] and (result["failed_ratio"] or 0) < FAILURE_BUDGET:
             break
@@ -406,6 +426,7 @@ def main() -> int:
     )
     parser.add_argument("--kamailio-children", type=int, default=2, help="Kamailio's tcp_children")
     parser.add_argument("--no-kamailio", action="store_true", help="the Edge alone")
+    parser.add_argument("--no-edge", action="store_true", help="Kamailio alone")
     parser.add_argument("--serve", choices=["dns", "fe", "edge"], help=argparse.SUPPRESS)
     parser.add_argument("--topology", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--certs", type=Path, help=argparse.SUPPRESS)
@@ -458,7 +479,7 @@ def main() -> int:
             procs.append(dns)
             edge = start_role("edge", topo, certs)
             procs.append(edge)
-            proxies = {"edge": (edge_addr, 5061, edge.pid)}
+            proxies = {} if args.no_edge else {"edge": (edge_addr, 5061, edge.pid)}
             if not args.no_kamailio:
                 k_port = free_port(host=edge_addr)
                 cfg = kamailio_config(
@@ -492,36 +513,36 @@ def main() -> int:
                 figures: dict[str, Any] = {}
                 try:
                     for name, (address, port, pid) in proxies.items():
-                        front_port = free_port()
-                        front = start_stunnel(
-                            tmp,
-                            accept=("127.0.0.1", front_port),
-                            connect=(address, port),
-                            cert=fabrikam,
-                            trust=pki.trust_bundle,
-                            client=True,
-                            check_host="sip.contoso.lab",
-                        )
-                        try:
-                            figures[name] = leg(
-                                tmp / backend / name,
-                                front_port,
-                                rate=rate,
-                                seconds=seconds,
-                                limit=args.limit,
-                                pids={"proxy": [pid], "far_end": [p.pid for p in far]},
+
+                        def front(
+                            local: int, address: str = address, port: int = port
+                        ) -> subprocess.Popen[bytes]:
+                            return start_stunnel(
+                                tmp,
+                                accept=("127.0.0.1", local),
+                                connect=(address, port),
+                                cert=fabrikam,
+                                trust=pki.trust_bundle,
+                                client=True,
+                                check_host="sip.contoso.lab",
                             )
-                        finally:
-                            front.terminate()
-                            front.wait(5)
+
+                        figures[name] = leg(
+                            tmp / backend / name,
+                            front,
+                            rate=rate,
+                            seconds=seconds,
+                            limit=args.limit,
+                            pids={"proxy": [pid], "far_end": [p.pid for p in far]},
+                        )
                         print(f"{backend}/{name}: {json.dumps(figures[name])}", flush=True)
                 finally:
                     for proc in far:
                         stop(proc)
-                if "kamailio" in figures:
+                if "kamailio" in figures and "edge" in figures:
                     results[backend] = compare(figures["edge"], figures["kamailio"])
                 else:
-                    results[backend] = {"edge": figures["edge"]}
+                    results[backend] = figures
         finally:
             for proc in reversed(procs):
                 stop(proc)
