@@ -65,7 +65,7 @@ _file_lock = threading.Lock()
 #: CPython keeps the environment in ``os.environ._data`` (encoded keys): one dict look-up, where
 #: ``in os.environ`` encodes the key and walks the Mapping machinery on every message.
 _ENV_DATA: Any = getattr(os.environ, "_data", None)
-_ENV_KEY: Any = os.environ.encodekey("EDGESIM_TRACE_FILE") if _ENV_DATA is not None else None  # type: ignore[attr-defined]
+_ENV_KEY: Any = os.environ.encodekey("EDGESIM_TRACE_FILE") if _ENV_DATA is not None else None
 
 
 def active() -> bool:

@@ -28,7 +28,7 @@ import ssl
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from simulator import trace
 from simulator.limits import ConnectionGate, ConnectionLimits, limit
@@ -1022,7 +1022,10 @@ class AsyncTurnClient:
             raise LocalProtocolError("start_tls needs a TCP connection")
         protocol = transport.get_protocol()
         new = await self._loop.start_tls(
-            transport, protocol, tls, server_hostname=server_hostname or self.server[0]
+            cast(asyncio.WriteTransport, transport),
+            protocol,
+            tls,
+            server_hostname=server_hostname or self.server[0],
         )
         if new is None:
             raise ConnectionResetError("the connection closed during the TLS handshake")
