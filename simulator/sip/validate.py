@@ -256,19 +256,19 @@ def known_good_via(value: str) -> None:
 def check(message: Request | Response, *, content_length_missing: bool = False) -> None:
     """Raise a 400 naming the first mandatory header that is missing or malformed."""
     headers = message.headers
-    for name in MANDATORY:
-        if not headers.getlist(name):
+    found = [headers.getlist(name) for name in MANDATORY]
+    for name, values in zip(MANDATORY, found, strict=True):
+        if not values:
             raise _bad(f"Missing {name} header")
-    for value in headers.getlist("Via"):
+    vias, froms, tos, call_ids, _cseqs = found
+    for value in vias:
         if not _parses("v", value, Via.parse_many, FAST_VIA):
             raise _bad("Malformed Via header")
-    for name in ("From", "To"):
-        values = headers.getlist(name)
+    for name, values in (("From", froms), ("To", tos)):
         if len(values) > 1:
             raise _bad(f"More than one {name} header")
         if not _parses("a", values[0], Address.parse, FAST_ADDRESS):
             raise _bad(f"Malformed {name} header")
-    call_ids = headers.getlist("Call-ID")
     if len(call_ids) > 1 or not call_ids[0].strip():
         raise _bad("Malformed Call-ID header")
     cseq_text = headers["CSeq"]
