@@ -30,6 +30,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -93,8 +94,45 @@ def serve(port: int, low: int, high: int, stats_file: str | None) -> None:
     aioloop.run(main())
 
 
+class UdpDrops:
+    """Datagrams the kernel dropped at full socket buffers, per socket, from /proc/net/udp
+    (sampled while the load runs: relay sockets close when their allocation ends)."""
+
+    def __init__(self) -> None:
+        self.seen: dict[int, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while True:
+            for line in Path("/proc/net/udp").read_text().splitlines()[1:]:
+                fields = line.split()
+                port = int(fields[1].rsplit(":", 1)[1], 16)
+                self.seen[port] = max(self.seen.get(port, 0), int(fields[-1]))
+            if self._stop.wait(0.1):
+                return
+
+    def __enter__(self) -> UdpDrops:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def split(self, server_ports: range | set[int]) -> tuple[int, int]:
+        """Drops at the server's sockets, and at everyone else's (clients, the echo peer)."""
+        server = sum(d for p, d in self.seen.items() if p in server_ports)
+        return server, sum(self.seen.values()) - server
+
+
 def run_load(
-    port: int, peer_port: int, messages: int, interval: int, server_pid: int
+    port: int,
+    peer_port: int,
+    messages: int,
+    interval: int,
+    server_pid: int,
+    server_ports: range | set[int] = range(0),
 ) -> dict[str, float]:
     options = {
         "-m": CLIENTS,  # clients
@@ -112,8 +150,10 @@ def run_load(
     cpu_before = tree_cpu_seconds(server_pid)
     load = load_average()
     started = time.monotonic()
-    out = subprocess.run(argv, capture_output=True, text=True, timeout=600, check=False).stdout
+    with UdpDrops() as drops:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=600, check=False).stdout
     elapsed = time.monotonic() - started
+    server_drops, other_drops = drops.split({port, *server_ports})
     cpu = tree_cpu_seconds(server_pid) - cpu_before
     sent = re.findall(r"tot_send_msgs=(\d+), tot_recv_msgs=(\d+)", out)
     lost = re.search(r"Total lost packets (\d+) \(([\d.]+)%\)", out)
@@ -131,6 +171,8 @@ def run_load(
         "relayed_packets_per_second": round(2 * recv_msgs / seconds, 1),
         "loss_percent": float(lost.group(2)),
         "lost_packets": int(lost.group(1)),
+        "kernel_drops_at_server_sockets": server_drops,
+        "kernel_drops_at_client_and_peer_sockets": other_drops,
         "server_cpu_seconds": round(cpu, 3),
         "server_cpu_us_per_packet": round(1e6 * cpu / max(2 * recv_msgs, 1), 2),
         "server_capacity_packets_per_cpu_second": round(2 * recv_msgs / max(cpu, 1e-6)),
@@ -149,6 +191,8 @@ def combine(rows: list[dict[str, float]]) -> dict[str, Any]:
     out["loss_percent"] = round(100 * lost / max(sent, 1), 4)
     out["lost_packets"] = lost
     out["server_cpu_us_per_packet"] = round(1e6 * cpu / max(packets, 1), 2)
+    for key in ("kernel_drops_at_server_sockets", "kernel_drops_at_client_and_peer_sockets"):
+        out[key] = sum(r[key] for r in rows)
     out["rounds"] = [
         {
             k: r[k]
@@ -249,10 +293,19 @@ def main() -> int:
         runs: dict[str, list[dict[str, float]]] = {"edgesim": [], "coturn": []}
         for _ in range(rounds):  # interleaved, so a change in the machine's load hits both
             runs["edgesim"].append(
-                run_load(ours_port, peer_port, messages, args.interval, procs[1].pid)
+                run_load(
+                    ours_port, peer_port, messages, args.interval, procs[1].pid, range(54000, 55000)
+                )
             )
             runs["coturn"].append(
-                run_load(coturn_port, peer_port, messages, args.interval, procs[2].pid)
+                run_load(
+                    coturn_port,
+                    peer_port,
+                    messages,
+                    args.interval,
+                    procs[2].pid,
+                    range(55000, 56000),
+                )
             )
         for name, rows in runs.items():
             results[name] = combine(rows)
@@ -297,6 +350,8 @@ def main() -> int:
         "wall_seconds",
         "relayed_packets_per_second",
         "loss_percent",
+        "kernel_drops_at_server_sockets",
+        "kernel_drops_at_client_and_peer_sockets",
         "server_cpu_seconds",
         "server_cpu_us_per_packet",
         "server_capacity_packets_per_cpu_second",
