@@ -67,7 +67,11 @@ log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 10.0
 """Seconds an RFC 6062 Connect may take to reach the peer (then 447)."""
-BATCH = 256
+BATCH = 16
+"""Datagrams read from one UDP socket per readiness event. Small: each one read is relayed at
+once, so a large batch sends a burst at one client, whose receive buffer (a few hundred small
+datagrams by default) then overflows while it is descheduled; bench/turn_bench.py saw
+thousands of drops at the clients' sockets with 256 and none to a few hundred with 16."""
 """Datagrams read per readiness event of a UDP socket."""
 UDP_BUFFER = 4 * 1024 * 1024
 """Socket buffers of UDP listeners and relays: a burst of media must not overflow the kernel's
