@@ -39,6 +39,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from simulator import aioloop  # noqa: E402
 from simulator.lab.runners.local import LocalLab  # noqa: E402
 from simulator.lab.topology import load_topology  # noqa: E402
 from simulator.pki import LabPki, ensure_pki, service_settings  # noqa: E402
@@ -73,6 +74,7 @@ def raise_nofile() -> int:
 async def serve(certs: Path) -> None:
     raise_nofile()
     async with LocalLab(load_topology(), certs):
+        aioloop.settle_heap()  # as `edgesim lab serve` does once its services are up
         sys.stdout.write("ready\n")
         sys.stdout.flush()
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
@@ -356,7 +358,7 @@ def main() -> None:
     parser.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve is not None:
-        asyncio.run(serve(args.serve))
+        aioloop.run(serve(args.serve))
         return
     with tempfile.TemporaryDirectory(prefix="soak-") as tmp:
         certs = Path(tmp) / "certs"
@@ -384,6 +386,7 @@ def main() -> None:
         "benchmark": "soak of the embedded lab",
         "quick": args.quick,
         "load_average": os.getloadavg(),
+        "edgesim_loop": aioloop.loop_name(),
         "seconds": round(time.time() - started, 1),
         "lab_crashed": crashed,
         "targets": {"idle_rss_mb": 500, "p99_ms": 100},

@@ -65,9 +65,19 @@ _sinks: list[TraceRecorder] = []
 _file_lock = threading.Lock()
 
 
+#: CPython keeps the environment in ``os.environ._data`` (encoded keys): one dict look-up, where
+#: ``in os.environ`` encodes the key and walks the Mapping machinery on every message.
+_ENV_DATA: Any = getattr(os.environ, "_data", None)
+_ENV_KEY: Any = os.environ.encodekey("EDGESIM_TRACE_FILE") if _ENV_DATA is not None else None
+
+
 def active() -> bool:
     """True when someone records: adapters may skip building summaries otherwise."""
-    return bool(_sinks) or "EDGESIM_TRACE_FILE" in os.environ
+    if _sinks:
+        return True
+    if _ENV_DATA is not None:
+        return _ENV_KEY in _ENV_DATA
+    return "EDGESIM_TRACE_FILE" in os.environ
 
 
 def recorders_attached() -> bool:

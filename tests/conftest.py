@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -26,3 +28,12 @@ def lab_pki(tmp_path_factory: pytest.TempPathFactory, topology: Topology) -> Lab
     directory: Path = tmp_path_factory.mktemp("certs")
     ensure_pki(topology, directory)
     return LabPki(directory)
+
+
+if os.environ.get("EDGESIM_TEST_LOOP") == "uvloop":
+    # every edgesim process runs on uvloop where it is installed (simulator/aioloop.py), so the
+    # suite runs on both loops: EDGESIM_TEST_LOOP=uvloop puts every async test on uvloop
+    def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, Any]:
+        import uvloop
+
+        return {"uvloop": uvloop.new_event_loop}

@@ -8,6 +8,7 @@ Exit codes (every command):
 
 from __future__ import annotations
 
+import importlib
 import logging
 import sys
 
@@ -15,14 +16,31 @@ import click
 
 from simulator import __version__
 from simulator.cli._common import EdgesimGroup, Obj
-from simulator.cli.certs import certs
-from simulator.cli.firewall import firewall
-from simulator.cli.lab import lab
-from simulator.cli.matrix import matrix
-from simulator.cli.probe import probe
-from simulator.cli.run import run
-from simulator.cli.scenario import scenario
-from simulator.cli.secrets import secrets
+
+#: Each command's module is imported when the command runs (or help lists it): a probe process
+#: started inside every lab namespace then loads what probing needs, not the whole CLI.
+COMMANDS = {
+    "certs": "simulator.cli.certs:certs",
+    "firewall": "simulator.cli.firewall:firewall",
+    "lab": "simulator.cli.lab:lab",
+    "matrix": "simulator.cli.matrix:matrix",
+    "probe": "simulator.cli.probe:probe",
+    "run": "simulator.cli.run:run",
+    "scenario": "simulator.cli.scenario:scenario",
+    "secrets": "simulator.cli.secrets:secrets",
+}
+
+
+class _LazyGroup(EdgesimGroup):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*self.commands, *COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in COMMANDS:
+            module, _, attr = COMMANDS[cmd_name].partition(":")
+            self.add_command(getattr(importlib.import_module(module), attr), cmd_name)
+        return super().get_command(ctx, cmd_name)
+
 
 HELP = """Lab simulator of the Lync Server 2013 Edge Server.
 
@@ -50,7 +68,7 @@ configuration.
 """
 
 
-@click.group(cls=EdgesimGroup, help=HELP, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=_LazyGroup, help=HELP, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--topology",
     type=click.Path(dir_okay=False, path_type=str),
@@ -65,16 +83,6 @@ def cli(ctx: click.Context, topology: str | None, verbose: int) -> None:
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     ctx.obj = Obj(topology_path=topology)
-
-
-cli.add_command(matrix)
-cli.add_command(certs)
-cli.add_command(firewall)
-cli.add_command(lab)
-cli.add_command(probe)
-cli.add_command(run)
-cli.add_command(scenario)
-cli.add_command(secrets)
 
 
 def main() -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import sys
@@ -12,6 +11,7 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
+from simulator import aioloop
 from simulator.cli._common import (
     CERTS_OPTION,
     NAME_OPTION,
@@ -170,7 +170,7 @@ def up(
         console.print("lab is up; press Ctrl-C (or send SIGTERM) to stop")
 
     try:
-        result = asyncio.run(lab_up(lab_runner, check=check, on_up=on_up, on_waiting=on_waiting))
+        result = aioloop.run(lab_up(lab_runner, check=check, on_up=on_up, on_waiting=on_waiting))
     finally:
         spinner.stop()
     if result.stopped:
@@ -206,7 +206,7 @@ def down(obj: Obj, runner: str, certs_dir: Path, lab_name: str, state_dir: Path 
     lab_runner = make_runner(
         obj, runner, certs_dir=certs_dir, lab_name=lab_name, state_dir=state_dir
     )
-    removed = asyncio.run(lab_runner.down())
+    removed = aioloop.run(lab_runner.down())
     kind = lab_runner.node_kind
     console.print(f"removed {len(removed)} {kind}(s)" if removed else "nothing to remove")
 
@@ -230,7 +230,7 @@ def status(
     lab_runner = make_runner(
         obj, runner, certs_dir=certs_dir, lab_name=lab_name, state_dir=state_dir
     )
-    result = asyncio.run(status_and_checks(lab_runner, check=not no_check))
+    result = aioloop.run(status_and_checks(lab_runner, check=not no_check))
     console.print(render_status(result.status, result.checks if result.checked else None))
 
 
@@ -343,7 +343,7 @@ def serve(obj: Obj, host_id: str, runner: str, ready_file: Path | None, certs_di
     """
     _known_host(obj, host_id)
     node = make_runner(obj, runner, certs_dir=certs_dir)
-    asyncio.run(serve_host(node, host_id, ready_file, click.echo))
+    aioloop.run(serve_host(node, host_id, ready_file, click.echo))
 
 
 @lab.command("check-host", hidden=True)
@@ -357,7 +357,7 @@ def serve(obj: Obj, host_id: str, runner: str, ready_file: Path | None, certs_di
 def check_host_cmd(obj: Obj, host_id: str, runner: str, ready_file: Path, certs_dir: Path) -> None:
     """Check, from the host's own network, that each listener in READY_FILE answers (JSON)."""
     _known_host(obj, host_id)
-    checks = asyncio.run(check_host(obj.topology, host_id, runner, certs_dir, ready_file))
+    checks = aioloop.run(check_host(obj.topology, host_id, runner, certs_dir, ready_file))
     click.echo(json.dumps([c.to_dict() for c in checks]))
 
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
+from simulator import aioloop
 from simulator.cli._common import (
     CERTS_OPTION,
     NAME_OPTION,
@@ -201,7 +201,7 @@ def probe(
         err_console.print(f"wrote {capture.path} ({capture.packets} packets, TLS secrets embedded)")
         return run
 
-    run: ProbeRun = asyncio.run(captured())
+    run: ProbeRun = aioloop.run(captured())
     if fmt == "table":
         console.print(render_run(run, console.width))
         hint = nothing_answered(run, lab_runner)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from pathlib import Path
 
 import click
 
+from simulator import aioloop
 from simulator.cli._common import (
     CERTS_OPTION,
     Obj,
@@ -80,4 +80,4 @@ def run(obj: Obj, certs_dir: Path) -> None:
       edgesim run
       edgesim --topology my-lab.toml run --certs /tmp/certs
     """
-    sys.exit(asyncio.run(_run(obj, certs_dir)))
+    sys.exit(aioloop.run(_run(obj, certs_dir)))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from pathlib import Path
 
@@ -10,6 +9,7 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
+from simulator import aioloop
 from simulator.cli._common import (
     NAME_OPTION,
     PCAP_OPTION,
@@ -166,7 +166,7 @@ def run(
     set_width(width)
     lab_runner = make_runner(obj, runner, certs_dir=certs_dir, lab_name=lab_name)
     sys.exit(
-        asyncio.run(
+        aioloop.run(
             _run(directories, names, ladder, html_file, fmt, lab_runner, trace_file, pcap_dir)
         )
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import struct
 from dataclasses import dataclass
 
@@ -111,8 +112,15 @@ class DnsServer:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
+        # bound here, not by the loop: the OSError then says why (uvloop words its own)
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            sock.bind((self.address, self.port))
+        except OSError:
+            sock.close()
+            raise
         transport, _ = await loop.create_datagram_endpoint(
-            lambda: _UdpProtocol(self.zone), local_addr=(self.address, self.port)
+            lambda: _UdpProtocol(self.zone), sock=sock
         )
         self._udp = transport
         if self.port == 0:

@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
+from simulator import aioloop
 from simulator.errors import LabError, UsageError
 from simulator.lab.topology import Topology
 from simulator.matrix import Expectation, load_matrix, resolve
@@ -483,14 +484,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"bad flow: {exc}")
     if args.command == "listen":
         try:
-            asyncio.run(listen(flows, args.lifetime))
+            aioloop.run(listen(flows, args.lifetime))
         except OSError as exc:
             sys.stderr.write(f"flowcheck: cannot listen: {exc}\n")
             return 1
         except KeyboardInterrupt:
             return 0
         return 0
-    for result in asyncio.run(probe(flows, args.timeout)):
+    for result in aioloop.run(probe(flows, args.timeout)):
         sys.stdout.write(json.dumps(result) + "\n")
     return 0
 

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from simulator import aioloop
 from simulator.errors import LabError
 from simulator.lab.runners.base import (
     LabStatus,
@@ -75,6 +76,8 @@ async def lab_up(
     """
     await runner.up()
     result = UpResult(await runner.status())
+    if not check and not runner.persistent:
+        aioloop.settle_heap()  # the lab lives in this process from now on
     try:
         if check:
             result.checks, result.checked = await runner.check(), True
@@ -124,6 +127,7 @@ async def serve_host(
         except OSError:
             pass
         statuses = await services.start()
+    aioloop.settle_heap()
     try:
         payload = ready_payload(host, os.getpid(), [st.as_state() for st in statuses])
         text = json.dumps(payload, indent=2)

@@ -28,7 +28,7 @@ import ssl
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from simulator import trace
 from simulator.limits import ConnectionGate, ConnectionLimits, limit
@@ -73,7 +73,11 @@ log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 10.0
 """Seconds an RFC 6062 Connect may take to reach the peer (then 447)."""
-BATCH = 256
+BATCH = 16
+"""Datagrams read from one UDP socket per readiness event. Small: each one read is relayed at
+once, so a large batch sends a burst at one client, whose receive buffer (a few hundred small
+datagrams by default) then overflows while it is descheduled; bench/turn_bench.py saw
+thousands of drops at the clients' sockets with 256 and none to a few hundred with 16."""
 """Datagrams read per readiness event of a UDP socket."""
 UDP_BUFFER = 4 * 1024 * 1024
 """Socket buffers of UDP listeners and relays: a burst of media must not overflow the kernel's
@@ -1042,11 +1046,15 @@ class AsyncTurnClient:
     async def start_tls(self, tls: ssl.SSLContext, server_hostname: str | None = None) -> None:
         """Run the TLS handshake on the open TCP connection (TURN over TLS)."""
         transport = self._transport
-        if not isinstance(transport, asyncio.Transport):
+        # by name, not isinstance: uvloop's transports do not subclass asyncio.Transport
+        if transport is None or self.transport_name == "udp":
             raise LocalProtocolError("start_tls needs a TCP connection")
         protocol = transport.get_protocol()
         new = await self._loop.start_tls(
-            transport, protocol, tls, server_hostname=server_hostname or self.server[0]
+            cast(asyncio.WriteTransport, transport),
+            protocol,
+            tls,
+            server_hostname=server_hostname or self.server[0],
         )
         if new is None:
             raise ConnectionResetError("the connection closed during the TLS handshake")

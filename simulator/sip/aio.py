@@ -1,9 +1,10 @@
 """asyncio adapter of the SIP cores: TLS/MTLS listeners, outbound connections, the Access Edge.
 
 :class:`SipProtocol` feeds one connection's bytes to a :class:`~.connection.SipConnection` and
-hands validated messages to its owner. Listeners accept plain TCP and run the TLS handshake with
-``loop.start_tls`` so that a refused handshake (no client certificate, unknown CA) is logged with
-its reason instead of vanishing in asyncio's debug log.
+hands validated messages to its owner. Listeners accept plain TCP on a socket of their own and
+run the TLS handshake with ``loop.connect_accepted_socket``, so that a refused handshake (no
+client certificate, unknown CA) is logged with its reason instead of vanishing in the loop's
+debug log.
 
 :class:`AccessEdge` runs an :class:`~.proxy.EdgeProxy`: it keeps the connection table (every
 connection, inbound or outbound, is a flow the core can route to, so connections are reused both
@@ -108,7 +109,10 @@ class SipProtocol(asyncio.Protocol):
         max_message_bytes: int = 64 * 1024,
         label: str = "",
         limits: SipLimits | None = None,
+        release_on_connect: bool = True,
     ) -> None:
+        """``release_on_connect``: hand messages to the owner as soon as the connection is made
+        (False: the owner registers the connection first, then calls :meth:`release`)."""
         SipProtocol._ids += 1
         self.id = SipProtocol._ids
         self.owner = owner
@@ -142,6 +146,7 @@ class SipProtocol(asyncio.Protocol):
         self._write_scheduled = False
         self._held: list[bytes] | None = []
         """Bytes that arrived before the owner registered the connection (see :meth:`release`)."""
+        self._release_on_connect = release_on_connect
 
     def attach(self, transport: asyncio.Transport) -> None:
         self.transport = transport
@@ -156,7 +161,8 @@ class SipProtocol(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.attach(transport)  # type: ignore[arg-type]
-        self.release()
+        if self._release_on_connect:
+            self.release()
 
     def release(self) -> None:
         """Start handing messages to the owner (bytes that came early are processed now)."""
@@ -338,6 +344,8 @@ class ListenerSpec:
     max_message_bytes: int = 64 * 1024
     limits: SipLimits | None = None
     """Sizes, timeouts and caps (default :class:`SipLimits`, with ``max_message_bytes``)."""
+    reuse_port: bool = False
+    """Share the port with other processes (``SO_REUSEPORT``: Edge workers)."""
 
     def effective_limits(self) -> SipLimits:
         if self.limits is not None:
@@ -346,61 +354,83 @@ class ListenerSpec:
 
 
 class SipListener:
-    """Accepts TCP, runs the TLS handshake itself (to log refusals), then hands over."""
+    """Accepts TCP, admits the source, runs the TLS handshake (to log refusals), hands over.
+
+    The listening socket is ours (``reuse_port``: several worker processes may share it, the
+    kernel spreading connections over them) and accepted sockets go through
+    ``loop.connect_accepted_socket`` with the TLS context, which raises a refused handshake
+    with its reason on asyncio's loop and on uvloop alike (uvloop hands bytes that arrive with
+    the connection to the plain protocol, so a later ``start_tls`` would lose the ClientHello).
+    """
 
     def __init__(self, spec: ListenerSpec) -> None:
         self.spec = spec
         self.limits = spec.effective_limits()
         self.gate = ConnectionGate(self.limits.connections)
         """Connections open now, total and per source (TLS handshakes included)."""
-        self.server: asyncio.Server | None = None
+        self.sock: socket.socket | None = None
         self.refusals: list[str] = []
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> tuple[str, int]:
         loop = asyncio.get_running_loop()
         spec = self.spec
-
-        class _Plain(asyncio.Protocol):
-            def connection_made(inner, transport: asyncio.BaseTransport) -> None:
-                peer = transport.get_extra_info("peername")
-                source = str(peer[0]) if isinstance(peer, tuple) else "?"
-                refused = self.gate.admit(source)
-                if refused is not None:
-                    if self.gate.refused % 1000 == 1:  # a flood must not flood the log
-                        log.warning(
-                            "%s: connection from %s refused: %s", spec.label, source, refused
-                        )
-                    transport.abort()  # type: ignore[attr-defined]
-                    return
-                transport.pause_reading()  # type: ignore[attr-defined]
-                task = loop.create_task(self._handshake(transport, source))  # type: ignore[arg-type]
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
-
-        self.server = await loop.create_server(_Plain, spec.address, spec.port, reuse_address=True)
-        sock = self.server.sockets[0].getsockname()
+        self.sock = listening_socket(spec.address, spec.port, reuse_port=spec.reuse_port)
+        loop.add_reader(self.sock.fileno(), self._accept, loop)
+        sock = self.sock.getsockname()
         return str(sock[0]), int(sock[1])
 
-    async def _handshake(self, transport: asyncio.Transport, source: str) -> None:
+    def _accept(self, loop: asyncio.AbstractEventLoop) -> None:
+        listening = self.sock
+        if listening is None:
+            return
+        for _ in range(64):  # a burst of connections, then back to the loop
+            try:
+                conn, addr = listening.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # EMFILE and the like: the next readiness retries
+                log.warning("%s: accept failed: %s", self.spec.label, exc)
+                return
+            source = str(addr[0])
+            refused = self.gate.admit(source)
+            if refused is not None:
+                if self.gate.refused % 1000 == 1:  # a flood must not flood the log
+                    log.warning(
+                        "%s: connection from %s refused: %s", self.spec.label, source, refused
+                    )
+                conn.close()
+                continue
+            conn.setblocking(False)
+            task = loop.create_task(self._handshake(conn, source))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _handshake(self, conn: socket.socket, source: str) -> None:
         loop = asyncio.get_running_loop()
         spec = self.spec
-        peer = transport.get_extra_info("peername")
-        proto = SipProtocol(spec.owner, label=spec.label, limits=self.limits)
         try:
-            tls = await loop.start_tls(
-                transport,
-                proto,
-                spec.context,
-                server_side=True,
+            peer: Any = conn.getpeername()
+            local: Any = conn.getsockname()
+        except OSError:
+            peer, local = None, None
+        proto = SipProtocol(
+            spec.owner, label=spec.label, limits=self.limits, release_on_connect=False
+        )
+        try:
+            tls, _ = await loop.connect_accepted_socket(
+                lambda: proto,
+                conn,
+                ssl=spec.context,
                 ssl_handshake_timeout=self.limits.handshake_timeout,
             )
         except asyncio.CancelledError:
             self.gate.release(source)
-            transport.abort()
+            conn.close()
             raise
         except (ssl.SSLError, OSError, TimeoutError, ConnectionError) as exc:
             self.gate.release(source)
+            conn.close()
             reason = tls_failure_reason(exc)
             text = f"{spec.label}: TLS handshake with {peer[0] if peer else '?'} refused: {reason}"
             log.warning("%s", text)
@@ -408,21 +438,15 @@ class SipListener:
                 trace.record(
                     "sip",
                     _endpoint(peer),
-                    _endpoint(transport.get_extra_info("sockname")),
+                    _endpoint(local),
                     f"TLS handshake refused: {reason}",
                     event="received",
                     detail=text,
                 )
             self.refusals.append(text)
             del self.refusals[:-100]
-            transport.close()
-            return
-        if tls is None:
-            self.gate.release(source)
-            transport.close()
             return
         proto.closed.add_done_callback(lambda _: self.gate.release(source))
-        proto.attach(tls)
         try:
             spec.on_connection(proto)
         except Exception:
@@ -432,12 +456,32 @@ class SipListener:
         proto.release()
 
     async def stop(self) -> None:
-        if self.server is not None:
-            self.server.close()
-            for task in list(self._tasks):
-                task.cancel()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.server.wait_closed(), 2)
+        if self.sock is not None:
+            with contextlib.suppress(Exception):
+                asyncio.get_running_loop().remove_reader(self.sock.fileno())
+            self.sock.close()
+            self.sock = None
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=2)
+
+
+def listening_socket(address: str, port: int, *, reuse_port: bool = False) -> socket.socket:
+    """A non-blocking TCP listening socket (``SO_REUSEADDR``; ``SO_REUSEPORT`` when several
+    processes share the port, as Kamailio's children share theirs)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((address, port))
+        sock.listen(1024)
+    except OSError:
+        sock.close()
+        raise
+    sock.setblocking(False)
+    return sock
 
 
 async def open_sip(

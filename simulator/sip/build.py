@@ -69,15 +69,18 @@ class IndexedHeaders(Headers):
         return index
 
     def get(self, key: str, default: str | None = None) -> str | None:
-        values = self._lookup().get(key.lower())
+        index = self._index
+        values = (self._lookup() if index is None else index).get(key.lower())
         return values[0] if values else default
 
     def getlist(self, key: str) -> list[str]:
-        values = self._lookup().get(key.lower())
+        index = self._index
+        values = (self._lookup() if index is None else index).get(key.lower())
         return values if values is not None else []
 
     def __getitem__(self, key: str) -> str:
-        values = self._lookup().get(key.lower())
+        index = self._index
+        values = (self._lookup() if index is None else index).get(key.lower())
         if not values:
             raise KeyError(key)
         return values[0]
@@ -98,10 +101,20 @@ class IndexedHeaders(Headers):
         self._index = None
         super().setlist(key, values)
 
+    def __str__(self) -> str:
+        return "".join([f"{k}: {v}\r\n" for k, values in self._list for v in values]) + "\r\n"
 
-def index_headers(message: Request | Response) -> None:
-    """Give a parsed message the indexed look-ups of :class:`IndexedHeaders` (same data)."""
-    message.headers.__class__ = IndexedHeaders
+
+def indexed_headers(
+    listed: list[tuple[str, list[str]]], index: dict[str, list[str]]
+) -> IndexedHeaders:
+    """Headers from a parser that grouped them already: ``listed`` in sipmessage's layout
+    (first spelling of each name, its values in order), ``index`` the same lists by lower-case
+    name."""
+    headers = IndexedHeaders.__new__(IndexedHeaders)  # Headers.__init__ would make a list
+    headers._list = listed
+    headers._index = index
+    return headers
 
 
 def new_tag() -> str:

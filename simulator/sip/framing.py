@@ -54,10 +54,9 @@ _CRLF2: Final = b"\r\n\r\n"
 
 
 #: A header line (never a continuation line, which starts with white space) named
-#: ``Content-Length`` or ``l``, with its value unfolded (RFC 3261 section 7.3.1).
-_LENGTH_RE: Final = re.compile(
-    rb"\r\n(?:content-length|l)[ \t]*:((?:[^\r\n]|\r\n[ \t])*)", re.IGNORECASE
-)
+#: ``Content-Length`` or ``l``, with its value unfolded (RFC 3261 section 7.3.1); matched on the
+#: lower-cased header section (faster than a case-blind match; a number has no case).
+_LENGTH_RE: Final = re.compile(rb"\r\n(?:content-length|l)[ \t]*:((?:[^\r\n]|\r\n[ \t])*)")
 
 
 def _content_length(head: bytes) -> int | None:
@@ -66,7 +65,7 @@ def _content_length(head: bytes) -> int | None:
     Raises 400 (fatal) when the value is not a number or appears twice with different values.
     """
     found: int | None = None
-    for value in _LENGTH_RE.findall(head):
+    for value in _LENGTH_RE.findall(head.lower()):
         text = value.replace(b"\r\n", b"").strip()
         if not text.isdigit() or len(text) > 9:
             raise RemoteProtocolError(400, "Malformed Content-Length header", fatal=True)

@@ -56,7 +56,7 @@ from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import Enum
-from typing import Any
+from typing import Any, NamedTuple
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -347,13 +347,22 @@ class Flow:
     """Federation: the partner domains this connection is authenticated for."""
     user: str | None = None
     """Client flows: the address-of-record that registered through this connection."""
+    _matched: dict[str, bool] = field(default_factory=dict, repr=False, compare=False)
+    """Answers of :meth:`matches` so far (``names`` never change; few FQDNs are asked)."""
 
     def matches(self, fqdn: str) -> bool:
-        fqdn = fqdn.lower()
-        return any(
-            n == fqdn or (n.startswith("*.") and fqdn.split(".", 1)[-1] == n[2:])
+        """True when the peer's certificate names ``fqdn`` (a ``*.`` name covers one label)."""
+        known = self._matched.get(fqdn)
+        if known is not None:
+            return known
+        lower = fqdn.lower()
+        result = any(
+            n == lower or (n.startswith("*.") and lower.split(".", 1)[-1] == n[2:])
             for n in self.names
         )
+        if len(self._matched) < 64:
+            self._matched[fqdn] = result
+        return result
 
 
 @dataclass(frozen=True)
@@ -406,6 +415,14 @@ class VerifyPartner:
 Action = Send | Forward | VerifyPartner
 
 
+class _Answered(NamedTuple):
+    """What is kept of an answered transaction for late responses: the two flows (a tuple of
+    ints, which the cycle collector stops tracking: thousands are kept)."""
+
+    upstream: int
+    downstream: int | None
+
+
 @dataclass
 class _Pending:
     client: ClientTransaction
@@ -431,11 +448,13 @@ class EdgeProxy:
         self._ids = itertools.count(1)
         self._seq = itertools.count(1)
         self._pending: dict[str, _Pending] = {}
-        self._completed: OrderedDict[str, _Pending] = OrderedDict()
+        self._completed: OrderedDict[str, _Answered] = OrderedDict()
         """Transactions already answered, for the responses that may still follow (16.7)."""
         self._timers: list[tuple[float, str]] = []
         self.refusals: list[str] = []
         """Every refusal's reason, newest last (bounded), besides the log."""
+        self._internal_flow_id = 0
+        """:meth:`internal_flow`'s answer while that flow is open (0: none yet)."""
 
     # ------------------------------------------------------------------ flows
 
@@ -491,8 +510,14 @@ class EdgeProxy:
         return None
 
     def internal_flow(self) -> Flow | None:
+        """The first open internal connection to the next hop (remembered while it is open,
+        so routing inside does not walk every connection of every remote user)."""
+        flow = self.flows.get(self._internal_flow_id)
+        if flow is not None:
+            return flow
         for flow in self.flows.values():
             if flow.side is Side.INTERNAL and self._internal_ok(flow):
+                self._internal_flow_id = flow.id
                 return flow
         return None
 
@@ -572,7 +597,7 @@ class EdgeProxy:
 
     def _remember(self, branch: str, pending: _Pending) -> None:
         """Keep a finished (or orphaned) transaction for the answers that may still follow."""
-        self._completed[branch] = pending
+        self._completed[branch] = _Answered(pending.upstream, pending.downstream)
         while len(self._completed) > COMPLETED_KEPT:
             self._completed.popitem(last=False)
 
@@ -834,7 +859,7 @@ class EdgeProxy:
             log.info("dropped a response whose top Via is not ours (flow %d)", flow_id)
             return []
         pending = self._pending.get(branch)
-        record = pending or self._completed.get(branch)
+        record: _Pending | _Answered | None = pending or self._completed.get(branch)
         if record is None or record.downstream != flow_id:
             text = (
                 f"response {response.code} on {flow.side.value} flow {flow_id} "

@@ -13,9 +13,10 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from sipmessage import URI, Address, CSeq, Message, Request, Response, Via
+from sipmessage import URI, Address, CSeq, Request, Response, Via
+from sipmessage.message import COMPACT_FORMS
 
-from simulator.sip.build import index_headers, remember_raw_uri
+from simulator.sip.build import indexed_headers, remember_raw_uri
 from simulator.sip.errors import RemoteProtocolError
 from simulator.sip.framing import Frame
 
@@ -49,7 +50,7 @@ def parse(frame: Frame) -> Request | Response:
         if len(bits) == 3 and (bits[2].startswith("SIP/") or bits[0].startswith("SIP/")):
             raise RemoteProtocolError(505, "Version Not Supported")
         raise _bad("Malformed start line")
-    if "\r" in text_head.replace("\r\n", "\0") or "\n" in text_head.replace("\r\n", "\0"):
+    if text_head.count("\r") != len(lines) - 1 or text_head.count("\n") != len(lines) - 1:
         raise _bad("Bare CR or LF in a header line")
     if is_response and not (bits[1].isascii() and bits[1].isdigit() and len(bits[1]) == 3):
         raise _bad("Malformed status code")
@@ -61,6 +62,58 @@ def parse(frame: Frame) -> Request | Response:
             raise _bad("Malformed Request-URI")
         if scheme.lower() not in ("sip", "sips"):
             raise RemoteProtocolError(416, "Unsupported URI Scheme")
+    listed: list[tuple[str, list[str]]] = []
+    index: dict[str, list[str]] = {}
+    if "\r\n " in text_head or "\r\n\t" in text_head:
+        entries = [_entry(name, value) for name, value in _unfolded(lines)]
+    else:  # no folded lines: each line is a header on its own, most seen before
+        entries = []
+        for line in lines[1:]:
+            entry = _LINES.get(line)
+            if entry is None:
+                raw, colon, value = line.partition(":")
+                if not colon:
+                    raise _bad("Malformed header line")
+                named = _NAMES.get(raw)
+                if named is None:
+                    named = _name(raw)
+                name, low = named
+                value = value.strip(_WSP)
+                if low == "via" and '"' not in value and _SEPARATOR_LWS_ANY.search(value):
+                    value = _SEPARATOR_LWS.sub(r"\1", value)  # LWS around / ; = , means nothing
+                entry = (name, low, value.strip())
+                if low not in _UNIQUE:
+                    if len(_LINES) >= _LINES_MAX:
+                        _LINES.clear()
+                    _LINES[line] = entry
+            entries.append(entry)
+    # One parse: the message is built from the lines split above, as sipmessage's
+    # Message.parse would build it from their canonical form ("Name: value"), without
+    # printing them again for it to split a second time.
+    message: Request | Response
+    if is_request:
+        try:
+            uri = _request_uri(bits[1])
+        except ValueError:
+            raise _bad("Malformed Request-URI") from None
+        message = Request(bits[0], uri, frame.body)
+    else:
+        message = Response(int(bits[1]), bits[2], frame.body)
+    for name, low, value in entries:
+        values = index.get(low)
+        if values is None:
+            values = index[low] = [value]
+            listed.append((name, values))
+        else:
+            values.append(value)
+    message.headers = indexed_headers(listed, index)
+    if is_request:
+        remember_raw_uri(message, bits[1])
+    return message
+
+
+def _unfolded(lines: list[str]) -> list[tuple[str, str]]:
+    """Header lines with continuation lines joined to theirs (RFC 3261 section 7.3.1)."""
     headers: list[list[str]] = []
     for line in lines[1:]:
         if line[:1] in (" ", "\t"):
@@ -71,29 +124,67 @@ def parse(frame: Frame) -> Request | Response:
                 headers[-1][1] = f"{headers[-1][1]} {value}" if headers[-1][1] else value
             continue
         name, colon, value = line.partition(":")
-        name = name.rstrip(_WSP)
-        if not colon or not _is_token(name):
+        if not colon:
             raise _bad("Malformed header line")
-        headers.append([name, value.strip(_WSP)])
-    canonical = [start]
-    for name, value in headers:
-        if name.lower() in ("via", "v") and '"' not in value:
-            value = _SEPARATOR_LWS.sub(r"\1", value)  # LWS around / ; = , means nothing
-        canonical.append(f"{name}: {value}")
-    try:
-        message = Message.parse("\r\n".join(canonical).encode() + b"\r\n\r\n" + frame.body)
-    except ValueError as exc:
-        if "URI" in str(exc):
-            raise _bad("Malformed Request-URI") from None
-        raise _bad("Malformed message") from None
-    index_headers(message)
-    if is_request:
-        remember_raw_uri(message, bits[1])
-    return message
+        headers.append([name.rstrip(_WSP), value.strip(_WSP)])
+    return [(name, value) for name, value in headers]
+
+
+def _name(raw: str) -> tuple[str, str]:
+    """A header name as written before the colon -> the name as sipmessage keeps it (compact
+    forms in full) and its lower case; 400 when it is not a token. Remembered."""
+    name = raw.rstrip(_WSP)
+    if not _is_token(name):
+        raise _bad("Malformed header line")
+    low = name.lower()
+    full = COMPACT_FORMS.get(low)
+    if full is not None:
+        name, low = full, full.lower()
+    if len(_NAMES) >= _LINES_MAX:
+        _NAMES.clear()
+    _NAMES[raw] = (name, low)
+    return name, low
+
+
+def _entry(name: str, value: str) -> tuple[str, str, str]:
+    """Name as sipmessage keeps it (compact forms in full), its lower case, and the value as
+    Message.parse strips it (white space around Via's separators dropped)."""
+    name, low = _name(name)
+    if low == "via" and '"' not in value and _SEPARATOR_LWS_ANY.search(value):
+        value = _SEPARATOR_LWS.sub(r"\1", value)  # LWS around / ; = , means nothing
+    return name, low, value.strip()
+
+
+#: Header lines already split and checked (most lines of a proxy's traffic repeat: To, CSeq,
+#: Content-Type, the trust header...); bounded.
+_LINES: dict[str, tuple[str, str, str]] = {}
+_LINES_MAX = 8192
+#: Header names as written, already checked (:func:`_name`); bounded.
+_NAMES: dict[str, tuple[str, str]] = {}
+#: Headers whose lines hardly ever repeat (branches, tags, call ids): not worth remembering.
+_UNIQUE = frozenset({"via", "call-id", "from"})
+
+
+#: Request-URIs already parsed (sipmessage's URI is frozen, so one object serves every
+#: message that carries the same text); bounded.
+_URIS: dict[str, URI] = {}
+_URIS_MAX = 4096
+
+
+def _request_uri(text: str) -> URI:
+    """``URI.parse(text)``, remembered: a proxy sees the same few Request-URIs again and again."""
+    uri = _URIS.get(text)
+    if uri is None:
+        uri = URI.parse(text)
+        if len(_URIS) >= _URIS_MAX:
+            _URIS.clear()
+        _URIS[text] = uri
+    return uri
 
 
 _WSP = " \t"
 _SEPARATOR_LWS = re.compile(r"[ \t]*([/;=,])[ \t]*")
+_SEPARATOR_LWS_ANY = re.compile(r"[ \t][/;=,]|[/;=,][ \t]")
 
 #: RFC 3986 section 3.1: ``scheme = ALPHA *( ALPHA / DIGIT / "+" / "-" / "." )``.
 _SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*")
@@ -111,11 +202,11 @@ def number(text: str) -> int | None:
     return int(text)
 
 
-_TOKEN_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`'~")
+_TOKEN_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
 
 
 def _is_token(text: str) -> bool:
-    return bool(text) and all(c in _TOKEN_CHARS for c in text)
+    return _TOKEN_RE.fullmatch(text) is not None
 
 
 #: Header values already seen to parse (a proxy sees most of them twice: in the request, then
@@ -123,10 +214,27 @@ def _is_token(text: str) -> bool:
 _GOOD: set[str] = set()
 _GOOD_MAX = 8192
 
+# Plain shapes of Via, From/To and CSeq values that sipmessage's grammar accepts (a strict
+# subset of it: ASCII, single spaces, token parameters), checked with one regular expression
+# instead of sipmessage's parse; anything else takes sipmessage's parse as before.
+# tests/sip/test_sip_validate.py holds the subset property (every string these match parses).
+_LABEL = r"[A-Za-z0-9]+(?:-[A-Za-z0-9]+)*"
+_HOST = rf"(?:(?:{_LABEL}\.)*[A-Za-z]+(?:-[A-Za-z0-9]+)*|[0-9]{{1,3}}(?:\.[0-9]{{1,3}}){{3}})"
+_TOKEN = r"[A-Za-z0-9\-.!%*_+`'~]+"
+_PARAMS = rf"(?:;{_TOKEN}(?:={_TOKEN})?)*"
+_ONE_VIA = rf"SIP/2\.0/[A-Za-z]+(?:-[A-Za-z]+)? {_HOST}(?::[0-9]{{1,5}})?{_PARAMS}"
+FAST_VIA = re.compile(rf"{_ONE_VIA}(?:, ?{_ONE_VIA})*")
+_URI_PART = r"[A-Za-z0-9._~+-]+"
+_SIP_URI = (
+    rf"sips?:(?:{_URI_PART}@)?{_HOST}(?::[0-9]{{1,5}})?(?:;{_URI_PART}(?:=[A-Za-z0-9._~+:-]+)?)*"
+)
+FAST_ADDRESS = re.compile(rf'(?:"[A-Za-z0-9._-]+(?: [A-Za-z0-9._-]+)*" ?)?<{_SIP_URI}>{_PARAMS}')
+FAST_CSEQ = re.compile(r"[0-9]{1,10} [A-Za-z]+")
 
-def _parses(kind: str, value: str, parser: Callable[[str], object]) -> bool:
+
+def _parses(kind: str, value: str, parser: Callable[[str], object], fast: re.Pattern[str]) -> bool:
     key = kind + value
-    if key in _GOOD:
+    if key in _GOOD or fast.fullmatch(value) is not None:
         return True
     try:
         parser(value)
@@ -148,23 +256,23 @@ def known_good_via(value: str) -> None:
 def check(message: Request | Response, *, content_length_missing: bool = False) -> None:
     """Raise a 400 naming the first mandatory header that is missing or malformed."""
     headers = message.headers
-    for name in MANDATORY:
-        if not headers.getlist(name):
+    found = [headers.getlist(name) for name in MANDATORY]
+    for name, values in zip(MANDATORY, found, strict=True):
+        if not values:
             raise _bad(f"Missing {name} header")
-    for value in headers.getlist("Via"):
-        if not _parses("v", value, Via.parse_many):
+    vias, froms, tos, call_ids, _cseqs = found
+    for value in vias:
+        if not _parses("v", value, Via.parse_many, FAST_VIA):
             raise _bad("Malformed Via header")
-    for name in ("From", "To"):
-        values = headers.getlist(name)
+    for name, values in (("From", froms), ("To", tos)):
         if len(values) > 1:
             raise _bad(f"More than one {name} header")
-        if not _parses("a", values[0], Address.parse):
+        if not _parses("a", values[0], Address.parse, FAST_ADDRESS):
             raise _bad(f"Malformed {name} header")
-    call_ids = headers.getlist("Call-ID")
     if len(call_ids) > 1 or not call_ids[0].strip():
         raise _bad("Malformed Call-ID header")
     cseq_text = headers["CSeq"]
-    if not _parses("c", cseq_text, CSeq.parse):
+    if not _parses("c", cseq_text, CSeq.parse, FAST_CSEQ):
         raise _bad("Malformed CSeq header")
     sequence, method = cseq_text.split()
     seq = number(sequence)

@@ -613,6 +613,25 @@ async def test_registration_expires(sip_topology: Topology, lab_pki: LabPki) -> 
         assert (await bob.register(expires=0)).code == 200
 
 
+async def test_a_late_sign_out_removes_only_its_own_binding(
+    sip_topology: Topology, lab_pki: LabPki
+) -> None:
+    """RFC 3261 10.2.2: Expires 0 on a Contact removes that binding, not the user's others (a
+    client that signs out late, as SIPE through BitlBee does, left bob unreachable)."""
+    async with (
+        lab_up(sip_topology, lab_pki) as lab,
+        lab.ua("bob@contoso.lab", "internal") as bob,
+        lab.ua("bob@contoso.lab", "internal") as old_bob,
+        lab.ua("carol@fabrikam.lab", "fabrikam") as carol,
+    ):
+        assert (await old_bob.register()).code == 200
+        assert (await bob.register()).code == 200
+        assert (await old_bob.register(expires=0)).code == 200  # the old client signs out
+        assert (await carol.message("sip:bob@contoso.lab", "still here?")).code == 200
+        assert (await bob.register(expires=0)).code == 200
+        assert (await carol.message("sip:bob@contoso.lab", "gone?")).code == 480
+
+
 async def test_service_handlers_from_settings(sip_topology: Topology, lab_pki: LabPki) -> None:
     settings: dict[str, dict[str, object]] = {
         "front-end": {"service_handlers": {"application/x-test": "tests.sip_mras_stub:factory"}}

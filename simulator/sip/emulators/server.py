@@ -370,9 +370,19 @@ class DomainServer:
         if (contacts and "expires=0" in contacts[0].replace(" ", "")) or (
             expires is not None and expires.strip() == "0"
         ):
-            self.bindings.pop(aor, None)
+            # RFC 3261 10.2.2: "*" removes every binding of the AOR, a Contact with expires 0
+            # only its own (a client signing out late must not sign out the user's others)
+            if contacts and contacts[0].strip() != "*":
+                gone = {uri_of(c) for c in contacts}
+                kept = [b for b in self.live_bindings(aor) if b.contact not in gone]
+            else:
+                kept = []
+            if kept:
+                self.bindings[aor] = kept
+            else:
+                self.bindings.pop(aor, None)
+                self.auth.unbind(aor)
             self._answer(proto, request, 200)
-            self.auth.unbind(aor)
             self._notify_all(aor)
             return
         contact = contacts[0] if contacts else f"<{aor}>"

@@ -122,10 +122,14 @@ class UserAgent:
 
     # ------------------------------------------------------------------ owner callbacks
 
-    def on_close(self, proto: SipProtocol) -> None:
-        reason = "connection closed"
+    @staticmethod
+    def _closed_reason(proto: SipProtocol) -> str:
         if isinstance(proto.lost_reason, ssl.SSLError):
-            reason = f"connection closed by TLS: {tls_failure_reason(proto.lost_reason)}"
+            return f"connection closed by TLS: {tls_failure_reason(proto.lost_reason)}"
+        return "connection closed"
+
+    def on_close(self, proto: SipProtocol) -> None:
+        reason = self._closed_reason(proto)
         for future in self._pending.values():
             if not future.done():
                 future.set_exception(ConnectionError(reason))
@@ -211,6 +215,8 @@ class UserAgent:
         """Send a request and wait for its final response."""
         if self.proto is None:
             raise ConnectionError("not connected")
+        if self.proto.closed.done():  # closed before we wrote (TLS 1.3: a refused certificate)
+            raise ConnectionError(self._closed_reason(self.proto))
         branch = params(top_via(request)).get("branch") or ""
         future: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
         self._pending[branch] = future
