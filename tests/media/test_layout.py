@@ -15,7 +15,7 @@ from simulator.media.service import turn_config
 from simulator.pki import LabPki, LabSecrets, service_settings
 
 PACKAGE = Path(simulator.media.__file__).parent
-ADAPTERS = {"aio.py", "service.py", "peer.py"}
+ADAPTERS = {"aio.py", "service.py", "peer.py", "avauth.py"}
 IO_MODULES = {"asyncio", "socket", "ssl", "selectors", "time"}
 
 
