@@ -68,6 +68,27 @@ async def test_av_call_relays_audio_on_the_embedded_lab(av_topology: Topology, l
     assert not any(a.event == "dropped" for a in ladder.arrows)
 
 
+async def test_av_call_in_ms_turn_relays_audio_on_the_embedded_lab(
+    av_topology: Topology, lab_pki: LabPki
+):
+    async with LocalLab(av_topology, lab_pki.directory, hosts=HOSTS):
+        result = await run_one(_scenario("av-call-msturn"), av_topology, "local", lab_pki)
+    assert result.status == "passed", f"{result.step}: {result.reason}"
+    notes = [e.summary for e in result.events if e.event == "note"]
+    assert "media path: the messenger reached the A/V Edge over UDP 3478 in MS-TURN" in notes
+    labels = [e.summary for e in result.events]
+    # [MS-TURN]: Set Active Destination, no channel; both relays on 50000-59999
+    assert any(label.startswith("Set Active Destination") for label in labels), labels
+    assert not any(label.startswith(("ChannelBind", "malformed")) for label in labels), labels
+    allocations = [s for s in labels if s.startswith("Allocate success")]
+    assert len(allocations) >= 2
+    # the credentials came from the Edge's A/V Authentication service, over 5062
+    assert any(
+        e.protocol == "sip" and e.dst.endswith(":5062") and e.summary.startswith("SERVICE")
+        for e in result.events
+    ), [(e.protocol, e.src, e.dst, e.summary) for e in result.events if e.protocol == "sip"]
+
+
 async def test_av_fallback_is_skipped_without_a_firewall(av_topology: Topology, lab_pki: LabPki):
     result = await run_one(_scenario("av-fallback"), av_topology, "local", lab_pki)
     assert result.status == "skipped"
