@@ -175,6 +175,8 @@ class AvAuthServer:
     # ------------------------------------------------------------------ SipOwner
 
     def on_request(self, proto: SipProtocol, request: Request) -> None:
+        if request.method == "ACK":  # never answered (RFC 3261 section 17.2.1)
+            return
         proto.send(self.answer(proto, request, time.time()))
 
     def on_response(self, proto: SipProtocol, response: Response) -> None:
