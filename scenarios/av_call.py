@@ -17,7 +17,7 @@ from simulator.scenario.av import audio_call
     name="av-call",
     description="A Live Messenger-style client and a contoso user set up relayed audio through "
     "the A/V Edge (MRAS credentials, UDP 3478, relay ports 50000-59999)",
-    rows=["msn-stun-in-3478", "av-int-stun-3478", "av-relay-udp-out"],
+    rows=["msn-stun-in-3478", "av-int-stun-3478", "av-relay-udp-out", "av-auth-5062"],
     needs=["av-edge", "front-end", "pic"],
 )
 async def run(lab: Lab) -> None:

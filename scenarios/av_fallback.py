@@ -8,43 +8,17 @@ continuing over TCP 443.
 """
 
 from simulator.scenario import Lab, scenario
-from simulator.scenario.av import audio_call
+from simulator.scenario.av import FALLBACK_FIREWALL as FIREWALL
+from simulator.scenario.av import audio_call, without_udp_3478
 
-FIREWALL = "fw-external"
-
-
-def without_udp_3478(rules: str, av: str, messenger: str) -> tuple[str, list[str], bool]:
-    """The rules minus every accept of UDP 3478 to ``av``; whether TCP 443 from ``messenger``
-    to ``av`` had to be added (the shipped rules open it for the remote user only)."""
-    kept: list[str] = []
-    removed: list[str] = []
-    tcp_443 = False
-    for line in rules.splitlines():
-        words = line.split()
-        to_av = f"daddr {av}" in line
-        if to_av and "udp" in words and "3478" in words and "accept" in words:
-            removed.append(line.strip())
-            continue
-        if to_av and "tcp" in words and "443" in words and "accept" in words:
-            tcp_443 = tcp_443 or f"saddr {messenger}" in line or "saddr" not in line
-        kept.append(line)
-    added = False
-    if not tcp_443:
-        for index, line in enumerate(kept):
-            if "hook forward" in line:
-                kept.insert(
-                    index + 1, f"\t\tip saddr {messenger} ip daddr {av} tcp dport 443 accept"
-                )
-                added = True
-                break
-    return "\n".join(kept) + "\n", removed, added
+__all__ = ["FIREWALL", "run", "without_udp_3478"]
 
 
 @scenario(
     name="av-fallback",
     description="With UDP 3478 blocked at fw-external, the messenger's audio call falls back "
     "to TCP 443 through the A/V Edge",
-    rows=["msn-stun-in-3478", "av-turn-443-in", "av-relay-udp-out"],
+    rows=["msn-stun-in-3478", "av-turn-443-in", "av-relay-udp-out", "av-auth-5062"],
     needs=["av-edge", "front-end", "pic"],
     firewall=True,
     timeout=60.0,

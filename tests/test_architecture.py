@@ -62,6 +62,7 @@ LAYERS: dict[str, int] = {
     "simulator.xmpp.ejabberd": 5,
     "simulator.media.service": 5,
     "simulator.media.peer": 5,
+    "simulator.media.avauth": 5,
     "simulator.dns.service": 5,
     # 6. probes and scenarios (and the lab harness the tests and benchmarks drive)
     "simulator.probes": 6,

@@ -1,31 +1,27 @@
-"""Sans-IO MRAS: the Media Relay Authentication Service of the Front End ([MS-AVEDGEA]).
+"""Sans-IO MRAS: the Media Relay Authentication Service ([MS-AVEDGEA]) of Lync's A/V Edge.
 
-A Lync client gets its A/V Edge (TURN) credentials by sending the Front End a SIP SERVICE request
-whose body is an ``application/msrtc-media-relay-auth+xml`` ``credentialsRequest``; the 200 OK
-carries a ``credentialsResponse`` with a username, a password, their duration (minutes) and the
-media relay list (host, UDP and TCP ports, per location ``internet`` / ``intranet``).
+A Lync client gets its A/V Edge (TURN) credentials with a SIP SERVICE request whose body is an
+``application/msrtc-media-relay-auth+xml`` ``credentialsRequest``, sent to the MRAS URI its
+Front End provisions (SIPE reads it from the ``mrasUri`` of the in-band provisioning). The Front
+End does not answer it itself: it passes the request to the Edge's A/V Authentication service
+over SIP/MTLS/TCP 5062 on the Edge's internal interface, which answers with a
+``credentialsResponse``: a username, a password, their duration (minutes) and the media relay
+list (host, UDP and TCP ports, per location ``internet`` / ``intranet``). Lync's port summaries
+list that hop on the internal interface ("SIP/MTLS/TCP/5062 ... Authentication of A/V users (A/V
+authentication service) from Front End Server or Front End pool"), and "the A/V Authentication
+service is collocated with, and provides authentication services for, the A/V Edge service"
+(Lync Server 2013, Perimeter network VoIP components). So the secret behind the credentials
+never leaves the Edge: the adapter is :mod:`simulator.media.avauth`, the Front End's side
+:mod:`simulator.sip.emulators.mras`.
 
-The credentials are time-limited TURN credentials derived from the secret the Front End shares
-with the A/V Edge (:func:`simulator.media.turn.time_limited_credentials`): username
-``"<expiry>:<user>"``, password ``base64(HMAC-SHA1(secret, username))``. The Edge's TURN core
-accepts them without any other coordination.
+The credentials are time-limited TURN credentials derived from the A/V Edge's own secret
+(:func:`simulator.media.auth.time_limited_credentials`): username ``"<expiry>:<user>"``,
+password ``base64(HMAC-SHA1(secret, username))``; the Edge's TURN core accepts them.
 
-Wiring into the SIP Front End (``service_handlers[content_type]``)::
-
-    from simulator.media.mras import CONTENT_TYPE, MediaRelay, answer_credentials_request
-
-    relays = [MediaRelay("internet", "av.contoso.lab", udp_port=3478, tcp_port=443),
-              MediaRelay("intranet", "edge-int.contoso.lab", udp_port=3478, tcp_port=443)]
-    service_handlers[CONTENT_TYPE] = lambda body, identity: answer_credentials_request(
-        body, identity=identity, relays=relays, secret=b"edgesim-mras-shared-secret",
-        now=time.time())
-
-or, from the topology: ``simulator.sip.emulators.mras.relays_from_topology(topology)``; the secret is the lab's own
-(``service_settings(topology, "av-edge", pki_dir)["shared_secret"]``, :mod:`simulator.pki.secrets`).
-
-``identity`` is the SIP URI the Front End authenticated (the request's From); a request for
-another identity, or a body that is not a well-formed credentialsRequest, raises
-:class:`MrasError` (answer the SERVICE request with 400 and ``str(exc)`` as the reason).
+``identity`` is the SIP URI the Front End authenticated and vouches for (the forwarded
+request's From); a request for another identity, or a body that is not a well-formed
+credentialsRequest, raises :class:`MrasError` (answer the SERVICE request with 400 and
+``str(exc)`` as the reason).
 
 Not implemented: the ``version`` 1.0 dialect's differences, ``directIPAddress`` relays, the
 optional ``realm`` element.
@@ -39,6 +35,8 @@ from dataclasses import dataclass
 from simulator.media.auth import time_limited_credentials
 
 CONTENT_TYPE = "application/msrtc-media-relay-auth+xml"
+PORT = 5062
+"""The A/V Authentication service's SIP/MTLS port on the Edge's internal interface."""
 NAMESPACE = "http://schemas.microsoft.com/2006/09/sip/mrasp"
 MAX_BODY = 16 * 1024
 DEFAULT_DURATION = 480

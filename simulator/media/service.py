@@ -6,7 +6,10 @@ Listeners come from the topology (``simulator/lab/default.toml``, host ``edge``)
 - ``turn-tcp`` (TCP 3478 on the A/V interface, TCP 443 on the internal one): TURN over TCP;
 - ``turn-tls`` (TCP 443 on the A/V interface): TURN over TLS with the interface's certificate,
   and plain TURN over TCP on the same port (a TLS ClientHello's first byte tells them apart);
-- ``relay`` (50000-59999 on the A/V interface): where relayed transport addresses are bound.
+- ``relay`` (50000-59999 on the A/V interface): where relayed transport addresses are bound;
+- ``sip-mtls`` (TCP 5062 on the internal interface): the A/V Authentication service (MRAS), where
+  the Front End gets relay credentials for its users (:mod:`simulator.media.avauth`); it trusts
+  client certificates of the internal interface's CA and answers Front End servers only.
 
 All listeners share one TURN core, so an internal client and an external one relay through the
 same allocations table, as on a real Edge.
@@ -19,8 +22,9 @@ Settings (``[services.av-edge]``), all optional:
     Static long-term users: a list of names (each lab generates their passwords; ``edgesim
     secrets`` shows them), or a table ``name = "password"``.
 ``shared_secret``
-    Secret shared with the Front End's MRAS for time-limited credentials (string). Leave it out:
-    each lab generates its own (``edgesim secrets`` shows it).
+    Secret of the time-limited credentials the A/V Authentication service hands out and the
+    TURN core checks (string), kept inside the Edge. Leave it out: each lab generates its own
+    (``edgesim secrets`` shows it).
 ``port_range``
     Relay ports, ``"low-high"`` (default: the ``relay`` listener's range).
 ``user_quota``, ``total_quota``
@@ -63,10 +67,16 @@ from typing import Any
 
 from simulator.errors import ConfigError
 from simulator.lab.services import BoundListener, ServiceContext
-from simulator.lab.topology import Host, Topology
+from simulator.lab.topology import Host, Listener, Topology
 from simulator.limits import settings_from
 from simulator.media.aio import AsyncTurnClient, AsyncTurnServer, ListenerSpec, TurnListenerLimits
 from simulator.media.auth import LongTermCredentials, time_limited_credentials
+from simulator.media.avauth import (
+    AvAuthServer,
+    options_check,
+    relays_from_topology,
+    trusted_servers,
+)
 from simulator.media.config import TurnConfig
 from simulator.media.errors import MediaError
 from simulator.media.msturn import EDGE
@@ -147,7 +157,8 @@ def _rate(settings: dict[str, Any], path: str) -> float | None:
 
 
 def _shared_secret(ctx: ServiceContext) -> bytes:
-    """The secret shared with the Front End's MRAS: the lab's own (``edgesim secrets``)."""
+    """The secret of the A/V Authentication service and the TURN core: the lab's own
+    (``edgesim secrets``); it never leaves the Edge."""
     secret = ctx.settings.get("shared_secret")
     if not isinstance(secret, str) or not secret:
         raise ConfigError(
@@ -227,6 +238,7 @@ class AvEdgeService:
     def __init__(self, ctx: ServiceContext) -> None:
         self.ctx = ctx
         self.server: AsyncTurnServer | None = None
+        self.auth: list[AvAuthServer] = []
         self.secret = _shared_secret(ctx)
 
     async def start(self) -> list[BoundListener]:
@@ -261,9 +273,34 @@ class AvEdgeService:
                 )
             )
         bound += [BoundListener(relay, t, relay_address, relay.port_low) for t in ("udp", "tcp")]
+        for lst in ctx.listeners:
+            if lst.proto == "sip-mtls":
+                bound.append(await self._start_auth(lst))
         return bound
 
+    async def _start_auth(self, lst: Listener) -> BoundListener:
+        """The A/V Authentication service (MRAS) on ``lst`` (SIP/MTLS, TCP 5062)."""
+        ctx = self.ctx
+        iface = ctx.host.interface(lst.interface)
+        ca = iface.ca or "internal"
+        server = AvAuthServer(
+            ctx.address(iface),
+            lst.port,
+            cert=ctx.pki.require(ctx.pki.interface_cert(iface)),
+            client_trust=[ctx.pki.ca_cert(ca)],
+            trusted=trusted_servers(ctx.topology),
+            relays=relays_from_topology(ctx.topology),
+            secret=self.secret,
+            fqdn=iface.fqdn or str(iface.address),
+        )
+        address, port = await server.start()
+        self.auth.append(server)
+        return BoundListener(lst, "tcp", address, port)
+
     async def stop(self) -> None:
+        for auth in self.auth:
+            await auth.stop()
+        self.auth = []
         if self.server is not None:
             await self.server.stop()
             self.server = None
@@ -272,11 +309,19 @@ class AvEdgeService:
         """A STUN Binding on each listener; an Allocate (time-limited credentials) for the relay."""
         if bound.listener.proto == "relay":
             return await self._check_relay(bound)
+        if bound.listener.proto == "sip-mtls":
+            return await self._check_auth(bound)
         if bound.listener.proto == "turn-tls":
             iface = self.ctx.host.interface(bound.listener.interface)
             tls = client_context([self.ctx.pki.trust_bundle])
             return await binding_check(bound.address, bound.port, "tls", tls, iface.fqdn)
         return await binding_check(bound.address, bound.port, bound.transport)
+
+    async def _check_auth(self, bound: BoundListener) -> str | None:
+        """SIP OPTIONS over MTLS, presenting the interface's own certificate."""
+        iface = self.ctx.host.interface(bound.listener.interface)
+        cert = self.ctx.pki.interface_cert(iface)
+        return await options_check(bound, cert, [self.ctx.pki.trust_bundle], iface.fqdn)
 
     async def _check_relay(self, bound: BoundListener) -> str | None:
         """Allocate through the relay interface's UDP STUN listener, over the network.

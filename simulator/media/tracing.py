@@ -1,4 +1,5 @@
-"""One-line summaries of STUN/TURN messages for the scenario trace (:mod:`simulator.trace`).
+"""One-line summaries of STUN/TURN messages, either dialect, for the scenario trace
+(:mod:`simulator.trace`).
 
 The A/V Edge adapter and the scenario's TURN clients use the same summaries, so a message both
 ends recorded is folded into one arrow of the ladder. Media is summarised, never recorded per
@@ -11,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from simulator import trace
-from simulator.media import stun
+from simulator.media import msturn
 from simulator.media.codes import ERROR_CODES
 from simulator.media.errors import RemoteProtocolError
 from simulator.media.stun import Message, MessageClass, Method
@@ -40,14 +41,27 @@ def protocol_of(message: Message) -> str:
     return "stun" if message.method == Method.BINDING else "turn"
 
 
-def method_name(method: int) -> str:
+#: [MS-TURN]'s methods (section 2.2.1), where numbers differ from RFC TURN's (its Send request
+#: is RFC's Refresh number, Set Active Destination RFC's Send).
+MS_METHOD_NAMES: dict[int, str] = {
+    msturn.ALLOCATE: "Allocate",
+    msturn.SEND: "Send",
+    msturn.SET_ACTIVE_DESTINATION: "Set Active Destination",
+    msturn.DATA_INDICATION: "Data",
+    Method.BINDING: "Binding",
+}
+
+
+def method_name(method: int, dialect: str = "rfc") -> str:
     """``Allocate``, ``ChannelBind`` ... (``method 0x123`` for one this package does not know)."""
-    return METHOD_NAMES.get(method, f"method 0x{method:03x}")
+    names = MS_METHOD_NAMES if dialect == msturn.DIALECT else METHOD_NAMES
+    return names.get(method, f"method 0x{method:03x}")
 
 
 def summary(message: Message) -> str:
     """``Allocate request``, ``Allocate success 127.51.100.11:50012``, ``401 Unauthorized`` ..."""
-    name = method_name(message.method)
+    ms = message.dialect == msturn.DIALECT
+    name = method_name(message.method, message.dialect)
     cls = message.message_class
     if cls == MessageClass.REQUEST:
         return f"{name} request"
@@ -57,7 +71,8 @@ def summary(message: Message) -> str:
         code, reason = message.get("ERROR-CODE", (0, ""))
         known = ERROR_CODES.get(code)
         return f"{code} {known.reason if known else reason}".strip()
-    relayed = message.get("XOR-RELAYED-ADDRESS")
+    # [MS-TURN] names the relayed address MAPPED-ADDRESS (section 2.2.2.1)
+    relayed = message.get("MAPPED-ADDRESS" if ms else "XOR-RELAYED-ADDRESS")
     if message.method == Method.ALLOCATE and relayed is not None:
         return f"{name} success {addr(relayed)}"
     mapped = message.get("XOR-MAPPED-ADDRESS")
@@ -76,7 +91,7 @@ def record_stun(
 ) -> None:
     """Record one STUN message from raw bytes (unparsable bytes are recorded as such)."""
     try:
-        message = stun.parse(data)
+        message = msturn.parse_either(data)
     except (RemoteProtocolError, ValueError):
         trace.record("stun", addr(src), addr(dst), "malformed STUN", event=event, flow=flow)
         return

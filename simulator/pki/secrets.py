@@ -1,4 +1,4 @@
-"""Per-lab secrets: user passwords, the MRAS/TURN shared secret, dialback secrets.
+"""Per-lab secrets: user passwords, the A/V Edge's credential secret, dialback secrets.
 
 No secret that works on a lab ships in the source. The topology names the users
 (``users = ["alice", "bob"]``) and leaves shared secrets out; the first time a lab needs one,
@@ -40,10 +40,6 @@ GENERATED: dict[str, tuple[str, ...]] = {
 
 #: Services whose ``users`` table holds passwords.
 USER_SERVICES = ("front-end", "partner-edge", "pic", "xmpp-partner", "av-edge")
-
-#: The service whose secret another service shares: the Front End's MRAS signs with the
-#: A/V Edge's shared secret.
-SHARED_WITH: dict[tuple[str, str], str] = {("front-end", "shared_secret"): "av-edge"}
 
 
 class LabSecrets:
@@ -127,9 +123,6 @@ def service_settings(topology: Topology, service: str, directory: Path | str) ->
     for key in GENERATED.get(service, ()):
         if key not in settings:
             settings[key] = store.get(f"{service}/{key}")
-    for (user, key), owner in SHARED_WITH.items():
-        if user == service:
-            settings.setdefault(key, service_settings(topology, owner, directory)[key])
     return settings
 
 

@@ -1,6 +1,9 @@
 """A/V for scenarios: relayed call ends, RTP-sized media, and MRAS over SIP from lab hosts.
 
-The TURN client is the media package's (:class:`simulator.media.aio.AsyncTurnClient`); every
+The TURN client is the media package's (:class:`simulator.media.aio.AsyncTurnClient`), in
+either dialect: RFC TURN (channels, ChannelData, TURN over TLS on 443) or [MS-TURN] as Lync
+clients speak it (Set Active Destination, unencapsulated media, the pseudo-TLS exchange on TCP
+443; the MRAS's credentials base64-decoded, section 3.1.11). Every
 socket it gets comes from :meth:`Lab.udp_socket` / :meth:`Lab.connect_tcp`, so with the netns
 runner a client leaves from its host's namespace and crosses the lab's firewalls; with the local
 runner it is a plain socket on the host's loopback address.
@@ -24,10 +27,12 @@ from typing import Any
 from simulator.media import tracing
 from simulator.media.actions import Address
 from simulator.media.aio import AsyncTurnClient
-from simulator.media.auth import LongTermCredentials
+from simulator.media.auth import ClientCredentials, LongTermCredentials, MsTurnCredentials
 from simulator.media.client import ClientConfig
+from simulator.media.dialect import RFC, Dialect
 from simulator.media.errors import MediaError, RequestRefused
 from simulator.media.mras import MediaRelay, credentials_request_body, parse_credentials_response
+from simulator.media.msturn import MS_TURN
 from simulator.scenario.api import Lab, ScenarioFailure
 from simulator.scenario.clients import sip_agent
 from simulator.sip.emulators.mras import CONTENT_TYPE as MRAS_CONTENT_TYPE
@@ -41,6 +46,8 @@ RTP_HEADER = 12
 REQUEST_TIMEOUT = 3.0
 UDP_RTO = 0.25
 """First retransmission of a request over UDP (then doubling, until REQUEST_TIMEOUT)."""
+DIALECTS = {"rfc": RFC, "ms-turn": MS_TURN}
+"""The dialects a call can use, by the names scenarios give them."""
 TURN_FAILURES = (MediaError, OSError, EOFError)
 """What a TURN request can fail with: a refusal or protocol error, no answer (TimeoutError is
 an OSError), a socket error, the connection closed."""
@@ -70,8 +77,14 @@ class RelayClient:
         return self.client.relayed
 
     @property
+    def ms(self) -> bool:
+        """True when this client speaks [MS-TURN]."""
+        return self.client.core.ms
+
+    @property
     def path(self) -> str:
-        """``UDP 3478``, ``TCP 443`` (TLS included): how this client reaches the relay."""
+        """``UDP 3478``, ``TCP 443`` (TLS and pseudo-TLS included): how this client reaches the
+        relay."""
         kind = "UDP" if self.client.transport_name == "udp" else "TCP"
         return f"{kind} {self.server[1]}"
 
@@ -82,10 +95,17 @@ class RelayClient:
         await self.client.create_permission(peer)
 
     async def bind(self, channel: int, peer: Address) -> None:
-        await self.client.channel_bind(channel, peer)
+        """RFC: ChannelBind; [MS-TURN]: Set Active Destination (media goes unencapsulated)."""
+        if self.ms:
+            await self.client.set_active_destination(peer)
+        else:
+            await self.client.channel_bind(channel, peer)
 
     def send_media(self, channel: int, payload: bytes) -> None:
-        self.client.send_channel_data(channel, payload)
+        if self.ms:
+            self.client.send_raw(payload)
+        else:
+            self.client.send_channel_data(channel, payload)
         counts = self.sent.setdefault(channel, [0, 0])
         counts[0] += 1
         counts[1] += len(payload)
@@ -97,17 +117,18 @@ class RelayClient:
             got = await self.client.receive(left)
             if got is None:
                 return None
-            if got.channel == channel:
+            if got.channel == channel or (self.ms and got.channel is None):
                 return got.data
         return None
 
     def record_media(self, channel: int, received: int) -> None:
         """One trace event for what went over ``channel``: packets and bytes each way."""
         packets, octets = self.sent.get(channel, [0, 0])
+        how = "to the active destination, unencapsulated" if self.ms else f"channel 0x{channel:04x}"
         record(
             "media", tracing.addr(self.local), tracing.addr(self.server),
             f"RTP over {self.path}: {packets} sent, {received} received",
-            detail=f"channel 0x{channel:04x}: {packets} datagrams ({octets} bytes) sent, "
+            detail=f"{how}: {packets} datagrams ({octets} bytes) sent, "
             f"{received} received, relayed address {self.relayed}",
         )  # fmt: skip
 
@@ -130,19 +151,27 @@ async def relay_client(
     tls: ssl.SSLContext | None = None,
     server_hostname: str | None = None,
     timeout: float = REQUEST_TIMEOUT,
+    dialect: Dialect = RFC,
+    credentials: ClientCredentials | None = None,
 ) -> RelayClient:
     """A TURN client on ``vantage`` (``host[:interface]``), its socket from the lab (the host's
     namespace with the netns runner), recording its transactions in the trace.
 
+    ``dialect``: RFC TURN, or [MS-TURN] (``simulator.media.msturn.MS_TURN``), where ``tls``
+    means TCP with the pseudo-TLS exchange ([MS-TURN] section 2.1.1), as a Lync client uses TCP
+    443. ``credentials`` replace ``username``/``password`` (e.g. :class:`MsTurnCredentials`).
+
     A TCP connection the firewall drops raises TimeoutError after ``timeout``, recorded as a
     dropped ``TCP connect``; a refused one an OSError, recorded as refused."""
     name = lab.interface(vantage).host
-    credentials = LongTermCredentials(username, password)
+    if credentials is None:
+        credentials = LongTermCredentials(username, password)
+    ms = dialect is MS_TURN
     if transport == "udp":
         config = ClientConfig(stream=False, rto=UDP_RTO, timeout=timeout)
         client = await AsyncTurnClient.open(
             server, "udp", credentials=credentials, sock=lab.udp_socket(vantage),
-            config=config, record=True,
+            config=config, record=True, dialect=dialect,
         )  # fmt: skip
         return RelayClient(name, client)
     source = (lab.address(vantage), 0)
@@ -162,9 +191,10 @@ async def relay_client(
         raise
     config = ClientConfig(stream=True, timeout=timeout)
     client = await AsyncTurnClient.open(
-        server, "tcp", credentials=credentials, sock=sock, config=config, record=True
-    )
-    if transport == "tls":
+        server, "tcp", credentials=credentials, sock=sock, config=config, record=True,
+        dialect=dialect, pseudo_tls=ms and transport == "tls",
+    )  # fmt: skip
+    if transport == "tls" and not ms:
         if tls is None:
             await client.close()
             raise ValueError("TURN over TLS needs an SSL context")
@@ -224,8 +254,9 @@ def contoso_user(lab: Lab, user: str, vantage: str = "internal-user") -> UserAge
 
 
 async def mras_credentials(ua: UserAgent) -> tuple[str, str, int, list[MediaRelay]]:
-    """Ask the Front End's MRAS (SIP SERVICE) for relay credentials: user, password, minutes,
-    relays. Fails the scenario with the SIP status when it does not answer 200."""
+    """Ask for relay credentials (SIP SERVICE to the Front End, which passes it to the Edge's A/V
+    Authentication service over 5062): user, password, minutes, relays. Fails the scenario with
+    the SIP status and why (the Warning: e.g. 5062 unreachable) when it is not 200."""
     identity = f"{ua.user}@{ua.domain}"
     response = await ua.request(
         "SERVICE",
@@ -234,7 +265,13 @@ async def mras_credentials(ua: UserAgent) -> tuple[str, str, int, list[MediaRela
         content_type=MRAS_CONTENT_TYPE,
     )
     if response.code != 200:
-        raise ScenarioFailure(f"MRAS answered {response.code} {response.phrase}, not 200")
+        why = response.headers.get("Warning") or response.headers.get("ms-diagnostics") or ""
+        if why.startswith("399 "):  # 399 host "text"
+            why = why.split(" ", 2)[-1].strip('"')
+        raise ScenarioFailure(
+            f"MRAS answered {response.code} {response.phrase}, not 200"
+            + (f": {why}" if why else "")
+        )
     return parse_credentials_response(response.body)
 
 
@@ -265,6 +302,8 @@ class CallReport:
     """RTP packets each end sent."""
     fallback_reason: str = ""
     """Why the messenger left UDP 3478 (empty when it did not)."""
+    dialect: str = "RFC TURN"
+    """``RFC TURN`` or ``MS-TURN``: what both ends spoke to the A/V Edge."""
 
 
 def _port_range(lab: Lab) -> tuple[int, int]:
@@ -280,16 +319,35 @@ def _relay_address(lab: Lab, relay: MediaRelay) -> str:
     return lab.address(f"{iface.host}:{iface.id}")
 
 
+def _credentials(
+    dialect: Dialect, username: str, password: str, *, mras: bool
+) -> ClientCredentials:
+    """The client credentials for ``dialect``: [MS-TURN] keys over the raw bytes, the MRAS's
+    password base64-decoded as a Lync client holds it (section 3.1.11)."""
+    if dialect is not MS_TURN:
+        return LongTermCredentials(username, password)
+    if mras:
+        return MsTurnCredentials.from_mras(username, password)
+    return MsTurnCredentials(username, password.encode())
+
+
+def _dialect_name(dialect: Dialect) -> str:
+    return "MS-TURN" if dialect is MS_TURN else "RFC TURN"
+
+
 async def _messenger_client(
-    lab: Lab, relay: MediaRelay, username: str, password: str
+    lab: Lab, relay: MediaRelay, username: str, password: str, dialect: Dialect = RFC
 ) -> tuple[RelayClient, str]:
-    """UDP 3478 first; when that gets no answer, TURN over TLS on TCP 443, as Lync clients do."""
+    """UDP 3478 first; when that gets no answer, TCP 443 (TURN over TLS, or [MS-TURN] after the
+    pseudo-TLS exchange), as Lync clients do."""
     server = _relay_address(lab, relay)
+    creds = _credentials(dialect, username, password, mras=False)
     fallback = ""
     if relay.udp_port is not None:
         client = await relay_client(
-            lab, "messenger", (server, relay.udp_port), "udp", username, password
-        )
+            lab, "messenger", (server, relay.udp_port), "udp", username, password,
+            dialect=dialect, credentials=creds,
+        )  # fmt: skip
         try:
             await client.allocate()
             return client, fallback
@@ -303,10 +361,11 @@ async def _messenger_client(
     if relay.tcp_port is None:
         raise ScenarioFailure(f"no UDP answer and MRAS lists no TCP port: {fallback}")
     tls = client_context([lab.pki.trust_bundle])
+    creds = _credentials(dialect, username, password, mras=False)
     try:
         client = await relay_client(
             lab, "messenger", (server, relay.tcp_port), "tls", username, password,
-            tls=tls, server_hostname=relay.host,
+            tls=tls, server_hostname=relay.host, dialect=dialect, credentials=creds,
         )  # fmt: skip
     except TURN_FAILURES as exc:
         raise ScenarioFailure(
@@ -346,7 +405,9 @@ async def _stream(
     return got
 
 
-async def audio_call(lab: Lab, *, packets: int = 50, user: str = "bob") -> CallReport:
+async def audio_call(
+    lab: Lab, *, packets: int = 50, user: str = "bob", dialect: str = "rfc"
+) -> CallReport:
     """A Live Messenger-style client (host ``messenger``) and ``user``@contoso.lab (on
     ``internal-user``) set up audio through the A/V Edge, both ends relayed.
 
@@ -358,7 +419,14 @@ async def audio_call(lab: Lab, *, packets: int = 50, user: str = "bob") -> CallR
     naming his relayed address, and dave's answer names the messenger's. Each end permits and
     binds a channel to the address the other's SDP named and sends ``packets`` RTP packets;
     media goes client -> relay -> relay -> client, on the relay ports 50000-59999. BYE ends it.
+
+    ``dialect``: ``rfc`` (RFC TURN: channels and ChannelData, TURN over TLS on 443) or
+    ``ms-turn`` ([MS-TURN] as Lync clients speak it: Set Active Destination and unencapsulated
+    media, the pseudo-TLS exchange on TCP 443).
     """
+    if dialect not in DIALECTS:
+        raise ScenarioFailure(f"unknown TURN dialect {dialect!r}: one of {', '.join(DIALECTS)}")
+    turn = DIALECTS[dialect]
     low, high = _port_range(lab)
     static_users = {
         k: v for k, v in lab.settings("av-edge").get("users", {}).items() if "probe" not in k
@@ -387,7 +455,10 @@ async def audio_call(lab: Lab, *, packets: int = 50, user: str = "bob") -> CallR
         with lab.step(f"{user} allocates a relay on the Edge's internal interface (UDP 3478)"):
             intranet = by_location["intranet"]
             server = (_relay_address(lab, intranet), intranet.udp_port or 3478)
-            bob = await relay_client(lab, "internal-user", server, "udp", username, password)
+            bob = await relay_client(
+                lab, "internal-user", server, "udp", username, password, dialect=turn,
+                credentials=_credentials(turn, username, password, mras=True),
+            )  # fmt: skip
             clients.append(bob)
             try:
                 bob_relay = await bob.allocate()
@@ -396,11 +467,14 @@ async def audio_call(lab: Lab, *, packets: int = 50, user: str = "bob") -> CallR
 
         with lab.step("the Live Messenger-style client allocates a relay on the A/V Edge"):
             messenger, fallback = await _messenger_client(
-                lab, by_location["internet"], m_user, m_password
+                lab, by_location["internet"], m_user, m_password, turn
             )
             clients.append(messenger)
             assert messenger.relayed is not None
-            lab.note(f"media path: the messenger reached the A/V Edge over {messenger.path}")
+            how = ""
+            if turn is MS_TURN:
+                how = " in MS-TURN" + (" (pseudo-TLS)" if messenger.path.startswith("TCP") else "")
+            lab.note(f"media path: the messenger reached the A/V Edge over {messenger.path}{how}")
 
         with lab.step("both relays are on the A/V interface, in the relay port range"):
             av = lab.address("edge:av")
@@ -435,7 +509,12 @@ async def audio_call(lab: Lab, *, packets: int = 50, user: str = "bob") -> CallR
             lab.expect(bob_peer == bob_relay, f"the SDP offer names {bob_peer}, not {user}'s relay")
             assert dialog is not None and messenger_peer is not None and bob_peer is not None
 
-        with lab.step("each end permits and binds a channel to the other's relayed address"):
+        bind = (
+            "sets the other's relayed address as its active destination"
+            if turn is MS_TURN
+            else "permits and binds a channel to the other's relayed address"
+        )
+        with lab.step(f"each end {bind}"):
             for client, peer in ((messenger, bob_peer), (bob, messenger_peer)):
                 try:
                     await client.permit(peer)
@@ -469,9 +548,43 @@ async def audio_call(lab: Lab, *, packets: int = 50, user: str = "bob") -> CallR
             {"messenger": to_messenger, user: to_bob},
             packets,
             fallback,
+            _dialect_name(turn),
         )
     finally:
         for client in reversed(clients):
             await client.close()
         await ua.close()
         await dave.close()
+
+
+# ---------------------------------------------------------------- UDP 3478 blocked
+
+FALLBACK_FIREWALL = "fw-external"
+"""The firewall the fallback scenarios block UDP 3478 at."""
+
+
+def without_udp_3478(rules: str, av: str, messenger: str) -> tuple[str, list[str], bool]:
+    """The rules minus every accept of UDP 3478 to ``av``; whether TCP 443 from ``messenger``
+    to ``av`` had to be added (the shipped rules open it for the remote user only)."""
+    kept: list[str] = []
+    removed: list[str] = []
+    tcp_443 = False
+    for line in rules.splitlines():
+        words = line.split()
+        to_av = f"daddr {av}" in line
+        if to_av and "udp" in words and "3478" in words and "accept" in words:
+            removed.append(line.strip())
+            continue
+        if to_av and "tcp" in words and "443" in words and "accept" in words:
+            tcp_443 = tcp_443 or f"saddr {messenger}" in line or "saddr" not in line
+        kept.append(line)
+    added = False
+    if not tcp_443:
+        for index, line in enumerate(kept):
+            if "hook forward" in line:
+                kept.insert(
+                    index + 1, f"\t\tip saddr {messenger} ip daddr {av} tcp dport 443 accept"
+                )
+                added = True
+                break
+    return "\n".join(kept) + "\n", removed, added

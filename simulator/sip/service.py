@@ -191,8 +191,6 @@ class _DomainService:
         cas = settings.pop("trusted_cas", None)
         self.trust = _trust(ctx, cas, self.default_cas)
         users = settings.pop("users", {})
-        # The A/V Edge's shared secret, for the MRAS handler (simulator.sip.emulators.mras).
-        settings.pop("shared_secret", None)
         if not isinstance(users, dict):
             raise ConfigError(
                 ctx.topology.path,

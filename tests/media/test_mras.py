@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from simulator.lab.topology import Topology
+from simulator.media.avauth import mras_target, relays_from_topology, trusted_servers
 from simulator.media.mras import (
     MediaRelay,
     MrasError,
@@ -14,7 +15,6 @@ from simulator.media.mras import (
 )
 from simulator.media.stun import MessageClass
 from simulator.media.turn import TurnServer
-from simulator.sip.emulators.mras import relays_from_topology
 from tests.media.media_helpers import T0, Client, config
 
 SECRET = b"s3cret"
@@ -79,3 +79,13 @@ def test_relay_list_comes_from_the_topology(topology: Topology) -> None:
         MediaRelay("internet", "av.contoso.lab", 3478, 443),
         MediaRelay("intranet", "edge-int.contoso.lab", 3478, 443),
     ]
+
+
+def test_the_a_v_authentication_service_is_on_the_edges_internal_interface_5062(
+    topology: Topology,
+) -> None:
+    target = mras_target(topology)
+    assert target is not None
+    assert (target.host, target.fqdn, target.port) == ("edge", "edge-int.contoso.lab", 5062)
+    # it answers the Front End pool's servers only
+    assert trusted_servers(topology) == ("fe.contoso.lab", "pool.contoso.lab")

@@ -70,6 +70,27 @@ async def test_av_call_relays_audio_on_the_embedded_lab(
     assert not any(a.event == "dropped" for a in ladder.arrows)
 
 
+async def test_av_call_in_ms_turn_relays_audio_on_the_embedded_lab(
+    av_topology: Topology, lab_pki: LabPki
+) -> None:
+    async with LocalLab(av_topology, lab_pki.directory, hosts=HOSTS):
+        result = await run_one(_scenario("av-call-msturn"), av_topology, "local", lab_pki)
+    assert result.status == "passed", f"{result.step}: {result.reason}"
+    notes = [e.summary for e in result.events if e.event == "note"]
+    assert "media path: the messenger reached the A/V Edge over UDP 3478 in MS-TURN" in notes
+    labels = [e.summary for e in result.events]
+    # [MS-TURN]: Set Active Destination, no channel; both relays on 50000-59999
+    assert any(label.startswith("Set Active Destination") for label in labels), labels
+    assert not any(label.startswith(("ChannelBind", "malformed")) for label in labels), labels
+    allocations = [s for s in labels if s.startswith("Allocate success")]
+    assert len(allocations) >= 2
+    # the credentials came from the Edge's A/V Authentication service, over 5062
+    assert any(
+        e.protocol == "sip" and e.dst.endswith(":5062") and e.summary.startswith("SERVICE")
+        for e in result.events
+    ), [(e.protocol, e.src, e.dst, e.summary) for e in result.events if e.protocol == "sip"]
+
+
 async def test_av_fallback_is_skipped_without_a_firewall(
     av_topology: Topology, lab_pki: LabPki
 ) -> None:
@@ -100,6 +121,8 @@ def _edgesim(
 @pytest.mark.root
 @pytest.mark.skipif(_netns_problem() is not None, reason=str(_netns_problem()))
 def test_av_call_and_udp_fallback_across_the_netns_lab(tmp_path: Path) -> None:
+    """av-call with 5062 dropped at fw-internal fails at the credentials step; with the shipped
+    rules every shipped scenario passes across the real firewalls (A/V in both dialects)."""
     from simulator.lab.runners.netns import lab_namespaces
 
     if lab_namespaces():
@@ -107,9 +130,20 @@ def test_av_call_and_udp_fallback_across_the_netns_lab(tmp_path: Path) -> None:
     certs, state = tmp_path / "certs", tmp_path / "state"
     page, trace_file = tmp_path / "ladders.html", tmp_path / "trace.jsonl"
     try:
+        # 5062 dropped at the internal firewall (corpus d13) from the start: A/V sign-in gets
+        # no relay credentials (an established MTLS connection would outlive a rule change)
+        d13 = ROOT / "tests/firewall/corpus/d13-av-auth-5062-dropped.nft"
         up = _edgesim("lab", "up", "--runner", "netns", "--certs", str(certs),
-                      "--state-dir", str(state), env={"EDGESIM_TRACE_FILE": str(trace_file)})  # fmt: skip
+                      "--state-dir", str(state), "--rules", f"fw-internal={d13}",
+                      env={"EDGESIM_TRACE_FILE": str(trace_file)})  # fmt: skip
         assert up.returncode == 0, up.stdout + up.stderr
+        blocked = _edgesim("scenario", "run", "av-call", "--runner", "netns",
+                           "--certs", str(certs), "--format", "json")  # fmt: skip
+        assert blocked.returncode == 1, blocked.stdout + blocked.stderr
+        shipped = ROOT / "lab/firewall/internal.nft"
+        load = _edgesim("lab", "reload-firewall", "--state-dir", str(state),
+                        "--rules", f"fw-internal={shipped}")  # fmt: skip
+        assert load.returncode == 0, load.stdout + load.stderr
         ran = _edgesim(
             "scenario", "run", "--runner", "netns",  # every shipped scenario
             "--certs", str(certs), "--format", "json", "--html", str(page),
@@ -143,11 +177,26 @@ def test_av_call_and_udp_fallback_across_the_netns_lab(tmp_path: Path) -> None:
 
     assert "media path: the messenger reached the A/V Edge over UDP 3478" in notes("av-call")
     assert "media path: the messenger reached the A/V Edge over TCP 443" in notes("av-fallback")
+    assert "media path: the messenger reached the A/V Edge over UDP 3478 in MS-TURN" in notes(
+        "av-call-msturn"
+    )
+    assert (
+        "media path: the messenger reached the A/V Edge over TCP 443 in MS-TURN (pseudo-TLS)"
+        in notes("av-fallback-msturn")
+    )
+    # with 5062 dropped the call stops at the credentials step, saying which hop and why
+    (stopped,) = json.loads(blocked.stdout)["scenarios"]
+    assert stopped["status"] == "failed"
+    assert stopped["step"] == "bob asks the Front End's MRAS for relay credentials (SIP SERVICE)"
+    assert stopped["reason"].startswith("MRAS answered 504 Server Time-out, not 200: the A/V "
+                                        "Authentication service edge-int.contoso.lab:5062 is "
+                                        "unreachable")  # fmt: skip
     # the blocked attempt: the messenger's Allocate over UDP 3478, from its real address
-    dropped = [e for e in results["av-fallback"]["events"] if e["event"] == "dropped"]
-    assert [(e["src"].split(":")[0], e["dst"], e["summary"]) for e in dropped] == [
-        ("203.0.113.50", "198.51.100.11:3478", "Allocate request")
-    ]
+    for name in ("av-fallback", "av-fallback-msturn"):
+        dropped = [e for e in results[name]["events"] if e["event"] == "dropped"]
+        assert [(e["src"].split(":")[0], e["dst"], e["summary"]) for e in dropped] == [
+            ("203.0.113.50", "198.51.100.11:3478", "Allocate request")
+        ], name
     # the Edge's own records (from the lab's trace file): relayed media summarised per flow
     relay_totals = [e for e in results["av-call"]["events"] if e["protocol"] == "media"
                     and e["src"].startswith("198.51.100.11:") and e["summary"].startswith("media: ")]  # fmt: skip

@@ -1,0 +1,28 @@
+"""The av-call call in [MS-TURN], the dialect Lync clients and Lync's A/V Edge speak.
+
+Both ends allocate in [MS-TURN] (the Magic Cookie attribute, 16-byte transaction ids, the MRAS's
+credentials base64-decoded), set the other's relayed address as their active destination and
+send the audio unencapsulated; the A/V Edge relays it between its two relayed addresses on
+50000-59999, as with RFC TURN in av-call. The credentials come from the Edge's A/V
+Authentication service through the Front End (SIP SERVICE, then SIP/MTLS 5062).
+"""
+
+from simulator.scenario import Lab, scenario
+from simulator.scenario.av import audio_call
+
+
+@scenario(
+    name="av-call-msturn",
+    description="av-call in MS-TURN, as Lync speaks it: Set Active Destination and unencapsulated "
+    "audio through the A/V Edge (UDP 3478, relay ports 50000-59999)",
+    rows=["msn-stun-in-3478", "av-int-stun-3478", "av-relay-udp-out", "av-auth-5062"],
+    needs=["av-edge", "front-end", "pic"],
+)
+async def run(lab: Lab) -> None:
+    call = await audio_call(lab, dialect="ms-turn")
+    with lab.step("the messenger used UDP 3478 in MS-TURN"):
+        lab.expect(
+            (call.messenger_path, call.dialect) == ("UDP 3478", "MS-TURN"),
+            f"the messenger reached the A/V Edge over {call.messenger_path} in {call.dialect}"
+            + (f" ({call.fallback_reason})" if call.fallback_reason else ""),
+        )

@@ -1,0 +1,39 @@
+"""With UDP 3478 blocked at the external firewall, the MS-TURN call falls back to TCP 443.
+
+As av-fallback, in [MS-TURN]: the messenger's Allocate over UDP 3478 stops at fw-external, and
+it opens TCP 443 with the pseudo-TLS exchange ([MS-TURN] section 2.1.1: a TLS-looking
+ClientHello answered by a ServerHello and ServerHelloDone, then framed MS-TURN in the clear),
+the way Lync clients cross firewalls that pass only what looks like TLS. The previous rules are
+restored afterwards.
+"""
+
+from simulator.scenario import Lab, scenario
+from simulator.scenario.av import FALLBACK_FIREWALL as FIREWALL
+from simulator.scenario.av import audio_call, without_udp_3478
+
+
+@scenario(
+    name="av-fallback-msturn",
+    description="With UDP 3478 blocked at fw-external, the MS-TURN call falls back to TCP 443 "
+    "with the pseudo-TLS exchange",
+    rows=["msn-stun-in-3478", "av-turn-443-in", "av-relay-udp-out", "av-auth-5062"],
+    needs=["av-edge", "front-end", "pic"],
+    firewall=True,
+    timeout=60.0,
+)
+async def run(lab: Lab) -> None:
+    av, messenger = lab.address("edge:av"), lab.address("messenger")
+    with lab.step(f"block UDP 3478 to the A/V Edge at {FIREWALL}"):
+        rules, removed, added = without_udp_3478(await lab.firewall_rules(FIREWALL), av, messenger)
+        lab.expect(removed, f"{FIREWALL} has no rule accepting UDP 3478 to {av}: nothing to block")
+        if added:
+            lab.note(f"{FIREWALL} had no A/V TCP 443 rule for the messenger; opened it")
+    async with lab.firewall_changed(FIREWALL, rules):
+        call = await audio_call(lab, dialect="ms-turn")
+    with lab.step("the messenger fell back to TCP 443 in MS-TURN (pseudo-TLS)"):
+        lab.expect(
+            (call.messenger_path, call.dialect) == ("TCP 443", "MS-TURN"),
+            f"the messenger used {call.messenger_path} in {call.dialect} although UDP 3478 "
+            "was blocked",
+        )
+        lab.expect(call.fallback_reason, "the messenger never tried UDP 3478")
