@@ -20,6 +20,6 @@ prints passed/failed with the step that failed and why; ``--ladder`` and ``--htm
 message as a ladder diagram.
 """
 
-from simulator.scenario.api import Lab, Scenario, ScenarioFailure, scenario
+from simulator.scenario.api import Lab, Scenario, ScenarioFailure, ScenarioSkipped, scenario
 
-__all__ = ["Lab", "Scenario", "ScenarioFailure", "scenario"]
+__all__ = ["Lab", "Scenario", "ScenarioFailure", "ScenarioSkipped", "scenario"]

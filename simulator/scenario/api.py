@@ -25,6 +25,10 @@ class ScenarioFailure(Exception):
     """A scenario's expectation was not met; ``str()`` is the message for the user."""
 
 
+class ScenarioSkipped(Exception):
+    """The scenario cannot mean anything on this lab (``str()`` says why): it is skipped."""
+
+
 @dataclass(frozen=True)
 class Scenario:
     name: str
@@ -181,6 +185,11 @@ class Lab:
             )
         if all(fw.id != firewall for fw in self.topology.firewalls):
             raise ScenarioFailure(f"no firewall '{firewall}' in the topology")
+        if self.topology.firewall(firewall).external:
+            raise ScenarioSkipped(
+                f"{firewall} is your own device (external = true): the scenario would change "
+                "its rules, which edgesim never does"
+            )
         namespace = self._namespace_of(firewall)
         assert namespace is not None
         proc = await asyncio.create_subprocess_exec(

@@ -18,7 +18,7 @@ from simulator.lab.runners.base import Runner
 from simulator.lab.services import PLANNED, load_service
 from simulator.lab.topology import Topology
 from simulator.pki import LabPki
-from simulator.scenario.api import Lab, Scenario, ScenarioFailure
+from simulator.scenario.api import Lab, Scenario, ScenarioFailure, ScenarioSkipped
 from simulator.scenario.ladder import Ladder, build_ladder
 from simulator.trace import HostMap, TraceEvent, TraceRecorder
 
@@ -148,6 +148,8 @@ async def run_one(
             status, reason = "passed", ""
         except ScenarioFailure as exc:
             status, reason = "failed", str(exc)
+        except ScenarioSkipped as exc:
+            status, reason = "skipped", str(exc)
         except AssertionError as exc:
             status, reason = "failed", str(exc) or "an assertion failed"
         except TimeoutError:

@@ -171,6 +171,9 @@ class FakeRunner:
         self.calls.append(f"load {firewall} {path}")
         return LoadResult(firewall, path or self.rules_path(firewall))
 
+    def our_firewalls(self) -> tuple[str, ...]:
+        return tuple(fw.id for fw in self.config.topology.lab_firewalls)
+
     async def vantage(self) -> Vantage:
         self.calls.append("vantage")
         return Vantage(self.name, LabPki(self.config.certs_dir), {})

@@ -283,6 +283,9 @@ class LocalRunner(Runner):
     def load_rules(self, firewall: str, path: Path | None = None) -> LoadResult:
         raise no_firewall(self)
 
+    def our_firewalls(self) -> tuple[str, ...]:
+        return ()
+
     async def vantage(self) -> Vantage:
         self.require_up()
         return Vantage(self.name, self.pki)

@@ -9,6 +9,10 @@ and never touches another lab's):
 * ``es-<host>`` and ``es-<firewall>``: one namespace per host and per firewall, each interface a
   veth pair whose outer end is enslaved to its zone's bridge, named after the interface
   (``access``, ``wan`` ...) inside, with the topology's address;
+* a zone on the user's own firewall (``external = true`` in the topology) has no bridge: each
+  interface in it is a ``macvlan`` (bridge mode) on the link the topology names as the zone's
+  ``parent``, so the zone's hosts share that link with the device and nothing else; no namespace
+  is made for the external firewall itself;
 * routes from :func:`simulator.lab.network.host_routes`; ``ip_forward`` on in firewall
   namespaces, whose rule files (``lab/firewall/*.nft``) are loaded with ``nft -f``;
 * one background process per host with services:
@@ -51,6 +55,7 @@ from simulator.lab.runners.base import (
     Runner,
     Vantage,
     edgesim_argv,
+    lab_firewall,
     services_of_ready,
 )
 from simulator.lab.topology import Firewall, Host, Interface
@@ -100,6 +105,26 @@ def lab_namespaces(name: str = DEFAULT_LAB) -> list[str]:
     """The namespaces of lab ``name`` (running or left over)."""
     lab = LabName(name)
     return [n for n in all_namespaces() if lab.owns(n)]
+
+
+def check_parent(parent: str) -> None:
+    """A zone's ``parent`` link must exist in this namespace and must not be the link of this
+    machine's default route (the lab's addresses would appear on the user's own network): a
+    second NIC, a VLAN sub-interface, or a bridge or veth made for the lab. Brings it up."""
+    shown = run(["ip", "-j", "link", "show", "dev", parent], check=False)
+    if not shown.strip():
+        raise LabError(
+            f"parent link '{parent}' (an external firewall's zone) does not exist here: "
+            "create it (a VLAN sub-interface, a bridge or a veth) or fix the topology"
+        )
+    for route in json.loads(run(["ip", "-j", "-4", "route", "show", "default"]) or "[]"):
+        if route.get("dev") == parent:
+            raise LabError(
+                f"parent link '{parent}' carries this machine's default route: the lab would "
+                "put its addresses on your own network; use a second NIC or a VLAN "
+                "sub-interface (docs/lab.md)"
+            )
+    run(["ip", "link", "set", "dev", parent, "up"])
 
 
 def package_env() -> dict[str, str]:
@@ -180,16 +205,16 @@ class NetnsRunner(Runner):
 
     def _nodes(self) -> list[tuple[str, str, tuple[Interface, ...]]]:
         nodes: list[tuple[str, str, tuple[Interface, ...]]] = [
-            (fw.id, "firewall", fw.interfaces) for fw in self.topology.firewalls
+            (fw.id, "firewall", fw.interfaces) for fw in self.topology.lab_firewalls
         ]
         nodes += [(h.id, "host", h.interfaces) for h in self.topology.hosts]
         return nodes
 
     def _firewall(self, firewall: str) -> Firewall:
-        for fw in self.topology.firewalls:
-            if fw.id == firewall:
-                return fw
-        raise LabError(f"no firewall '{firewall}' in the topology")
+        return lab_firewall(self.topology, firewall)
+
+    def our_firewalls(self) -> tuple[str, ...]:
+        return tuple(fw.id for fw in self.topology.lab_firewalls)
 
     def _loaded_rules(self) -> dict[str, str]:
         with contextlib.suppress(OSError, ValueError):
@@ -265,10 +290,15 @@ class NetnsRunner(Runner):
             raise
 
     def _build(self) -> None:
+        parents = {z.id: p for z in self.topology.zones if (p := self.topology.zone_parent(z.id))}
+        for parent in sorted(set(parents.values())):
+            check_parent(parent)
         switch = self.namespace(SWITCH)
         run(["ip", "netns", "add", switch])
         run(["ip", "-n", switch, "link", "set", "lo", "up"])
         for zone in self.topology.zones:
+            if zone.id in parents:
+                continue  # the user's link is the zone's network
             bridge = self._zone_bridge(zone.id)
             run(["ip", "-n", switch, "link", "add", bridge, "type", "bridge"])
             run(["ip", "-n", switch, "link", "set", bridge, "up"])
@@ -281,10 +311,15 @@ class NetnsRunner(Runner):
                 outer = f"n{index}i{j}"
                 inner = link_name(iface)
                 prefix = self.topology.zone(iface.zone).subnet.prefixlen
-                run(["ip", "-n", switch, "link", "add", outer, "type", "veth",
-                     "peer", "name", inner, "netns", ns])  # fmt: skip
-                bridge = self._zone_bridge(iface.zone)
-                run(["ip", "-n", switch, "link", "set", outer, "master", bridge, "up"])
+                if iface.zone in parents:
+                    # A macvlan on the user's link, made in this namespace and moved at once.
+                    run(["ip", "link", "add", "link", parents[iface.zone], "name", inner,
+                         "netns", ns, "type", "macvlan", "mode", "bridge"])  # fmt: skip
+                else:
+                    run(["ip", "-n", switch, "link", "add", outer, "type", "veth",
+                         "peer", "name", inner, "netns", ns])  # fmt: skip
+                    bridge = self._zone_bridge(iface.zone)
+                    run(["ip", "-n", switch, "link", "set", outer, "master", bridge, "up"])
                 run(["ip", "-n", ns, "addr", "add", f"{iface.address}/{prefix}", "dev", inner])
                 run(["ip", "-n", ns, "link", "set", inner, "up"])
             if kind == "firewall":
@@ -299,7 +334,7 @@ class NetnsRunner(Runner):
                 for route in host_routes(self.topology, self.topology.host(node)):
                     run(["ip", "-n", ns, *route.ip_args()])
         (self.state_dir / RULES_FILE).unlink(missing_ok=True)
-        for fw in self.topology.firewalls:
+        for fw in self.topology.lab_firewalls:
             self.load_rules(fw.id, self.rules_override.get(fw.id))
 
     def _sysctl(self, node: str, key: str, value: str) -> None:
