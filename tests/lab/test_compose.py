@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -13,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from lab_helpers import rows_broken_by_broken_external
+from lab_helpers import build_test_image, docker_problem, rows_broken_by_broken_external
 
 from simulator.cli import cli
 from simulator.lab.flowcheck import FlowResult, check_flows, matrix_flows
@@ -47,14 +46,6 @@ def test_compose_file_publishes_nothing_and_keeps_lab_addresses(topology: Topolo
         assert f"nft -f /etc/edgesim/firewall/{Path(fw.rules).name}" in text
 
 
-def _docker_problem() -> str | None:
-    if shutil.which("docker") is None:
-        return "docker is not installed (scripts/setup-docker.sh)"
-    if subprocess.run(["docker", "compose", "version"], capture_output=True).returncode != 0:
-        return "Compose v2 is not installed (scripts/setup-docker.sh)"
-    return None
-
-
 def compose(
     *args: str, check: bool = True, timeout: float = 180
 ) -> subprocess.CompletedProcess[str]:
@@ -73,7 +64,7 @@ def compose(
 
 
 def test_docker_compose_config_validates_the_file() -> None:
-    problem = _docker_problem()
+    problem = docker_problem()
     if problem:
         pytest.skip(problem)
     done = compose("config", "--quiet")
@@ -97,26 +88,9 @@ def project_resources() -> dict[str, list[str]]:
     return found
 
 
-def _base_image() -> str | None:
-    for candidate in (
-        os.environ.get("EDGESIM_BASE_IMAGE"),
-        "edgesim-base:bookworm",
-        "python:3.11-slim",
-    ):
-        if (
-            candidate
-            and subprocess.run(
-                ["docker", "image", "inspect", candidate], capture_output=True
-            ).returncode
-            == 0
-        ):
-            return candidate
-    return None
-
-
 @pytest.fixture(scope="module")
 def compose_lab(topology: Topology) -> Iterator[None]:
-    problem = _docker_problem()
+    problem = docker_problem()
     if problem:
         pytest.skip(problem)
     if subprocess.run(["docker", "info"], capture_output=True, timeout=60).returncode != 0:
@@ -136,28 +110,7 @@ def compose_lab(topology: Topology) -> Iterator[None]:
     ).stdout.split()
     if running:
         pytest.skip("the edgesim compose lab is up (its subnets are taken); `docker compose down`")
-    base = _base_image()
-    if base is None and shutil.which("debootstrap") and os.geteuid() == 0:
-        # A fresh machine without a registry: make the local base image (1-3 minutes, once).
-        made = subprocess.run(
-            ["bash", "scripts/make-base-image.sh"],
-            capture_output=True,
-            text=True,
-            timeout=900,
-            cwd=ROOT,
-        )
-        assert made.returncode == 0, made.stderr[-2000:]
-        base = _base_image()
-    if base is None:
-        pytest.skip("no base image: scripts/make-base-image.sh (or docker pull python:3.11-slim)")
-    build = subprocess.run(
-        ["bash", "scripts/build-image.sh", "--base", base, "--tag", IMAGE],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        cwd=ROOT,
-    )
-    assert build.returncode == 0, build.stderr[-2000:]
+    build_test_image(IMAGE)
     compose("down", "--remove-orphans", "--timeout", "2", check=False)
     try:
         compose("up", "--detach", "--wait", "--wait-timeout", "120")

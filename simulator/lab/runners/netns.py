@@ -40,10 +40,9 @@ from pathlib import Path
 
 import simulator
 from simulator.errors import LabError
-from simulator.lab.firewall import render_all
 from simulator.lab.network import ephemeral_port_range, host_routes, link_name
 from simulator.lab.runners import register_runner
-from simulator.lab.runners._exec import check_hosts
+from simulator.lab.runners._exec import RuleFiles, check_hosts
 from simulator.lab.runners.base import (
     DEFAULT_LAB,
     LabConfig,
@@ -69,7 +68,6 @@ SWITCH = "sw"
 COMMAND_TIMEOUT = 30.0
 READY_TIMEOUT = 30.0
 STOP_TIMEOUT = 5.0
-RULES_FILE = "rules.json"
 
 
 def requirements_problem() -> str | None:
@@ -163,7 +161,7 @@ class NetnsRunner(Runner):
         self.lab = config.lab
         self.certs_dir = Path(config.certs_dir).resolve()
         self.state_dir = Path(config.state)
-        self.rules_override = {fw: Path(p) for fw, p in config.rules.items()}
+        self.rules = RuleFiles(self.topology, self.state_dir, config.rules)
         self._python = python
 
     # ------------------------------------------------------------ names and paths
@@ -216,59 +214,20 @@ class NetnsRunner(Runner):
     def our_firewalls(self) -> tuple[str, ...]:
         return tuple(fw.id for fw in self.topology.lab_firewalls)
 
-    def _loaded_rules(self) -> dict[str, str]:
-        with contextlib.suppress(OSError, ValueError):
-            loaded = json.loads((self.state_dir / RULES_FILE).read_text())
-            if isinstance(loaded, dict):
-                return {str(k): str(v) for k, v in loaded.items()}
-        return {}
-
-    def _topology_rules(self, firewall: str) -> Path:
-        """The topology's rule file: as given, from the current directory or the repository,
-        or rendered into the state directory (installed without the repository)."""
-        fw = self._firewall(firewall)
-        relative = Path(fw.rules)
-        candidates = (
-            [relative]
-            if relative.is_absolute()
-            else [
-                Path.cwd() / relative,
-                Path(simulator.__file__).resolve().parent.parent / relative,
-            ]
-        )
-        for candidate in candidates:
-            if candidate.is_file():
-                return candidate
-        target = self.state_dir / "firewall" / relative.name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        rendered = render_all(self.topology, target.parent)
-        target.write_text(rendered[target.parent / relative.name])
-        log.warning("%s: %s not found; loaded rules rendered into %s", fw.id, fw.rules, target)
-        return target
-
     def rules_path(self, firewall: str) -> Path:
         """The rule file loaded into a firewall: an override given to this runner, the one the
         running lab loaded last (``rules.json`` in the state directory), else the topology's."""
-        self._firewall(firewall)
-        if firewall in self.rules_override:
-            return self.rules_override[firewall]
-        loaded = self._loaded_rules().get(firewall)
-        if loaded is not None:
-            return Path(loaded)
-        return self._topology_rules(firewall)
+        return self.rules.path(firewall)
 
     def load_rules(self, firewall: str, path: Path | None = None) -> LoadResult:
         """``nft -f`` in the firewall's namespace; a file nft refuses leaves the old rules."""
         self._firewall(firewall)
-        path = Path(path).resolve() if path is not None else self._topology_rules(firewall)
+        path = Path(path).resolve() if path is not None else self.rules.topology_rules(firewall)
         ns = self.namespace(firewall)
         if ns not in self.namespaces():
             raise LabError(f"namespace {ns} does not exist: is the netns lab up? {self.start_hint}")
         run([*self.exec_argv(firewall), "nft", "-f", str(path)])
-        self.rules_override[firewall] = path
-        loaded = {**self._loaded_rules(), firewall: str(path)}
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        (self.state_dir / RULES_FILE).write_text(json.dumps(loaded, indent=2) + "\n")
+        self.rules.record(firewall, path)
         return LoadResult(firewall, path)
 
     # ------------------------------------------------------------ network
@@ -333,9 +292,9 @@ class NetnsRunner(Runner):
                 self._sysctl(node, "net.ipv4.ip_local_port_range", f"{eph_low} {eph_high}")
                 for route in host_routes(self.topology, self.topology.host(node)):
                     run(["ip", "-n", ns, *route.ip_args()])
-        (self.state_dir / RULES_FILE).unlink(missing_ok=True)
+        self.rules.forget()
         for fw in self.topology.lab_firewalls:
-            self.load_rules(fw.id, self.rules_override.get(fw.id))
+            self.load_rules(fw.id, self.rules.overrides.get(fw.id))
 
     def _sysctl(self, node: str, key: str, value: str) -> None:
         run([*self.exec_argv(node), "sysctl", "-q", "-w", f"{key}={value}"])
