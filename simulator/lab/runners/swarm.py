@@ -95,6 +95,8 @@ ROUTES_TIMEOUT = 60.0
 REFRESH = 2.0
 """Seconds between two looks at Swarm's DNS inside a task."""
 STACK_FILE = "stack.yml"
+FAILED_TASKS = 3
+"""A service whose tasks failed this often ends ``up`` (its error and log are shown)."""
 ROUTES = "/run/edgesim/routes.json"
 """Inside a task: which of its zones' other nodes it routes to, and which it still waits for."""
 ZONES_ENV = "EDGESIM_SWARM_ZONES"
@@ -750,26 +752,40 @@ class SwarmRunner(Runner):
         return {name.removeprefix(f"{self.stack}_"): rep for name, rep in pairs}
 
     def _wait_healthy(self, timeout: float) -> None:
+        """Until every service has a healthy task; a task that keeps failing (Swarm restarts
+        it) ends the wait at once with its error and its last log line."""
         deadline = time.monotonic() + timeout
         while True:
             replicas = self._replicas()
             pending = sorted(n for n, _ in self._nodes() if replicas.get(n, "0/1") != "1/1")
             if not pending:
                 return
+            failing = self._failing()
+            if failing:
+                node, error = next(iter(failing.items()))
+                raise LabError(f"{node} keeps failing ({error}): {self._last_log(node)}")
             if time.monotonic() > deadline:
-                why = self._task_error(pending[0])
-                raise LabError(
-                    f"not healthy within {timeout:.0f} s: {', '.join(pending)}"
-                    + (f" ({pending[0]}: {why})" if why else "")
-                )
+                raise LabError(f"not healthy within {timeout:.0f} s: {', '.join(pending)}")
             time.sleep(1.0)
 
-    def _task_error(self, node: str) -> str:
+    def _failing(self, tries: int = FAILED_TASKS) -> dict[str, str]:
+        """Services whose tasks failed ``tries`` times: their last error."""
         done = self._run(
-            ["docker", "service", "ps", self.service(node), "--no-trunc",
-             "--format", "{{.CurrentState}}: {{.Error}}"]
+            ["docker", "stack", "ps", self.stack, "--no-trunc", "--filter", "desired-state=shutdown",
+             "--format", "{{.Name}}|{{.Error}}"]
         )  # fmt: skip
-        return (done.stdout.strip().splitlines() or [""])[0]
+        counts: dict[str, list[str]] = {}
+        for line in done.stdout.splitlines():
+            name, _, error = line.partition("|")
+            node = name.split(".")[0].removeprefix(f"{self.stack}_")
+            if error:
+                counts.setdefault(node, []).append(error)
+        return {node: errors[0] for node, errors in counts.items() if len(errors) >= tries}
+
+    def _last_log(self, node: str) -> str:
+        done = self._run(["docker", "service", "logs", "--raw", "--tail", "3", self.service(node)])
+        lines = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
+        return lines[-1] if lines else "no log"
 
     async def up(self) -> None:
         await asyncio.to_thread(self.bring_up)
