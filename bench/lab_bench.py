@@ -4,8 +4,9 @@
     python3 bench/lab_bench.py --quick    # 1 round per runner (CI, < 60 s)
 
 Runners that cannot run here are reported as skipped with the reason: netns needs root, iproute2
-and nftables; compose needs a Docker engine, Compose v2 and the edgesim:latest image
-(scripts/build-image.sh; image building is not timed). Writes bench/results/lab_bench.json.
+and nftables; compose needs a Docker engine, Compose v2 and the edgesim:latest image (`docker
+compose build` first: `lab up` runs `compose up --build`, which then only checks its cache, so
+image building is not timed). Writes bench/results/lab_bench.json.
 Targets (issue 6): local < 2 s, netns < 10 s, compose < 30 s.
 """
 
@@ -101,7 +102,7 @@ def compose_problem() -> str | None:
         ).returncode
         != 0
     ):
-        return "no edgesim:latest image (scripts/build-image.sh)"
+        return "no edgesim:latest image (docker compose build)"
     running = subprocess.run(
         ["docker", "network", "ls", "-q", "--filter", "label=com.docker.compose.project=edgesim"],
         capture_output=True,

@@ -44,22 +44,13 @@ def free_port(kind: int) -> int:
 
 
 def wait_udp(port: int, timeout: float = 10.0) -> None:
-    """Wait until a STUN Binding on ``port`` is answered (bounded)."""
-    from simulator.media import stun
+    """Wait until a STUN Binding on ``port`` is answered (bounded): edgesim's TURN client."""
+    from simulator.media.service import binding_check
 
-    request = stun.encode(
-        stun.Message(stun.Method.BINDING, stun.MessageClass.REQUEST, b"benchmark123")
-    )
     deadline = time.monotonic() + timeout
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.settimeout(0.2)
-        while time.monotonic() < deadline:
-            sock.sendto(request, (HOST, port))
-            try:
-                sock.recv(2048)
-                return
-            except OSError:
-                continue
+    while time.monotonic() < deadline:
+        if asyncio.run(binding_check(HOST, port, timeout=0.5)) is None:
+            return
     raise RuntimeError(f"no STUN answer on {HOST}:{port} within {timeout} s")
 
 
@@ -68,7 +59,8 @@ def serve(port: int, low: int, high: int, stats_file: str | None) -> None:
     import ipaddress
 
     from simulator.media.aio import AsyncTurnServer, ListenerSpec
-    from simulator.media.turn import PeerPolicy, TurnConfig
+    from simulator.media.config import TurnConfig
+    from simulator.media.policy import PeerPolicy
 
     async def main() -> None:
         config = TurnConfig(
@@ -78,6 +70,7 @@ def serve(port: int, low: int, high: int, stats_file: str | None) -> None:
             port_low=low,
             port_high=high,
             user_quota=1000,
+            unauthenticated_rate=None,  # 16 clients on one address challenged at once
             policy=PeerPolicy(allowed=(ipaddress.IPv4Network(f"{HOST}/32"),)),
         )
         stop = asyncio.Event()
@@ -99,31 +92,19 @@ def cpu_seconds(pid: int) -> float:
 def run_load(
     port: int, peer_port: int, messages: int, interval: int, server_pid: int
 ) -> dict[str, float]:
-    argv = [
-        "turnutils_uclient",
-        "-m",
-        str(CLIENTS),
-        "-n",
-        str(messages),
-        "-l",
-        str(SIZE),
-        "-z",
-        str(interval),
-        "-c",
-        "-X",
-        "-g",
-        "-u",
-        USER,
-        "-w",
-        PASSWORD,
-        "-e",
-        HOST,
-        "-r",
-        str(peer_port),
-        "-p",
-        str(port),
-        HOST,
-    ]
+    options = {
+        "-m": CLIENTS,  # clients
+        "-n": messages,  # messages each
+        "-l": SIZE,  # bytes each
+        "-z": interval,  # ms between sends
+        "-u": USER,
+        "-w": PASSWORD,
+        "-e": HOST,  # the peer (turnutils_peer)
+        "-r": peer_port,
+        "-p": port,  # the TURN server
+    }
+    flags = ["-c", "-X", "-g"]  # no RTCP allocation, no Data indications, ChannelData
+    argv = ["turnutils_uclient", *flags, *(str(v) for kv in options.items() for v in kv), HOST]
     cpu_before = cpu_seconds(server_pid)
     started = time.monotonic()
     out = subprocess.run(argv, capture_output=True, text=True, timeout=600, check=False).stdout

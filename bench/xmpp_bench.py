@@ -70,6 +70,8 @@ async def run(messages: int, window: int, users: int) -> dict[str, object]:
     lab = await start_xmpp_lab(topology, pki, hosts=["edge", "dns-ext", "dns-int"])
     bridge = TimingBridge()
     lab.gateway.bridge = bridge
+    # jabber.lab checks the Edge's certificate names contoso.lab (XEP-0178), as a partner with
+    # s2s_secure_auth does
     config = SessionConfig(local_domains=frozenset({"jabber.lab"}), timers=StreamTimers(None, None))
     jabber_cert = pki.host_cert("jabber", "public")
     session = Session(

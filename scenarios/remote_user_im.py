@@ -38,7 +38,7 @@ async def run(lab: Lab) -> None:
             lab.expect(got.body == b"hello from home", f"bob received {got.body!r}")
             trust = got.headers.get("ms-edge-proxy-message-trust") or ""
             lab.expect(
-                "ms-source-type=AuthorizedUser" in trust,
+                "ms-source-type=InternetUser" in trust,
                 f"the Edge did not mark alice as an authorized remote user ({trust or 'no header'})",
             )
 

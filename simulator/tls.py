@@ -7,6 +7,9 @@ and the protocol cores decide whether its names match the partner they expect.
 
 from __future__ import annotations
 
+import asyncio.sslproto
+import logging
+import os
 import ssl
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -17,6 +20,15 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from simulator.errors import EdgesimError
 from simulator.pki import CertPaths
+
+log = logging.getLogger(__name__)
+
+#: asyncio's TLS transport gives every connection a 256 KiB receive buffer, zeroed up front
+#: (``SSLProtocol.max_size``): 2.5 GB for 10,000 idle clients. 32 KiB holds two full TLS records;
+#: bulk transfers take a few more reads. Issue 12's soak (bench/soak_bench.py) measures it.
+TLS_READ_BUFFER = 32 * 1024
+if getattr(asyncio.sslproto.SSLProtocol, "max_size", 0) > TLS_READ_BUFFER:
+    asyncio.sslproto.SSLProtocol.max_size = TLS_READ_BUFFER
 
 
 def _load_chain(ctx: ssl.SSLContext, cert: CertPaths) -> None:
@@ -41,12 +53,25 @@ def _load_trust(ctx: ssl.SSLContext, trust: Iterable[Path]) -> None:
             raise EdgesimError(f"cannot load CA file {path}: {exc}") from None
 
 
+def _log_secrets(ctx: ssl.SSLContext) -> None:
+    """Log the TLS session secrets to ``$SSLKEYLOGFILE`` when it is set, as Python's default
+    context does: lab captures embed them so that Wireshark decrypts SIP and XMPP."""
+    path = os.environ.get("SSLKEYLOGFILE")
+    if path:
+        try:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            ctx.keylog_filename = path
+        except OSError as exc:
+            log.warning("cannot log TLS secrets to %s: %s", path, exc.strerror or exc)
+
+
 def server_context(
     cert: CertPaths, *, client_trust: Iterable[Path] = (), require_client_cert: bool = False
 ) -> ssl.SSLContext:
     """A server context; with ``require_client_cert`` it is MTLS (peer must chain to a CA)."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    _log_secrets(ctx)
     _load_chain(ctx, cert)
     trust = list(client_trust)
     if trust:
@@ -63,6 +88,7 @@ def client_context(
     """A client context that verifies the server against ``trust``; ``cert`` makes it MTLS."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    _log_secrets(ctx)
     ctx.check_hostname = check_hostname
     ctx.verify_mode = ssl.CERT_REQUIRED
     _load_trust(ctx, trust)

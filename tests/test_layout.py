@@ -65,7 +65,7 @@ def test_no_print_outside_the_cli():
     assert offenders == []
 
 
-def test_the_wheel_carries_the_topology_the_matrix_and_py_typed(tmp_path):
+def test_the_wheel_carries_the_topology_the_matrix_scenarios_and_py_typed(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp_path), str(ROOT)],
         capture_output=True, text=True, timeout=300, check=False,
@@ -80,6 +80,9 @@ def test_the_wheel_carries_the_topology_the_matrix_and_py_typed(tmp_path):
         "simulator/cli/__init__.py",
     ):
         assert needed in names
+    # The shipped scenarios, so that `edgesim scenario list` finds them from any directory.
+    shipped = {f"simulator/scenarios/{p.name}" for p in (ROOT / "scenarios").glob("[!_]*.py")}
+    assert len(shipped) >= 9 and shipped <= names
     entry_points = (
         zipfile.ZipFile(wheel)
         .read(next(n for n in names if n.endswith("entry_points.txt")))

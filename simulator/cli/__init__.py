@@ -33,17 +33,20 @@ flow, what gets through.
 
 \b
 Quick start:
-  edgesim run                 bring up the embedded lab, check it, report, bring it down
-  edgesim matrix              the port matrix the Edge needs
-  edgesim certs               write the lab PKI under certs/
-  edgesim secrets             the lab's generated passwords and shared secrets
-  edgesim lab up              run the lab until Ctrl-C (--runner netns|compose: with firewalls)
-  edgesim firewall render     nftables rules that let exactly the matrix through
-  edgesim probe               check every matrix row at protocol level
-  edgesim scenario run        play whole federation flows and draw them as ladders
+  edgesim run              the embedded lab: up, check, probe, scenarios, down
+  edgesim matrix           the port matrix the Edge needs
+  edgesim certs            the lab PKI (certs/ here, else ~/.local/share)
+  edgesim secrets          the lab's generated passwords and shared secrets
+  edgesim lab up           until Ctrl-C (--runner netns|compose: firewalls)
+  edgesim firewall render  nftables rules that let exactly the matrix through
+  edgesim probe            every matrix row checked at protocol level
+  edgesim scenario run     whole federation flows, drawn as ladders
+
+Without root, the embedded lab moves ports below 1024 by 8000 (443 -> 8443) and says so.
 
 \b
-Exit codes: 0 success, 1 a check failed or the lab failed, 2 bad usage or configuration.
+Exit codes: 0 success, 1 a check failed or the lab failed, 2 bad usage or
+configuration.
 """
 
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -11,11 +12,20 @@ from typing import Any, TypeVar
 import click
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from simulator.errors import EdgesimError
 from simulator.lab.runners import get_runner, runner_class, runner_names
 from simulator.lab.runners.base import LabConfig, Runner, default_lab_name
 from simulator.lab.topology import Topology, load_topology
+from simulator.paths import default_certs_dir
 
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
@@ -103,22 +113,58 @@ class RunnersGroup(click.Group):
             formatter.write_dl(runners_help())
 
 
-CERTS_OPTION = click.option(
-    "--certs",
-    "certs_dir",
+PCAP_OPTION = click.option(
+    "--pcap",
+    "pcap_dir",
     type=click.Path(file_okay=False, path_type=Path),
-    default=Path("certs"),
-    show_default=True,
-    help="Lab PKI directory (created or completed as needed).",
+    default=None,
+    metavar="DIR",
+    help="Capture the lab's packets into DIR (pcapng, with the TLS secrets embedded: Wireshark "
+    "shows SIP and XMPP decrypted); tcpdump in each host (root), on loopback for the "
+    "embedded lab.",
 )
+WIDTH_OPTION = click.option(
+    "--width",
+    type=click.IntRange(40, 1000),
+    default=None,
+    metavar="COLUMNS",
+    help="Lay the output out for this many columns (default: the terminal's, or $COLUMNS).",
+)
+
+
+def set_width(width: int | None) -> None:
+    """``--width``: both consoles render for ``width`` columns."""
+    if width is not None:
+        console.width = width
+        err_console.width = width
+
+
+CERTS_DEFAULT_HELP = "certs/ in a checkout, else ~/.local/share/edgesim/certs"
+
+
+def certs_option(
+    help: str = "Lab PKI directory (created or completed as needed).",
+) -> Callable[[F], F]:
+    """``--certs DIR``: in a checkout its ``certs/``, else the user's data directory (XDG)."""
+    return click.option(
+        "--certs",
+        "certs_dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=default_certs_dir,
+        show_default=CERTS_DEFAULT_HELP,
+        help=help,
+    )
+
+
+CERTS_OPTION = certs_option()
 NAME_OPTION = click.option(
     "--name",
     "lab_name",
     default=default_lab_name,
     show_default="edgesim, or $EDGESIM_LAB",
     metavar="NAME",
-    help="Which lab (1-8 letters or digits): netns labs of different names run side by side "
-    "(namespaces es<NAME>-*, state in /run/edgesim/NAME).",
+    help="Which lab (1-8 letters or digits): labs of different names run side by side "
+    "(netns: namespaces es<NAME>-*, state in /run/edgesim/NAME).",
 )
 STATE_OPTION = click.option(
     "--state-dir",
@@ -133,19 +179,55 @@ def make_runner(
     obj: Obj,
     runner: str,
     *,
-    certs_dir: Path = Path("certs"),
+    certs_dir: Path | None = None,
     lab_name: str | None = None,
     state_dir: Path | None = None,
     rules: dict[str, Path] | None = None,
     compose_file: Path | None = None,
+    join: bool = True,
 ) -> Runner:
-    """The runner ``runner`` for the lab the options describe."""
+    """The runner ``runner`` for the lab the options describe (``join``: see
+    :attr:`LabConfig.join`)."""
     config = LabConfig(
         obj.topology,
-        certs_dir=certs_dir,
+        certs_dir=certs_dir or default_certs_dir(),
         name=lab_name or default_lab_name(),
         state_dir=state_dir,
         rules=dict(rules or {}),
         compose_file=compose_file,
+        join=join,
     )
     return get_runner(runner, config)
+
+
+def progress_bar(what: str, total: int | None = None) -> Progress:
+    """A progress bar for a wait, on stderr, transient, and silent when stderr is not a
+    terminal; without ``total`` it pulses, with the time elapsed. Use it as a context manager
+    (see :func:`progress`), or ``start()`` / ``stop()``."""
+    bar = Progress(
+        SpinnerColumn(),
+        TextColumn(escape(what)),
+        BarColumn(),
+        MofNCompleteColumn() if total is not None else TextColumn(""),
+        TimeElapsedColumn(),
+        TextColumn("[dim]{task.description}"),
+        console=err_console,
+        transient=True,
+        disable=not err_console.is_terminal,
+    )
+    bar.add_task("", total=total)
+    return bar
+
+
+@contextmanager
+def progress(what: str, total: int | None = None) -> Iterator[Callable[[str], None]]:
+    """:func:`progress_bar` around a block; yields ``advance(label)``: one step done."""
+    with progress_bar(what, total) as bar:
+        task = bar.task_ids[0]
+        yield lambda label: bar.update(task, advance=1, description=escape(label))
+
+
+def print_notices(runner: Runner) -> None:
+    """The runner's notices (moved ports, a lab joined), one line each, on stderr."""
+    for line in runner.notices():
+        err_console.print(f"[yellow]note:[/] {escape(line)}")

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from simulator.cli._common import Obj, console
+from simulator.cli._common import CERTS_DEFAULT_HELP, Obj, console
+from simulator.paths import default_certs_dir
 from simulator.pki import ensure_pki
 
 
@@ -14,8 +15,8 @@ from simulator.pki import ensure_pki
 @click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
-    default=Path("certs"),
-    show_default=True,
+    default=default_certs_dir,
+    show_default=CERTS_DEFAULT_HELP,
     help="Directory to write the PKI to.",
 )
 @click.option("--force", is_flag=True, help="Reissue everything, CAs included.")

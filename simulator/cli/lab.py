@@ -20,12 +20,14 @@ from simulator.cli._common import (
     RunnersGroup,
     console,
     make_runner,
+    print_notices,
+    progress_bar,
     runner_option,
 )
 from simulator.lab.flowcheck import RowFlows, check_rows
 from simulator.lab.plan import AppliancePlan, appliance_plans
 from simulator.lab.runners.base import LabName, LabStatus, ListenerCheck
-from simulator.lab.runners.compose import render_compose
+from simulator.lab.runners.compose import build_context, render_compose
 from simulator.lab.session import UpResult, check_host, lab_up, serve_host, status_and_checks
 
 
@@ -114,8 +116,10 @@ def up(
 ) -> None:
     """Start the lab and print what listens where.
 
-    With the local runner the lab runs in this process until Ctrl-C or SIGTERM. Ports below
-    1024 (443, 53) need root or sysctl net.ipv4.ip_unprivileged_port_start=0.
+    With the local runner the lab runs in this process until Ctrl-C or SIGTERM; `edgesim
+    probe`, `scenario run` and `run` in another shell use it. Ports below 1024 (443, 53) need
+    root or sysctl net.ipv4.ip_unprivileged_port_start=0: without, the lab listens 8000
+    higher (8443, 8053) and says so (EDGESIM_PORTS=real|moved forces a choice).
 
     With --runner netns (root) the lab is built from network namespaces, a bridge per zone and
     nftables firewalls, its services run in the background, and the command returns; stop it
@@ -133,9 +137,10 @@ def up(
       sudo edgesim lab up --runner netns --name ci2     # a second netns lab
     """
     lab_runner = make_runner(
-        obj, runner, certs_dir=certs_dir, lab_name=lab_name, state_dir=state_dir
+        obj, runner, certs_dir=certs_dir, lab_name=lab_name, state_dir=state_dir, join=False
     )
-    spinner = console.status(f"bringing the {runner} lab up")
+    print_notices(lab_runner)
+    spinner = progress_bar(f"bringing the {runner} lab up")
     spinner.start()
 
     def on_up(result: UpResult) -> None:
@@ -237,7 +242,7 @@ def reload_firewall(
     \b
     Examples:
       sudo edgesim lab reload-firewall
-      sudo edgesim lab reload-firewall --rules fw-external=lab/firewall/broken/external.nft
+      sudo edgesim lab reload-firewall --rules fw-external=my-external.nft
       edgesim lab reload-firewall --runner compose
     """
     rules = parse_rules(obj, overrides)
@@ -455,10 +460,12 @@ def compose_render(obj: Obj, out: Path) -> None:
     """Write docker-compose.yml for the topology (the repository's file is this output).
 
     A network per zone on its subnet, the firewalls as routing containers enforcing
-    lab/firewall/*.nft, every host as a container with its fixed addresses.
+    lab/firewall/*.nft, every host as a container with its fixed addresses, and a build
+    section that makes the image from the edgesim source (the Dockerfile; base image
+    $EDGESIM_BASE, default python:3.11-slim).
     """
     topology_path = None
     if obj.topology_path is not None:
         topology_path = Path(os.path.relpath(obj.topology.path, out.resolve().parent))
-    out.write_text(render_compose(obj.topology, topology_path))
+    out.write_text(render_compose(obj.topology, topology_path, build_context(out)))
     console.print(f"wrote {out}")

@@ -5,22 +5,28 @@ from __future__ import annotations
 import asyncio
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
 from simulator.cli._common import (
     CERTS_OPTION,
     NAME_OPTION,
+    PCAP_OPTION,
+    WIDTH_OPTION,
     Obj,
     console,
     err_console,
     make_runner,
+    print_notices,
     runner_option,
+    set_width,
 )
 from simulator.probes.run import (
     DEFAULT_CONCURRENCY,
     DEFAULT_TIMEOUT,
     ProbeRun,
+    adjust_for,
     load_target,
     nothing_answered,
     plan_probes,
@@ -105,6 +111,8 @@ from simulator.reports.table import render_run, run_with_progress
     metavar="HOST:IFACE",
     help="Leave from this source endpoint (set by the netns/compose runners).",
 )
+@PCAP_OPTION
+@WIDTH_OPTION
 @CERTS_OPTION
 @NAME_OPTION
 @click.pass_obj
@@ -121,6 +129,8 @@ def probe(
     compose_file: Path | None,
     inside: bool,
     source_ref: str | None,
+    pcap_dir: Path | None,
+    width: int | None,
     certs_dir: Path,
     lab_name: str,
 ) -> None:
@@ -137,36 +147,53 @@ def probe(
 
     \b
     Examples:
-      edgesim probe                              # the local lab (edgesim lab up) on loopback
+      edgesim probe                     # the embedded lab `edgesim lab up` runs
       edgesim probe --runner netns --html report.html --junit junit.xml
       edgesim probe --runner netns --name ci2    # the netns lab named ci2
       edgesim probe --row pic-in-5061 --row xmpp-in-5269 --format json
       edgesim probe --target contoso-prod.toml --timeout 5
+      sudo edgesim probe --runner netns --pcap pcap   # pcap/probe.pcapng
     """
-    topology = obj.topology
+    set_width(width)
     target = load_target(target_file) if target_file else None
     lab_runner = make_runner(
         obj, runner, certs_dir=certs_dir, lab_name=lab_name, compose_file=compose_file
     )
+    topology = lab_runner.config.topology  # the embedded lab's may have moved ports
+    if not inside and target is None:
+        print_notices(lab_runner)
     builder, executor = plan_probes(
         lab_runner,
-        certs_dir,
+        lab_runner.config.certs_dir,
         inside=inside,
         timeout=timeout,
         source_ref=source_ref,
         target=target,
     )
-    kwargs = {"rows": rows, "target": target, "concurrency": concurrency}
+    kwargs: dict[str, Any] = {"rows": rows, "target": target, "concurrency": concurrency}
+
+    async def probe_all() -> ProbeRun:
+        if target is None and not inside:
+            kwargs["adjust"] = await adjust_for(lab_runner)
+        if fmt == "table":
+            return await run_with_progress(console, topology, executor, builder, **kwargs)
+        return await probe_matrix(topology, executor, builder, **kwargs)
+
+    async def captured() -> ProbeRun:
+        if pcap_dir is None:
+            return await probe_all()
+        async with lab_runner.capture(pcap_dir / "probe.pcapng") as capture:
+            run = await probe_all()
+        err_console.print(f"wrote {capture.path} ({capture.packets} packets, TLS secrets embedded)")
+        return run
+
+    run: ProbeRun = asyncio.run(captured())
     if fmt == "table":
-        run: ProbeRun = asyncio.run(
-            run_with_progress(console, topology, executor, builder, **kwargs)
-        )
         console.print(render_run(run, console.width))
         hint = nothing_answered(run, lab_runner)
         if hint is not None:
             err_console.print(f"[yellow]{hint}[/]", soft_wrap=True)
     else:
-        run = asyncio.run(probe_matrix(topology, executor, builder, **kwargs))  # type: ignore[arg-type]
         click.echo(to_json(run))
     for path, text in ((junit_file, to_junit), (html_file, to_html)):
         if path is not None:

@@ -8,7 +8,14 @@ from pathlib import Path
 
 import click
 
-from simulator.cli._common import CERTS_OPTION, Obj, console, make_runner
+from simulator.cli._common import (
+    CERTS_OPTION,
+    Obj,
+    console,
+    make_runner,
+    print_notices,
+    progress,
+)
 from simulator.cli.lab import checks_summary, render_status
 from simulator.matrix import load_matrix, resolve_all
 from simulator.probes.run import run_probes_cli
@@ -16,11 +23,12 @@ from simulator.scenario.run import run_scenarios_cli
 
 
 async def _run(obj: Obj, certs_dir: Path) -> int:
-    topology = obj.topology
     failures = 0
     console.rule("edgesim: embedded lab")
     local = make_runner(obj, "local", certs_dir=certs_dir)
-    with console.status("starting the lab (one process, loopback addresses)"):
+    topology = local.config.topology  # with the privileged ports moved where they must be
+    print_notices(local)
+    with progress("starting the lab (one process, loopback addresses)"):
         await local.up()
     try:
         console.rule("listeners")
@@ -37,9 +45,9 @@ async def _run(obj: Obj, certs_dir: Path) -> int:
         failures += await run_probes_cli(topology, local, console)
 
         console.rule("scenarios")
-        failures += await run_scenarios_cli(topology, local, console)
+        failures += await run_scenarios_cli(topology, local, console, progress)
     finally:
-        with console.status("stopping the lab"):
+        with progress("stopping the lab"):
             await local.down()
     console.rule("report")
     running = [s for s in status.services if s.state == "running"]

@@ -8,19 +8,12 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from simulator.cli._common import Obj, console, fail
+from simulator.cli._common import Obj, certs_option, console, fail
 from simulator.pki import ensure_pki, lab_credentials
 
 
 @click.command()
-@click.option(
-    "--certs",
-    "certs_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("certs"),
-    show_default=True,
-    help="The lab PKI directory; the secrets live beside the certificates (secrets.json).",
-)
+@certs_option("The lab PKI directory; the secrets live beside the certificates (secrets.json).")
 @click.option(
     "--show",
     "name",
@@ -42,7 +35,7 @@ def secrets(obj: Obj, certs_dir: Path, name: str | None, fmt: str) -> None:
     \b
     Examples:
       edgesim secrets
-      turnutils_uclient -u edgesim -w "$(edgesim secrets --show av-edge/users/edgesim)" ...
+      edgesim secrets --show av-edge/users/edgesim     # for turnutils_uclient -w
       edgesim secrets --certs /run/edgesim/certs --format json
     """
     ensure_pki(obj.topology, certs_dir)

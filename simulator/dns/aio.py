@@ -5,13 +5,42 @@ from __future__ import annotations
 import asyncio
 import logging
 import struct
+from dataclasses import dataclass
 
 from simulator import trace
-from simulator.dns.zone import DnsZone, describe_answer
+from simulator.dns.zone import UDP_MIN, DnsZone, describe_answer
+from simulator.limits import ConnectionGate, ConnectionLimits, limit
 
 log = logging.getLogger(__name__)
 
 MAX_TCP_MESSAGE = 65535
+_T = "tests/integration/test_listener_limits.py::"
+
+
+@dataclass(frozen=True)
+class DnsLimits:
+    """What the lab DNS accepts over TCP (UDP answers are truncated: :mod:`.zone`)."""
+
+    max_connections: int = limit(
+        512, "TCP connections, total", _T + "test_dns_tcp_caps_connections"
+    )
+    """TCP connections open at once."""
+    max_per_source: int = limit(
+        16, "TCP connections per source address", _T + "test_dns_tcp_caps_connections"
+    )
+    """TCP connections open at once from one source address."""
+    idle_timeout: float = limit(
+        30.0, "TCP: idle before a query, s", _T + "test_dns_tcp_caps_connections"
+    )
+    """Seconds a TCP connection may wait before its next query."""
+    message_timeout: float = limit(
+        10.0, "TCP: one query, from its length prefix, s", _T + "test_dns_tcp_caps_connections"
+    )
+    """Seconds for a query to arrive whole once its length prefix came."""
+
+    @property
+    def connections(self) -> ConnectionLimits:
+        return ConnectionLimits(self.max_connections, self.max_per_source)
 
 
 class _UdpProtocol(asyncio.DatagramProtocol):
@@ -23,7 +52,7 @@ class _UdpProtocol(asyncio.DatagramProtocol):
         self.transport = transport  # type: ignore[assignment]
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        reply = self.zone.answer(data)
+        reply = self.zone.answer(data, max_size=UDP_MIN)
         if reply is not None and self.transport is not None:
             self.transport.sendto(reply, addr)
             if trace.active():
@@ -32,30 +61,49 @@ class _UdpProtocol(asyncio.DatagramProtocol):
 
 
 async def _serve_tcp(
-    zone: DnsZone, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    zone: DnsZone,
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    limits: DnsLimits,
+    gate: ConnectionGate,
 ) -> None:
+    peer = writer.get_extra_info("peername")
+    source = str(peer[0]) if isinstance(peer, tuple) else "?"
+    refused = gate.admit(source)
+    if refused is not None:
+        if gate.refused % 1000 == 1:
+            log.warning("dns: TCP connection from %s refused: %s", source, refused)
+        writer.transport.abort()
+        return
     try:
         while True:
             try:
-                header = await asyncio.wait_for(reader.readexactly(2), timeout=30)
+                header = await asyncio.wait_for(reader.readexactly(2), limits.idle_timeout)
                 (length,) = struct.unpack("!H", header)
-                wire = await asyncio.wait_for(reader.readexactly(length), timeout=10)
+                wire = await asyncio.wait_for(reader.readexactly(length), limits.message_timeout)
             except (asyncio.IncompleteReadError, TimeoutError, ConnectionError):
                 return
             reply = zone.answer(wire)
             if reply is None:
                 return
             writer.write(struct.pack("!H", len(reply)) + reply)
-            await writer.drain()
+            await writer.drain()  # a client that does not read stops being read
+    except ConnectionError:
+        pass
     finally:
+        gate.release(source)
         writer.close()
 
 
 class DnsServer:
     """Serves one :class:`DnsZone` on UDP and TCP at ``address:port``."""
 
-    def __init__(self, zone: DnsZone, address: str, port: int) -> None:
+    def __init__(
+        self, zone: DnsZone, address: str, port: int, limits: DnsLimits | None = None
+    ) -> None:
         self.zone = zone
+        self.limits = limits or DnsLimits()
+        self.gate = ConnectionGate(self.limits.connections)
         self.address = address
         self.port = port
         self._udp: asyncio.DatagramTransport | None = None
@@ -71,7 +119,9 @@ class DnsServer:
             self.port = transport.get_extra_info("sockname")[1]
         try:
             self._tcp = await asyncio.start_server(
-                lambda r, w: _serve_tcp(self.zone, r, w), self.address, self.port
+                lambda r, w: _serve_tcp(self.zone, r, w, self.limits, self.gate),
+                self.address,
+                self.port,
             )
         except OSError:
             transport.close()

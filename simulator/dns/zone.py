@@ -2,8 +2,12 @@
 
 Implemented: A, SRV (and ANY as both) for names in lab domains; NXDOMAIN for unknown names in a
 lab domain; REFUSED for names outside the lab (never recursive); FORMERR for undecodable
-queries that still carry an id. Not implemented: AAAA (answered empty, NOERROR), zone
-transfers, EDNS options beyond echoing the payload size.
+queries that still carry an id; nothing at all for a message with QR set (a response: answering
+it would let two servers reflect off each other). Over UDP an answer larger than the client's
+limit (512 bytes, or its EDNS0 payload size, RFC 1035 section 4.2.1, RFC 6891 section 6.2.5)
+goes out truncated with TC set, so the client retries over TCP and the server amplifies nothing.
+Not implemented: AAAA (answered empty, NOERROR), zone transfers, EDNS options beyond the payload
+size.
 """
 
 from __future__ import annotations
@@ -25,6 +29,10 @@ import dns.rrset
 from simulator.lab.topology import Interface, Topology
 
 TTL = 60
+UDP_MIN = 512
+"""RFC 1035 section 4.2.1: the UDP answer size every client takes."""
+UDP_MAX = 4096
+"""The largest UDP answer we send whatever a client offers (RFC 6891 section 6.2.5)."""
 
 
 @dataclass(frozen=True)
@@ -72,9 +80,16 @@ class DnsZone:
     def _in_lab(self, name: str) -> bool:
         return any(name == s or name.endswith("." + s) for s in self.records.suffixes)
 
-    def answer(self, wire: bytes) -> bytes | None:
-        """The response to one query, or None when the datagram is not worth answering."""
+    def answer(self, wire: bytes, *, max_size: int | None = None) -> bytes | None:
+        """The response to one query, or None when the datagram is not worth answering.
+
+        ``max_size``: the transport's limit (UDP: 512); a query's EDNS0 payload size raises it
+        (up to :data:`UDP_MAX`). An answer that does not fit goes out empty with TC set.
+        """
         self.queries += 1
+        if len(wire) >= 3 and wire[2] & 0x80:  # QR: a response, never answered
+            self.malformed += 1
+            return None
         try:
             query = dns.message.from_wire(wire)
         except (dns.exception.DNSException, ValueError, struct.error):
@@ -97,7 +112,7 @@ class DnsZone:
         if not self._in_lab(name):
             response.flags &= ~dns.flags.AA
             response.set_rcode(dns.rcode.REFUSED)
-            return response.to_wire()
+            return response.to_wire(max_size=65535)
         rdtype = question.rdtype
         # an empty non-terminal (contoso.lab, _tcp.contoso.lab) exists: NOERROR without data,
         # not NXDOMAIN, or resolvers with qname minimisation (unbound) give up on every name
@@ -132,7 +147,31 @@ class DnsZone:
                     )
         if not found:
             response.set_rcode(dns.rcode.NXDOMAIN)
-        return response.to_wire()
+        return self._fit(response, query, max_size)
+
+    @staticmethod
+    def _fit(
+        response: dns.message.Message, query: dns.message.Message, max_size: int | None
+    ) -> bytes:
+        """``response`` on the wire, truncated (TC, no records) past the client's UDP limit."""
+        full = 65535
+        out: bytes = response.to_wire(max_size=full)
+        if max_size is None:
+            return out
+        limit = max_size
+        if query.edns >= 0:
+            limit = min(max(query.payload, UDP_MIN), max(max_size, UDP_MAX))
+        if len(out) <= limit:
+            return out
+        response.additional = []
+        out = response.to_wire(max_size=full)
+        if len(out) <= limit:
+            return out
+        response.answer = []
+        response.authority = []
+        response.flags |= dns.flags.TC
+        truncated: bytes = response.to_wire(max_size=full)
+        return truncated
 
 
 def describe_answer(wire: bytes) -> str:

@@ -24,10 +24,8 @@ from simulator.lab.runners.base import (
     ready_payload,
     services_of_ready,
 )
-from simulator.lab.runners.local import LocalLab, check_listener
-from simulator.lab.services import BoundListener, ServiceContext, load_service
+from simulator.lab.runners.local import LocalLab, check_services
 from simulator.lab.topology import Topology
-from simulator.pki import LabPki, service_settings
 
 
 async def until_signalled(on_ready: Callable[[], None] | None = None) -> None:
@@ -144,33 +142,10 @@ async def serve_host(
 async def check_host(
     topology: Topology, host_id: str, runner: str, certs_dir: Path, ready_file: Path
 ) -> list[ListenerCheck]:
-    """From inside the host's node: does each listener its ready file lists answer?
-
-    Each service's own protocol check runs from a fresh (not started) instance of the service,
-    configured as the running one is.
-    """
+    """From inside the host's node: does each listener its ready file lists answer?"""
     try:
         ready = json.loads(ready_file.read_text())
     except (OSError, ValueError) as exc:
         raise LabError(f"{host_id}: cannot read the ready file {ready_file}: {exc}") from None
-    host = topology.host(host_id)
-    pki = LabPki(certs_dir)
-    jobs = []
-    for svc in services_of_ready(host_id, ready):
-        factory = load_service(svc.service) if svc.state == "running" else None
-        if factory is None:
-            continue
-        settings = service_settings(topology, svc.service, certs_dir)
-        instance = factory(ServiceContext(topology, host, svc.service, pki, runner, settings))
-        for item in svc.listeners:
-            listener = next(
-                lst
-                for lst in host.listeners
-                if lst.interface == item.interface
-                and lst.proto == item.proto
-                and lst.port_low == item.port_low
-                and lst.service == svc.service
-            )
-            bound = BoundListener(listener, item.transport, item.address, item.port)
-            jobs.append(check_listener(host_id, svc.service, instance, bound))
-    return list(await asyncio.gather(*jobs))
+    services = services_of_ready(host_id, ready)
+    return await check_services(topology, host_id, runner, certs_dir, services)

@@ -21,7 +21,7 @@ import ipaddress
 import re
 import tomllib
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -44,6 +44,12 @@ PROTOCOLS: dict[str, tuple[str, ...]] = {
 }
 
 DEFAULT_TOPOLOGY = "default.toml"
+
+PRIVILEGED_BELOW = 1024
+"""Ports below this need root (or ``net.ipv4.ip_unprivileged_port_start``) to bind."""
+PORT_OFFSET = 8000
+"""What the embedded lab adds to a privileged port when it cannot bind it (443 -> 8443,
+53 -> 8053): :meth:`Topology.moved`."""
 
 _LINK_NAME = re.compile(r"[A-Za-z0-9_.:@-]{1,15}")
 """A Linux interface name (IFNAMSIZ - 1 characters, no ``/`` or blanks)."""
@@ -92,6 +98,9 @@ class Interface:
     """The CA that issues this interface's certificate, if it presents one."""
     loopback_address: ipaddress.IPv4Address | None = None
     """Address used by the local runner; derived from :attr:`address` unless given."""
+    cert_names: tuple[str, ...] = ()
+    """Further names the interface's certificate carries but DNS does not resolve to it (e.g.
+    the SIP domain on the Edge's Access interface, which XMPP federation needs, XEP-0178)."""
     parent: str | None = None
     """Only on an external firewall's interface: the link of this machine the interface's zone
     is attached to (``eth1``, ``eth1.101``, a bridge or veth); see :meth:`Topology.zone_parent`."""
@@ -123,11 +132,27 @@ class Listener:
     """Wire protocol, a key of :data:`PROTOCOLS`."""
     port_low: int
     port_high: int
-    """Inclusive port range; ``port_low == port_high`` for a single port."""
+    """Inclusive port range the lab binds; ``port_low == port_high`` for a single port."""
+    moved_by: int = 0
+    """How far the lab moved this listener from the port the matrix names (0: not moved;
+    see :meth:`Topology.moved`)."""
 
     @property
     def transports(self) -> tuple[str, ...]:
         return PROTOCOLS[self.proto]
+
+    @property
+    def real_low(self) -> int:
+        """The first port as the matrix and a real Edge name it (443 when bound on 8443)."""
+        return self.port_low - self.moved_by
+
+    @property
+    def real_high(self) -> int:
+        return self.port_high - self.moved_by
+
+    @property
+    def real_port(self) -> int:
+        return self.real_low
 
     @property
     def port(self) -> int:
@@ -162,13 +187,14 @@ class Host:
         return tuple(lst for lst in self.listeners if lst.service == service)
 
     def listener_on(self, interface: str, transport: str, low: int, high: int) -> Listener | None:
-        """The listener of ``interface`` that covers any of ``transport`` ports low-high."""
+        """The listener of ``interface`` that covers any of ``transport`` ports low-high (the
+        real ports, as the matrix names them, also when the lab moved the listener)."""
         for lst in self.listeners:
             if (
                 lst.interface == interface
                 and transport in lst.transports
-                and lst.port_low <= high
-                and low <= lst.port_high
+                and lst.real_low <= high
+                and low <= lst.real_high
             ):
                 return lst
         return None
@@ -220,6 +246,66 @@ class Topology:
     description: str = ""
     settings: dict[str, dict[str, Any]] = field(default_factory=dict)
     """``[services.<name>]`` tables: settings handed to each service (policy, users ...)."""
+    port_offset: int = 0
+    """Added to every port below :data:`PRIVILEGED_BELOW` that the lab binds or names in DNS
+    (0: the real ports); see :meth:`moved`."""
+
+    # ---------------------------------------------------------------- ports
+    def lab_port(self, port: int) -> int:
+        """The port the lab uses for ``port`` as the matrix names it (8443 for 443 when the
+        privileged ports are moved; unprivileged ports never move)."""
+        return port + self.port_offset if port < PRIVILEGED_BELOW else port
+
+    def privileged_ports(self) -> list[int]:
+        """The listeners' real ports below :data:`PRIVILEGED_BELOW`, sorted."""
+        return sorted({lst.real_low for lst in self.listeners() if lst.real_low < PRIVILEGED_BELOW})
+
+    def moved(self, offset: int = PORT_OFFSET) -> Topology:
+        """This topology with every privileged listener port and SRV record moved by ``offset``
+        (what the embedded lab runs when this user cannot bind ports below 1024).
+
+        Only the lab's ports move: matrix rows keep naming the real ones, and
+        :meth:`Host.listener_on` and :meth:`lab_port` translate. A moved port that collides
+        with another listener of the same address is a :class:`ConfigError`.
+        """
+        if offset == self.port_offset:
+            return self
+        if self.port_offset:
+            raise ValueError("moved() applies to a topology as loaded (not yet moved)")
+        moved = replace(self, port_offset=offset, hosts=self._hosts_moved(offset))
+        moved = replace(
+            moved,
+            srv=tuple(replace(s, port=moved.lab_port(s.port)) for s in self.srv),
+        )
+        spans: dict[tuple[str, str], list[Listener]] = {}
+        for host in moved.hosts:
+            for lst in host.listeners:
+                address = str(host.interface(lst.interface).address)
+                for transport in lst.transports:
+                    taken = spans.setdefault((address, transport), [])
+                    for other in taken:
+                        if other.port_low <= lst.port_high and lst.port_low <= other.port_high:
+                            mover, fixed = (lst, other) if lst.moved_by else (other, lst)
+                            raise ConfigError(
+                                self.path,
+                                f"hosts[{host.id}].listeners",
+                                f"{mover.service} ({mover.proto}) moved to port "
+                                f"{mover.port_low} collides with {fixed.service} ({fixed.proto}) "
+                                f"on {address}",
+                            )
+                    taken.append(lst)
+        return moved
+
+    def _hosts_moved(self, offset: int) -> tuple[Host, ...]:
+        def move(lst: Listener) -> Listener:
+            by = offset if lst.port_high < PRIVILEGED_BELOW else 0
+            return replace(
+                lst, port_low=lst.port_low + by, port_high=lst.port_high + by, moved_by=by
+            )
+
+        return tuple(
+            replace(h, listeners=tuple(move(lst) for lst in h.listeners)) for h in self.hosts
+        )
 
     # ---------------------------------------------------------------- look-ups
     def zone(self, zone_id: str) -> Zone:
@@ -473,7 +559,7 @@ class _Loader:
         if not isinstance(table, dict):
             raise self.fail(f"{entry_prefix}.interfaces[{index}]", "an interface must be a table")
         entry = f"{entry_prefix}.interfaces[{table.get('id', index)}]"
-        keys = {"id", "zone", "address", "fqdns", "ca", "loopback", "parent"}
+        keys = {"id", "zone", "address", "fqdns", "ca", "loopback", "cert_names", "parent"}
         self._check_keys(table, keys, entry)
         parent = self._get(table, "parent", str, entry, None)
         if parent is not None and not external:
@@ -504,11 +590,14 @@ class _Loader:
         if ca is not None and ca not in ca_ids:
             raise self.fail(entry, f"CA '{ca}' is not defined")
         fqdns = tuple(f.lower().rstrip(".") for f in self._str_list(table, "fqdns", entry))
+        cert_names = tuple(
+            f.lower().rstrip(".") for f in self._str_list(table, "cert_names", entry)
+        )
         loopback_text = self._get(table, "loopback", str, entry, None)
         loopback = self._address(loopback_text, entry) if loopback_text else None
         if loopback is not None and not loopback.is_loopback:
             raise self.fail(entry, f"loopback {loopback} is not in 127.0.0.0/8")
-        return Interface(owner, iid, zone, address, fqdns, ca, loopback, parent)
+        return Interface(owner, iid, zone, address, fqdns, ca, loopback, cert_names, parent)
 
     def _host(
         self, table: dict[str, Any], index: int, zone_ids: dict[str, Zone], ca_ids: set[str]

@@ -1,8 +1,14 @@
-"""asyncio adapter of the TURN core: listeners, relay sockets, peer connections, one timer.
+"""The asyncio adapter of the media package's two cores: the TURN server and the TURN client.
 
-Every entry point feeds :class:`~simulator.media.turn.TurnServer` and carries out the actions it
-returns (``_execute``), then re-arms the core's single timer. Time given to the core is
-``time.time()`` (epoch seconds: time-limited usernames carry an epoch expiry).
+:class:`AsyncTurnServer`: listeners, relay sockets, peer connections, one timer. Every entry
+point feeds :class:`~simulator.media.turn.TurnServer` and carries out the actions it returns
+(``_execute``), then re-arms the core's single timer. Time given to the cores is ``time.time()``
+(epoch seconds: time-limited usernames carry an epoch expiry). Client TCP/TLS connections are
+limited in total and per source address, and one that holds no allocation is closed after the
+idle timeout, whatever it sends.
+
+:class:`AsyncTurnClient`: one UDP socket or TCP/TLS connection driving a
+:class:`~simulator.media.client.TurnClient`; futures resolve only in ``_process``.
 
 Relay sockets: a UDP relay is a datagram socket bound to the A/V address and a port of the
 range the core chose; a TCP relay (RFC 6062) is a listening socket with SO_REUSEPORT, and each
@@ -14,24 +20,21 @@ from the Edge to clients" expects.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
 import ssl
-import struct
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any
 
 from simulator import trace
+from simulator.limits import ConnectionGate, ConnectionLimits, limit
+from simulator.media import events as ev
 from simulator.media import stun, tracing
-from simulator.media.errors import FramingError, RemoteProtocolError
-from simulator.media.framing import StreamFramer
-from simulator.media.stun import Message, MessageClass, Method
-from simulator.media.tracing import MediaCounter
-from simulator.media.turn import (
+from simulator.media.actions import (
     Action,
     Address,
     CloseClient,
@@ -43,13 +46,27 @@ from simulator.media.turn import (
     OpenRelay,
     RelayTo,
     SendTo,
-    TurnConfig,
-    TurnServer,
 )
+from simulator.media.auth import Authenticator, ClientCredentials
+from simulator.media.client import TCP, UDP, ClientConfig, TurnClient
+from simulator.media.config import TurnConfig
+from simulator.media.dialect import RFC, Dialect
+from simulator.media.errors import (
+    FramingError,
+    LocalProtocolError,
+    MediaError,
+    NotStunError,
+    RemoteProtocolError,
+    RequestRefused,
+)
+from simulator.media.stun import Message, MessageClass, Method
+from simulator.media.tracing import MediaCounter, method_name
+from simulator.media.turn import TurnServer
 
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 10.0
+"""Seconds an RFC 6062 Connect may take to reach the peer (then 447)."""
 BATCH = 256
 """Datagrams read per readiness event of a UDP socket."""
 UDP_BUFFER = 4 * 1024 * 1024
@@ -71,16 +88,78 @@ def _grow_buffers(sock: socket.socket) -> None:
                 log.debug("cannot grow a UDP socket buffer: %s", exc)
 
 
-MAX_PEER_BUFFER = 256 * 1024
-"""Bytes a peer connection buffers before its ConnectionBind, then it stops reading."""
-MAX_STREAM_BUFFER = 1024 * 1024
-"""Unsent bytes to a TCP/TLS client beyond which relayed media to it is dropped."""
-MAX_STREAMS = 4096
-"""Client TCP/TLS connections at once; more are closed on arrival (counted)."""
-IDLE_TIMEOUT = 60.0
-SNIFF_TIMEOUT = 10.0
-"""Seconds a connection to a TLS-or-TCP listener may take to send its first byte."""
-"""A client connection without an allocation that stays silent this long is closed."""
+AV_EDGE_TESTS = "tests/integration/test_av_edge.py"
+
+
+@dataclass(frozen=True)
+class TurnListenerLimits:
+    """Limits of the A/V Edge's client TCP/TLS listeners (``[services.av-edge.listener_limits]``;
+    docs/limits.md)."""
+
+    max_connections: int = limit(
+        4096,
+        "client connections, total (those still to send a first byte included)",
+        f"{AV_EDGE_TESTS}::test_connections_are_capped_in_total_and_per_source",
+    )
+    max_per_source: int = limit(
+        256,
+        "client connections per source address",
+        f"{AV_EDGE_TESTS}::test_connections_are_capped_in_total_and_per_source",
+    )
+    first_byte_timeout: float = limit(
+        10.0,
+        "TLS/TCP 443: first byte (TLS or TURN), s",
+        f"{AV_EDGE_TESTS}::test_a_silent_or_stalled_connection_to_443_is_closed",
+    )
+    handshake_timeout: float = limit(
+        10.0,
+        "TLS handshake, s",
+        f"{AV_EDGE_TESTS}::test_a_silent_or_stalled_connection_to_443_is_closed",
+    )
+    idle_timeout: float = limit(
+        60.0,
+        "a connection holding no allocation (whatever it sends), s",
+        f"{AV_EDGE_TESTS}::test_traffic_that_keeps_no_allocation_does_not_reset_the_idle_timer",
+    )
+    max_write_buffer_bytes: int = limit(
+        1024 * 1024,
+        "relayed media queued for a client that does not read (then dropped, counted)",
+        f"{AV_EDGE_TESTS}::test_media_to_a_client_that_does_not_read_is_dropped",
+    )
+    max_peer_buffer_bytes: int = limit(
+        256 * 1024,
+        "RFC 6062: bytes a peer sends before the ConnectionBind (then it is not read)",
+        f"{AV_EDGE_TESTS}::test_a_peer_is_not_read_past_its_buffer_before_connection_bind",
+    )
+
+
+class _CoreTimer:
+    """The one timer of a sans-IO core, re-armed at its ``get_timer()`` after every input. The
+    cores' clock is ``time.time()`` (time-limited usernames carry an epoch expiry)."""
+
+    def __init__(self, fire: Callable[[float], None]) -> None:
+        self._fire = fire
+        self._handle: asyncio.TimerHandle | None = None
+        self._at: float | None = None
+
+    def rearm(self, loop: asyncio.AbstractEventLoop, at: float | None) -> None:
+        if at == self._at:
+            return
+        self.cancel()
+        self._at = at
+        if at is not None:
+            self._handle = loop.call_later(max(0.0, at - time.time()), self._run)
+
+    def cancel(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        self._at = None
+
+    def _run(self) -> None:
+        self._handle = None
+        self._at = None
+        self._fire(time.time())
 
 
 @dataclass(frozen=True)
@@ -147,46 +226,74 @@ class _UdpSocket:
             self.sock.close()
 
 
-class _StreamClient(asyncio.Protocol):
+class _Spliceable(asyncio.Protocol):
+    """A TCP connection that RFC 6062 may join to another: the other one's reading follows this
+    one's writing (TCP flow control end to end)."""
+
+    transport: asyncio.Transport | None
+
+    def joined(self) -> asyncio.Transport | None:
+        """The transport of the connection joined to this one."""
+        raise NotImplementedError
+
+    def pause_writing(self) -> None:
+        if (other := self.joined()) is not None:
+            other.pause_reading()
+
+    def resume_writing(self) -> None:
+        if (other := self.joined()) is not None:
+            other.resume_reading()
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
+class _StreamClient(_Spliceable):
     """A TCP/TLS client connection: control connection, or RFC 6062 data connection once joined."""
 
-    def __init__(self, server: AsyncTurnServer, lid: ListenerId) -> None:
+    def __init__(
+        self, server: AsyncTurnServer, lid: ListenerId, admitted: str | None = None
+    ) -> None:
         self.server = server
         self.lid = lid
-        self.framer = StreamFramer()
+        self.framer = server.core.dialect.framer()
         self.transport: asyncio.Transport | None = None
         self.addr: Address = ("", 0)
         self.peer: _PeerConnection | None = None
-        self.active = True
+        self.admitted = admitted
+        """The source IP counted against the connection limits (None: not admitted)."""
+        self.made = False
         self.idle_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.made = True
         self.transport = transport  # type: ignore[assignment]
         peername = transport.get_extra_info("peername")
         self.addr = (peername[0], peername[1])
-        if len(self.server._streams) >= MAX_STREAMS:
-            self.server._count_send_drop()
-            transport.close()
-            return
+        if self.admitted is None:
+            if not self.server._admit(self.addr[0]):
+                transport.close()
+                return
+            self.admitted = self.addr[0]
         self.server._streams[(self.lid, self.addr)] = self
+        self._arm_idle()
+
+    def _arm_idle(self) -> None:
         self.idle_timer = asyncio.get_running_loop().call_later(
-            self.server.idle_timeout, self._idle_check
+            self.server.limits.idle_timeout, self._idle_check
         )
 
     def _idle_check(self) -> None:
-        """Close a connection that sent nothing for IDLE_TIMEOUT and holds no allocation."""
+        """Close the connection unless it holds an allocation or carries RFC 6062 data: bytes
+        it sent do not count (a partial message, Bindings, 401s would keep it forever)."""
         self.idle_timer = None
-        holds = self.peer is not None or self.server.core.holds(self.lid, self.addr)
-        if not self.active and not holds:
+        if self.peer is not None or self.server.core.holds(self.lid, self.addr):
+            self._arm_idle()
+        else:
             self.close()
-            return
-        self.active = False
-        self.idle_timer = asyncio.get_running_loop().call_later(
-            self.server.idle_timeout, self._idle_check
-        )
 
     def data_received(self, data: bytes) -> None:
-        self.active = True
         if self.peer is not None:
             self.peer.write(data)
             return
@@ -212,29 +319,24 @@ class _StreamClient(asyncio.Protocol):
         transport = self.transport
         if transport is None or transport.is_closing():
             return
-        if self.peer is None and transport.get_write_buffer_size() > MAX_STREAM_BUFFER:
+        limit = self.server.limits.max_write_buffer_bytes
+        if self.peer is None and transport.get_write_buffer_size() > limit:
             # a client that does not read its relayed media: drop, as a UDP relay would
             self.server._count_send_drop()
             return
         transport.write(data)
 
-    def pause_writing(self) -> None:
-        if self.peer is not None and self.peer.transport is not None:
-            self.peer.transport.pause_reading()
-
-    def resume_writing(self) -> None:
-        if self.peer is not None and self.peer.transport is not None:
-            self.peer.transport.resume_reading()
-
-    def close(self) -> None:
-        if self.transport is not None:
-            self.transport.close()
+    def joined(self) -> asyncio.Transport | None:
+        return self.peer.transport if self.peer is not None else None
 
     def connection_lost(self, exc: Exception | None) -> None:
         server = self.server
         if self.idle_timer is not None:
             self.idle_timer.cancel()
             self.idle_timer = None
+        if self.admitted is not None:
+            server._release(self.admitted)
+            self.admitted = None
         if server._streams.get((self.lid, self.addr)) is self:
             del server._streams[(self.lid, self.addr)]
         if self.peer is not None:
@@ -244,7 +346,7 @@ class _StreamClient(asyncio.Protocol):
         server._execute(server.core.connection_lost(self.lid, self.addr, time.time()))
 
 
-class _PeerConnection(asyncio.Protocol):
+class _PeerConnection(_Spliceable):
     """A TCP connection between the relay and a peer (RFC 6062)."""
 
     def __init__(self, server: AsyncTurnServer, relay: int, connection: int | None) -> None:
@@ -274,7 +376,8 @@ class _PeerConnection(asyncio.Protocol):
             self.client.write(data)
             return
         self.pending += data
-        if len(self.pending) > MAX_PEER_BUFFER and self.transport is not None:
+        limit = self.server.limits.max_peer_buffer_bytes
+        if len(self.pending) > limit and self.transport is not None:
             self.transport.pause_reading()
 
     def join(self, client: _StreamClient) -> None:
@@ -290,17 +393,8 @@ class _PeerConnection(asyncio.Protocol):
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)
 
-    def pause_writing(self) -> None:
-        if self.client is not None and self.client.transport is not None:
-            self.client.transport.pause_reading()
-
-    def resume_writing(self) -> None:
-        if self.client is not None and self.client.transport is not None:
-            self.client.transport.resume_reading()
-
-    def close(self) -> None:
-        if self.transport is not None:
-            self.transport.close()
+    def joined(self) -> asyncio.Transport | None:
+        return self.client.transport if self.client is not None else None
 
     def connection_lost(self, exc: Exception | None) -> None:
         server = self.server
@@ -320,17 +414,26 @@ class _Relay:
 
 
 class AsyncTurnServer:
-    """A TURN server on real sockets. ``async with AsyncTurnServer(config, specs) as server``."""
+    """A TURN server on real sockets. ``async with AsyncTurnServer(config, specs) as server``.
+
+    ``dialect`` and ``authenticator`` go to the core (the RFC dialect and long-term credentials
+    by default)."""
 
     def __init__(
         self,
         config: TurnConfig,
         listeners: list[ListenerSpec],
         *,
-        idle_timeout: float = IDLE_TIMEOUT,
+        limits: TurnListenerLimits | None = None,
+        dialect: Dialect = RFC,
+        authenticator: Authenticator | None = None,
     ) -> None:
-        self.core = TurnServer(config)
-        self.idle_timeout = idle_timeout
+        self.core = TurnServer(config, dialect=dialect, authenticator=authenticator)
+        self.limits = limits or TurnListenerLimits()
+        self.gate = ConnectionGate(
+            ConnectionLimits(self.limits.max_connections, self.limits.max_per_source)
+        )
+        """Client TCP/TLS connections, those not yet past their first byte included."""
         self.specs = listeners
         self.listeners: list[ListenerId] = []
         """The listeners actually bound (ports resolved)."""
@@ -341,11 +444,10 @@ class AsyncTurnServer:
         self._relay_udp: dict[int, _UdpSocket] = {}
         self._peers: dict[int, _PeerConnection] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at: float | None = None
+        self._timer = _CoreTimer(self._on_timer)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._listen_socks: list[socket.socket] = []
-        self._sniffing: dict[socket.socket, asyncio.TimerHandle] = {}
+        self._sniffing: dict[socket.socket, tuple[asyncio.TimerHandle, str]] = {}
         self._trace_file = "EDGESIM_TRACE_FILE" in os.environ
         """Set when the server starts in a process that traces to a file (netns, compose)."""
         self._relay_names: dict[int, str] = {}
@@ -357,9 +459,7 @@ class AsyncTurnServer:
         await self.start()
         return self
 
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.stop()
 
     def listener(self, transport: str) -> ListenerId:
@@ -433,25 +533,39 @@ class AsyncTurnServer:
     ) -> None:
         for _ in range(64):
             try:
-                conn, _addr = sock.accept()
+                conn, addr = sock.accept()
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
                 log.debug("accept on %s: %s", lid, exc)
                 return
-            if len(self._sniffing) + len(self._streams) >= MAX_STREAMS:
+            if not self._admit(addr[0]):
                 conn.close()
-                self._count_send_drop()
                 continue
             conn.setblocking(False)
-            timer = loop.call_later(SNIFF_TIMEOUT, self._forget_sniffing, loop, conn)
-            self._sniffing[conn] = timer
+            timer = loop.call_later(
+                self.limits.first_byte_timeout, self._forget_sniffing, loop, conn
+            )
+            self._sniffing[conn] = (timer, addr[0])
             loop.add_reader(conn.fileno(), self._sniff, loop, lid, conn, tls)
 
+    def _admit(self, ip: str) -> bool:
+        """Count a new client connection from ``ip``; False (counted as dropped) past the total
+        or the per-source limit."""
+        why = self.gate.admit(ip)
+        if why is not None:
+            log.debug("connection from %s closed: %s", ip, why)
+            self._count_drop("connection limit")
+        return why is None
+
+    def _release(self, ip: str) -> None:
+        self.gate.release(ip)
+
     def _forget_sniffing(self, loop: asyncio.AbstractEventLoop, conn: socket.socket) -> None:
-        timer = self._sniffing.pop(conn, None)
-        if timer is not None:
-            timer.cancel()
+        entry = self._sniffing.pop(conn, None)
+        if entry is not None:
+            entry[0].cancel()
+            self._release(entry[1])
         loop.remove_reader(conn.fileno())
         conn.close()
 
@@ -468,38 +582,44 @@ class AsyncTurnServer:
             return
         except OSError:
             first = b""
-        timer = self._sniffing.pop(conn, None)
-        if timer is not None:
-            timer.cancel()
+        entry = self._sniffing.pop(conn, None)
+        if entry is None:
+            return
+        timer, ip = entry
+        timer.cancel()
         loop.remove_reader(conn.fileno())
         if not first:
+            self._release(ip)
             conn.close()
             return
         use_tls = tls if first[0] == 0x16 else None
-        self._spawn(self._adopt(loop, lid, conn, use_tls))
+        self._spawn(self._adopt(loop, _StreamClient(self, lid, admitted=ip), conn, use_tls))
 
     async def _adopt(
         self,
         loop: asyncio.AbstractEventLoop,
-        lid: ListenerId,
+        client: _StreamClient,
         conn: socket.socket,
         tls: ssl.SSLContext | None,
     ) -> None:
         try:
             if tls is None:
-                await loop.connect_accepted_socket(lambda: _StreamClient(self, lid), conn)
+                await loop.connect_accepted_socket(lambda: client, conn)
             else:
                 await loop.connect_accepted_socket(
-                    lambda: _StreamClient(self, lid), conn, ssl=tls, ssl_handshake_timeout=10.0
+                    lambda: client,
+                    conn,
+                    ssl=tls,
+                    ssl_handshake_timeout=self.limits.handshake_timeout,
                 )
         except (OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError
-            log.debug("TLS handshake on %s failed: %s", lid, exc)
+            log.debug("TLS handshake on %s failed: %s", client.lid, exc)
             conn.close()
+            if not client.made and client.admitted is not None:
+                self._release(client.admitted)
 
     async def stop(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._timer.cancel()
         loop = self._loop
         for sock in self._listen_socks:
             if loop is not None:
@@ -578,20 +698,11 @@ class AsyncTurnServer:
             log.debug("%s", event)
 
     def _rearm(self) -> None:
-        at = self.core.get_timer()
-        if at == self._timer_at:
-            return
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._timer_at = at
-        if at is not None and self._loop is not None:
-            self._timer = self._loop.call_later(max(0.0, at - time.time()), self._on_timer)
+        if self._loop is not None:
+            self._timer.rearm(self._loop, self.core.get_timer())
 
-    def _on_timer(self) -> None:
-        self._timer = None
-        self._timer_at = None
-        self._execute(self.core.handle_timer(time.time()))
+    def _on_timer(self, now: float) -> None:
+        self._execute(self.core.handle_timer(now))
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(coro)
@@ -707,7 +818,10 @@ class AsyncTurnServer:
         return on_datagram
 
     def _count_send_drop(self) -> None:
-        self.core.stats["dropped.send buffer full"] += 1
+        self._count_drop("send buffer full")
+
+    def _count_drop(self, why: str) -> None:
+        self.core.stats[f"dropped.{why}"] += 1
         self.core.stats["dropped"] += 1
 
     async def _finish_tcp_relay(self, relay: int, sock: socket.socket) -> None:
@@ -765,261 +879,409 @@ def _stream_factory(
     return lambda: _StreamClient(server, holder[0])
 
 
-# ------------------------------------------------------------------ a probing TURN client
+# ------------------------------------------------------------------ the TURN client
 
 
-@dataclass(frozen=True)
-class RelayProbe:
-    """What :func:`probe_relay` found."""
+class _ClientProtocol(asyncio.Protocol, asyncio.DatagramProtocol):
+    """Feeds one :class:`~simulator.media.client.TurnClient` core from a socket."""
 
-    ok: bool
-    """Bytes sent through the relay came back from the peer."""
-    reason: str
-    """``relayed round trip`` or why not (an error code, a timeout ...)."""
-    relayed: Address | None = None
-    """XOR-RELAYED-ADDRESS of the allocation."""
-    mapped: Address | None = None
-    """XOR-MAPPED-ADDRESS: the client as the server saw it."""
-    error_code: int | None = None
-    """The STUN error that stopped the probe, if one did."""
+    def __init__(self, client: AsyncTurnClient) -> None:
+        self.client = client
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.client._transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        client = self.client
+        client.core.receive_data(data, time.time())
+        client._process()
+
+    def eof_received(self) -> bool | None:
+        client = self.client
+        client.core.receive_data(b"", time.time())
+        client._process()
+        return None
+
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+        client = self.client  # the socket is connected: only the server's datagrams come
+        client.core.receive_datagram(data, time.time())
+        client._process()
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP port unreachable on the connected UDP socket: the server may come up later
+        self.client._fail(exc, final=False)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.client._lost(exc)
 
 
-class _ClientChannel:
-    """One client connection to a TURN server (UDP socket or TCP/TLS stream), request/answer."""
+class AsyncTurnClient:
+    """A STUN/TURN client on one UDP socket or TCP/TLS connection: the asyncio adapter of
+    :class:`simulator.media.client.TurnClient`, used by probes, scenarios, the lab's checks,
+    benchmarks and tests.
 
-    def __init__(self) -> None:
-        self.queue: asyncio.Queue[bytes] = asyncio.Queue()
-        self.framer = StreamFramer()
-        self.writer: asyncio.StreamWriter | None = None
-        self.reader: asyncio.StreamReader | None = None
-        self.udp: asyncio.DatagramTransport | None = None
-        self.server: Address = ("", 0)
-        self.task: asyncio.Task[None] | None = None
+    ``async with await AsyncTurnClient.open(server, "udp", credentials=...) as client``; then
+    ``await client.allocate()``, ``create_permission``, ``channel_bind``, ``send_channel_data``,
+    ``await client.receive()`` ... Refusals raise :class:`~simulator.media.errors.RequestRefused`
+    (with the STUN error code), no answer :class:`TimeoutError`, an answer that is not STUN
+    :class:`~simulator.media.errors.NotStunError`, and socket errors :class:`OSError`.
+    With ``record``, every transaction is recorded in the trace (:mod:`simulator.trace`), a
+    request without answer as ``dropped``.
+    """
 
+    def __init__(self, core: TurnClient, server: Address, transport: str, record: bool) -> None:
+        self.core = core
+        self.server = server
+        self.transport_name = transport
+        """``udp``, ``tcp`` or ``tls``."""
+        self.record = record
+        self._tls: tuple[ssl.SSLContext, str | None] | None = None
+        """The TLS context and server name, once :meth:`start_tls` ran (for data connections)."""
+        self._transport: asyncio.BaseTransport | None = None
+        self._loop = asyncio.get_running_loop()
+        self._waiters: dict[int, asyncio.Future[tuple[Message, bool]]] = {}
+        self._timer = _CoreTimer(self._on_timer)
+        self._failure: BaseException | None = None
+        self._data: asyncio.Queue[ev.PeerDataReceived] = asyncio.Queue()
+        self._attempts: asyncio.Queue[ev.ConnectionAttemptReceived] = asyncio.Queue()
+        self._raw = bytearray()
+        self._raw_event = asyncio.Event()
+        self._closed = False
+
+    # -------------------------------------------------------------- opening
     @classmethod
     async def open(
-        cls, server: Address, transport: str, tls: ssl.SSLContext | None, hostname: str | None
-    ) -> _ClientChannel:
-        self = cls()
-        self.server = server
-        loop = asyncio.get_running_loop()
-        if transport == "udp":
-            queue = self.queue
+        cls,
+        server: Address,
+        transport: str = "udp",
+        *,
+        credentials: ClientCredentials | None = None,
+        sock: socket.socket | None = None,
+        local_address: str | None = None,
+        tls: ssl.SSLContext | None = None,
+        server_hostname: str | None = None,
+        config: ClientConfig | None = None,
+        dialect: Dialect = RFC,
+        record: bool = False,
+    ) -> AsyncTurnClient:
+        """Open a client to ``server`` over ``transport`` (``udp``, ``tcp``, ``tls``).
 
-            class _Proto(asyncio.DatagramProtocol):
-                def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-                    queue.put_nowait(data)
-
-            self.udp, _ = await loop.create_datagram_endpoint(_Proto, remote_addr=server)
+        ``sock`` is a socket to use (UDP: bound; TCP: connected), for example one a lab host's
+        namespace made; else one is bound to ``local_address`` (port 0). The UDP socket is
+        connected to the server, so an ICMP port unreachable fails the pending request with
+        ConnectionRefusedError. ``tls`` wraps a TCP connection (``transport`` ``tls``).
+        """
+        if transport not in ("udp", "tcp", "tls"):
+            raise ValueError(f"transport must be udp, tcp or tls, not {transport!r}")
+        stream = transport != "udp"
+        if config is None:
+            config = ClientConfig(stream=stream)
+        elif config.stream != stream:
+            raise ValueError("config.stream does not match the transport")
+        core = TurnClient(config, credentials, dialect=dialect, transaction_ids=_random_ids)
+        client = cls(core, server, transport, record)
+        loop = client._loop
+        protocol = _ClientProtocol(client)
+        if not stream:
+            if sock is None:
+                sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                try:
+                    sock.bind((local_address or "0.0.0.0", 0))
+                except OSError:
+                    sock.close()
+                    raise
+            sock.setblocking(False)
+            try:
+                sock.connect(server)
+            except OSError:
+                sock.close()
+                raise
+            await loop.create_datagram_endpoint(lambda: protocol, sock=sock)
+            return client
+        if sock is not None:
+            await loop.create_connection(lambda: protocol, sock=sock)
         else:
-            self.reader, self.writer = await asyncio.open_connection(
-                server[0], server[1], ssl=tls, server_hostname=hostname if tls else None
-            )
-            self.task = asyncio.ensure_future(self._read())
+            local = (local_address, 0) if local_address else None
+            await loop.create_connection(lambda: protocol, server[0], server[1], local_addr=local)
+        if transport == "tls":
+            if tls is None:
+                await client.close()
+                raise ValueError("transport tls needs an SSL context")
+            try:
+                await client.start_tls(tls, server_hostname)
+            except BaseException:
+                await client.close()
+                raise
+        return client
+
+    async def start_tls(self, tls: ssl.SSLContext, server_hostname: str | None = None) -> None:
+        """Run the TLS handshake on the open TCP connection (TURN over TLS)."""
+        transport = self._transport
+        if not isinstance(transport, asyncio.Transport):
+            raise LocalProtocolError("start_tls needs a TCP connection")
+        protocol = transport.get_protocol()
+        new = await self._loop.start_tls(
+            transport, protocol, tls, server_hostname=server_hostname or self.server[0]
+        )
+        if new is None:
+            raise ConnectionResetError("the connection closed during the TLS handshake")
+        self._transport = new
+        self._tls = (tls, server_hostname)
+        self.transport_name = "tls"
+
+    async def __aenter__(self) -> AsyncTurnClient:
         return self
 
-    async def _read(self) -> None:
-        assert self.reader is not None
-        while data := await self.reader.read(65536):
-            for frame in self.framer.frames(data):
-                self.queue.put_nowait(frame)
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
 
-    def send(self, data: bytes) -> None:
-        if self.udp is not None:
-            self.udp.sendto(data)
-        elif self.writer is not None:
-            self.writer.write(data)
+    # -------------------------------------------------------------- facts
+    @property
+    def local(self) -> Address:
+        """Our transport address (the socket's)."""
+        name = self.get_extra_info("sockname")
+        return (name[0], name[1]) if name else ("", 0)
 
-    async def request(self, data: bytes, tid: bytes, timeout: float) -> Message:
-        deadline = time.monotonic() + timeout
-        tries = 0
-        while True:
-            if tries == 0 or self.udp is not None:
-                self.send(data)  # UDP retransmits (RFC 8489 section 6.2.1, simplified)
-            tries += 1
-            wait = min(0.5 * tries, deadline - time.monotonic())
-            if wait <= 0:
-                raise TimeoutError
-            try:
-                frame = await asyncio.wait_for(self.queue.get(), wait)
-            except TimeoutError:
-                continue
-            if frame[0] < 0x40:
-                message = stun.parse(frame)
-                if message.transaction_id == tid:
-                    return message
+    @property
+    def relayed(self) -> Address | None:
+        return self.core.relayed
 
-    def local(self) -> Address | None:
-        source = self.udp if self.udp is not None else self.writer
-        name = source.get_extra_info("sockname") if source is not None else None
-        return (name[0], name[1]) if name else None
+    @property
+    def mapped(self) -> Address | None:
+        return self.core.mapped
 
-    def close(self) -> None:
-        if self.udp is not None:
-            self.udp.close()
-        if self.writer is not None:
-            self.writer.close()
-        if self.task is not None:
-            self.task.cancel()
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        """The transport's extra info (``sockname``, ``ssl_object`` ...)."""
+        if self._transport is None:
+            return default
+        return self._transport.get_extra_info(name, default)
 
-
-class _Auth:
-    def __init__(self, username: str, password: str) -> None:
-        self.username = username
-        self.password = password
-        self.attrs: list[tuple[str, object]] = []
-        self.key: bytes | None = None
-
-    def learn(self, challenge: Message) -> bool:
-        """Take REALM/NONCE from a 401/438; False if it carries none."""
-        realm, nonce = challenge.get("REALM"), challenge.get("NONCE")
-        if realm is None or nonce is None:
-            return False
-        self.key = stun.long_term_key(self.username, realm, self.password)
-        self.attrs = [("USERNAME", self.username), ("REALM", realm), ("NONCE", nonce)]
-        return True
-
-
-async def _ask(
-    channel: _ClientChannel,
-    auth: _Auth,
-    method: int,
-    attrs: list[tuple[str, object]],
-    timeout: float,
-) -> Message:
-    for _ in range(3):
-        tid = os.urandom(12)
-        message = Message(method, MessageClass.REQUEST, tid, [*attrs, *auth.attrs])
-        reply = await channel.request(stun.encode(message, integrity_key=auth.key), tid, timeout)
-        code = reply.get("ERROR-CODE", (0, ""))[0]
-        if code in (401, 438) and (code == 438 or not auth.attrs) and auth.learn(reply):
-            continue
-        return reply
-    return reply
-
-
-async def probe_relay(
-    server: Address,
-    username: str,
-    password: str,
-    peer: Address,
-    *,
-    transport: str = "udp",
-    relay_transport: str = "udp",
-    tls: ssl.SSLContext | None = None,
-    server_hostname: str | None = None,
-    payload: bytes = b"edgesim relay probe",
-    timeout: float = 5.0,
-) -> RelayProbe:
-    """Allocate on ``server``, send ``payload`` to an echoing ``peer`` through the relay, expect it
-    back, release the allocation.
-
-    ``transport`` is how the client reaches the server (``udp``, ``tcp``, ``tls``);
-    ``relay_transport`` ``tcp`` makes an RFC 6062 TCP allocation and a Connect, so the relay dials
-    the peer from its port range (the seed row "A/V/RTP/TCP/50,000-59,999").
-    """
-    auth = _Auth(username, password)
-    try:
-        channel = await asyncio.wait_for(
-            _ClientChannel.open(server, transport, tls, server_hostname), timeout
-        )
-    except (OSError, TimeoutError) as exc:
-        return RelayProbe(False, f"cannot reach the TURN server: {exc}")
-    data_writer: asyncio.StreamWriter | None = None
-    try:
-        requested = 17 if relay_transport == "udp" else 6
-        reply = await _ask(
-            channel, auth, Method.ALLOCATE, [("REQUESTED-TRANSPORT", requested)], timeout
-        )
-        code = reply.get("ERROR-CODE", (None, ""))[0]
-        if code is not None:
-            return RelayProbe(False, f"Allocate failed: {code}", error_code=code)
-        relayed = reply.get("XOR-RELAYED-ADDRESS")
-        mapped = reply.get("XOR-MAPPED-ADDRESS")
-
-        def failed(step: str, answer: Message) -> RelayProbe:
-            error = answer.get("ERROR-CODE", (0, ""))[0]
-            return RelayProbe(False, f"{step} failed: {error}", relayed, mapped, error)
-
-        answer = await _ask(
-            channel, auth, Method.CREATE_PERMISSION, [("XOR-PEER-ADDRESS", peer)], timeout
-        )
-        if answer.message_class != MessageClass.SUCCESS:
-            return failed("CreatePermission", answer)
-        if relay_transport == "udp":
-            answer = await _ask(
-                channel,
-                auth,
-                Method.CHANNEL_BIND,
-                [("CHANNEL-NUMBER", 0x4000), ("XOR-PEER-ADDRESS", peer)],
-                timeout,
+    # -------------------------------------------------------------- requests
+    async def request(self, method: int, attributes: list[tuple[str, Any]]) -> Message:
+        """Send a request (with our credentials, answering one challenge); the success answer."""
+        if self._failure is not None:
+            raise self._failure
+        handle = self.core.request(method, attributes, time.time())
+        waiter: asyncio.Future[tuple[Message, bool]] = self._loop.create_future()
+        self._waiters[handle] = waiter
+        self._flush()
+        try:
+            answer, signed = await waiter
+        finally:
+            self._waiters.pop(handle, None)
+        if answer.message_class == MessageClass.ERROR:
+            code, reason = answer.get("ERROR-CODE", (0, ""))
+            raise RequestRefused(
+                method_name(method),
+                int(code),
+                str(reason),
+                authenticated=signed,
+                realm=answer.get("REALM"),
             )
-            if answer.message_class != MessageClass.SUCCESS:
-                return failed("ChannelBind", answer)
-            frame = struct.pack("!HH", 0x4000, len(payload)) + payload
-            if transport != "udp" and len(payload) % 4:
-                frame += bytes(4 - len(payload) % 4)
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline:
-                channel.send(frame)
-                try:
-                    got = await asyncio.wait_for(channel.queue.get(), 0.5)
-                except TimeoutError:
-                    continue
-                if got[:2] == b"\x40\x00" and got[4 : 4 + len(payload)] == payload:
-                    return RelayProbe(True, "relayed round trip", relayed, mapped)
-            return RelayProbe(False, "no echo through the relay", relayed, mapped)
-        answer = await _ask(channel, auth, Method.CONNECT, [("XOR-PEER-ADDRESS", peer)], timeout)
-        if answer.message_class != MessageClass.SUCCESS:
-            return failed("Connect", answer)
-        connection_id = answer.get("CONNECTION-ID")
-        data_reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(
-                server[0], server[1], ssl=tls, server_hostname=server_hostname if tls else None
-            ),
-            timeout,
+        return answer
+
+    async def binding(self) -> Address:
+        """STUN Binding: our address as the server sees it."""
+        answer = await self.request(Method.BINDING, [])
+        if self.core.mapped is None:
+            raise RemoteProtocolError("Binding success without a mapped address")
+        del answer
+        return self.core.mapped
+
+    async def allocate(self, transport: str = "udp", *, lifetime: int | None = None) -> Address:
+        """Allocate a relay (``tcp``: RFC 6062); the relayed transport address."""
+        attrs: list[tuple[str, Any]] = [("REQUESTED-TRANSPORT", UDP if transport == "udp" else TCP)]
+        if lifetime is not None:
+            attrs.append(("LIFETIME", lifetime))
+        await self.request(Method.ALLOCATE, attrs)
+        if self.core.relayed is None:
+            raise RemoteProtocolError("Allocate success without XOR-RELAYED-ADDRESS")
+        return self.core.relayed
+
+    async def create_permission(self, *peers: Address) -> None:
+        await self.request(Method.CREATE_PERMISSION, [("XOR-PEER-ADDRESS", p) for p in peers])
+
+    async def channel_bind(self, channel: int, peer: Address) -> None:
+        await self.request(
+            Method.CHANNEL_BIND, [("CHANNEL-NUMBER", channel), ("XOR-PEER-ADDRESS", peer)]
         )
-        data_writer = writer
-        tid = os.urandom(12)
-        bind = Message(
-            Method.CONNECTION_BIND,
-            MessageClass.REQUEST,
-            tid,
-            [("CONNECTION-ID", connection_id), *auth.attrs],
+
+    async def refresh(self, lifetime: int | None = None) -> int:
+        """Refresh; the lifetime granted (0 deletes the allocation)."""
+        answer = await self.request(
+            Method.REFRESH, [] if lifetime is None else [("LIFETIME", lifetime)]
         )
-        writer.write(stun.encode(bind, integrity_key=auth.key))
-        framer = StreamFramer()
-        bound: Message | None = None
-        while bound is None:
-            chunk = await asyncio.wait_for(data_reader.read(4096), timeout)
-            if not chunk:
-                return RelayProbe(False, "ConnectionBind: connection closed", relayed, mapped)
-            framer.feed(chunk)
-            frame_ = framer.next_frame()
-            if frame_ is not None:
-                bound = stun.parse(frame_)
-        if bound.message_class != MessageClass.SUCCESS:
-            return failed("ConnectionBind", bound)
-        writer.write(payload)
-        echoed = framer.take_buffer()
-        while len(echoed) < len(payload):
-            chunk = await asyncio.wait_for(data_reader.read(4096), timeout)
-            if not chunk:
-                break
-            echoed += chunk
-        if echoed[: len(payload)] == payload:
-            return RelayProbe(True, "relayed round trip", relayed, mapped)
-        return RelayProbe(False, "no echo through the TCP relay", relayed, mapped)
-    except TimeoutError:
-        return RelayProbe(False, "no answer from the TURN server")
-    except (OSError, RemoteProtocolError) as exc:
-        return RelayProbe(False, f"TURN exchange failed: {exc}")
-    finally:
-        if auth.attrs and channel.writer is None:
-            refresh = Message(
-                Method.REFRESH, MessageClass.REQUEST, os.urandom(12), [("LIFETIME", 0), *auth.attrs]
-            )
-            channel.send(stun.encode(refresh, integrity_key=auth.key))
-        channel.close()
-        if data_writer is not None:
-            data_writer.close()
+        return int(answer.get("LIFETIME", 0))
+
+    async def release(self, timeout: float = 1.0) -> None:
+        """Delete the allocation (Refresh with LIFETIME 0), best effort: errors are ignored."""
+        if self.core.relayed is None or self._failure is not None or self._closed:
+            return
+        with contextlib.suppress(MediaError, OSError, EOFError, TimeoutError):
+            await asyncio.wait_for(self.refresh(0), timeout)
+
+    async def connect(self, peer: Address) -> int:
+        """RFC 6062 Connect: the relay dials ``peer``; the CONNECTION-ID."""
+        answer = await self.request(Method.CONNECT, [("XOR-PEER-ADDRESS", peer)])
+        connection = answer.get("CONNECTION-ID")
+        if connection is None:
+            raise RemoteProtocolError("Connect success without CONNECTION-ID")
+        return int(connection)
+
+    async def connection_bind(
+        self, connection: int, *, sock: socket.socket | None = None
+    ) -> AsyncTurnClient:
+        """RFC 6062 ConnectionBind on a new connection to the server (``sock``, or one from our
+        local address): the returned client carries the peer's raw bytes
+        (:meth:`send_raw`, :meth:`receive_raw`)."""
+        if not self.core.config.stream:
+            raise LocalProtocolError("ConnectionBind needs a TCP or TLS control connection")
+        data = await AsyncTurnClient.open(
+            self.server,
+            self.transport_name,
+            credentials=self.core.credentials,
+            sock=sock,
+            local_address=None if sock is not None else self.local[0] or None,
+            tls=self._tls[0] if self._tls else None,
+            server_hostname=self._tls[1] if self._tls else None,
+            config=self.core.config,
+            dialect=self.core.dialect,
+            record=self.record,
+        )
+        try:
+            await data.request(Method.CONNECTION_BIND, [("CONNECTION-ID", connection)])
+        except BaseException:
+            await data.close()
+            raise
+        return data
+
+    # -------------------------------------------------------------- data
+    def send_channel_data(self, channel: int, data: bytes) -> None:
+        self.core.send_channel_data(channel, data)
+        self._flush()
+
+    def send_indication(self, peer: Address, data: bytes) -> None:
+        self.core.send_indication(peer, data)
+        self._flush()
+
+    def send_raw(self, data: bytes) -> None:
+        self.core.send_raw(data)
+        self._flush()
+
+    async def receive(self, timeout: float) -> ev.PeerDataReceived | None:
+        """The next data relayed from a peer (ChannelData or Data indication), None after
+        ``timeout``."""
+        try:
+            return await asyncio.wait_for(self._data.get(), timeout)
+        except TimeoutError:
+            return None
+
+    async def connection_attempt(self, timeout: float) -> ev.ConnectionAttemptReceived | None:
+        """The next RFC 6062 ConnectionAttempt, None after ``timeout``."""
+        try:
+            return await asyncio.wait_for(self._attempts.get(), timeout)
+        except TimeoutError:
+            return None
+
+    async def receive_raw(self, size: int, timeout: float) -> bytes:
+        """``size`` raw bytes from the peer (RFC 6062 data connection); fewer if the connection
+        ended, TimeoutError if they do not come in time."""
+        async with asyncio.timeout(timeout):
+            while len(self._raw) < size and not self._closed:
+                self._raw_event.clear()
+                await self._raw_event.wait()
+        data = bytes(self._raw[:size])
+        del self._raw[:size]
+        return data
+
+    async def close(self) -> None:
+        self._closed = True
+        self._timer.cancel()
+        transport = self._transport
+        if transport is not None and not transport.is_closing():
+            transport.close()
+        self._fail(ConnectionAbortedError("the client was closed"))
+
+    # -------------------------------------------------------------- the adapter loop
+    def _flush(self) -> None:
+        transport = self._transport
+        out = self.core.data_to_send()
+        if out and transport is not None and not transport.is_closing():
+            if self.core.config.stream:
+                transport.write(b"".join(out))  # type: ignore[attr-defined]
+            else:  # asyncio's datagram transport is not a DatagramTransport subclass
+                for datagram in out:
+                    transport.sendto(datagram)  # type: ignore[attr-defined]
+        self._rearm()
+
+    def _rearm(self) -> None:
+        if not self._closed:
+            self._timer.rearm(self._loop, self.core.get_timer())
+
+    def _on_timer(self, now: float) -> None:
+        self.core.handle_timer(now)
+        self._process()
+
+    def _process(self) -> None:
+        core = self.core
+        while (event := core.next_event()) is not None:
+            if isinstance(event, ev.TransactionAnswered):
+                if self.record:
+                    self._trace(event.sent, event.answer, event.sent_at)
+                if event.final:
+                    waiter = self._waiters.get(event.request)
+                    if waiter is not None and not waiter.done():
+                        waiter.set_result((event.answer, event.signed))
+            elif isinstance(event, ev.PeerDataReceived):
+                self._data.put_nowait(event)
+            elif isinstance(event, ev.RawDataReceived):
+                self._raw += event.data
+                self._raw_event.set()
+            elif isinstance(event, ev.TransactionTimedOut):
+                if self.record:
+                    tracing.record_message(
+                        event.sent, self.local, self.server, "dropped", at=event.sent_at
+                    )
+                waiter = self._waiters.get(event.request)
+                if waiter is not None and not waiter.done():
+                    waiter.set_exception(
+                        TimeoutError(
+                            f"{tracing.summary(event.sent)} to {self.server[0]}:{self.server[1]}"
+                            f" got no answer within {core.config.timeout:g} s"
+                        )
+                    )
+            elif isinstance(event, ev.ConnectionAttemptReceived):
+                self._attempts.put_nowait(event)
+            elif isinstance(event, ev.UnexpectedDataReceived):
+                # on a stream the framing is lost for good; a stray datagram fails only the
+                # requests waiting now
+                stream = core.config.stream
+                self._fail(NotStunError(event.reason, event.data), final=stream)
+                if stream and self._transport is not None:
+                    self._transport.close()
+            else:
+                assert isinstance(event, ev.ConnectionEnded)
+                self._fail(EOFError("the server closed the connection"))
+        self._flush()
+
+    def _trace(self, sent: Message, answer: Message, sent_at: float) -> None:
+        tracing.record_message(sent, self.local, self.server, "sent", at=sent_at)
+        tracing.record_message(answer, self.server, self.local, "received")
+
+    def _fail(self, exc: BaseException, *, final: bool = True) -> None:
+        """Fail every pending request with ``exc``; with ``final`` the later ones too."""
+        if final and self._failure is None:
+            self._failure = exc
+        for waiter in self._waiters.values():
+            if not waiter.done():
+                waiter.set_exception(exc)
+        self._raw_event.set()
+
+    def _lost(self, exc: Exception | None) -> None:
+        self._closed = True
+        self._timer.cancel()
+        self._fail(exc or EOFError("the server closed the connection"))
+
+
+def _random_ids() -> bytes:
+    return os.urandom(12)

@@ -1,15 +1,18 @@
-"""Events of the TURN server core (frozen dataclasses, past tense, as wsproto/aioquic).
+"""Events of the TURN cores (frozen dataclasses, past tense, as wsproto/aioquic).
 
-The core queues them as it works; :meth:`simulator.media.turn.TurnServer.next_event` hands them
-out. The adapter logs them and a trace can record them. The queue is bounded (a flood of bad
-datagrams must not grow memory): the counters in ``TurnServer.stats`` are the exact figures.
+The server core queues :class:`TurnEvent` as it works; :meth:`simulator.media.turn.TurnServer.
+next_event` hands them out. The adapter logs them and a trace can record them. The queue is
+bounded (a flood of bad datagrams must not grow memory): the counters in ``TurnServer.stats``
+are the exact figures. The client core (:mod:`simulator.media.client`) queues
+:class:`ClientEvent`: answers, timeouts and data from peers.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-Address = tuple[str, int]
+from simulator.media.actions import Address
+from simulator.media.stun import Message
 
 
 @dataclass(frozen=True)
@@ -89,3 +92,76 @@ class MessageDropped(TurnEvent):
     """Why the message was dropped without an answer (the RFCs say so for this case)."""
     source: Address
     """Who sent it (client or peer)."""
+
+
+# ------------------------------------------------------------------ client events
+
+
+@dataclass(frozen=True)
+class ClientEvent:
+    """Base class of the TURN client core's events (:mod:`simulator.media.client`)."""
+
+
+@dataclass(frozen=True)
+class TransactionAnswered(ClientEvent):
+    request: int
+    """The handle :meth:`TurnClient.request` returned (kept across a credentials retry)."""
+    sent: Message
+    """The request as it went out (this try)."""
+    answer: Message
+    """The response: success or error."""
+    sent_at: float
+    """``now`` when the request first went out."""
+    final: bool
+    """False when the core answers a 401/438 challenge by sending the request again; the
+    request's outcome is the next :class:`TransactionAnswered` with ``final`` True."""
+    signed: bool
+    """The request carried our credentials (a final 401 then means they were refused)."""
+
+
+@dataclass(frozen=True)
+class TransactionTimedOut(ClientEvent):
+    request: int
+    """The handle of the request that got no answer."""
+    sent: Message
+    """The request as it last went out."""
+    sent_at: float
+    """``now`` when it first went out."""
+
+
+@dataclass(frozen=True)
+class PeerDataReceived(ClientEvent):
+    peer: Address | None
+    """Who sent it: the Data indication's XOR-PEER-ADDRESS, or the peer of the channel (None for
+    ChannelData on a channel we never bound)."""
+    channel: int | None
+    """The channel number of ChannelData, None for a Data indication."""
+    data: bytes
+    """The payload, without ChannelData padding."""
+
+
+@dataclass(frozen=True)
+class ConnectionAttemptReceived(ClientEvent):
+    connection: int
+    """CONNECTION-ID of the peer connection to bind (RFC 6062 section 4.4)."""
+    peer: Address
+    """The peer that dialled the relay."""
+
+
+@dataclass(frozen=True)
+class RawDataReceived(ClientEvent):
+    data: bytes
+    """Bytes from the peer on an RFC 6062 data connection after ConnectionBind."""
+
+
+@dataclass(frozen=True)
+class UnexpectedDataReceived(ClientEvent):
+    data: bytes
+    """What came (at most 200 bytes): not STUN, or STUN that does not parse."""
+    reason: str
+    """Why it is not usable. On a stream the framing is lost: nothing more is read."""
+
+
+@dataclass(frozen=True)
+class ConnectionEnded(ClientEvent):
+    """The server closed the stream (EOF)."""

@@ -68,6 +68,10 @@ class StreamFramer:
             out.append(frame)
         return out
 
+    def peek(self, size: int) -> bytes:
+        """The first ``size`` buffered bytes (fewer if not there yet), left in the buffer."""
+        return bytes(self._buffer[:size])
+
     def take_buffer(self) -> bytes:
         """Bytes received after the last frame (raw data after a ConnectionBind, RFC 6062)."""
         data = bytes(self._buffer)

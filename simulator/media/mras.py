@@ -37,7 +37,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
 from simulator.lab.topology import Topology
-from simulator.media.turn import time_limited_credentials
+from simulator.media.auth import time_limited_credentials
 
 CONTENT_TYPE = "application/msrtc-media-relay-auth+xml"
 NAMESPACE = "http://schemas.microsoft.com/2006/09/sip/mrasp"
@@ -45,6 +45,7 @@ MAX_BODY = 16 * 1024
 DEFAULT_DURATION = 480
 """Minutes (8 hours), the Lync default."""
 MAX_DURATION = 480
+"""Minutes: the most a credentialsRequest is granted, whatever it asks for."""
 
 
 class MrasError(ValueError):
@@ -259,7 +260,9 @@ def relays_from_topology(topology: Topology) -> list[MediaRelay]:
             mine = [lst for lst in listeners if lst.interface == iface.id]
             udp = next((lst.port for lst in mine if lst.proto == "stun-udp"), None)
             tcp_ports = sorted(
-                (lst.port != 443, lst.port) for lst in mine if lst.proto in ("turn-tls", "turn-tcp")
+                (lst.real_port != 443, lst.port)
+                for lst in mine
+                if lst.proto in ("turn-tls", "turn-tcp")
             )
             tcp = tcp_ports[0][1] if tcp_ports else None
             if udp is None and tcp is None:

@@ -16,7 +16,7 @@ import logging
 from typing import Any
 
 from simulator.lab.services import BoundListener, ServiceContext
-from simulator.media.service import udp_binding
+from simulator.media.service import binding_check
 from simulator.media.turn import answer_binding
 
 log = logging.getLogger(__name__)
@@ -110,7 +110,7 @@ class MediaPeerService:
 
     async def check(self, bound: BoundListener) -> str | None:
         if bound.listener.proto == "stun-udp":
-            return await udp_binding(bound.address, bound.port)
+            return await binding_check(bound.address, bound.port)
         if bound.transport == "udp":
             return await _udp_echo(bound.address, bound.port)
         return await _tcp_echo(bound.address, bound.port)

@@ -24,17 +24,30 @@ Settings (``[services.av-edge]``), all optional:
 ``port_range``
     Relay ports, ``"low-high"`` (default: the ``relay`` listener's range).
 ``user_quota``, ``total_quota``
-    Allocations per user and in total (486 beyond).
+    Allocations per user (a time-limited username's user, without its expiry) and in total (486
+    beyond; defaults 10 and 1000).
+``max_permissions``, ``max_channels``, ``max_connections``
+    Permissions, channels and RFC 6062 peer connections per allocation (508 beyond; defaults
+    100, 100, 32).
+``unauthenticated_rate``, ``unauthenticated_burst``
+    Answers per second (and at once) to requests that do not authenticate, per source IP, over
+    UDP (defaults 10 and 20; rate 0 turns the limit off).
 ``max_packet_rate``, ``max_bandwidth``
     Packets, and payload bytes, per second relayed per allocation (default: no cap).
 ``default_lifetime``, ``max_lifetime``, ``nonce_lifetime``
     Seconds.
 ``denied_zones``
-    Zones whose addresses are forbidden peers (default: ``perimeter-internal``, ``corporate``).
+    Zones whose hosts are forbidden peers (default: ``perimeter-internal``, ``corporate``).
 ``allowed_peers``, ``denied_peers``
-    Lists of IPv4 networks that override the zone rule (allowed first).
-``deny_loopback``
-    Refuse loopback peers that are not lab interfaces (default true).
+    Lists of IPv4 networks allowed, or refused, whatever else the policy says (allowed first;
+    coturn's ``allowed-peer-ip`` and ``denied-peer-ip``).
+``listener_limits``
+    A table of :class:`~simulator.media.aio.TurnListenerLimits` fields (connections in total
+    and per source, first-byte, TLS handshake and idle timeouts, buffers): docs/limits.md.
+``deny_loopback``, ``deny_reserved``
+    Refuse loopback peers, and the reserved ranges coturn deployments deny (private, link-local,
+    CGNAT, documentation, benchmarking ...), unless the topology names them as lab hosts
+    (default true; :mod:`simulator.media.policy`).
 """
 
 from __future__ import annotations
@@ -44,16 +57,19 @@ import ipaddress
 import logging
 import os
 import secrets
+import ssl
 import time
 from typing import Any
 
 from simulator.errors import ConfigError
 from simulator.lab.services import BoundListener, ServiceContext
-from simulator.lab.topology import Topology
-from simulator.media import stun
-from simulator.media.aio import AsyncTurnServer, ListenerSpec
-from simulator.media.framing import StreamFramer
-from simulator.media.turn import PeerPolicy, TurnConfig, time_limited_credentials
+from simulator.lab.topology import Host, Topology
+from simulator.limits import settings_from
+from simulator.media.aio import AsyncTurnClient, AsyncTurnServer, ListenerSpec, TurnListenerLimits
+from simulator.media.auth import LongTermCredentials, time_limited_credentials
+from simulator.media.config import TurnConfig
+from simulator.media.errors import MediaError
+from simulator.media.policy import PeerPolicy
 from simulator.tls import client_context, server_context
 
 log = logging.getLogger(__name__)
@@ -61,21 +77,48 @@ log = logging.getLogger(__name__)
 DEFAULT_DENIED_ZONES = ("perimeter-internal", "corporate")
 
 
-def lab_zone_map(topology: Topology) -> tuple[tuple[ipaddress.IPv4Network, str], ...]:
-    """(network, zone) of every lab address, /32s (real and loopback) before the zone subnets."""
-    hosts: list[tuple[ipaddress.IPv4Network, str]] = []
+def peer_policy(topology: Topology, edge: Host, settings: dict[str, Any]) -> PeerPolicy:
+    """The relay's peer policy for ``edge`` in ``topology``: the lab's hosts (their addresses in
+    every runner: the topology's and the embedded lab's 127.b.c.d), its zone subnets (so Docker's
+    bridge gateway, the firewalls and bridges are refused), the Edge's own addresses, and the
+    ``[services.av-edge]`` knobs (``denied_zones``, ``allowed_peers``, ``denied_peers``,
+    ``deny_loopback``, ``deny_reserved``)."""
+    path = str(topology.path)
+    lab_hosts: dict[ipaddress.IPv4Address, str] = {}
     for iface in topology.interfaces():
-        hosts.append((ipaddress.IPv4Network(f"{iface.address}/32"), iface.zone))
-        hosts.append((ipaddress.IPv4Network(f"{iface.loopback()}/32"), iface.zone))
-    for fw in topology.firewalls:
-        for iface in fw.interfaces:
-            hosts.append((ipaddress.IPv4Network(f"{iface.address}/32"), iface.zone))
-            hosts.append((ipaddress.IPv4Network(f"{iface.loopback()}/32"), iface.zone))
-    subnets = [(zone.subnet, zone.id) for zone in topology.zones]
-    return tuple(hosts + subnets)
+        lab_hosts[iface.address] = iface.zone
+        lab_hosts[iface.loopback()] = iface.zone
+    own = frozenset(a for i in edge.interfaces for a in (i.address, i.loopback()))
+    denied_zones = settings.get("denied_zones", list(DEFAULT_DENIED_ZONES))
+    if not isinstance(denied_zones, list):
+        raise ConfigError(path, "services.av-edge.denied_zones", "must be a list of zone ids")
+    known = {z.id for z in topology.zones}
+    for zone in denied_zones:
+        if zone not in known:
+            raise ConfigError(
+                path, "services.av-edge.denied_zones", f"zone {zone!r} is not defined"
+            )
+    return PeerPolicy(
+        lab_hosts=lab_hosts,
+        lab_subnets=tuple((zone.subnet, zone.id) for zone in topology.zones),
+        own=own,
+        denied_zones=frozenset(denied_zones),
+        allowed=_networks(settings.get("allowed_peers", []), "allowed_peers", path),
+        denied=_networks(settings.get("denied_peers", []), "denied_peers", path),
+        deny_loopback=_bool(settings, "deny_loopback", path),
+        deny_reserved=_bool(settings, "deny_reserved", path),
+    )
 
 
-def _networks(value: object, entry: str, path: str) -> tuple[ipaddress.IPv4Network, ...]:
+def _bool(settings: dict[str, Any], key: str, path: str) -> bool:
+    value = settings.get(key, True)
+    if not isinstance(value, bool):
+        raise ConfigError(path, f"services.av-edge.{key}", "must be true or false")
+    return value
+
+
+def _networks(value: object, key: str, path: str) -> tuple[ipaddress.IPv4Network, ...]:
+    entry = f"services.av-edge.{key}"
     if not isinstance(value, list):
         raise ConfigError(path, entry, "must be a list of IPv4 networks")
     try:
@@ -91,6 +134,17 @@ def _int(settings: dict[str, Any], key: str, default: int, path: str) -> int:
     return value
 
 
+def _rate(settings: dict[str, Any], path: str) -> float | None:
+    value = settings.get("unauthenticated_rate", 10)
+    if value == 0:
+        return None
+    if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
+        raise ConfigError(
+            path, "services.av-edge.unauthenticated_rate", "must be a non-negative number"
+        )
+    return float(value)
+
+
 def _shared_secret(ctx: ServiceContext) -> bytes:
     """The secret shared with the Front End's MRAS: the lab's own (``edgesim secrets``)."""
     secret = ctx.settings.get("shared_secret")
@@ -101,6 +155,20 @@ def _shared_secret(ctx: ServiceContext) -> bytes:
             "missing (a lab runner fills it in from the lab's secrets, simulator.pki.secrets)",
         )
     return secret.encode()
+
+
+def listener_limits(ctx: ServiceContext) -> TurnListenerLimits:
+    """``[services.av-edge.listener_limits]``: any field of :class:`TurnListenerLimits`."""
+    try:
+        limits: TurnListenerLimits = settings_from(
+            TurnListenerLimits,
+            ctx.settings.get("listener_limits", {}),
+            "services.av-edge.listener_limits",
+        )
+    except ValueError as exc:
+        entry, _, why = str(exc).partition(": ")
+        raise ConfigError(str(ctx.topology.path), entry, why) from None
+    return limits
 
 
 def turn_config(ctx: ServiceContext, relay_address: str, ports: tuple[int, int]) -> TurnConfig:
@@ -121,28 +189,12 @@ def turn_config(ctx: ServiceContext, relay_address: str, ports: tuple[int, int])
             raise ConfigError(
                 path, "services.av-edge.port_range", "ports must be 1-65535, low first"
             )
-    denied_zones = s.get("denied_zones", list(DEFAULT_DENIED_ZONES))
-    if not isinstance(denied_zones, list):
-        raise ConfigError(path, "services.av-edge.denied_zones", "must be a list of zone ids")
-    known = {z.id for z in ctx.topology.zones}
-    for zone in denied_zones:
-        if zone not in known:
-            raise ConfigError(
-                path, "services.av-edge.denied_zones", f"zone {zone!r} is not defined"
-            )
     caps: dict[str, int | None] = {}
     for key in ("max_packet_rate", "max_bandwidth"):
         value = s.get(key)
         if value is not None and (not isinstance(value, int) or value <= 0):
             raise ConfigError(path, f"services.av-edge.{key}", "must be a positive integer")
         caps[key] = value
-    policy = PeerPolicy(
-        lab_zones=lab_zone_map(ctx.topology),
-        denied_zones=frozenset(denied_zones),
-        allowed=_networks(s.get("allowed_peers", []), "services.av-edge.allowed_peers", path),
-        denied=_networks(s.get("denied_peers", []), "services.av-edge.denied_peers", path),
-        deny_loopback=bool(s.get("deny_loopback", True)),
-    )
     return TurnConfig(
         relay_address=relay_address,
         realm=str(s.get("realm", ctx.host.domain or "contoso.lab")),
@@ -154,9 +206,14 @@ def turn_config(ctx: ServiceContext, relay_address: str, ports: tuple[int, int])
         nonce_lifetime=_int(s, "nonce_lifetime", 600, path),
         user_quota=_int(s, "user_quota", 10, path),
         total_quota=_int(s, "total_quota", 1000, path),
+        max_permissions=_int(s, "max_permissions", 100, path),
+        max_channels=_int(s, "max_channels", 100, path),
+        max_connections=_int(s, "max_connections", 32, path),
+        unauthenticated_rate=_rate(s, path),
+        unauthenticated_burst=_int(s, "unauthenticated_burst", 20, path),
         max_packet_rate=caps["max_packet_rate"],
         max_bandwidth=caps["max_bandwidth"],
-        policy=policy,
+        policy=peer_policy(ctx.topology, ctx.host, s),
         nonce_key=os.urandom(16),
         seed=secrets.randbits(32),
         shared_secret=_shared_secret(ctx),  # last: every setting above is checked first
@@ -191,7 +248,9 @@ class AvEdgeService:
                 iface = ctx.host.interface(lst.interface)
                 tls = server_context(ctx.pki.require(ctx.pki.interface_cert(iface)))
                 specs.append((lst, ListenerSpec("tls", address, lst.port, tls)))
-        self.server = AsyncTurnServer(config, [spec for _, spec in specs])
+        self.server = AsyncTurnServer(
+            config, [spec for _, spec in specs], limits=listener_limits(ctx)
+        )
         await self.server.start()
         bound: list[BoundListener] = []
         for (lst, _spec), lid in zip(specs, self.server.listeners, strict=True):
@@ -215,10 +274,8 @@ class AvEdgeService:
         if bound.listener.proto == "turn-tls":
             iface = self.ctx.host.interface(bound.listener.interface)
             tls = client_context([self.ctx.pki.trust_bundle])
-            return await stream_binding(bound.address, bound.port, tls, iface.fqdn)
-        if bound.transport == "udp":
-            return await udp_binding(bound.address, bound.port)
-        return await stream_binding(bound.address, bound.port, None, None)
+            return await binding_check(bound.address, bound.port, "tls", tls, iface.fqdn)
+        return await binding_check(bound.address, bound.port, bound.transport)
 
     async def _check_relay(self, bound: BoundListener) -> str | None:
         """Allocate through the relay interface's UDP STUN listener, over the network.
@@ -237,7 +294,7 @@ class AvEdgeService:
         if stun_listener is None:
             return "no UDP STUN listener on the relay's interface to allocate through"
         username, password = time_limited_credentials(self.secret, "probe", time.time(), 60)
-        return await udp_allocate(
+        return await relay_check(
             (bound.address, stun_listener.port),
             username,
             password,
@@ -245,125 +302,63 @@ class AvEdgeService:
         )
 
 
-# ------------------------------------------------------------------ small STUN clients (checks)
+# ------------------------------------------------------------------ checks (the TURN client)
 
 
-class _Datagram(asyncio.DatagramProtocol):
-    def __init__(self) -> None:
-        self.queue: asyncio.Queue[bytes] = asyncio.Queue()
-
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        self.queue.put_nowait(data)
-
-
-async def udp_transaction(
-    server: tuple[str, int], messages: list[bytes], timeout: float = 2.0
-) -> list[stun.Message]:
-    """Send each request in turn over one UDP socket and collect the answers."""
-    loop = asyncio.get_running_loop()
-    local = (server[0], 0)
-    transport, proto = await loop.create_datagram_endpoint(_Datagram, local_addr=local)
-    answers: list[stun.Message] = []
+async def binding_check(
+    address: str,
+    port: int,
+    transport: str = "udp",
+    tls: ssl.SSLContext | None = None,
+    server_hostname: str | None = None,
+    timeout: float = 2.0,
+) -> str | None:
+    """A STUN Binding on ``address:port``: None when it is answered with a mapped address."""
     try:
-        for data in messages:
-            transport.sendto(data, server)
-            answers.append(stun.parse(await asyncio.wait_for(proto.queue.get(), timeout)))
-    finally:
-        transport.close()
-    return answers
-
-
-async def udp_binding(address: str, port: int) -> str | None:
-    request = stun.Message(stun.Method.BINDING, stun.MessageClass.REQUEST, os.urandom(12))
-    try:
-        (answer,) = await udp_transaction((address, port), [stun.encode(request)])
+        async with asyncio.timeout(timeout):
+            client = await AsyncTurnClient.open(
+                (address, port), transport, tls=tls, server_hostname=server_hostname
+            )
+            async with client:
+                await client.binding()
     except TimeoutError:
         return "no STUN answer"
-    if answer.message_class != stun.MessageClass.SUCCESS or "XOR-MAPPED-ADDRESS" not in answer:
-        return "STUN Binding failed"
+    except (MediaError, OSError, EOFError) as exc:
+        return f"STUN Binding failed: {exc}"
     return None
 
 
-async def stream_binding(
-    address: str, port: int, tls: Any, server_hostname: str | None
+async def relay_check(
+    server: tuple[str, int],
+    username: str,
+    password: str,
+    ports: tuple[int, int],
+    timeout: float = 4.0,
 ) -> str | None:
-    request = stun.Message(stun.Method.BINDING, stun.MessageClass.REQUEST, os.urandom(12))
+    """Allocate over UDP, check the relayed port is in ``ports``, release it. None when all is
+    well."""
     try:
-        reader, writer = await asyncio.open_connection(
-            address, port, ssl=tls, server_hostname=server_hostname if tls else None
-        )
-    except OSError as exc:
-        return f"connect failed: {exc}"
-    try:
-        writer.write(stun.encode(request))
-        framer = StreamFramer()
-        while True:
-            chunk = await asyncio.wait_for(reader.read(4096), 2.0)
-            if not chunk:
-                return "connection closed without a STUN answer"
-            frames = framer.frames(chunk)
-            if frames:
-                answer = stun.parse(frames[0])
-                if answer.message_class == stun.MessageClass.SUCCESS:
-                    return None
-                return "STUN Binding failed"
-    except TimeoutError:
-        return "no STUN answer"
-    finally:
-        writer.close()
-
-
-async def udp_allocate(
-    server: tuple[str, int], username: str, password: str, ports: tuple[int, int]
-) -> str | None:
-    """Allocate, check the relayed port is in ``ports``, release it. None when all is well."""
-    tid = os.urandom(12)
-    first = stun.Message(
-        stun.Method.ALLOCATE, stun.MessageClass.REQUEST, tid, [("REQUESTED-TRANSPORT", 17)]
-    )
-    loop = asyncio.get_running_loop()
-    transport, proto = await loop.create_datagram_endpoint(_Datagram, local_addr=(server[0], 0))
-    try:
-        transport.sendto(stun.encode(first), server)
-        challenge = stun.parse(await asyncio.wait_for(proto.queue.get(), 2.0))
-        realm, nonce = challenge.get("REALM"), challenge.get("NONCE")
-        if challenge.get("ERROR-CODE", (0, ""))[0] != 401 or realm is None:
-            return "Allocate without credentials was not challenged with 401"
-        key = stun.long_term_key(username, realm, password)
-        creds = [("USERNAME", username), ("REALM", realm), ("NONCE", nonce)]
-        request = stun.Message(
-            stun.Method.ALLOCATE,
-            stun.MessageClass.REQUEST,
-            os.urandom(12),
-            [("REQUESTED-TRANSPORT", 17), *creds],
-        )
-        transport.sendto(stun.encode(request, integrity_key=key), server)
-        answer = stun.parse(await asyncio.wait_for(proto.queue.get(), 2.0))
-        if answer.message_class != stun.MessageClass.SUCCESS:
-            return f"Allocate failed: {answer.get('ERROR-CODE')}"
-        relayed = answer.get("XOR-RELAYED-ADDRESS")
-        release = stun.Message(
-            stun.Method.REFRESH,
-            stun.MessageClass.REQUEST,
-            os.urandom(12),
-            [("LIFETIME", 0), *creds],
-        )
-        transport.sendto(stun.encode(release, integrity_key=key), server)
-        await asyncio.wait_for(proto.queue.get(), 2.0)
-        if not ports[0] <= relayed[1] <= ports[1]:
-            return f"relayed port {relayed[1]} outside {ports[0]}-{ports[1]}"
-        return None
+        async with asyncio.timeout(timeout):
+            client = await AsyncTurnClient.open(
+                server, "udp", credentials=LongTermCredentials(username, password)
+            )
+            async with client:
+                relayed = await client.allocate()
+                await client.release()
     except TimeoutError:
         return "no TURN answer"
-    finally:
-        transport.close()
+    except (MediaError, OSError, EOFError) as exc:
+        return f"Allocate failed: {exc}"
+    if not ports[0] <= relayed[1] <= ports[1]:
+        return f"relayed port {relayed[1]} outside {ports[0]}-{ports[1]}"
+    return None
 
 
 __all__ = [
     "AvEdgeService",
-    "lab_zone_map",
-    "stream_binding",
+    "binding_check",
+    "listener_limits",
+    "peer_policy",
+    "relay_check",
     "turn_config",
-    "udp_allocate",
-    "udp_binding",
 ]

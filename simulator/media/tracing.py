@@ -12,12 +12,13 @@ from dataclasses import dataclass, field
 
 from simulator import trace
 from simulator.media import stun
+from simulator.media.codes import ERROR_CODES
 from simulator.media.errors import RemoteProtocolError
 from simulator.media.stun import Message, MessageClass, Method
 
 Address = tuple[str, int]
 
-METHOD_NAMES = {
+METHOD_NAMES: dict[int, str] = {
     Method.BINDING: "Binding",
     Method.ALLOCATE: "Allocate",
     Method.REFRESH: "Refresh",
@@ -29,23 +30,6 @@ METHOD_NAMES = {
     Method.CONNECTION_BIND: "ConnectionBind",
     Method.CONNECTION_ATTEMPT: "ConnectionAttempt",
 }
-REASONS = {
-    300: "Try Alternate",
-    400: "Bad Request",
-    401: "Unauthorized",
-    403: "Forbidden",
-    420: "Unknown Attribute",
-    437: "Allocation Mismatch",
-    438: "Stale Nonce",
-    440: "Address Family not Supported",
-    441: "Wrong Credentials",
-    442: "Unsupported Transport Protocol",
-    446: "Connection Already Exists",
-    447: "Connection Timeout or Failure",
-    486: "Allocation Quota Reached",
-    500: "Server Error",
-    508: "Insufficient Capacity",
-}
 
 
 def addr(address: Address) -> str:
@@ -56,9 +40,14 @@ def protocol_of(message: Message) -> str:
     return "stun" if message.method == Method.BINDING else "turn"
 
 
+def method_name(method: int) -> str:
+    """``Allocate``, ``ChannelBind`` ... (``method 0x123`` for one this package does not know)."""
+    return METHOD_NAMES.get(method, f"method 0x{method:03x}")
+
+
 def summary(message: Message) -> str:
     """``Allocate request``, ``Allocate success 127.51.100.11:50012``, ``401 Unauthorized`` ..."""
-    name = METHOD_NAMES.get(message.method, f"method 0x{message.method:03x}")  # type: ignore[call-overload]
+    name = method_name(message.method)
     cls = message.message_class
     if cls == MessageClass.REQUEST:
         return f"{name} request"
@@ -66,7 +55,8 @@ def summary(message: Message) -> str:
         return f"{name} indication"
     if cls == MessageClass.ERROR:
         code, reason = message.get("ERROR-CODE", (0, ""))
-        return f"{code} {REASONS.get(code, reason) or reason}".strip()
+        known = ERROR_CODES.get(code)
+        return f"{code} {known.reason if known else reason}".strip()
     relayed = message.get("XOR-RELAYED-ADDRESS")
     if message.method == Method.ALLOCATE and relayed is not None:
         return f"{name} success {addr(relayed)}"

@@ -129,7 +129,7 @@ def host_certificates(topology: Topology) -> dict[tuple[str, str], tuple[str, ..
         if iface.ca is None:
             continue
         names = groups.setdefault((iface.host, iface.ca), [])
-        names.extend(n for n in iface.fqdns if n not in names)
+        names.extend(n for n in (*iface.fqdns, *iface.cert_names) if n not in names)
     return {key: tuple(names) for key, names in groups.items() if names}
 
 

@@ -6,7 +6,7 @@ import asyncio
 import ssl
 import time
 from collections.abc import Awaitable
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from simulator.probes.base import Outcome, Phase, TlsProblem, Verdict
 from simulator.probes.spec import ProbeSpec
@@ -71,7 +71,11 @@ async def start_tls(
     )
 
 
-def tls_facts(writer: asyncio.StreamWriter) -> dict[str, str]:
+class _HasExtraInfo(Protocol):
+    def get_extra_info(self, name: str, default: Any = None) -> Any: ...
+
+
+def tls_facts(writer: _HasExtraInfo) -> dict[str, str]:
     obj = writer.get_extra_info("ssl_object")
     if obj is None:
         return {}

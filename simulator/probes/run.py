@@ -220,10 +220,12 @@ class JobBuilder:
                 **common,
             )
             return ProbeJob(row, source, dest, spec)
+        # The matrix names real ports; the lab may listen on moved ones (Topology.lab_port).
+        low, high = self.topology.lab_port(row.port_low), self.topology.lab_port(row.port_high)
         spec = ProbeSpec(
             address=self.address(dest),
-            port=row.port_low,
-            port_high=row.port_high if row.port_high != row.port_low else None,
+            port=low,
+            port_high=high if high != low else None,
             fqdn=dest.fqdn,
             domain=self.topology.host(dest.host).domain,
             dns_name=_dns_name(self.topology, source) if row.probe == "dns" else None,
@@ -721,6 +723,14 @@ def _serving(topology: Topology, ep: Endpoint, transport: str, low: int, high: i
     """The service owning the listener of ``ep`` that covers ``transport`` ports low-high."""
     lst = topology.host(ep.host).listener_on(ep.interface, transport, low, high)
     return lst.service if lst is not None else None
+
+
+async def adjust_for(runner: Runner) -> Callable[[ProbeJob], ProbeJob] | None:
+    """What a lab without firewalls cannot judge is skipped with the reason
+    (:func:`embedded_lab_adjust`); None for a lab with firewalls."""
+    if runner.has_firewalls:
+        return None
+    return embedded_lab_adjust(runner.config.topology, (await runner.status()).services)
 
 
 def embedded_lab_adjust(

@@ -41,7 +41,11 @@ def _short(endpoint: str) -> str:
 
 
 def render_run(run: ProbeRun, width: int = 200) -> RenderableType:
-    """One table per seed table; below ``width`` 140 the endpoints are shown without addresses."""
+    """One table per seed table; below ``width`` 140 the endpoints are shown without addresses.
+
+    Ids (rows, ``host:interface``) never wrap: their columns are at least as wide as the
+    longest one; the reason column folds into what is left (80 columns are enough).
+    """
     compact = width < 140
     by_row = {r.row_id: r for r in run.results}
     parts: list[RenderableType] = []
@@ -50,18 +54,21 @@ def render_run(run: ProbeRun, width: int = 200) -> RenderableType:
         if not results:
             continue
         seed = run.matrix.seeds[seed_id]
-        table = Table(title=f"{seed.title} ({seed.document})", title_justify="left", expand=False)
-        table.add_column("row", no_wrap=not compact)
-        table.add_column("from → to")
-        table.add_column("verdict", no_wrap=True)
-        table.add_column("reason", overflow="fold", min_width=20)
-        for row in rows:
-            result = by_row.get(row.id)
-            if result is None:
-                continue
-            src, dst = result.source, result.destination
-            if compact:
-                src, dst = _short(src), _short(dst)
+        ends = [(r.source, r.destination) for r in results]
+        if compact:
+            ends = [(_short(src), _short(dst)) for src, dst in ends]
+        refs = [word for src, dst in ends for word in (*src.split(), *dst.split())]
+        table = Table(title=f"{seed.title} ({seed.document})", title_justify="left", expand=compact)
+        shown = [row for row in rows if row.id in by_row]
+        row_width = max(len(w) for r in shown for w in (r.id, r.label))
+        ends_width = 2 + max(map(len, refs), default=0)
+        # Narrow: fixed widths for the id columns, the reason takes what is left.
+        table.add_column("row", min_width=row_width, width=row_width if compact else None)
+        table.add_column("from → to", min_width=ends_width, width=ends_width if compact else None)
+        table.add_column("verdict", min_width=8, max_width=12 if compact else None)
+        table.add_column("reason", overflow="fold", min_width=12, ratio=1)
+        for row, (src, dst) in zip([row for row in rows if row.id in by_row], ends, strict=True):
+            result = by_row[row.id]
             label = Text(row.id)
             label.append(f"\n{row.label}\nexpect {row.expect.value}", style="dim")
             table.add_row(label, f"{src}\n→ {dst}", verdict_text(result), result.reason)

@@ -26,7 +26,8 @@ class ScenarioFailure(Exception):
 
 
 class ScenarioSkipped(Exception):
-    """The scenario cannot mean anything on this lab (``str()`` says why): it is skipped."""
+    """The scenario cannot run here (a real peer or root is missing, or it would change the
+    rules of the user's own firewall); ``str()`` says why."""
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,10 @@ class Lab:
         """Fail the scenario with ``message`` unless ``condition`` holds."""
         if not condition:
             raise ScenarioFailure(message)
+
+    def skip(self, reason: str) -> None:
+        """Stop the scenario as skipped, with ``reason`` (e.g. "SIPE is not installed")."""
+        raise ScenarioSkipped(reason)
 
     def interface(self, ref: str) -> Interface:
         """``host:interface``, or ``host`` for a host's first interface."""

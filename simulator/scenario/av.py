@@ -1,6 +1,7 @@
-"""A/V clients for scenarios: a TURN client, RTP-sized media, and MRAS over SIP from lab hosts.
+"""A/V for scenarios: relayed call ends, RTP-sized media, and MRAS over SIP from lab hosts.
 
-Every socket comes from :meth:`Lab.udp_socket` / :meth:`Lab.connect_tcp`, so with the netns
+The TURN client is the media package's (:class:`simulator.media.aio.AsyncTurnClient`); every
+socket it gets comes from :meth:`Lab.udp_socket` / :meth:`Lab.connect_tcp`, so with the netns
 runner a client leaves from its host's namespace and crosses the lab's firewalls; with the local
 runner it is a plain socket on the host's loopback address.
 
@@ -14,19 +15,19 @@ recorded once per channel with its totals, never per packet.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
 import ssl
 import struct
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from simulator.media import stun, tracing
-from simulator.media.errors import FramingError, RemoteProtocolError
-from simulator.media.framing import StreamFramer
+from simulator.media import tracing
+from simulator.media.actions import Address
+from simulator.media.aio import AsyncTurnClient
+from simulator.media.auth import LongTermCredentials
+from simulator.media.client import ClientConfig
+from simulator.media.errors import MediaError, RequestRefused
 from simulator.media.mras import MediaRelay, credentials_request_body, parse_credentials_response
-from simulator.media.stun import Message, MessageClass, Method
 from simulator.scenario.api import Lab, ScenarioFailure
 from simulator.scenario.clients import sip_agent
 from simulator.sip.emulators.mras import CONTENT_TYPE as MRAS_CONTENT_TYPE
@@ -34,211 +35,57 @@ from simulator.sip.emulators.ua import UserAgent
 from simulator.tls import client_context
 from simulator.trace import record
 
-Address = tuple[str, int]
-
 RTP_PAYLOAD = 160
 """Bytes of one 20 ms G.711 frame: what a PCMU audio call sends 50 times a second."""
 RTP_HEADER = 12
 REQUEST_TIMEOUT = 3.0
-
-
-class TurnError(Exception):
-    """A TURN request failed; ``code`` is the STUN error code (0: no answer)."""
-
-    def __init__(self, message: str, code: int = 0) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-class _Datagrams(asyncio.DatagramProtocol):
-    def __init__(self, stun_queue: asyncio.Queue[bytes], media: asyncio.Queue[bytes]) -> None:
-        self.stun = stun_queue
-        self.media = media
-
-    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
-        if not data:
-            return
-        (self.stun if data[0] < 0x40 else self.media).put_nowait(data)
+UDP_RTO = 0.25
+"""First retransmission of a request over UDP (then doubling, until REQUEST_TIMEOUT)."""
+TURN_FAILURES = (MediaError, OSError, EOFError)
+"""What a TURN request can fail with: a refusal or protocol error, no answer (TimeoutError is
+an OSError), a socket error, the connection closed."""
 
 
 @dataclass
-class TurnClient:
-    """One TURN client on a lab host: UDP, or a TCP/TLS control connection."""
+class RelayClient:
+    """One end of a relayed call: who it is, its TURN client (the media package's one), and
+    the media it sent (the trace records media once per channel, with its totals)."""
 
     name: str
     """Who this is in the scenario's messages (``messenger`` ...)."""
-    transport: str
-    """``udp``, ``tcp`` or ``tls``."""
-    server: Address
-    local: Address
-    username: str
-    password: str
-    timeout: float = REQUEST_TIMEOUT
-    relayed: Address | None = None
-    mapped: Address | None = None
-    stun_queue: asyncio.Queue[bytes] = field(default_factory=asyncio.Queue)
-    media_queue: asyncio.Queue[bytes] = field(default_factory=asyncio.Queue)
-    _udp: asyncio.DatagramTransport | None = None
-    _writer: asyncio.StreamWriter | None = None
-    _reader_task: asyncio.Task[None] | None = None
-    _key: bytes | None = None
-    _creds: list[tuple[str, object]] = field(default_factory=list)
+    client: AsyncTurnClient
     sent: dict[int, list[int]] = field(default_factory=dict)
     """Per channel: [packets, bytes] of media sent."""
 
     @property
+    def server(self) -> Address:
+        return self.client.server
+
+    @property
+    def local(self) -> Address:
+        return self.client.local
+
+    @property
+    def relayed(self) -> Address | None:
+        return self.client.relayed
+
+    @property
     def path(self) -> str:
         """``UDP 3478``, ``TCP 443`` (TLS included): how this client reaches the relay."""
-        return f"{'UDP' if self.transport == 'udp' else 'TCP'} {self.server[1]}"
-
-    @classmethod
-    async def open(
-        cls,
-        lab: Lab,
-        vantage: str,
-        server: Address,
-        transport: str,
-        username: str,
-        password: str,
-        *,
-        tls: ssl.SSLContext | None = None,
-        server_hostname: str | None = None,
-        timeout: float = REQUEST_TIMEOUT,
-    ) -> TurnClient:
-        """Open the client's socket on ``vantage`` (``host[:interface]``); for TCP/TLS, connect.
-
-        A TCP connection the firewall drops raises :class:`TurnError` after ``timeout``, recorded
-        as a dropped ``TCP connect``."""
-        loop = asyncio.get_running_loop()
-        name = lab.interface(vantage).host
-        if transport == "udp":
-            sock = lab.udp_socket(vantage)
-            local = sock.getsockname()
-            client = cls(name, transport, server, (local[0], local[1]), username, password, timeout)
-            client._udp, _ = await loop.create_datagram_endpoint(
-                lambda: _Datagrams(client.stun_queue, client.media_queue),
-                sock=sock,
-            )
-            return client
-        source = (lab.address(vantage), 0)
-        try:
-            sock = await lab.connect_tcp(vantage, server, timeout)
-        except TimeoutError:
-            record(
-                "tcp", tracing.addr(source), tracing.addr(server), f"TCP connect to {server[1]}",
-                event="dropped", detail=f"no SYN-ACK within {timeout:.0f} s",
-            )  # fmt: skip
-            raise TurnError(f"TCP {server[1]} to {server[0]}: no answer (dropped)") from None
-        except OSError as exc:
-            record(
-                "tcp", tracing.addr(source), tracing.addr(server), f"TCP connect to {server[1]}",
-                event="refused", detail=str(exc),
-            )  # fmt: skip
-            raise TurnError(f"TCP {server[1]} to {server[0]}: {exc}") from None
-        local = sock.getsockname()
-        client = cls(name, transport, server, (local[0], local[1]), username, password, timeout)
-        try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(
-                    sock=sock, ssl=tls, server_hostname=server_hostname if tls else None
-                ),
-                timeout,
-            )
-        except (OSError, TimeoutError) as exc:
-            sock.close()
-            raise TurnError(f"TLS to {server[0]}:{server[1]} failed: {exc}") from None
-        client._writer = writer
-        client._reader_task = asyncio.ensure_future(client._read(reader))
-        return client
-
-    async def _read(self, reader: asyncio.StreamReader) -> None:
-        framer = StreamFramer()
-        try:
-            while data := await reader.read(65536):
-                for frame in framer.frames(data):
-                    (self.stun_queue if frame[0] < 0x40 else self.media_queue).put_nowait(frame)
-        except (OSError, FramingError):
-            return
-
-    def _send(self, data: bytes) -> None:
-        if self._udp is not None:
-            self._udp.sendto(data, self.server)
-        elif self._writer is not None:
-            self._writer.write(data)
-
-    # ------------------------------------------------------------ transactions
-    async def _transaction(self, message: Message) -> Message:
-        data = stun.encode(message, integrity_key=self._key)
-        deadline = time.monotonic() + self.timeout
-        sent_at = time.time()
-        tries = 0
-        while True:
-            if tries == 0 or self._udp is not None:
-                self._send(data)  # UDP retransmits (RFC 8489 section 6.2.1, shortened)
-            tries += 1
-            wait = min(0.25 * 2 ** (tries - 1), deadline - time.monotonic())
-            if wait <= 0:
-                tracing.record_message(message, self.local, self.server, "dropped", at=sent_at)
-                raise TurnError(
-                    f"{tracing.summary(message)} to {self.server[0]}:{self.server[1]} got no "
-                    f"answer within {self.timeout:.0f} s ({tries - 1} tries)"
-                )
-            try:
-                frame = await asyncio.wait_for(self.stun_queue.get(), wait)
-            except TimeoutError:
-                continue
-            try:
-                reply = stun.parse(frame)
-            except RemoteProtocolError:
-                continue
-            if reply.transaction_id == message.transaction_id:
-                tracing.record_message(message, self.local, self.server, "sent", at=sent_at)
-                tracing.record_message(reply, self.server, self.local, "received")
-                return reply
-
-    async def request(self, method: Method, attrs: list[tuple[str, object]]) -> Message:
-        """Send a request with the long-term credentials, answering a 401/438 challenge once."""
-        for _ in range(3):
-            message = Message(method, MessageClass.REQUEST, os.urandom(12), [*attrs, *self._creds])
-            reply = await self._transaction(message)
-            code = reply.get("ERROR-CODE", (0, ""))[0]
-            if code in (401, 438) and (code == 438 or not self._creds):
-                realm, nonce = reply.get("REALM"), reply.get("NONCE")
-                if realm is None or nonce is None:
-                    break
-                self._key = stun.long_term_key(self.username, realm, self.password)
-                self._creds = [("USERNAME", self.username), ("REALM", realm), ("NONCE", nonce)]
-                continue
-            break
-        if reply.message_class != MessageClass.SUCCESS:
-            code, reason = reply.get("ERROR-CODE", (0, ""))
-            raise TurnError(f"{tracing.summary(message)} refused: {code} {reason}", code)
-        return reply
+        kind = "UDP" if self.client.transport_name == "udp" else "TCP"
+        return f"{kind} {self.server[1]}"
 
     async def allocate(self) -> Address:
-        """Allocate a UDP relay; returns the relayed address (XOR-RELAYED-ADDRESS)."""
-        reply = await self.request(Method.ALLOCATE, [("REQUESTED-TRANSPORT", 17)])
-        relayed, mapped = reply.get("XOR-RELAYED-ADDRESS"), reply.get("XOR-MAPPED-ADDRESS")
-        if relayed is None:
-            raise TurnError("Allocate success without XOR-RELAYED-ADDRESS")
-        self.relayed = (relayed[0], relayed[1])
-        self.mapped = (mapped[0], mapped[1]) if mapped else None
-        return self.relayed
+        return await self.client.allocate()
 
     async def permit(self, peer: Address) -> None:
-        await self.request(Method.CREATE_PERMISSION, [("XOR-PEER-ADDRESS", peer)])
+        await self.client.create_permission(peer)
 
     async def bind(self, channel: int, peer: Address) -> None:
-        await self.request(
-            Method.CHANNEL_BIND, [("CHANNEL-NUMBER", channel), ("XOR-PEER-ADDRESS", peer)]
-        )
+        await self.client.channel_bind(channel, peer)
 
-    # ------------------------------------------------------------ media
     def send_media(self, channel: int, payload: bytes) -> None:
-        frame = struct.pack("!HH", channel, len(payload)) + payload
-        if self._udp is None and len(payload) % 4:
-            frame += bytes(4 - len(payload) % 4)  # ChannelData on a stream is padded
-        self._send(frame)
+        self.client.send_channel_data(channel, payload)
         counts = self.sent.setdefault(channel, [0, 0])
         counts[0] += 1
         counts[1] += len(payload)
@@ -247,14 +94,11 @@ class TurnClient:
         """The payload of the next ChannelData on ``channel``, None after ``timeout``."""
         deadline = time.monotonic() + timeout
         while (left := deadline - time.monotonic()) > 0:
-            try:
-                frame = await asyncio.wait_for(self.media_queue.get(), left)
-            except TimeoutError:
+            got = await self.client.receive(left)
+            if got is None:
                 return None
-            if len(frame) >= 4:
-                number, length = struct.unpack_from("!HH", frame)
-                if number == channel:
-                    return frame[4 : 4 + length]
+            if got.channel == channel:
+                return got.data
         return None
 
     def record_media(self, channel: int, received: int) -> None:
@@ -270,16 +114,66 @@ class TurnClient:
     async def close(self) -> None:
         """Release the allocation (Refresh with LIFETIME 0), close the socket."""
         try:
-            if self.relayed is not None:
-                with contextlib.suppress(TurnError):
-                    await self.request(Method.REFRESH, [("LIFETIME", 0)])
+            await self.client.release(self.client.core.config.timeout)
         finally:
-            if self._udp is not None:
-                self._udp.close()
-            if self._writer is not None:
-                self._writer.close()
-            if self._reader_task is not None:
-                self._reader_task.cancel()
+            await self.client.close()
+
+
+async def relay_client(
+    lab: Lab,
+    vantage: str,
+    server: Address,
+    transport: str,
+    username: str,
+    password: str,
+    *,
+    tls: ssl.SSLContext | None = None,
+    server_hostname: str | None = None,
+    timeout: float = REQUEST_TIMEOUT,
+) -> RelayClient:
+    """A TURN client on ``vantage`` (``host[:interface]``), its socket from the lab (the host's
+    namespace with the netns runner), recording its transactions in the trace.
+
+    A TCP connection the firewall drops raises TimeoutError after ``timeout``, recorded as a
+    dropped ``TCP connect``; a refused one an OSError, recorded as refused."""
+    name = lab.interface(vantage).host
+    credentials = LongTermCredentials(username, password)
+    if transport == "udp":
+        config = ClientConfig(stream=False, rto=UDP_RTO, timeout=timeout)
+        client = await AsyncTurnClient.open(
+            server, "udp", credentials=credentials, sock=lab.udp_socket(vantage),
+            config=config, record=True,
+        )  # fmt: skip
+        return RelayClient(name, client)
+    source = (lab.address(vantage), 0)
+    try:
+        sock = await lab.connect_tcp(vantage, server, timeout)
+    except TimeoutError:
+        record(
+            "tcp", tracing.addr(source), tracing.addr(server), f"TCP connect to {server[1]}",
+            event="dropped", detail=f"no SYN-ACK within {timeout:.0f} s",
+        )  # fmt: skip
+        raise TimeoutError(f"TCP {server[1]} to {server[0]}: no answer (dropped)") from None
+    except OSError as exc:
+        record(
+            "tcp", tracing.addr(source), tracing.addr(server), f"TCP connect to {server[1]}",
+            event="refused", detail=str(exc),
+        )  # fmt: skip
+        raise
+    config = ClientConfig(stream=True, timeout=timeout)
+    client = await AsyncTurnClient.open(
+        server, "tcp", credentials=credentials, sock=sock, config=config, record=True
+    )
+    if transport == "tls":
+        if tls is None:
+            await client.close()
+            raise ValueError("TURN over TLS needs an SSL context")
+        try:
+            await asyncio.wait_for(client.start_tls(tls, server_hostname), timeout)
+        except (OSError, TimeoutError) as exc:
+            await client.close()
+            raise ConnectionError(f"TLS to {server[0]}:{server[1]} failed: {exc}") from None
+    return RelayClient(name, client)
 
 
 def rtp_packet(seq: int, ssrc: int, payload_type: int = 0) -> bytes:
@@ -388,35 +282,40 @@ def _relay_address(lab: Lab, relay: MediaRelay) -> str:
 
 async def _messenger_client(
     lab: Lab, relay: MediaRelay, username: str, password: str
-) -> tuple[TurnClient, str]:
+) -> tuple[RelayClient, str]:
     """UDP 3478 first; when that gets no answer, TURN over TLS on TCP 443, as Lync clients do."""
     server = _relay_address(lab, relay)
     fallback = ""
     if relay.udp_port is not None:
-        client = await TurnClient.open(
+        client = await relay_client(
             lab, "messenger", (server, relay.udp_port), "udp", username, password
         )
         try:
             await client.allocate()
             return client, fallback
-        except TurnError as exc:
+        except RequestRefused as exc:
             await client.close()
-            if exc.code:
-                raise ScenarioFailure(
-                    f"the A/V Edge refused the messenger over UDP: {exc}"
-                ) from None
+            raise ScenarioFailure(f"the A/V Edge refused the messenger over UDP: {exc}") from None
+        except TURN_FAILURES as exc:
+            await client.close()
             fallback = str(exc)
             lab.note(f"UDP {relay.udp_port} got no answer: the messenger falls back to TCP 443")
     if relay.tcp_port is None:
         raise ScenarioFailure(f"no UDP answer and MRAS lists no TCP port: {fallback}")
     tls = client_context([lab.pki.trust_bundle])
     try:
-        client = await TurnClient.open(
+        client = await relay_client(
             lab, "messenger", (server, relay.tcp_port), "tls", username, password,
             tls=tls, server_hostname=relay.host,
         )  # fmt: skip
+    except TURN_FAILURES as exc:
+        raise ScenarioFailure(
+            f"the messenger cannot reach the A/V Edge: {fallback or 'UDP not tried'}; then {exc}"
+        ) from None
+    try:
         await client.allocate()
-    except TurnError as exc:
+    except TURN_FAILURES as exc:
+        await client.close()
         raise ScenarioFailure(
             f"the messenger cannot reach the A/V Edge: {fallback or 'UDP not tried'}; then {exc}"
         ) from None
@@ -424,7 +323,7 @@ async def _messenger_client(
 
 
 async def _stream(
-    sender: TurnClient, receiver: TurnClient, channel: int, packets: int, ssrc: int
+    sender: RelayClient, receiver: RelayClient, channel: int, packets: int, ssrc: int
 ) -> int:
     """``packets`` RTP packets from ``sender`` 20 ms apart; how many ``receiver`` got."""
 
@@ -467,7 +366,7 @@ async def audio_call(lab: Lab, *, packets: int = 50, user: str = "bob") -> CallR
     if not static_users:
         raise ScenarioFailure("[services.av-edge.users] has no account for the messenger")
     m_user, m_password = next(iter(static_users.items()))
-    clients: list[TurnClient] = []
+    clients: list[RelayClient] = []
     ua = contoso_user(lab, user)
     dave = pic_user(lab)
     try:
@@ -488,11 +387,11 @@ async def audio_call(lab: Lab, *, packets: int = 50, user: str = "bob") -> CallR
         with lab.step(f"{user} allocates a relay on the Edge's internal interface (UDP 3478)"):
             intranet = by_location["intranet"]
             server = (_relay_address(lab, intranet), intranet.udp_port or 3478)
-            bob = await TurnClient.open(lab, "internal-user", server, "udp", username, password)
+            bob = await relay_client(lab, "internal-user", server, "udp", username, password)
             clients.append(bob)
             try:
                 bob_relay = await bob.allocate()
-            except TurnError as exc:
+            except TURN_FAILURES as exc:
                 raise ScenarioFailure(f"{user}'s Allocate failed: {exc}") from None
 
         with lab.step("the Live Messenger-style client allocates a relay on the A/V Edge"):
@@ -541,7 +440,7 @@ async def audio_call(lab: Lab, *, packets: int = 50, user: str = "bob") -> CallR
                 try:
                     await client.permit(peer)
                     await client.bind(0x4000, peer)
-                except TurnError as exc:
+                except TURN_FAILURES as exc:
                     raise ScenarioFailure(f"{client.name}: {exc}") from None
 
         with lab.step(f"audio both ways: {packets} RTP packets of 20 ms each way"):

@@ -115,59 +115,92 @@ def build_ladder(
 # ----------------------------------------------------------------------------- text
 
 COL = 20
+PREFIX = 9
+"""The time column (``+0.123`` and a space)."""
 
 
 def _centre(i: int) -> int:
     return i * COL + COL // 2
 
 
-def render_text(ladder: Ladder) -> str:
-    """A fixed-width ladder for the terminal."""
-    width = len(ladder.columns) * COL
-    prefix = " " * 9
-    lines = [ladder.title]
-    header = ""
-    for c in ladder.columns:
-        name = f"[{c.id}]" if c.kind == "firewall" else c.id
-        header += name[: COL - 2].center(COL)
-    lines.append(prefix + header.rstrip())
-    zones = ""
-    for c in ladder.columns:
-        zones += (c.zone[: COL - 2] if c.kind != "firewall" else "").center(COL)
-    lines.append(prefix + zones.rstrip())
+def render_text(ladder: Ladder, width: int | None = None) -> str:
+    """A fixed-width ladder for the terminal; ``width`` (the terminal's) folds a ladder wider
+    than that into pages of adjacent columns, one under the other. A message to a host on
+    another page is drawn to the page's edge and names that host; host names are never cut."""
+    n = len(ladder.columns)
+    if width is None or PREFIX + n * COL <= width or n <= 1:
+        return "\n".join(_page(ladder, list(range(n)), COL, ladder.title))
+    longest = max(len(f"[{c.id}]") for c in ladder.columns)
+    col = max(longest + 2, min(COL, (width - PREFIX) // n))
+    per_page = max(2, (width - PREFIX) // col)
+    chunks = [list(range(i, min(i + per_page, n))) for i in range(0, n, per_page)]
+    lines: list[str] = []
+    for number, chunk in enumerate(chunks, 1):
+        title = f"{ladder.title} (page {number} of {len(chunks)})"
+        lines += [*([""] if lines else []), *_page(ladder, chunk, col, title, width)]
+    return "\n".join(lines)
+
+
+def _page(
+    ladder: Ladder, indices: list[int], col: int, title: str, limit: int | None = None
+) -> list[str]:
+    slot = {column: k for k, column in enumerate(indices)}
+    width = len(indices) * col
+    first = indices[0]
+
+    def centre(k: int) -> int:
+        return k * col + col // 2
+
+    lines = [title]
+    header = zones = ""
+    for i in indices:
+        c = ladder.columns[i]
+        header += (f"[{c.id}]" if c.kind == "firewall" else c.id).center(col)
+        zones += (c.zone[: col - 2] if c.kind != "firewall" else "").center(col)
+    lines.append(" " * PREFIX + header.rstrip())
+    lines.append(" " * PREFIX + zones.rstrip())
 
     def lifelines() -> list[str]:
         row = [" "] * width
-        for i, c in enumerate(ladder.columns):
-            row[_centre(i)] = "#" if c.kind == "firewall" else "|"
+        for k, i in enumerate(indices):
+            row[centre(k)] = "#" if ladder.columns[i].kind == "firewall" else "|"
         return row
 
     for a in ladder.arrows:
         if a.event == "note":
-            lines.append(f"{a.offset:+8.3f} == {a.label} ".ljust(9 + width, "="))
+            note = f"{a.offset:+8.3f} == {a.label} "
+            lines.append(note.ljust(PREFIX + width, "=") if limit is None else note.rstrip())
             continue
-        lo, hi = sorted((_centre(a.src), _centre(a.dst)))
+        on_src, on_dst = a.src in slot, a.dst in slot
+        if not on_src and not on_dst:
+            continue  # drawn on the page(s) of its ends
+        x_src = centre(slot[a.src]) if on_src else (0 if a.src < first else width - 1)
+        x_dst = centre(slot[a.dst]) if on_dst else (0 if a.dst < first else width - 1)
+        lo, hi = sorted((x_src, x_dst))
+        label = f" ({a.label}) " if a.src == a.dst else f" {a.label} "
+        if not on_dst:
+            label = f" {a.label} -> {ladder.columns[a.dst].id} "
+        elif not on_src:
+            label = f" {a.label} <- {ladder.columns[a.src].id} "
         label_row = lifelines()
-        label = f" {a.label} "
-        if a.src == a.dst:
-            label = f" ({a.label}) "
         begin = max(0, min(lo + 2, width - len(label)))
         for k, ch in enumerate(label[: max(0, width - begin)]):
             label_row[begin + k] = ch
         arrow_row = lifelines()
-        for x in range(lo + 1, hi):
+        on_line = {x_src: on_src, x_dst: on_dst}  # an end off the page is the page's edge
+        for x in range(lo + 1 if on_line[lo] else lo, hi if on_line[hi] else hi + 1):
             arrow_row[x] = "-" if a.event != "dropped" else "."
         if a.src != a.dst:
-            if a.event in ("dropped", "refused"):
-                arrow_row[_centre(a.dst)] = "X" if a.event == "dropped" else "R"
-            elif a.dst > a.src:
-                arrow_row[hi - 1] = ">"
+            if a.event in ("dropped", "refused") and on_dst:
+                arrow_row[x_dst] = "X" if a.event == "dropped" else "R"
+            elif x_dst > x_src:
+                arrow_row[x_dst - 1 if on_dst else x_dst] = ">"
             else:
-                arrow_row[lo + 1] = "<"
-        lines.append(prefix + "".join(label_row).rstrip())
+                arrow_row[x_dst + 1 if on_dst else x_dst] = "<"
+        lines.append(" " * PREFIX + "".join(label_row).rstrip())
         lines.append(f"{a.offset:+8.3f} " + "".join(arrow_row).rstrip())
-    lines.append(prefix + "".join(lifelines()).rstrip())
-    return "\n".join(lines)
+    lines.append(" " * PREFIX + "".join(lifelines()).rstrip())
+    return lines
 
 
 # ----------------------------------------------------------------------------- HTML / SVG

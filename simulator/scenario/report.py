@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import html
 import json
+import os
 from datetime import UTC, datetime
+from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
@@ -19,11 +21,17 @@ STATUS_STYLE = {"passed": "green", "failed": "red", "error": "red", "skipped": "
 
 
 def results_table(results: list[ScenarioResult]) -> Table:
+    """One row per scenario; names and row ids never wrap (one row id per line), the reason
+    folds into what is left of the width."""
     table = Table(title="Scenarios", title_justify="left")
-    table.add_column("scenario", style="bold", overflow="fold")
+    names = [r.scenario.name for r in results]
+    ids = [row for r in results for row in r.scenario.rows]
+    table.add_column(
+        "scenario", style="bold", no_wrap=True, min_width=max(map(len, names), default=8)
+    )
     table.add_column("result", no_wrap=True)
-    table.add_column("rows", overflow="fold")
-    table.add_column("step that failed, and why", overflow="fold")
+    table.add_column("rows", no_wrap=True, min_width=max(map(len, ids), default=4))
+    table.add_column("step that failed, and why", overflow="fold", ratio=1)
     for r in results:
         style = STATUS_STYLE[r.status]
         why = ""
@@ -33,8 +41,8 @@ def results_table(results: list[ScenarioResult]) -> Table:
             why = escape(r.reason)
         table.add_row(
             r.scenario.name,
-            f"[{style}]{r.status}[/] [dim]{r.duration:.2f}s[/]",
-            ", ".join(r.scenario.rows),
+            f"[{style}]{r.status}[/]\n[dim]{r.duration:.2f}s[/]",
+            "\n".join(r.scenario.rows),
             why,
         )
     return table
@@ -49,7 +57,10 @@ def print_results(
             if r.events:
                 console.print()
                 console.print(
-                    render_text(r.ladder(topology, runner)), markup=False, highlight=False
+                    render_text(r.ladder(topology, runner), console.width),
+                    markup=False,
+                    highlight=False,
+                    crop=False,
                 )
 
 
@@ -57,7 +68,10 @@ def results_json(results: list[ScenarioResult], runner: str) -> str:
     return json.dumps({"runner": runner, "scenarios": [r.to_dict() for r in results]}, indent=2)
 
 
-def results_html(results: list[ScenarioResult], topology: Topology, runner: str) -> str:
+def results_html(
+    results: list[ScenarioResult], topology: Topology, runner: str, page: Path | None = None
+) -> str:
+    """The HTML page; ``page`` (where it is written) makes each capture's link relative."""
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     parts = [
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
@@ -87,6 +101,15 @@ def results_html(results: list[ScenarioResult], topology: Topology, runner: str)
             f"<span class='{r.status}'>{r.status}</span></h2>"
             f"<p>{html.escape(r.scenario.description)}</p>"
         )
+        if r.capture is not None:
+            target = r.capture.resolve()
+            if page is not None:
+                target = Path(os.path.relpath(target, page.resolve().parent))
+            link = html.escape(target.as_posix())
+            parts.append(
+                f"<p class='capture'>capture: <a href='{link}'>{html.escape(r.capture.name)}</a>"
+                " (pcapng with the TLS secrets: Wireshark shows SIP and XMPP decrypted)</p>"
+            )
         if r.status in ("failed", "error", "skipped"):
             step = f"<b>{html.escape(r.step)}</b>: " if r.step else ""
             parts.append(f"<p class='why'>{step}{html.escape(r.reason)}</p>")

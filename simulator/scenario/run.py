@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
 import importlib.util
 import logging
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from simulator.errors import EdgesimError
+from simulator.errors import EdgesimError, UsageError
+from simulator.lab.capture import CaptureResult
 from simulator.lab.runners import runner_class
 from simulator.lab.runners.base import Runner
 from simulator.lab.services import PLANNED, load_service
 from simulator.lab.topology import Topology
+from simulator.paths import shipped_scenarios_dir
 from simulator.pki import LabPki
 from simulator.scenario.api import Lab, Scenario, ScenarioFailure, ScenarioSkipped
 from simulator.scenario.ladder import Ladder, build_ladder
@@ -34,6 +39,8 @@ class ScenarioResult:
     step: str | None = None
     duration: float = 0.0
     events: list[TraceEvent] = field(default_factory=list)
+    capture: Path | None = None
+    """The pcapng of this scenario's packets (``--pcap DIR``), TLS secrets embedded."""
 
     @property
     def ok(self) -> bool:
@@ -52,6 +59,7 @@ class ScenarioResult:
             "reason": self.reason,
             "duration": round(self.duration, 3),
             "events": [e.to_dict() for e in self.events],
+            "capture": str(self.capture) if self.capture else None,
         }
 
 
@@ -61,16 +69,38 @@ class BrokenScript:
     reason: str
 
 
-def discover(directory: Path) -> tuple[list[Scenario], list[BrokenScript]]:
-    """Every :class:`Scenario` defined in ``directory/*.py``, in file order; broken files apart."""
-    if not directory.is_dir():
-        raise EdgesimError(f"scenario directory {directory} does not exist (use --dir)")
+def scenario_dirs(extra: Sequence[Path] = ()) -> list[Path]:
+    """The shipped scenarios' directory, then ``extra`` (the user's own, ``--dir``), each once."""
+    dirs: list[Path] = []
+    for directory in (shipped_scenarios_dir(), *extra):
+        if all(directory.resolve() != d.resolve() for d in dirs):
+            dirs.append(directory)
+    return dirs
+
+
+def discover(*directories: Path) -> tuple[list[Scenario], list[BrokenScript]]:
+    """Every :class:`Scenario` defined in ``DIR/*.py`` of each directory, in order; broken
+    files apart. Two scenarios of one name are an error naming both files."""
     found: list[Scenario] = []
     broken: list[BrokenScript] = []
+    for directory in directories:
+        if not directory.is_dir():
+            raise UsageError(f"scenario directory {directory} does not exist")
+        _discover_in(directory, found, broken)
+    seen: dict[str, Scenario] = {}
+    for item in found:
+        other = seen.setdefault(item.name, item)
+        if other is not item:
+            raise UsageError(f"two scenarios are named '{item.name}': {other.path} and {item.path}")
+    return found, broken
+
+
+def _discover_in(directory: Path, found: list[Scenario], broken: list[BrokenScript]) -> None:
     for path in sorted(directory.glob("*.py")):
         if path.name.startswith("_"):
             continue
-        module_name = f"edgesim_scenario_{path.stem.replace('-', '_')}"
+        where = hashlib.sha1(str(path.parent.resolve()).encode()).hexdigest()[:8]
+        module_name = f"edgesim_scenario_{where}_{path.stem.replace('-', '_')}"
         spec = importlib.util.spec_from_file_location(module_name, path)
         if spec is None or spec.loader is None:
             broken.append(BrokenScript(path, "not a Python module"))
@@ -98,11 +128,6 @@ def discover(directory: Path) -> tuple[list[Scenario], list[BrokenScript]]:
                     path,
                 )
             )
-    names = [s.name for s in found]
-    for name in names:
-        if names.count(name) > 1:
-            raise EdgesimError(f"two scenarios are named '{name}' in {directory}")
-    return found, broken
 
 
 def select(scenarios: list[Scenario], names: tuple[str, ...]) -> list[Scenario]:
@@ -121,6 +146,17 @@ def missing_services(item: Scenario) -> list[str]:
     return [name for name in item.needs if load_service(name) is None]
 
 
+def skip_reason(item: Scenario, runner: str) -> str | None:
+    """Why ``item`` cannot run on the lab of runner ``runner`` (its name), or None."""
+    missing = missing_services(item)
+    if missing:
+        why = ", ".join(f"{m} ({PLANNED.get(m, 'not registered')})" for m in missing)
+        return f"needs services not available yet: {why}"
+    if item.firewall and not runner_class(runner).has_firewalls:
+        return "needs a lab with firewalls (--runner netns or compose)"
+    return None
+
+
 async def run_one(
     item: Scenario,
     topology: Topology,
@@ -131,14 +167,9 @@ async def run_one(
 ) -> ScenarioResult:
     """Run one scenario against the lab of runner ``runner`` (its name), whose services use
     ``pki``; clients enter ``namespaces`` (see :class:`~simulator.lab.runners.base.Vantage`)."""
-    missing = missing_services(item)
-    if missing:
-        why = ", ".join(f"{m} ({PLANNED.get(m, 'not registered')})" for m in missing)
-        return ScenarioResult(item, "skipped", f"needs services not available yet: {why}")
-    if item.firewall and not runner_class(runner).has_firewalls:
-        return ScenarioResult(
-            item, "skipped", "needs a lab with firewalls (--runner netns or compose)"
-        )
+    why = skip_reason(item, runner)
+    if why is not None:
+        return ScenarioResult(item, "skipped", why)
     lab = Lab(topology, runner, pki, namespaces=dict(namespaces or {}))
     started = time.monotonic()
     with TraceRecorder() as rec:
@@ -146,10 +177,10 @@ async def run_one(
             async with asyncio.timeout(item.timeout):
                 await item.func(lab)
             status, reason = "passed", ""
-        except ScenarioFailure as exc:
-            status, reason = "failed", str(exc)
         except ScenarioSkipped as exc:
             status, reason = "skipped", str(exc)
+        except ScenarioFailure as exc:
+            status, reason = "failed", str(exc)
         except AssertionError as exc:
             status, reason = "failed", str(exc) or "an assertion failed"
         except TimeoutError:
@@ -175,29 +206,50 @@ async def run_all(
     *,
     namespaces: Mapping[str, str] | None = None,
     trace_file: Path | None = None,
+    capture: Callable[[Path], AbstractAsyncContextManager[CaptureResult]] | None = None,
+    pcap_dir: Path | None = None,
+    on_done: Callable[[ScenarioResult], None] | None = None,
 ) -> list[ScenarioResult]:
     """Run scenarios one after the other (they share the lab's users and listeners).
 
     ``trace_file``: the file the lab's own processes append their trace to
     (``EDGESIM_TRACE_FILE``); the servers' side of each message joins each result.
+    ``capture`` with ``pcap_dir``: each scenario that runs is captured to
+    ``pcap_dir/<name>.pcapng`` (the runner's :meth:`~simulator.lab.runners.base.Runner.capture`).
     """
     results = []
     for item in scenarios:
         started = time.time()
-        result = await run_one(item, topology, runner, pki, namespaces=namespaces)
+        out = None
+        if capture is not None and pcap_dir is not None and skip_reason(item, runner) is None:
+            out = pcap_dir / f"{item.name}.pcapng"
+        if out is not None and capture is not None:
+            async with capture(out):
+                result = await run_one(item, topology, runner, pki, namespaces=namespaces)
+            result.capture = out
+        else:
+            result = await run_one(item, topology, runner, pki, namespaces=namespaces)
         if trace_file is not None:
             merge_trace_file(result, trace_file, started, time.time())
         results.append(result)
+        if on_done is not None:
+            on_done(result)
     return results
 
 
 async def run_on(
-    runner: Runner, scenarios: list[Scenario], *, trace_file: Path | None = None
+    runner: Runner,
+    scenarios: list[Scenario],
+    *,
+    trace_file: Path | None = None,
+    pcap_dir: Path | None = None,
+    on_done: Callable[[ScenarioResult], None] | None = None,
 ) -> list[ScenarioResult]:
     """``edgesim scenario run``: the scenarios against ``runner``'s lab.
 
     A lab that outlives its command (netns, compose) must be up; one that lives in a process
-    (the embedded lab) is started for the run and stopped after it.
+    (the embedded lab) is started for the run and stopped after it (or joined, when another
+    process runs it). ``pcap_dir``: one capture per scenario there.
     """
     if not runner.persistent:
         await runner.up()
@@ -207,6 +259,8 @@ async def run_on(
         return await run_all(
             scenarios, runner.config.topology, vantage.runner, vantage.pki,
             namespaces=vantage.namespaces, trace_file=trace_file,
+            capture=runner.capture if pcap_dir is not None else None, pcap_dir=pcap_dir,
+            on_done=on_done,
         )  # fmt: skip
     finally:
         if not runner.persistent:
@@ -223,21 +277,24 @@ def merge_trace_file(result: ScenarioResult, path: Path, start: float, end: floa
     result.events = sorted([*result.events, *extra], key=lambda e: e.time)
 
 
-DEFAULT_DIR = Path("scenarios")
-
-
-async def run_scenarios_cli(topology: Topology, runner: Runner, console: Any) -> int:
-    """``edgesim run``'s scenario step: every scenario in ./scenarios against the running
-    embedded lab."""
+async def run_scenarios_cli(
+    topology: Topology, runner: Runner, console: Any, progress: Any = None
+) -> int:
+    """``edgesim run``'s scenario step: every shipped scenario against the running embedded
+    lab (``progress(what, total)``: a context manager yielding ``advance(label)``)."""
     from simulator.scenario.report import print_results
 
-    if not DEFAULT_DIR.is_dir():
-        console.print(f"no {DEFAULT_DIR}/ directory here: no scenarios to run")
-        return 0
-    scenarios, broken = discover(DEFAULT_DIR)
+    scenarios, broken = discover(*scenario_dirs())
     for b in broken:
         console.print(f"[red]broken scenario script[/] {b.path}: {b.reason}", markup=True)
     vantage = await runner.vantage()
-    results = await run_all(scenarios, topology, vantage.runner, vantage.pki)
+    with contextlib.ExitStack() as stack:
+        advance = None
+        if progress is not None:
+            advance = stack.enter_context(progress("scenarios", len(scenarios)))
+        results = await run_all(
+            scenarios, topology, vantage.runner, vantage.pki,
+            on_done=(lambda r: advance(r.scenario.name)) if advance else None,
+        )  # fmt: skip
     print_results(console, results, topology, vantage.runner, ladder=False)
     return sum(not r.ok for r in results) + len(broken)

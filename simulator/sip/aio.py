@@ -27,8 +27,9 @@ from sipmessage import Request, Response
 
 from simulator import trace
 from simulator.dns.resolver import LabResolver, ResolutionError
+from simulator.limits import ConnectionGate
 from simulator.sip.build import to_bytes
-from simulator.sip.connection import SipConnection
+from simulator.sip.connection import SipConnection, SipLimits
 from simulator.sip.errors import RemoteProtocolError
 from simulator.sip.events import ConnectionClosed, RequestReceived, ResponseReceived
 from simulator.sip.proxy import (
@@ -100,12 +101,29 @@ class SipProtocol(asyncio.Protocol):
     _ids = 0
 
     def __init__(
-        self, owner: SipOwner, *, max_message_bytes: int = 64 * 1024, label: str = ""
+        self,
+        owner: SipOwner,
+        *,
+        max_message_bytes: int = 64 * 1024,
+        label: str = "",
+        limits: SipLimits | None = None,
     ) -> None:
         SipProtocol._ids += 1
         self.id = SipProtocol._ids
         self.owner = owner
-        self.core = SipConnection(max_message_bytes=max_message_bytes)
+        self.limits = limits or SipLimits(max_message_bytes=max_message_bytes)
+        loop = asyncio.get_running_loop()
+        self.core = SipConnection(
+            max_header_bytes=self.limits.max_header_bytes,
+            max_message_bytes=self.limits.max_message_bytes,
+            message_timeout=self.limits.message_timeout,
+            idle_timeout=self.limits.idle_timeout,
+            now=loop.time(),
+        )
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self.reading_paused = False
+        """True while the peer does not read what we send (we stop reading it meanwhile)."""
         self.transport: asyncio.Transport | None = None
         self.peer: tuple[str, int] = ("", 0)
         self.local_end = ""
@@ -126,6 +144,9 @@ class SipProtocol(asyncio.Protocol):
 
     def attach(self, transport: asyncio.Transport) -> None:
         self.transport = transport
+        # backpressure: pause_writing() comes at a quarter of the hard limit
+        high = max(16 * 1024, self.limits.max_write_buffer_bytes // 4)
+        transport.set_write_buffer_limits(high=high)
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple):
             self.peer = (str(peer[0]), int(peer[1]))
@@ -157,8 +178,46 @@ class SipProtocol(asyncio.Protocol):
         self._process()
         return False
 
+    def pause_writing(self) -> None:
+        """The peer is not reading: stop reading it, so it cannot make us queue more."""
+        if self.transport is not None and not self.reading_paused:
+            self.reading_paused = True
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.transport is not None and self.reading_paused:
+            self.reading_paused = False
+            self.transport.resume_reading()
+
+    def _rearm(self) -> None:
+        """Arm the core's one deadline; an earlier timer is kept and re-armed when it fires."""
+        when = self.core.get_timer()
+        if when is None or (
+            self._timer is not None and self._timer_at is not None and self._timer_at <= when
+        ):
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = when
+        self._timer = asyncio.get_running_loop().call_at(when, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        self.core.handle_timer(asyncio.get_running_loop().time())
+        if self.core.must_close:
+            log.info(
+                "%s conn %d from %s: %s", self.label, self.id, self.peer[0], self.core.timed_out
+            )
+            self.close()
+            return
+        self._rearm()
+
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost_reason = exc
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if self.transport is not None and isinstance(exc, ssl.SSLError) and trace.active():
             # TLS 1.3: a refused client certificate shows up here, after the handshake
             trace.record(
@@ -205,6 +264,8 @@ class SipProtocol(asyncio.Protocol):
         self.flush()
         if core.must_close:
             self.close()
+        else:
+            self._rearm()
 
     def flush(self) -> None:
         """Queue what the core has to send (replies, pongs)."""
@@ -241,8 +302,21 @@ class SipProtocol(asyncio.Protocol):
             return
         data = b"".join(self._out)
         self._out.clear()
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(data)
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if transport.get_write_buffer_size() + len(data) > self.limits.max_write_buffer_bytes:
+            log.warning(
+                "%s conn %d from %s: more than %d bytes queued for a peer that does not read: "
+                "closed",
+                self.label,
+                self.id,
+                self.peer[0],
+                self.limits.max_write_buffer_bytes,
+            )
+            transport.abort()
+            return
+        transport.write(data)
 
     def close(self) -> None:
         self._write_out()
@@ -261,6 +335,13 @@ class ListenerSpec:
     on_connection: Callable[[SipProtocol], None]
     owner: SipOwner
     max_message_bytes: int = 64 * 1024
+    limits: SipLimits | None = None
+    """Sizes, timeouts and caps (default :class:`SipLimits`, with ``max_message_bytes``)."""
+
+    def effective_limits(self) -> SipLimits:
+        if self.limits is not None:
+            return self.limits
+        return SipLimits(max_message_bytes=self.max_message_bytes)
 
 
 class SipListener:
@@ -268,6 +349,9 @@ class SipListener:
 
     def __init__(self, spec: ListenerSpec) -> None:
         self.spec = spec
+        self.limits = spec.effective_limits()
+        self.gate = ConnectionGate(self.limits.connections)
+        """Connections open now, total and per source (TLS handshakes included)."""
         self.server: asyncio.Server | None = None
         self.refusals: list[str] = []
         self._tasks: set[asyncio.Task[None]] = set()
@@ -278,8 +362,18 @@ class SipListener:
 
         class _Plain(asyncio.Protocol):
             def connection_made(inner, transport: asyncio.BaseTransport) -> None:
+                peer = transport.get_extra_info("peername")
+                source = str(peer[0]) if isinstance(peer, tuple) else "?"
+                refused = self.gate.admit(source)
+                if refused is not None:
+                    if self.gate.refused % 1000 == 1:  # a flood must not flood the log
+                        log.warning(
+                            "%s: connection from %s refused: %s", spec.label, source, refused
+                        )
+                    transport.abort()  # type: ignore[attr-defined]
+                    return
                 transport.pause_reading()  # type: ignore[attr-defined]
-                task = loop.create_task(self._handshake(transport))  # type: ignore[arg-type]
+                task = loop.create_task(self._handshake(transport, source))  # type: ignore[arg-type]
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
 
@@ -287,20 +381,25 @@ class SipListener:
         sock = self.server.sockets[0].getsockname()
         return str(sock[0]), int(sock[1])
 
-    async def _handshake(self, transport: asyncio.Transport) -> None:
+    async def _handshake(self, transport: asyncio.Transport, source: str) -> None:
         loop = asyncio.get_running_loop()
         spec = self.spec
         peer = transport.get_extra_info("peername")
-        proto = SipProtocol(spec.owner, max_message_bytes=spec.max_message_bytes, label=spec.label)
+        proto = SipProtocol(spec.owner, label=spec.label, limits=self.limits)
         try:
             tls = await loop.start_tls(
                 transport,
                 proto,
                 spec.context,
                 server_side=True,
-                ssl_handshake_timeout=HANDSHAKE_TIMEOUT,
+                ssl_handshake_timeout=self.limits.handshake_timeout,
             )
+        except asyncio.CancelledError:
+            self.gate.release(source)
+            transport.abort()
+            raise
         except (ssl.SSLError, OSError, TimeoutError, ConnectionError) as exc:
+            self.gate.release(source)
             reason = tls_failure_reason(exc)
             text = f"{spec.label}: TLS handshake with {peer[0] if peer else '?'} refused: {reason}"
             log.warning("%s", text)
@@ -318,8 +417,10 @@ class SipListener:
             transport.close()
             return
         if tls is None:
+            self.gate.release(source)
             transport.close()
             return
+        proto.closed.add_done_callback(lambda _: self.gate.release(source))
         proto.attach(tls)
         try:
             spec.on_connection(proto)
@@ -511,6 +612,7 @@ class AccessEdge:
                     self._accepted(side),
                     self,
                     self.config.max_message_bytes,
+                    self.config.limits_for(side),
                 )
             )
             self.bound[kind] = await listener.start()
@@ -707,6 +809,10 @@ class AccessEdge:
             raise _HopFailure("untrusted", f"{name}: {tls_failure_reason(exc)}", name) from None
         except ssl.SSLError as exc:
             raise _HopFailure("tls", f"{name}: {tls_failure_reason(exc)}", name) from None
+        except ConnectionResetError:  # TCP was up: the peer reset it in the TLS handshake
+            raise _HopFailure(
+                "tls-reset", f"{name}: the peer reset the connection in the TLS handshake", name
+            ) from None
         except (OSError, TimeoutError) as exc:
             detail = getattr(exc, "strerror", None) or type(exc).__name__
             raise _HopFailure(

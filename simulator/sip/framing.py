@@ -53,7 +53,11 @@ PING: Final = _Ping()
 _CRLF2: Final = b"\r\n\r\n"
 
 
-_LENGTH_RE: Final = re.compile(rb"\r\n[ \t]*(?:content-length|l)[ \t]*:([^\r\n]*)", re.IGNORECASE)
+#: A header line (never a continuation line, which starts with white space) named
+#: ``Content-Length`` or ``l``, with its value unfolded (RFC 3261 section 7.3.1).
+_LENGTH_RE: Final = re.compile(
+    rb"\r\n(?:content-length|l)[ \t]*:((?:[^\r\n]|\r\n[ \t])*)", re.IGNORECASE
+)
 
 
 def _content_length(head: bytes) -> int | None:
@@ -63,7 +67,7 @@ def _content_length(head: bytes) -> int | None:
     """
     found: int | None = None
     for value in _LENGTH_RE.findall(head):
-        text = value.strip()
+        text = value.replace(b"\r\n", b"").strip()
         if not text.isdigit() or len(text) > 9:
             raise RemoteProtocolError(400, "Malformed Content-Length header", fatal=True)
         number = int(text)
@@ -97,6 +101,11 @@ class Framer:
     def buffered(self) -> int:
         """Bytes received but not handed out yet."""
         return len(self._buffer)
+
+    @property
+    def incomplete(self) -> bool:
+        """True while part of a message (or of a ping) has arrived."""
+        return bool(self._buffer) or self._head is not None
 
     def receive_data(self, data: bytes) -> None:
         if self.broken is not None:

@@ -7,8 +7,12 @@ validated messages; the core answers with :class:`Send`, :class:`Forward` and
 What it does to a request (RFC 3261 section 16 as a stateful proxy, reliable transports only):
 
 1. Max-Forwards 0 gets 483; otherwise it is lowered by one (16.3 step 3, 16.6 step 3).
-2. ``ms-edge-proxy-message-trust`` arriving from outside is stripped; the Edge adds its own to
-   what it passes inside (as a Lync Access Edge does).
+2. The headers only the Edge asserts (:data:`EDGE_ASSERTED`: ``ms-edge-proxy-message-trust``,
+   which [MS-SIPRE] section 2.2.15 lets only the SIP proxy add, "MUST NOT be added by the
+   protocol client"; ``P-Asserted-Identity``, RFC 3325 section 5) are stripped, by their
+   canonical name, from requests and responses arriving from outside; the Edge adds its own
+   trust header to what it passes inside. A ``Record-Route`` or ``Path`` entry naming the Edge
+   itself from outside gets 403 (it would steer the Front End's requests to another flow).
 3. Route entries that name the Edge are popped (loose routing, 16.4); an ``edgeflow`` parameter
    in them names the client connection an in-dialog request or a request to a remote user goes to.
 4. Loop detection (16.3 step 4): the branch of every Via the Edge pushes carries a hash of the
@@ -25,7 +29,9 @@ What it does to a request (RFC 3261 section 16 as a stateful proxy, reliable tra
    Record-Route (RFC 5658) on dialog-creating requests, ``Path`` (RFC 3327) on REGISTERs from
    remote users so the Front End can reach them back through the same connection.
 
-Responses go back by their top Via; Timer B/F (:mod:`.transaction`) gives 408 when the next hop
+Responses go back by their top Via, and only when they arrive on the flow their request left on
+(anything else is dropped: a remote user must not answer its own REGISTER, nor the internet
+reach the Front End's connection); Timer B/F (:mod:`.transaction`) gives 408 when the next hop
 stays silent; the adapter reports next hops it could not reach with
 :meth:`EdgeProxy.next_hop_failed`,
 which answers 504 with the ``ms-diagnostics`` code a real Edge gives.
@@ -38,13 +44,15 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Any
 
 from sipmessage import Request, Response
 
+from simulator.limits import settings_from
 from simulator.sip.build import (
     BRANCH_MAGIC,
     address_domain,
@@ -65,12 +73,18 @@ from simulator.sip.build import (
     via_branch,
     via_sent_by,
 )
+from simulator.sip.connection import SipLimits
 from simulator.sip.transaction import TIMEOUT, ClientTransaction
-from simulator.sip.validate import known_good_via
+from simulator.sip.validate import known_good_via, number
 
 log = logging.getLogger(__name__)
 
 TRUST_HEADER = "ms-edge-proxy-message-trust"
+#: Headers only the Edge may assert on what it passes inside; stripped from all that comes from
+#: outside ([MS-SIPRE] section 2.2.15 for the trust header, RFC 3325 section 5).
+EDGE_ASSERTED: tuple[str, ...] = (TRUST_HEADER, "P-Asserted-Identity")
+#: Answered responses remembered for late retransmissions (2xx to INVITE), per branch.
+COMPLETED_KEPT = 4096
 DIAGNOSTICS_HEADER = "ms-diagnostics"
 BRANCH_PREFIX = "z9hG4bK-es"
 
@@ -92,6 +106,8 @@ class Diagnostic:
 
     code: int
     reason: str
+    extra: tuple[tuple[str, str], ...] = ()
+    """Further parameters as real Edges add them (``WinsockFailureCode``, ...)."""
 
 
 #: The ``ms-diagnostics`` codes the Edge emits, with the status it answers and the reason text.
@@ -105,6 +121,19 @@ DIAGNOSTICS: dict[str, tuple[int, Diagnostic]] = {
     "tls": (
         504,
         Diagnostic(1047, "Failed to complete TLS negotiation with a federated peer server"),
+    ),
+    # the partner reset the connection in the handshake (e.g. it does not trust our
+    # certificate): a Lync Edge reports the Winsock error too, as published client traces show
+    "tls-reset": (
+        504,
+        Diagnostic(
+            1047,
+            "Failed to complete TLS negotiation with a federated peer server",
+            (
+                ("WinsockFailureCode", "10054(WSAECONNRESET)"),
+                ("WinsockFailureDescription", "The peer forced closure of the connection"),
+            ),
+        ),
     ),
 }
 
@@ -155,6 +184,27 @@ class EdgeConfig:
     """Timer B/F: seconds before a silent next hop earns the caller a 408."""
     max_message_bytes: int = 64 * 1024
     """Messages above this get 513 and the connection closes."""
+    client_limits: SipLimits = field(
+        default_factory=lambda: SipLimits(max_connections=20_000, max_per_source=256)
+    )
+    """TLS 443 (remote users): caps, timeouts, sizes (``[services.access-edge.client_limits]``)."""
+    federation_limits: SipLimits = field(
+        default_factory=lambda: SipLimits(max_connections=2_000, max_per_source=64)
+    )
+    """MTLS 5061 on the Access interface (partners, public IM providers)."""
+    internal_limits: SipLimits = field(
+        default_factory=lambda: SipLimits(max_connections=1_000, max_per_source=256)
+    )
+    """MTLS 5061 on the internal interface (the Front End pool)."""
+
+    def limits_for(self, side: Side) -> SipLimits:
+        """The limits of ``side``'s listener, with :attr:`max_message_bytes` applied."""
+        limits = {
+            Side.CLIENT: self.client_limits,
+            Side.FEDERATION: self.federation_limits,
+            Side.INTERNAL: self.internal_limits,
+        }[side]
+        return replace(limits, max_message_bytes=self.max_message_bytes)
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any], **defaults: Any) -> EdgeConfig:
@@ -170,6 +220,10 @@ class EdgeConfig:
                 value = tuple(_partner(entry, kind) for entry in value)
             elif key in ("served_domains", "blocked_domains", "internal_peer_names"):
                 value = tuple(str(v).lower() for v in value)
+            elif key.endswith("_limits"):
+                base = getattr(cls(), key)
+                table = {**{f: getattr(base, f) for f in base.__dataclass_fields__}, **value}
+                value = settings_from(SipLimits, table, f"access-edge.{key}")
             values[key] = value
         return cls(**values)
 
@@ -193,12 +247,28 @@ class EdgeConfig:
         return Refusal(f"domain {domain} is not an allowed partner domain")
 
 
-def _trust_value(source_type: str, fqdn: str, verified: str, network: str) -> str:
-    """The ``ms-edge-proxy-message-trust`` value the Edge adds to what it passes inside."""
-    return (
-        f"ms-source-type={source_type};ms-ep-fqdn={fqdn};"
-        f"ms-source-verified-user={verified};ms-source-network={network}"
-    )
+def _trust_value(
+    source_type: str,
+    fqdn: str,
+    verified: str,
+    network: str | None = None,
+    remote_fqdn: str | None = None,
+) -> str:
+    """The ``ms-edge-proxy-message-trust`` value the Edge adds to what it passes inside.
+
+    [MS-SIPRE] section 2.2.15: ``ms-source-type`` is ``InternetUser`` (a remote user),
+    ``DirectPartner`` (an allowed domain with its Edge's FQDN), ``AutoFederation`` (an allowed
+    domain without one, or a partner found by DNS SRV) or ``AuthorizedServer`` (a public IM
+    provider); ``ms-source-network`` is ``federation`` or ``publiccloud`` (the grammar has no
+    value for a remote user, so none is sent for one); ``ms-remote-fqdn`` names a public IM
+    provider's server (section 3.10.1.5).
+    """
+    value = f"ms-source-type={source_type};ms-ep-fqdn={fqdn};ms-source-verified-user={verified}"
+    if network is not None:
+        value += f";ms-source-network={network}"
+    if remote_fqdn is not None:
+        value += f";ms-remote-fqdn={remote_fqdn}"
+    return value
 
 
 def _partner(entry: Any, kind: str) -> Partner:
@@ -300,6 +370,8 @@ class EdgeProxy:
         self._ids = itertools.count(1)
         self._seq = itertools.count(1)
         self._pending: dict[str, _Pending] = {}
+        self._completed: OrderedDict[str, _Pending] = OrderedDict()
+        """Transactions already answered, for the responses that may still follow (16.7)."""
         self._timers: list[tuple[float, str]] = []
         self.refusals: list[str] = []
         """Every refusal's reason, newest last (bounded), besides the log."""
@@ -382,7 +454,9 @@ class EdgeProxy:
         self, request: Request, kind: str, detail: str, peer: str | None
     ) -> Response:
         code, diag = DIAGNOSTICS[kind]
-        value = f'{diag.code};reason="{diag.reason}";source="{self.config.external_fqdn}"'
+        value = f'{diag.code};reason="{diag.reason}"'
+        value += "".join(f';{name}="{text}"' for name, text in diag.extra)
+        value += f';source="{self.config.external_fqdn}"'
         if peer:
             value += f';PeerServer="{peer}"'
         headers = [
@@ -390,6 +464,11 @@ class EdgeProxy:
             ("Warning", f'399 {self.config.external_fqdn} "{detail}"'),
         ]
         return response_for(request, code, headers=headers)
+
+    def _strip_asserted(self, message: Request | Response, flow: Flow) -> None:
+        for name in EDGE_ASSERTED:
+            if remove_header(message, name):
+                log.info("stripped %s from %s flow %d", name, flow.side.value, flow.id)
 
     def _is_ours(self, uri: str) -> bool:
         return uri_host(uri) in self.our_hosts
@@ -411,13 +490,13 @@ class EdgeProxy:
 
         # 1. Max-Forwards (RFC 3261 16.3 step 3)
         mf_text = headers.get("Max-Forwards")
-        max_forwards = int(mf_text) if mf_text is not None else 70
+        max_forwards = (number(mf_text) if mf_text is not None else 70) or 0
         if max_forwards <= 0:
             return self._refuse(flow, request, 483, "Too Many Hops")
 
         # 2. the trust header is the Edge's to set: never believe one from outside
-        if flow.side is not Side.INTERNAL and remove_header(request, TRUST_HEADER):
-            log.info("stripped %s from %s flow %d", TRUST_HEADER, flow.side.value, flow.id)
+        if flow.side is not Side.INTERNAL:
+            self._strip_asserted(request, flow)
 
         # 3. Route entries naming the Edge (loose routing, 16.4)
         edgeflow: int | None = None
@@ -429,9 +508,9 @@ class EdgeProxy:
             if not self._is_ours(first):
                 break
             pop_first(request, "Route")
-            value = uri_params(first).get("edgeflow")
-            if value and value.isdigit():
-                edgeflow = int(value)
+            named = number(uri_params(first).get("edgeflow") or "")
+            if named is not None:
+                edgeflow = named
 
         # 4. loop detection (16.3 step 4)
         lhash = loop_hash(request, f"{flow.side is Side.CLIENT}|{edgeflow}")
@@ -446,6 +525,16 @@ class EdgeProxy:
                     self._sent_by(Side.FEDERATION),
                 ):
                     return self._refuse(flow, request, 482, "Loop Detected")
+
+        # Record-Route and Path entries naming the Edge are the Edge's own: from outside they
+        # would make the Front End's requests come back to another client's flow
+        if flow.side is not Side.INTERNAL:
+            for name in ("Record-Route", "Path"):
+                for value in headers.getlist(name):
+                    if any(self._is_ours(uri_of(v)) for v in value.split(",")):
+                        return self._refuse(
+                            flow, request, 403, f"{name} entry naming this Edge from outside"
+                        )
 
         # 5. OPTIONS to the Edge itself
         if method == "OPTIONS" and request.uri.host.lower() in self.our_hosts and edgeflow is None:
@@ -477,7 +566,7 @@ class EdgeProxy:
             target = ToInternal()
             sender = uri_of(headers["From"]).split(";", 1)[0]
             verified = "verified" if flow.user == sender else "unverified"
-            trust = _trust_value("AuthorizedUser", cfg.external_fqdn, verified, "edgeproxy")
+            trust = _trust_value("InternetUser", cfg.external_fqdn, verified)
             if method == "REGISTER":
                 prepend(
                     request,
@@ -510,9 +599,17 @@ class EdgeProxy:
                     flow, request, 403, f"Domain {target_domain} is not served here"
                 )
             target = ToInternal()
-            source_type = "PublicCloudPartner" if decision.kind == "pic" else "DirectPartner"
-            network = "publiccloud" if decision.kind == "pic" else "federation"
-            trust = _trust_value(source_type, cfg.external_fqdn, "verified", network)
+            if decision.kind == "pic":
+                trust = _trust_value(
+                    "AuthorizedServer",
+                    cfg.external_fqdn,
+                    "verified",
+                    "publiccloud",
+                    decision.proxy_fqdn or (flow.names[0] if flow.names else None),
+                )
+            else:
+                source_type = "DirectPartner" if decision.proxy_fqdn else "AutoFederation"
+                trust = _trust_value(source_type, cfg.external_fqdn, "verified", "federation")
         else:  # INTERNAL
             if not self._internal_ok(flow):
                 return self._refuse(flow, request, 403, "Peer is not the internal next hop")
@@ -592,39 +689,56 @@ class EdgeProxy:
     # ------------------------------------------------------------------ responses
 
     def receive_response(self, flow_id: int, response: Response, now: float) -> list[Action]:
-        """Route a response back by its top Via (RFC 3261 16.7)."""
+        """Route a response back by its top Via (RFC 3261 16.7).
+
+        Only a response that arrives on the flow its request left on is routed: the branch is
+        ours to read, not the peer's to choose (a remote user answering its own REGISTER, or
+        the internet answering for the Front End, is dropped and logged).
+        """
+        flow = self.flows.get(flow_id)
+        if flow is None:
+            return []
         via = top_via(response)
         branch = params(via).get("branch") or ""
         if not branch.startswith(BRANCH_PREFIX):
             log.info("dropped a response whose top Via is not ours (flow %d)", flow_id)
             return []
+        pending = self._pending.get(branch)
+        record = pending or self._completed.get(branch)
+        if record is None or record.downstream != flow_id:
+            text = (
+                f"response {response.code} on {flow.side.value} flow {flow_id} "
+                f"({flow.peer[0]}): not the flow its request left on"
+            )
+            log.warning("dropped %s", text)
+            self.refusals.append(text)
+            del self.refusals[:-100]
+            return []
         pop_via(response)
         if not response.headers.getlist("Via"):
             return []
-        pending = self._pending.get(branch)
+        if flow.side is not Side.INTERNAL:
+            self._strip_asserted(response, flow)
         cseq_method = (response.headers.get("CSeq") or " ").split()[-1]
-        if pending is not None and cseq_method != pending.request.method:
-            upstream = pending.upstream  # the answer to a CANCEL of that INVITE
-        elif pending is not None:
+        up = self.flows.get(record.upstream)
+        if pending is not None and cseq_method == pending.request.method:
             pending.client.receive_response(response.code)
             if pending.client.terminated:
                 del self._pending[branch]
-            upstream = pending.upstream
-        else:
-            try:
-                upstream = int(branch[len(BRANCH_PREFIX) :].split("-")[1])
-            except (IndexError, ValueError):
-                return []
-        up = self.flows.get(upstream)
+                self._completed[branch] = pending
+                while len(self._completed) > COMPLETED_KEPT:
+                    self._completed.popitem(last=False)
+            if (
+                up is not None
+                and up.side is Side.CLIENT
+                and flow.side is Side.INTERNAL
+                and 200 <= response.code < 300
+                and pending.request.method == "REGISTER"
+            ):
+                up.user = uri_of(pending.request.headers["To"]).split(";", 1)[0]
         if up is None:
             return []
-        if (
-            up.side is Side.CLIENT
-            and 200 <= response.code < 300
-            and (response.headers.get("CSeq") or "").endswith("REGISTER")
-        ):
-            up.user = uri_of(response.headers["To"]).split(";", 1)[0]
-        return [Send(upstream, response)]
+        return [Send(record.upstream, response)]
 
     # ------------------------------------------------------------------ failures and timers
 

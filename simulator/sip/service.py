@@ -26,6 +26,11 @@ from simulator.tls import client_context, server_context
 log = logging.getLogger(__name__)
 
 
+#: ``tls_max_version`` of ``[services.access-edge]``: "1.2" caps the Edge as Lync Server 2013 on
+#: Windows Server 2012 R2 is capped (no TLS 1.3 there), so a peer that insists on 1.3 fails.
+TLS_VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
+
+
 def _trust(ctx: ServiceContext, cas: Any, default: list[str]) -> list[Any]:
     ids = list(cas) if cas is not None else default
     known = {ca.id for ca in ctx.topology.cas}
@@ -75,6 +80,14 @@ class AccessEdgeService:
         internal_cas = settings.pop("internal_cas", None)
         self.federation_trust = _trust(ctx, federation_cas, ["public", "fabrikam"])
         self.internal_trust = _trust(ctx, internal_cas, ["internal"])
+        tls_max = str(settings.pop("tls_max_version", "1.3"))
+        if tls_max not in TLS_VERSIONS:
+            raise ConfigError(
+                ctx.topology.path,
+                "services.access-edge.tls_max_version",
+                f"must be one of {', '.join(TLS_VERSIONS)}",
+            )
+        self.tls_max = TLS_VERSIONS[tls_max]
         self.external_iface: Interface | None = None
         self.internal_iface: Interface | None = None
         self.kinds: dict[Listener, str] = {}
@@ -124,14 +137,19 @@ class AccessEdgeService:
                 context = server_context(
                     cert, client_trust=self.internal_trust, require_client_cert=True
                 )
+            context.maximum_version = self.tls_max
             specs[kind] = (ctx.address(iface), lst.port, _sip_server(context))
         external_cert = _cert(ctx, self.external_iface) if self.external_iface else None
         internal_cert = _cert(ctx, self.internal_iface) if self.internal_iface else None
+        federation_client = client_context(self.federation_trust, cert=external_cert)
+        internal_client = client_context(self.internal_trust, cert=internal_cert)
+        for client in (federation_client, internal_client):
+            client.maximum_version = self.tls_max
         self.edge = AccessEdge(
             self.config,
             EdgeListeners(specs["client"], specs["federation"], specs["internal"]),
-            federation_client=client_context(self.federation_trust, cert=external_cert),
-            internal_client=client_context(self.internal_trust, cert=internal_cert),
+            federation_client=federation_client,
+            internal_client=internal_client,
             external_resolver=ctx.resolver(self.external_iface)
             if self.external_iface
             else ctx.resolver(),
@@ -164,6 +182,8 @@ class _DomainService:
 
     default_cas: list[str] = ["public"]
     federation_via_edge = False
+    default_ntlm = False
+    """Offer [MS-SIPAE] NTLM besides digest (setting ``ntlm``)."""
 
     def __init__(self, ctx: ServiceContext) -> None:
         self.ctx = ctx
@@ -190,6 +210,20 @@ class _DomainService:
         fqdn = str(settings.pop("fqdn", self.iface.fqdn or domain)).lower()
         edge = settings.pop("edge_fqdn", None)
         handlers = settings.pop("service_handlers", {})
+        contacts = settings.pop("contacts", {})
+        if not isinstance(contacts, dict) or not all(
+            isinstance(v, list) for v in contacts.values()
+        ):
+            raise ConfigError(
+                ctx.topology.path,
+                f"services.{ctx.service}.contacts",
+                'must be a table user = ["sip:...", ...]',
+            )
+        ntlm = settings.pop("ntlm", self.default_ntlm)
+        if not isinstance(ntlm, bool):
+            raise ConfigError(
+                ctx.topology.path, f"services.{ctx.service}.ntlm", "must be true or false"
+            )
         if not isinstance(handlers, dict):
             raise ConfigError(
                 ctx.topology.path,
@@ -211,6 +245,8 @@ class _DomainService:
             fqdn,
             {str(k): str(v) for k, v in users.items()},
             federation_fqdn=str(edge).lower() if edge else None,
+            ntlm=ntlm,
+            contacts={str(k).lower(): [str(u) for u in v] for k, v in contacts.items()},
         )
         self.server: DomainServer | None = None
 
@@ -278,6 +314,7 @@ class FrontEndService(_DomainService):
 
     default_cas = ["internal"]
     federation_via_edge = True
+    default_ntlm = True
 
 
 class PartnerEdgeService(_DomainService):

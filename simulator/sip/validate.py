@@ -10,6 +10,7 @@ when it does, so the connection stays usable.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 from sipmessage import URI, Address, CSeq, Message, Request, Response, Via
@@ -26,12 +27,21 @@ def _bad(reason: str) -> RemoteProtocolError:
 
 
 def parse(frame: Frame) -> Request | Response:
-    """sipmessage's parse of a frame, with its errors turned into 400s that name the problem."""
+    """sipmessage's parse of a frame, with its errors turned into 400s that name the problem.
+
+    The header section is put in canonical form first, because sipmessage keeps a header's name
+    as written: folded lines are unfolded (RFC 3261 section 7.3.1), white space around the colon
+    is dropped (``Name : value`` is legal and names ``Name``), so a header is always found, and
+    stripped, by its name. A bare CR or LF inside a line gets 400 (a next hop might end the
+    line there), and a Request-URI whose scheme is not sip or sips gets 416 (RFC 4475 section
+    3.3.2).
+    """
     try:
         text_head = frame.head.decode("utf-8")
     except UnicodeDecodeError:
         raise _bad("Header section is not valid UTF-8") from None
-    start, _, rest = text_head.partition("\r\n")
+    lines = text_head.split("\r\n")
+    start = lines[0]
     bits = start.split(" ", 2)
     is_request = len(bits) == 3 and bits[2] == "SIP/2.0"
     is_response = len(bits) == 3 and bits[0] == "SIP/2.0"
@@ -39,17 +49,40 @@ def parse(frame: Frame) -> Request | Response:
         if len(bits) == 3 and (bits[2].startswith("SIP/") or bits[0].startswith("SIP/")):
             raise RemoteProtocolError(505, "Version Not Supported")
         raise _bad("Malformed start line")
-    if is_response and not (bits[1].isdigit() and len(bits[1]) == 3):
+    if "\r" in text_head.replace("\r\n", "\0") or "\n" in text_head.replace("\r\n", "\0"):
+        raise _bad("Bare CR or LF in a header line")
+    if is_response and not (bits[1].isascii() and bits[1].isdigit() and len(bits[1]) == 3):
         raise _bad("Malformed status code")
-    if is_request and not _is_token(bits[0]):
-        raise _bad("Malformed method")
-    if rest[:1] in (" ", "\t") or "\r\n " in rest or "\r\n\t" in rest:
-        raise _bad("Folded header lines are not supported")
+    if is_request:
+        if not _is_token(bits[0]):
+            raise _bad("Malformed method")
+        scheme, colon, _ = bits[1].partition(":")
+        if not colon or not _SCHEME_RE.fullmatch(scheme):
+            raise _bad("Malformed Request-URI")
+        if scheme.lower() not in ("sip", "sips"):
+            raise RemoteProtocolError(416, "Unsupported URI Scheme")
+    headers: list[list[str]] = []
+    for line in lines[1:]:
+        if line[:1] in (" ", "\t"):
+            if not headers:
+                raise _bad("Malformed header line")
+            value = line.strip(_WSP)
+            if value:
+                headers[-1][1] = f"{headers[-1][1]} {value}" if headers[-1][1] else value
+            continue
+        name, colon, value = line.partition(":")
+        name = name.rstrip(_WSP)
+        if not colon or not _is_token(name):
+            raise _bad("Malformed header line")
+        headers.append([name, value.strip(_WSP)])
+    canonical = [start]
+    for name, value in headers:
+        if name.lower() in ("via", "v") and '"' not in value:
+            value = _SEPARATOR_LWS.sub(r"\1", value)  # LWS around / ; = , means nothing
+        canonical.append(f"{name}: {value}")
     try:
-        message = Message.parse(frame.head + b"\r\n\r\n" + frame.body)
+        message = Message.parse("\r\n".join(canonical).encode() + b"\r\n\r\n" + frame.body)
     except ValueError as exc:
-        if any(":" not in line for line in rest.split("\r\n")):
-            raise _bad("Malformed header line") from None
         if "URI" in str(exc):
             raise _bad("Malformed Request-URI") from None
         raise _bad("Malformed message") from None
@@ -57,6 +90,25 @@ def parse(frame: Frame) -> Request | Response:
     if is_request:
         remember_raw_uri(message, bits[1])
     return message
+
+
+_WSP = " \t"
+_SEPARATOR_LWS = re.compile(r"[ \t]*([/;=,])[ \t]*")
+
+#: RFC 3986 section 3.1: ``scheme = ALPHA *( ALPHA / DIGIT / "+" / "-" / "." )``.
+_SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*")
+
+
+def number(text: str) -> int | None:
+    """``text`` as a decimal number of ASCII digits (as SIP's grammar has them), else None.
+
+    ``str.isdigit`` also accepts superscripts and other scripts' digits, which ``int`` then
+    either refuses (``"²"``) or reads (``"٣"``): neither is SIP.
+    """
+    text = text.strip()
+    if not text or not text.isascii() or not text.isdigit() or len(text) > 10:
+        return None
+    return int(text)
 
 
 _TOKEN_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`'~")
@@ -115,15 +167,16 @@ def check(message: Request | Response, *, content_length_missing: bool = False) 
     if not _parses("c", cseq_text, CSeq.parse):
         raise _bad("Malformed CSeq header")
     sequence, method = cseq_text.split()
-    if len(sequence) > 10 or int(sequence) > 2**31 - 1:
+    seq = number(sequence)
+    if seq is None or seq > 2**31 - 1:
         raise _bad("Malformed CSeq header")
     if isinstance(message, Request):
         if method != message.method:
             raise _bad("CSeq method does not match the request method")
         max_forwards = headers.get("Max-Forwards")
         if max_forwards is not None:
-            text = max_forwards.strip()
-            if not text.isdigit() or int(text) > 255:
+            hops = number(max_forwards)
+            if hops is None or hops > 255:
                 raise _bad("Malformed Max-Forwards header")
         if message.uri.scheme not in ("sip", "sips") or not message.uri.host:
             raise RemoteProtocolError(416, "Unsupported URI Scheme")

@@ -17,10 +17,12 @@ import secrets
 import ssl
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from simulator import trace
 from simulator.dns.resolver import LabResolver, ResolutionError
+from simulator.limits import ConnectionLimits, limit
 from simulator.tls import PeerCertificate, peer_certificate
 from simulator.xmpp.errors import LocalProtocolError, RemoteProtocolError
 from simulator.xmpp.events import (
@@ -42,6 +44,37 @@ S2S_PORT = 5269
 _ids = itertools.count(1)
 
 EventHandler = Callable[["XmppConnection", XmppEvent], None]
+
+_T = "tests/integration/test_listener_limits.py::"
+
+
+@dataclass(frozen=True)
+class XmppListenerLimits:
+    """What one XMPP listener accepts (``[services.xmpp-proxy.listener_limits]``)."""
+
+    max_connections: int = limit(
+        5_000, "connections, total", _T + "test_xmpp_listener_caps_connections"
+    )
+    """Streams open at once; more are closed as they arrive."""
+    max_per_source: int = limit(
+        64, "connections per source address", _T + "test_xmpp_listener_caps_connections"
+    )
+    """Streams open at once from one source address."""
+    handshake_timeout: float = limit(
+        10.0, "TLS handshake after STARTTLS, s", _T + "test_xmpp_starttls_handshake_times_out"
+    )
+    """Seconds for the TLS handshake (after ``<proceed/>``, or from the first byte on 23456)."""
+    max_write_buffer_bytes: int = limit(
+        4 * 1024 * 1024,
+        "bytes queued for a peer that does not read (then close)",
+        _T + "test_an_xmpp_peer_that_never_reads_is_dropped",
+    )
+    """Bytes queued for a peer; beyond, the stream closes (reading already waits on writes)."""
+
+    @property
+    def connections(self) -> ConnectionLimits:
+        return ConnectionLimits(self.max_connections, self.max_per_source)
+
 
 #: Roles on the accepting side of a stream (they record authentication and TLS refusals).
 _SERVER_ROLES = (Role.RECEIVING, Role.GATEWAY_SERVER, Role.C2S)
@@ -86,8 +119,10 @@ class XmppConnection:
         tls_server: ssl.SSLContext | None = None,
         tls_client: ssl.SSLContext | None = None,
         name: str = "",
+        limits: XmppListenerLimits | None = None,
     ) -> None:
         self.session = session
+        self.limits = limits or XmppListenerLimits()
         self.reader = reader
         self.writer = writer
         self.on_event = on_event
@@ -219,7 +254,7 @@ class XmppConnection:
             await self.writer.start_tls(
                 context,
                 server_hostname=None if request.server_side else request.server_name,
-                ssl_handshake_timeout=10.0,
+                ssl_handshake_timeout=self.limits.handshake_timeout,
             )
         except (ssl.SSLError, TimeoutError, ConnectionError) as exc:
             reason = tls_failure_reason(exc)
@@ -241,6 +276,16 @@ class XmppConnection:
     def _flush(self) -> None:
         data = self.session.data_to_send()
         if data and not self.writer.is_closing():
+            transport = self.writer.transport
+            if transport.get_write_buffer_size() + len(data) > self.limits.max_write_buffer_bytes:
+                self.failure = (
+                    f"more than {self.limits.max_write_buffer_bytes} bytes queued for a peer "
+                    "that does not read"
+                )
+                self.log.warning("%s: closed", self.failure)
+                self.session.close()
+                transport.abort()
+                return
             self.writer.write(data)
 
     async def _drain(self) -> None:

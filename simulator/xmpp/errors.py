@@ -26,6 +26,7 @@ class StreamErrorCondition(StrEnum):
     REMOTE_CONNECTION_FAILED = "remote-connection-failed"
     RESTRICTED_XML = "restricted-xml"
     UNDEFINED_CONDITION = "undefined-condition"
+    UNSUPPORTED_ENCODING = "unsupported-encoding"
     UNSUPPORTED_STANZA_TYPE = "unsupported-stanza-type"
     UNSUPPORTED_VERSION = "unsupported-version"
 

@@ -11,6 +11,16 @@ Implemented, both sides of each:
 - client-to-server for the partner emulator (``Role.C2S``): STARTTLS, SASL PLAIN, resource
   binding (:rfc:`6120#section-7`), the session and roster queries slixmpp sends.
 
+Who may say what (:rfc:`6120#section-13.7.1.4`, XEP-0220, XEP-0288): a stanza on a
+server-to-server stream is accepted only when its ``from`` and ``to`` domains are a pair
+authenticated on that stream (``<invalid-from/>``, ``<host-unknown/>``, ``<improper-addressing/>``
+otherwise), in both directions: on our outbound stream the peer may only speak for the domain we
+dialled, to the domain we authenticated as. The initiating side checks that the receiving server's
+certificate names the domain it dialled (XEP-0178, :rfc:`6125` DNS-ID;
+:attr:`SessionConfig.verify_server_names`). One inbound stream asks for at most
+:attr:`SessionConfig.max_dialback_requests` dialback verifications (each one is a back-connection);
+a claim already being verified is not verified twice.
+
 Not implemented: SASL mechanisms other than EXTERNAL and PLAIN, dialback errors beyond the
 basic ones, piggybacking several domains on one stream (XEP-0288), stream management.
 
@@ -33,6 +43,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import NoReturn
 
+from simulator.limits import limit
 from simulator.tls import PeerCertificate
 from simulator.xmpp.errors import LocalProtocolError, RemoteProtocolError, StreamErrorCondition
 from simulator.xmpp.events import (
@@ -121,8 +132,10 @@ class SessionConfig:
 
     local_domains: frozenset[str]
     """Domains we serve (``to`` of inbound streams, ``from`` of outbound ones)."""
-    dialback_secret: bytes = b"edgesim"
-    """Secret for XEP-0185 dialback keys."""
+    dialback_secret: bytes = b""
+    """Secret for XEP-0185 dialback keys. Empty (the default) refuses to compute keys at all: a
+    service passes the lab's generated secret (:mod:`simulator.pki.secrets`), so no key can be
+    computed offline from anything that ships in the source."""
     partner_domains: frozenset[str] | None = None
     """Remote domains allowed to connect (None: any)."""
     allow_external: bool = True
@@ -135,6 +148,17 @@ class SessionConfig:
     """C2S: username -> password."""
     limits: StreamLimits = field(default_factory=StreamLimits)
     timers: StreamTimers = field(default_factory=StreamTimers)
+    verify_server_names: bool = True
+    """Initiating and verifying streams: the receiving server's certificate must name the domain
+    dialled (XEP-0178, :rfc:`6125`); off, any certificate chaining to a trusted CA encrypts
+    (Prosody without ``s2s_secure_auth``)."""
+    max_dialback_requests: int = limit(
+        10,
+        "dialback verifications (back-connections) per inbound stream (policy-violation)",
+        "tests/xmpp/test_s2s_hardening.py::"
+        "test_one_stream_cannot_make_the_edge_open_endless_back_connections",
+    )
+    """``<db:result>`` claims one inbound stream may have verified."""
 
 
 class Session:
@@ -176,6 +200,9 @@ class Session:
         self.peer_certificate = peer_certificate
         self.authenticated: set[str] = set()
         """Remote domains authenticated on this (inbound) stream."""
+        self.authenticated_pairs: set[tuple[str, str]] = set()
+        """(remote domain, our domain) pairs authenticated on this inbound stream."""
+        self._dialback_requests = 0
         self.sasl_done = False
         self.external_failed = False
         self.peer_offers_dialback = False
@@ -289,6 +316,13 @@ class Session:
         self.stream.restart(now)
         self.state = State.AWAIT_HEADER
         if self.role in (Role.INITIATING, Role.VERIFYING):
+            domain = self.remote_domain or ""
+            if self.config.verify_server_names and (
+                peer_certificate is None or not peer_certificate.matches(domain)
+            ):
+                # nothing is sent over a TLS session with the wrong server: the adapter closes
+                self._auth_failed(f"the server certificate does not name {domain} (RFC 6125)")
+                return
             self._send_header(now)
 
     def dialback_verified(self, originating: str, receiving: str, valid: bool) -> None:
@@ -304,6 +338,7 @@ class Session:
         )
         if valid:
             self.authenticated.add(originating)
+            self.authenticated_pairs.add((originating, receiving))
             self.state = State.READY
             self._events.append(Authenticated(originating, "dialback"))
         else:
@@ -452,14 +487,20 @@ class Session:
                 StreamErrorCondition.IMPROPER_ADDRESSING, "stanzas need both 'from' and 'to'"
             )
         if self.role is Role.RECEIVING:
-            if domain_of(from_) not in self.authenticated:
+            frm_domain, to_domain = domain_of(from_), domain_of(to)
+            if frm_domain not in self.authenticated:
                 self._fail(
                     StreamErrorCondition.INVALID_FROM,
                     "'from' is not a domain authenticated on this stream",
                 )
-            if domain_of(to) not in self.config.local_domains:
+            if to_domain not in self.config.local_domains:
                 self._fail(
                     StreamErrorCondition.HOST_UNKNOWN, "'to' is not a domain this server serves"
+                )
+            if (frm_domain, to_domain) not in self.authenticated_pairs:
+                self._fail(
+                    StreamErrorCondition.HOST_UNKNOWN,
+                    "'to' is not the domain authenticated for 'from' on this stream",
                 )
         self._events.append(StanzaReceived(elem))
 
@@ -492,6 +533,7 @@ class Session:
         self.stream.send(element(qname(NS_SASL, "success")))
         self.sasl_done = True
         self.authenticated.add(domain)
+        self.authenticated_pairs.add((domain, self.local_domain or ""))
         self.remote_domain = domain
         self.stream.restart(now)
         self.state = State.READY
@@ -530,6 +572,14 @@ class Session:
             )
             self.stream.send(reply)
             return
+        if (originating, receiving) in self._pending_dialback | self.authenticated_pairs:
+            return  # being verified (or verified) already: no second back-connection
+        self._dialback_requests += 1
+        if self._dialback_requests > self.config.max_dialback_requests:
+            self._fail(
+                StreamErrorCondition.POLICY_VIOLATION,
+                f"more than {self.config.max_dialback_requests} dialback requests on one stream",
+            )
         self._pending_dialback.add((originating, receiving))
         self._events.append(DialbackVerifyNeeded(originating, receiving, self.stream_id, key))
 
@@ -545,7 +595,9 @@ class Session:
         if us not in self.config.local_domains:
             self._fail(StreamErrorCondition.HOST_UNKNOWN, "this server does not serve that domain")
         expected = dialback_key(self.config.dialback_secret, them, us, stream_id)
-        valid = hmac.compare_digest(expected, key)
+        valid = bool(self.config.dialback_secret) and hmac.compare_digest(
+            expected.encode(), key.encode("utf-8", "surrogatepass")
+        )
         self.stream.send(
             element(
                 qname(NS_DIALBACK, "verify"),
@@ -666,11 +718,34 @@ class Session:
             )
             self.close()
         elif self.state is State.READY and ns == NS_SERVER and local in STANZA_TAGS:
-            self._events.append(StanzaReceived(elem))
+            if self.role is Role.INITIATING:
+                self._outbound_stanza(elem)
+            else:  # the Front End's gateway: the Edge checked these on their way in
+                self._events.append(StanzaReceived(elem))
         else:
             self._fail(
                 StreamErrorCondition.UNSUPPORTED_STANZA_TYPE, "unexpected element on this stream"
             )
+
+    def _outbound_stanza(self, elem: ET.Element) -> None:
+        """A stanza the peer sent on our outbound stream: it may only come from the domain we
+        dialled (and authenticated), to the domain we authenticated as."""
+        from_, to = elem.get("from"), elem.get("to")
+        if not from_ or not to:
+            self._fail(
+                StreamErrorCondition.IMPROPER_ADDRESSING, "stanzas need both 'from' and 'to'"
+            )
+        if domain_of(from_) != (self.remote_domain or "").lower():
+            self._fail(
+                StreamErrorCondition.INVALID_FROM,
+                "'from' is not the domain authenticated on this stream",
+            )
+        if domain_of(to) != (self.local_domain or "").lower():
+            self._fail(
+                StreamErrorCondition.HOST_UNKNOWN,
+                "'to' is not the domain authenticated on this stream",
+            )
+        self._events.append(StanzaReceived(elem))
 
     def _auth_failed(self, reason: str) -> None:
         self._events.append(AuthenticationFailed(reason))
@@ -726,6 +801,9 @@ class Session:
         self._auth_failed("no authentication method in common (SASL EXTERNAL, dialback)")
 
     def _send_db_result(self) -> None:
+        if not self.config.dialback_secret:
+            self._auth_failed("no dialback secret configured")
+            return
         if not self.their_stream_id:
             self._auth_failed("the peer's stream has no id: dialback impossible")
             return

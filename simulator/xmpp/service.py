@@ -9,6 +9,10 @@ Settings (``[services.xmpp-proxy]`` in the topology, all optional):
   ``front-end`` hosts);
 - ``dialback_secret``, ``idle_timeout`` (s, default 600), ``keepalive`` (s, default 60),
   ``allow_dialback``, ``allow_external`` (default true);
+- ``verify_server_names`` (default true): the partner's
+  certificate must name the domain dialled (XEP-0178, RFC 6125);
+- ``listener_limits``: a table of :class:`~simulator.xmpp.aio.XmppListenerLimits` fields
+  (connection caps, TLS handshake timeout, write cap; docs/limits.md);
 - ``access_cert`` / ``access_key``: a certificate for the access interface other than the lab
   one (e.g. one that names ``contoso.lab`` itself, so partners accept SASL EXTERNAL).
 
@@ -29,7 +33,7 @@ import logging
 import secrets
 import ssl
 import xml.etree.ElementTree as ET
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,10 +41,12 @@ from simulator.dns.resolver import LabResolver, ResolutionError
 from simulator.errors import EdgesimError
 from simulator.lab.services import BoundListener, ServiceContext
 from simulator.lab.topology import Interface
+from simulator.limits import ConnectionGate, settings_from
 from simulator.pki import CertPaths
 from simulator.tls import PeerCertificate, client_context, server_context
 from simulator.xmpp.aio import (
     XmppConnection,
+    XmppListenerLimits,
     new_stream_id,
     open_session,
     resolve_s2s,
@@ -123,6 +129,7 @@ class S2SServer:
         partners: frozenset[str] | None,
         cert: CertPaths,
         settings: dict[str, object],
+        verify_names: bool = True,
     ) -> None:
         self.ctx = ctx
         self.iface = iface
@@ -139,6 +146,7 @@ class S2SServer:
             partner_domains=partners,
             allow_external=_bool(settings, "allow_external", True),
             allow_dialback=_bool(settings, "allow_dialback", True),
+            verify_server_names=_bool(settings, "verify_server_names", verify_names),
             timers=StreamTimers(
                 idle_timeout=_float(settings, "idle_timeout", 600.0),
                 keepalive_interval=_float(settings, "keepalive", 60.0),
@@ -147,11 +155,21 @@ class S2SServer:
         trust = [ctx.pki.trust_bundle]
         ctx.pki.require(cert)
         self.tls_server = server_context(cert, client_trust=trust)
-        # chain verified, names left to the session: a certificate that does not name the domain
-        # still encrypts, and dialback then authenticates (as Prosody without s2s_secure_auth)
+        # chain verified here; the name is checked by the session against the domain dialled
+        # (XEP-0178, RFC 6125), not against the SRV target the socket went to
         self.tls_client = client_context(trust, cert=cert, check_hostname=False)
         self.our_cert = PeerCertificate.from_der(ssl.PEM_cert_to_DER_cert(cert.cert.read_text()))
         self.resolver: LabResolver = ctx.resolver(iface)
+        try:
+            self.listener_limits: XmppListenerLimits = settings_from(
+                XmppListenerLimits,
+                settings.get("listener_limits", {}),
+                f"services.{ctx.service}.listener_limits",
+            )
+        except ValueError as exc:
+            raise EdgesimError(f"{ctx.topology.path}: {exc}") from None
+        self.gates: dict[int, ConnectionGate] = {}
+        """Listening port -> its connection gate."""
         self.servers: list[asyncio.Server] = []
         self.connections: set[XmppConnection] = set()
         self.tasks: set[asyncio.Task[None]] = set()
@@ -163,9 +181,31 @@ class S2SServer:
 
     # ------------------------------------------------------------------ lifecycle
     async def listen(
-        self, port: int, handler: Callable[..., object], **kw: object
+        self,
+        port: int,
+        handler: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
+        address: str | None = None,
+        **kw: object,
     ) -> asyncio.Server:
-        server = await asyncio.start_server(handler, self.address, port, **kw)  # type: ignore[arg-type]
+        """Serve ``handler`` on ``port``, behind a :class:`ConnectionGate` of its own."""
+        gate = ConnectionGate(self.listener_limits.connections)
+
+        async def gated(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            peer = writer.get_extra_info("peername")
+            source = str(peer[0]) if isinstance(peer, tuple) else "?"
+            refused = gate.admit(source)
+            if refused is not None:
+                if gate.refused % 1000 == 1:
+                    log.warning("%s: stream from %s refused: %s", self.ctx.service, source, refused)
+                writer.transport.abort()
+                return
+            try:
+                await handler(reader, writer)
+            finally:
+                gate.release(source)
+
+        server = await asyncio.start_server(gated, address or self.address, port, **kw)  # type: ignore[arg-type]
+        self.gates[int(server.sockets[0].getsockname()[1])] = gate
         self.servers.append(server)
         return server
 
@@ -199,7 +239,12 @@ class S2SServer:
             stream_id=new_stream_id(),
         )
         conn = XmppConnection(
-            session, reader, writer, on_event=self._s2s_event, tls_server=self.tls_server
+            session,
+            reader,
+            writer,
+            on_event=self._s2s_event,
+            tls_server=self.tls_server,
+            limits=self.listener_limits,
         )
         self.connections.add(conn)
         try:
@@ -367,14 +412,13 @@ class XmppProxyService(S2SServer):
     async def start(self) -> list[BoundListener]:
         s2s = await self.listen(self.s2s_listener.port, self.handle_s2s)
         self.address_internal = self.internal_address
-        server = await asyncio.start_server(
+        server = await self.listen(
+            self.mtls_listener.port,
             self.handle_gateway,
             self.internal_address,
-            self.mtls_listener.port,
             ssl=self.tls_internal,
-            ssl_handshake_timeout=10.0,
+            ssl_handshake_timeout=self.listener_limits.handshake_timeout,
         )
-        self.servers.append(server)
         return [
             BoundListener(self.s2s_listener, "tcp", self.address, _port(s2s)),
             BoundListener(self.mtls_listener, "tcp", self.internal_address, _port(server)),
@@ -425,7 +469,14 @@ class XmppProxyService(S2SServer):
             stream_id=new_stream_id(),
             peer_certificate=cert,
         )
-        conn = XmppConnection(session, reader, writer, on_event=self._gateway_event, name="gateway")
+        conn = XmppConnection(
+            session,
+            reader,
+            writer,
+            on_event=self._gateway_event,
+            name="gateway",
+            limits=self.listener_limits,
+        )
         self.connections.add(conn)
         try:
             await conn.run()
@@ -536,7 +587,12 @@ class XmppPartnerService(S2SServer):
             stream_id=new_stream_id(),
         )
         conn = XmppConnection(
-            session, reader, writer, on_event=self._c2s_event, tls_server=self.tls_server
+            session,
+            reader,
+            writer,
+            on_event=self._c2s_event,
+            tls_server=self.tls_server,
+            limits=self.listener_limits,
         )
         self.connections.add(conn)
         try:

@@ -3,9 +3,12 @@
 Implemented:
 - incremental parsing with pyexpat; a stanza is a depth-1 element, handed out as an
   ElementTree element and dropped from the tree afterwards (nothing accumulates under the root);
+- UTF-8 only (:rfc:`6120#section-11.6`): an XML declaration naming another encoding ends the
+  stream with ``<unsupported-encoding/>``;
 - restricted XML (:rfc:`6120#section-11.1`): a DOCTYPE, entity declaration, processing
   instruction or comment ends the stream with ``<restricted-xml/>``;
-- hard limits (:class:`StreamLimits`): stanza size, element depth, attributes per element and
+- hard limits (:class:`StreamLimits`): stanza size, element depth, attributes per element
+  (namespace declarations included) and
   bytes buffered without a complete stanza end the stream with ``<policy-violation/>``; input is
   fed to expat in small slices so that memory stays bounded whatever the peer sends at once;
 - malformed XML ends the stream with ``<not-well-formed/>``, a wrong stream namespace with
@@ -31,6 +34,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from xml.parsers import expat
 
+from simulator.limits import limit
 from simulator.xmpp.errors import LocalProtocolError, RemoteProtocolError, StreamErrorCondition
 from simulator.xmpp.events import (
     StanzaReceived,
@@ -63,25 +67,47 @@ _SLICE = 4096
 _INVALID_XML_CHARS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 
 
+_TS = "tests/xmpp/test_stream.py::"
+
+
 @dataclass(frozen=True)
 class StreamLimits:
     """Hard limits on what a peer may make us buffer."""
 
-    max_stanza_bytes: int = 256 * 1024
+    max_stanza_bytes: int = limit(
+        256 * 1024,
+        "stanza, bytes (policy-violation)",
+        _TS + "test_bad_input_gets_the_exact_stream_error",
+    )
     """Largest stanza, in bytes on the wire (Prosody's default s2s limit is 512 KiB)."""
-    max_buffered_bytes: int = 256 * 1024
+    max_buffered_bytes: int = limit(
+        256 * 1024,
+        "bytes without a complete stanza (policy-violation)",
+        _TS + "test_unclosed_tags_fed_in_chunks_stop_at_the_buffer_limit",
+    )
     """Bytes accepted without a stanza (or the stream header) being completed."""
-    max_depth: int = 32
+    max_depth: int = limit(
+        32, "element depth (policy-violation)", _TS + "test_bad_input_gets_the_exact_stream_error"
+    )
     """Deepest element nesting, counting the stream root as depth 1."""
-    max_attributes: int = 32
-    """Attributes per element (namespace declarations not counted)."""
+    max_attributes: int = limit(
+        32,
+        "attributes and namespace declarations per element (policy-violation)",
+        "tests/xmpp/test_s2s_hardening.py::"
+        "test_namespace_declarations_count_against_the_attribute_limit",
+    )
+    """Attributes per element, namespace declarations included."""
 
 
 @dataclass(frozen=True)
 class StreamTimers:
     """Idle timeout and keep-alive interval, in seconds (None disables)."""
 
-    idle_timeout: float | None = 300.0
+    idle_timeout: float | None = limit(
+        300.0,
+        "idle: nothing received, s (connection-timeout)",
+        "tests/xmpp/test_stream.py::test_idle_timeout_and_keepalive",
+    )
     """Close with ``<connection-timeout/>`` when nothing arrives for this long."""
     keepalive_interval: float | None = 60.0
     """Send a single space when we have sent nothing for this long."""
@@ -227,13 +253,14 @@ class XmlStream:
 
     # ------------------------------------------------------------------ parser
     def _new_parser(self) -> None:
-        parser = expat.ParserCreate(namespace_separator=" ")
+        parser = expat.ParserCreate(encoding="UTF-8", namespace_separator=" ")
         parser.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
         parser.buffer_text = True
         parser.StartElementHandler = self._on_start
         parser.EndElementHandler = self._on_end
         parser.CharacterDataHandler = self._on_text
         parser.StartNamespaceDeclHandler = self._on_ns
+        parser.XmlDeclHandler = self._on_xml_declaration
         parser.StartDoctypeDeclHandler = self._on_restricted_doctype
         parser.EntityDeclHandler = self._on_restricted_entity
         parser.CommentHandler = self._on_restricted_comment
@@ -243,6 +270,8 @@ class XmlStream:
         self._depth = 0
         self._stack: list[ET.Element] = []
         self._root_ns: dict[str | None, str] = {}
+        self._declarations = 0
+        """Namespace declarations on the element about to start."""
         self._fed = 0
         self._boundary = 0
         self._stanza_start = -1
@@ -272,7 +301,14 @@ class XmlStream:
     def _on_restricted_external(self, *args: object) -> int:
         raise _Violation(StreamErrorCondition.RESTRICTED_XML, "external entities are not allowed")
 
+    def _on_xml_declaration(self, version: str, encoding: str | None, standalone: int) -> None:
+        if encoding is not None and encoding.lower() not in ("utf-8", "utf8"):
+            raise _Violation(
+                StreamErrorCondition.UNSUPPORTED_ENCODING, "XMPP streams are UTF-8 only"
+            )
+
     def _on_ns(self, prefix: str | None, uri: str) -> None:
+        self._declarations += 1
         if self._depth == 0:
             self._root_ns[prefix] = uri
 
@@ -285,7 +321,8 @@ class XmlStream:
 
     def _on_start(self, name: str, attrs: dict[str, str]) -> None:
         self._check_after_tls()
-        if len(attrs) > self.limits.max_attributes:
+        declarations, self._declarations = self._declarations, 0
+        if len(attrs) + declarations > self.limits.max_attributes:
             raise _Violation(
                 StreamErrorCondition.POLICY_VIOLATION,
                 f"more than {self.limits.max_attributes} attributes on an element",
@@ -417,6 +454,8 @@ class XmlStream:
             )
         except RecursionError:  # pragma: no cover - depth limit comes first
             self._fail(StreamErrorCondition.POLICY_VIOLATION, "elements nested too deep")
+        except (ValueError, LookupError, UnicodeError):  # a codec expat asked Python for
+            self._fail(StreamErrorCondition.UNSUPPORTED_ENCODING, "XMPP streams are UTF-8 only")
 
     def _check_limits(self) -> None:
         if self._stanza_start >= 0:

@@ -58,3 +58,11 @@ def test_xmpp_benchmark_quick_loses_nothing():
     result = run_quick("xmpp_bench")
     assert result["messages_per_s"] > 0  # type: ignore[operator]
     assert result["lost"] == 0
+
+
+def test_soak_benchmark_quick_keeps_the_lab_up_and_answering():
+    result = run_quick("soak_bench")
+    assert result["lab_crashed"] is False
+    for probe in ("sip_options", "xmpp_stream", "turn_allocation"):
+        assert result["slowloris"][probe]["answered"] > 0, result["slowloris"]
+    assert result["udp_flood"]["turn_still_answers"] and result["udp_flood"]["dns_still_answers"]

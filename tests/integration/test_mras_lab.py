@@ -6,8 +6,10 @@ from __future__ import annotations
 import pytest
 
 from simulator.lab.topology import Topology
+from simulator.media.aio import AsyncTurnClient
+from simulator.media.auth import LongTermCredentials
+from simulator.media.errors import RequestRefused
 from simulator.media.mras import credentials_request_body, parse_credentials_response
-from simulator.media.service import udp_allocate
 from simulator.pki import LabPki
 from simulator.sip.emulators.mras import CONTENT_TYPE
 from tests.siplab import lab_up
@@ -47,10 +49,17 @@ async def test_credentials_from_the_front_end_open_an_allocation_on_the_edge(
         relay = sip_topology.interface_by_fqdn(intranet.host)
         assert relay is not None
         server = (str(relay.loopback()), intranet.udp_port)
-        assert await udp_allocate(server, username, password, (50000, 59999)) is None
+        creds = LongTermCredentials(username, password)
+        async with await AsyncTurnClient.open(server, "udp", credentials=creds) as client:
+            relayed = await client.allocate()
+            assert 50000 <= relayed[1] <= 59999
+            await client.release()
         # the same username with a password of our own is refused by the Edge
-        refused = await udp_allocate(server, username, "guessed", (50000, 59999))
-        assert refused is not None and "401" in refused
+        guessed = LongTermCredentials(username, "guessed")
+        async with await AsyncTurnClient.open(server, "udp", credentials=guessed) as client:
+            with pytest.raises(RequestRefused) as refused:
+                await client.allocate()
+        assert refused.value.code == 401 and refused.value.authenticated
 
 
 async def test_a_malformed_credentials_request_gets_400_with_the_reason(

@@ -56,7 +56,7 @@ async def test_remote_user_registers_over_443_and_chats_with_internal_user(
         got = await next_incoming(bob)
         assert got.body == b"hello from home"  # type: ignore[attr-defined]
         trust = got.headers.get("ms-edge-proxy-message-trust")  # type: ignore[attr-defined]
-        assert trust is not None and "ms-source-type=AuthorizedUser" in trust
+        assert trust is not None and "ms-source-type=InternetUser" in trust
         assert "ms-source-verified-user=verified" in trust
         response = await bob.message("sip:alice@contoso.lab", "hello from the office")
         assert response.code == 200
@@ -134,6 +134,13 @@ async def test_pic_user_chats_both_ways(sip_topology: Topology, lab_pki: LabPki)
         assert (await dave.message("sip:alice@contoso.lab", "hi alice")).code == 200
         got = await next_incoming(alice)
         assert got.body == b"hi alice"  # type: ignore[attr-defined]
+        # [MS-SIPRE] 2.2.15: a public IM provider is an AuthorizedServer on the publiccloud
+        # network, and ms-remote-fqdn names its server (3.10.1.5)
+        assert got.headers.get("ms-edge-proxy-message-trust") == (  # type: ignore[attr-defined]
+            "ms-source-type=AuthorizedServer;ms-ep-fqdn=sip.contoso.lab;"
+            "ms-source-verified-user=verified;ms-source-network=publiccloud;"
+            "ms-remote-fqdn=sip.pic.lab"
+        )
 
 
 async def test_presence_and_call_across_federation(sip_topology: Topology, lab_pki: LabPki) -> None:
@@ -621,3 +628,59 @@ async def test_probe_options_classifies_outcomes(sip_topology: Topology, lab_pki
         assert closed.stage == "connect"
         wrong = await probe_options(edge, 443, context=plain, server_name="sip.fabrikam.lab")
         assert wrong.stage == "tls" and "does not match the server name" in wrong.detail
+
+
+async def test_partner_resetting_the_handshake_gets_504_1047_with_the_winsock_error(
+    sip_topology: Topology, lab_pki: LabPki
+) -> None:
+    """A partner Edge that does not trust our certificate resets the connection in the TLS
+    handshake (as Windows does): 1047 with WinsockFailureCode 10054, as real traces show."""
+    import socket
+    import struct
+
+    fabrikam = str(sip_topology.interface("fabrikam:wan").loopback())
+    hosts = ["dns-int", "dns-ext", "edge", "fe"]  # fabrikam's 5061 is the resetting server below
+
+    async def reset(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(5)  # the ClientHello's record header
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.transport.abort()
+
+    server = await asyncio.start_server(reset, fabrikam, 5061)
+    try:
+        async with lab_up(sip_topology, lab_pki, hosts=hosts) as lab:  # noqa: SIM117
+            async with lab.ua("bob@contoso.lab", "internal") as bob:
+                await bob.register()
+                response = await bob.message("sip:carol@fabrikam.lab", "x")
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert response.code == 504
+    assert response.headers.get("ms-diagnostics") == (
+        '1047;reason="Failed to complete TLS negotiation with a federated peer server"'
+        ';WinsockFailureCode="10054(WSAECONNRESET)"'
+        ';WinsockFailureDescription="The peer forced closure of the connection"'
+        ';source="sip.contoso.lab";PeerServer="sip.fabrikam.lab"'
+    )
+
+
+async def test_tls_max_version_caps_the_edge_at_tls_1_2(
+    sip_topology: Topology, lab_pki: LabPki
+) -> None:
+    """tls_max_version = "1.2": a client that insists on TLS 1.3 fails the handshake on 443, as
+    against Lync Server 2013 on Windows Server 2012 R2; a TLS 1.2 client signs in."""
+    import ssl
+
+    settings: dict[str, dict[str, object]] = {"access-edge": {"tls_max_version": "1.2"}}
+    async with lab_up(sip_topology, lab_pki, settings) as lab:
+        ua = lab.ua("alice@contoso.lab", "remote")
+        assert ua.context is not None
+        ua.context.minimum_version = ssl.TLSVersion.TLSv1_3
+        with pytest.raises((ssl.SSLError, ConnectionResetError)):  # refused: protocol version
+            async with ua:
+                pass
+        async with lab.ua("alice@contoso.lab", "remote") as alice:
+            assert (await alice.register()).code == 200
+            assert alice.proto is not None
+            assert alice.proto.transport.get_extra_info("ssl_object").version() == "TLSv1.2"

@@ -71,15 +71,23 @@ def bare(jid: str) -> str:
 
 
 async def test_messages_flow_both_ways_through_5269_and_23456(xmpp_lab: XmppLab) -> None:
+    from simulator.trace import TraceRecorder
+
     client = await login(xmpp_lab)
     try:
-        await roundtrip(xmpp_lab, client, "hello alice")
-        await roundtrip(xmpp_lab, client, "second message, same streams")
+        with TraceRecorder() as rec:
+            await roundtrip(xmpp_lab, client, "hello alice")
+            await roundtrip(xmpp_lab, client, "second message, same streams")
     finally:
         client.disconnect()
-    # inbound authenticated by certificate, outbound by dialback (the Edge's certificate names
-    # xmpp.contoso.lab, not contoso.lab)
     assert xmpp_lab.proxy.stats["from_partner"] == 2
+    # both ways by certificate (SASL EXTERNAL, XEP-0178): the Edge's certificate names
+    # contoso.lab (cert_names), and jabber.lab checks it (verify_server_names, the default)
+    auth = sorted({e.summary for e in rec.events if e.summary.startswith("authenticated ")})
+    assert auth == [
+        "authenticated contoso.lab (sasl-external)",
+        "authenticated jabber.lab (sasl-external)",
+    ]
 
 
 BILLION_LAUGHS = (

@@ -15,12 +15,10 @@ from collections.abc import AsyncIterator
 import pytest
 
 from simulator.lab.topology import Topology
-from simulator.media.aio import AsyncTurnServer, ListenerSpec
-from simulator.media.service import lab_zone_map
-from simulator.media.turn import PeerPolicy, TurnConfig
+from simulator.media.aio import AsyncTurnServer
+from simulator.media.service import peer_policy
 from simulator.pki import LabPki, LabSecrets
-from simulator.tls import server_context
-from tests.media_lab import media_only
+from tests.media_lab import av_server, media_only
 
 pytestmark = pytest.mark.interop
 
@@ -46,20 +44,9 @@ def free_port(kind: int, address: str) -> int:
 
 @pytest.fixture
 async def turn(topology: Topology, lab_pki: LabPki) -> AsyncIterator[AsyncTurnServer]:
-    config = TurnConfig(
-        relay_address=SERVER_IP,
-        users={USER: PASSWORD},
-        port_low=PORTS[0],
-        port_high=PORTS[1],
-        policy=PeerPolicy(lab_zones=lab_zone_map(topology)),
-    )
-    tls = server_context(lab_pki.interface_cert(topology.interface("edge:av")))
-    specs = [
-        ListenerSpec("udp", SERVER_IP, 0),
-        ListenerSpec("tcp", SERVER_IP, 0),
-        ListenerSpec("tls", SERVER_IP, 0, tls),
-    ]
-    async with AsyncTurnServer(config, specs) as server:
+    policy = peer_policy(topology, topology.host("edge"), {})
+    users = {USER: PASSWORD}
+    async with av_server(topology, lab_pki, users=users, ports=PORTS, policy=policy) as server:
         yield server
 
 

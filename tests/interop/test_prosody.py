@@ -235,7 +235,14 @@ async def test_prosody_authenticates_the_edge_by_dialback(
         dialback=True,
         log_level="debug",
     )
-    lab = await start_xmpp_lab(shifted, lab_pki, hosts=["edge", "dns-ext", "dns-int"])
+    # the lab certificate names contoso.lab (SASL EXTERNAL by default): an Edge that does
+    # not use EXTERNAL is authenticated by dialback
+    lab = await start_xmpp_lab(
+        shifted,
+        lab_pki,
+        {"xmpp-proxy": {"allow_external": False}},
+        hosts=["edge", "dns-ext", "dns-int"],
+    )
     try:
         async with prosody(setup, lab_pki) as log:
             await chat_through_edge(lab, log)

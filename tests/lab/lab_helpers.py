@@ -62,9 +62,9 @@ def docker_problem() -> str | None:
     return None
 
 
-def _base_image() -> str | None:
+def _local_base() -> str | None:
     for candidate in (
-        os.environ.get("EDGESIM_BASE_IMAGE"),
+        os.environ.get("EDGESIM_BASE"),
         "edgesim-base:bookworm",
         "python:3.11-slim",
     ):
@@ -79,9 +79,10 @@ def _base_image() -> str | None:
     return None
 
 
-def build_test_image(tag: str) -> None:
-    """Build the lab image ``tag`` from this tree (skips when no base image can be had)."""
-    base = _base_image()
+def base_image() -> str:
+    """A base image for the lab image (``$EDGESIM_BASE``, the local one, or python:3.11-slim):
+    made with scripts/make-base-image.sh when there is none and this is root; else a skip."""
+    base = _local_base()
     if base is None and shutil.which("debootstrap") and os.geteuid() == 0:
         # A fresh machine without a registry: make the local base image (1-3 minutes, once).
         made = subprocess.run(
@@ -92,14 +93,21 @@ def build_test_image(tag: str) -> None:
             cwd=ROOT,
         )
         assert made.returncode == 0, made.stderr[-2000:]
-        base = _base_image()
+        base = _local_base()
     if base is None:
         pytest.skip("no base image: scripts/make-base-image.sh (or docker pull python:3.11-slim)")
+    return base
+
+
+def build_test_image(tag: str) -> None:
+    """``docker build`` the lab image ``tag`` from this tree (what the compose file's build
+    section does)."""
     build = subprocess.run(
-        ["bash", "scripts/build-image.sh", "--base", base, "--tag", tag],
+        ["docker", "build", "--quiet", "--build-arg", f"BASE_IMAGE={base_image()}",
+         "--tag", tag, "."],
         capture_output=True,
         text=True,
         timeout=900,
         cwd=ROOT,
-    )
+    )  # fmt: skip
     assert build.returncode == 0, build.stderr[-2000:]

@@ -12,13 +12,14 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from lab_helpers import build_test_image, docker_problem, rows_broken_by_broken_external
+from lab_helpers import base_image, docker_problem, rows_broken_by_broken_external
 
 from simulator.cli import cli
 from simulator.lab.flowcheck import FlowResult, check_flows, matrix_flows
 from simulator.lab.runners.compose import docker_gateway, render_compose
 from simulator.lab.topology import Topology
 from simulator.matrix import load_matrix
+from tests.captures import XMPP_MESSAGE, needs_capture_tools, xmpp_bodies
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -47,9 +48,11 @@ def test_compose_file_publishes_nothing_and_keeps_lab_addresses(topology: Topolo
 
 
 def compose(
-    *args: str, check: bool = True, timeout: float = 180
+    *args: str, check: bool = True, timeout: float = 180, base: str | None = None
 ) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, EDGESIM_IMAGE=IMAGE)
+    if base is not None:
+        env["EDGESIM_BASE"] = base
     done = subprocess.run(
         ["docker", "compose", "-p", PROJECT, "-f", str(COMPOSE_FILE), *args],
         capture_output=True,
@@ -110,10 +113,13 @@ def compose_lab(topology: Topology) -> Iterator[None]:
     ).stdout.split()
     if running:
         pytest.skip("the edgesim compose lab is up (its subnets are taken); `docker compose down`")
-    build_test_image(IMAGE)
+    base = base_image()
     compose("down", "--remove-orphans", "--timeout", "2", check=False)
     try:
-        compose("up", "--detach", "--wait", "--wait-timeout", "120")
+        # What the README tells a user: the compose file builds its own image from the source.
+        compose(
+            "up", "--build", "--detach", "--wait", "--wait-timeout", "120", timeout=900, base=base
+        )
         yield
     finally:
         compose("down", "--remove-orphans", "--timeout", "2", check=False)
@@ -253,6 +259,23 @@ def test_every_shipped_scenario_passes_across_the_firewall_containers(compose_la
     assert not failed, failed
     assert len(results) == len(list((ROOT / "scenarios").glob("[!_]*.py")))
     assert done.returncode == 0
+
+
+@pytest.mark.docker
+def test_scenario_captures_in_the_containers_decrypt_in_tshark(
+    compose_lab: None, tmp_path: Path
+) -> None:
+    """`scenario run --runner compose --pcap`: tcpdump in every container, the containers' TLS
+    key logs (SSLKEYLOGFILE in the compose file) and this process's, embedded."""
+    needs_capture_tools()
+    env = dict(os.environ, COMPOSE_PROJECT_NAME=PROJECT, EDGESIM_IMAGE=IMAGE)
+    done = subprocess.run(
+        [sys.executable, "-m", "simulator", "scenario", "run", "xmpp-chat", "--runner",
+         "compose", "--pcap", str(tmp_path)],
+        capture_output=True, text=True, timeout=300, cwd=ROOT, env=env,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert XMPP_MESSAGE in xmpp_bodies(tmp_path / "xmpp-chat.pcapng")
 
 
 @pytest.mark.docker

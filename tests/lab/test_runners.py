@@ -135,6 +135,9 @@ class FakeRunner:
     def problem(self) -> str | None:
         return None
 
+    def notices(self) -> list[str]:
+        return []
+
     async def up(self) -> None:
         self.calls.append(f"up {self.config.name}")
 

@@ -150,3 +150,38 @@ def test_missing_file_is_a_config_error(tmp_path):
 def test_user_topology_round_trips(tmp_path):
     path = _write(tmp_path, DEFAULT.replace('name = "contoso"', 'name = "my-lab"'))
     assert load_topology(path).name == "my-lab"
+
+
+def test_moved_ports_keep_the_matrix_names_and_move_listeners_and_srv(topology):
+    """What the embedded lab runs without root: ports below 1024 move by 8000, nothing else."""
+    from simulator.lab.topology import PORT_OFFSET
+
+    moved = topology.moved()
+    assert topology.privileged_ports() == [53, 443] and PORT_OFFSET == 8000
+    sip = moved.host("edge").listener_on("access", "tcp", 443, 443)
+    assert sip is not None and (sip.port, sip.real_port, sip.proto) == (8443, 443, "sip-tls")
+    assert moved.host("edge").listener_on("access", "tcp", 8443, 8443) is None
+    federation = moved.host("edge").listener_on("access", "tcp", 5061, 5061)
+    assert federation is not None and federation.port == 5061 and federation.moved_by == 0
+    relay = next(lst for lst in moved.host("edge").listeners if lst.proto == "relay")
+    assert (relay.port_low, relay.port_high) == (50000, 59999)
+    srv = {s.name: s.port for s in moved.srv}
+    assert srv["_sip._tls.contoso.lab"] == 8443
+    assert srv["_sipfederationtls._tcp.contoso.lab"] == 5061
+    assert (moved.lab_port(53), moved.lab_port(5269), topology.lab_port(443)) == (8053, 5269, 443)
+    assert moved.moved(PORT_OFFSET) is moved and topology.moved(0) is topology
+
+
+def test_a_moved_port_that_collides_is_a_config_error(tmp_path):
+    text = (
+        default_topology_path()
+        .read_text()
+        .replace(
+            '{ interface = "access", service = "xmpp-proxy", proto = "xmpp-s2s", port = 5269 },',
+            '{ interface = "access", service = "xmpp-proxy", proto = "xmpp-s2s", port = 8443 },',
+        )
+    )
+    path = tmp_path / "lab.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=r"access-edge \(sip-tls\) moved to port 8443 collides"):
+        load_topology(path).moved()

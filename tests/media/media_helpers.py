@@ -1,4 +1,4 @@
-"""A scripted TURN client for the core tests: builds requests, reads answers (no sockets)."""
+"""The core tests' TURN client: the package's client core wired to the server core in memory."""
 
 from __future__ import annotations
 
@@ -7,17 +7,14 @@ import itertools
 from typing import Any
 
 from simulator.media import stun
+from simulator.media.actions import Action, ListenerId, OpenRelay, RelayTo, SendTo
+from simulator.media.auth import LongTermCredentials
+from simulator.media.client import ClientConfig, TurnClient
+from simulator.media.config import TurnConfig
+from simulator.media.events import ClientEvent, TransactionAnswered
+from simulator.media.policy import PeerPolicy
 from simulator.media.stun import Message, MessageClass, Method
-from simulator.media.turn import (
-    Action,
-    ListenerId,
-    OpenRelay,
-    PeerPolicy,
-    RelayTo,
-    SendTo,
-    TurnConfig,
-    TurnServer,
-)
+from simulator.media.turn import TurnServer
 
 UDP = ListenerId("udp", "127.51.100.11", 3478)
 TCP = ListenerId("tcp", "127.51.100.11", 3478)
@@ -40,7 +37,7 @@ def config(**kwargs: Any) -> TurnConfig:
         "users": {"alice": "alice-pw", "bob": "bob-pw"},
         "shared_secret": b"s3cret",
         # the internet zone of the local runner: peers there may be relayed to
-        "policy": PeerPolicy(lab_zones=((ipaddress.IPv4Network("127.0.113.0/24"), "internet"),)),
+        "policy": PeerPolicy(allowed=(ipaddress.IPv4Network("127.0.113.0/24"),)),
     }
     base.update(kwargs)
     return TurnConfig(**base)
@@ -65,7 +62,14 @@ def error_code(message: Message) -> int | None:
 
 
 class Client:
-    """One TURN client (a 5-tuple) with long-term credentials, driving a TurnServer."""
+    """One TURN client (a 5-tuple) driving a TurnServer in memory: the package's client core
+    (:class:`simulator.media.client.TurnClient`) wired to the server core, no sockets.
+
+    :meth:`ask` sends a request through the client core (which answers a 401/438 challenge by
+    itself, as every client does) and returns the server's actions of the last exchange; the
+    client core's answers are in :attr:`answers`. :meth:`send` and :meth:`signed` are for raw,
+    hand-made messages.
+    """
 
     def __init__(
         self,
@@ -75,40 +79,79 @@ class Client:
         *,
         address: tuple[str, int] = CLIENT,
         listener: ListenerId = UDP,
+        credentials: LongTermCredentials | None = None,
     ) -> None:
         self.server = server
         self.user = user
-        self.password = password
         self.address = address
         self.listener = listener
-        self.nonce: bytes | None = None
-        self.key = stun.long_term_key(user, REALM, password)
+        self.creds = credentials or LongTermCredentials(user, password)
+        self.core = TurnClient(
+            ClientConfig(stream=listener.stream), self.creds, transaction_ids=tid
+        )
+        self.answers: list[TransactionAnswered] = []
+        self.received: list[ClientEvent] = []
+        """The client core's other events (data from peers ...)."""
+        self.relay: int | None = None
+
+    @property
+    def key(self) -> bytes:
+        assert self.creds.key is not None, "no challenge answered yet"
+        return self.creds.key
+
+    @property
+    def nonce(self) -> bytes | None:
+        return self.creds.nonce
+
+    def use_nonce(self, nonce: bytes) -> None:
+        """Sign the next requests with ``nonce`` (as if a server had sent it)."""
+        self.creds.learn(
+            Message(0, MessageClass.ERROR, tid(), [("REALM", REALM), ("NONCE", nonce)])
+        )
 
     def send(self, data: bytes, now: float = T0) -> list[Action]:
         return self.server.receive(data, self.address, self.listener, now)
 
     def signed(self, message: Message) -> bytes:
-        message.attributes += [("USERNAME", self.user), ("REALM", REALM), ("NONCE", self.nonce)]
+        """``message`` with our credentials and MESSAGE-INTEGRITY (a challenge must have come)."""
+        message.attributes += self.creds.attributes()
         return stun.encode(message, integrity_key=self.key)
 
+    def deliver(self, actions: list[Action], now: float = T0) -> None:
+        """Hand the client core what the server sent us."""
+        for action in actions:
+            if isinstance(action, SendTo) and action.client == self.address:
+                if self.listener.stream:
+                    self.core.receive_data(action.data, now)
+                else:
+                    self.core.receive_datagram(action.data, now)
+        while (event := self.core.next_event()) is not None:
+            if isinstance(event, TransactionAnswered):
+                self.answers.append(event)
+            else:
+                self.received.append(event)
+
     def ask(self, message: Message, now: float = T0) -> list[Action]:
-        """Send ``message`` with credentials, fetching a nonce first if we have none."""
-        if self.nonce is None:
-            challenge = only_reply(self.send(stun.encode(message), now))
-            assert error_code(challenge) == 401
-            self.nonce = challenge.get("NONCE")
-            message = Message(message.method, message.message_class, tid(), message.attributes)
-        return self.send(self.signed(message), now)
+        """Send ``message``'s method and attributes through the client core; the server's actions
+        of the last exchange (after a credentials challenge, those of the retry)."""
+        self.core.request(message.method, message.attributes, now)
+        actions: list[Action] = []
+        while out := self.core.data_to_send():
+            actions = [a for data in out for a in self.send(data, now)]
+            self.deliver(actions, now)
+        return actions
 
     def allocate(self, now: float = T0, *attrs: tuple[str, Any]) -> Message:
-        """Allocate (UDP unless told), confirm the relay bind, return the success response."""
+        """Allocate (UDP unless told), confirm the relay bind, return the final answer."""
         attrs = attrs or (("REQUESTED-TRANSPORT", 17),)
         actions = self.ask(request(Method.ALLOCATE, *attrs), now)
         opens = [a for a in actions if isinstance(a, OpenRelay)]
         if not opens:
             return only_reply(actions)
         self.relay = opens[0].relay
-        return only_reply(self.server.relay_opened(self.relay, now))
+        answer = self.server.relay_opened(self.relay, now)
+        self.deliver(answer, now)
+        return only_reply(answer)
 
     def permit(self, peer: tuple[str, int] = PEER, now: float = T0) -> Message:
         return only_reply(

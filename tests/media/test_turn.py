@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import ipaddress
 import struct
 from enum import Enum
 
@@ -28,27 +30,23 @@ from media_helpers import (
 
 from simulator.lab.topology import Topology
 from simulator.media import stun
-from simulator.media.errors import LocalProtocolError
-from simulator.media.events import AllocationCreated, AllocationDeleted, MessageDropped
-from simulator.media.service import lab_zone_map
-from simulator.media.stun import Message, MessageClass, Method
-from simulator.media.turn import (
-    TRANSITIONS,
-    AllocationState,
+from simulator.media.actions import (
     CloseClient,
     ClosePeer,
     CloseRelay,
-    ConnectionState,
     ConnectPeer,
     JoinConnection,
     OpenRelay,
-    PeerPolicy,
     RelayTo,
     SendTo,
-    TurnServer,
-    advance,
-    time_limited_credentials,
 )
+from simulator.media.auth import time_limited_credentials
+from simulator.media.errors import LocalProtocolError
+from simulator.media.events import AllocationCreated, AllocationDeleted, MessageDropped
+from simulator.media.service import peer_policy
+from simulator.media.states import TRANSITIONS, AllocationState, ConnectionState, advance
+from simulator.media.stun import Message, MessageClass, Method
+from simulator.media.turn import TurnServer
 
 
 @pytest.fixture
@@ -169,19 +167,24 @@ def test_stale_nonce_gets_438_with_a_new_nonce_then_succeeds(server: TurnServer)
     client = Client(server)
     reply = client.allocate(T0, ("REQUESTED-TRANSPORT", 17), ("LIFETIME", 3600))
     assert reply.message_class == MessageClass.SUCCESS
+    old_nonce = client.nonce
     stale_at = T0 + server.config.nonce_lifetime + 1
-    reply = only_reply(client.ask(request(Method.REFRESH), stale_at))
-    assert error_code(reply) == 438
-    assert reply.get("REALM") == REALM and reply.get("NONCE") != client.nonce
-    client.nonce = reply.get("NONCE")
+    client.answers.clear()
     ok = only_reply(client.ask(request(Method.REFRESH), stale_at))
     assert ok.message_class == MessageClass.SUCCESS
+    # the client core took the new NONCE from the 438 and sent the Refresh again
+    stale, final = client.answers
+    assert error_code(stale.answer) == 438 and not stale.final and stale.signed
+    assert stale.answer.get("REALM") == REALM and stale.answer.get("NONCE") != old_nonce
+    assert final.final and final.sent.get("NONCE") == stale.answer.get("NONCE")
+    assert server.stats["rejected.438"] == 1
 
 
 def test_forged_nonce_gets_401(server: TurnServer) -> None:
     client = Client(server)
-    client.nonce = b"5f5e1000-0000000000000000"
+    client.use_nonce(b"5f5e1000-0000000000000000")
     assert error_code(client.allocate()) == 401
+    assert [a.signed for a in client.answers] == [True]  # refused, not challenged again
 
 
 def test_time_limited_credentials_from_the_shared_secret() -> None:
@@ -207,7 +210,7 @@ def test_unknown_attribute_on_authenticated_request_gets_signed_420(server: Turn
     client = Client(server)
     client.allocate()
     refresh = request(Method.REFRESH)
-    refresh.attributes += [("USERNAME", client.user), ("REALM", REALM), ("NONCE", client.nonce)]
+    refresh.attributes += client.creds.attributes()
     # stun.encode only writes attributes it knows: splice the unknown one in, then sign
     data = stun.encode(refresh, fingerprint=False) + struct.pack("!HH", 0x0044, 0)
     data = data[:2] + struct.pack("!H", len(data) - 20) + data[4:]
@@ -242,7 +245,7 @@ def test_allocate_gives_a_relay_in_the_range_signed(server: TurnServer) -> None:
 def test_allocate_retransmission_gets_the_same_answer_and_new_one_437(server: TurnServer) -> None:
     client = Client(server)
     client.allocate()
-    first = client.server._allocations[(UDP, CLIENT)].request
+    first = client.server._state.allocations[(UDP, CLIENT)].request
     again = client.send(
         client.signed(
             Message(first.method, first.message_class, first.transaction_id, first.attributes[:1])
@@ -264,9 +267,7 @@ def test_allocate_retransmission_gets_the_same_answer_and_new_one_437(server: Tu
 )
 def test_allocate_rejections(server: TurnServer, attrs: tuple, code: int) -> None:
     client = Client(server)
-    actions = client.ask(request(Method.ALLOCATE, *attrs))
-    if not attrs:  # first ask consumed the 401; ask again with the nonce
-        actions = client.ask(request(Method.ALLOCATE))
+    actions = client.ask(request(Method.ALLOCATE, *attrs))  # after the 401 challenge
     assert error_code(only_reply(actions)) == code
 
 
@@ -404,7 +405,7 @@ def test_tcp_control_connection_gets_padded_channel_data() -> None:
 
 @pytest.fixture
 def lab_server(topology: Topology) -> TurnServer:
-    return TurnServer(config(policy=PeerPolicy(lab_zones=lab_zone_map(topology))))
+    return TurnServer(config(policy=peer_policy(topology, topology.host("edge"), {})))
 
 
 @pytest.mark.parametrize(
@@ -412,7 +413,7 @@ def lab_server(topology: Topology) -> TurnServer:
     [
         ("127.0.113.50", True),  # messenger (internet) in the local runner
         ("203.0.113.50", True),  # messenger's real address
-        ("198.18.0.1", True),  # an address outside the lab
+        ("198.18.0.1", False),  # outside the lab, but a reserved (benchmarking) range
         ("127.0.0.1", False),  # loopback, not a lab interface
         ("127.0.2.10", False),  # the Front End (corporate) in the local runner
         ("192.0.2.10", False),  # the Front End's real address
@@ -439,10 +440,9 @@ def test_ipv6_peer_gets_443(server: TurnServer) -> None:
 
 
 def test_allowed_networks_override_the_policy(topology: Topology) -> None:
-    import ipaddress
-
-    policy = PeerPolicy(
-        lab_zones=lab_zone_map(topology), allowed=(ipaddress.IPv4Network("127.0.0.1/32"),)
+    policy = dataclasses.replace(
+        peer_policy(topology, topology.host("edge"), {}),
+        allowed=(ipaddress.IPv4Network("127.0.0.1/32"),),
     )
     assert policy.refuse("127.0.0.1") is None
     assert policy.refuse("127.0.0.2") == "peer is a loopback address"
@@ -560,8 +560,9 @@ def test_connect_dials_out_from_the_relayed_address_then_connection_bind() -> No
     )
     reply = only_reply(server.peer_connected(connect.connection, T0))
     assert reply.get("CONNECTION-ID") == connect.connection
-    data_conn = Client(server, listener=TCP, address=("127.0.113.40", 40100))
-    data_conn.nonce = client.nonce
+    data_conn = Client(
+        server, listener=TCP, address=("127.0.113.40", 40100), credentials=client.creds
+    )
     bad = data_conn.send(data_conn.signed(request(Method.CONNECTION_BIND, ("CONNECTION-ID", 1))))
     assert error_code(only_reply(bad)) == 400
     actions = data_conn.send(
@@ -662,7 +663,7 @@ def test_random_sequences_keep_the_invariants(steps: list[tuple[str, int, int]])
                 if isinstance(action, CloseRelay):
                     open_relays.discard(action.relay)
         assert server.allocation_count == len(open_relays)
-        assert len(server._ports) <= 10
+        assert len(server._state.ports) <= 10
 
 
 @pytest.mark.parametrize(

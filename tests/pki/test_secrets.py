@@ -96,3 +96,20 @@ def test_the_pki_generates_every_secret_up_front(topology: Topology, tmp_path: P
     names = {f"{svc}/{what}" for svc, what, _ in lab_credentials(topology, tmp_path)}
     assert len(stored) == len(names) >= 10
     assert "av-edge/shared_secret" in stored and "front-end/users/alice" in stored
+
+
+def test_no_dialback_key_can_be_computed_from_the_host_and_service_names(
+    topology: Topology, tmp_path: Path
+) -> None:
+    """Issue 12, High 4: the dialback secret once defaulted to "<host>-<service>-dialback"."""
+    from simulator.xmpp.s2s import SessionConfig, dialback_key
+
+    guessed = [f"{h.id}-{s}-dialback" for h in topology.hosts for s in h.services] + ["edgesim"]
+    for service in ("xmpp-proxy", "xmpp-partner"):
+        secret = service_settings(topology, service, tmp_path)["dialback_secret"]
+        assert secret not in guessed and len(secret) >= 24
+    # the core without a secret computes no key that any peer could also compute
+    assert SessionConfig(local_domains=frozenset({"contoso.lab"})).dialback_secret == b""
+    assert dialback_key(b"", "jabber.lab", "contoso.lab", "id") != dialback_key(
+        b"x", "jabber.lab", "contoso.lab", "id"
+    )

@@ -38,7 +38,7 @@ async def test_server_without_rfc6062_is_protocol_failed_and_says_so() -> None:
     assert outcome.verdict is Verdict.PROTOCOL_FAILED
     assert outcome.reason == (
         "the TURN server lacks RFC 6062 TCP relays: "
-        "ALLOCATE answered 442 Unsupported Transport Protocol"
+        "Allocate answered 442 Unsupported Transport Protocol"
     )
 
 

@@ -91,6 +91,7 @@ def test_response_goes_back_by_via() -> None:
     edge = Edge()
     forward = only(edge.proxy.receive_request(edge.fabrikam.id, parse(message()), 0.0))
     assert isinstance(forward, Forward)
+    edge.proxy.sent_on(forward.branch, edge.fe.id)  # as the adapter does
     response = reparse_response(response_for(forward.request, 200))
     action = only(edge.proxy.receive_response(edge.fe.id, response, 1.0))
     assert isinstance(action, Send) and action.flow_id == edge.fabrikam.id
@@ -245,6 +246,7 @@ def test_register_from_remote_user_gets_path_and_requests_find_the_flow_back() -
     assert isinstance(action, Forward)
     path = action.request.headers.get("Path")
     assert path == f"<sip:edge-int.contoso.lab:5061;transport=tls;lr;edgeflow={edge.client.id}>"
+    edge.proxy.sent_on(action.branch, edge.fe.id)
     ok = reparse_response(response_for(action.request, 200))
     only(edge.proxy.receive_response(edge.fe.id, ok, 0.0))
     assert edge.proxy.flows[edge.client.id].user == "sip:alice@contoso.lab"
@@ -348,6 +350,7 @@ def test_cancel_leaves_with_the_branch_of_its_invite() -> None:
     invite = message("INVITE", sender="sip:carol@fabrikam.lab", body="v=0\r\n")
     forwarded = only(edge.proxy.receive_request(edge.fabrikam.id, parse(invite), 0.0))
     assert isinstance(forwarded, Forward)
+    edge.proxy.sent_on(forwarded.branch, edge.fe.id)
     cancel = message("CANCEL", sender="sip:carol@fabrikam.lab", body="")
     cancelled = only(edge.proxy.receive_request(edge.fabrikam.id, parse(cancel), 0.0))
     assert isinstance(cancelled, Forward) and cancelled.target == ToInternal()
@@ -429,6 +432,7 @@ def test_proxy_never_raises_on_parseable_input(
     for action in edge.proxy.receive_request(flow.id, event.request, 0.0):
         bytes(action.request if isinstance(action, (Forward, VerifyPartner)) else action.message)
         if isinstance(action, Forward) and method != "ACK":
+            edge.proxy.sent_on(action.branch, edge.fe.id)
             reply = reparse_response(response_for(action.request, 200))
             edge.proxy.receive_response(edge.fe.id, reply, 1.0)
     edge.proxy.handle_timer(100.0)

@@ -23,12 +23,15 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Protocol
 
 from simulator.errors import LabError, UsageError
+from simulator.lab.capture import CaptureResult
 from simulator.lab.topology import Firewall, Host, Topology
+from simulator.paths import runtime_dir
 from simulator.pki import LabPki
 
 Addressing = Literal["loopback", "lab"]
@@ -36,7 +39,6 @@ Addressing = Literal["loopback", "lab"]
 own addresses (inside namespaces or containers)."""
 
 DEFAULT_LAB = "edgesim"
-STATE_ROOT = Path("/run/edgesim")
 _LAB_NAME = re.compile(r"[a-z0-9]{1,8}")
 
 
@@ -78,8 +80,9 @@ class LabName:
         return namespace.startswith(self.prefix)
 
     def state_dir(self) -> Path:
-        """``$EDGESIM_STATE_DIR`` (default /run/edgesim), one directory per lab name."""
-        return Path(os.environ.get("EDGESIM_STATE_DIR") or STATE_ROOT) / self.name
+        """One directory per lab name under :func:`simulator.paths.runtime_dir`
+        (``$EDGESIM_STATE_DIR``, else /run/edgesim for root, else the user's runtime directory)."""
+        return runtime_dir() / self.name
 
     def cli_args(self) -> str:
         """`` --name NAME`` for messages that tell the user a command, empty for the default."""
@@ -109,6 +112,10 @@ class LabConfig:
     """Firewall id -> rule file to load instead of the topology's."""
     compose_file: Path | None = None
     """The compose runner's file (None: docker-compose.yml in the current directory)."""
+    join: bool = True
+    """A lab that lives in a process (the embedded lab): use one of this name that another
+    process of this user already runs on this network (``edgesim lab up`` in another shell)
+    instead of starting a second one; False (``lab up``): such a lab is an error."""
 
     def __post_init__(self) -> None:
         LabName(self.name)  # a bad name is a usage error before anything runs
@@ -341,6 +348,11 @@ class Runner(Protocol):
         """Why this runner cannot run on this machine (not root, a tool missing), or None."""
         ...
 
+    def notices(self) -> list[str]:
+        """Lines the user should read before the results (the embedded lab moved its
+        privileged ports, or uses a lab another process runs); none by default."""
+        return []
+
     async def up(self) -> None:
         """Build the lab and start every host's services; returns once all listen."""
         ...
@@ -395,6 +407,12 @@ class Runner(Protocol):
     def prepare_host(self, host: Host) -> None:
         """Inside a node, before its services start (compose: addresses and routes)."""
         ...
+
+    def capture(self, out: Path) -> AbstractAsyncContextManager[CaptureResult]:
+        """Capture what the lab's hosts send while the block runs, into ``out`` (pcapng, the
+        TLS secrets of the lab's processes and of this one embedded): tcpdump in each host's
+        node, or on loopback for the embedded lab (:mod:`simulator.lab.capture`)."""
+        raise LabError(f"the {self.name} runner cannot capture packets")
 
 
 def no_firewall(runner: Runner) -> LabError:

@@ -34,10 +34,19 @@ import shutil
 import subprocess
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+import simulator
 from simulator.errors import LabError
+from simulator.lab.capture import (
+    CapturePoint,
+    CaptureResult,
+    KeySource,
+    packet_capture,
+    sent_by,
+)
 from simulator.lab.network import ephemeral_port_range, host_routes
 from simulator.lab.runners import register_runner
 from simulator.lab.runners._exec import check_hosts
@@ -104,11 +113,26 @@ def configure_container_network(topology: Topology, host: Host) -> None:
 # ------------------------------------------------------------------ rendering
 
 IMAGE = "${EDGESIM_IMAGE:-edgesim:latest}"
+BASE = "${EDGESIM_BASE:-python:3.11-slim}"
+"""The base image the Dockerfile builds on (a build argument): the official Python image, or
+``edgesim-base:bookworm`` (scripts/make-base-image.sh) where no registry is reachable."""
 CERTS = "/var/lib/edgesim/certs"
 READY = "/run/edgesim/ready.json"
+TLS_KEYS = "/run/edgesim/tls-keys.log"
+"""Where a host's services log their TLS secrets inside its container (captures embed them)."""
 RULES_DIR = "/etc/edgesim/firewall"
 TOPOLOGY_IN_CONTAINER = "/etc/edgesim/topology.toml"
 PROJECT = "edgesim"
+
+
+def build_context(compose_file: Path) -> Path:
+    """The edgesim source directory (with the Dockerfile) relative to ``compose_file``'s
+    directory: ``.`` for the repository's own file (and when edgesim is not run from a
+    checkout)."""
+    source = Path(simulator.__file__).resolve().parent.parent
+    if not (source / "Dockerfile").is_file():
+        return Path(".")
+    return Path(os.path.relpath(source, compose_file.resolve().parent))
 
 
 def docker_gateway(topology: Topology, zone: Zone) -> ipaddress.IPv4Address:
@@ -140,11 +164,14 @@ def _flow_list(items: list[str]) -> str:
     return "[" + ", ".join(_q(i) for i in items) + "]"
 
 
-def render_compose(topology: Topology, topology_path: Path | None = None) -> str:
+def render_compose(
+    topology: Topology, topology_path: Path | None = None, context: Path = Path(".")
+) -> str:
     """docker-compose.yml for ``topology``.
 
     ``topology_path`` (relative to the compose file) is mounted into the containers when the
-    topology is not the one shipped in the package.
+    topology is not the one shipped in the package. ``context`` (relative to the compose file)
+    is the edgesim source directory the image is built from (its Dockerfile).
     """
     custom = topology.path.resolve() != default_topology_path().resolve()
     topo_args = ["--topology", TOPOLOGY_IN_CONTAINER] if custom else []
@@ -158,9 +185,10 @@ def render_compose(topology: Topology, topology_path: Path | None = None) -> str
         "# The edgesim lab for Docker Compose, rendered from the topology by",
         "# `edgesim lab compose-render`: do not edit by hand (a test fails when it drifts).",
         "#",
-        "#   scripts/build-image.sh [--base edgesim-base:bookworm]   # the edgesim:latest image",
-        "#   docker compose up -d --wait",
-        "#   edgesim lab reload-firewall --runner compose             # after editing lab/firewall",
+        "#   docker compose up --build -d --wait          # builds the image (Dockerfile), starts",
+        "#   EDGESIM_BASE=edgesim-base:bookworm docker compose up --build -d --wait",
+        "#                                   # no registry: base from scripts/make-base-image.sh",
+        "#   edgesim lab reload-firewall --runner compose # after editing lab/firewall",
         "#   docker compose down",
         "#",
         "# One network per zone; the firewall containers route between them and enforce",
@@ -169,6 +197,11 @@ def render_compose(topology: Topology, topology_path: Path | None = None) -> str
         "",
         "x-lab-node: &lab-node",
         f"  image: {_q(IMAGE)}",
+        "  build:",
+        f"    context: {_q(str(context))}",
+        "    dockerfile: Dockerfile",
+        "    args:",
+        f"      BASE_IMAGE: {_q(BASE)}",
         "  init: true",
         "  restart: unless-stopped",
         "  stop_grace_period: 5s",
@@ -225,6 +258,7 @@ def render_compose(topology: Topology, topology_path: Path | None = None) -> str
         if topo_volume:
             out += ["    volumes:", f"      - {_q(topo_volume)}"]
         out += [
+            f"    environment: {{ SSLKEYLOGFILE: {_q(TLS_KEYS)} }}",
             f"    command: {_flow_list(command)}",
             "    healthcheck:",
             f"      test: {_flow_list(['CMD', 'test', '-f', READY])}",
@@ -269,7 +303,8 @@ def render_compose(topology: Topology, topology_path: Path | None = None) -> str
 @register_runner
 class ComposeRunner(Runner):
     """The compose lab that runs from the current directory's docker-compose.yml (or
-    :attr:`LabConfig.compose_file`); ``COMPOSE_PROJECT_NAME`` and ``EDGESIM_IMAGE`` apply."""
+    :attr:`LabConfig.compose_file`); ``COMPOSE_PROJECT_NAME``, ``EDGESIM_IMAGE`` and
+    ``EDGESIM_BASE`` apply."""
 
     name = "compose"
     summary = "docker compose (see docker-compose.yml)"
@@ -296,7 +331,7 @@ class ComposeRunner(Runner):
 
     @property
     def start_hint(self) -> str:
-        return "`docker compose up -d --wait` at the repository root"
+        return "`docker compose up --build -d --wait` at the repository root"
 
     @property
     def compose_file(self) -> Path:
@@ -349,16 +384,22 @@ class ComposeRunner(Runner):
 
     # ------------------------------------------------------------ up and down
     async def up(self) -> None:
-        """``docker compose up -d --wait`` (its progress goes to this terminal)."""
+        """``docker compose up --build -d --wait``: builds the image from the source (cached
+        layers make a rebuild quick) and starts the lab. Compose's own output is kept and its
+        last lines shown when it fails (the command line shows a progress bar meanwhile)."""
         self._ready_to_run()
-        image = os.environ.get("EDGESIM_IMAGE", "edgesim:latest")
-        if self._run(["docker", "image", "inspect", image]).returncode != 0:
-            raise LabError(
-                f"no image {image}: build it with scripts/build-image.sh (docs/lab.md: Images)"
-            )
-        done = await asyncio.to_thread(subprocess.run, self.compose_command("up", "-d", "--wait"))
+        done = await asyncio.to_thread(
+            subprocess.run,
+            self.compose_command("up", "--build", "-d", "--wait"),
+            capture_output=True,
+            text=True,
+        )
         if done.returncode != 0:
-            raise LabError(f"`docker compose up` failed (exit {done.returncode})")
+            tail = " | ".join((done.stderr or done.stdout).strip().splitlines()[-3:])
+            raise LabError(
+                f"`docker compose up --build` failed (exit {done.returncode}): {tail}; without "
+                "a registry: EDGESIM_BASE=edgesim-base:bookworm (scripts/make-base-image.sh)"
+            )
 
     async def down(self) -> list[str]:
         """``docker compose down``: every container and network of the project."""
@@ -514,3 +555,19 @@ class ComposeRunner(Runner):
 
     def prepare_host(self, host: Host) -> None:
         configure_container_network(self.topology, host)
+
+    def capture(self, out: Path) -> AbstractAsyncContextManager[CaptureResult]:
+        """tcpdump in every host's container (what each host sends), streamed here, with the
+        TLS key log each container's processes write (their environment sets
+        ``SSLKEYLOGFILE``)."""
+        self.require_up()
+        points = [
+            CapturePoint(
+                h.id,
+                tuple(self.exec_argv(h.id)),
+                bpf=sent_by([str(i.address) for i in h.interfaces]),
+            )
+            for h in self.topology.hosts
+        ]
+        keys = [KeySource(tuple(self.exec_argv(h.id)), TLS_KEYS) for h in self.topology.hosts]
+        return packet_capture(out, points, keys)

@@ -11,14 +11,26 @@ container (``edgesim lab serve``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
+import json
 import logging
+import os
 import sys
-from dataclasses import dataclass, field
+import time
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
 
-from simulator.errors import LabError
+from simulator.errors import LabError, UsageError
+from simulator.lab.capture import (
+    KEYLOG_ENV,
+    CapturePoint,
+    CaptureResult,
+    KeySource,
+    packet_capture,
+)
 from simulator.lab.runners import register_runner
 from simulator.lab.runners.base import (
     LabConfig,
@@ -39,7 +51,7 @@ from simulator.lab.services import (
     ServiceContext,
     load_service,
 )
-from simulator.lab.topology import Host, Topology
+from simulator.lab.topology import PORT_OFFSET, PRIVILEGED_BELOW, Host, Topology
 from simulator.pki import LabPki, ensure_pki, service_settings
 
 log = logging.getLogger(__name__)
@@ -188,12 +200,147 @@ async def check_listener(
     return ListenerCheck(host, service, bound.info(), reason is None, detail)
 
 
+# ------------------------------------------------------------------ privileged ports
+
+PORTS_ENV = "EDGESIM_PORTS"
+"""``auto`` (default): move the privileged ports only when this process cannot bind them;
+``real``: never move them; ``moved``: always (tests, or to keep 443 free for something else)."""
+_CAP_NET_BIND_SERVICE = 10
+
+
+def can_bind(port: int) -> bool:
+    """Whether this process may bind ``port``: unprivileged, root, ``CAP_NET_BIND_SERVICE``, or
+    ``net.ipv4.ip_unprivileged_port_start`` at or below it (in this network namespace)."""
+    if port >= PRIVILEGED_BELOW or os.geteuid() == 0:
+        return True
+    try:
+        start = int(Path("/proc/sys/net/ipv4/ip_unprivileged_port_start").read_text())
+    except (OSError, ValueError):
+        start = PRIVILEGED_BELOW
+    if port >= start:
+        return True
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:
+        return False
+    for line in status.splitlines():
+        if line.startswith("CapEff:"):
+            return bool(int(line.split()[1], 16) >> _CAP_NET_BIND_SERVICE & 1)
+    return False
+
+
+def port_offset_for(topology: Topology) -> int:
+    """The offset the embedded lab moves ``topology``'s privileged ports by (0: none)."""
+    mode = os.environ.get(PORTS_ENV, "auto")
+    if mode not in ("auto", "real", "moved"):
+        raise UsageError(f"{PORTS_ENV}={mode}: use auto, real or moved")
+    if mode == "auto":
+        ports = topology.privileged_ports()
+        return PORT_OFFSET if ports and not can_bind(ports[0]) else 0
+    return PORT_OFFSET if mode == "moved" else 0
+
+
+def moved_ports_notice(topology: Topology) -> str | None:
+    """The one line that says the lab's privileged ports were moved, or None."""
+    if not topology.port_offset:
+        return None
+    pairs = ", ".join(f"{p}->{topology.lab_port(p)}" for p in topology.privileged_ports())
+    return f"ports moved +{topology.port_offset} ({pairs}): binding below {PRIVILEGED_BELOW} needs root"
+
+
+# ------------------------------------------------------------------ a lab in another process
+
+
+def _netns_id() -> int:
+    try:
+        return os.stat("/proc/self/ns/net").st_ino
+    except OSError:
+        return 0
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@dataclass(frozen=True)
+class RunningLab:
+    """An embedded lab running in some process of this machine, on this network namespace, as
+    its state file (:func:`running_lab_file`) describes it."""
+
+    pid: int
+    topology: str
+    """The resolved path of its topology file."""
+    certs_dir: Path
+    port_offset: int
+    started: float
+    services: tuple[ServiceState, ...] = ()
+    tls_keys: str = ""
+    """The key log its TLS contexts write (captures embed it)."""
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "pid": self.pid,
+            "netns": _netns_id(),
+            "topology": self.topology,
+            "certs_dir": str(self.certs_dir),
+            "port_offset": self.port_offset,
+            "started": self.started,
+            "tls_keys": self.tls_keys,
+            "services": [{"host": st.host, **st.to_dict()} for st in self.services],
+        }
+
+
+def running_lab_file(config: LabConfig) -> Path:
+    """Where the embedded lab named ``config.name`` announces itself: one file per network
+    namespace, since a lab on another namespace's loopback cannot be reached from here."""
+    return config.state / f"local-{_netns_id()}.json"
+
+
+def find_running_lab(config: LabConfig) -> RunningLab | None:
+    """The embedded lab of this name running in another (or this) process here, if any; a
+    file left by a process that died is removed."""
+    path = running_lab_file(config)
+    try:
+        data = json.loads(path.read_text())
+        lab = RunningLab(
+            int(data["pid"]),
+            str(data["topology"]),
+            Path(data["certs_dir"]),
+            int(data["port_offset"]),
+            float(data["started"]),
+            tuple(ServiceState.from_dict(str(d["host"]), d) for d in data.get("services", [])),
+            str(data.get("tls_keys", "")),
+        )
+        netns = int(data["netns"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if netns != _netns_id():
+        return None
+    if not _alive(lab.pid):
+        with contextlib.suppress(OSError):
+            path.unlink()
+        return None
+    return lab
+
+
 @register_runner
 class LocalRunner(Runner):
     """The ``local`` runner: the embedded lab in this process, no firewall.
 
     It lives as long as the process that brought it up: ``edgesim lab up`` runs it until Ctrl-C,
-    ``edgesim run`` and ``edgesim scenario run`` for their own duration.
+    ``edgesim run`` and ``edgesim scenario run`` for their own duration. While it runs, a state
+    file (:func:`running_lab_file`) lets other commands of this user use it (:attr:`joined`)
+    instead of failing to bind the same addresses.
+
+    When this process cannot bind ports below 1024, the lab runs :meth:`Topology.moved`
+    (443 -> 8443, 53 -> 8053): ``config.topology`` is that moved topology, so every service,
+    probe, scenario, DNS record and report that reads it uses the moved ports.
     """
 
     name = "local"
@@ -207,9 +354,25 @@ class LocalRunner(Runner):
     node_kind = "process"
 
     def __init__(self, config: LabConfig, *, hosts: list[str] | None = None) -> None:
+        self.joined = find_running_lab(config) if config.join and hosts is None else None
+        if self.joined is not None:
+            wanted = str(config.topology.path.resolve())
+            if self.joined.topology != wanted:
+                raise LabError(
+                    f"the embedded lab running in pid {self.joined.pid} uses the topology "
+                    f"{self.joined.topology}: pass --topology {self.joined.topology}, or stop it"
+                )
+            config = replace(config, certs_dir=self.joined.certs_dir)
+            offset = self.joined.port_offset
+        else:
+            offset = port_offset_for(config.topology)
+        if offset:
+            config = replace(config, topology=config.topology.moved(offset))
         self.config = config
         self.lab = LocalLab(config.topology, config.certs_dir, hosts=hosts)
         self.started = False
+        self._state_file: Path | None = None
+        self._keylog_set = False
 
     @property
     def pki(self) -> LabPki:
@@ -230,13 +393,94 @@ class LocalRunner(Runner):
     def problem(self) -> str | None:
         return None
 
+    def notices(self) -> list[str]:
+        notes = []
+        if self.joined is not None:
+            notes.append(
+                f"using the embedded lab already running in pid {self.joined.pid} "
+                f"(PKI in {self.joined.certs_dir})"
+            )
+        moved = moved_ports_notice(self.config.topology)
+        if moved is not None:
+            notes.append(moved)
+        return notes
+
     async def up(self) -> None:
-        await self.lab.start()
+        if self.joined is not None:
+            if not _alive(self.joined.pid):
+                raise LabError(f"the embedded lab in pid {self.joined.pid} has stopped")
+            self.started = True
+            return
+        other = find_running_lab(self.config)
+        if other is not None:
+            raise LabError(
+                f"the embedded lab is already running in pid {other.pid} "
+                "(`edgesim lab up` in another shell): probe, scenario run and run use it; "
+                "stop it with Ctrl-C there"
+            )
+        self._log_tls_secrets()
+        try:
+            await self.lab.start()
+        except BaseException:
+            self._stop_logging_tls_secrets()
+            raise
         self.started = True
+        self._announce()
+
+    def _log_tls_secrets(self) -> None:
+        """The lab's TLS contexts (and this process's clients) log their secrets beside the
+        lab's state, so a capture (here or from another shell) can embed them."""
+        if os.environ.get(KEYLOG_ENV):
+            return
+        path = self.config.state / f"tls-keys-{os.getpid()}.log"
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            path.touch(mode=0o600)
+        except OSError as exc:
+            log.warning("cannot keep TLS secrets in %s: %s", path, exc.strerror or exc)
+            return
+        os.environ[KEYLOG_ENV] = str(path)
+        self._keylog_set = True
+
+    def _stop_logging_tls_secrets(self) -> None:
+        if self._keylog_set:
+            with contextlib.suppress(OSError, KeyError):
+                Path(os.environ.pop(KEYLOG_ENV)).unlink()
+            self._keylog_set = False
+
+    def _announce(self) -> None:
+        """Write the state file other commands join this lab by (best effort)."""
+        path = running_lab_file(self.config)
+        lab = RunningLab(
+            os.getpid(),
+            str(self.config.topology.path.resolve()),
+            self.config.certs_dir.resolve(),
+            self.config.topology.port_offset,
+            time.time(),
+            tuple(st.as_state() for st in self.lab.statuses),
+            os.environ.get(KEYLOG_ENV, ""),
+        )
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(lab.to_dict(), indent=2))
+            tmp.replace(path)
+        except OSError as exc:
+            log.warning("cannot write %s (other commands will not find this lab): %s", path, exc)
+            return
+        self._state_file = path
 
     async def down(self) -> list[str]:
+        if self.joined is not None:
+            self.started = False
+            return []
+        if self._state_file is not None:
+            with contextlib.suppress(OSError):
+                self._state_file.unlink()
+            self._state_file = None
         hosts = sorted({st.host for st in self.lab.statuses if st.state == "running"})
         await self.lab.stop()
+        self._stop_logging_tls_secrets()
         self.started = False
         return hosts
 
@@ -244,11 +488,17 @@ class LocalRunner(Runner):
         if not self.started:
             raise LabError(f"the embedded lab is not running in this process: {self.start_hint}")
 
+    def _service_states(self) -> list[ServiceState]:
+        if self.joined is not None:
+            return list(self.joined.services)
+        return [st.as_state() for st in self.lab.statuses]
+
     async def status(self) -> LabStatus:
         status = LabStatus(self.name, self.config.name, self.node_kind)
         by_host: dict[str, list[ServiceState]] = {}
-        for st in self.lab.statuses:
-            by_host.setdefault(st.host, []).append(st.as_state())
+        for st in self._service_states():
+            by_host.setdefault(st.host, []).append(st)
+        where = "this process" if self.joined is None else f"pid {self.joined.pid}"
         for host in self.config.topology.hosts:
             services = by_host.get(host.id, [])
             state: NodeState
@@ -259,13 +509,20 @@ class LocalRunner(Runner):
             else:
                 state = "up"
             addresses = [f"{i.loopback()} ({i.id})" for i in host.interfaces]
-            status.nodes.append(
-                NodeStatus(host.id, "host", "this process", state, addresses, services)
-            )
+            status.nodes.append(NodeStatus(host.id, "host", where, state, addresses, services))
         return status
 
     async def check(self) -> list[ListenerCheck]:
-        return await self.lab.check()
+        if self.joined is None:
+            return await self.lab.check()
+        by_host: dict[str, list[ServiceState]] = {}
+        for st in self.joined.services:
+            by_host.setdefault(st.host, []).append(st)
+        jobs = [
+            check_services(self.config.topology, host, self.name, self.config.certs_dir, states)
+            for host, states in by_host.items()
+        ]
+        return [c for checks in await asyncio.gather(*jobs) for c in checks]
 
     def exec_argv(self, node: str) -> list[str]:
         return []
@@ -292,3 +549,42 @@ class LocalRunner(Runner):
 
     def prepare_host(self, host: Host) -> None:
         return None
+
+    def capture(self, out: Path) -> AbstractAsyncContextManager[CaptureResult]:
+        """tcpdump on loopback, filtered to the lab's addresses (needs root or CAP_NET_RAW)."""
+        addresses = sorted({str(i.loopback()) for i in self.config.topology.interfaces()})
+        bpf = " or ".join(f"host {a}" for a in addresses)
+        point = CapturePoint("lab", (), interface="lo", bpf=bpf)
+        keys = self.joined.tls_keys if self.joined is not None else os.environ.get(KEYLOG_ENV)
+        return packet_capture(out, [point], [KeySource((), keys)] if keys else [])
+
+
+async def check_services(
+    topology: Topology, host_id: str, runner: str, certs_dir: Path, services: list[ServiceState]
+) -> list[ListenerCheck]:
+    """Does each listener ``services`` (of ``host_id``, as a ready file lists them) answer?
+
+    Each service's own protocol check runs from a fresh (not started) instance of the service,
+    configured as the running one is.
+    """
+    host = topology.host(host_id)
+    pki = LabPki(certs_dir)
+    jobs = []
+    for svc in services:
+        factory = load_service(svc.service) if svc.state == "running" else None
+        if factory is None:
+            continue
+        settings = service_settings(topology, svc.service, certs_dir)
+        instance = factory(ServiceContext(topology, host, svc.service, pki, runner, settings))
+        for item in svc.listeners:
+            listener = next(
+                lst
+                for lst in host.listeners
+                if lst.interface == item.interface
+                and lst.proto == item.proto
+                and lst.port_low == item.port_low
+                and lst.service == svc.service
+            )
+            bound = BoundListener(listener, item.transport, item.address, item.port)
+            jobs.append(check_listener(host_id, svc.service, instance, bound))
+    return list(await asyncio.gather(*jobs))

@@ -35,11 +35,20 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
 import simulator
 from simulator.errors import LabError
+from simulator.lab.capture import (
+    KEYLOG_ENV,
+    CapturePoint,
+    CaptureResult,
+    KeySource,
+    packet_capture,
+    sent_by,
+)
 from simulator.lab.network import ephemeral_port_range, host_routes, link_name
 from simulator.lab.runners import register_runner
 from simulator.lab.runners._exec import RuleFiles, check_hosts
@@ -321,7 +330,7 @@ class NetnsRunner(Runner):
                     stdin=subprocess.DEVNULL,
                     stdout=out,
                     stderr=subprocess.STDOUT,
-                    env=package_env(),
+                    env={**package_env(), KEYLOG_ENV: str(self._keylog(host.id))},
                     start_new_session=True,
                 )  # fmt: skip
             hp = HostProcess(host.id, proc.pid, ready, log_file)
@@ -480,6 +489,25 @@ class NetnsRunner(Runner):
 
     def prepare_host(self, host: Host) -> None:
         return None
+
+    def _keylog(self, host: str) -> Path:
+        """The TLS key log of ``host``'s ``lab serve`` (captures embed it)."""
+        return self.state_dir / f"{host}.tls-keys"
+
+    def capture(self, out: Path) -> AbstractAsyncContextManager[CaptureResult]:
+        """tcpdump in every host's namespace (what each host sends: every packet once, also
+        those a firewall then drops), with the hosts' TLS key logs."""
+        self.require_up()
+        points = [
+            CapturePoint(
+                h.id,
+                tuple(self.exec_argv(h.id)),
+                bpf=sent_by([str(i.address) for i in h.interfaces]),
+            )
+            for h in self.topology.hosts
+        ]
+        keys = [KeySource((), str(self._keylog(h.id))) for h in self._service_hosts()]
+        return packet_capture(out, points, keys)
 
 
 def _alive(pid: int) -> bool:

@@ -56,11 +56,13 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from simulator.errors import LabError
+from simulator.lab.capture import CapturePoint, CaptureResult, KeySource, packet_capture, sent_by
 from simulator.lab.network import ephemeral_port_range, host_routes
 from simulator.lab.runners import register_runner
 from simulator.lab.runners._exec import RuleFiles, check_hosts
@@ -76,16 +78,19 @@ from simulator.lab.runners.base import (
     lab_firewall,
     services_of_ready,
 )
+from simulator.lab.runners.compose import (  # the image's paths are the compose lab's
+    CERTS,
+    READY,
+    RULES_DIR,
+    TLS_KEYS,
+    TOPOLOGY_IN_CONTAINER,
+)
 from simulator.lab.topology import Host, Interface, Topology, default_topology_path, load_topology
 from simulator.matrix import load_matrix
 from simulator.pki import LabPki
 
 log = logging.getLogger(__name__)
 
-CERTS = "/var/lib/edgesim/certs"
-READY = "/run/edgesim/ready.json"
-RULES_DIR = "/etc/edgesim/firewall"
-TOPOLOGY_IN_CONTAINER = "/etc/edgesim/topology.toml"
 ZONE_LABEL = "edgesim.zone."
 LAB_LABEL = "org.edgesim.swarm-lab"
 UP_TIMEOUT = 300.0
@@ -202,6 +207,7 @@ def render_stack(
             "    environment:",
             f"      EDGESIM_LAB: {_q(stack)}",
             f"      {ZONES_ENV}: {_q(zones_env)}",
+            f"      SSLKEYLOGFILE: {_q(TLS_KEYS)}",
             "    healthcheck:",
             f"      test: {_flow(['CMD', 'test', '-f', READY])}",
             "      interval: 2s",
@@ -694,8 +700,9 @@ class SwarmRunner(Runner):
         self._ready_to_run()
         if self._run(["docker", "image", "inspect", self.image]).returncode != 0:
             raise LabError(
-                f"no image {self.image} on this node: build it with scripts/build-image.sh "
-                "(every node needs the same image: docs/lab.md, Docker Swarm)"
+                f"no image {self.image} on this node: build it with `docker compose build` at "
+                "the repository root (EDGESIM_IMAGE names it; every node needs the same image: "
+                "docs/lab.md, Docker Swarm)"
             )
         subnets = self.create_networks()
         files = self.render(subnets)
@@ -939,6 +946,21 @@ class SwarmRunner(Runner):
         first_host = self.topology.hosts[0].id
         self._docker("cp", f"{prefixes[first_host][-1]}:{CERTS}/.", str(pki_dir))
         return Vantage(self.name, LabPki(pki_dir), namespaces)
+
+    def capture(self, out: Path) -> AbstractAsyncContextManager[CaptureResult]:
+        """tcpdump in every host's task (what each host sends), streamed here, with the TLS key
+        log each task's processes write (``SSLKEYLOGFILE``), as for the compose lab."""
+        self.require_up()
+        points = [
+            CapturePoint(
+                h.id,
+                tuple(self.exec_argv(h.id)),
+                bpf=sent_by([str(i.address) for i in h.interfaces]),
+            )
+            for h in self.topology.hosts
+        ]
+        keys = [KeySource(tuple(self.exec_argv(h.id)), TLS_KEYS) for h in self.topology.hosts]
+        return packet_capture(out, points, keys)
 
     def prepare_host(self, host: Host) -> None:
         """Inside the host's task: lab addresses and routes (:class:`SwarmNetwork`)."""

@@ -18,6 +18,13 @@ with their SDP untouched.
 
 Registrations expire (Expires honoured, at most 3600 s) and end with their connection.
 
+What it trusts (issue 12): a request that came from outside through the Edge (it carries the
+Edge's ``ms-edge-proxy-message-trust``, [MS-SIPRE] section 2.2.15, on the Edge's connection) has
+its Route entries refused with 403 rather than followed; a next hop it cannot reach is answered
+504 "Next hop unreachable" without the reason (which would turn the server into an internal port
+scanner for the caller; the log has it); SERVICE handlers (MRAS) get only requests whose sender is
+authenticated: verified by the Edge, or registered on the very connection the request came on.
+
 Not implemented: forking to several bindings (the newest one wins), authentication of requests
 other than REGISTER, transaction timers (the Edge has them; the emulators pass answers through).
 """
@@ -27,18 +34,18 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-import secrets
 import ssl
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+from xml.sax.saxutils import escape
 
 from sipmessage import Request, Response
 
 from simulator.dns.resolver import LabResolver, ResolutionError
-from simulator.sip import digest
 from simulator.sip.aio import ListenerSpec, SipListener, SipProtocol, open_sip, tls_failure_reason
 from simulator.sip.build import (
+    first_value,
     new_branch,
     new_tag,
     params,
@@ -53,10 +60,17 @@ from simulator.sip.build import (
     uri_of,
     uri_user,
 )
+from simulator.sip.emulators.auth import Authenticator
+from simulator.sip.ntlm import NtlmServer
+from simulator.sip.proxy import TRUST_HEADER
+from simulator.sip.validate import number
 
 log = logging.getLogger(__name__)
 
 ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, MESSAGE, SUBSCRIBE, NOTIFY, REGISTER, SERVICE"
+ROAMING_CONTACTS = "vnd-microsoft-roaming-contacts"
+SERVER = "RTC/5.0"
+"""What a Lync Server 2013 Front End says in ``Server`` (SIPE reads its version from it)."""
 NOT_FOUND = '4005;reason="Destination URI either not enabled for SIP or does not exist"'
 
 MAX_EXPIRES = 3600
@@ -79,6 +93,10 @@ class DomainConfig:
     federation_port: int = 5061
     trusted_peer_names: tuple[str, ...] = ()
     """Certificate names of peers allowed to send for other domains (empty: any verified cert)."""
+    ntlm: bool = False
+    """Offer [MS-SIPAE] NTLM besides digest and sign for NTLM endpoints (the Front End)."""
+    contacts: dict[str, list[str]] = field(default_factory=dict)
+    """user -> the SIP URIs of their contact list, served as Lync's roaming contacts."""
 
 
 @dataclass
@@ -88,6 +106,8 @@ class Binding:
     path: list[str]
     expires_at: float = float("inf")
     """Loop time after which the binding is gone (RFC 3261 10.3 step 7)."""
+    sa: str | None = None
+    """The opaque of the endpoint's NTLM security association (its messages are signed)."""
 
 
 @dataclass
@@ -126,7 +146,12 @@ class DomainServer:
         self.conns: dict[int, SipProtocol] = {}
         self.bindings: dict[str, list[Binding]] = {}
         self.subscriptions: dict[str, list[Subscription]] = {}
-        self.nonces: set[str] = set()
+        ntlm = (
+            NtlmServer(targetname=config.fqdn, users=config.users, domain=config.domain)
+            if config.ntlm
+            else None
+        )
+        self.auth = Authenticator(config.domain, config.users, ntlm)
         self.service_handlers: dict[str, ServiceHandler] = {}
         self.gateways: dict[str, GatewayHandler] = {}
         """Domain -> handler for MESSAGEs to that domain (the XMPP gateway: Lync routes IM to
@@ -171,6 +196,7 @@ class DomainServer:
                 self.bindings[aor] = kept
                 if not kept:
                     del self.bindings[aor]
+                    self.auth.unbind(aor)
                     self._notify_all(aor)
 
     # ------------------------------------------------------------------ requests
@@ -183,11 +209,28 @@ class DomainServer:
         ) in self.our_hosts:
             pop_first(request, "Route")
         if request.headers.getlist("Route"):
+            if self._from_edge(proto, request):
+                self._answer(
+                    proto,
+                    request,
+                    403,
+                    headers=[
+                        (
+                            "Warning",
+                            f'399 {self.config.fqdn} "Route entries from outside are not followed"',
+                        )
+                    ],
+                )
+                return
             self._forward(proto, request)
             return
         host = request.uri.host.lower()
         user = request.uri.user
         local = host in self.our_hosts
+        if method not in ("REGISTER", "ACK", "CANCEL") and (why := self.auth.check(request)):
+            log.info("%s: %s refused: %s", self.label, method, why)
+            self._answer(proto, request, 401, headers=self.auth.challenge())
+            return
         if local and method == "REGISTER":
             self._register(proto, request)
             return
@@ -210,12 +253,12 @@ class DomainServer:
         if method == "MESSAGE" and host in self.gateways:
             self._spawn(self._to_gateway(proto, request, self.gateways[host]))
             return
-        if (
-            local
-            and method == "SUBSCRIBE"
-            and (request.headers.get("Event") or "").split(";")[0].strip() == "presence"
-        ):
+        event = (request.headers.get("Event") or "").split(";")[0].strip().lower()
+        if local and method == "SUBSCRIBE" and event == "presence":
             self._subscribe(proto, request)
+            return
+        if local and method == "SUBSCRIBE" and event == ROAMING_CONTACTS:
+            self._subscribe_contacts(proto, request)
             return
         self._forward(proto, request)
 
@@ -230,7 +273,14 @@ class DomainServer:
     ) -> None:
         if request.method == "ACK":
             return
-        proto.send(response_for(request, code, reason, headers=headers or [], body=body))
+        self._send(proto, response_for(request, code, reason, headers=headers or [], body=body))
+
+    def _send(
+        self, proto: SipProtocol, message: Request | Response, binding_sa: str | None = None
+    ) -> None:
+        """Send ``message`` on ``proto``, signed when it goes to an NTLM endpoint."""
+        self.auth.sign(message, binding_sa)
+        proto.send(message)
 
     def _register(self, proto: SipProtocol, request: Request) -> None:
         cfg = self.config
@@ -239,30 +289,13 @@ class DomainServer:
         if uri_host(aor_uri) != cfg.domain:
             self._answer(proto, request, 403, "Not our domain")
             return
-        credentials = request.headers.get("Authorization")
-        who = (
-            digest.check(
-                credentials,
-                method="REGISTER",
-                realm=cfg.domain,
-                passwords=cfg.users,
-                nonces=self.nonces,
-            )
-            if credentials
-            else None
-        )
-        if who is None or who != user:
-            nonce = secrets.token_hex(12)
-            self.nonces.add(nonce)
-            if len(self.nonces) > 10000:
-                self.nonces.pop()
-            self._answer(
-                proto,
-                request,
-                401,
-                headers=[("WWW-Authenticate", digest.challenge(cfg.domain, nonce))],
-            )
+        verdict = self.auth.register(request)
+        if verdict.challenge is not None or verdict.user != user.lower():
+            log.info("%s: REGISTER %s: 401 (%s)", self.label, aor_uri, verdict.reason or "user")
+            self._answer(proto, request, 401, headers=verdict.challenge or self.auth.challenge())
             return
+        if verdict.sa is not None:
+            self.auth.bind(request, verdict.sa)
         aor = f"sip:{user}@{cfg.domain}"
         contacts = request.headers.getlist("Contact")
         expires = request.headers.get("Expires")
@@ -271,14 +304,17 @@ class DomainServer:
         ):
             self.bindings.pop(aor, None)
             self._answer(proto, request, 200)
+            self.auth.unbind(aor)
             self._notify_all(aor)
             return
         contact = contacts[0] if contacts else f"<{aor}>"
         path = list(request.headers.getlist("Path"))
         asked = params(contact).get("expires") or expires or str(MAX_EXPIRES)
-        seconds = min(int(asked), MAX_EXPIRES) if asked.strip().isdigit() else MAX_EXPIRES
+        seconds = min(number(asked) or MAX_EXPIRES, MAX_EXPIRES)
         now = asyncio.get_running_loop().time()
-        binding = Binding(proto, uri_of(contact), path, now + seconds)
+        binding = Binding(
+            proto, uri_of(contact), path, now + seconds, verdict.sa.opaque if verdict.sa else None
+        )
         kept = [b for b in self.live_bindings(aor) if b.contact != binding.contact]
         self.bindings[aor] = [*kept, binding]
         log.info(
@@ -291,13 +327,49 @@ class DomainServer:
         headers = [
             ("Contact", f"{contact.split(';expires')[0]};expires={seconds}"),
             ("Expires", str(seconds)),
+            ("Allow-Events", f"presence,{ROAMING_CONTACTS}"),  # SIPE does not trim
+            ("Server", SERVER),
         ]
         if path:
             headers.append(("Path", ", ".join(path)))
+            # a Lync client reads this: it signed in through the Access Edge (remote user)
+            headers.append(("ms-user-logon-data", "RemoteUser"))
         self._answer(proto, request, 200, headers=headers)
         self._notify_all(aor)
 
+    def _from_edge(self, proto: SipProtocol, request: Request) -> bool:
+        """True when ``request`` came from outside through the Edge (or claims to)."""
+        return request.headers.get(TRUST_HEADER) is not None or self._is_edge(proto)
+
+    def _is_edge(self, proto: SipProtocol) -> bool:
+        edge = self.config.federation_fqdn
+        return edge is not None and proto.peer_cert is not None and proto.peer_cert.matches(edge)
+
+    def authenticated_sender(self, proto: SipProtocol, request: Request) -> str | None:
+        """``sip:user@domain`` of the sender when it is authenticated, else None.
+
+        From outside, the Edge vouches for it: ``ms-source-verified-user=verified`` in its trust
+        header, believed only on the Edge's own connection. Inside, the sender registered (with
+        digest) on the connection the request came on.
+        """
+        sender = uri_of(request.headers.get("From") or "").split(";", 1)[0].lower()
+        if self._is_edge(proto):
+            trust = first_value(request.headers.get(TRUST_HEADER) or "")[0]
+            fields = dict(part.strip().partition("=")[::2] for part in trust.split(";"))
+            verified = fields.get("ms-source-verified-user") == "verified"
+            user = fields.get("ms-source-type") == "InternetUser"  # [MS-SIPRE] 2.2.15
+            return sender if verified and user else None
+        if request.headers.get(TRUST_HEADER) is not None:
+            return None  # a trust header that did not come from the Edge
+        if any(b.proto is proto for b in self.live_bindings(sender)):
+            return sender
+        return None
+
     async def _service(self, proto: SipProtocol, request: Request) -> None:
+        if self.authenticated_sender(proto, request) is None:
+            warning = f'399 {self.config.fqdn} "SERVICE needs an authenticated sender"'
+            self._answer(proto, request, 403, headers=[("Warning", warning)])
+            return
         ctype = (request.headers.get("Content-Type") or "").split(";")[0].strip().lower()
         handler = self.service_handlers.get(ctype)
         if handler is None:
@@ -312,7 +384,7 @@ class DomainServer:
         if inspect.isawaitable(result):
             result = await result
         assert isinstance(result, Response)
-        proto.send(result)
+        self._send(proto, result)
 
     async def _to_gateway(
         self, proto: SipProtocol, request: Request, handler: GatewayHandler
@@ -322,7 +394,8 @@ class DomainServer:
         try:
             await handler(from_uri, to_address, request.body.decode("utf-8", "replace"))
         except ConnectionError as exc:
-            self._answer(proto, request, 503, f"XMPP gateway unavailable: {exc}")
+            log.warning("XMPP gateway unavailable: %s", exc)
+            self._answer(proto, request, 503, "XMPP gateway unavailable")
             return
         except Exception:
             log.exception("XMPP gateway handler failed")
@@ -367,17 +440,21 @@ class DomainServer:
         to_value = request.headers["To"]
         if "tag=" not in to_value:
             to_value = f"{to_value};tag={tag}"
-        proto.send(
-            response_for(
-                request,
-                200,
-                to_tag=tag,
-                headers=[
-                    ("Expires", expires),
-                    ("Contact", f"<sip:{self.config.fqdn}:5061;transport=tls>"),
-                ],
-            )
-        )
+        aor = f"sip:{name}@{self.config.domain}"
+        headers = [
+            ("Expires", expires),
+            ("Contact", f"<sip:{self.config.fqdn}:5061;transport=tls>"),
+        ]
+        piggyback = expires.strip() != "0" and _supports(request, "ms-piggyback-first-notify")
+        body = b""
+        if piggyback:  # the first NOTIFY's content rides on the 200, as Lync does
+            body = self._pidf(aor)
+            headers += [
+                ("Event", "presence"),
+                ("Content-Type", "application/pidf+xml"),
+                ("ms-piggyback-cseq", "1"),
+            ]
+        self._send(proto, response_for(request, 200, to_tag=tag, headers=headers, body=body))
         contact = request.headers.getlist("Contact")
         sub = Subscription(
             subscriber=request.headers["From"],
@@ -385,12 +462,67 @@ class DomainServer:
             call_id=request.headers["Call-ID"],
             target=uri_of(contact[0]) if contact else uri_of(request.headers["From"]),
             route=list(request.headers.getlist("Record-Route")),
+            cseq=1 if piggyback else 0,
         )
-        aor = f"sip:{name}@{self.config.domain}"
         subs = self.subscriptions.setdefault(aor, [])
         subs[:] = [*[s for s in subs if s.call_id != sub.call_id][-50:], sub]
-        if expires.strip() != "0":
+        if expires.strip() != "0" and not piggyback:
             self._notify(aor, sub)
+
+    def _subscribe_contacts(self, proto: SipProtocol, request: Request) -> None:
+        """Lync's roaming contact list ([MS-SIP] ``vnd-microsoft-roaming-contacts``): the user's
+        own list, in the 200's NOTIFY; the list comes from the ``contacts`` setting."""
+        aor = uri_of(request.headers["To"]).split(";", 1)[0]
+        user = uri_user(aor) or ""
+        if uri_of(request.headers["From"]).split(";", 1)[0].lower() != aor.lower():
+            self._answer(proto, request, 403, "Only your own contact list")
+            return
+        tag = new_tag()
+        to_value = request.headers["To"]
+        if "tag=" not in to_value:
+            to_value = f"{to_value};tag={tag}"
+        expires = request.headers.get("Expires") or "3600"
+        contacts = "".join(
+            f'<contact uri="{escape(uri)}" name="" groups="1" subscribed="true" externals=""/>'
+            for uri in self.config.contacts.get(user.lower(), [])
+        )
+        body = (
+            '<contactList deltaNum="1" xmlns="http://schemas.microsoft.com/2006/09/sip/'
+            f'contactlist"><group id="1" name="~" externals=""/>{contacts}</contactList>'
+        ).encode()
+        content_type = "application/vnd-microsoft-roaming-contacts+xml"
+        if _supports(request, "ms-piggyback-first-notify"):
+            # the first NOTIFY rides on the 200 ([MS-SIP]: piggy-backed first notification)
+            headers = [
+                ("Expires", expires),
+                ("Event", ROAMING_CONTACTS),
+                ("Content-Type", content_type),
+                ("ms-piggyback-cseq", "1"),
+            ]
+            self._send(proto, response_for(request, 200, to_tag=tag, headers=headers, body=body))
+            return
+        self._send(
+            proto,
+            response_for(request, 200, to_tag=tag, headers=[("Expires", expires)]),
+        )
+        if expires.strip() == "0":
+            return
+        contact = request.headers.getlist("Contact")
+        notify = Request("NOTIFY", _uri(uri_of(contact[0]) if contact else aor), body)
+        h = notify.headers
+        h.add("Via", f"SIP/2.0/TLS {self.config.fqdn}:5061;branch={new_branch('-uac')}")
+        h.add("Max-Forwards", "70")
+        for value in request.headers.getlist("Record-Route"):
+            h.add("Route", value)
+        h.add("From", to_value)
+        h.add("To", request.headers["From"])
+        h.add("Call-ID", request.headers["Call-ID"])
+        h.add("CSeq", "1 NOTIFY")
+        h.add("Event", ROAMING_CONTACTS)
+        h.add("Subscription-State", f"active;expires={expires.strip()}")
+        h.add("Content-Type", content_type)
+        h.add("Content-Length", str(len(body)))
+        self._route_out(notify, None)
 
     def live_bindings(self, aor: str) -> list[Binding]:
         """The bindings of ``aor`` that have not expired."""
@@ -441,7 +573,7 @@ class DomainServer:
 
     def _forward(self, proto: SipProtocol, request: Request) -> None:
         mf = request.headers.get("Max-Forwards")
-        hops = int(mf) if mf is not None else 70
+        hops = (number(mf) if mf is not None else 70) or 0
         if hops <= 0:
             self._answer(proto, request, 483)
             return
@@ -479,10 +611,12 @@ class DomainServer:
             if binding.path:
                 # through the Edge: the first Path entry names it
                 self._spawn(
-                    self._send_to_host(uri_host(uri_of(binding.path[0])), 5061, request, upstream)
+                    self._send_to_host(
+                        uri_host(uri_of(binding.path[0])), 5061, request, upstream, binding.sa
+                    )
                 )
                 return
-            binding.proto.send(request)
+            self._send(binding.proto, request, binding.sa)
             return
         if self.config.federation_fqdn is not None:
             self._spawn(
@@ -508,7 +642,7 @@ class DomainServer:
         response = response_for(request, code, headers=diag)
         if (params(top_via(response)).get("branch") or "").startswith("z9hG4bK-"):
             pop_via(response)
-        upstream.send(response)
+        self._send(upstream, response)
 
     async def _send_to_domain(
         self, domain: str, request: Request, upstream: SipProtocol | None
@@ -517,18 +651,24 @@ class DomainServer:
         try:
             targets = await self.resolver.srv(name)
         except ResolutionError as exc:
+            log.warning("%s: DNS SRV %s: %s", self.label, name, exc.reason)
             if upstream is not None:
-                self._fail(upstream, request, 504, f"DNS SRV {name}: {exc.reason}")
+                self._fail(upstream, request, 504, "Next hop unreachable")
             return
         await self._send_to_host(targets[0].target, targets[0].port, request, upstream)
 
     async def _send_to_host(
-        self, host: str, port: int, request: Request, upstream: SipProtocol | None
+        self,
+        host: str,
+        port: int,
+        request: Request,
+        upstream: SipProtocol | None,
+        binding_sa: str | None = None,
     ) -> None:
         host = host.lower()
         for proto in self.conns.values():
             if proto.peer_cert is not None and proto.peer_cert.matches(host):
-                proto.send(request)
+                self._send(proto, request, binding_sa)
                 return
         future = self._connecting.get(host)
         if future is None:
@@ -546,10 +686,10 @@ class DomainServer:
             proto = await asyncio.shield(future)
         except Exception as exc:
             log.warning("%s: cannot reach %s: %s", self.label, host, exc)
-            if upstream is not None:
-                self._fail(upstream, request, 504, f"cannot reach {host}: {exc}")
+            if upstream is not None:  # the reason stays in the log: no port-scan oracle
+                self._fail(upstream, request, 504, "Next hop unreachable")
             return
-        proto.send(request)
+        self._send(proto, request, binding_sa)
 
     async def _connect(self, host: str, port: int) -> SipProtocol:
         try:
@@ -588,7 +728,16 @@ class DomainServer:
             return
         upstream = self.conns.get(upstream_id)
         if upstream is not None:
-            upstream.send(response)
+            self._send(upstream, response)
+
+
+def _supports(request: Request, option: str) -> bool:
+    """True when the request's Supported headers list ``option``."""
+    return any(
+        option == item.strip().lower()
+        for value in request.headers.getlist("Supported")
+        for item in value.split(",")
+    )
 
 
 def _uri(text: str) -> Any:

@@ -235,7 +235,11 @@ class UserAgent:
         response = await self.send(request, timeout=timeout)
         if response.code in (401, 407) and self.password is not None:
             header = "WWW-Authenticate" if response.code == 401 else "Proxy-Authenticate"
-            challenge_value = response.headers.get(header)
+            offered = response.headers.getlist(header)
+            # a Lync server offers NTLM first ([MS-SIPAE]); this agent speaks digest
+            challenge_value = next(
+                (v for v in offered if v.lstrip().lower().startswith("digest")), None
+            )
             if challenge_value:
                 auth = digest.authorization(
                     challenge_value=challenge_value,

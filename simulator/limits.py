@@ -1,0 +1,86 @@
+"""Connection limits every TCP listener shares: caps (total and per source) and their gate.
+
+Sans-IO bookkeeping (no sockets, no clock): a listener asks :meth:`ConnectionGate.admit` for each
+accepted connection and closes it at once when refused, and calls
+:meth:`ConnectionGate.release` when it ends. Timeouts and sizes live in each protocol's own
+settings; every field that is a limit carries ``metadata={"limit": ...}`` (see :func:`limit`),
+from which ``docs/limits.md`` is rendered (:mod:`simulator.lab.limits`).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+
+def limit(default: Any, what: str, test: str) -> Any:
+    """A settings field that is a limit: ``what`` names it in docs/limits.md, ``test`` is the
+    test that shows it is enforced (``tests/...py::test_name``)."""
+    return field(default=default, metadata={"limit": what, "test": test})
+
+
+@dataclass(frozen=True)
+class ConnectionLimits:
+    """How many connections one listener accepts at once."""
+
+    max_connections: int = 10_000
+    """Connections open at once on this listener; more are closed as they arrive."""
+    max_per_source: int = 256
+    """Connections open at once from one source address."""
+
+
+def settings_from(cls: Any, settings: Any, entry: str) -> Any:
+    """An instance of the settings dataclass ``cls`` from a TOML table; unknown keys, values of
+    the wrong type and negative numbers raise ValueError naming ``entry``."""
+    if isinstance(settings, cls):
+        return settings
+    if not isinstance(settings, dict):
+        raise ValueError(f"{entry}: must be a table")
+    known = cls.__dataclass_fields__
+    unknown = set(settings) - set(known)
+    if unknown:
+        raise ValueError(f"{entry}: unknown keys: {', '.join(sorted(unknown))}")
+    values: dict[str, Any] = {}
+    for key, value in settings.items():
+        default = known[key].default
+        kind = type(default) if default is not None else float
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"{entry}.{key}: must be a number")
+        if value < 0:
+            raise ValueError(f"{entry}.{key}: must not be negative")
+        values[key] = kind(value) if kind in (int, float) else value
+    return cls(**values)
+
+
+class ConnectionGate:
+    """Counts the open connections of one listener, in total and per source address."""
+
+    def __init__(self, limits: ConnectionLimits) -> None:
+        self.limits = limits
+        self.open = 0
+        self.per_source: Counter[str] = Counter()
+        self.refused = 0
+        """Connections refused so far."""
+
+    def admit(self, source: str) -> str | None:
+        """Count a new connection from ``source``; a reason (and no count) when it is over a
+        cap."""
+        if self.open >= self.limits.max_connections:
+            self.refused += 1
+            return f"more than {self.limits.max_connections} connections"
+        if self.per_source[source] >= self.limits.max_per_source:
+            self.refused += 1
+            return f"more than {self.limits.max_per_source} connections from {source}"
+        self.open += 1
+        self.per_source[source] += 1
+        return None
+
+    def release(self, source: str) -> None:
+        """A connection admitted from ``source`` ended."""
+        if self.per_source[source] <= 0:
+            return
+        self.open -= 1
+        self.per_source[source] -= 1
+        if not self.per_source[source]:
+            del self.per_source[source]
