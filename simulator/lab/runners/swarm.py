@@ -48,7 +48,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -60,6 +59,11 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
+
+import dns.exception
+import dns.message
+import dns.query
+import dns.rdatatype
 
 from simulator.errors import LabError
 from simulator.lab.capture import CapturePoint, CaptureResult, KeySource, packet_capture, sent_by
@@ -97,6 +101,8 @@ UP_TIMEOUT = 300.0
 DOWN_TIMEOUT = 90.0
 ROUTES_TIMEOUT = 60.0
 """How long ``up`` waits, once every task is healthy, for every task's routes."""
+DNS_TIMEOUT = 0.5
+"""Seconds a task waits for Swarm's DNS to answer one name."""
 REFRESH = 2.0
 """Seconds between two looks at Swarm's DNS inside a task."""
 STACK_FILE = "stack.yml"
@@ -291,11 +297,36 @@ def zones_from_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     return pairs
 
 
-def _resolve(name: str) -> str | None:
-    try:
-        return socket.gethostbyname(name)
-    except OSError:
+def swarm_dns() -> str:
+    """The task's own DNS server (Docker's embedded one, 127.0.0.11), from /etc/resolv.conf."""
+    with contextlib.suppress(OSError):
+        for line in Path("/etc/resolv.conf").read_text().splitlines():
+            words = line.split()
+            if len(words) >= 2 and words[0] == "nameserver":
+                return words[1]
+    return "127.0.0.11"
+
+
+def resolve_all(names: Sequence[str], server: str, timeout: float = DNS_TIMEOUT) -> dict[str, str]:
+    """The A record of each name Swarm's DNS knows, asked all at once with a short timeout: a
+    name it does not know (a task not healthy yet) it forwards to the host's resolvers, which
+    an internal network cannot reach, so glibc would wait seconds for each."""
+
+    def one(name: str) -> str | None:
+        query = dns.message.make_query(name, "A")
+        try:
+            answer = dns.query.udp(query, server, timeout=timeout)
+        except (OSError, dns.exception.DNSException):
+            return None
+        for rrset in answer.answer:
+            for item in rrset:
+                if item.rdtype == dns.rdatatype.A:
+                    return str(item.address)
         return None
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        found = dict(zip(names, pool.map(one, names), strict=True))
+    return {name: address for name, address in found.items() if address is not None}
 
 
 @dataclass(frozen=True)
@@ -332,6 +363,7 @@ class SwarmNetwork:
         self.subnets = {zone: ipaddress.IPv4Network(net) for zone, net in subnets.items()}
         self.refresh = refresh
         self.routes_file = routes_file
+        self.dns = swarm_dns()
         self.interfaces = node_interfaces(topology, node)
         self.zones = tuple(dict.fromkeys(i.zone for i in self.interfaces))
         self.devices: dict[str, str] = {}
@@ -389,8 +421,10 @@ class SwarmNetwork:
         swarm_address: dict[tuple[str, str], str] = {}
         missing = []
         plan: dict[str, tuple[str, ...]] = {}
-        for peer in self.peers():
-            gateway = _resolve(alias(peer.node, peer.zone))
+        peers = self.peers()
+        known = resolve_all([alias(p.node, p.zone) for p in peers], self.dns)
+        for peer in peers:
+            gateway = known.get(alias(peer.node, peer.zone))
             if gateway is None:
                 missing.append(alias(peer.node, peer.zone))
                 continue
