@@ -18,6 +18,7 @@ from simulator.cli._common import EdgesimGroup, Obj
 from simulator.cli.certs import certs
 from simulator.cli.firewall import firewall
 from simulator.cli.lab import lab
+from simulator.cli.load import load
 from simulator.cli.matrix import matrix
 from simulator.cli.probe import probe
 from simulator.cli.run import run
@@ -41,6 +42,7 @@ Quick start:
   edgesim firewall render  nftables rules that let exactly the matrix through
   edgesim probe            every matrix row checked at protocol level
   edgesim scenario run     whole federation flows, drawn as ladders
+  edgesim load             many sessions and relays across the firewalls
 
 Without root, the embedded lab moves ports below 1024 by 8000 (443 -> 8443) and says so.
 
@@ -71,6 +73,7 @@ cli.add_command(matrix)
 cli.add_command(certs)
 cli.add_command(firewall)
 cli.add_command(lab)
+cli.add_command(load)
 cli.add_command(probe)
 cli.add_command(run)
 cli.add_command(scenario)

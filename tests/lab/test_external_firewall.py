@@ -328,8 +328,34 @@ def test_the_probe_finds_the_same_defects_across_the_device_as_across_the_lab_fi
         unmet = {row: r["reason"] for row, r in clean.items() if not r["met"]}
         assert not unmet, unmet
 
+        # Every row across the device says it is judged from the endpoints and captures.
+        crossing = clean["msn-stun-in-3478"]["details"]
+        assert crossing["external_firewall"] == "fw-external"
+        assert "fw-external is your own device (external): not traced" in crossing["device"]
+        assert crossing["capture"]["reply_reached_source"] > 0
+        assert "external_firewall" not in clean["int-sip-fe-to-edge"]["details"]  # ours
+
         stand_in.load(BROKEN)
         across_device = probe(tmp_path, "xfw", top)
+        stun = across_device["msn-stun-in-3478"]
+        assert stun["verdict"] == "blocked"
+        assert (
+            "fw-external dropped the request: it left messenger, never reached edge"
+            in (stun["reason"])
+        )
+
+        # Plain SIP opened on the device: the Edge resets 5060, the endpoint alone would say
+        # "refused" (blocked, met); the capture beside the device shows it crossed.
+        opened = tmp_path / "sip-5060.nft"
+        rules = RULES.read_text()
+        forward = rules.index("policy drop;", rules.index("hook forward")) + len("policy drop;")
+        opened.write_text(
+            rules[:forward] + "\n\t\tip daddr 198.51.100.10 tcp dport 5060 accept" + rules[forward:]
+        )
+        stand_in.load(opened)
+        sip = probe(tmp_path, "xfw", top)["neg-inet-sip-5060"]
+        assert sip["verdict"] == "open-unexpected", sip
+        assert "fw-external (your own device) let it through" in sip["reason"]
     finally:
         down = edgesim(*top, "lab", "down", "--name", "xfw", state=tmp_path)
     assert down.returncode == 0, down.stderr

@@ -56,7 +56,9 @@ def test_the_stack_file_keeps_no_address_of_its_own_and_opens_nothing(
     assert "ports:" not in text and "ipv4_address" not in text and "network_mode" not in text
     assert "placement" not in text  # no node labelled: Swarm places anywhere
     for zone in topology.zones:
-        assert f"  {zone.id}:\n    external: true\n    name: {network_name('lab1', zone.id)}" in text
+        assert (
+            f"  {zone.id}:\n    external: true\n    name: {network_name('lab1', zone.id)}" in text
+        )
     for fw in topology.firewalls:
         block = _service_block(text, fw.id)
         assert "cap_add: [NET_ADMIN]" in block and 'net.ipv4.ip_forward: "1"' in block
