@@ -167,9 +167,8 @@ def judge(
         note = NOTE.format(fw=fw) + " (no capture beside it)"
         return replace(result, details={**details, "device": note})
     details["capture"] = seen.to_dict()
-    where = f"{crossing.source_node} -> {crossing.destination_node}"
-    note = NOTE.format(fw=fw) + f" and captures beside it ({where})"
-    details["device"] = note
+    details["device"] = NOTE.format(fw=fw) + " and captures beside it"
+    details["captured_at"] = [crossing.source_node, crossing.destination_node]
     if result.verdict in (Verdict.SKIPPED, Verdict.ERROR):
         return replace(result, details=details)
     if not seen.request_left:

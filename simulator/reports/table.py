@@ -74,6 +74,8 @@ def render_run(run: ProbeRun, width: int = 200) -> RenderableType:
             table.add_row(label, f"{src}\n→ {dst}", verdict_text(result), result.reason)
         parts.append(table)
     parts.append(Text(summary(run), style="green" if not run.failures else "bold red"))
+    notes = sorted({str(r.details["device"]) for r in run.results if "device" in r.details})
+    parts += [Text(f"{note}.", style="yellow") for note in notes]
     return Group(*parts)
 
 

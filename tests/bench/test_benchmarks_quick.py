@@ -4,6 +4,7 @@ their figures as JSON. Figures are read by people (bench/results/), never assert
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -66,3 +67,17 @@ def test_soak_benchmark_quick_keeps_the_lab_up_and_answering():
     for probe in ("sip_options", "xmpp_stream", "turn_allocation"):
         assert result["slowloris"][probe]["answered"] > 0, result["slowloris"]
     assert result["udp_flood"]["turn_still_answers"] and result["udp_flood"]["dns_still_answers"]
+
+
+@pytest.mark.root
+@pytest.mark.skipif(
+    os.geteuid() != 0 or not (shutil.which("ip") and shutil.which("nft")),
+    reason="builds a netns lab of its own (ldb): needs root, ip and nft",
+)
+def test_load_benchmark_quick_holds_a_step_and_a_short_silence():
+    result = run_quick("load_bench")
+    (step,) = result["steps"]
+    assert step["federation"]["held"] > 0 and step["relay"]["held"] > 0, step
+    assert step["firewalls"]["fw-external"]["conntrack_peak"] > 0
+    (idle,) = result["idles"]
+    assert idle["of"] > 0
