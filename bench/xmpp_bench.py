@@ -60,6 +60,15 @@ class TimingBridge:
         if len(self.seen) >= self.expected:
             self.done.set()
 
+    def presence_to_sip(self, from_jid: str, to_uri: str, available: bool) -> None:
+        pass  # the benchmark measures chat only
+
+    def sip_user(self, uri: str) -> bool:
+        return True
+
+    def sip_available(self, uri: str) -> bool:
+        return True
+
 
 async def run(messages: int, window: int, users: int) -> dict[str, object]:
     work = Path(tempfile.mkdtemp(prefix="edgesim-xmpp-bench-"))

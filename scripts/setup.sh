@@ -13,6 +13,7 @@ PEERS=(
   sip-tester stunnel4 sipsak   # SIP peers (SIPp has no TLS: stunnel puts TLS under it)
   kamailio kamailio-tls-modules  # a real SIP proxy: the same-run reference in bench/sip_bench.py
   pidgin-sipe bitlbee-libpurple  # SIPE, a real Lync-dialect client, scriptable through BitlBee
+  gcc libc6-dev                # builds the libxml2 shim SIPE needs on Debian 12 (docs/sip.md)
   prosody lua-unbound          # a real XMPP server for jabber.lab
   ejabberd                     # a second real XMPP server for jabber.lab
   coturn                       # turnutils_* clients, and turnserver for comparisons

@@ -48,6 +48,11 @@ class TraceEvent:
     """Groups events of one flow: a Call-ID, a stream id, an allocation."""
     detail: str = ""
     """The message itself (truncated), for the HTML report."""
+    blocked_at: str = ""
+    """For a ``dropped`` or ``refused`` message on a lab with traced firewalls: the firewall
+    that stopped it."""
+    blocked_by: str = ""
+    """... and what decided there: ``external.nft:64`` or ``policy drop (inet edgesim forward)``."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

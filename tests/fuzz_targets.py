@@ -12,6 +12,7 @@ import contextlib
 from collections.abc import Callable
 
 from simulator.dns.zone import DnsZone, Records
+from simulator.media import msturn
 from simulator.media.actions import ListenerId
 from simulator.media.client import ClientConfig, TurnClient
 from simulator.media.config import TurnConfig
@@ -176,6 +177,50 @@ def turn_client(data: bytes) -> None:
                 pass
 
 
+def ms_turn_server(data: bytes) -> None:
+    """[MS-TURN] at the Edge (the EDGE dialect): a datagram, and a TCP connection's bytes cut
+    into frames by the Edge's stream framer (pseudo-TLS, section 2.1.4 framing) and handed to
+    the core, after an allocation exists on the 5-tuple (raw data, Send, Set Active
+    Destination reach their handlers): actions or our errors, nothing else."""
+    server = TurnServer(_TURN, dialect=msturn.EDGE)
+    client = ("203.0.113.40", 40000)
+    with contextlib.suppress(MediaError):
+        for listener in _TURN_LISTENERS:
+            if listener.stream:
+                framer = msturn.EdgeStreamFramer()
+                for frame in framer.frames(data):
+                    server.receive(frame, client, listener, 0.0)
+            else:
+                server.receive(data, client, listener, 0.0)
+        server._state.ms_clients.add((_TURN_LISTENERS[0], client))
+        server.receive(data, client, _TURN_LISTENERS[0], 0.0)
+        server.relay_received(1, data, ("203.0.113.50", 5004), 0.0)
+        server.handle_timer(1000.0)
+
+
+def ms_turn_client(data: bytes) -> None:
+    """What an [MS-TURN] server answers a Lync-dialect client (datagrams, and a stream after
+    the pseudo-TLS exchange): events, nothing else."""
+    for stream in (False, True):
+        client = TurnClient(
+            ClientConfig(stream=stream),
+            dialect=msturn.MS_TURN,
+            transaction_ids=lambda: (data[4:20] + bytes(16))[:16],
+        )
+        if stream:
+            client.start_pseudo_tls(bytes(32))
+        client.allocate(0.0)
+        with contextlib.suppress(MediaError):
+            if stream:
+                client.receive_data(msturn.pseudo_tls_server_hello(bytes(64)) + data, 0.0)
+                client.receive_data(b"", 0.0)
+            else:
+                client.receive_datagram(data, 0.0)
+            client.handle_timer(100.0)
+            while client.next_event() is not None:
+                pass
+
+
 TARGETS: dict[str, Callable[[bytes], None]] = {
     "sip-framing": sip_framing,
     "sip-validate": sip_validate,
@@ -185,4 +230,6 @@ TARGETS: dict[str, Callable[[bytes], None]] = {
     "dns-answer": dns_answer,
     "turn-server": turn_server,
     "turn-client": turn_client,
+    "ms-turn-server": ms_turn_server,
+    "ms-turn-client": ms_turn_client,
 }

@@ -9,6 +9,7 @@ import dataclasses
 from simulator.lab.topology import Topology
 from simulator.media.aio import AsyncTurnServer, ListenerSpec
 from simulator.media.config import TurnConfig
+from simulator.media.dialect import RFC, Dialect
 from simulator.media.policy import PeerPolicy
 from simulator.pki import LabPki
 from simulator.tls import server_context
@@ -32,11 +33,18 @@ def av_server(
     ports: tuple[int, int],
     policy: PeerPolicy,
     address: str = "127.51.100.11",
+    dialect: Dialect = RFC,
+    shared_secret: bytes | None = None,
 ) -> AsyncTurnServer:
     """A TURN server on the Edge's A/V loopback address, not started: UDP, TCP and TLS (with the
     A/V interface's certificate), each on a free port. ``async with`` runs it."""
     config = TurnConfig(
-        relay_address=address, users=users, port_low=ports[0], port_high=ports[1], policy=policy
+        relay_address=address,
+        users=users,
+        port_low=ports[0],
+        port_high=ports[1],
+        policy=policy,
+        shared_secret=shared_secret,
     )
     tls = server_context(lab_pki.interface_cert(topology.interface("edge:av")))
     specs = [
@@ -44,4 +52,4 @@ def av_server(
         ListenerSpec("tcp", address, 0),
         ListenerSpec("tls", address, 0, tls),
     ]
-    return AsyncTurnServer(config, specs)
+    return AsyncTurnServer(config, specs, dialect=dialect)

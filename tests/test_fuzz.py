@@ -22,6 +22,15 @@ SEEDS = {
     "turn-client": bytes.fromhex(
         "0103000c2112a4426564676573696d2d66757a7a00160008000121f55e12a443"
     ),
+    # libnice's unauthenticated MS-TURN Allocate (Magic Cookie attribute, MS-Version) and the
+    # Edge's 401 to it
+    "ms-turn-server": bytes.fromhex(
+        "000300106dfa7bb6894d763cc64e7f95975d05b7000f000472c64bc68008000400000001"
+    ),
+    "ms-turn-client": bytes.fromhex(
+        "0113001c6dfa7bb6894d763cc64e7f95975d05b7000f000472c64bc60009000800000401"
+        "00150001720014000161"
+    ),
 }
 _ = XMPP_HEADER
 

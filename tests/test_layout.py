@@ -18,7 +18,7 @@ PACKAGE = ROOT / "simulator"
 SANS_IO_CORES = {
     "dns": ["zone"],
     "sip": ["framing", "validate", "transaction", "proxy", "events", "errors"],
-    "xmpp": ["stream", "s2s", "routing", "events", "errors"],
+    "xmpp": ["stream", "s2s", "routing", "presence", "events", "errors"],
     "media": ["stun", "framing", "turn", "events", "errors", "mras"],
 }
 FORBIDDEN = {"asyncio", "ssl", "socket", "selectors", "time"}

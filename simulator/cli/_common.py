@@ -200,6 +200,39 @@ def make_runner(
     return get_runner(runner, config)
 
 
+# ------------------------------------------------------------------ firewall rule files
+
+
+def parse_rules(topology: Topology, items: Sequence[str]) -> dict[str, Path]:
+    """``--rules FIREWALL=FILE`` items -> {firewall: path}; a bad item is a usage error."""
+    rules: dict[str, Path] = {}
+    firewalls = [fw.id for fw in topology.firewalls]
+    for item in items:
+        fw_id, sep, path = item.partition("=")
+        if not sep or not path:
+            raise click.BadParameter(f"'{item}' is not FIREWALL=FILE", param_hint="--rules")
+        if fw_id not in firewalls:
+            known = ", ".join(firewalls) or "none"
+            raise click.BadParameter(
+                f"no firewall '{fw_id}' in the topology (it has {known})", param_hint="--rules"
+            )
+        if not Path(path).is_file():
+            raise click.BadParameter(f"{path}: no such file", param_hint="--rules")
+        rules[fw_id] = Path(path)
+    return rules
+
+
+RULES_OPTION = click.option(
+    "--rules",
+    "rule_items",
+    multiple=True,
+    metavar="FIREWALL=FILE",
+    help="Your rule file for a firewall of the topology (repeatable): nftables as you write it "
+    "(any table and chain names, ip or inet, includes next to the file) or iptables-save "
+    "output. Firewalls without one get their topology file.",
+)
+
+
 def progress_bar(what: str, total: int | None = None) -> Progress:
     """A progress bar for a wait, on stderr, transient, and silent when stderr is not a
     terminal; without ``total`` it pulses, with the time elapsed. Use it as a context manager

@@ -1,20 +1,51 @@
-"""``edgesim firewall``: render the lab firewalls' nftables rules from the port matrix."""
+"""``edgesim firewall``: render the lab firewalls' rules; audit and diff a user's rules."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import sys
 from pathlib import Path
 
 import click
 
-from simulator.cli._common import Obj, console
-from simulator.lab.firewall import render_all, render_broken_external
+from simulator.cli._common import RULES_OPTION, Obj, console, parse_rules
+from simulator.firewall.audit import DEFAULT_TIMEOUT, audit
+from simulator.firewall.diff import diff
+from simulator.firewall.render import render_all, render_broken_external
+from simulator.reports.firewall import render_audit, render_diff
 
 BROKEN_PATH = Path("lab/firewall/broken/external.nft")
 
 
+TIMEOUT_OPTION = click.option(
+    "--timeout",
+    type=click.FloatRange(0.05, 30),
+    default=DEFAULT_TIMEOUT,
+    show_default=True,
+    metavar="S",
+    help="Seconds each flow waits for its answer.",
+)
+FORMAT_OPTION = click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json"]),
+    default="table",
+    show_default=True,
+    help="Output on stdout.",
+)
+
+
 @click.group()
 def firewall() -> None:
-    """The lab firewalls' nftables rules (lab/firewall/*.nft)."""
+    """The lab firewalls' rules: render them from the matrix, audit and diff your own.
+
+    \b
+    Examples:
+      edgesim firewall render
+      sudo edgesim firewall audit --rules fw-external=/etc/nftables.conf
+      sudo edgesim firewall diff --rules fw-external=edge-fw.iptables
+    """
 
 
 @firewall.command("render")
@@ -41,7 +72,8 @@ def render(obj: Obj, out_dir: Path | None, to_stdout: bool, broken_example: bool
 
     Each file lets through exactly the matrix rows expected open between the zones the
     firewall joins (concrete addresses and ports, stateful: return traffic is allowed) and
-    drops everything else. Load one with `nft -f FILE`; loading again replaces the table.
+    drops everything else; each rule's comment is the matrix row it was rendered for. Load one
+    with `nft -f FILE`; loading again replaces the table.
 
     \b
     Examples:
@@ -60,3 +92,71 @@ def render(obj: Obj, out_dir: Path | None, to_stdout: bool, broken_example: bool
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
         console.print(f"wrote {path}")
+
+
+@firewall.command("audit")
+@RULES_OPTION
+@TIMEOUT_OPTION
+@FORMAT_OPTION
+@click.pass_obj
+def audit_command(obj: Obj, rule_items: tuple[str, ...], timeout: float, fmt: str) -> None:
+    """Walk every matrix row through your rules, in the kernel, without a lab (root).
+
+    The topology's firewalls are built in network namespaces of their own with your files
+    loaded as written (a file nft or iptables-restore refuses stops here with its message),
+    and stand-in hosts send every row's flows through them. Each firewall traces the packets
+    (nftables `meta nftrace`), so each row says: allowed or blocked, the rule that decided
+    (file, line, text, comment) or the chain's policy, and whether that meets the matrix. A
+    row that must stay blocked fails when a packet crossed, whatever the destination did.
+
+    It also tries what no row explains: from each zone to every host of the zones inside it,
+    the ports the topology's listeners use and RDP 3389, SMB 445, SQL 1433, LDAP 389/636,
+    Lync's 5062, 5063, 444, 8057 and SSH 22; each one let through is "open beyond the matrix".
+
+    Exit 0 when every row meets its expectation and nothing is open beyond the matrix, 1
+    otherwise, 2 for bad usage.
+
+    \b
+    Examples:
+      sudo edgesim firewall audit
+      sudo edgesim firewall audit --rules fw-external=my-edge.nft
+      sudo edgesim firewall audit --rules fw-external=fw.iptables --format json
+    """
+    rules = parse_rules(obj.topology, rule_items)
+    report = asyncio.run(audit(obj.topology, rules, timeout=timeout))
+    if fmt == "json":
+        click.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        console.print(render_audit(report))
+    sys.exit(0 if report.ok else 1)
+
+
+@firewall.command("diff")
+@RULES_OPTION
+@TIMEOUT_OPTION
+@FORMAT_OPTION
+@click.pass_obj
+def diff_command(obj: Obj, rule_items: tuple[str, ...], timeout: float, fmt: str) -> None:
+    """Show, row by row, where your rules decide differently from the rendered ones (root).
+
+    Both rule sets are audited side by side (see `edgesim firewall audit`): the rules
+    `edgesim firewall render` writes, and yours. Each row whose flows met a different fate
+    (let through, or the request or the reply dropped) is listed with the rule that decided on
+    each side, then the other flows the two let through differently.
+
+    Exit 0 when they decide alike, 1 otherwise, 2 for bad usage.
+
+    \b
+    Examples:
+      sudo edgesim firewall diff --rules fw-external=my-edge.nft
+      sudo edgesim firewall diff --rules fw-internal=lan.iptables --format json
+    """
+    rules = parse_rules(obj.topology, rule_items)
+    if not rules:
+        raise click.UsageError("give your rules: --rules FIREWALL=FILE")
+    report = asyncio.run(diff(obj.topology, rules, timeout=timeout))
+    if fmt == "json":
+        click.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        console.print(render_diff(report))
+    sys.exit(0 if report.same else 1)

@@ -15,11 +15,13 @@ from rich.table import Table
 from simulator.cli._common import (
     CERTS_OPTION,
     NAME_OPTION,
+    RULES_OPTION,
     STATE_OPTION,
     Obj,
     RunnersGroup,
     console,
     make_runner,
+    parse_rules,
     print_notices,
     progress_bar,
     runner_option,
@@ -107,12 +109,19 @@ def render_up(result: UpResult) -> None:
 @click.option(
     "--check", is_flag=True, help="Start, verify every listener answers, stop; exit 0 or 1."
 )
+@RULES_OPTION
 @CERTS_OPTION
 @NAME_OPTION
 @STATE_OPTION
 @click.pass_obj
 def up(
-    obj: Obj, runner: str, check: bool, certs_dir: Path, lab_name: str, state_dir: Path | None
+    obj: Obj,
+    runner: str,
+    check: bool,
+    rule_items: tuple[str, ...],
+    certs_dir: Path,
+    lab_name: str,
+    state_dir: Path | None,
 ) -> None:
     """Start the lab and print what listens where.
 
@@ -125,7 +134,8 @@ def up(
     nftables firewalls, its services run in the background, and the command returns; stop it
     with `edgesim lab down --runner netns`. --name runs another netns lab beside it. With
     --runner compose it runs `docker compose up -d --wait` on the repository's
-    docker-compose.yml.
+    docker-compose.yml. --rules loads your rule file into a firewall (nftables or
+    iptables-save, checked first) instead of its topology file.
 
     \b
     Examples:
@@ -135,10 +145,20 @@ def up(
       sudo edgesim lab up --runner netns
       sudo edgesim lab up --runner netns --check
       sudo edgesim lab up --runner netns --name ci2     # a second netns lab
+      sudo edgesim lab up --runner netns --rules fw-external=my-edge.nft
     """
+    rules = own_rules(obj, parse_rules(obj.topology, rule_items))
     lab_runner = make_runner(
-        obj, runner, certs_dir=certs_dir, lab_name=lab_name, state_dir=state_dir, join=False
+        obj,
+        runner,
+        certs_dir=certs_dir,
+        lab_name=lab_name,
+        state_dir=state_dir,
+        rules=rules,
+        join=False,
     )
+    if rules and not lab_runner.has_firewalls:
+        raise click.UsageError(f"--rules: the {runner} lab has no firewall (--runner netns)")
     print_notices(lab_runner)
     spinner = progress_bar(f"bringing the {runner} lab up")
     spinner.start()
@@ -217,14 +237,7 @@ def status(
 
 @lab.command("reload-firewall")
 @runner_option("netns", "Which lab.", has_firewalls=True)
-@click.option(
-    "--rules",
-    "overrides",
-    multiple=True,
-    metavar="FIREWALL=FILE",
-    help="Load FILE into FIREWALL instead of its topology file (repeatable), "
-    "e.g. fw-external=lab/firewall/broken/external.nft.",
-)
+@RULES_OPTION
 @CERTS_OPTION
 @NAME_OPTION
 @STATE_OPTION
@@ -232,43 +245,43 @@ def status(
 def reload_firewall(
     obj: Obj,
     runner: str,
-    overrides: tuple[str, ...],
+    rule_items: tuple[str, ...],
     certs_dir: Path,
     lab_name: str,
     state_dir: Path | None,
 ) -> None:
-    """Load the firewalls' rule files again (after an edit of lab/firewall/*.nft).
+    """Load the firewalls' rule files again (after an edit of lab/firewall/*.nft), or yours.
+
+    Each file is checked first: one nft or iptables-restore refuses stops with its message
+    (file, line) and the firewall keeps its rules. A firewall given no --rules gets its
+    topology file again (netns: the file it loaded last).
 
     \b
     Examples:
       sudo edgesim lab reload-firewall
       sudo edgesim lab reload-firewall --rules fw-external=my-external.nft
+      sudo edgesim lab reload-firewall --rules fw-external=rules.v4  # iptables-save
       edgesim lab reload-firewall --runner compose
     """
-    rules = parse_rules(obj, overrides)
+    rules = own_rules(obj, parse_rules(obj.topology, rule_items))
     lab_runner = make_runner(
         obj, runner, certs_dir=certs_dir, lab_name=lab_name, state_dir=state_dir
     )
     for fw_id in lab_runner.our_firewalls():
         loaded = lab_runner.load_rules(fw_id, rules.get(fw_id))
         console.print(f"{loaded.firewall}: loaded {loaded.path}")
+        if loaded.detail:
+            console.print(f"[yellow]{escape(loaded.detail)}[/]")
 
 
-def parse_rules(obj: Obj, overrides: tuple[str, ...]) -> dict[str, Path]:
-    """``--rules FIREWALL=FILE`` options."""
-    rules: dict[str, Path] = {}
-    for item in overrides:
-        fw_id, sep, path = item.partition("=")
-        if not sep or not path:
-            raise click.BadParameter(f"'{item}' is not FIREWALL=FILE", param_hint="--rules")
-        if fw_id not in {fw.id for fw in obj.topology.firewalls}:
-            raise click.BadParameter(f"no firewall '{fw_id}' in the topology", param_hint="--rules")
-        if fw_id not in {fw.id for fw in obj.topology.lab_firewalls}:
+def own_rules(obj: Obj, rules: dict[str, Path]) -> dict[str, Path]:
+    """``--rules`` for a lab: never for the user's own device (its rules live on it)."""
+    for fw_id in rules:
+        if obj.topology.firewall(fw_id).external:
             raise click.BadParameter(
                 f"{fw_id} is your own device (external = true): load its rules there",
                 param_hint="--rules",
             )
-        rules[fw_id] = Path(path)
     return rules
 
 

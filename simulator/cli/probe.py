@@ -98,6 +98,12 @@ from simulator.reports.table import render_run, run_with_progress
     help="docker compose file of the lab (compose runner).",
 )
 @click.option(
+    "--no-trace",
+    is_flag=True,
+    help="Do not trace the lab's firewalls: verdicts from what the endpoints saw only (a "
+    "negative row a host resets then counts as refused, even if the firewall let it through).",
+)
+@click.option(
     "--inside",
     is_flag=True,
     hidden=True,
@@ -127,6 +133,7 @@ def probe(
     timeout: float,
     concurrency: int,
     compose_file: Path | None,
+    no_trace: bool,
     inside: bool,
     source_ref: str | None,
     pcap_dir: Path | None,
@@ -141,6 +148,12 @@ def probe(
     ports, DNS SRV. Verdicts: passed, blocked (dropped), refused (reset / ICMP unreachable), TLS
     failed (unknown CA, name mismatch, no client certificate accepted, expired, handshake reset),
     protocol failed, open where it must not be.
+
+    On the netns and compose labs every firewall is traced while the probes run (nftables
+    `meta nftrace`, the kernel's own decisions): each row says which firewall accepted, dropped
+    or rejected its request or reply, by which rule (file and line) or policy. A row that must
+    stay blocked is open where it must not be once its packet crossed a firewall, whatever the
+    destination answered. Against --target, verdicts come from the endpoints.
 
     Exit code 0 only when every probed row meets its expectation (an open row passed, a blocked
     row was blocked or refused), 1 otherwise, 2 for bad usage or configuration.
@@ -169,6 +182,7 @@ def probe(
         timeout=timeout,
         source_ref=source_ref,
         target=target,
+        trace=not no_trace,
     )
     kwargs: dict[str, Any] = {"rows": rows, "target": target, "concurrency": concurrency}
 

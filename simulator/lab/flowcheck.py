@@ -26,7 +26,7 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
@@ -233,19 +233,26 @@ def _free_port(
     raise ValueError(f"no free source port in {low}-{high}")
 
 
-def _sample(low: int, high: int) -> list[int]:
+def sample_ports(low: int, high: int) -> list[int]:
+    """The ports a range is tried on: both ends and the middle."""
     return sorted({low, (low + high) // 2, high})
 
 
-def matrix_flows(topology: Topology, matrix: Matrix | None = None) -> list[MatrixFlow]:
+def matrix_flows(
+    topology: Topology,
+    matrix: Matrix | None = None,
+    reserved: Iterable[tuple[str, str, int]] = (),
+) -> list[MatrixFlow]:
     """Every row of the matrix as concrete flows (ranges sampled at both ends and the middle).
 
     Rows that do not resolve in the topology, and pairs within one host, are left out.
+    ``reserved``: (transport, address, port) that other flows listen on; a source port of a
+    source-side row never takes one of them.
     """
     matrix = matrix if matrix is not None else load_matrix()
     planned: list[tuple[MatrixRow, Endpoint, Endpoint, int]] = []
     # Ports the destinations listen on: a source port must not collide with them.
-    used: set[tuple[str, str, int]] = set()
+    used: set[tuple[str, str, int]] = set(reserved)
     for row in matrix.rows:
         resolved = resolve(row, topology)
         if not resolved.resolved:
@@ -254,7 +261,7 @@ def matrix_flows(topology: Topology, matrix: Matrix | None = None) -> list[Matri
             for dst in resolved.destinations:
                 if src.host == dst.host:
                     continue
-                for port in _sample(row.port_low, row.port_high):
+                for port in sample_ports(row.port_low, row.port_high):
                     planned.append((row, src, dst, port))
                     if row.port_side != "source":
                         used.add((row.transport, dst.address, port))

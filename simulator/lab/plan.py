@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from simulator.errors import UsageError
-from simulator.lab.firewall import plan_firewall
+from simulator.firewall.render import plan_firewall
 from simulator.lab.network import host_routes
 from simulator.lab.topology import Firewall, Topology
 from simulator.matrix import load_matrix

@@ -59,6 +59,12 @@ from simulator.media.errors import (
     RemoteProtocolError,
     RequestRefused,
 )
+from simulator.media.msturn import (
+    PSEUDO_TLS_CLIENT_LENGTH,
+    PSEUDO_TLS_PREFIX,
+    SET_ACTIVE_DESTINATION,
+    is_pseudo_tls,
+)
 from simulator.media.stun import Message, MessageClass, Method
 from simulator.media.tracing import MediaCounter, method_name
 from simulator.media.turn import TurnServer
@@ -74,6 +80,13 @@ UDP_BUFFER = 4 * 1024 * 1024
 default (about 200 KiB, some 270 small datagrams), which is what lost packets under load."""
 SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
 SO_SNDBUFFORCE = getattr(socket, "SO_SNDBUFFORCE", 32)
+
+
+def _pseudo_tls_pending(first: bytes) -> bool:
+    """A TLS-looking start that may still turn out to be the pseudo-TLS ClientHello."""
+    if not first or first[0] != 0x16 or len(first) >= PSEUDO_TLS_CLIENT_LENGTH:
+        return False
+    return PSEUDO_TLS_PREFIX.startswith(first[:5])
 
 
 def _grow_buffers(sock: socket.socket) -> None:
@@ -509,6 +522,9 @@ class AsyncTurnServer:
         A TLS ClientHello starts with 0x16; STUN and ChannelData start with 0x00-0x7F. The byte
         is peeked (MSG_PEEK) before asyncio adopts the socket, with or without TLS, so clients
         that fall back to TCP 443 without TLS are served on the same port, as on a real Edge.
+        With the [MS-TURN] dialect the first 50 bytes are peeked: the pseudo-TLS ClientHello
+        ([MS-TURN] section 2.1.1) looks like TLS but is served in the clear, and an [MS-TURN]
+        framing header starts with 0x02 (section 2.1.4).
         """
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:
@@ -577,11 +593,13 @@ class AsyncTurnServer:
         tls: ssl.SSLContext | None,
     ) -> None:
         try:
-            first = conn.recv(1, socket.MSG_PEEK)
+            first = conn.recv(PSEUDO_TLS_CLIENT_LENGTH, socket.MSG_PEEK)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
             first = b""
+        if self.core.dialect is not RFC and _pseudo_tls_pending(first):
+            return  # more of a TLS-looking record is on its way: wait (the timer still runs)
         entry = self._sniffing.pop(conn, None)
         if entry is None:
             return
@@ -592,7 +610,7 @@ class AsyncTurnServer:
             self._release(ip)
             conn.close()
             return
-        use_tls = tls if first[0] == 0x16 else None
+        use_tls = tls if first[0] == 0x16 and not is_pseudo_tls(first) else None
         self._spawn(self._adopt(loop, _StreamClient(self, lid, admitted=ip), conn, use_tls))
 
     async def _adopt(
@@ -963,8 +981,12 @@ class AsyncTurnClient:
         config: ClientConfig | None = None,
         dialect: Dialect = RFC,
         record: bool = False,
+        pseudo_tls: bool = False,
     ) -> AsyncTurnClient:
         """Open a client to ``server`` over ``transport`` (``udp``, ``tcp``, ``tls``).
+
+        With the [MS-TURN] dialect and ``pseudo_tls``, a ``tcp`` connection opens with the
+        pseudo-TLS exchange ([MS-TURN] section 2.1.1), as a Lync client does on TCP 443.
 
         ``sock`` is a socket to use (UDP: bound; TCP: connected), for example one a lab host's
         namespace made; else one is bound to ``local_address`` (port 0). The UDP socket is
@@ -1003,6 +1025,9 @@ class AsyncTurnClient:
         else:
             local = (local_address, 0) if local_address else None
             await loop.create_connection(lambda: protocol, server[0], server[1], local_addr=local)
+        if pseudo_tls:
+            core.start_pseudo_tls(os.urandom(32))
+            client._flush()
         if transport == "tls":
             if tls is None:
                 await client.close()
@@ -1099,12 +1124,20 @@ class AsyncTurnClient:
         return self.core.relayed
 
     async def create_permission(self, *peers: Address) -> None:
+        """CreatePermission; in [MS-TURN] nothing to ask: a Send request installs it."""
+        if self.core.ms:
+            return
         await self.request(Method.CREATE_PERMISSION, [("XOR-PEER-ADDRESS", p) for p in peers])
 
     async def channel_bind(self, channel: int, peer: Address) -> None:
         await self.request(
             Method.CHANNEL_BIND, [("CHANNEL-NUMBER", channel), ("XOR-PEER-ADDRESS", peer)]
         )
+
+    async def set_active_destination(self, peer: Address) -> None:
+        """[MS-TURN] Set Active Destination: then :meth:`send_raw` and received data go
+        unencapsulated to and from ``peer``."""
+        await self.request(SET_ACTIVE_DESTINATION, [("DESTINATION-ADDRESS", peer)])
 
     async def refresh(self, lifetime: int | None = None) -> int:
         """Refresh; the lifetime granted (0 deletes the allocation)."""

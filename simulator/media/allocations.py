@@ -9,6 +9,8 @@ next port for 30 s under a RESERVATION-TOKEN (RFC 8656 section 14.6).
 
 from __future__ import annotations
 
+from typing import Any
+
 from simulator.media.actions import (
     Action,
     Address,
@@ -16,7 +18,6 @@ from simulator.media.actions import (
     CloseRelay,
     ListenerId,
     OpenRelay,
-    SendTo,
 )
 from simulator.media.context import Allocation, Request, TurnState
 from simulator.media.errors import Rejection
@@ -66,7 +67,7 @@ def allocate(state: TurnState, req: Request) -> list[Action]:
     existing = state.allocations.get((listener, source))
     if existing is not None:
         if existing.request.transaction_id == msg.transaction_id:
-            return [SendTo(listener, source, existing.response)] if existing.response else []
+            return [state.send(listener, source, existing.response)] if existing.response else []
         raise Rejection(437, "allocation exists on this 5-tuple")
     requested = msg.get("REQUESTED-TRANSPORT")
     if requested is None:
@@ -154,12 +155,15 @@ def relay_opened(state: TurnState, relay: int, now: float) -> list[Action]:
         return []
     alloc.state = advance(alloc.state, "relay opened")
     state.arm(alloc.expires)
-    attrs = [
-        ("XOR-RELAYED-ADDRESS", alloc.relayed),
-        ("LIFETIME", alloc.lifetime),
-        ("XOR-MAPPED-ADDRESS", alloc.client),
-        ("SOFTWARE", state.config.software),
-    ]
+    if alloc.dialect != "rfc":
+        attrs = ms_allocate_attributes(alloc)
+    else:
+        attrs = [
+            ("XOR-RELAYED-ADDRESS", alloc.relayed),
+            ("LIFETIME", alloc.lifetime),
+            ("XOR-MAPPED-ADDRESS", alloc.client),
+            ("SOFTWARE", state.config.software),
+        ]
     if alloc.reserve:
         token = state.rng.randbytes(8)
         state.reservations[token] = (alloc.relayed[1] + 1, now + RESERVATION_HOLD)
@@ -172,7 +176,22 @@ def relay_opened(state: TurnState, relay: int, now: float) -> list[Action]:
             alloc.id, alloc.username, alloc.client, alloc.relayed, alloc.transport, alloc.lifetime
         )
     )
-    return [SendTo(alloc.listener, alloc.client, alloc.response)]
+    return [state.send(alloc.listener, alloc.client, alloc.response)]
+
+
+def ms_allocate_attributes(alloc: Allocation) -> list[tuple[str, Any]]:
+    """The [MS-TURN] Allocate response (section 3.2.5.1 says what a client finds in it): the
+    relayed address in MAPPED-ADDRESS (MS-Version 3 or less, section 2.2.2.1), the client's
+    reflexive address in XOR-MAPPED-ADDRESS (2.2.2.16), LIFETIME, MS-VERSION (2.2.2.17) and
+    MS-SEQUENCE-NUMBER with the allocation's connection id and sequence number 0 (2.2.2.21)."""
+    asked = alloc.request.get("MS-VERSION") or 1
+    return [
+        ("MAPPED-ADDRESS", alloc.relayed),
+        ("XOR-MAPPED-ADDRESS", alloc.client),
+        ("LIFETIME", alloc.lifetime),
+        ("MS-VERSION", min(int(asked), 2)),
+        ("MS-SEQUENCE-NUMBER", (alloc.connection_id, 0)),
+    ]
 
 
 def relay_failed(state: TurnState, relay: int, now: float) -> list[Action]:
@@ -229,6 +248,8 @@ def pick_port(
 
 def forget(state: TurnState, alloc: Allocation) -> None:
     state.allocations.pop((alloc.listener, alloc.client), None)
+    if alloc.dialect != "rfc" and not alloc.listener.stream:
+        state.ms_clients.discard((alloc.listener, alloc.client))
     state.by_id.pop(alloc.id, None)
     state.ports.discard(alloc.relayed[1])
     state.per_user[alloc.user] -= 1

@@ -161,6 +161,56 @@ class LongTermAuthenticator:
         return Credential(username, key, self.user_of(username))
 
 
+class MsTurnAuthenticator:
+    """[MS-TURN]'s digest authentication of Allocate requests (sections 3.1.11 and 3.3): a 401
+    with NONCE and REALM to a request without MESSAGE-INTEGRITY, then the long-term key over the
+    *raw* username and password, MD5(username ":" realm ":" password).
+
+    A Lync client holds the credentials the MRAS handed out base64-decoded (libnice's OC2007
+    mode decodes both), so the password behind a time-limited username is the raw HMAC-SHA1
+    digest, and a static user's is its password's UTF-8 bytes. Nonces, users and the shared
+    secret are those of the RFC authenticator it wraps (one set of credentials, two dialects).
+    """
+
+    def __init__(self, inner: LongTermAuthenticator) -> None:
+        self.inner = inner
+
+    def challenge(self, now: float) -> list[tuple[str, Any]]:
+        return self.inner.challenge(now)
+
+    def raw_password(self, username: str, now: float) -> bytes | None:
+        password = self.inner.password_for(username, now)
+        if password is None:
+            return None
+        if username in self.inner.users:
+            return password.encode()
+        return base64.b64decode(password)
+
+    def authenticate(self, message: Message, now: float) -> Credential:
+        inner = self.inner
+        if "MESSAGE-INTEGRITY" not in message:
+            raise Rejection(401, "no credentials", attributes=self.challenge(now))
+        username, nonce = message.get("USERNAME"), message.get("NONCE")
+        realm = message.get("REALM")
+        if username is None or nonce is None or realm is None:
+            raise Rejection(400, "USERNAME, REALM or NONCE missing")
+        state = inner.nonce_state(nonce, now)
+        if state == "stale":
+            raise Rejection(438, "stale nonce", attributes=self.challenge(now))
+        if state == "invalid" or realm != inner.realm:
+            raise Rejection(401, "invalid nonce or realm", attributes=self.challenge(now))
+        password = self.raw_password(username, now)
+        key = ms_long_term_key(username.encode(), realm, password or b"")
+        if password is None or not message.check_integrity(key):
+            raise Rejection(401, "wrong credentials", attributes=self.challenge(now))
+        return Credential(username, key, inner.user_of(username))
+
+
+def ms_long_term_key(username: bytes, realm: str, password: bytes) -> bytes:
+    """MD5(username ":" realm ":" password) over raw bytes ([MS-TURN] section 3.1.11)."""
+    return hashlib.md5(username + b":" + realm.encode() + b":" + password).digest()
+
+
 # ------------------------------------------------------------------ client side
 
 
@@ -219,4 +269,27 @@ class LongTermCredentials:
             return False
         self._realm, self.nonce = realm, nonce
         self._key = stun.long_term_key(self.username, realm, self.password)
+        return True
+
+
+class MsTurnCredentials(LongTermCredentials):
+    """[MS-TURN] client credentials: the MRAS's username and password as a Lync client holds
+    them, base64-decoded (:meth:`from_mras`), the key MD5 over the raw bytes (section 3.1.11).
+    For a static user the raw password is its UTF-8 bytes."""
+
+    def __init__(self, username: str, password: bytes, realm: str | None = None) -> None:
+        super().__init__(username, "", realm)
+        self.raw_password = password
+
+    @classmethod
+    def from_mras(cls, username: str, password: str) -> MsTurnCredentials:
+        """From the time-limited pair the MRAS hands out (its password is base64 already)."""
+        return cls(username, base64.b64decode(password))
+
+    def learn(self, challenge: Message) -> bool:
+        realm, nonce = challenge.get("REALM"), challenge.get("NONCE")
+        if realm is None or nonce is None:
+            return False
+        self._realm, self.nonce = realm, nonce
+        self._key = ms_long_term_key(self.username.encode(), realm, self.raw_password)
         return True

@@ -200,6 +200,10 @@ def from_peer(state: TurnState, relay: int, data: bytes, peer: Address, now: flo
         state.drop("rate cap", peer)
         return []
     state.stats["relayed.from_peer"] += 1
+    if alloc.dialect != "rfc":
+        from simulator.media import msserver
+
+        return msserver.to_client(state, alloc, peer, data)
     number = alloc.peer_channels.get(peer)
     if number is not None:
         channel = alloc.channels.get(number)

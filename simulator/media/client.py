@@ -40,6 +40,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from simulator.media import msturn
 from simulator.media.actions import Address
 from simulator.media.auth import ClientCredentials
 from simulator.media.dialect import RFC, Dialect, Framer
@@ -60,6 +61,18 @@ UDP = 17
 TCP = 6
 MAX_AUTH_TRIES = 3
 """Tries of one request when the server keeps challenging (401/438)."""
+
+
+def _ms_request(method: int, attrs: list[tuple[str, Any]]) -> tuple[int, list[tuple[str, Any]]]:
+    """An RFC request as [MS-TURN] has it: Refresh is an Allocate on the same 5-tuple (the
+    extension has no Refresh method), an Allocate carries MS-VERSION (section 2.2.2.17), and
+    attributes the extension does not define (REQUESTED-TRANSPORT) are left out."""
+    if method == Method.REFRESH:
+        method = Method.ALLOCATE
+    kept = [(n, v) for n, v in attrs if n in msturn.ATTRIBUTE_TYPES]
+    if method == Method.ALLOCATE and not any(n == "MS-VERSION" for n, _ in kept):
+        kept.insert(0, ("MS-VERSION", msturn.MS_VERSION))
+    return method, kept
 
 
 def _seeded_ids() -> Callable[[], bytes]:
@@ -140,6 +153,14 @@ class TurnClient:
         """LIFETIME of the last Allocate/Refresh success."""
         self.channels: dict[int, Address] = {}
         """Channels bound (ChannelBind success): number -> peer."""
+        self.ms = dialect.name == msturn.DIALECT
+        """[MS-TURN]: 16-byte transaction ids, Allocate refreshes, Send requests, Set Active
+        Destination; on a stream the section 2.1.4 framing (and with :meth:`start_pseudo_tls`
+        the pseudo-TLS exchange first)."""
+        self.destination: Address | None = None
+        """[MS-TURN] active destination (Set Active Destination success)."""
+        self._hello: bytes | None = None
+        """The pseudo-TLS ServerHello bytes received so far, while one is awaited."""
 
     # -------------------------------------------------------------- requests
     def request(self, method: int, attributes: Iterable[tuple[str, Any]], now: float) -> int:
@@ -148,7 +169,10 @@ class TurnClient:
             raise LocalProtocolError("the connection carries raw data since ConnectionBind")
         handle = self._next_handle
         self._next_handle += 1
-        transaction = _Transaction(handle, method, list(attributes), now, now + self.config.timeout)
+        attrs = list(attributes)
+        if self.ms:
+            method, attrs = _ms_request(method, attrs)
+        transaction = _Transaction(handle, method, attrs, now, now + self.config.timeout)
         self._send(transaction, now)
         return handle
 
@@ -201,7 +225,18 @@ class TurnClient:
         self._outgoing.append(frame)
 
     def send_indication(self, peer: Address, data: bytes) -> None:
-        """A Send indication (RFC 8656 section 11.1): ``data`` to ``peer``."""
+        """A Send indication (RFC 8656 section 11.1): ``data`` to ``peer``; in [MS-TURN] a Send
+        request, signed, never answered (section 2.2.1), which installs the permission."""
+        if self.ms:
+            credentials = self.credentials
+            attrs: list[tuple[str, Any]] = [("DESTINATION-ADDRESS", peer), ("DATA", data)]
+            key = None
+            if credentials is not None and credentials.key is not None:
+                attrs = [("USERNAME", credentials.username), ("REALM", credentials.realm), *attrs]
+                key = credentials.key
+            send = Message(msturn.SEND, MessageClass.REQUEST, self._tid(), attrs, dialect="ms-turn")
+            self._out(self.dialect.encode(send, integrity_key=key))
+            return
         message = Message(
             Method.SEND,
             MessageClass.INDICATION,
@@ -211,13 +246,49 @@ class TurnClient:
         self._outgoing.append(self.dialect.encode(message, fingerprint=self.config.fingerprint))
 
     def send_raw(self, data: bytes) -> None:
-        """Bytes to the peer on an RFC 6062 data connection (after ConnectionBind)."""
+        """Bytes to the peer on an RFC 6062 data connection (after ConnectionBind), or to the
+        [MS-TURN] active destination (unencapsulated; end-to-end data frames on a stream)."""
+        if self.ms and self.destination is not None:
+            self._out(data, msturn.END_TO_END)
+            return
         if not self.raw:
             raise LocalProtocolError("raw data before a ConnectionBind success")
         self._outgoing.append(data)
 
+    def set_active_destination(self, now: float, peer: Address) -> int:
+        """[MS-TURN] Set Active Destination: data to and from ``peer`` goes unencapsulated."""
+        if not self.ms:
+            raise LocalProtocolError("Set Active Destination is an MS-TURN request")
+        return self.request(msturn.SET_ACTIVE_DESTINATION, [("DESTINATION-ADDRESS", peer)], now)
+
+    def start_pseudo_tls(self, random: bytes) -> None:
+        """[MS-TURN] section 2.1.1: open the stream with the pseudo-TLS ClientHello; requests
+        wait until the ServerHello and ServerHelloDone arrived."""
+        if not (self.ms and self.config.stream):
+            raise LocalProtocolError("pseudo-TLS is for MS-TURN over TCP")
+        self._hello = b""
+        self._outgoing.append(msturn.pseudo_tls_client_hello(random))
+
+    def _tid(self) -> bytes:
+        tid = self._tids()
+        if self.ms and len(tid) != msturn.TRANSACTION_ID_LENGTH:
+            if not tid:
+                raise LocalProtocolError("the transaction id source gave no bytes")
+            tid = (tid * msturn.TRANSACTION_ID_LENGTH)[: msturn.TRANSACTION_ID_LENGTH]
+        return tid
+
+    def _out(self, data: bytes, kind: int = msturn.CONTROL) -> None:
+        if self.ms and self.config.stream:
+            data = msturn.frame(kind, data)
+        self._outgoing.append(data)
+
     def data_to_send(self) -> list[bytes]:
         """What to send now: datagrams over UDP, chunks of the stream over TCP/TLS."""
+        if self._hello is not None and self._outgoing:
+            # before the pseudo-TLS ServerHello only the ClientHello goes out
+            hello = [d for d in self._outgoing if d[:1] == b"\x16"]
+            self._outgoing = [d for d in self._outgoing if d[:1] != b"\x16"]
+            return hello
         out, self._outgoing = self._outgoing, []
         return out
 
@@ -243,6 +314,21 @@ class TurnClient:
             return
         if self._broken:
             return
+        if self._hello is not None:
+            hello = self._hello + data
+            if len(hello) < 83:
+                self._hello = hello
+                return
+            if not msturn.is_server_hello(hello[:83]):
+                self._broken = True
+                self._events.append(
+                    UnexpectedDataReceived(hello[:200], "not the pseudo-TLS ServerHello")
+                )
+                return
+            self._hello = None
+            data = hello[83:]
+            if not data:
+                return
         self._framer.feed(data)
         while not self.raw:
             head = self._framer.peek(2)
@@ -292,14 +378,19 @@ class TurnClient:
         if credentials is not None and credentials.key is not None:
             attrs += credentials.attributes()
             key = credentials.key
-        if self.config.software:
+        if self.config.software and not self.ms:
             attrs.append(("SOFTWARE", self.config.software))
-        message = Message(transaction.method, MessageClass.REQUEST, self._tids(), attrs)
+        dialect = msturn.DIALECT if self.ms else "rfc"
+        message = Message(
+            transaction.method, MessageClass.REQUEST, self._tid(), attrs, dialect=dialect
+        )
         transaction.message = message
         transaction.signed = key is not None
         transaction.data = self.dialect.encode(
             message, integrity_key=key, fingerprint=self.config.fingerprint
         )
+        if self.ms and self.config.stream:
+            transaction.data = msturn.frame(msturn.CONTROL, transaction.data)
         transaction.sends = 0
         transaction.interval = self.config.rto
         self._pending[message.transaction_id] = transaction
@@ -317,6 +408,18 @@ class TurnClient:
     def _frame(self, frame: bytes, now: float) -> None:
         if not frame:
             return
+        if self.ms:
+            if self.config.stream:
+                kind, frame = frame[0], frame[4:]
+                if kind == msturn.END_TO_END:
+                    self._events.append(PeerDataReceived(self.destination, None, frame))
+                    return
+            elif not msturn.looks_like(frame):
+                if self.destination is not None:
+                    self._events.append(PeerDataReceived(self.destination, None, frame))
+                else:
+                    self._events.append(UnexpectedDataReceived(frame[:200], "not MS-TURN"))
+                return
         first = frame[0]
         if 0x40 <= first <= 0x7F:
             self._channel_data(frame)
@@ -361,7 +464,8 @@ class TurnClient:
 
     def _indication(self, message: Message) -> None:
         if message.method == Method.DATA:
-            peer, data = message.get("XOR-PEER-ADDRESS"), message.get("DATA")
+            peer = message.get("XOR-PEER-ADDRESS") or message.get("REMOTE-ADDRESS")
+            data = message.get("DATA")
             if peer is not None and data is not None:
                 self._events.append(PeerDataReceived((peer[0], peer[1]), None, data))
         elif message.method == Method.CONNECTION_ATTEMPT:
@@ -406,10 +510,16 @@ class TurnClient:
     def _learn(self, transaction: _Transaction, answer: Message) -> None:
         method = transaction.method
         if method == Method.ALLOCATE:
-            relayed, mapped = answer.get("XOR-RELAYED-ADDRESS"), answer.get("XOR-MAPPED-ADDRESS")
+            relayed = answer.get("XOR-RELAYED-ADDRESS") or answer.get("MAPPED-ADDRESS")
+            mapped = answer.get("XOR-MAPPED-ADDRESS")
+            self.lifetime = answer.get("LIFETIME")
+            if self.ms and self.lifetime == 0:
+                relayed, self.destination = None, None
             self.relayed = (relayed[0], relayed[1]) if relayed else None
             self.mapped = (mapped[0], mapped[1]) if mapped else None
-            self.lifetime = answer.get("LIFETIME")
+        elif self.ms and method == msturn.SET_ACTIVE_DESTINATION:
+            peer = dict(transaction.attributes).get("DESTINATION-ADDRESS")
+            self.destination = (peer[0], peer[1]) if peer else None
         elif method == Method.BINDING:
             mapped = answer.get("XOR-MAPPED-ADDRESS") or answer.get("MAPPED-ADDRESS")
             self.mapped = (mapped[0], mapped[1]) if mapped else None

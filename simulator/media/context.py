@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import collections
 import random
+import struct
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -95,6 +96,12 @@ class Allocation:
     tokens: float = 0.0
     byte_tokens: float = 0.0
     token_time: float = 0.0
+    dialect: str = "rfc"
+    """``ms-turn`` for an [MS-TURN] allocation (:mod:`simulator.media.msserver`)."""
+    destination: Address | None = None
+    """[MS-TURN] Set Active Destination: the peer whose data goes unencapsulated both ways."""
+    connection_id: bytes = b""
+    """[MS-TURN] MS-SEQUENCE-NUMBER connection id (section 2.2.2.21)."""
 
 
 class TurnState:
@@ -119,6 +126,9 @@ class TurnState:
         self.next_connection = self.rng.randrange(1, 1 << 30)
         self.timer: float | None = None
         self.capped = config.max_packet_rate is not None or config.max_bandwidth is not None
+        self.ms_clients: set[tuple[ListenerId, Address]] = set()
+        """[MS-TURN] 5-tuples: UDP clients holding an MS-TURN allocation and TCP connections
+        framed as [MS-TURN] section 2.1.4 says (everything they send takes the MS path)."""
 
     # -------------------------------------------------------------- small helpers
     def arm(self, deadline: float) -> None:
@@ -135,10 +145,17 @@ class TurnState:
     def encode(self, message: Message, key: bytes | None = None) -> bytes:
         return self.dialect.encode(message, integrity_key=key)
 
+    def send(self, listener: ListenerId, client: Address, data: bytes) -> SendTo:
+        """``data`` (a whole STUN/TURN message) to a client; on an [MS-TURN] stream in the
+        section 2.1.4 framing of a control message."""
+        if listener.stream and self.ms_clients and (listener, client) in self.ms_clients:
+            data = struct.pack("!BBH", 0x02, 0, len(data)) + data
+        return SendTo(listener, client, data)
+
     def reply(self, request: Request, attributes: list[tuple[str, Any]] | None = None) -> SendTo:
         """The signed success response to ``request``."""
         answer = response(request.message, attributes or [])
-        return SendTo(request.listener, request.source, self.encode(answer, request.key))
+        return self.send(request.listener, request.source, self.encode(answer, request.key))
 
     def reject(
         self,
@@ -157,9 +174,9 @@ class TurnState:
         self.events.append(RequestRejected(request.method, rejection.code, str(rejection), client))
         answer = response(request, rejection.attributes, error=(rejection.code, rejection.reason))
         if key is not None:
-            return SendTo(listener, client, self.encode(answer, key))
+            return self.send(listener, client, self.encode(answer, key))
         fingerprint = isinstance(request, Message) and "FINGERPRINT" in request
-        return SendTo(listener, client, self.dialect.encode(answer, fingerprint=fingerprint))
+        return self.send(listener, client, self.dialect.encode(answer, fingerprint=fingerprint))
 
     def close_connection(self, conn: PeerConnection) -> list[Action]:
         self.connections.pop(conn.id, None)

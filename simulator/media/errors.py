@@ -41,11 +41,14 @@ class RemoteProtocolError(MediaError):
         transaction_id: bytes | None = None,
         method: int | None = None,
         message_class: int | None = None,
+        dialect: str = "rfc",
     ) -> None:
         super().__init__(message)
         self.code, self.reason = code, reason
         # what the header said, when it could be decoded
         self.transaction_id, self.method, self.message_class = transaction_id, method, message_class
+        self.dialect = dialect
+        """``ms-turn`` when the header was [MS-TURN]'s: the answer must be one too."""
 
 
 class FramingError(RemoteProtocolError):

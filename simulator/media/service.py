@@ -69,6 +69,7 @@ from simulator.media.aio import AsyncTurnClient, AsyncTurnServer, ListenerSpec, 
 from simulator.media.auth import LongTermCredentials, time_limited_credentials
 from simulator.media.config import TurnConfig
 from simulator.media.errors import MediaError
+from simulator.media.msturn import EDGE
 from simulator.media.policy import PeerPolicy
 from simulator.tls import client_context, server_context
 
@@ -249,7 +250,7 @@ class AvEdgeService:
                 tls = server_context(ctx.pki.require(ctx.pki.interface_cert(iface)))
                 specs.append((lst, ListenerSpec("tls", address, lst.port, tls)))
         self.server = AsyncTurnServer(
-            config, [spec for _, spec in specs], limits=listener_limits(ctx)
+            config, [spec for _, spec in specs], limits=listener_limits(ctx), dialect=EDGE
         )
         await self.server.start()
         bound: list[BoundListener] = []

@@ -202,6 +202,8 @@ class Header:
     """The message length field: bytes after the header."""
     cookie: int
     transaction_id: bytes
+    dialect: str = "rfc"
+    """``rfc``, or ``ms-turn`` for an [MS-TURN] header (16-byte transaction id, no cookie)."""
 
     @property
     def known_method(self) -> Method | None:
@@ -238,6 +240,9 @@ class Message:
     """The message bytes MESSAGE-INTEGRITY covers (header length already adjusted)."""
     unknown_required: tuple[int, ...] = ()
     """Comprehension-required attribute types (< 0x8000) this server does not understand."""
+    dialect: str = "rfc"
+    """``rfc`` (RFC 8489, 12-byte transaction id) or ``ms-turn`` ([MS-TURN] section 2.2.1:
+    16-byte transaction id, the MAGIC-COOKIE attribute first): which codec encodes it."""
 
     def get(self, name: str, default: Any = None) -> Any:
         for attr_name, value in self.attributes:
@@ -381,6 +386,7 @@ def response(
         MessageClass.ERROR if error is not None else MessageClass.SUCCESS,
         request.transaction_id,
         attrs,
+        dialect=request.dialect,
     )
 
 

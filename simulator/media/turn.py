@@ -37,7 +37,11 @@ Implemented:
   UNKNOWN-ATTRIBUTES; ChannelData for unbound channels and data to peers without permission are
   dropped (RFC 8656 sections 10.2, 11.5, 12.4). Everything dropped is counted in :attr:`stats`.
 
-Not implemented: IPv6 relays (443/440), the MS-TURN dialect, MESSAGE-INTEGRITY-SHA256, the
+With the :data:`~simulator.media.msturn.EDGE` dialect the same core serves [MS-TURN] clients
+beside RFC ones (:mod:`simulator.media.msserver`), recognising the dialect from each client's
+messages; allocations, quotas and the peer policy are shared.
+
+Not implemented: IPv6 relays (443/440), MESSAGE-INTEGRITY-SHA256, the
 5-minute channel re-use hold-down, ALTERNATE-SERVER. Channel numbers 0x4000-0x7FFF are accepted
 (RFC 5766's range; RFC 8656 narrowed it to 0x4FFF, but coturn's clients still pick from the wide
 range).
@@ -48,9 +52,9 @@ from __future__ import annotations
 import collections
 from collections.abc import Callable
 
-from simulator.media import allocations, channels, stun, tcprelay
+from simulator.media import allocations, channels, msserver, msturn, stun, tcprelay
 from simulator.media.actions import Action, Address, ListenerId, SendTo
-from simulator.media.auth import Authenticator, LongTermAuthenticator
+from simulator.media.auth import Authenticator, LongTermAuthenticator, MsTurnAuthenticator
 from simulator.media.budget import SourceBudget
 from simulator.media.config import TurnConfig
 from simulator.media.context import Allocation, Request, TurnState
@@ -60,6 +64,9 @@ from simulator.media.events import TurnEvent
 from simulator.media.stun import Message, MessageClass, Method
 
 Handler = Callable[[TurnState, Request], list[Action]]
+
+_MS_STREAM_START = (msturn.CONTROL, msturn.END_TO_END, 0x16)
+"""First bytes of frames only an [MS-TURN] stream carries (framing header, pseudo-TLS)."""
 
 #: The authenticated request methods and who handles them.
 HANDLERS: dict[int, Handler] = {
@@ -94,6 +101,13 @@ class TurnServer:
             nonce_lifetime=config.nonce_lifetime,
         )
         self._state = TurnState(config, dialect)
+        self._ms_auth: Authenticator | None = None
+        """Set when the dialect takes [MS-TURN] too (:data:`~simulator.media.msturn.EDGE`)."""
+        if dialect.name != RFC.name:
+            inner = self.authenticator
+            if not isinstance(inner, LongTermAuthenticator):
+                raise ValueError("the MS-TURN dialect needs the long-term authenticator")
+            self._ms_auth = MsTurnAuthenticator(inner)
         rate = config.unauthenticated_rate
         self._budget = SourceBudget(rate, config.unauthenticated_burst) if rate else None
         self.stats: collections.Counter[str] = self._state.stats
@@ -122,9 +136,18 @@ class TurnServer:
     def receive(
         self, data: bytes, source: Address, listener: ListenerId, now: float
     ) -> list[Action]:
-        """A whole STUN message or ChannelData message from a client."""
+        """A whole STUN message or ChannelData message from a client (or, with the
+        :data:`~simulator.media.msturn.EDGE` dialect, anything an [MS-TURN] client sends: a
+        message, a framed TCP frame, the pseudo-TLS ClientHello, unencapsulated data)."""
+        ms = self._state.ms_clients
+        if ms and (listener, source) in ms and self._ms_auth is not None:
+            return msserver.receive(self._state, self._ms_auth, data, source, listener, now)
         if data and 0x40 <= data[0] <= 0x7F:
             return channels.channel_data(self._state, data, source, listener, now)
+        if self._ms_auth is not None and (
+            (listener.stream and data and data[0] in _MS_STREAM_START) or msturn.looks_like(data)
+        ):
+            return msserver.receive(self._state, self._ms_auth, data, source, listener, now)
         try:
             message = self.dialect.parse(data)
         except RemoteProtocolError as exc:
@@ -146,6 +169,7 @@ class TurnServer:
     def connection_lost(self, listener: ListenerId, client: Address, now: float) -> list[Action]:
         """A client TCP/TLS connection closed: its allocation goes (RFC 8656 section 3.1)."""
         actions: list[Action] = []
+        self._state.ms_clients.discard((listener, client))
         alloc = self._state.allocations.get((listener, client))
         if alloc is not None:
             actions += allocations.delete(
@@ -240,7 +264,9 @@ class TurnServer:
         ):
             if not self._may_answer(listener, source, now):
                 return []
-            header = stun.Header(exc.method, MessageClass.REQUEST, 0, 0, exc.transaction_id)
+            header = stun.Header(
+                exc.method, MessageClass.REQUEST, 0, 0, exc.transaction_id, exc.dialect
+            )
             rejection = Rejection(exc.code, str(exc))
             return [self._state.reject(header, listener, source, rejection)]
         self._state.drop(f"unparseable: {exc}", source)

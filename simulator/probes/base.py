@@ -24,6 +24,7 @@ import ssl
 from dataclasses import dataclass, field
 from typing import Any
 
+from simulator.firewall.trace import Decision, first_fates
 from simulator.matrix.model import Expectation, MatrixRow
 
 
@@ -125,10 +126,23 @@ class ProbeResult:
     timings: dict[str, float] = field(default_factory=dict)
     tls_problem: TlsProblem | None = None
     runner: str = "local"
+    firewall: tuple[Decision, ...] = ()
+    """What each lab firewall the probe's packets crossed decided (request and reply, the rule
+    or the policy), from the kernel's trace; empty without firewalls or tracing."""
 
     @property
     def met(self) -> bool:
         return _met(self.expect, self.verdict)
+
+    @property
+    def reached(self) -> bool | None:
+        """Whether the packets reached the destination host, as the firewalls saw it: the
+        request crossed every firewall that saw it and an answer came back through them; None
+        when no firewall saw the flow."""
+        request = first_fates(self.firewall, "request")
+        if not request:
+            return None
+        return all(d.crossed for d in request) and bool(first_fates(self.firewall, "reply"))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -144,6 +158,8 @@ class ProbeResult:
             "details": self.details,
             "timings": {k: round(v, 4) for k, v in self.timings.items()},
             "runner": self.runner,
+            "firewall": [d.to_dict() for d in self.firewall],
+            "reached": self.reached,
         }
 
     @classmethod
@@ -163,6 +179,7 @@ class ProbeResult:
                 timings={str(k): float(v) for k, v in (data.get("timings") or {}).items()},
                 tls_problem=TlsProblem(tls) if tls else None,
                 runner=str(data.get("runner", "local")),
+                firewall=tuple(Decision.from_dict(d) for d in data.get("firewall") or ()),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"not a probe result: {exc}") from None

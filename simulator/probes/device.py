@@ -28,7 +28,7 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -216,9 +216,22 @@ class DeviceWatch:
     """The executor that runs the probes (a :class:`~simulator.probes.run.RunnerExecutor`)."""
     runner: Runner
     name: str = ""
+    own_notes: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.name = self.name or getattr(self.inner, "name", self.runner.name)
+        ours = self.runner.our_firewalls()
+        self.own_notes += [
+            NOTE.format(fw=fw.id) + " and captures beside it"
+            for fw in self.runner.config.topology.firewalls
+            if fw.id not in ours
+        ]
+
+    @property
+    def notes(self) -> list[str]:
+        """What the report says about the run: the inner executor's notes, then which
+        firewalls are the user's own."""
+        return [*getattr(self.inner, "notes", []), *self.own_notes]
 
     def _points(self, crossings: Sequence[Crossing]) -> list[CapturePoint]:
         nodes: dict[str, set[str]] = {}
@@ -274,6 +287,7 @@ class DeviceWatch:
                 )
         except LabError as exc:
             log.warning("no capture beside the user's firewall: %s", exc)
+            self.own_notes.append(f"no capture beside the user's firewall: {exc}")
             results = list(await batch(jobs, concurrency=concurrency))
         judged = []
         for job, result in zip(jobs, results, strict=True):

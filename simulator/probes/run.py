@@ -21,11 +21,12 @@ import logging
 import time
 import tomllib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
 from simulator.errors import ConfigError
+from simulator.firewall.observe import traced
 from simulator.lab.runners.base import Runner
 from simulator.lab.topology import Topology
 from simulator.matrix.model import (
@@ -45,6 +46,7 @@ from simulator.probes.base import (
     apply_expectation,
 )
 from simulator.probes.device import DeviceWatch
+from simulator.probes.firewall import job_flows, judge
 from simulator.probes.registry import PRESENTS_CERTIFICATE, PROBES
 from simulator.probes.spec import ProbeSpec, TurnCredentials
 
@@ -194,6 +196,8 @@ class JobBuilder:
             "transport": row.transport,
             "source_domain": self.topology.host(source.host).domain,
             "turn": turn_credentials(self.topology, self.pki),
+            # rows whose protocol names MSTURN are probed as a Lync client speaks ([MS-TURN])
+            "extra": {"dialect": "ms-turn"} if "MSTURN" in row.protocol.upper() else {},
         }
         if row.port_side == "source":
             # Relay rows: the source is the relay; ask its TURN server to relay to the destination.
@@ -444,6 +448,11 @@ class RunnerExecutor:
     runner: Runner
     timeout: float = DEFAULT_TIMEOUT
     name: str = ""
+    trace: bool = True
+    """Trace the lab's firewalls while probing and judge the verdicts there
+    (:mod:`simulator.probes.firewall`); False: the endpoints' word only."""
+    notes: list[str] = field(default_factory=list)
+    """What the report should say about this run (a firewall that could not be traced)."""
 
     def __post_init__(self) -> None:
         self.name = self.name or self.runner.name
@@ -468,12 +477,36 @@ class RunnerExecutor:
         concurrency: int = DEFAULT_CONCURRENCY,
         on_done: Callable[[ProbeResult], None] | None = None,
     ) -> list[ProbeResult]:
-        """One process per source endpoint, probing all of its rows at once.
+        """One process per source endpoint, probing all of its rows at once, every firewall
+        of the lab traced meanwhile; each result judged at the firewall.
 
         Starting Python inside a namespace or a container costs far more than a probe; a
         process per row would spend the per-probe deadline on start-up when rows run in
         parallel on a small machine.
         """
+        if not (self.trace and self.runner.has_firewalls):
+            if self.runner.has_firewalls:
+                self.notes.append("firewalls not traced: verdicts from the endpoints only")
+            return await self._run_batch(jobs, concurrency=concurrency, on_done=on_done)
+        flows = {id(job): job_flows(job.row, job.spec) for job in jobs}
+        everything = [f for fs in flows.values() for f in fs]
+        # Of TCP, the handshake decides (SYN out, SYN-ACK or RST back); tracing every data
+        # segment of every TLS probe would cost the probes their CPU on a small machine.
+        async with traced(self.runner, everything, handshake_only=True) as lab_trace:
+            results = await self._run_batch(jobs, concurrency=concurrency, on_done=on_done)
+        self.notes += lab_trace.problems
+        return [
+            judge(result, job.row, lab_trace.decisions(flows[id(job)]))
+            for job, result in zip(jobs, results, strict=True)
+        ]
+
+    async def _run_batch(
+        self,
+        jobs: Sequence[ProbeJob],
+        *,
+        concurrency: int,
+        on_done: Callable[[ProbeResult], None] | None,
+    ) -> list[ProbeResult]:
         groups: dict[str, list[ProbeJob]] = {}
         for job in jobs:
             if job.spec is not None and job.source is not None:
@@ -521,7 +554,7 @@ class RunnerExecutor:
     async def run(self, job: ProbeJob) -> ProbeResult:
         if job.spec is None or job.source is None:
             return skipped(job, self.name)
-        (result,) = await self._run_group([job])
+        (result,) = await self.run_batch([job])
         return result
 
 
@@ -564,6 +597,8 @@ class ProbeRun:
     started: float
     duration: float
     target: str | None = None
+    notes: list[str] = field(default_factory=list)
+    """What the reports should say about the run as a whole (firewalls not traced ...)."""
 
     @property
     def failures(self) -> list[ProbeResult]:
@@ -653,6 +688,7 @@ async def probe_matrix(
         started,
         time.perf_counter() - t0,
         target.name if target else None,
+        list(getattr(executor, "notes", [])),
     )
 
 
@@ -664,12 +700,14 @@ def plan_probes(
     timeout: float = DEFAULT_TIMEOUT,
     source_ref: str | None = None,
     target: Target | None = None,
+    trace: bool = True,
 ) -> tuple[JobBuilder, Executor]:
     """How ``edgesim probe`` probes ``runner``'s lab: the job builder and the executor.
 
     ``inside``: this process runs inside one of the lab's nodes (what :class:`RunnerExecutor`
     starts there): the lab's own addresses, from here. A ``target`` is probed from here. A lab
-    that outlives its command must be up (one-line error otherwise).
+    that outlives its command must be up (one-line error otherwise). ``trace``: judge the
+    verdicts at the lab's firewalls (runners with firewalls).
     """
     topology = runner.config.topology
     pki = LabPki(certs_dir)
@@ -689,7 +727,7 @@ def plan_probes(
         executor = LocalExecutor(name=runner.name)
     else:
         runner.require_up()
-        executor = RunnerExecutor(runner, timeout)
+        executor = RunnerExecutor(runner, timeout, trace=trace)
         if set(runner.our_firewalls()) != {fw.id for fw in topology.firewalls}:
             # The user's own firewall: judged from the endpoints and captures beside it.
             executor = DeviceWatch(executor, runner)

@@ -9,6 +9,11 @@ TLS, a relayed UDP round trip, and an RFC 6062 TCP relay connection to a peer.
   without RFC 6062 answers 442 and the row is ``protocol-failed`` saying so.
 
 Without credentials a 401 carrying REALM and NONCE is enough to show a TURN server answers.
+
+Rows whose protocol names ``MSTURN`` are probed in [MS-TURN], as a Lync client speaks to a Lync
+A/V Edge (which ignores RFC TURN): the Magic Cookie attribute, 16-byte transaction ids, Send
+requests; over TCP the pseudo-TLS exchange ([MS-TURN] section 2.1.1) instead of TLS. The
+outcome's ``dialect`` detail says which dialect answered.
 The client is the media package's (:class:`simulator.media.aio.AsyncTurnClient`).
 """
 
@@ -23,10 +28,12 @@ from typing import Any
 from simulator.errors import EdgesimError
 from simulator.media.actions import Address
 from simulator.media.aio import AsyncTurnClient
-from simulator.media.auth import LongTermCredentials
+from simulator.media.auth import LongTermCredentials, MsTurnCredentials, parse_time_limited
 from simulator.media.client import ClientConfig
+from simulator.media.dialect import RFC
 from simulator.media.errors import NotStunError, RemoteProtocolError, RequestRefused
 from simulator.media.events import PeerDataReceived
+from simulator.media.msturn import MS_TURN
 from simulator.probes.base import Outcome, Phase, Verdict, describe_bytes
 from simulator.probes.net import Steps, tls_context, tls_facts
 from simulator.probes.spec import ProbeSpec
@@ -37,10 +44,26 @@ SEND_INTERVAL = 0.3
 """Seconds between Send indications of the relayed round trip (UDP: one may be lost)."""
 
 
+def ms_turn(spec: ProbeSpec) -> bool:
+    """The row names MSTURN: probe as a Lync client, in [MS-TURN] (over TCP with the pseudo-TLS
+    exchange of its section 2.1.1, as Lync clients open TCP 443)."""
+    return spec.extra.get("dialect") == "ms-turn"
+
+
 def _credentials(spec: ProbeSpec) -> LongTermCredentials | None:
     if spec.turn is None:
         return None
+    if ms_turn(spec):
+        username, password = spec.turn.username, spec.turn.password
+        if parse_time_limited(username) is not None:
+            return MsTurnCredentials.from_mras(username, password)
+        return MsTurnCredentials(username, password.encode(), spec.turn.realm)
     return LongTermCredentials(spec.turn.username, spec.turn.password, spec.turn.realm)
+
+
+def _dialect(spec: ProbeSpec) -> str:
+    """Which dialect the probe spoke (and so which one answered): ``MS-TURN`` or ``TURN``."""
+    return "MS-TURN" if ms_turn(spec) else "TURN"
 
 
 def refusal(exc: RequestRefused, spec: ProbeSpec) -> str:
@@ -57,9 +80,15 @@ async def _open(steps: Steps, spec: ProbeSpec, transport: str) -> AsyncTurnClien
     """The client's connection: UDP, or TCP then (for ``tls``) the handshake, each a step."""
     creds = _credentials(spec)
     server = (spec.address, spec.port)
+    dialect = MS_TURN if ms_turn(spec) else RFC
     if transport == "udp":
         return await AsyncTurnClient.open(
-            server, "udp", credentials=creds, local_address=spec.bind, config=udp_config(spec)
+            server,
+            "udp",
+            credentials=creds,
+            local_address=spec.bind,
+            config=udp_config(spec),
+            dialect=dialect,
         )
     client = await steps.run(
         "connect",
@@ -70,9 +99,11 @@ async def _open(steps: Steps, spec: ProbeSpec, transport: str) -> AsyncTurnClien
             credentials=creds,
             local_address=spec.bind,
             config=ClientConfig(stream=True, timeout=spec.timeout),
+            dialect=dialect,
+            pseudo_tls=dialect is MS_TURN,
         ),
     )
-    if transport == "tls":
+    if transport == "tls" and dialect is RFC:
         try:
             await steps.run(
                 "tls",
@@ -134,22 +165,25 @@ async def _run(spec: ProbeSpec, details: dict[str, Any], body: Body) -> Outcome:
 
 
 async def probe_turn_stream(spec: ProbeSpec, *, tls: bool) -> Outcome:
-    details: dict[str, Any] = {"transport": "tls" if tls else "tcp"}
+    details: dict[str, Any] = {"transport": "tls" if tls else "tcp", "dialect": _dialect(spec)}
+    if ms_turn(spec):
+        details["transport"] = "tcp (pseudo-TLS)"
 
     async def body(steps: Steps, clients: list[AsyncTurnClient]) -> Outcome:
         client = await _open(steps, spec, "tls" if tls else "tcp")
         clients.append(client)
-        details.update(tls_facts(client))
+        if not ms_turn(spec):
+            details.update(tls_facts(client))
         try:
             await steps.run("allocate", Phase.PROTOCOL, client.allocate())
         except RequestRefused as exc:
             if spec.turn is None and exc.code == 401:
-                reason = f"TURN server answered {refusal(exc, spec)}"
+                reason = f"{_dialect(spec)} server answered {refusal(exc, spec)}"
                 return Outcome(Verdict.PASSED, reason, details, steps.timings)
             raise
         details["relayed"] = _relayed(client)
         await client.release(timeout=0.5)
-        reason = f"TURN Allocate success, relayed address {details['relayed']}"
+        reason = f"{_dialect(spec)} Allocate success, relayed address {details['relayed']}"
         return Outcome(Verdict.PASSED, reason, details, steps.timings)
 
     return await _run(spec, details, body)
@@ -177,7 +211,7 @@ async def _echo(client: AsyncTurnClient, peer: Address, payload: bytes) -> bytes
 
 
 async def probe_turn_relay_udp(spec: ProbeSpec) -> Outcome:
-    details: dict[str, Any] = {"transport": "udp"}
+    details: dict[str, Any] = {"transport": "udp", "dialect": _dialect(spec)}
     if spec.peer is None:
         return Outcome(Verdict.ERROR, "no peer to relay to (the destination has no media port)")
     peer = spec.peer

@@ -8,7 +8,10 @@ import datetime as dt
 import itertools
 import json
 from html import escape
+from pathlib import Path
 
+from simulator.firewall.rules import RuleRef
+from simulator.firewall.trace import Decision, first_fates
 from simulator.lab.topology import Topology
 from simulator.probes.base import ProbeResult, Verdict
 from simulator.probes.run import ProbeRun
@@ -42,6 +45,12 @@ tr.fail td.id{border-left:4px solid #cf222e}
 details{border:1px solid #d0d7de;border-radius:6px;padding:6px 10px;margin:6px 0}
 summary{cursor:pointer;font-weight:600} pre{background:#f6f8fa;padding:8px;overflow:auto}
 svg text{font:12px system-ui,sans-serif} .muted{color:#656d76}
+.fw{font-size:12px;white-space:nowrap} .fw a{color:inherit}
+pre.rules{padding:0;line-height:1.35} pre.rules span{display:block;padding:0 8px}
+pre.rules .n{display:inline-block;width:4em;color:#8c959f;user-select:none}
+pre.rules .accepted{background:#dafbe1} pre.rules .stopped{background:#ffebe9}
+pre.rules .rows{color:#656d76;font-family:system-ui,sans-serif;font-size:12px}
+pre.rules span:target{outline:2px solid #0969da}
 """
 
 
@@ -148,6 +157,88 @@ def topology_svg(topology: Topology, results: list[ProbeResult]) -> str:
     return "".join(parts)
 
 
+# ----------------------------------------------------------------- firewall decisions
+
+
+def _refs(result: ProbeResult) -> list[tuple[Decision, RuleRef]]:
+    """The deciding places (a rule, or a policy line) of a result's first packets."""
+    out = []
+    for direction in ("request", "reply"):
+        for d in first_fates(result.firewall, direction):
+            ref = d.rule or d.policy_at
+            if ref is not None and ref.file and ref.line:
+                out.append((d, ref))
+    return out
+
+
+def rule_files(results: list[ProbeResult]) -> dict[str, int]:
+    """Every rule file a decision names, numbered in order of first mention."""
+    files: dict[str, int] = {}
+    for result in results:
+        for _, ref in _refs(result):
+            files.setdefault(str(ref.file), len(files))
+    return files
+
+
+def _anchor(files: dict[str, int], ref: RuleRef) -> str:
+    return f"f{files[str(ref.file)]}-L{ref.line}"
+
+
+def firewall_cell(result: ProbeResult, files: dict[str, int]) -> str:
+    """Per firewall and direction, the first packet's fate, linked to the deciding line."""
+    lines = []
+    for direction in ("request", "reply"):
+        for d in first_fates(result.firewall, direction):
+            ref = d.rule or d.policy_at
+            where = escape(d.where)
+            if ref is not None and ref.file and ref.line and str(ref.file) in files:
+                where = f'<a href="#{_anchor(files, ref)}">{where}</a>'
+            mark = "✓" if d.crossed else "✗"
+            lines.append(f"{mark} {escape(d.firewall)} {direction} {escape(d.action)}: {where}")
+    return "<br>".join(lines) or '<span class="muted">-</span>'
+
+
+def rules_section(results: list[ProbeResult], files: dict[str, int]) -> list[str]:
+    """Each rule file with its deciding lines highlighted, each listing the rows it decided."""
+    hits: dict[tuple[str, int], list[tuple[str, bool]]] = {}
+    firewalls: dict[str, set[str]] = {}
+    for result in results:
+        for d, ref in _refs(result):
+            assert ref.line is not None
+            hits.setdefault((str(ref.file), ref.line), []).append((result.row_id, d.crossed))
+            firewalls.setdefault(str(ref.file), set()).add(d.firewall)
+    out = ["<h2>Firewall rules</h2>"]
+    if not files:
+        out.append("<p>No firewall decision was traced in this run.</p>")
+    for path, n in files.items():
+        out.append(
+            f"<h3>{escape(', '.join(sorted(firewalls.get(path, ()))))}: "
+            f'<span class="muted">{escape(path)}</span></h3>'
+        )
+        try:
+            text = Path(path).read_text("utf-8", errors="replace").splitlines()
+        except OSError as exc:
+            out.append(f'<p class="muted">not readable here: {escape(exc.strerror or "")}</p>')
+            continue
+        body = []
+        for number, line in enumerate(text, start=1):
+            rows = hits.get((path, number), [])
+            cls = ""
+            if rows:
+                cls = ' class="accepted"' if all(ok for _, ok in rows) else ' class="stopped"'
+            links = ", ".join(
+                f'<a href="#row-{escape(r)}">{escape(r)}</a>'
+                for r in dict.fromkeys(r for r, _ in rows)
+            )
+            body.append(
+                f'<span id="f{n}-L{number}"{cls}><span class="n">{number}</span>{escape(line)}'
+                + (f'  <span class="rows">&larr; {links}</span>' if links else "")
+                + "</span>"
+            )
+        out.append(f'<pre class="rules">{"".join(body)}</pre>')
+    return out
+
+
 def facts(result: ProbeResult) -> str:
     data = {"details": result.details, "timings": result.timings}
     return json.dumps(data, indent=2, default=str)
@@ -155,6 +246,7 @@ def facts(result: ProbeResult) -> str:
 
 def to_html(run: ProbeRun) -> str:
     by_row = {r.row_id: r for r in run.results}
+    files = rule_files(run.results)
     ok = not run.failures
     when = dt.datetime.fromtimestamp(run.started, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     out = [
@@ -166,6 +258,7 @@ def to_html(run: ProbeRun) -> str:
         + (f", target {escape(run.target)}" if run.target else "")
         + f", {escape(when)}</div>",
         f'<div class="summary {"ok" if ok else "bad"}">{escape(summary(run))}</div>',
+        *(f'<p class="muted">{escape(note)}</p>' for note in run.notes),
         '<div class="legend">'
         + "".join(
             f'<span><i style="background:{c}"></i>{escape(v.title)}</span>'
@@ -184,7 +277,7 @@ def to_html(run: ProbeRun) -> str:
         )
         out.append(
             "<table><tr><th>row</th><th>flow</th><th>from</th><th>to</th><th>expect</th>"
-            "<th>verdict</th><th>reason</th></tr>"
+            "<th>verdict</th><th>reason</th><th>firewall</th></tr>"
         )
         for row in present:
             r = by_row[row.id]
@@ -194,7 +287,8 @@ def to_html(run: ProbeRun) -> str:
                 f"<td>{escape(row.label)}</td><td>{escape(r.source)}</td><td>{escape(r.destination)}</td>"
                 f"<td>{escape(row.expect.value)}</td>"
                 f'<td class="v" style="background:{COLOURS[r.verdict]}">{"✓" if r.met else "✗"} '
-                f"{escape(r.verdict.title)}</td><td>{escape(r.reason)}</td></tr>"
+                f"{escape(r.verdict.title)}</td><td>{escape(r.reason)}</td>"
+                f'<td class="fw">{firewall_cell(r, files)}</td></tr>'
             )
         out.append("</table>")
     out.append("<h2>Topology and flows</h2>")
@@ -215,8 +309,10 @@ def to_html(run: ProbeRun) -> str:
             f"{escape(r.verdict.title)}</summary><p>{escape(r.reason)}</p>"
             f"<p>{escape(info.label if info else '')} {escape(info.notes if info else '')}</p>"
             f"<p>from <b>{escape(r.source)}</b> to <b>{escape(r.destination)}</b> "
-            f"({escape(r.probe)})</p><pre>{escape(facts(r))}</pre>"
-            "</details>"
+            f"({escape(r.probe)})</p>"
+            + "".join(f"<p>{escape(d.describe())}</p>" for d in r.firewall)
+            + f"<pre>{escape(facts(r))}</pre></details>"
         )
+    out += rules_section(run.results, files)
     out.append("</body></html>\n")
     return "\n".join(out)

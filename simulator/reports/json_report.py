@@ -26,6 +26,7 @@ def to_dict(run: ProbeRun) -> dict[str, Any]:
         "counts": run.counts,
         "failures": [r.row_id for r in run.failures],
         "ok": not run.failures,
+        "notes": run.notes,
         "results": results,
     }
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import xml.etree.ElementTree as ET
 
+from simulator.firewall.trace import first_fates
 from simulator.probes.base import Verdict
 from simulator.probes.run import ProbeRun
 
@@ -61,10 +62,22 @@ def to_junit(run: ProbeRun) -> str:
                 failure.text = (
                     f"row {row.id}: {row.label}\nfrom {result.source}\nto {result.destination}\n"
                     f"verdict {result.verdict.value}: {result.reason}\n"
+                    + "".join(f"{d.describe()}\n" for d in result.firewall)
                 )
             out = ET.SubElement(case, "system-out")
             out.text = (
                 f"{result.verdict.value}: {result.reason}\n{result.source} -> {result.destination}"
+                + "".join(f"\n{d.describe()}" for d in result.firewall)
             )
+            if result.firewall:
+                props = ET.SubElement(case, "properties")
+                for n, d in enumerate(first_fates(result.firewall, "request")):
+                    where = d.rule.where if d.rule else d.by
+                    ET.SubElement(
+                        props,
+                        "property",
+                        name=f"firewall.{n}",
+                        value=f"{d.firewall} {d.action}: {where}",
+                    )
     ET.indent(suites)
     return ET.tostring(suites, encoding="unicode", xml_declaration=True) + "\n"

@@ -12,6 +12,7 @@ from rich.text import Text
 from simulator.lab.topology import Topology
 from simulator.probes.base import ProbeResult, Verdict
 from simulator.probes.run import Executor, JobBuilder, ProbeRun, Target, probe_matrix
+from simulator.reports.firewall import fate_lines
 
 STYLE: dict[Verdict, str] = {
     Verdict.PASSED: "green",
@@ -71,11 +72,13 @@ def render_run(run: ProbeRun, width: int = 200) -> RenderableType:
             result = by_row[row.id]
             label = Text(row.id)
             label.append(f"\n{row.label}\nexpect {row.expect.value}", style="dim")
-            table.add_row(label, f"{src}\n→ {dst}", verdict_text(result), result.reason)
+            reason = Text(result.reason)
+            for line in fate_lines(result.firewall):
+                reason.append(f"\n{line}", style="dim")
+            table.add_row(label, f"{src}\n→ {dst}", verdict_text(result), reason)
         parts.append(table)
     parts.append(Text(summary(run), style="green" if not run.failures else "bold red"))
-    notes = sorted({str(r.details["device"]) for r in run.results if "device" in r.details})
-    parts += [Text(f"{note}.", style="yellow") for note in notes]
+    parts += [Text(note, style="yellow") for note in run.notes]
     return Group(*parts)
 
 

@@ -170,6 +170,35 @@ async def next_chat(client: ChatClient, timeout: float = 5.0) -> tuple[str, str,
     return frm.split("/")[0], kind, body
 
 
+async def next_notify(ua: UserAgent, state: str, timeout: float = 10.0) -> Request | None:
+    """The next presence NOTIFY ``ua`` received whose PIDF says ``state`` (``open`` or
+    ``closed``; other requests and other states are skipped), or None after ``timeout``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while (left := deadline - loop.time()) > 0:
+        request = await next_request(ua, "NOTIFY", left)
+        if request is None:
+            return None
+        if f"<basic>{state}</basic>".encode() in request.body:
+            return request
+    return None
+
+
+async def xmpp_presence(client: ChatClient, jid: str, kind: str, timeout: float = 10.0) -> bool:
+    """Wait until ``client`` sees ``jid``'s presence ``kind`` (``available``/``unavailable``;
+    a client may see the same state twice); False after ``timeout``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while (left := deadline - loop.time()) > 0:
+        try:
+            who, seen = await asyncio.wait_for(client.presences.get(), left)
+        except TimeoutError:
+            return False
+        if (who, seen) == (jid.lower(), kind):
+            return True
+    return False
+
+
 def send_chat(client: ChatClient, to: str, text: str) -> None:
     """Send a one-to-one chat message (``type='chat'``) from ``client`` to the JID ``to``."""
     client.send_message(mto=JID(to), mbody=text, mtype="chat")

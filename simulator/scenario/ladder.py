@@ -2,7 +2,8 @@
 
 A message is drawn from its source host to its destination host; a ``dropped`` message (no
 answer: a firewall filtered it) stops at the firewall between the two zones with an ``X``; a
-``refused`` one stops there with ``R``. When both ends of a message recorded it, the sender's
+``refused`` one stops there with ``R``. When the lab's firewalls were traced, it stops at the
+firewall that stopped it, labelled with the rule (file and line) or the policy that decided. When both ends of a message recorded it, the sender's
 record is drawn and the receiver's is folded into it.
 """
 
@@ -36,6 +37,8 @@ class Arrow:
     event: str
     protocol: str
     detail: str
+    blocked: str = ""
+    """For a message a traced firewall stopped: ``fw-external: external.nft:64``."""
 
 
 @dataclass(frozen=True)
@@ -102,13 +105,21 @@ def build_ladder(
             arrows.append(Arrow(e.time - start, -1, -1, e.summary, "note", "", ""))
             continue
         src, dst = index_of[hosts.host(e.src)], index_of[hosts.host(e.dst)]
+        blocked = ""
         if e.event in ("dropped", "refused"):
-            step = 1 if dst > src else -1
-            for i in range(src + step, dst, step):
-                if columns[i].kind == "firewall":
-                    dst = i
-                    break
-        arrows.append(Arrow(e.time - start, src, dst, e.summary, e.event, e.protocol, e.detail))
+            if e.blocked_at in index_of:
+                # The firewall's trace said where it died and by which rule.
+                dst = index_of[e.blocked_at]
+                blocked = f"{e.blocked_at}: {e.blocked_by}"
+            else:
+                step = 1 if dst > src else -1
+                for i in range(src + step, dst, step):
+                    if columns[i].kind == "firewall":
+                        dst = i
+                        break
+        arrows.append(
+            Arrow(e.time - start, src, dst, e.summary, e.event, e.protocol, e.detail, blocked)
+        )
     return Ladder(title, tuple(columns), tuple(arrows))
 
 
@@ -199,6 +210,14 @@ def _page(
                 arrow_row[x_dst + 1 if on_dst else x_dst] = "<"
         lines.append(" " * PREFIX + "".join(label_row).rstrip())
         lines.append(f"{a.offset:+8.3f} " + "".join(arrow_row).rstrip())
+        if a.blocked and on_dst:
+            # Under the X: which firewall stopped it, and by what.
+            note_row = lifelines()
+            note = f"^ {a.blocked}"
+            begin = max(0, min(x_dst, width - len(note)))
+            for k, ch in enumerate(note[: max(0, width - begin)]):
+                note_row[begin + k] = ch
+            lines.append(" " * PREFIX + "".join(note_row).rstrip())
     lines.append(" " * PREFIX + "".join(lifelines()).rstrip())
     return lines
 
@@ -279,6 +298,11 @@ def render_svg(ladder: Ladder) -> str:
                     f'<text x="{x2}" y="{y + 5}" text-anchor="middle" class="drop">'
                     f"{'&#x2715;' if a.event == 'dropped' else 'R'}</text>"
                 )
+                if a.blocked:
+                    out.append(
+                        f'<text x="{x2}" y="{y + 17}" text-anchor="middle" class="rule">'
+                        f"{html.escape(a.blocked)}</text>"
+                    )
             out.append(
                 f'<text x="{(x1 + x2) / 2}" y="{y - 5}" text-anchor="middle" class="lbl">'
                 f"{html.escape(a.label)}</text>"
@@ -296,6 +320,7 @@ svg.ladder .fw { fill: #cf222e; font-weight: bold; }
 svg.ladder .step { font-family: system-ui, sans-serif; font-style: italic; fill: #24292f; }
 svg.ladder .t { fill: #57606a; font-size: 11px; }
 svg.ladder .drop { fill: #cf222e; font-size: 16px; font-weight: bold; }
+svg.ladder .rule { fill: #cf222e; font-size: 10px; }
 svg.ladder .lbl { paint-order: stroke; stroke: #ffffff; stroke-width: 4px; }
 svg.ladder g.msg:hover .lbl { font-weight: bold; }
 """

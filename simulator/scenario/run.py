@@ -11,16 +11,18 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from simulator.errors import EdgesimError, UsageError
+from simulator.firewall.observe import LabTrace, row_flows, traced
 from simulator.lab.capture import CaptureResult
 from simulator.lab.runners import runner_class
 from simulator.lab.runners.base import Runner
 from simulator.lab.services import PLANNED, load_service
 from simulator.lab.topology import Topology
+from simulator.matrix.model import load_matrix
 from simulator.paths import shipped_scenarios_dir
 from simulator.pki import LabPki
 from simulator.scenario.api import Lab, Scenario, ScenarioFailure, ScenarioSkipped
@@ -206,6 +208,7 @@ async def run_all(
     *,
     namespaces: Mapping[str, str] | None = None,
     trace_file: Path | None = None,
+    firewalls: Runner | None = None,
     capture: Callable[[Path], AbstractAsyncContextManager[CaptureResult]] | None = None,
     pcap_dir: Path | None = None,
     on_done: Callable[[ScenarioResult], None] | None = None,
@@ -214,6 +217,9 @@ async def run_all(
 
     ``trace_file``: the file the lab's own processes append their trace to
     (``EDGESIM_TRACE_FILE``); the servers' side of each message joins each result.
+    ``firewalls``: the lab whose firewalls to trace while each scenario runs (the flows of its
+    matrix rows); a message that got no answer then says which firewall stopped it, by which
+    rule.
     ``capture`` with ``pcap_dir``: each scenario that runs is captured to
     ``pcap_dir/<name>.pcapng`` (the runner's :meth:`~simulator.lab.runners.base.Runner.capture`).
     """
@@ -223,18 +229,45 @@ async def run_all(
         out = None
         if capture is not None and pcap_dir is not None and skip_reason(item, runner) is None:
             out = pcap_dir / f"{item.name}.pcapng"
-        if out is not None and capture is not None:
-            async with capture(out):
+        async with _traced(firewalls, item, topology) as lab_trace:
+            if out is not None and capture is not None:
+                async with capture(out):
+                    result = await run_one(item, topology, runner, pki, namespaces=namespaces)
+                result.capture = out
+            else:
                 result = await run_one(item, topology, runner, pki, namespaces=namespaces)
-            result.capture = out
-        else:
-            result = await run_one(item, topology, runner, pki, namespaces=namespaces)
         if trace_file is not None:
             merge_trace_file(result, trace_file, started, time.time())
+        result.events = [blocked_where(e, lab_trace) for e in result.events]
         results.append(result)
         if on_done is not None:
             on_done(result)
     return results
+
+
+def _traced(
+    runner: Runner | None, item: Scenario, topology: Topology
+) -> contextlib.AbstractAsyncContextManager[LabTrace]:
+    if runner is None or not runner.has_firewalls:
+        return contextlib.nullcontext(LabTrace())
+    matrix = load_matrix()
+    known = {row.id for row in matrix.rows}
+    flows = [f for row in item.rows if row in known for f in row_flows(matrix.row(row), topology)]
+    return traced(runner, flows)
+
+
+def blocked_where(event: TraceEvent, lab_trace: LabTrace) -> TraceEvent:
+    """A message that got no answer, with the firewall and the rule that stopped it (when a
+    traced firewall did)."""
+    if event.event not in ("dropped", "refused") or not lab_trace.available:
+        return event
+    src, dst = event.src.rpartition(":"), event.dst.rpartition(":")
+    dst_ip, dport = (dst[0], int(dst[2])) if dst[0] and dst[2].isdigit() else (event.dst, None)
+    src_ip = src[0] if src[0] and src[2].isdigit() else event.src
+    stopped = lab_trace.stopped(src_ip, dst_ip, dport)
+    if stopped is None:
+        return event
+    return replace(event, blocked_at=stopped.firewall, blocked_by=stopped.where)
 
 
 async def run_on(
@@ -258,7 +291,7 @@ async def run_on(
         vantage = await runner.vantage()
         return await run_all(
             scenarios, runner.config.topology, vantage.runner, vantage.pki,
-            namespaces=vantage.namespaces, trace_file=trace_file,
+            namespaces=vantage.namespaces, trace_file=trace_file, firewalls=runner,
             capture=runner.capture if pcap_dir is not None else None, pcap_dir=pcap_dir,
             on_done=on_done,
         )  # fmt: skip

@@ -13,6 +13,14 @@ The client sees the lab as its host would: BitlBee runs in a private mount names
 Edge's certificate, because libpurple checks the server certificate against that directory and
 honours no environment variable for it. Nothing outside the namespace is touched. Root is
 needed (mount namespaces; network namespaces in the netns lab).
+
+Quirk ``sipe-libxml2-sax1``: on Debian 12's libxml2 SIPE 1.25's XML parser reads every document
+as empty (it passes SAX1 callbacks marked as a SAX2 handler), so it would see no contact list and
+no presence. The client compiles ``sipe_xmlfix.c`` (a 40-line wrapper of
+``xmlSAXUserParseMemory``) with the system C compiler and preloads it into BitlBee.
+
+``EDGESIM_SIPE_DEBUG=FILE`` writes BitlBee's, libpurple's and SIPE's debug log (every SIP
+message SIPE sends and receives) to FILE.
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ from simulator.lab.nsocket import netns_path, socket_in
 from simulator.scenario.api import Lab, ScenarioFailure
 
 SIPE_PLUGIN = Path("/usr/lib/purple-2/libsipe.so")
+XML_FIX = Path(__file__).with_name("sipe_xmlfix.c")
 IRC_PORT = 6667
 LOGIN_TIMEOUT = 20.0
 
@@ -44,6 +53,8 @@ def missing() -> str | None:
         return "SIPE is not installed (Debian pidgin-sipe; scripts/setup.sh --test)"
     if shutil.which("unshare") is None:
         return "unshare (util-linux) is not installed"
+    if shutil.which("cc") is None:
+        return "no C compiler (cc) to build the libxml2 shim SIPE needs (Debian gcc libc6-dev)"
     if os.geteuid() != 0:
         return "SIPE runs in a private mount namespace of the lab host: needs root"
     return None
@@ -73,6 +84,10 @@ class SipeClient:
         self.chats: asyncio.Queue[Chat] = asyncio.Queue()
         self.nicks: dict[str, str] = {}
         """SIP URI -> the nick BitlBee gave the buddy."""
+        self.presence: dict[str, str] = {}
+        """SIP URI -> ``available``, ``away`` or ``offline``, as BitlBee shows the buddy in
+        &bitlbee (joined and voiced, joined, gone)."""
+        self.presence_changed = asyncio.Event()
         self._reader_task: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ setup
@@ -92,6 +107,21 @@ class SipeClient:
             f"ConfigDir = {self.dir / 'config'}\nAuthMode = Open\n"
         )
 
+    async def _build_xml_fix(self) -> Path:
+        """Compile the libxml2 shim (quirk ``sipe-libxml2-sax1``) into the client's directory."""
+        out = self.dir / "sipe_xmlfix.so"
+        proc = await asyncio.create_subprocess_exec(
+            "cc", "-shared", "-fPIC", "-O2", "-o", str(out), str(XML_FIX), "-ldl",
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        _, err = await proc.communicate()
+        if proc.returncode != 0:
+            raise ScenarioFailure(
+                f"cannot build the libxml2 shim for SIPE: {err.decode(errors='replace').strip()}"
+            )
+        return out
+
     def _argv(self) -> list[str]:
         etc = self.dir / "etc"
         script = (
@@ -108,11 +138,19 @@ class SipeClient:
 
     async def start(self) -> None:
         self._write_files()
+        env = {**os.environ, "LD_PRELOAD": str(await self._build_xml_fix())}
+        debug = os.environ.get("EDGESIM_SIPE_DEBUG")
+        if debug:  # libpurple's own switches; SIPE logs only when they are on
+            env.update(BITLBEE_DEBUG="1", PURPLE_VERBOSE_DEBUG="1", PURPLE_UNSAFE_DEBUG="1")
+        stderr = open(debug, "ab") if debug else asyncio.subprocess.PIPE  # noqa: SIM115
         self.proc = await asyncio.create_subprocess_exec(
             *self._argv(),
             stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE,
+            stderr=stderr,
+            env=env,
         )
+        if debug:
+            stderr.close()  # type: ignore[union-attr]
         sock = await self._connect()
         self.reader, self.writer = await asyncio.open_connection(sock=sock)
         self._reader_task = asyncio.get_running_loop().create_task(self._read())
@@ -155,6 +193,8 @@ class SipeClient:
                 continue
             prefix, _, rest = line.partition(" ")
             command, _, args = rest.partition(" ")
+            if command in ("JOIN", "PART", "QUIT", "MODE"):
+                self._presence_line(prefix, command, args)
             if command != "PRIVMSG":
                 self.control.put_nowait(line)
                 continue
@@ -165,6 +205,41 @@ class SipeClient:
             else:  # nick!sip:user@domain: the handle is the buddy's SIP URI
                 known = next((u for u, n in self.nicks.items() if n == nick), None)
                 self.chats.put_nowait(Chat(known or user_host or nick, text))
+
+    def _presence_line(self, prefix: str, command: str, args: str) -> None:
+        """Buddies in &bitlbee: joined = online, voiced = available (devoiced: away), gone =
+        offline (BitlBee's default channel modes)."""
+        nick, _, user_host = prefix.lstrip(":").partition("!")
+        if command == "MODE":
+            channel, _, change = args.partition(" ")
+            mode, _, target = change.partition(" ")
+            handle = next((u for u, n in self.nicks.items() if n == target), None)
+            if channel != "&bitlbee" or handle is None or mode not in ("+v", "-v"):
+                return
+            self.presence[handle] = "available" if mode == "+v" else "away"
+        elif not user_host.startswith("sip:"):
+            return  # BitlBee itself, or us
+        else:
+            handle = user_host.lower()
+            self.nicks.setdefault(handle, nick)
+            if command == "JOIN":
+                self.presence.setdefault(handle, "away")
+                if self.presence[handle] == "offline":
+                    self.presence[handle] = "away"
+            else:
+                self.presence[handle] = "offline"
+        self.presence_changed.set()
+
+    async def wait_presence(self, uri: str, states: tuple[str, ...], timeout: float) -> str:
+        """Wait until SIPE shows ``uri`` in one of ``states``; its state, or raise
+        :class:`TimeoutError`."""
+        uri = uri.lower()
+        loop = asyncio.get_running_loop()
+        end = loop.time() + timeout
+        while self.presence.get(uri, "offline") not in states:
+            self.presence_changed.clear()
+            await asyncio.wait_for(self.presence_changed.wait(), max(0.01, end - loop.time()))
+        return self.presence.get(uri, "offline")
 
     async def _expect(self, match: object, timeout: float) -> str:
         loop = asyncio.get_running_loop()

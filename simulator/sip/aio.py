@@ -742,7 +742,7 @@ class AccessEdge:
             addresses = await self.internal_resolver.a(host)
         except ResolutionError as exc:
             raise _HopFailure(
-                "connect", f"cannot resolve the internal next hop: {exc.reason}", host
+                "dns-a", f"cannot resolve the internal next hop: {exc.reason}", host
             ) from None
         proto = await self._open(
             addresses[0],
@@ -771,7 +771,7 @@ class AccessEdge:
         try:
             addresses = await self.external_resolver.a(fqdn)
         except ResolutionError as exc:
-            raise _HopFailure("connect", f"cannot resolve {fqdn}: {exc.reason}", fqdn) from None
+            raise _HopFailure("dns-a", f"cannot resolve {fqdn}: {exc.reason}", fqdn) from None
         proto = await self._open(
             addresses[0],
             port,

@@ -27,29 +27,39 @@ What it does to a request (RFC 3261 section 16 as a stateful proxy, reliable tra
    providers or, with partner discovery, any domain found by DNS SRV. Anything else gets 403.
 6. Via with ``received``/``rport`` on the previous hop, our own Via on top, double
    Record-Route (RFC 5658) on dialog-creating requests, ``Path`` (RFC 3327) on REGISTERs from
-   remote users so the Front End can reach them back through the same connection.
+   remote users so the Front End can reach them back through the same connection. What leaves
+   the organisation carries only our Via: the inside's entries travel sealed in its
+   ``ms-internal-info`` parameter ([MS-SIPRE]'s Via extension) and are restored on the response.
+7. The trust header says how far the Edge vouches for the sender: per partner, its
+   verification level (``AlwaysVerifiable``, ``AlwaysUnverifiable``, ``UseSourceVerification``).
 
 Responses go back by their top Via, and only when they arrive on the flow their request left on
 (anything else is dropped: a remote user must not answer its own REGISTER, nor the internet
 reach the Front End's connection); Timer B/F (:mod:`.transaction`) gives 408 when the next hop
 stays silent; the adapter reports next hops it could not reach with
 :meth:`EdgeProxy.next_hop_failed`,
-which answers 504 with the ``ms-diagnostics`` code a real Edge gives.
+which answers 504 with the ``ms-diagnostics`` code a real Edge gives ([MS-OCER] section 7.2;
+see :data:`DIAGNOSTICS`).
 
 Not implemented: forking, CANCEL matching (CANCEL and ACK are forwarded statelessly), UDP.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import heapq
 import itertools
 import logging
+import os
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Any
 
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sipmessage import Request, Response
 
 from simulator.limits import settings_from
@@ -102,7 +112,7 @@ class Side(Enum):
 
 @dataclass(frozen=True)
 class Diagnostic:
-    """An ``ms-diagnostics`` code as a Lync Edge reports it (MS-OCER appendix A)."""
+    """An ``ms-diagnostics`` code as a Lync Edge reports it ([MS-OCER] section 2.2.1.1)."""
 
     code: int
     reason: str
@@ -110,31 +120,38 @@ class Diagnostic:
     """Further parameters as real Edges add them (``WinsockFailureCode``, ...)."""
 
 
+_TLS_FAILED = "Failed to complete TLS negotiation with a federated peer server"
+
 #: The ``ms-diagnostics`` codes the Edge emits, with the status it answers and the reason text.
+#: Codes and texts from [MS-OCER] section 7.2 (SipStack ErrorIds 1000-1999 of the current
+#: release), written as they appear on the wire: without the table's closing period. 1046 and
+#: 1047 lie beyond the part of that table the project could read (it ends at 1014); their texts
+#: come from published Lync traces (docs/sip.md lists each code with its source).
 DIAGNOSTICS: dict[str, tuple[int, Diagnostic]] = {
     "srv": (504, Diagnostic(1008, "Unable to resolve DNS SRV record")),
+    "dns-a": (504, Diagnostic(1014, "Unable to resolve DNS A record")),
     "untrusted": (
         504,
-        Diagnostic(1010, "Certificate trust with another server could not be established"),
+        Diagnostic(1010, "Certificate trust with next-hop server could not be established"),
     ),
     "connect": (504, Diagnostic(1046, "Failed to connect to a peer server")),
-    "tls": (
-        504,
-        Diagnostic(1047, "Failed to complete TLS negotiation with a federated peer server"),
-    ),
+    "tls": (504, Diagnostic(1047, _TLS_FAILED)),
     # the partner reset the connection in the handshake (e.g. it does not trust our
     # certificate): a Lync Edge reports the Winsock error too, as published client traces show
     "tls-reset": (
         504,
         Diagnostic(
             1047,
-            "Failed to complete TLS negotiation with a federated peer server",
+            _TLS_FAILED,
             (
                 ("WinsockFailureCode", "10054(WSAECONNRESET)"),
                 ("WinsockFailureDescription", "The peer forced closure of the connection"),
             ),
         ),
     ),
+    # federation policy refuses the destination domain (blocked, not allowed, federation or
+    # public IM connectivity off)
+    "domain": (403, Diagnostic(1005, "Cannot route to destination domain")),
 }
 
 
@@ -147,6 +164,15 @@ class Partner:
     """The partner's Access Edge FQDN (ProxyFqdn); None: found by DNS SRV."""
     kind: str = "partner"
     """``partner`` (allowed domain), ``pic`` (public IM provider) or ``discovered``."""
+    verification_level: str = "AlwaysVerifiable"
+    """How the Edge vouches for this partner's senders (New-CsAllowedDomain
+    -VerificationLevel, MSFT_SIPFederationPartnerTable.UserVerificationLevel):
+    ``AlwaysVerifiable`` (``ms-source-verified-user=verified``), ``AlwaysUnverifiable``
+    (``unverified``) or ``UseSourceVerification`` (what the partner's own trust header said,
+    ``unverified`` without one)."""
+
+
+VERIFICATION_LEVELS = ("AlwaysVerifiable", "AlwaysUnverifiable", "UseSourceVerification")
 
 
 @dataclass(frozen=True)
@@ -227,6 +253,16 @@ class EdgeConfig:
             values[key] = value
         return cls(**values)
 
+    def partner_by_fqdn(self, host: str) -> Partner | None:
+        """The allowed partner or provider whose Edge is ``host`` (its ProxyFqdn), if any."""
+        host = host.lower()
+        for partner in (*self.allowed_domains, *self.public_providers):
+            if partner.proxy_fqdn == host and not isinstance(
+                self.partner_for(partner.domain), Refusal
+            ):
+                return partner
+        return None
+
     def partner_for(self, domain: str) -> Partner | Refusal:
         """Federation policy for ``domain``, in the order a Lync Edge applies it."""
         domain = domain.lower()
@@ -274,8 +310,27 @@ def _trust_value(
 def _partner(entry: Any, kind: str) -> Partner:
     if isinstance(entry, str):
         return Partner(entry.lower(), None, kind)
+    unknown = set(entry) - {"domain", "proxy_fqdn", "verification_level"}
+    if unknown:
+        raise ValueError(f"unknown keys in a {kind} entry: {', '.join(sorted(unknown))}")
     proxy = entry.get("proxy_fqdn")
-    return Partner(str(entry["domain"]).lower(), str(proxy).lower() if proxy else None, kind)
+    level = str(entry.get("verification_level", "AlwaysVerifiable"))
+    if level not in VERIFICATION_LEVELS:
+        raise ValueError(
+            f"verification_level {level!r} is not one of {', '.join(VERIFICATION_LEVELS)}"
+        )
+    return Partner(str(entry["domain"]).lower(), str(proxy).lower() if proxy else None, kind, level)
+
+
+def _claimed_verification(request: Request) -> str:
+    """What a partner's own ``ms-edge-proxy-message-trust`` said of its sender (before the
+    Edge strips it): ``verified`` or ``unverified`` ([MS-SIPRE] section 2.2.15)."""
+    for value in request.headers.getlist(TRUST_HEADER):
+        for part in value.split(";"):
+            name, _, text = part.strip().partition("=")
+            if name.lower() == "ms-source-verified-user" and text.strip().lower() == "verified":
+                return "verified"
+    return "unverified"
 
 
 @dataclass
@@ -363,8 +418,14 @@ class _Pending:
 class EdgeProxy:
     """The Access Edge's routing and policy."""
 
-    def __init__(self, config: EdgeConfig, *, our_hosts: Iterable[str] = ()) -> None:
+    def __init__(
+        self, config: EdgeConfig, *, our_hosts: Iterable[str] = (), secret: bytes | None = None
+    ) -> None:
+        """``secret`` (32 bytes) seals the inside's Via entries into ``ms-internal-info``; a
+        random one by default."""
         self.config = config
+        self._sealer = AESGCM(secret if secret is not None else os.urandom(32))
+        self._nonces = itertools.count(1)
         self.our_hosts = {config.external_fqdn.lower(), config.internal_fqdn.lower(), *our_hosts}
         self.flows: dict[int, Flow] = {}
         self._ids = itertools.count(1)
@@ -403,14 +464,17 @@ class EdgeProxy:
         actions: list[Action] = []
         for branch, pending in list(self._pending.items()):
             if pending.upstream == flow_id:
-                del self._pending[branch]  # nobody left to answer
+                # nobody left to answer; remembered so that the answer still on its way is
+                # recognised (and dropped quietly) rather than taken for a stray response
+                del self._pending[branch]
+                self._remember(branch, pending)
             elif pending.downstream == flow_id:
                 del self._pending[branch]
                 log.warning("next hop closed the connection: 503 for %s", pending.request.method)
                 warning = f'399 {self.config.external_fqdn} "Next hop closed the connection"'
                 response = response_for(pending.request, 503, headers=[("Warning", warning)])
-                pop_via(response)
-                actions.append(Send(pending.upstream, response))
+                if self._unwind(response):
+                    actions.append(Send(pending.upstream, response))
         return actions
 
     def sent_on(self, branch: str, flow_id: int) -> None:
@@ -437,7 +501,11 @@ class EdgeProxy:
 
     # ------------------------------------------------------------------ helpers
 
-    def _refuse(self, flow: Flow, request: Request, code: int, reason: str) -> list[Action]:
+    def _refuse(
+        self, flow: Flow, request: Request, code: int, reason: str, diagnostic: str | None = None
+    ) -> list[Action]:
+        """Answer ``code`` with a Warning naming ``reason`` (and the ``ms-diagnostics`` of the
+        :data:`DIAGNOSTICS` key ``diagnostic``, whose status then replaces ``code``)."""
         text = (
             f"{request.method} from {flow.side.value} flow {flow.id} ({flow.peer[0]}): "
             f"{code} {reason}"
@@ -447,6 +515,8 @@ class EdgeProxy:
         del self.refusals[:-100]
         if request.method == "ACK":
             return []
+        if diagnostic is not None:
+            return [Send(flow.id, self._diagnostic_response(request, diagnostic, reason, None))]
         warning = f'399 {self.config.external_fqdn} "{reason}"'
         return [Send(flow.id, response_for(request, code, headers=[("Warning", warning)]))]
 
@@ -469,6 +539,42 @@ class EdgeProxy:
         for name in EDGE_ASSERTED:
             if remove_header(message, name):
                 log.info("stripped %s from %s flow %d", name, flow.side.value, flow.id)
+
+    def _seal(self, vias: str, branch: str) -> str:
+        """``vias`` encrypted and authenticated for ``ms-internal-info`` (the Via parameter
+        [MS-SIPRE]'s Via header field extension defines, ``via-ms-internal-info =
+        "ms-internal-info=" quoted-string``), bound to ``branch``."""
+        nonce = next(self._nonces).to_bytes(12, "big")
+        sealed = self._sealer.encrypt(nonce, vias.encode(), branch.encode())
+        return base64.urlsafe_b64encode(nonce + sealed).decode().rstrip("=")
+
+    def _unsealed(self, token: str, branch: str) -> str | None:
+        try:
+            raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+            return self._sealer.decrypt(raw[:12], raw[12:], branch.encode()).decode()
+        except (binascii.Error, ValueError, InvalidTag, UnicodeDecodeError):
+            return None
+
+    def _unwind(self, response: Response) -> bool:
+        """Pop our Via (RFC 3261 16.7 step 3) and put back the inside's Via entries it sealed.
+
+        False when nothing is left to route by, or the sealed entries do not verify.
+        """
+        ours = pop_via(response)
+        token = params(ours).get("ms-internal-info")
+        if token is not None:
+            inside = self._unsealed(token.strip('"'), via_branch(ours) or "")
+            if inside is None:
+                log.warning("dropped response %d: ms-internal-info does not verify", response.code)
+                return False
+            prepend(response, "Via", inside)
+        return bool(response.headers.getlist("Via"))
+
+    def _remember(self, branch: str, pending: _Pending) -> None:
+        """Keep a finished (or orphaned) transaction for the answers that may still follow."""
+        self._completed[branch] = pending
+        while len(self._completed) > COMPLETED_KEPT:
+            self._completed.popitem(last=False)
 
     def _is_ours(self, uri: str) -> bool:
         return uri_host(uri) in self.our_hosts
@@ -494,12 +600,17 @@ class EdgeProxy:
         if max_forwards <= 0:
             return self._refuse(flow, request, 483, "Too Many Hops")
 
-        # 2. the trust header is the Edge's to set: never believe one from outside
+        # 2. the trust header is the Edge's to set: never believe one from outside (a partner's
+        # own claim is read first, for UseSourceVerification)
+        claimed = "unverified"
         if flow.side is not Side.INTERNAL:
+            if flow.side is Side.FEDERATION:
+                claimed = _claimed_verification(request)
             self._strip_asserted(request, flow)
 
         # 3. Route entries naming the Edge (loose routing, 16.4)
         edgeflow: int | None = None
+        consumed: list[str] = []
         while True:
             routes = headers.getlist("Route")
             if not routes:
@@ -508,12 +619,16 @@ class EdgeProxy:
             if not self._is_ours(first):
                 break
             pop_first(request, "Route")
+            consumed.append(first.lower())
             named = number(uri_params(first).get("edgeflow") or "")
             if named is not None:
                 edgeflow = named
 
-        # 4. loop detection (16.3 step 4)
-        lhash = loop_hash(request, f"{flow.side is Side.CLIENT}|{edgeflow}")
+        # 4. loop detection (16.3 step 4): the Route entries consumed are part of the hash, so
+        # a NOTIFY from a partner to a remote user (in through the federation route set, out
+        # through the remote user's Path) spirals rather than loops
+        context = f"{flow.side is Side.CLIENT}|{edgeflow}|{'|'.join(consumed)}"
+        lhash = loop_hash(request, context)
         marker = f"{BRANCH_PREFIX}{lhash}-"
         for value in headers.getlist("Via"):
             if marker not in value:
@@ -599,17 +714,22 @@ class EdgeProxy:
                     flow, request, 403, f"Domain {target_domain} is not served here"
                 )
             target = ToInternal()
+            verified = {
+                "AlwaysVerifiable": "verified",
+                "AlwaysUnverifiable": "unverified",
+                "UseSourceVerification": claimed,
+            }[decision.verification_level]
             if decision.kind == "pic":
                 trust = _trust_value(
                     "AuthorizedServer",
                     cfg.external_fqdn,
-                    "verified",
+                    verified,
                     "publiccloud",
                     decision.proxy_fqdn or (flow.names[0] if flow.names else None),
                 )
             else:
                 source_type = "DirectPartner" if decision.proxy_fqdn else "AutoFederation"
-                trust = _trust_value(source_type, cfg.external_fqdn, "verified", "federation")
+                trust = _trust_value(source_type, cfg.external_fqdn, verified, "federation")
         else:  # INTERNAL
             if not self._internal_ok(flow):
                 return self._refuse(flow, request, 403, "Peer is not the internal next hop")
@@ -624,7 +744,11 @@ class EdgeProxy:
             else:
                 decision = cfg.partner_for(target_domain)
                 if isinstance(decision, Refusal):
-                    return self._refuse(flow, request, 403, decision.reason)
+                    # an in-dialog request addressed to a partner's Edge itself (its Contact)
+                    by_fqdn = cfg.partner_by_fqdn(target_domain)
+                    if by_fqdn is None:
+                        return self._refuse(flow, request, 403, decision.reason, "domain")
+                    decision = by_fqdn
                 target = ToPartner(decision)
 
         # 7. forward
@@ -643,6 +767,12 @@ class EdgeProxy:
         branch = f"{marker}{flow.id}-{tail}"
         known_good_via(headers.getlist("Via")[0])  # validated on the way in, then extended
         our_via = f"SIP/2.0/TLS {self._sent_by(out_side)};branch={branch}"
+        if flow.side is Side.INTERNAL and not isinstance(target, ToInternal):
+            # leaving the organisation: the inside's Via entries (Front End, internal clients)
+            # travel sealed in our own Via and come back with the response
+            inside = ", ".join(headers.getlist("Via"))
+            remove_header(request, "Via")
+            our_via += f';ms-internal-info="{self._seal(inside, branch)}"'
         known_good_via(our_via)
         push_via(request, our_via)
         if method in ("INVITE", "SUBSCRIBE"):
@@ -714,8 +844,7 @@ class EdgeProxy:
             self.refusals.append(text)
             del self.refusals[:-100]
             return []
-        pop_via(response)
-        if not response.headers.getlist("Via"):
+        if not self._unwind(response):
             return []
         if flow.side is not Side.INTERNAL:
             self._strip_asserted(response, flow)
@@ -725,9 +854,7 @@ class EdgeProxy:
             pending.client.receive_response(response.code)
             if pending.client.terminated:
                 del self._pending[branch]
-                self._completed[branch] = pending
-                while len(self._completed) > COMPLETED_KEPT:
-                    self._completed.popitem(last=False)
+                self._remember(branch, pending)
             if (
                 up is not None
                 and up.side is Side.CLIENT
@@ -737,6 +864,7 @@ class EdgeProxy:
             ):
                 up.user = uri_of(pending.request.headers["To"]).split(";", 1)[0]
         if up is None:
+            log.info("answer %d to a caller that has left (flow %d)", response.code, flow_id)
             return []
         return [Send(record.upstream, response)]
 
@@ -752,7 +880,8 @@ class EdgeProxy:
         log.warning("next hop failed for %s: %s", pending.request.method, detail)
         self.refusals.append(f"{pending.request.method}: {detail}")
         response = self._diagnostic_response(pending.request, kind, detail, peer)
-        pop_via(response)
+        if not self._unwind(response):
+            return []
         return [Send(pending.upstream, response)]
 
     def get_timer(self) -> float | None:
@@ -775,6 +904,6 @@ class EdgeProxy:
                 408,
                 headers=[("Warning", f'399 {self.config.external_fqdn} "Next hop did not answer"')],
             )
-            pop_via(response)
-            actions.append(Send(pending.upstream, response))
+            if self._unwind(response):
+                actions.append(Send(pending.upstream, response))
         return actions

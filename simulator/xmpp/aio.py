@@ -300,11 +300,21 @@ class XmppConnection:
             await asyncio.wait_for(self.writer.wait_closed(), 2.0)
 
     # ------------------------------------------------------------------ commands
-    def send_stanza(self, stanza: ET.Element) -> None:
-        """Queue a stanza; stanzas sent in the same loop iteration leave in one write."""
-        self.session.send_stanza(stanza, self.now)
+    def send_stanza(self, stanza: ET.Element) -> int:
+        """Queue a stanza; stanzas sent in the same loop iteration leave in one write. Returns
+        its XEP-0198 number (0 without stream management)."""
+        number = self.session.send_stanza(stanza, self.now)
         if trace.active():
             self.trace(describe_stanza(stanza), detail=ET.tostring(stanza, encoding="unicode"))
+        self._schedule_flush()
+        return number
+
+    def acknowledge(self, handled: int) -> None:
+        """XEP-0198: the first ``handled`` stanzas received on this stream are handled."""
+        self.session.acknowledge(handled)
+        self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self.loop.call_soon(self._scheduled_flush)

@@ -31,6 +31,9 @@ class StanzaReceived:
 
     element: ET.Element = field(compare=False)
     """The element, names in ElementTree ``{namespace}local`` form."""
+    sequence: int = 0
+    """With stream management (XEP-0198) on: this stanza's number among those received on the
+    stream (1, 2, ...), the count an ``<a h=.../>`` acknowledges; 0 otherwise."""
 
 
 @dataclass(frozen=True)
@@ -108,6 +111,14 @@ class AuthenticationFailed:
 
 
 @dataclass(frozen=True)
+class StanzasAcknowledged:
+    """The peer acknowledged our stanzas (XEP-0198 ``<a h=.../>``)."""
+
+    count: int
+    """How many of the stanzas we sent since ``<enable/>`` it has handled."""
+
+
+@dataclass(frozen=True)
 class PeerCertificateSeen:
     """The TLS peer certificate, for traces."""
 
@@ -125,4 +136,5 @@ XmppEvent = (
     | Authenticated
     | AuthenticationFailed
     | PeerCertificateSeen
+    | StanzasAcknowledged
 )

@@ -55,10 +55,14 @@ class ChatClient(slixmpp.ClientXMPP):
         self.ca_certs = ca
         self.enable_direct_tls = False
         self.received: asyncio.Queue[tuple[str, str, str]] = asyncio.Queue()
+        self.presences: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
+        """(bare JID, ``available`` or ``unavailable``) as presence arrives."""
         self.started: asyncio.Future[bool] = asyncio.get_event_loop().create_future()
         self.add_event_handler("session_start", self._on_start)
         self.add_event_handler("message", self._on_message)
         self.add_event_handler("failed_auth", self._on_failed)
+        for kind in ("available", "unavailable"):
+            self.add_event_handler(f"presence_{kind}", self._on_presence)
 
     def _on_start(self, _event: object) -> None:
         self.send_presence()
@@ -68,6 +72,10 @@ class ChatClient(slixmpp.ClientXMPP):
     def _on_failed(self, _event: object) -> None:
         if not self.started.done():
             self.started.set_exception(RuntimeError("authentication failed"))
+
+    def _on_presence(self, presence: slixmpp.Presence) -> None:
+        kind = "unavailable" if presence["type"] == "unavailable" else "available"
+        self.presences.put_nowait((str(presence["from"]).split("/")[0].lower(), kind))
 
     def _on_message(self, msg: slixmpp.Message) -> None:
         self.received.put_nowait((str(msg["from"]), str(msg["type"]), str(msg["body"])))

@@ -7,7 +7,10 @@ Implemented, both sides of each:
   authentication of the peer domain by SASL EXTERNAL with its certificate (XEP-0178) or by
   Server Dialback (XEP-0220) with keys per XEP-0185; ``<db:verify>`` on verification streams;
 - the Edge's internal MTLS link on 23456 (``Role.GATEWAY_SERVER`` / ``GATEWAY_CLIENT``): TLS
-  from the first byte, the Front End authenticated by its certificate, stanzas both ways;
+  from the first byte, the Front End authenticated by its certificate, stanzas both ways, and
+  XEP-0198 acknowledgements (``<enable/>``, ``<r/>``, ``<a h=.../>``; no resumption): the Edge
+  acknowledges a stanza only once it has handled it (delivered to the partner's server, or
+  answered with an error), which the owner tells the session with :meth:`Session.acknowledge`;
 - client-to-server for the partner emulator (``Role.C2S``): STARTTLS, SASL PLAIN, resource
   binding (:rfc:`6120#section-7`), the session and roster queries slixmpp sends.
 
@@ -22,7 +25,8 @@ certificate names the domain it dialled (XEP-0178, :rfc:`6125` DNS-ID;
 a claim already being verified is not verified twice.
 
 Not implemented: SASL mechanisms other than EXTERNAL and PLAIN, dialback errors beyond the
-basic ones, piggybacking several domains on one stream (XEP-0288), stream management.
+basic ones, piggybacking several domains on one stream (XEP-0288), stream management on
+server-to-server and client streams, stream resumption.
 
 A :class:`Session` emits the events of :mod:`simulator.xmpp.events`; the adapter runs TLS when
 it sees :class:`TlsRequested` and reports back with :meth:`Session.tls_established`, and runs
@@ -52,6 +56,7 @@ from simulator.xmpp.events import (
     DialbackVerifyAnswered,
     DialbackVerifyNeeded,
     StanzaReceived,
+    StanzasAcknowledged,
     StreamClosed,
     StreamErrorReceived,
     StreamOpened,
@@ -81,6 +86,8 @@ from simulator.xmpp.stream import (
 log = logging.getLogger(__name__)
 
 STANZA_TAGS = frozenset({"message", "presence", "iq"})
+NS_SM = "urn:xmpp:sm:3"
+"""XEP-0198 stream management (acknowledgements only, no resumption), on the 23456 link."""
 
 
 class Role(enum.Enum):
@@ -210,6 +217,12 @@ class Session:
         self.jid: str | None = None
         """C2S: the bound full JID."""
         self._c2s_user: str | None = None
+        self.sm_enabled = False
+        """XEP-0198 acknowledgements are on (gateway link)."""
+        self._sm_requested = False
+        self._sm_in = 0
+        self._sm_out = 0
+        self._sm_handled = 0
         self._events: list[XmppEvent] = []
         self._pending_dialback: set[tuple[str, str]] = set()
         if role is Role.GATEWAY_SERVER and not self._gateway_cert_ok():
@@ -303,10 +316,44 @@ class Session:
         if self.state is not State.CLOSED:
             self.state = State.CLOSED
 
-    def send_stanza(self, stanza: ET.Element, now: float | None = None) -> None:
+    def send_stanza(self, stanza: ET.Element, now: float | None = None) -> int:
+        """Queue ``stanza``; returns its number for XEP-0198 acknowledgements (0 when off)."""
         if self.state is not State.READY:
             raise LocalProtocolError(f"send_stanza() in state {self.state.value}")
         self.stream.send(stanza, now)
+        if self._sm_requested:
+            self._sm_out += 1
+            return self._sm_out
+        return 0
+
+    def acknowledge(self, handled: int) -> None:
+        """XEP-0198: the first ``handled`` stanzas received are handled; tell the peer."""
+        if not self.sm_enabled or handled <= self._sm_handled or self.state is not State.READY:
+            return
+        self._sm_handled = min(handled, self._sm_in)
+        self.stream.send(element(qname(NS_SM, "a"), {"h": str(self._sm_handled)}))
+
+    def _sm_element(self, local: str, elem: ET.Element) -> None:
+        """XEP-0198 elements on the gateway link (both ends)."""
+        if self.role is Role.GATEWAY_SERVER and local == "enable":
+            self.sm_enabled = True
+            self.stream.send(element(qname(NS_SM, "enabled")))
+        elif local == "enabled" and self._sm_requested:
+            self.sm_enabled = True
+        elif local == "r" and self.sm_enabled:
+            handled = self._sm_handled if self.role is Role.GATEWAY_SERVER else self._sm_in
+            self.stream.send(element(qname(NS_SM, "a"), {"h": str(handled)}))
+        elif local == "a" and self.role is Role.GATEWAY_CLIENT:
+            h = elem.get("h") or ""
+            if not h.isdigit() or int(h) > self._sm_out:
+                self._fail(StreamErrorCondition.UNDEFINED_CONDITION, "bad XEP-0198 ack")
+            self._events.append(StanzasAcknowledged(int(h)))
+        elif local == "failed":
+            self._sm_requested = False
+        elif local != "a":
+            self._fail(
+                StreamErrorCondition.UNSUPPORTED_STANZA_TYPE, "unexpected stream management element"
+            )
 
     # ------------------------------------------------------------------ adapter callbacks
     def tls_established(self, peer_certificate: PeerCertificate | None, now: float) -> None:
@@ -404,6 +451,7 @@ class Session:
     def _features(self) -> ET.Element:
         features = element(qname(NS_STREAMS, "features"))
         if self.role is Role.GATEWAY_SERVER:
+            features.append(element(qname(NS_SM, "sm")))
             return features
         if not self.tls:
             features.append(
@@ -475,6 +523,9 @@ class Session:
         if self.role is Role.C2S:
             self._c2s_element(elem, ns, local, now)
             return
+        if ns == NS_SM and self.role is Role.GATEWAY_SERVER:
+            self._sm_element(local, elem)
+            return
         if local not in STANZA_TAGS or ns != NS_SERVER:
             self._fail(
                 StreamErrorCondition.UNSUPPORTED_STANZA_TYPE, "unsupported element on this stream"
@@ -502,7 +553,9 @@ class Session:
                     StreamErrorCondition.HOST_UNKNOWN,
                     "'to' is not the domain authenticated for 'from' on this stream",
                 )
-        self._events.append(StanzaReceived(elem))
+        if self.sm_enabled:
+            self._sm_in += 1
+        self._events.append(StanzaReceived(elem, self._sm_in if self.sm_enabled else 0))
 
     def _on_sasl_auth(self, elem: ET.Element, now: float) -> None:
         mechanism = elem.get("mechanism", "")
@@ -639,9 +692,7 @@ class Session:
             return
         if self.jid is None:
             self._fail(StreamErrorCondition.NOT_AUTHORIZED, "bind a resource first")
-        if local == "presence" and to is None:
-            return  # presence broadcast: the emulator keeps no rosters
-        elem.set("from", self.jid)
+        elem.set("from", self.jid)  # presence without 'to' is a broadcast, the server's to route
         self._events.append(StanzaReceived(elem))
 
     def _c2s_server_iq(self, elem: ET.Element, domain: str) -> None:
@@ -717,10 +768,14 @@ class Session:
                 )
             )
             self.close()
+        elif self.state is State.READY and ns == NS_SM and self.role is Role.GATEWAY_CLIENT:
+            self._sm_element(local, elem)
         elif self.state is State.READY and ns == NS_SERVER and local in STANZA_TAGS:
             if self.role is Role.INITIATING:
                 self._outbound_stanza(elem)
             else:  # the Front End's gateway: the Edge checked these on their way in
+                if self._sm_requested:
+                    self._sm_in += 1
                 self._events.append(StanzaReceived(elem))
         else:
             self._fail(
@@ -755,6 +810,9 @@ class Session:
     def _on_features(self, features: ET.Element, now: float) -> None:
         if self.role is Role.GATEWAY_CLIENT:
             self.state = State.READY
+            if features.find(qname(NS_SM, "sm")) is not None:
+                self.stream.send(element(qname(NS_SM, "enable")))
+                self._sm_requested = True
             self._events.append(Authenticated(self.remote_domain or "", "mtls"))
             return
         if not self.tls:

@@ -37,6 +37,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from simulator import __version__
 from simulator.dns.resolver import LabResolver, ResolutionError
 from simulator.errors import EdgesimError
 from simulator.lab.services import BoundListener, ServiceContext
@@ -58,6 +59,7 @@ from simulator.xmpp.events import (
     StanzaReceived,
     XmppEvent,
 )
+from simulator.xmpp.presence import PresenceServer
 from simulator.xmpp.routing import (
     Reject,
     RoutingPolicy,
@@ -68,12 +70,27 @@ from simulator.xmpp.routing import (
     stanza_error,
 )
 from simulator.xmpp.s2s import Role, Session, SessionConfig, bare_jid, domain_of
-from simulator.xmpp.stream import NS_CLIENT, NS_SERVER, StreamTimers, qname, split_qname
+from simulator.xmpp.stream import (
+    NS_CLIENT,
+    NS_SERVER,
+    StreamTimers,
+    element,
+    qname,
+    split_qname,
+)
 
 log = logging.getLogger(__name__)
 
 MAX_QUEUED = 10_000
 """Stanzas queued per partner while its outbound stream is negotiated."""
+NS_PING = "urn:xmpp:ping"
+NS_VERSION = "jabber:iq:version"
+DELIVERY_TIMEOUT = 15.0
+"""Seconds a partner has to answer the ping that confirms delivery (setting delivery_timeout)."""
+
+Delivery = Callable[[str | None, str], None]
+"""Told how a stanza sent to a partner ended: (None, "") when the partner's server has it,
+(stanza error condition, text) when it never got there."""
 
 
 def _float(settings: dict[str, object], key: str, default: float) -> float:
@@ -112,9 +129,48 @@ def in_namespace(stanza: ET.Element, ns: str) -> ET.Element:
 @dataclass
 class _Outbound:
     domain: str
-    queue: list[ET.Element] = field(default_factory=list)
+    queue: list[tuple[ET.Element, Delivery | None]] = field(default_factory=list)
     conn: XmppConnection | None = None
     task: asyncio.Task[None] | None = None
+    unconfirmed: list[Delivery] = field(default_factory=list)
+    """Written since the last delivery ping."""
+    awaiting: dict[str, list[Delivery]] = field(default_factory=dict)
+    """Delivery ping id -> the stanzas its answer confirms."""
+    ping_scheduled: bool = False
+
+
+def server_iq(stanza: ET.Element, domain: str, name: str) -> ET.Element | None:
+    """The answer of the server ``domain`` to an iq addressed to it: XEP-0199 ping, XEP-0092
+    version, ``service-unavailable`` for any other get/set (:rfc:`6120#section-8.2.3`); None
+    for results and errors (never answered)."""
+    kind = stanza.get("type")
+    if kind not in ("get", "set"):
+        return None
+    child = stanza[0] if len(stanza) else None
+    ns, _ = split_qname(stanza.tag)
+    if child is not None and kind == "get" and child.tag == qname(NS_PING, "ping"):
+        return element(
+            qname(ns or NS_SERVER, "iq"),
+            {"type": "result", "id": stanza.get("id"), "from": domain, "to": stanza.get("from")},
+        )
+    if child is not None and kind == "get" and child.tag == qname(NS_VERSION, "query"):
+        reply = element(
+            qname(ns or NS_SERVER, "iq"),
+            {"type": "result", "id": stanza.get("id"), "from": domain, "to": stanza.get("from")},
+        )
+        reply.append(
+            element(
+                qname(NS_VERSION, "query"),
+                children=[
+                    element(qname(NS_VERSION, "name"), text=name),
+                    element(qname(NS_VERSION, "version"), text=__version__),
+                ],
+            )
+        )
+        return reply
+    return stanza_error(
+        stanza, "service-unavailable", "cancel", "this server does not answer that", by=domain
+    )
 
 
 class S2SServer:
@@ -178,6 +234,7 @@ class S2SServer:
         """Partner domain -> how it authenticated on its inbound stream (last one)."""
         self.outbound_auth: dict[str, str] = {}
         """Partner domain -> how we authenticated to it on our outbound stream."""
+        self.delivery_timeout = _float(settings, "delivery_timeout", DELIVERY_TIMEOUT)
 
     # ------------------------------------------------------------------ lifecycle
     async def listen(
@@ -281,19 +338,72 @@ class S2SServer:
         raise NotImplementedError
 
     # ------------------------------------------------------------------ outbound S2S
-    def send_to_partner(self, domain: str, stanza: ET.Element) -> None:
+    def send_to_partner(
+        self, domain: str, stanza: ET.Element, delivery: Delivery | None = None
+    ) -> None:
+        """Send ``stanza`` on our outbound stream to ``domain`` (opened on demand; queued while
+        it is negotiated). ``delivery`` is told once the partner's server has the stanza, or
+        that it never got there."""
         link = self.outbound.get(domain)
         if link is not None and link.conn is not None and link.conn.session.ready:
-            link.conn.send_stanza(stanza)
+            self._write(link, stanza, delivery)
             return
         if link is None or (link.task is not None and link.task.done()):
             link = _Outbound(domain)
             self.outbound[domain] = link
             link.task = self.spawn(self._connect(link), f"s2s-out-{domain}")
         if len(link.queue) >= MAX_QUEUED:
-            self.bounce(stanza, "resource-constraint", "wait", "too many stanzas queued")
+            if delivery is not None:
+                delivery("resource-constraint", "too many stanzas queued")
+            else:
+                self.bounce(stanza, "resource-constraint", "wait", "too many stanzas queued")
             return
-        link.queue.append(stanza)
+        link.queue.append((stanza, delivery))
+
+    def _write(self, link: _Outbound, stanza: ET.Element, delivery: Delivery | None) -> None:
+        assert link.conn is not None
+        link.conn.send_stanza(stanza)
+        if delivery is None:
+            return
+        link.unconfirmed.append(delivery)
+        if not link.ping_scheduled:
+            link.ping_scheduled = True
+            asyncio.get_running_loop().call_soon(self._delivery_ping, link)
+
+    def _delivery_ping(self, link: _Outbound) -> None:
+        """Follow what was written with an XEP-0199 ping: the partner processes a stream in
+        order (:rfc:`6120#section-10.1`), so its answer, result or error, proves that it has
+        the stanzas sent before it."""
+        link.ping_scheduled = False
+        if not link.unconfirmed or link.conn is None or not link.conn.session.ready:
+            return
+        ping_id = f"es-delivery-{new_stream_id()}"
+        link.awaiting[ping_id], link.unconfirmed = link.unconfirmed, []
+        ping = element(
+            qname(NS_SERVER, "iq"),
+            {"type": "get", "id": ping_id, "from": self.domain, "to": link.domain},
+            children=[element(qname(NS_PING, "ping"))],
+        )
+        link.conn.send_stanza(ping)
+        asyncio.get_running_loop().call_later(
+            self.delivery_timeout, self._delivery_timed_out, link, ping_id
+        )
+
+    def _delivery_timed_out(self, link: _Outbound, ping_id: str) -> None:
+        for delivery in link.awaiting.pop(ping_id, []):
+            delivery("remote-server-timeout", "the partner did not confirm delivery")
+
+    def delivery_confirmed(self, stanza: ET.Element, partner: str) -> bool:
+        """True when ``stanza`` (from ``partner``) answers one of our delivery pings."""
+        if not stanza.tag.endswith("}iq") or stanza.get("type") not in ("result", "error"):
+            return False
+        link = self.outbound.get(partner)
+        ping_id = stanza.get("id") or ""
+        if link is None or ping_id not in link.awaiting or stanza.get("from") != partner:
+            return False
+        for delivery in link.awaiting.pop(ping_id):
+            delivery(None, "")
+        return True
 
     async def _connect(self, link: _Outbound) -> None:
         session = Session(
@@ -325,8 +435,8 @@ class S2SServer:
                 await asyncio.wait_for(conn.ready.wait(), 20.0)
             if conn.session.ready:
                 queued, link.queue = link.queue, []
-                for stanza in queued:
-                    conn.send_stanza(stanza)
+                for stanza, delivery in queued:
+                    self._write(link, stanza, delivery)
             else:
                 self._fail_queue(
                     link, "remote-server-timeout", "could not authenticate to the partner"
@@ -347,9 +457,19 @@ class S2SServer:
             log.info("outbound stream to %s authenticated by %s", event.domain, event.method)
 
     def _fail_queue(self, link: _Outbound, condition: str, text: str) -> None:
+        """Bounce what never left, and tell whoever waits for a delivery that it did not come
+        (the waiter answers its sender itself)."""
         queued, link.queue = link.queue, []
-        for stanza in queued:
-            self.bounce(stanza, condition, "cancel" if "found" in condition else "wait", text)
+        error_type = "cancel" if "found" in condition else "wait"
+        for stanza, delivery in queued:
+            if delivery is not None:
+                delivery(condition, text)
+            else:
+                self.bounce(stanza, condition, error_type, text)
+        waiting = link.unconfirmed + [d for ds in link.awaiting.values() for d in ds]
+        link.unconfirmed, link.awaiting = [], {}
+        for delivery in waiting:
+            delivery(condition, f"{text} before confirming delivery")
 
     def bounce(self, stanza: ET.Element, condition: str, error_type: str, text: str) -> None:
         raise NotImplementedError
@@ -408,6 +528,8 @@ class XmppProxyService(S2SServer):
         )
         self.gateways: list[XmppConnection] = []
         self.stats = {"from_partner": 0, "from_gateway": 0, "rejected": 0}
+        self._handled: dict[XmppConnection, tuple[int, set[int]]] = {}
+        """Gateway link -> (stanzas handled in a row, those handled out of order): XEP-0198."""
 
     async def start(self) -> list[BoundListener]:
         s2s = await self.listen(self.s2s_listener.port, self.handle_s2s)
@@ -482,6 +604,7 @@ class XmppProxyService(S2SServer):
             await conn.run()
         finally:
             self.connections.discard(conn)
+            self._handled.pop(conn, None)
             if conn in self.gateways:
                 self.gateways.remove(conn)
 
@@ -490,9 +613,11 @@ class XmppProxyService(S2SServer):
             self.gateways.append(conn)
         elif isinstance(event, StanzaReceived):
             self.stats["from_gateway"] += 1
-            self.from_gateway(event.element, conn)
+            self.from_gateway(event.element, conn, event.sequence)
 
-    def from_gateway(self, stanza: ET.Element, conn: XmppConnection) -> None:
+    def from_gateway(self, stanza: ET.Element, conn: XmppConnection, sequence: int = 0) -> None:
+        """Route a stanza of the gateway; it counts as handled (XEP-0198) once it is answered
+        with an error, back on this link, or in the partner's server (delivery confirmed)."""
         route = route_from_gateway(self.policy, stanza)
         if isinstance(route, Reject):
             self.stats["rejected"] += 1
@@ -504,9 +629,33 @@ class XmppProxyService(S2SServer):
         elif isinstance(route, ToGateway):
             conn.send_stanza(stanza)
         elif isinstance(route, ToPartner):
-            self.send_to_partner(route.domain, stanza)
+
+            def delivered(condition: str | None, text: str) -> None:
+                if condition is not None:
+                    error_type = "cancel" if "found" in condition else "wait"
+                    self.bounce(stanza, condition, error_type, text)
+                self._handle(conn, sequence)
+
+            self.send_to_partner(route.domain, stanza, delivered if sequence else None)
+            if sequence:
+                return
+        self._handle(conn, sequence)
+
+    def _handle(self, conn: XmppConnection, sequence: int) -> None:
+        """Stanza ``sequence`` of the gateway link is handled: acknowledge the run so far."""
+        if not sequence or conn.closed.is_set():
+            return
+        handled, early = self._handled.get(conn, (0, set()))
+        early.add(sequence)
+        while handled + 1 in early:
+            handled += 1
+            early.discard(handled)
+        self._handled[conn] = (handled, early)
+        conn.acknowledge(handled)
 
     def from_partner(self, stanza: ET.Element, partner: str) -> None:
+        if self.delivery_confirmed(stanza, partner):
+            return
         self.stats["from_partner"] += 1
         route = route_from_partner(self.policy, stanza, partner)
         if isinstance(route, Reject):
@@ -569,6 +718,8 @@ class XmppPartnerService(S2SServer):
             local_domains=self.domains, users=self.users, timers=self.config.timers
         )
         self.clients: dict[str, list[XmppConnection]] = {}
+        self.presence = PresenceServer(self.domains)
+        """Rosters and presence of the users (:rfc:`6121`)."""
 
     async def start(self) -> list[BoundListener]:
         bound = []
@@ -603,12 +754,20 @@ class XmppPartnerService(S2SServer):
                 conns = self.clients.get(bare_jid(session.jid), [])
                 if conn in conns:
                     conns.remove(conn)
+                for stanza in self.presence.disconnected(session.jid):
+                    self.route(stanza)
 
     def _c2s_event(self, conn: XmppConnection, event: XmppEvent) -> None:
         if isinstance(event, Authenticated) and event.jid:
             self.clients.setdefault(bare_jid(event.jid), []).append(conn)
+            self.presence.connected(event.jid)
         elif isinstance(event, StanzaReceived):
-            self.route(in_namespace(event.element, NS_SERVER))
+            stanza = in_namespace(event.element, NS_SERVER)
+            if stanza.tag == qname(NS_SERVER, "presence") and conn.session.jid:
+                for out in self.presence.from_user(conn.session.jid, stanza):
+                    self.route(out)
+                return
+            self.route(stanza)
 
     def route(self, stanza: ET.Element) -> None:
         """Route a stanza (jabber:server namespace) from a local user or a partner."""
@@ -620,6 +779,18 @@ class XmppPartnerService(S2SServer):
 
     def deliver_local(self, stanza: ET.Element) -> None:
         to = stanza.get("to") or ""
+        if "@" not in to and stanza.tag == qname(NS_SERVER, "iq"):
+            reply = server_iq(stanza, self.domain, "edgesim jabber.lab emulator")
+            if reply is not None:
+                self.route(reply)
+            return
+        if stanza.tag == qname(NS_SERVER, "presence") and stanza.get("type") != "error":
+            deliver, elsewhere = self.presence.for_user(stanza)
+            for out in elsewhere:
+                self.route(out)
+            for out in deliver:
+                self._to_resources(out)
+            return
         conns = self.clients.get(bare_jid(to).lower(), [])
         if "/" in to:
             conns = [c for c in conns if c.session.jid == to] or conns
@@ -628,6 +799,16 @@ class XmppPartnerService(S2SServer):
             return
         client_stanza = in_namespace(stanza, NS_CLIENT)
         for conn in conns[:1] if stanza.tag.endswith("}iq") else conns:
+            conn.send_stanza(client_stanza)
+
+    def _to_resources(self, stanza: ET.Element) -> None:
+        """Presence for a user: to its connected resources, dropped when none (RFC 6121)."""
+        to = stanza.get("to") or ""
+        conns = self.clients.get(bare_jid(to).lower(), [])
+        if "/" in to:
+            conns = [c for c in conns if c.session.jid == to] or conns
+        client_stanza = in_namespace(stanza, NS_CLIENT)
+        for conn in conns:
             conn.send_stanza(client_stanza)
 
     def from_partner(self, stanza: ET.Element, partner: str) -> None:

@@ -72,6 +72,24 @@ def test_soak_benchmark_quick_keeps_the_lab_up_and_answering():
 @pytest.mark.root
 @pytest.mark.skipif(
     os.geteuid() != 0 or not (shutil.which("ip") and shutil.which("nft")),
+    reason="the firewall audit builds network namespaces: needs root, ip and nft",
+)
+def test_firewall_benchmark_quick_audits_the_shipped_rules_clean():
+    out = RESULTS / "firewall_bench.json"
+    out.unlink(missing_ok=True)
+    done = subprocess.run(
+        [sys.executable, "bench/firewall_bench.py", "--quick", "--no-lab"],
+        capture_output=True, text=True, timeout=300, cwd=ROOT,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    print(done.stdout)
+    audit = json.loads(out.read_text())["audit"]
+    assert audit["clean"] is True and audit["flows"] > 1000
+
+
+@pytest.mark.root
+@pytest.mark.skipif(
+    os.geteuid() != 0 or not (shutil.which("ip") and shutil.which("nft")),
     reason="builds a netns lab of its own (ldb): needs root, ip and nft",
 )
 def test_load_benchmark_quick_holds_a_step_and_a_short_silence():

@@ -85,6 +85,11 @@ async def test_fabrikam_and_contoso_users_chat_both_ways_over_5061(
         assert (await bob.message("sip:carol@fabrikam.lab", "hi carol")).code == 200
         got = await next_incoming(carol)
         assert got.body == b"hi carol"  # type: ignore[attr-defined]
+        # the inside's Via entries left sealed in the Edge's ms-internal-info ([MS-SIPRE])
+        vias = ", ".join(got.headers.getlist("Via"))  # type: ignore[attr-defined]
+        assert "ms-internal-info=" in vias
+        assert "fe.contoso.lab" not in vias and lab.addr("fe:lan") not in vias
+        assert lab.addr("internal-user:lan") not in vias
         assert (await carol.message("sip:bob@contoso.lab", "hi bob")).code == 200
         got = await next_incoming(bob)
         assert got.body == b"hi bob"  # type: ignore[attr-defined]
@@ -212,6 +217,10 @@ async def test_blocked_domain_gets_403_both_ways(sip_topology: Topology, lab_pki
             response = await bob.message("sip:someone@blocked.lab", "x")
             assert response.code == 403
             assert "domain blocked.lab is blocked" in (response.headers.get("Warning") or "")
+            # [MS-OCER] 7.2: the policy refuses the destination domain
+            assert response.headers.get("ms-diagnostics") == (
+                '1005;reason="Cannot route to destination domain";source="sip.contoso.lab"'
+            )
     settings: dict[str, dict[str, object]] = {"access-edge": {"blocked_domains": ["fabrikam.lab"]}}
     async with lab_up(sip_topology, lab_pki, settings) as lab:  # noqa: SIM117
         async with (
@@ -260,7 +269,29 @@ async def test_partner_srv_missing_gets_504_1008(sip_topology: Topology, lab_pki
             await bob.register()
             response = await bob.message("sip:x@nowhere.lab", "x")
             assert response.code == 504
-            assert (response.headers.get("ms-diagnostics") or "").startswith("1008;")
+            assert response.headers.get("ms-diagnostics") == (
+                '1008;reason="Unable to resolve DNS SRV record";source="sip.contoso.lab"'
+            )
+
+
+async def test_partner_a_record_missing_gets_504_1014(
+    sip_topology: Topology, lab_pki: LabPki
+) -> None:
+    """The partner's Edge FQDN has no A record: [MS-OCER] 1014, not 1046."""
+    settings: dict[str, dict[str, object]] = {
+        "access-edge": {
+            "allowed_domains": [{"domain": "fabrikam.lab", "proxy_fqdn": "edge.nowhere.lab"}]
+        }
+    }
+    async with lab_up(sip_topology, lab_pki, settings) as lab:  # noqa: SIM117
+        async with lab.ua("bob@contoso.lab", "internal") as bob:
+            await bob.register()
+            response = await bob.message("sip:carol@fabrikam.lab", "x")
+            assert response.code == 504
+            assert response.headers.get("ms-diagnostics") == (
+                '1014;reason="Unable to resolve DNS A record";source="sip.contoso.lab"'
+                ';PeerServer="edge.nowhere.lab"'
+            )
 
 
 async def test_untrusted_partner_certificate_gets_504_1010(
@@ -272,7 +303,10 @@ async def test_untrusted_partner_certificate_gets_504_1010(
             await bob.register()
             response = await bob.message("sip:carol@fabrikam.lab", "x")
             assert response.code == 504
-            assert (response.headers.get("ms-diagnostics") or "").startswith("1010;")
+            assert response.headers.get("ms-diagnostics") == (
+                '1010;reason="Certificate trust with next-hop server could not be established"'
+                ';source="sip.contoso.lab";PeerServer="sip.fabrikam.lab"'
+            )
 
 
 async def test_malformed_request_gets_400_and_connection_stays_usable(
@@ -684,3 +718,58 @@ async def test_tls_max_version_caps_the_edge_at_tls_1_2(
             assert (await alice.register()).code == 200
             assert alice.proto is not None
             assert alice.proto.transport.get_extra_info("ssl_object").version() == "TLSv1.2"
+
+
+async def test_a_partners_verification_level_is_honoured(
+    sip_topology: Topology, lab_pki: LabPki
+) -> None:
+    """fabrikam.lab on AlwaysUnverifiable: the Edge marks carol unverified ([MS-SIPRE] 2.2.15)
+    and the Front End lets her reach only the users who list her as a contact."""
+    settings: dict[str, dict[str, object]] = {
+        "access-edge": {
+            "allowed_domains": [
+                {
+                    "domain": "fabrikam.lab",
+                    "proxy_fqdn": "sip.fabrikam.lab",
+                    "verification_level": "AlwaysUnverifiable",
+                }
+            ]
+        }
+    }
+    async with (
+        lab_up(sip_topology, lab_pki, settings) as lab,
+        lab.ua("alice@contoso.lab", "internal") as alice,
+        lab.ua("bob@contoso.lab", "internal") as bob,
+        lab.ua("carol@fabrikam.lab", "fabrikam") as carol,
+    ):
+        for ua in (alice, bob, carol):
+            assert (await ua.register()).code == 200
+        refused = await carol.message("sip:bob@contoso.lab", "spam?")
+        assert refused.code == 403
+        assert "not on the user's contact list" in (refused.headers.get("Warning") or "")
+        assert (await carol.message("sip:alice@contoso.lab", "hi alice")).code == 200
+        got = await next_incoming(alice)
+        trust = got.headers.get("ms-edge-proxy-message-trust") or ""  # type: ignore[attr-defined]
+        assert "ms-source-type=DirectPartner" in trust
+        assert "ms-source-verified-user=unverified" in trust
+
+
+async def test_a_partners_notify_reaches_a_remote_user(
+    sip_topology: Topology, lab_pki: LabPki
+) -> None:
+    """A NOTIFY from fabrikam to a remote user passes the Edge twice (in by the federation route
+    set, out through the user's Path): a spiral, not a loop (482)."""
+    async with (
+        lab_up(sip_topology, lab_pki) as lab,
+        lab.ua("alice@contoso.lab", "remote") as alice,
+        lab.ua("carol@fabrikam.lab", "fabrikam") as carol,
+    ):
+        assert (await alice.register()).code == 200
+        assert (await carol.register()).code == 200
+        assert (await alice.subscribe("sip:carol@fabrikam.lab")).code == 200
+        first = await next_incoming(alice, "NOTIFY")
+        assert b"<basic>open</basic>" in first.body  # type: ignore[attr-defined]
+        assert (await carol.register(expires=0)).code == 200
+        gone = await next_incoming(alice, "NOTIFY")
+        assert b"<basic>closed</basic>" in gone.body  # type: ignore[attr-defined]
+        assert not any("Loop Detected" in r for r in lab.refusals())

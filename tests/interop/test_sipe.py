@@ -2,8 +2,9 @@
 
 The shipped ``sipe-sign-in`` scenario on an embedded lab (the netns lab runs it too, in
 ``tests/scenario/test_av_scenarios.py``): SIPE through BitlBee, DNS SRV discovery, TLS 443,
-NTLM, then IM with an office user and a fabrikam user. The ladder must show the three-REGISTER
-NTLM exchange and the signed messages.
+NTLM; the contact list, the batch presence subscription and the contacts' presence (office,
+fabrikam, public IM, jabber.lab), alice's presence seen by them, and IM both ways with each.
+The ladder must show the three-REGISTER NTLM exchange and the signed messages.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from simulator.lab.topology import Topology
 from simulator.pki import LabPki
 from simulator.scenario import sipe
 from tests.scenario.test_shipped_scenarios_im import run_shipped
-from tests.siplab import sip_topology
+from tests.siplab import SIP_HOSTS, sip_topology
 
 pytestmark = [
     pytest.mark.interop,
@@ -29,7 +30,7 @@ def topology218(tmp_path_factory: pytest.TempPathFactory) -> Topology:
 
 
 async def test_sipe_signs_in_with_ntlm_and_chats(topology218: Topology, lab_pki: LabPki) -> None:
-    result, _ = await run_shipped("sipe-sign-in", topology218, lab_pki)
+    result, _ = await run_shipped("sipe-sign-in", topology218, lab_pki, [*SIP_HOSTS, "jabber"])
     sip = [e for e in result.events if e.protocol == "sip" and e.event == "received"]
     edge_in = [e for e in sip if e.dst.endswith(":443")]
     registers = [e for e in edge_in if e.summary.startswith("REGISTER")]
@@ -51,3 +52,6 @@ async def test_sipe_signs_in_with_ntlm_and_chats(topology218: Topology, lab_pki:
     signed_in = [e for e in answers if 'Authentication-Info: NTLM rspauth="01000000' in e.detail]
     assert any(e.summary.startswith("MESSAGE") for e in signed_out)
     assert any(e.summary.startswith("MESSAGE") for e in signed_in)
+    # [MS-PRES] enhanced presence: the batch subscription went in, the contacts' state came back
+    assert any("msrtc-adrl-categorylist+xml" in e.detail for e in edge_in)
+    assert any("application/msrtc-event-categories+xml" in e.detail for e in answers)

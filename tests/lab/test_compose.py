@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -259,6 +260,85 @@ def test_every_shipped_scenario_passes_across_the_firewall_containers(compose_la
     assert not failed, failed
     assert len(results) == len(list((ROOT / "scenarios").glob("[!_]*.py")))
     assert done.returncode == 0
+
+
+@pytest.mark.docker
+@pytest.mark.root
+def test_firewall_verdicts_match_the_netns_lab(
+    compose_lab: None, topology: Topology, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The same rule files give the same verdicts, decided by the same rules, on the compose
+    lab (traced inside the firewall containers) as on the netns lab."""
+    import asyncio
+
+    from simulator.lab.runners import get_runner
+    from simulator.lab.runners.base import LabConfig, Runner
+    from simulator.probes.run import plan_probes, probe_matrix
+    from tests.firewall.corpus_helpers import load_corpus, probe_fate, summary
+
+    if os.geteuid() != 0 or not shutil.which("nsenter"):
+        pytest.skip("loading and tracing the firewall containers needs root and nsenter")
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setenv("COMPOSE_PROJECT_NAME", PROJECT)
+    monkeypatch.setenv("EDGESIM_IMAGE", IMAGE)
+    _, defects = load_corpus()
+    cases = {"shipped": {}} | {
+        d.id: {d.firewall: d.file}
+        for d in defects
+        if d.id
+        in (
+            "d06-plain-sip-open",
+            "d08-stateless",
+            "d10-no-23456-internal",
+            "d12-plain-sip-open",
+        )
+    }
+
+    def verdicts(runner: Runner) -> dict[str, dict[str, tuple[str, str]]]:
+        out = {}
+        for case, rules in cases.items():
+            for fw in topology.firewalls:
+                runner.load_rules(fw.id, rules.get(fw.id))
+            builder, executor = plan_probes(runner, tmp_path / "certs")
+            run = asyncio.run(probe_matrix(topology, executor, builder))
+            assert run.notes == [], run.notes
+            out[case] = {}
+            for r in run.results:
+                d = probe_fate(r.firewall)
+                fate = summary(d.direction, d.action, d.rule, d.policy) if d else "not traced"
+                out[case][r.row_id] = (r.verdict.value, fate)
+        return out
+
+    netns = get_runner(
+        "netns", LabConfig(topology, tmp_path / "certs", name="fwp", state_dir=tmp_path / "ns")
+    )
+    if netns.namespaces():  # type: ignore[attr-defined]
+        pytest.skip("a netns lab named fwp is already up")
+    asyncio.run(netns.up())
+    try:
+        on_netns = verdicts(netns)
+    finally:
+        asyncio.run(netns.down())
+    compose_runner = get_runner(
+        "compose",
+        LabConfig(topology, tmp_path / "certs", compose_file=COMPOSE_FILE, state_dir=tmp_path),
+    )
+    try:
+        on_compose = verdicts(compose_runner)
+    finally:
+        for fw in topology.firewalls:
+            compose_runner.load_rules(fw.id, None)
+    assert on_compose == on_netns
+    # ... and both are the corpus's answer.
+    for d in defects:
+        if d.id in on_compose:
+            unmet = {
+                row
+                for row, (verdict, _) in on_compose[d.id].items()
+                if verdict
+                not in (("blocked", "refused") if row.startswith("neg-") else ("passed",))
+            }
+            assert unmet == set(d.broken), d.id
 
 
 @pytest.mark.docker

@@ -22,7 +22,7 @@ from click.testing import CliRunner
 
 from simulator.cli import cli
 from simulator.errors import ConfigError, LabError
-from simulator.lab.firewall import plan_firewall
+from simulator.firewall.render import plan_firewall
 from simulator.lab.plan import appliance_plans
 from simulator.lab.runners import get_runner
 from simulator.lab.runners.base import LabConfig

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from simulator.cli._common import Obj
 from simulator.cli.firewall import firewall
-from simulator.lab.firewall import plan_firewall, render_all, render_broken_external
+from simulator.firewall.render import plan_firewall, render_all, render_broken_external
 from simulator.lab.topology import Topology
 from simulator.matrix import Expectation, load_matrix, resolve
 

@@ -17,7 +17,8 @@ from click.testing import CliRunner
 
 import simulator.lab.runners as runners_pkg
 from simulator.cli import cli
-from simulator.errors import UsageError
+from simulator.errors import LabError, UsageError
+from simulator.firewall.rules import FirewallNode
 from simulator.lab.runners import addressing_of, get_runner, runner_class, runner_names
 from simulator.lab.runners.base import (
     LabConfig,
@@ -177,6 +178,9 @@ class FakeRunner:
     def our_firewalls(self) -> tuple[str, ...]:
         return tuple(fw.id for fw in self.config.topology.lab_firewalls)
 
+    def firewall_node(self, firewall: str) -> FirewallNode:
+        raise LabError(f"the fake's {firewall} cannot be traced")
+
     async def vantage(self) -> Vantage:
         self.calls.append("vantage")
         return Vantage(self.name, LabPki(self.config.certs_dir), {})
@@ -227,8 +231,14 @@ def test_the_cli_lists_and_uses_a_new_runner(fake: type[FakeRunner], lab_pki: La
     certs = str(lab_pki.directory)
     probe = run(cli, ["probe", "--runner", "fake", "--row", "neg-inet-sip-5060",
                       "--format", "json", "--certs", certs, "--timeout", "1"])  # fmt: skip
-    (result,) = json.loads(probe.output)["results"]
+    data = json.loads(probe.output)
+    (result,) = data["results"]
     assert result["runner"] == "fake" and "cannot bind the source address" in result["reason"]
+    # A firewall that cannot be traced is said, not hidden.
+    assert data["notes"] == [
+        "fw-external not traced: the fake's fw-external cannot be traced",
+        "fw-internal not traced: the fake's fw-internal cannot be traced",
+    ]
     assert fake.calls == ["require_up", "edgesim in fabrikam"]
 
     # Scenarios get their vantage from the runner.

@@ -111,6 +111,10 @@ async def test_av_rows_against_the_lab_av_edge(
         results = {r.row_id: r for r in await run_jobs(jobs, LocalExecutor())}
     for row in AV_ROWS:
         assert results[row].verdict is Verdict.PASSED, (row, results[row].reason)
+    # rows whose protocol names MSTURN are probed as a Lync client speaks, and say so
+    for row in ("av-turn-443-in", "av-int-turn-443"):
+        assert results[row].reason.startswith("MS-TURN Allocate success"), results[row].reason
+        assert results[row].details["dialect"] == "MS-TURN"
     # The seed row "RTP/TCP 50000-59999 from the Edge": the relay connects out from its range.
     egress = results["msn-rtp-tcp-out"].reason
     port = int(egress.split()[1].rsplit(":", 1)[1])

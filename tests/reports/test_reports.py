@@ -179,3 +179,84 @@ def test_html_report_renders_in_headless_chromium(run: ProbeRun, tmp_path: Path)
     assert shot.is_file(), proc.stderr[-2000:]
     data = shot.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+
+
+CORPUS = Path(__file__).resolve().parents[1] / "firewall" / "corpus"
+
+
+@pytest.fixture
+def traced_run(topology: Topology) -> ProbeRun:
+    """A netns run whose firewall found plain SIP open (corpus d06) and dropped UDP 3478."""
+    from simulator.firewall.rules import RuleRef
+    from simulator.firewall.trace import Decision
+
+    path = CORPUS / "d06-plain-sip-open.nft"
+    trunk = RuleRef(
+        "fw-external",
+        "ip",
+        "filter",
+        "FORWARD",
+        21,
+        'ip daddr $EDGE_ACCESS tcp dport 5060 accept comment "SIP trunk (ITSP)"',
+        str(path),
+        17,
+        "SIP trunk (ITSP)",
+    )
+    policy = RuleRef("fw-external", "ip", "filter", "FORWARD", 0, "policy drop;", str(path), 9)
+    matrix = load_matrix()
+    opened = Decision("fw-external", "request", "accepted", "ip filter FORWARD", "forward", trunk)
+    dropped = Decision(
+        "fw-external",
+        "request",
+        "dropped",
+        "ip filter FORWARD",
+        "forward",
+        None,
+        True,
+        policy_at=policy,
+    )
+    sip, stun = matrix.row("neg-inet-sip-5060"), matrix.row("msn-stun-in-3478")
+    results = [
+        ProbeResult(
+            sip.id,
+            sip.probe,
+            "blocked",
+            Verdict.OPEN_UNEXPECTED,
+            f"open where it must not be: {opened.describe()}",
+            firewall=(opened,),
+        ),
+        ProbeResult(
+            stun.id, stun.probe, "open", Verdict.BLOCKED, dropped.describe(), firewall=(dropped,)
+        ),
+    ]
+    return ProbeRun(topology, matrix, results, "netns", time.time(), 1.0)
+
+
+def test_reports_name_the_firewall_and_the_deciding_rule(traced_run: ProbeRun) -> None:
+    console = Console(record=True, width=220)
+    console.print(render_run(traced_run))
+    text = console.export_text()
+    assert "fw-external request accepted: d06-plain-sip-open.nft:17" in text
+    assert "fw-external request dropped: policy drop (ip filter FORWARD)" in text
+
+    data = to_dict(traced_run)
+    (sip,) = [r for r in data["results"] if r["row"] == "neg-inet-sip-5060"]
+    assert sip["firewall"][0]["rule"]["line"] == 17 and sip["reached"] is False
+
+    suites = ET.fromstring(to_junit(traced_run))
+    case = next(c for c in suites.iter("testcase") if c.get("name", "").startswith("neg-inet-sip"))
+    prop = case.find("properties/property")
+    assert (
+        prop is not None and prop.get("value") == "fw-external accepted: d06-plain-sip-open.nft:17"
+    )
+
+    page = to_html(traced_run)
+    assert '<a href="#f0-L17">d06-plain-sip-open.nft:17</a>' in page
+    assert '<a href="#f0-L9">policy drop (ip filter FORWARD)</a>' in page
+    # The file itself, the deciding lines highlighted and linked back to their rows.
+    assert re.search(
+        r'<span id="f0-L17" class="accepted"><span class="n">17</span>.*tcp dport 5060 accept'
+        r'.*<a href="#row-neg-inet-sip-5060">',
+        page,
+    )
+    assert '<span id="f0-L9" class="stopped">' in page

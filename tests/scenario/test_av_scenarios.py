@@ -126,6 +126,14 @@ def test_av_call_and_udp_fallback_across_the_netns_lab(tmp_path: Path) -> None:
     assert not failed, failed
     assert len(results) == len(list((ROOT / "scenarios").glob("[!_]*.py")))
 
+    # SIPE signed in over 443 with NTLM, saw presence and chatted (office, fabrikam, public IM,
+    # jabber.lab): the ladder carries the NTLM exchange and the signed messages
+    details = [e.get("detail") or "" for e in results["sipe-sign-in"]["events"]]
+    assert any('WWW-Authenticate: NTLM realm="SIP Communications Service"' in d for d in details)
+    assert any('gssapi-data="TlRMTVNTUAAD' in d for d in details)  # AUTHENTICATE_MESSAGE
+    assert any("Authentication-Info: NTLM rspauth=" in d for d in details)
+    assert any(d.startswith("MESSAGE ") and 'response="01000000' in d for d in details)
+
     def notes(name: str) -> list[str]:
         return [e["summary"] for e in results[name]["events"] if e["event"] == "note"]
 

@@ -51,6 +51,27 @@ def test_a_dropped_message_stops_at_the_firewall(topology):
     assert "&#x2715;" in render_svg(ladder)
 
 
+def test_a_traced_drop_stops_at_the_firewall_that_dropped_it_labelled_with_the_rule(topology):
+    from dataclasses import replace
+
+    hosts = HostMap(topology, "netns")
+    dropped = ev(0.0, "192.0.2.10:40000", "198.51.100.130:23456", "stream", "dropped", "xmpp")
+    events = [
+        ev(0.0, "203.0.113.40:40000", "198.51.100.10:443", "REGISTER", "sent"),
+        replace(dropped, blocked_at="fw-internal", blocked_by="internal.nft:34"),
+    ]
+    ladder = build_ladder("xmpp blocked", events, topology, hosts)
+    arrow = ladder.arrows[1]
+    assert ladder.columns[arrow.dst].id == "fw-internal"
+    assert (arrow.label, arrow.blocked) == ("stream", "fw-internal: internal.nft:34")
+    assert ">fw-internal: internal.nft:34</text>" in render_svg(ladder)
+    lines = render_text(ladder).splitlines()
+    x = next(i for i, line in enumerate(lines) if line.startswith("  +0.000") and "X" in line)
+    fw_column = 9 + 3 * 20 + 10  # remote-user, fw-external, edge, fw-internal
+    assert lines[x][fw_column] == "X"
+    assert lines[x + 1][fw_column:] == "^ fw-internal: internal.nft:34"
+
+
 def test_sender_and_receiver_records_of_one_message_draw_one_arrow(topology):
     hosts = HostMap(topology, "local")
     events = [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sipmessage import Request, Response
@@ -150,7 +151,17 @@ def test_policy_refusals() -> None:
         ),
     ]
     for flow_id, data, code, reason in cases:
-        assert refusal(edge.proxy.receive_request(flow_id, parse(data), 0.0)) == (code, reason)
+        actions = edge.proxy.receive_request(flow_id, parse(data), 0.0)
+        assert refusal(actions) == (code, reason)
+        answer = only(actions)
+        assert isinstance(answer, Send) and isinstance(answer.message, Response)
+        diagnostics = answer.message.headers.get("ms-diagnostics")
+        if flow_id == edge.fe.id and code == 403:  # a destination domain policy refuses
+            assert diagnostics == (
+                '1005;reason="Cannot route to destination domain";source="sip.contoso.lab"'
+            )
+        else:
+            assert diagnostics is None
     assert len(edge.proxy.refusals) == len(cases)
 
 
@@ -287,7 +298,13 @@ def test_unreachable_next_hop_gets_504_with_ms_diagnostics() -> None:
     out = message(uri="sip:carol@fabrikam.lab", sender="sip:bob@contoso.lab")
     action = only(edge.proxy.receive_request(edge.fe.id, parse(out), 0.0))
     assert isinstance(action, Forward)
-    for kind, code in (("srv", 1008), ("untrusted", 1010), ("connect", 1046), ("tls", 1047)):
+    for kind, code in (
+        ("srv", 1008),
+        ("dns-a", 1014),
+        ("untrusted", 1010),
+        ("connect", 1046),
+        ("tls", 1047),
+    ):
         edge2 = Edge()
         fwd = only(edge2.proxy.receive_request(edge2.fe.id, parse(out), 0.0))
         assert isinstance(fwd, Forward)
@@ -436,3 +453,106 @@ def test_proxy_never_raises_on_parseable_input(
             reply = reparse_response(response_for(action.request, 200))
             edge.proxy.receive_response(edge.fe.id, reply, 1.0)
     edge.proxy.handle_timer(100.0)
+
+
+def test_the_inside_vias_leave_sealed_in_ms_internal_info_and_come_back() -> None:
+    """[MS-SIPRE] ``ms-internal-info``: what leaves the organisation carries one Via, the
+    Edge's; the Front End's (and its clients') ride sealed in it and return with the answer."""
+    edge = Edge()
+    inside = message(uri="sip:carol@fabrikam.lab", sender="sip:bob@contoso.lab").replace(
+        b"Via: SIP/2.0/TLS 203.0.113.10:5061;branch=z9hG4bK-peer-1;rport",
+        b"Via: SIP/2.0/TLS fe.contoso.lab:5061;branch=z9hG4bK-fe-1\r\n"
+        b"Via: SIP/2.0/TLS 192.0.2.50:50123;branch=z9hG4bK-bob-1",
+    )
+    forward = only(edge.proxy.receive_request(edge.fe.id, parse(inside), 0.0))
+    assert isinstance(forward, Forward) and isinstance(forward.target, ToPartner)
+    wire = bytes(forward.request)
+    assert b"fe.contoso.lab" not in wire and b"192.0.2." not in wire
+    out = parse(wire)
+    (via,) = out.headers.getlist("Via")
+    assert via.startswith("SIP/2.0/TLS sip.contoso.lab:5061;branch=z9hG4bK-es")
+    assert ';ms-internal-info="' in via
+    edge.proxy.sent_on(forward.branch, edge.fabrikam.id)
+    answer = reparse_response(response_for(out, 200))
+    sent = only(edge.proxy.receive_response(edge.fabrikam.id, answer, 1.0))
+    assert isinstance(sent, Send) and sent.flow_id == edge.fe.id
+    assert isinstance(sent.message, Response)
+    vias = ",".join(reparse_response(sent.message).headers.getlist("Via")).split(",")
+    assert [v.strip().split(";")[0] for v in vias] == [
+        "SIP/2.0/TLS fe.contoso.lab:5061",
+        "SIP/2.0/TLS 192.0.2.50:50123",
+    ]
+    # a token the partner changed does not verify: the answer is dropped
+    forward = only(edge.proxy.receive_request(edge.fe.id, parse(inside), 2.0))
+    assert isinstance(forward, Forward)
+    edge.proxy.sent_on(forward.branch, edge.fabrikam.id)
+    forged = bytes(response_for(parse(bytes(forward.request)), 200)).replace(
+        b'ms-internal-info="', b'ms-internal-info="A'
+    )
+    assert edge.proxy.receive_response(edge.fabrikam.id, reparse_response_bytes(forged), 3.0) == []
+    # what comes in from outside keeps its Vias (the inside may see the partner's hops)
+    inbound = only(edge.proxy.receive_request(edge.fabrikam.id, parse(message()), 4.0))
+    assert isinstance(inbound, Forward)
+    assert "ms-internal-info" not in " ".join(inbound.request.headers.getlist("Via"))
+
+
+def test_an_answer_after_its_caller_left_is_dropped_quietly() -> None:
+    """A client that leaves right after sending (SIPE de-registering as it signs out): the
+    answer that arrives afterwards is no stray response, and no refusal is recorded."""
+    edge = Edge()
+    register = message(
+        "REGISTER",
+        "sip:contoso.lab",
+        sender="sip:alice@contoso.lab",
+        to="sip:alice@contoso.lab",
+        body="",
+    )
+    forward = only(edge.proxy.receive_request(edge.client.id, parse(register), 0.0))
+    assert isinstance(forward, Forward)
+    edge.proxy.sent_on(forward.branch, edge.fe.id)
+    assert edge.proxy.flow_closed(edge.client.id) == []
+    refusals = list(edge.proxy.refusals)
+    answer = reparse_response(response_for(forward.request, 200))
+    assert edge.proxy.receive_response(edge.fe.id, answer, 1.0) == []
+    assert edge.proxy.refusals == refusals
+
+
+def reparse_response_bytes(data: bytes) -> Response:
+    conn = SipConnection()
+    conn.receive_data(data, 0.0)
+    event = conn.next_event()
+    assert isinstance(event, ResponseReceived)
+    return event.response
+
+
+def test_verification_levels_decide_what_the_edge_vouches_for() -> None:
+    """New-CsAllowedDomain -VerificationLevel: AlwaysVerifiable, AlwaysUnverifiable, or the
+    partner's own claim (UseSourceVerification), into ms-source-verified-user."""
+    claim = "ms-edge-proxy-message-trust: ms-source-type=InternetUser;ms-source-verified-user=verified\n"
+    for level, extra, expected in (
+        ("AlwaysVerifiable", "", "verified"),
+        ("AlwaysUnverifiable", claim, "unverified"),
+        ("UseSourceVerification", claim, "verified"),
+        ("UseSourceVerification", "", "unverified"),
+    ):
+        config = EdgeConfig.from_settings(
+            {
+                "allowed_domains": [
+                    {
+                        "domain": "fabrikam.lab",
+                        "proxy_fqdn": "sip.fabrikam.lab",
+                        "verification_level": level,
+                    }
+                ]
+            }
+        )
+        edge = Edge(config)
+        action = only(edge.proxy.receive_request(edge.fabrikam.id, parse(message(extra=extra)), 0))
+        assert isinstance(action, Forward)
+        (trust,) = action.request.headers.getlist("ms-edge-proxy-message-trust")
+        assert f"ms-source-verified-user={expected};" in trust, (level, trust)
+        assert trust.startswith("ms-source-type=DirectPartner;")
+    with pytest.raises(ValueError, match="verification_level 'Sometimes'"):
+        EdgeConfig.from_settings(
+            {"allowed_domains": [{"domain": "x.lab", "verification_level": "Sometimes"}]}
+        )

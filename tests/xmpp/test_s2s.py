@@ -176,3 +176,55 @@ def test_invalid_from_on_an_authenticated_stream() -> None:
     with pytest.raises(RemoteProtocolError) as info:
         pair.run()
     assert info.value.condition.value == "invalid-from"
+
+
+def test_the_gateway_link_acknowledges_only_what_the_edge_handled() -> None:
+    """XEP-0198 on 23456: the gateway enables it, numbers what it sends; the Edge acknowledges
+    the run of stanzas its owner reports handled, and answers <r/> with that count."""
+    from simulator.xmpp.events import StanzasAcknowledged
+
+    gateway_config = SessionConfig(local_domains=frozenset({"contoso.lab"}))
+    edge_config = SessionConfig(
+        local_domains=frozenset({"contoso.lab"}), gateway_names=("fe.contoso.lab",)
+    )
+    client = Session(
+        Role.GATEWAY_CLIENT,
+        gateway_config,
+        now=0.0,
+        stream_id="gw",
+        local_domain="contoso.lab",
+        remote_domain="contoso.lab",
+    )
+    client.start(0.0)
+    server = Session(
+        Role.GATEWAY_SERVER,
+        edge_config,
+        now=0.0,
+        stream_id="edge",
+        peer_certificate=cert("fe.contoso.lab"),
+    )
+    pair = Pair(client, server)
+    pair.run()
+    assert client.ready and server.sm_enabled and client.sm_enabled
+    numbers = [
+        client.send_stanza(message("alice@contoso.lab", "romeo@jabber.lab", t))  # type: ignore[arg-type]
+        for t in ("one", "two")
+    ]
+    assert numbers == [1, 2]
+    pair.run()
+    got = [e for e in pair.b_events if isinstance(e, StanzaReceived)]
+    assert [e.sequence for e in got] == [1, 2]
+    server.acknowledge(1)  # the first one is delivered, the second not yet
+    pair.run()
+    assert [e for e in pair.a_events if isinstance(e, StanzasAcknowledged)] == [
+        StanzasAcknowledged(1)
+    ]
+    client.stream.send(element(qname("urn:xmpp:sm:3", "r")))  # asks: still 1
+    pair.run()
+    assert [e for e in pair.a_events if isinstance(e, StanzasAcknowledged)][-1].count == 1
+    server.acknowledge(2)
+    pair.run()
+    assert [e for e in pair.a_events if isinstance(e, StanzasAcknowledged)][-1].count == 2
+    # an ack for more than was sent is a protocol error
+    with pytest.raises(RemoteProtocolError):
+        client.receive_data(b"<a xmlns='urn:xmpp:sm:3' h='9'/>", 0.0)

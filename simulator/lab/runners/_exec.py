@@ -10,8 +10,7 @@ import logging
 from collections.abc import Mapping
 from pathlib import Path
 
-import simulator
-from simulator.lab.firewall import render_all
+from simulator.firewall.render import render_all, topology_rules_path
 from simulator.lab.runners.base import ListenerCheck, ListenerInfo, Runner, lab_firewall
 from simulator.lab.topology import Topology
 
@@ -89,18 +88,10 @@ class RuleFiles:
         """The topology's rule file: as given, from the current directory or the repository,
         or rendered into the state directory (installed without the repository)."""
         fw = lab_firewall(self.topology, firewall)
+        found = topology_rules_path(fw)
+        if found is not None:
+            return found
         relative = Path(fw.rules)
-        candidates = (
-            [relative]
-            if relative.is_absolute()
-            else [
-                Path.cwd() / relative,
-                Path(simulator.__file__).resolve().parent.parent / relative,
-            ]
-        )
-        for candidate in candidates:
-            if candidate.is_file():
-                return candidate
         target = self.state_dir / "firewall" / relative.name
         target.parent.mkdir(parents=True, exist_ok=True)
         rendered = render_all(self.topology, target.parent)

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal, Protocol
 
 from simulator.errors import LabError, UsageError
+from simulator.firewall.rules import FirewallNode
 from simulator.lab.capture import CaptureResult
 from simulator.lab.topology import Firewall, Host, Topology
 from simulator.paths import runtime_dir
@@ -281,6 +282,8 @@ class LoadResult:
     firewall: str
     path: Path
     detail: str = ""
+    """What the user should know: rules whose line cannot be told (see
+    :func:`simulator.firewall.rules.build_index`)."""
 
 
 @dataclass(frozen=True)
@@ -390,7 +393,15 @@ class Runner(Protocol):
         ...
 
     def load_rules(self, firewall: str, path: Path | None = None) -> LoadResult:
-        """Load ``path`` (None: the topology's file) into ``firewall``; replaces its rules."""
+        """Load ``path`` (None: the topology's file) into ``firewall``; replaces its rules.
+        A file nft or iptables-restore refuses raises
+        :class:`~simulator.firewall.rules.RulesRefused` and changes nothing."""
+        ...
+
+    def firewall_node(self, firewall: str) -> FirewallNode:
+        """Where commands run in ``firewall``'s network namespace with this machine's tools and
+        files: loading rules as written (includes next to the file) and tracing the kernel's
+        decisions (:mod:`simulator.firewall.observe`)."""
         ...
 
     def our_firewalls(self) -> tuple[str, ...]:

@@ -40,6 +40,7 @@ from typing import Any
 
 import simulator
 from simulator.errors import LabError
+from simulator.firewall.rules import FirewallNode, load_rules
 from simulator.lab.capture import (
     CapturePoint,
     CaptureResult,
@@ -47,7 +48,7 @@ from simulator.lab.capture import (
     packet_capture,
     sent_by,
 )
-from simulator.lab.network import ephemeral_port_range, host_routes
+from simulator.lab.network import ephemeral_port_range, host_routes, link_name
 from simulator.lab.runners import register_runner
 from simulator.lab.runners._exec import check_hosts
 from simulator.lab.runners.base import (
@@ -123,6 +124,8 @@ TLS_KEYS = "/run/edgesim/tls-keys.log"
 RULES_DIR = "/etc/edgesim/firewall"
 TOPOLOGY_IN_CONTAINER = "/etc/edgesim/topology.toml"
 PROJECT = "edgesim"
+RULES_RECORD = "compose-rules.json"
+"""In the lab's state directory: the rule file ``load_rules`` put into each firewall."""
 
 
 def build_context(compose_file: Path) -> Path:
@@ -210,8 +213,18 @@ def render_compose(
     ]
     for fw in topology.lab_firewalls:
         rules = PurePosixPath(fw.rules)
+        # Interfaces named as in the topology and the netns lab (`outside`, `inside`), not
+        # Docker's eth0/eth1, so rules matching iifname/oifname decide alike on both labs.
+        # ($$ is a literal $ to Compose.)
+        renames = "".join(
+            f"d=$$(ip -o -4 addr show to {iface.address}/32 | cut -d' ' -f2); "
+            f'if [ -n "$$d" ] && [ "$$d" != {link_name(iface)} ]; then '
+            f'ip link set "$$d" down && ip link set "$$d" name {link_name(iface)} && '
+            f"ip link set {link_name(iface)} up; fi; "
+            for iface in fw.interfaces
+        )
         script = (
-            "ip route del default 2>/dev/null; "
+            f"{renames}ip route del default 2>/dev/null; "
             f"nft -f {RULES_DIR}/{rules.name} && exec sleep infinity"
         )
         out += [
@@ -225,7 +238,8 @@ def render_compose(
             f"      - {_q(f'./{rules.parent}:{RULES_DIR}:ro')}",
             f"    command: {_flow_list(['sh', '-c', script])}",
             "    healthcheck:",
-            f"      test: {_flow_list(['CMD', 'nft', 'list', 'table', 'inet', 'edgesim'])}",
+            # healthy once rules are loaded (whatever the tables are called)
+            f"      test: {_flow_list(['CMD-SHELL', 'nft list tables | grep -q table'])}",
             "      interval: 2s",
             "      timeout: 2s",
             "      retries: 30",
@@ -400,6 +414,8 @@ class ComposeRunner(Runner):
                 f"`docker compose up --build` failed (exit {done.returncode}): {tail}; without "
                 "a registry: EDGESIM_BASE=edgesim-base:bookworm (scripts/make-base-image.sh)"
             )
+        for firewall, path in self.config.rules.items():
+            await asyncio.to_thread(self.load_rules, firewall, Path(path))
 
     async def down(self) -> list[str]:
         """``docker compose down``: every container and network of the project."""
@@ -410,6 +426,7 @@ class ComposeRunner(Runner):
         )
         if done.returncode != 0:
             raise LabError(f"`docker compose down` failed (exit {done.returncode})")
+        (self.config.state / RULES_RECORD).unlink(missing_ok=True)
         return before
 
     def _containers(self) -> list[dict[str, Any]]:
@@ -510,17 +527,58 @@ class ComposeRunner(Runner):
     def our_firewalls(self) -> tuple[str, ...]:
         return tuple(fw.id for fw in self.topology.lab_firewalls)
 
-    def rules_path(self, firewall: str) -> Path:
+    def _mounted_rules(self, firewall: str) -> Path:
         """The rule file mounted into the firewall's container (loaded when it starts)."""
         rules = self._firewall_rules(firewall)
         return (self.compose_file.resolve().parent / rules).resolve()
 
+    def _recorded(self) -> dict[str, str]:
+        with contextlib.suppress(OSError, ValueError):
+            loaded = json.loads((self.config.state / RULES_RECORD).read_text())
+            if isinstance(loaded, dict):
+                return {str(k): str(v) for k, v in loaded.items()}
+        return {}
+
+    def rules_path(self, firewall: str) -> Path:
+        """The file given to this runner for ``firewall``, else the one ``load_rules`` loaded
+        last, else the one mounted into its container."""
+        if firewall in self.config.rules:
+            return Path(self.config.rules[firewall]).resolve()
+        recorded = self._recorded().get(firewall)
+        if recorded is not None:
+            return Path(recorded)
+        return self._mounted_rules(firewall)
+
+    def firewall_node(self, firewall: str) -> FirewallNode:
+        """As root, ``nsenter`` into the container's network namespace (this machine's nft,
+        iptables and files, so includes next to the file work); otherwise ``docker compose
+        exec`` (the image's nft; enough to trace)."""
+        self._firewall_rules(firewall)
+        if os.geteuid() != 0:
+            return FirewallNode(firewall, tuple(self.exec_argv(firewall)))
+        container = self._running().get(firewall)
+        if container is None:
+            raise LabError(f"{firewall} is not running: {self.start_hint}")
+        pid = self._docker("inspect", "-f", "{{.State.Pid}}", container).strip()
+        return FirewallNode(firewall, ("nsenter", f"--net=/proc/{pid}/ns/net"))
+
     def load_rules(self, firewall: str, path: Path | None = None) -> LoadResult:
-        """``nft -f`` in the firewall's container: the mounted file, or ``path`` sent on stdin
-        (``include`` lines of such a file must name files inside the container)."""
+        """As root: the file (nftables or iptables-save, includes next to it) checked, then
+        loaded into the container's namespace in place of its rules
+        (:func:`simulator.firewall.rules.load_rules`). Otherwise ``nft -f`` in the container:
+        the mounted file, or ``path`` sent on stdin (its ``include`` lines must name files
+        inside the container)."""
         self._ready_to_run()
-        mounted = self.rules_path(firewall)
+        mounted = self._mounted_rules(firewall)
         chosen = Path(path).resolve() if path is not None else mounted
+        if os.geteuid() == 0:
+            index = load_rules(self.firewall_node(firewall), chosen)
+            recorded = {k: v for k, v in self._recorded().items() if k != firewall}
+            if chosen != mounted:
+                recorded[firewall] = str(chosen)
+            self.config.state.mkdir(parents=True, exist_ok=True)
+            (self.config.state / RULES_RECORD).write_text(json.dumps(recorded, indent=2) + "\n")
+            return LoadResult(firewall, chosen, "; ".join(index.unmapped))
         if chosen == mounted:
             inside = f"{RULES_DIR}/{self._firewall_rules(firewall).name}"
             args, stdin = [*self.exec_argv(firewall), "nft", "-f", inside], None

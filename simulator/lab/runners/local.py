@@ -24,6 +24,7 @@ from pathlib import Path
 from types import TracebackType
 
 from simulator.errors import LabError, UsageError
+from simulator.firewall.rules import FirewallNode
 from simulator.lab.capture import (
     KEYLOG_ENV,
     CapturePoint,
@@ -542,6 +543,9 @@ class LocalRunner(Runner):
 
     def our_firewalls(self) -> tuple[str, ...]:
         return ()
+
+    def firewall_node(self, firewall: str) -> FirewallNode:
+        raise no_firewall(self)
 
     async def vantage(self) -> Vantage:
         self.require_up()

@@ -41,6 +41,7 @@ from pathlib import Path
 
 import simulator
 from simulator.errors import LabError
+from simulator.firewall.rules import FirewallNode, load_rules
 from simulator.lab.capture import (
     KEYLOG_ENV,
     CapturePoint,
@@ -228,16 +229,21 @@ class NetnsRunner(Runner):
         running lab loaded last (``rules.json`` in the state directory), else the topology's."""
         return self.rules.path(firewall)
 
+    def firewall_node(self, firewall: str) -> FirewallNode:
+        self._firewall(firewall)
+        return FirewallNode(firewall, tuple(self.exec_argv(firewall)))
+
     def load_rules(self, firewall: str, path: Path | None = None) -> LoadResult:
-        """``nft -f`` in the firewall's namespace; a file nft refuses leaves the old rules."""
+        """The file (nftables or iptables-save) checked, then loaded in place of the firewall's
+        rules (:func:`simulator.firewall.rules.load_rules`); a refused file changes nothing."""
         self._firewall(firewall)
         path = Path(path).resolve() if path is not None else self.rules.topology_rules(firewall)
         ns = self.namespace(firewall)
         if ns not in self.namespaces():
             raise LabError(f"namespace {ns} does not exist: is the netns lab up? {self.start_hint}")
-        run([*self.exec_argv(firewall), "nft", "-f", str(path)])
+        index = load_rules(self.firewall_node(firewall), path)
         self.rules.record(firewall, path)
-        return LoadResult(firewall, path)
+        return LoadResult(firewall, path, "; ".join(index.unmapped))
 
     # ------------------------------------------------------------ network
     def build_network(self) -> None:

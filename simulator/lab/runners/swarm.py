@@ -66,6 +66,7 @@ import dns.query
 import dns.rdatatype
 
 from simulator.errors import LabError
+from simulator.firewall.rules import FirewallNode
 from simulator.lab.capture import CapturePoint, CaptureResult, KeySource, packet_capture, sent_by
 from simulator.lab.network import ephemeral_port_range, host_routes
 from simulator.lab.runners import register_runner
@@ -944,8 +945,22 @@ class SwarmRunner(Runner):
         the topology's, or the ``--rules`` given; ``reload-firewall`` records what it loads)."""
         return self.rules.path(firewall)
 
+    def firewall_node(self, firewall: str) -> FirewallNode:
+        """As root, for a task on this node: ``nsenter`` into its network namespace (this
+        machine's nft and files); otherwise ``docker exec`` into the task (the image's nft,
+        enough to trace)."""
+        lab_firewall(self.topology, firewall)
+        argv = self.exec_argv(firewall)
+        if os.geteuid() == 0 and "--context" not in argv:
+            pid = self._docker("inspect", "-f", "{{.State.Pid}}", argv[-1]).strip()
+            return FirewallNode(firewall, ("nsenter", f"--net=/proc/{pid}/ns/net"))
+        return FirewallNode(firewall, tuple(argv))
+
     def load_rules(self, firewall: str, path: Path | None = None) -> LoadResult:
-        """``nft -f -`` in the firewall's task, the file on stdin."""
+        """``nft -f -`` in the firewall's task, the file on stdin: it replaces what the file's
+        own statements replace (the rendered files: their ``inet edgesim`` table), never
+        Docker's DNS rules in the task, which its routes depend on; a ``flush ruleset`` in the
+        file removes those too."""
         lab_firewall(self.topology, firewall)
         self._ready_to_run()
         chosen = Path(path).resolve() if path is not None else self.rules.topology_rules(firewall)

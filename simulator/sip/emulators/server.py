@@ -18,6 +18,14 @@ with their SDP untouched.
 
 Registrations expire (Expires honoured, at most 3600 s) and end with their connection.
 
+A Lync client (it lists ``msrtc-event-categories`` in Supported; SIPE is one) gets what a Lync
+Server 2013 Front End gives it (:mod:`simulator.sip.emulators.lync`, [MS-PRES]): roaming
+contacts, roaming self data and provisioning, batch category subscriptions (``state`` of local
+contacts, ``resubscribe`` for the others), and its published ``state`` as its availability.
+Domains in :attr:`DomainServer.gateways` (the XMPP gateway) get MESSAGEs and presence
+subscriptions handed over, and IM sessions (INVITE) answered on their behalf; a request from a
+federated sender the Edge marks unverified reaches only users who list that sender.
+
 What it trusts (issue 12): a request that came from outside through the Edge (it carries the
 Edge's ``ms-edge-proxy-message-trust``, [MS-SIPRE] section 2.2.15, on the Edge's connection) has
 its Route entries refused with 403 rather than followed; a next hop it cannot reach is answered
@@ -35,9 +43,10 @@ import asyncio
 import inspect
 import logging
 import ssl
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 from xml.sax.saxutils import escape
 
 from sipmessage import Request, Response
@@ -60,6 +69,7 @@ from simulator.sip.build import (
     uri_of,
     uri_user,
 )
+from simulator.sip.emulators import lync
 from simulator.sip.emulators.auth import Authenticator
 from simulator.sip.ntlm import NtlmServer
 from simulator.sip.proxy import TRUST_HEADER
@@ -71,13 +81,37 @@ ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, MESSAGE, SUBSCRIBE, NOTIFY, REGISTER
 ROAMING_CONTACTS = "vnd-microsoft-roaming-contacts"
 SERVER = "RTC/5.0"
 """What a Lync Server 2013 Front End says in ``Server`` (SIPE reads its version from it)."""
+MRAS_TYPE = "application/msrtc-media-relay-auth+xml"
 NOT_FOUND = '4005;reason="Destination URI either not enabled for SIP or does not exist"'
 
 MAX_EXPIRES = 3600
 
 ServiceHandler = Callable[[Request], "Response | Awaitable[Response]"]
-GatewayHandler = Callable[[str, str, str], Awaitable[None]]
-"""(from SIP URI, to address user@domain, text): hand a MESSAGE to another network."""
+
+
+class GatewayLink(Protocol):
+    """Another network reached through a gateway (Lync's XMPP gateway): what the Front End
+    hands it (:mod:`simulator.sip.emulators.xmpp_bridge` wires the XMPP one)."""
+
+    async def send_message(self, from_uri: str, to_address: str, text: str) -> None:
+        """Send a MESSAGE's text; return once the other network has it, raise
+        :class:`GatewayRefused` when it does not (``TimeoutError``, ``ConnectionError``)."""
+        ...
+
+    def subscribe(self, from_uri: str, to_address: str) -> None:
+        """``from_uri`` subscribed to ``to_address``'s presence (SIP SUBSCRIBE)."""
+        ...
+
+    def unsubscribe(self, from_uri: str, to_address: str) -> None: ...
+
+
+class GatewayRefused(Exception):
+    """The other network refused or lost a MESSAGE: the SIP status and why."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(f"{status} {reason}")
+        self.status = status
+        self.reason = reason
 
 
 @dataclass
@@ -121,6 +155,8 @@ class Subscription:
     """Where the NOTIFY goes (the subscriber's Contact URI)."""
     route: list[str]
     cseq: int = 0
+    categories: bool = False
+    """Notify with [MS-PRES] categories (a Lync client's batch subscription), not PIDF."""
 
 
 class DomainServer:
@@ -153,10 +189,16 @@ class DomainServer:
         )
         self.auth = Authenticator(config.domain, config.users, ntlm)
         self.service_handlers: dict[str, ServiceHandler] = {}
-        self.gateways: dict[str, GatewayHandler] = {}
-        """Domain -> handler for MESSAGEs to that domain (the XMPP gateway: Lync routes IM to
-        XMPP partners through it, not through SIP federation)."""
         """Content-Type -> handler for SERVICE requests (e.g. MRAS credentials)."""
+        self.gateways: dict[str, GatewayLink] = {}
+        """Domain -> the gateway for MESSAGEs and presence subscriptions to that domain (the
+        XMPP gateway: Lync reaches XMPP partners through it, not through SIP federation)."""
+        self.presence_listeners: list[Callable[[str, bool], None]] = []
+        """Told (``sip:user@domain``, available) whenever a local user signs in or out."""
+        self.published: dict[str, int] = {}
+        """Local users -> the availability their Lync client published ([MS-PRES] state)."""
+        self.remote_presence: dict[str, bool] = {}
+        """Gateway contacts (``sip:romeo@jabber.lab``) -> available, as the gateway reported."""
         self.received: list[Request] = []
         """Requests handled by the server itself (for tests), newest last, bounded."""
         self._connecting: dict[str, asyncio.Future[SipProtocol]] = {}
@@ -234,6 +276,11 @@ class DomainServer:
         if local and method == "REGISTER":
             self._register(proto, request)
             return
+        if local and (why := self._unverified(proto, request)):
+            log.info("%s: %s refused: %s", self.label, method, why)
+            warning = f'399 {self.config.fqdn} "{why}"'
+            self._answer(proto, request, 403, headers=[("Warning", warning)])
+            return
         if local and method == "SERVICE":
             self._spawn(self._service(proto, request))
             return
@@ -250,15 +297,35 @@ class DomainServer:
                 ],
             )
             return
+        event = (request.headers.get("Event") or "").split(";")[0].strip().lower()
         if method == "MESSAGE" and host in self.gateways:
             self._spawn(self._to_gateway(proto, request, self.gateways[host]))
             return
-        event = (request.headers.get("Event") or "").split(";")[0].strip().lower()
+        if method == "SUBSCRIBE" and host in self.gateways and event == "presence":
+            self._subscribe_gateway(proto, request, self.gateways[host])
+            return
+        if host in self.gateways and method in ("INVITE", "ACK", "BYE", "CANCEL", "INFO"):
+            self._gateway_session(proto, request)
+            return
         if local and method == "SUBSCRIBE" and event == "presence":
-            self._subscribe(proto, request)
+            ctype = (request.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+            if ctype == lync.BATCH_TYPE and _same_user(request):
+                self._subscribe_batch(proto, request)
+            else:
+                self._subscribe(proto, request)
             return
         if local and method == "SUBSCRIBE" and event == ROAMING_CONTACTS:
-            self._subscribe_contacts(proto, request)
+            self._subscribe_self(proto, request, event, *self._contact_list(request))
+            return
+        if local and method == "SUBSCRIBE" and event == lync.ROAMING_SELF:
+            aor = uri_of(request.headers["To"]).split(";", 1)[0].lower()
+            self._subscribe_self(proto, request, event, *lync.roaming_self(aor))
+            return
+        if local and method == "SUBSCRIBE" and event == lync.PROVISIONING_V2:
+            mras = MRAS_TYPE in self.service_handlers
+            self._subscribe_self(
+                proto, request, event, *lync.provisioning(self.config.domain, mras=mras)
+            )
             return
         self._forward(proto, request)
 
@@ -324,18 +391,45 @@ class DomainServer:
             proto.peer[0],
             " (through the Edge)" if path else "",
         )
+        events = ["presence", ROAMING_CONTACTS]
         headers = [
             ("Contact", f"{contact.split(';expires')[0]};expires={seconds}"),
             ("Expires", str(seconds)),
-            ("Allow-Events", f"presence,{ROAMING_CONTACTS}"),  # SIPE does not trim
-            ("Server", SERVER),
         ]
+        if _supports(request, "msrtc-event-categories"):
+            # a Lync client: enhanced presence ([MS-PRES]) with batch subscriptions; it reads
+            # these headers one value each (SIPE compares whole header values)
+            headers += [("Supported", "msrtc-event-categories"), ("Supported", "adhoclist")]
+            events += [lync.ROAMING_SELF, lync.PROVISIONING_V2]
+        headers += [("Allow-Events", ",".join(events)), ("Server", SERVER)]
         if path:
             headers.append(("Path", ", ".join(path)))
             # a Lync client reads this: it signed in through the Access Edge (remote user)
             headers.append(("ms-user-logon-data", "RemoteUser"))
         self._answer(proto, request, 200, headers=headers)
         self._notify_all(aor)
+
+    def _unverified(self, proto: SipProtocol, request: Request) -> str | None:
+        """Why an unverified federated sender may not reach this user, or None.
+
+        The Edge marks what a partner's users send ``ms-source-verified-user=unverified`` when
+        that partner's verification level says so ([MS-SIPRE] section 2.2.15; New-CsAllowedDomain
+        -VerificationLevel). This Front End then lets such a request reach a user only when the
+        sender is on the user's contact list (an emulator policy, as a spam control).
+        """
+        if request.method not in ("MESSAGE", "INVITE", "SUBSCRIBE") or not self._is_edge(proto):
+            return None
+        trust = first_value(request.headers.get(TRUST_HEADER) or "")[0]
+        fields = dict(part.strip().partition("=")[::2] for part in trust.split(";"))
+        if fields.get("ms-source-network") not in ("federation", "publiccloud"):
+            return None
+        if fields.get("ms-source-verified-user") == "verified":
+            return None
+        sender = uri_of(request.headers.get("From") or "").split(";", 1)[0].lower()
+        contacts = self.config.contacts.get((request.uri.user or "").lower(), [])
+        if sender in (c.lower() for c in contacts):
+            return None
+        return "Unverified sender is not on the user's contact list"
 
     def _from_edge(self, proto: SipProtocol, request: Request) -> bool:
         """True when ``request`` came from outside through the Edge (or claims to)."""
@@ -371,6 +465,9 @@ class DomainServer:
             self._answer(proto, request, 403, headers=[("Warning", warning)])
             return
         ctype = (request.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        if ctype == lync.PUBLISH_TYPE:
+            self._publish(proto, request)
+            return
         handler = self.service_handlers.get(ctype)
         if handler is None:
             self._answer(
@@ -386,22 +483,78 @@ class DomainServer:
         assert isinstance(result, Response)
         self._send(proto, result)
 
-    async def _to_gateway(
-        self, proto: SipProtocol, request: Request, handler: GatewayHandler
-    ) -> None:
-        from_uri = uri_of(request.headers.get("From") or "")
+    def _gateway_session(self, proto: SipProtocol, request: Request) -> None:
+        """A Lync IM session with a contact of the gateway's network: the gateway is the other
+        end of the INVITE dialog (200 with an IM SDP answer), whose MESSAGEs it carries to the
+        contact (:meth:`_to_gateway`); BYE, INFO (typing) and CANCEL end or pass quietly.
+        Sessions other than IM get 488: the gateway carries instant messages only."""
+        if request.method == "ACK":
+            return
+        if request.method != "INVITE":
+            self._answer(proto, request, 200)
+            return
+        sdp = request.body.decode("latin-1", "replace")
+        if "m=message" not in sdp:
+            warning = f'399 {self.config.fqdn} "The XMPP gateway carries instant messages only"'
+            self._answer(proto, request, 488, headers=[("Warning", warning)])
+            return
+        address = self.bound[0][0] if self.bound else "0.0.0.0"
+        answer = (
+            f"v=0\r\no=- 0 0 IN IP4 {address}\r\ns=session\r\nc=IN IP4 {address}\r\n"
+            "t=0 0\r\nm=message 5061 sip null\r\na=accept-types:text/plain text/html\r\n"
+        ).encode()
+        target = uri_of(request.headers["To"]).split(";", 1)[0]
+        headers = [
+            (name, value)
+            for value in request.headers.getlist("Record-Route")
+            for name in ("Record-Route",)
+        ]
+        headers += [
+            ("Contact", f"<{target};transport=tls>"),
+            ("Content-Type", "application/sdp"),
+        ]
+        self._answer(proto, request, 200, headers=headers, body=answer)
+
+    def _publish(self, proto: SipProtocol, request: Request) -> None:
+        """A Lync client publishes its state ([MS-PRES] category publication, SERVICE to its
+        own URI): kept as its availability; its watchers are told."""
+        aor = f"sip:{request.uri.user or ''}@{self.config.domain}".lower()
+        sender = uri_of(request.headers.get("From") or "").split(";", 1)[0].lower()
+        if sender != aor:
+            self._answer(proto, request, 403, "Only your own presence")
+            return
+        availability = lync.published_availability(request.body)
+        self._answer(proto, request, 200)
+        if availability is not None and self.published.get(aor) != availability:
+            self.published[aor] = availability
+            self._notify_all(aor)
+
+    async def _to_gateway(self, proto: SipProtocol, request: Request, link: GatewayLink) -> None:
+        """A MESSAGE for the gateway's network: 200 only once that network has it."""
+        from_uri = uri_of(request.headers.get("From") or "").split(";", 1)[0]
         to_address = f"{request.uri.user}@{request.uri.host}"
+        ctype = (request.headers.get("Content-Type") or "text/plain").split(";")[0].strip()
+        if not ctype.lower().startswith("text/"):  # typing notifications and the like
+            self._answer(proto, request, 200)
+            return
+        text = _im_text(request)
+        status, reason, warning = 200, None, None
         try:
-            await handler(from_uri, to_address, request.body.decode("utf-8", "replace"))
+            await link.send_message(from_uri, to_address, text)
+        except GatewayRefused as exc:
+            status, warning = exc.status, exc.reason
         except ConnectionError as exc:
             log.warning("XMPP gateway unavailable: %s", exc)
-            self._answer(proto, request, 503, "XMPP gateway unavailable")
-            return
+            status, reason = 503, "XMPP gateway unavailable"
+        except TimeoutError:
+            status, warning = 504, f"{request.uri.host} did not confirm delivery"
         except Exception:
             log.exception("XMPP gateway handler failed")
-            self._answer(proto, request, 500, "XMPP gateway failed")
-            return
-        self._answer(proto, request, 200)
+            status, reason = 500, "XMPP gateway failed"
+        headers = [("Warning", f'399 {self.config.fqdn} "{warning}"')] if warning else []
+        if status != 200:
+            log.info("%s: MESSAGE to %s: %d %s", self.label, to_address, status, warning or reason)
+        self._answer(proto, request, status, reason, headers=headers)
 
     def deliver_message(self, from_uri: str, to_uri: str, text: str) -> None:
         """Originate a MESSAGE from ``from_uri`` (e.g. an XMPP user) to a local user.
@@ -435,17 +588,24 @@ class DomainServer:
         if name not in self.config.users:
             self._not_found(proto, request)
             return
-        expires = request.headers.get("Expires") or "3600"
+        expires = (request.headers.get("Expires") or "3600").strip()
+        self._accept_subscription(proto, request, f"sip:{name}@{self.config.domain}", expires)
+
+    def _accept_subscription(
+        self, proto: SipProtocol, request: Request, aor: str, expires: str
+    ) -> None:
+        """200 to a presence SUBSCRIBE for ``aor`` (the first NOTIFY piggy-backed when the
+        subscriber supports it, as Lync does), and the subscription kept for later NOTIFYs;
+        ``Expires: 0`` ends it."""
         tag = new_tag()
         to_value = request.headers["To"]
         if "tag=" not in to_value:
             to_value = f"{to_value};tag={tag}"
-        aor = f"sip:{name}@{self.config.domain}"
         headers = [
             ("Expires", expires),
             ("Contact", f"<sip:{self.config.fqdn}:5061;transport=tls>"),
         ]
-        piggyback = expires.strip() != "0" and _supports(request, "ms-piggyback-first-notify")
+        piggyback = expires != "0" and _supports(request, "ms-piggyback-first-notify")
         body = b""
         if piggyback:  # the first NOTIFY's content rides on the 200, as Lync does
             body = self._pidf(aor)
@@ -455,58 +615,85 @@ class DomainServer:
                 ("ms-piggyback-cseq", "1"),
             ]
         self._send(proto, response_for(request, 200, to_tag=tag, headers=headers, body=body))
+        call_id = request.headers["Call-ID"]
+        if expires == "0":  # the dialog ends: a batch subscription's entries too
+            for others in self.subscriptions.values():
+                others[:] = [s for s in others if s.call_id != call_id]
+            return
+        subs = self.subscriptions.setdefault(aor, [])
+        subs[:] = [s for s in subs if s.call_id != call_id][-50:]
         contact = request.headers.getlist("Contact")
         sub = Subscription(
             subscriber=request.headers["From"],
             notifier=to_value,
-            call_id=request.headers["Call-ID"],
+            call_id=call_id,
             target=uri_of(contact[0]) if contact else uri_of(request.headers["From"]),
             route=list(request.headers.getlist("Record-Route")),
             cseq=1 if piggyback else 0,
         )
-        subs = self.subscriptions.setdefault(aor, [])
-        subs[:] = [*[s for s in subs if s.call_id != sub.call_id][-50:], sub]
-        if expires.strip() != "0" and not piggyback:
+        subs.append(sub)
+        if not piggyback:
             self._notify(aor, sub)
 
-    def _subscribe_contacts(self, proto: SipProtocol, request: Request) -> None:
-        """Lync's roaming contact list ([MS-SIP] ``vnd-microsoft-roaming-contacts``): the user's
-        own list, in the 200's NOTIFY; the list comes from the ``contacts`` setting."""
-        aor = uri_of(request.headers["To"]).split(";", 1)[0]
-        user = uri_user(aor) or ""
-        if uri_of(request.headers["From"]).split(";", 1)[0].lower() != aor.lower():
-            self._answer(proto, request, 403, "Only your own contact list")
+    def _subscribe_gateway(self, proto: SipProtocol, request: Request, link: GatewayLink) -> None:
+        """SUBSCRIBE to a contact of the gateway's network: the gateway subscribes and probes
+        (:rfc:`6121`); NOTIFYs follow each presence it reports; Expires 0 unsubscribes."""
+        target = uri_of(request.headers["To"]).split(";", 1)[0].lower()
+        subscriber = uri_of(request.headers["From"]).split(";", 1)[0].lower()
+        to_address = target.removeprefix("sip:")
+        expires = (request.headers.get("Expires") or "3600").strip()
+        try:
+            if expires == "0":
+                link.unsubscribe(subscriber, to_address)
+            else:
+                link.subscribe(subscriber, to_address)
+        except ConnectionError as exc:
+            log.warning("XMPP gateway unavailable: %s", exc)
+            self._answer(proto, request, 503, "XMPP gateway unavailable")
             return
-        tag = new_tag()
-        to_value = request.headers["To"]
-        if "tag=" not in to_value:
-            to_value = f"{to_value};tag={tag}"
-        expires = request.headers.get("Expires") or "3600"
-        contacts = "".join(
-            f'<contact uri="{escape(uri)}" name="" groups="1" subscribed="true" externals=""/>'
+        self.remote_presence.setdefault(target, False)
+        self._accept_subscription(proto, request, target, expires)
+
+    def _contact_list(self, request: Request) -> tuple[str, bytes]:
+        """Lync's roaming contact list ([MS-SIP] ``vnd-microsoft-roaming-contacts``): the
+        user's own list, from the ``contacts`` setting."""
+        user = uri_user(uri_of(request.headers["To"])) or ""
+        contacts = "".join(  # the uri attribute carries no "sip:" (SIPE adds it back)
+            f'<contact uri="{escape(uri.removeprefix("sip:"))}" name="" groups="1" '
+            'subscribed="true" externals=""/>'
             for uri in self.config.contacts.get(user.lower(), [])
         )
         body = (
             '<contactList deltaNum="1" xmlns="http://schemas.microsoft.com/2006/09/sip/'
             f'contactlist"><group id="1" name="~" externals=""/>{contacts}</contactList>'
         ).encode()
-        content_type = "application/vnd-microsoft-roaming-contacts+xml"
+        return "application/vnd-microsoft-roaming-contacts+xml", body
+
+    def _subscribe_self(
+        self, proto: SipProtocol, request: Request, event: str, content_type: str, body: bytes
+    ) -> None:
+        """A subscription of a user to their own data (contact list, roaming self data,
+        provisioning): the first notification piggy-backed on the 200 when the client supports
+        it ([MS-SIP] piggy-backed first notification), else in a NOTIFY."""
+        aor = uri_of(request.headers["To"]).split(";", 1)[0]
+        if uri_of(request.headers["From"]).split(";", 1)[0].lower() != aor.lower():
+            self._answer(proto, request, 403, "Only your own data")
+            return
+        tag = new_tag()
+        to_value = request.headers["To"]
+        if "tag=" not in to_value:
+            to_value = f"{to_value};tag={tag}"
+        expires = (request.headers.get("Expires") or "3600").strip()
         if _supports(request, "ms-piggyback-first-notify"):
-            # the first NOTIFY rides on the 200 ([MS-SIP]: piggy-backed first notification)
             headers = [
                 ("Expires", expires),
-                ("Event", ROAMING_CONTACTS),
+                ("Event", event),
                 ("Content-Type", content_type),
                 ("ms-piggyback-cseq", "1"),
             ]
             self._send(proto, response_for(request, 200, to_tag=tag, headers=headers, body=body))
             return
-        self._send(
-            proto,
-            response_for(request, 200, to_tag=tag, headers=[("Expires", expires)]),
-        )
-        if expires.strip() == "0":
-            return
+        self._send(proto, response_for(request, 200, to_tag=tag, headers=[("Expires", expires)]))
         contact = request.headers.getlist("Contact")
         notify = Request("NOTIFY", _uri(uri_of(contact[0]) if contact else aor), body)
         h = notify.headers
@@ -518,11 +705,64 @@ class DomainServer:
         h.add("To", request.headers["From"])
         h.add("Call-ID", request.headers["Call-ID"])
         h.add("CSeq", "1 NOTIFY")
-        h.add("Event", ROAMING_CONTACTS)
-        h.add("Subscription-State", f"active;expires={expires.strip()}")
+        h.add("Event", event)
+        state = "terminated" if expires == "0" else f"active;expires={expires}"
+        h.add("Subscription-State", state)
         h.add("Content-Type", content_type)
         h.add("Content-Length", str(len(body)))
         self._route_out(notify, None)
+
+    def _subscribe_batch(self, proto: SipProtocol, request: Request) -> None:
+        """A Lync client's batch category subscription ([MS-PRES]; ``batchSub`` body): the
+        state of the contacts this server hosts (and then NOTIFYs as it changes), and
+        ``resubscribe`` for the others, which the client subscribes to at their own server."""
+        owner = uri_of(request.headers["From"]).split(";", 1)[0].lower()
+        expires = (request.headers.get("Expires") or "3600").strip()
+        local: dict[str, int] = {}
+        remote: list[str] = []
+        for uri in lync.batch_resources(request.body)[:500]:
+            aor = uri.lower()
+            if uri_host(aor) == self.config.domain and (uri_user(aor) or "") in self.config.users:
+                local[aor] = self.availability(aor)
+            else:
+                remote.append(aor)
+        tag = new_tag()
+        to_value = request.headers["To"]
+        if "tag=" not in to_value:
+            to_value = f"{to_value};tag={tag}"
+        ctype, body = lync.batch_notification(owner, local, remote, _now_iso())
+        headers = [
+            ("Expires", expires),
+            ("Contact", f"<sip:{self.config.fqdn}:5061;transport=tls>"),
+        ]
+        piggyback = _supports(request, "ms-piggyback-first-notify") and expires != "0"
+        if piggyback:
+            headers += [("Event", "presence"), ("Content-Type", ctype), ("ms-piggyback-cseq", "1")]
+        self._send(
+            proto,
+            response_for(
+                request, 200, to_tag=tag, headers=headers, body=body if piggyback else b""
+            ),
+        )
+        call_id = request.headers["Call-ID"]
+        contact = request.headers.getlist("Contact")
+        for aor in local:
+            subs = self.subscriptions.setdefault(aor, [])
+            subs[:] = [s for s in subs if s.call_id != call_id][-50:]
+            if expires == "0":
+                continue
+            sub = Subscription(
+                subscriber=request.headers["From"],
+                notifier=to_value,
+                call_id=call_id,
+                target=uri_of(contact[0]) if contact else owner,
+                route=list(request.headers.getlist("Record-Route")),
+                cseq=1 if piggyback else 0,
+                categories=True,
+            )
+            subs.append(sub)
+            if not piggyback:
+                self._notify(aor, sub)
 
     def live_bindings(self, aor: str) -> list[Binding]:
         """The bindings of ``aor`` that have not expired."""
@@ -534,8 +774,31 @@ class DomainServer:
             self.bindings.pop(aor, None)
         return bindings
 
+    def available(self, aor: str) -> bool:
+        """Presence of ``aor``: a local user is available while registered (and not published
+        offline); a gateway contact as the gateway last reported."""
+        if aor in self.remote_presence:
+            return self.remote_presence[aor]
+        return self.availability(aor) < lync.OFFLINE_FROM
+
+    def availability(self, aor: str) -> int:
+        """[MS-PRES] availability of a local user: what their Lync client published while
+        registered, 3500 (available) for other registered clients, 18500 (offline) when not
+        registered."""
+        if not self.live_bindings(aor):
+            return lync.OFFLINE
+        return self.published.get(aor.lower(), lync.AVAILABLE)
+
+    def remote_presence_changed(self, aor: str, available: bool) -> None:
+        """The gateway reported a contact's presence: NOTIFY its SIP subscribers."""
+        aor = aor.lower()
+        if self.remote_presence.get(aor) == available:
+            return
+        self.remote_presence[aor] = available
+        self._notify_all(aor)
+
     def _pidf(self, aor: str) -> bytes:
-        basic = "open" if self.live_bindings(aor) else "closed"
+        basic = "open" if self.available(aor) else "closed"
         return (
             '<?xml version="1.0" encoding="UTF-8"?>\r\n'
             f'<presence xmlns="urn:ietf:params:xml:ns:pidf" entity="{aor}">'
@@ -545,10 +808,17 @@ class DomainServer:
     def _notify_all(self, aor: str) -> None:
         for sub in self.subscriptions.get(aor, []):
             self._notify(aor, sub)
+        if aor not in self.remote_presence:
+            for listener in self.presence_listeners:
+                listener(aor, bool(self.live_bindings(aor)))
 
     def _notify(self, aor: str, sub: Subscription) -> None:
         sub.cseq += 1
-        body = self._pidf(aor)
+        if sub.categories:
+            ctype = lync.CATEGORIES_TYPE
+            body = lync.state_categories(aor, self.availability(aor), _now_iso())
+        else:
+            ctype, body = "application/pidf+xml", self._pidf(aor)
         request = Request("NOTIFY", _uri(sub.target), body)
         h = request.headers
         h.add("Via", f"SIP/2.0/TLS {self.config.fqdn}:5061;branch={new_branch('-uac')}")
@@ -561,7 +831,7 @@ class DomainServer:
         h.add("CSeq", f"{sub.cseq} NOTIFY")
         h.add("Event", "presence")
         h.add("Subscription-State", "active;expires=3600")
-        h.add("Content-Type", "application/pidf+xml")
+        h.add("Content-Type", ctype)
         h.add("Content-Length", str(len(body)))
         self._route_out(request, None)
 
@@ -716,8 +986,12 @@ class DomainServer:
     def on_response(self, proto: SipProtocol, response: Response) -> None:
         via = top_via(response)
         branch = params(via).get("branch") or ""
-        if "-uac" in branch:
-            return  # answer to our own NOTIFY
+        if "-uac" in branch:  # answer to our own NOTIFY
+            if response.code >= 300:  # the subscriber is gone: the subscription ends (RFC 6665)
+                call_id = response.headers.get("Call-ID")
+                for subs in self.subscriptions.values():
+                    subs[:] = [s for s in subs if s.call_id != call_id]
+            return
         prefix = f"z9hG4bK-{self.label.replace('/', '')}-"
         if not branch.startswith(prefix):
             return
@@ -729,6 +1003,21 @@ class DomainServer:
         upstream = self.conns.get(upstream_id)
         if upstream is not None:
             self._send(upstream, response)
+
+
+def _same_user(request: Request) -> bool:
+    """The request's From and To name the same user (a subscription to one's own data)."""
+    frm = uri_of(request.headers.get("From") or "").split(";", 1)[0].lower()
+    return frm == uri_of(request.headers.get("To") or "").split(";", 1)[0].lower()
+
+
+def _now_iso() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def _im_text(request: Request) -> str:
+    """The text of an IM: a ``text/plain`` body as is; other bodies (HTML) as received."""
+    return request.body.decode("utf-8", "replace")
 
 
 def _supports(request: Request, option: str) -> bool:

@@ -7,8 +7,9 @@ zones it joins, with concrete addresses and ports, and nothing else:
 * one ``table inet edgesim`` per firewall, replaced as a whole when the file is loaded again
   (``nft -f FILE`` is idempotent, so ``edgesim lab reload-firewall`` is just that);
 * the ``forward`` chain has policy drop; ``ct state established,related`` is accepted (return
-  traffic, ICMP errors), ``ct state invalid`` dropped; then one commented rule per row and
-  source/destination pair;
+  traffic, ICMP errors), ``ct state invalid`` dropped; then one rule per row and
+  source/destination pair, whose nftables ``comment`` is the matrix row id it was rendered for
+  (the firewall trace names that rule, so a verdict says which row's rule decided);
 * rows with ``port_side = "source"`` (the Edge's relay range as source) match ``sport``;
 * negative rows get no rule: the policy drops them, and the file says so in a comment;
 * the ``input`` chain (traffic to the firewall itself) allows ping and nothing else new.
@@ -22,6 +23,7 @@ import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
+import simulator
 from simulator.lab.topology import Firewall, Topology
 from simulator.matrix import Expectation, MatrixRow, load_matrix, resolve
 from simulator.matrix.model import Matrix
@@ -49,8 +51,18 @@ class FlowRule:
         side = "sport" if self.row.port_side == "source" else "dport"
         return (
             f"ip saddr {self.source} ip daddr {self.destination} "
-            f"{self.row.transport} {side} {ports} accept"
+            f"{self.row.transport} {side} {ports} accept comment {_quote(self.row.id)}"
         )
+
+
+def _quote(text: str) -> str:
+    """An nftables string (the comment of a rule)."""
+    return '"' + text.replace('"', "'") + '"'
+
+
+#: Comments of the rules every rendered forward chain starts with.
+RETURN_COMMENT = "return traffic"
+INVALID_COMMENT = "invalid packets"
 
 
 @dataclass(frozen=True)
@@ -120,8 +132,8 @@ def render_firewall(fw: Firewall, topology: Topology, matrix: Matrix | None = No
         "",
         "\tchain forward {",
         "\t\ttype filter hook forward priority filter; policy drop;",
-        "\t\tct state established,related accept",
-        "\t\tct state invalid drop",
+        f"\t\tct state established,related accept comment {_quote(RETURN_COMMENT)}",
+        f"\t\tct state invalid drop comment {_quote(INVALID_COMMENT)}",
     ]
     last = None
     for rule in plan.accepted:
@@ -165,6 +177,20 @@ def render_all(
     return files
 
 
+def topology_rules_path(fw: Firewall) -> Path | None:
+    """The firewall's rule file as the topology names it: absolute, or relative to the current
+    directory or to the repository edgesim runs from; None when not found (an installed
+    edgesim without the repository renders it instead)."""
+    relative = Path(fw.rules)
+    if relative.is_absolute():
+        return relative if relative.is_file() else None
+    root = Path(simulator.__file__).resolve().parent.parent
+    for candidate in (Path.cwd() / relative, root / relative):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
 def write_all(
     topology: Topology, out_dir: Path | None = None, root: Path | None = None
 ) -> list[Path]:
@@ -196,11 +222,11 @@ def render_broken_external(topology: Topology, matrix: Matrix | None = None) -> 
     text = render_firewall(fw, topology, matrix)
     out: list[str] = []
     for line in text.splitlines():
-        if line.strip().endswith("udp dport 3478 accept"):
+        if " udp dport 3478 accept" in line and not line.lstrip().startswith("#"):
             out.append(line.replace("\t\tip saddr", "\t\t# BROKEN: removed: ip saddr"))
             continue
         out.append(line)
-        if line.strip() == "ct state invalid drop" and out.count(line) == 2:
+        if line.strip().startswith("ct state invalid drop comment"):
             out += [
                 "",
                 "\t\t# BROKEN: the XMPP gateway port opened to the internet",
