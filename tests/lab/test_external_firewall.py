@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -188,14 +189,14 @@ def test_the_runners_run_only_their_own_firewalls(appliance_toml: Path, tmp_path
     assert result.exit_code == 2 and "fw-external is your own device" in result.output
 
 
-def _accepts(nft: str) -> set[tuple[str, str, str, str, str]]:
-    """(saddr, daddr, proto, dport|sport, ports) of every accept rule of a rendered file."""
-    found = set()
-    for line in nft.splitlines():
-        words = line.split()
-        if "saddr" in words and words[-1] == "accept":
-            found.add((words[2], words[5], words[6], words[7], words[8]))
-    return found
+ACCEPT = re.compile(
+    r"ip saddr (\S+) ip daddr (\S+) (tcp|udp) (dport|sport) (\S+) accept comment \"([^\"]+)\""
+)
+
+
+def _accepts(nft: str) -> set[tuple[str, ...]]:
+    """(saddr, daddr, proto, dport|sport, ports, row) of every accept rule of a rendered file."""
+    return {match.groups() for match in ACCEPT.finditer(nft)}
 
 
 def test_lab_plan_is_the_matrix_as_the_devices_rule_list(appliance_toml: Path) -> None:
@@ -217,10 +218,11 @@ def test_lab_plan_is_the_matrix_as_the_devices_rule_list(appliance_toml: Path) -
             r["transport"],
             "dport" if r["port_side"] == "destination" else "sport",
             r["ports"],
+            r["row"],
         )
         for r in plan["rules"]
     }
-    assert rules == _accepts(RULES.read_text())
+    assert rules == _accepts(RULES.read_text()) != set()
     topo = load_topology(appliance_toml)
     dropped = plan_firewall(topo.firewall(FIREWALL), topo, load_matrix()).dropped
     assert plan["must_stay_blocked"] == [row.id for row in dropped] != []
