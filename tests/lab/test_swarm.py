@@ -232,6 +232,18 @@ def test_reloaded_rules_apply_in_the_firewall_task(swarm_lab: Path) -> None:
 
 
 @pytest.mark.docker
+def test_load_runs_in_the_source_tasks_and_sees_the_firewall_tasks(swarm_lab: Path) -> None:
+    done = edgesim("load", "--runner", "swarm", "--name", LAB, "--json", "--sessions", "10",
+                   "--allocations", "10", "--hold", "1", state=swarm_lab)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    for result in report["results"]:
+        assert result["established"] == result["after_hold"] == 10, result
+    external = next(fw for fw in report["firewalls"] if fw["firewall"] == "fw-external")
+    assert external["conntrack_peak"] >= 10 + 2 * 10
+
+
+@pytest.mark.docker
 def test_down_removes_the_stack_and_its_networks(swarm_lab: Path) -> None:
     down = edgesim("lab", "down", "--runner", "swarm", "--name", LAB, state=swarm_lab)
     assert down.returncode == 0 and "removed 12 task(s)" in down.stdout, down.stderr
