@@ -23,6 +23,7 @@ COMMANDS = {
     "certs": "simulator.cli.certs:certs",
     "firewall": "simulator.cli.firewall:firewall",
     "lab": "simulator.cli.lab:lab",
+    "load": "simulator.cli.load:load",
     "matrix": "simulator.cli.matrix:matrix",
     "probe": "simulator.cli.probe:probe",
     "run": "simulator.cli.run:run",
@@ -59,6 +60,7 @@ Quick start:
   edgesim firewall render  nftables rules that let exactly the matrix through
   edgesim probe            every matrix row checked at protocol level
   edgesim scenario run     whole federation flows, drawn as ladders
+  edgesim load             many sessions and relays across the firewalls
 
 Without root, the embedded lab moves ports below 1024 by 8000 (443 -> 8443) and says so.
 

@@ -27,6 +27,7 @@ from simulator.cli._common import (
     runner_option,
 )
 from simulator.lab.flowcheck import RowFlows, check_rows
+from simulator.lab.plan import AppliancePlan, appliance_plans
 from simulator.lab.runners.base import LabName, LabStatus, ListenerCheck
 from simulator.lab.runners.compose import build_context, render_compose
 from simulator.lab.session import UpResult, check_host, lab_up, serve_host, status_and_checks
@@ -146,7 +147,7 @@ def up(
       sudo edgesim lab up --runner netns --name ci2     # a second netns lab
       sudo edgesim lab up --runner netns --rules fw-external=my-edge.nft
     """
-    rules = parse_rules(obj.topology, rule_items)
+    rules = own_rules(obj, parse_rules(obj.topology, rule_items))
     lab_runner = make_runner(
         obj,
         runner,
@@ -262,15 +263,26 @@ def reload_firewall(
       sudo edgesim lab reload-firewall --rules fw-external=rules.v4  # iptables-save
       edgesim lab reload-firewall --runner compose
     """
-    rules = parse_rules(obj.topology, rule_items)
+    rules = own_rules(obj, parse_rules(obj.topology, rule_items))
     lab_runner = make_runner(
         obj, runner, certs_dir=certs_dir, lab_name=lab_name, state_dir=state_dir
     )
-    for fw in obj.topology.firewalls:
-        loaded = lab_runner.load_rules(fw.id, rules.get(fw.id))
+    for fw_id in lab_runner.our_firewalls():
+        loaded = lab_runner.load_rules(fw_id, rules.get(fw_id))
         console.print(f"{loaded.firewall}: loaded {loaded.path}")
         if loaded.detail:
             console.print(f"[yellow]{escape(loaded.detail)}[/]")
+
+
+def own_rules(obj: Obj, rules: dict[str, Path]) -> dict[str, Path]:
+    """``--rules`` for a lab: never for the user's own device (its rules live on it)."""
+    for fw_id in rules:
+        if obj.topology.firewall(fw_id).external:
+            raise click.BadParameter(
+                f"{fw_id} is your own device (external = true): load its rules there",
+                param_hint="--rules",
+            )
+    return rules
 
 
 @lab.command("flows")
@@ -324,6 +336,85 @@ def render_flows(report: list[RowFlows], runner: str) -> Table:
         flows_text = "\n".join(f"{r.flow.flow}: {r.detail}" for r in item.results)
         table.add_row(item.row, item.expect, f"{mark}{item.got}[/]", flows_text)
     return table
+
+
+@lab.command("plan")
+@click.option(
+    "--firewall",
+    "firewalls",
+    multiple=True,
+    metavar="FIREWALL",
+    help="Only this firewall (repeatable); default: the external ones, or every firewall "
+    "when none is external.",
+)
+@click.option("--json", "as_json", is_flag=True, help="JSON instead of tables.")
+@click.pass_obj
+def plan(obj: Obj, firewalls: tuple[str, ...], as_json: bool) -> None:
+    """What your own firewall needs to stand between the lab's zones.
+
+    For each firewall the topology marks `external = true`: its interface per zone (the link
+    of this machine the zone is on, its address and prefix, the lab hosts routing through
+    it), its routes, and the port matrix as the rule list to enter, in order, each rule naming
+    its matrix row; then return traffic, then deny. Derived from the topology and the matrix,
+    as the lab's own nftables files are (`edgesim firewall render`).
+
+    \b
+    Examples:
+      edgesim --topology my-appliance.toml lab plan
+      edgesim lab plan --firewall fw-external
+      edgesim --topology my-appliance.toml lab plan --json > appliance.json
+    """
+    plans = appliance_plans(obj.topology, firewalls)
+    if as_json:
+        click.echo(json.dumps({"firewalls": [p.to_dict() for p in plans]}, indent=2))
+        return
+    for item in plans:
+        render_plan(item)
+
+
+def render_plan(item: AppliancePlan) -> None:
+    fw = item.firewall
+    kind = "your own device (external)" if fw.external else "a lab firewall"
+    console.print(
+        f"[bold]{fw.id}[/]: {kind}" + (f" - {escape(fw.description)}" if fw.description else "")
+    )
+    table = Table(title="Interfaces", title_justify="left")
+    for col in ("interface", "zone", "address", "on link", "lab hosts routing through it"):
+        table.add_column(col, overflow="fold")
+    for iface in item.interfaces:
+        table.add_row(
+            iface.name,
+            f"{iface.zone} ({iface.subnet})",
+            iface.address,
+            iface.parent or "-",
+            ", ".join(iface.routed_by) or "-",
+        )
+    console.print(table)
+    console.print(
+        "Routes: the connected subnets only; none to "
+        + (", ".join(item.unrouted) or "-")
+        + " (they stay unreachable across this device)"
+    )
+    rules = Table(title=f"Rules, in order ({len(item.rules)} allow)", title_justify="left")
+    for col in ("#", "action", "proto", "source", "destination", "port", "matrix row"):
+        rules.add_column(col, overflow="fold")
+    for rule in item.rules:
+        side = "" if rule.port_side == "destination" else " (source port)"
+        rules.add_row(
+            str(rule.number), "allow", rule.transport, rule.source, rule.destination,
+            f"{rule.ports}{side}", f"{rule.row} {rule.label}",
+        )  # fmt: skip
+    n = len(item.rules)
+    rules.add_row(
+        str(n + 1), "allow", "any", "any", "any", "-", "return traffic: established, related"
+    )
+    rules.add_row(str(n + 2), "deny", "any", "any", "any", "-", "everything else")
+    console.print(rules)
+    if item.blocked_rows:
+        console.print("Must stay blocked across it (no rule): " + ", ".join(item.blocked_rows))
+    for note in item.notes:
+        console.print(f"- {note}")
+    console.print()
 
 
 # ------------------------------------------------------------------ inside a node

@@ -105,7 +105,7 @@ async def traced(
         await session.start()
         return session
 
-    firewalls = [fw.id for fw in runner.config.topology.firewalls]
+    firewalls = list(runner.our_firewalls())  # never the user's own device
     opened = await asyncio.gather(*(open_session(fw) for fw in firewalls), return_exceptions=True)
     trace.sessions = [s for s in opened if isinstance(s, TraceSession)]
     for firewall, outcome in zip(firewalls, opened, strict=True):

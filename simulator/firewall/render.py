@@ -169,7 +169,7 @@ def render_all(
     """
     matrix = matrix if matrix is not None else load_matrix()
     files: dict[Path, str] = {}
-    for fw in topology.firewalls:
+    for fw in topology.lab_firewalls:  # an external firewall's rules live on the device
         path = Path(fw.rules)
         if out_dir is not None:
             path = out_dir / path.name

@@ -94,7 +94,7 @@ def capture_tools_problem() -> str | None:
 
 
 @dataclass
-class _Dump:
+class Dump:
     point: CapturePoint
     part: Path
     proc: asyncio.subprocess.Process
@@ -102,7 +102,7 @@ class _Dump:
     stderr: list[str] = field(default_factory=list)
 
 
-async def _start(point: CapturePoint, part: Path) -> _Dump:
+async def _start(point: CapturePoint, part: Path) -> Dump:
     bpf = f"'{point.bpf}'" if point.bpf else ""
     script = f"echo $$ >&2; exec tcpdump -i {point.interface} -n -U --immediate-mode -w - {bpf}"
     out = open(part, "wb")  # noqa: SIM115 (handed to the child, closed right after)
@@ -115,7 +115,7 @@ async def _start(point: CapturePoint, part: Path) -> _Dump:
         raise LabError(f"{point.node}: cannot start tcpdump: {exc.strerror}") from None
     finally:
         out.close()
-    dump = _Dump(point, part, proc)
+    dump = Dump(point, part, proc)
     assert proc.stderr is not None
     try:
         async with asyncio.timeout(START_TIMEOUT):
@@ -136,7 +136,7 @@ async def _start(point: CapturePoint, part: Path) -> _Dump:
     raise LabError(f"{point.node}: tcpdump did not start: {why}")
 
 
-async def _stop(dump: _Dump) -> None:
+async def _stop(dump: Dump) -> None:
     """SIGINT the tcpdump where it runs, so it flushes its last packets and exits."""
     if dump.pid.isdigit():
         if dump.point.argv:
@@ -160,7 +160,7 @@ async def _stop(dump: _Dump) -> None:
     dump.stderr += rest.decode(errors="replace").splitlines()
 
 
-def _captured(dump: _Dump) -> int:
+def _captured(dump: Dump) -> int:
     for line in dump.stderr:
         words = line.split()
         if len(words) >= 3 and words[1:3] == ["packets", "captured"] and words[0].isdigit():
@@ -193,6 +193,19 @@ async def _tool(*argv: str) -> None:
 
 
 @contextlib.asynccontextmanager
+async def tcpdumps(points: Sequence[CapturePoint], work: Path) -> AsyncIterator[list[Dump]]:
+    """A tcpdump at each point while the block runs (started before it, stopped after it);
+    each writes its part file (pcap) in ``work``: ``dump.part`` of the yielded dumps."""
+    dumps: list[Dump] = []
+    try:
+        for index, point in enumerate(points):
+            dumps.append(await _start(point, work / f"{index}-{point.node}.pcap"))
+        yield dumps
+    finally:
+        await asyncio.gather(*(_stop(d) for d in dumps), return_exceptions=True)
+
+
+@contextlib.asynccontextmanager
 async def packet_capture(
     out: Path, points: Sequence[CapturePoint], keys: Sequence[KeySource] = ()
 ) -> AsyncIterator[CaptureResult]:
@@ -208,13 +221,11 @@ async def packet_capture(
         own_keys = os.environ.get(KEYLOG_ENV)
         if own_keys is None:
             os.environ[KEYLOG_ENV] = str(work / "this-process.keys")
-        dumps: list[_Dump] = []
+        dumps: list[Dump] = []
         try:
-            for index, point in enumerate(points):
-                dumps.append(await _start(point, work / f"{index}-{point.node}.pcap"))
-            yield result
+            async with tcpdumps(points, work) as dumps:
+                yield result
         finally:
-            await asyncio.gather(*(_stop(d) for d in dumps), return_exceptions=True)
             if own_keys is None:
                 os.environ.pop(KEYLOG_ENV, None)
         mine = KeySource((), own_keys or str(work / "this-process.keys"))

@@ -6,14 +6,20 @@ into frozen dataclasses and validated as a whole. Every problem is reported as a
 ``lab.toml: hosts[edge].interfaces[access]: zone 'dmz' is not defined``.
 
 Every lab runner renders this one model: the local runner maps each interface address to a
-loopback address (:meth:`Interface.loopback`), the netns and compose runners use the addresses as
-they are.
+loopback address (:meth:`Interface.loopback`), the netns, compose and swarm runners use the
+addresses as they are.
+
+A firewall marked ``external = true`` is the user's own device (an appliance or its virtual
+edition): no runner renders it. Each of its interfaces names the ``parent`` link of this machine
+its zone is attached to (a second NIC, a VLAN sub-interface, a bridge or veth the user made), and
+the hosts of that zone route through the device's address there (:meth:`Topology.zone_parent`).
 """
 
 from __future__ import annotations
 
 import ipaddress
 import json
+import re
 import tomllib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
@@ -45,6 +51,9 @@ PRIVILEGED_BELOW = 1024
 PORT_OFFSET = 8000
 """What the embedded lab adds to a privileged port when it cannot bind it (443 -> 8443,
 53 -> 8053): :meth:`Topology.moved`."""
+
+_LINK_NAME = re.compile(r"[A-Za-z0-9_.:@-]{1,15}")
+"""A Linux interface name (IFNAMSIZ - 1 characters, no ``/`` or blanks)."""
 
 
 def default_topology_path() -> Path:
@@ -93,6 +102,9 @@ class Interface:
     cert_names: tuple[str, ...] = ()
     """Further names the interface's certificate carries but DNS does not resolve to it (e.g.
     the SIP domain on the Edge's Access interface, which XMPP federation needs, XEP-0178)."""
+    parent: str | None = None
+    """Only on an external firewall's interface: the link of this machine the interface's zone
+    is attached to (``eth1``, ``eth1.101``, a bridge or veth); see :meth:`Topology.zone_parent`."""
 
     @property
     def ref(self) -> str:
@@ -205,12 +217,20 @@ class Firewall:
     id: str
     interfaces: tuple[Interface, ...]
     rules: str
-    """Path of the nftables rule file, relative to the repository root."""
+    """Path of the nftables rule file, relative to the repository root (none when external)."""
     description: str = ""
+    external: bool = False
+    """The user's own device: edgesim renders, loads and traces nothing for it; its zones are
+    attached to the ``parent`` links its interfaces name (``edgesim lab plan`` prints what the
+    device needs)."""
 
     @property
     def zones(self) -> tuple[str, ...]:
         return tuple(i.zone for i in self.interfaces)
+
+    def interface_in(self, zone_id: str) -> Interface | None:
+        """The firewall's interface in ``zone_id`` (None when it does not join that zone)."""
+        return next((i for i in self.interfaces if i.zone == zone_id), None)
 
 
 @dataclass(frozen=True)
@@ -406,6 +426,31 @@ class Topology:
         for fw in self.firewalls:
             if {zone_a, zone_b} <= set(fw.zones):
                 return fw
+        return None
+
+    def firewall(self, firewall_id: str) -> Firewall:
+        for fw in self.firewalls:
+            if fw.id == firewall_id:
+                return fw
+        raise KeyError(firewall_id)
+
+    @property
+    def external_firewalls(self) -> tuple[Firewall, ...]:
+        """The user's own devices (``external = true``)."""
+        return tuple(fw for fw in self.firewalls if fw.external)
+
+    @property
+    def lab_firewalls(self) -> tuple[Firewall, ...]:
+        """The firewalls a runner renders (every one not marked external)."""
+        return tuple(fw for fw in self.firewalls if not fw.external)
+
+    def zone_parent(self, zone_id: str) -> str | None:
+        """The link of this machine zone ``zone_id`` is attached to (an external firewall's
+        interface in the zone names it), or None: the zone is the runner's own network."""
+        for fw in self.external_firewalls:
+            iface = fw.interface_in(zone_id)
+            if iface is not None:
+                return iface.parent
         return None
 
     def nameserver_for(self, iface: Interface) -> Interface | None:
@@ -683,13 +728,29 @@ class _Loader:
         entry_prefix: str,
         zone_ids: dict[str, Zone],
         ca_ids: set[str],
+        external: bool = False,
     ) -> Interface:
         if not isinstance(table, dict):
             raise self.fail(f"{entry_prefix}.interfaces[{index}]", "an interface must be a table")
         entry = f"{entry_prefix}.interfaces[{table.get('id', index)}]"
-        self._check_keys(
-            table, {"id", "zone", "address", "fqdns", "ca", "loopback", "cert_names"}, entry
-        )
+        keys = {"id", "zone", "address", "fqdns", "ca", "loopback", "cert_names", "parent"}
+        self._check_keys(table, keys, entry)
+        parent = self._get(table, "parent", str, entry, None)
+        if parent is not None and not external:
+            raise self.fail(
+                entry,
+                "'parent' is only for an external firewall's interfaces (external = true)",
+            )
+        if external and parent is None:
+            raise self.fail(
+                entry,
+                "an external firewall's interface needs 'parent': the link of this machine its "
+                "zone is attached to (e.g. eth1.101)",
+            )
+        if parent is not None and (not _LINK_NAME.fullmatch(parent) or parent == "lo"):
+            raise self.fail(
+                entry, f"parent '{parent}' is not a network interface name (1-15 characters)"
+            )
         iid = self._get(table, "id", str, entry)
         zone = self._get(table, "zone", str, entry)
         if zone not in zone_ids:
@@ -710,7 +771,7 @@ class _Loader:
         loopback = self._address(loopback_text, entry) if loopback_text else None
         if loopback is not None and not loopback.is_loopback:
             raise self.fail(entry, f"loopback {loopback} is not in 127.0.0.0/8")
-        return Interface(owner, iid, zone, address, fqdns, ca, loopback, cert_names)
+        return Interface(owner, iid, zone, address, fqdns, ca, loopback, cert_names, parent)
 
     def _host(
         self, table: dict[str, Any], index: int, zone_ids: dict[str, Zone], ca_ids: set[str]
@@ -783,17 +844,25 @@ class _Loader:
 
     def _firewall(self, table: dict[str, Any], index: int, zone_ids: dict[str, Zone]) -> Firewall:
         entry = f"firewalls[{table.get('id', index)}]"
-        self._check_keys(table, {"id", "description", "rules", "interfaces"}, entry)
+        self._check_keys(table, {"id", "description", "rules", "interfaces", "external"}, entry)
         fid = self._get(table, "id", str, entry)
+        external = self._get(table, "external", bool, entry, False)
+        if external and "rules" in table:
+            raise self.fail(
+                entry, "an external firewall's rules live on the device: edgesim loads none"
+            )
         raw = self._get(table, "interfaces", list, entry)
-        interfaces = [self._interface(fid, t, i, entry, zone_ids, set()) for i, t in enumerate(raw)]
+        interfaces = [
+            self._interface(fid, t, i, entry, zone_ids, set(), external) for i, t in enumerate(raw)
+        ]
         if len({i.zone for i in interfaces}) < 2:
             raise self.fail(entry, "a firewall needs interfaces in at least two zones")
         return Firewall(
             fid,
             tuple(interfaces),
-            self._get(table, "rules", str, entry, f"lab/firewall/{fid}.nft"),
+            "" if external else self._get(table, "rules", str, entry, f"lab/firewall/{fid}.nft"),
             self._get(table, "description", str, entry, ""),
+            external,
         )
 
     def _srv(self, table: dict[str, Any], index: int) -> SrvRecord:
@@ -867,6 +936,33 @@ class _Loader:
         for zone in topo.zones:
             if zone.dns is not None and zone.dns not in {h.id for h in topo.hosts}:
                 raise self.fail(f"zones[{zone.id}]", f"dns host '{zone.dns}' is not defined")
+        self._check_parents(topo)
+
+    def _check_parents(self, topo: Topology) -> None:
+        """One link per zone, one zone per link: a zone on an external device's link is one
+        network, and two zones on one link would be one broadcast domain."""
+        zone_of_parent: dict[str, str] = {}
+        parent_of_zone: dict[str, tuple[str, str]] = {}
+        for fw in topo.external_firewalls:
+            for iface in fw.interfaces:
+                entry = f"firewalls[{fw.id}].interfaces[{iface.id}]"
+                assert iface.parent is not None  # checked when the interface was read
+                seen = parent_of_zone.get(iface.zone)
+                if seen is not None and seen[0] != iface.parent:
+                    raise self.fail(
+                        entry,
+                        f"zone '{iface.zone}' is on parent '{seen[0]}' already ({seen[1]}); "
+                        f"one zone, one link",
+                    )
+                other = zone_of_parent.get(iface.parent)
+                if other is not None and other != iface.zone:
+                    raise self.fail(
+                        entry,
+                        f"parent '{iface.parent}' carries zone '{other}' already; give each "
+                        "zone its own link (a VLAN sub-interface each)",
+                    )
+                parent_of_zone[iface.zone] = (iface.parent, iface.ref)
+                zone_of_parent[iface.parent] = iface.zone
 
 
 def _overlap_keys(listener: Listener) -> range:

@@ -45,6 +45,7 @@ from simulator.probes.base import (
     Verdict,
     apply_expectation,
 )
+from simulator.probes.device import DeviceWatch
 from simulator.probes.firewall import job_flows, judge
 from simulator.probes.registry import PRESENTS_CERTIFICATE, PROBES
 from simulator.probes.spec import ProbeSpec, TurnCredentials
@@ -727,6 +728,9 @@ def plan_probes(
     else:
         runner.require_up()
         executor = RunnerExecutor(runner, timeout, trace=trace)
+        if set(runner.our_firewalls()) != {fw.id for fw in topology.firewalls}:
+            # The user's own firewall: judged from the endpoints and captures beside it.
+            executor = DeviceWatch(executor, runner)
     return builder, executor
 
 

@@ -26,7 +26,8 @@ class ScenarioFailure(Exception):
 
 
 class ScenarioSkipped(Exception):
-    """The scenario cannot run here (a real peer or root is missing); ``str()`` says why."""
+    """The scenario cannot run here (a real peer or root is missing, or it would change the
+    rules of the user's own firewall); ``str()`` says why."""
 
 
 @dataclass(frozen=True)
@@ -189,6 +190,11 @@ class Lab:
             )
         if all(fw.id != firewall for fw in self.topology.firewalls):
             raise ScenarioFailure(f"no firewall '{firewall}' in the topology")
+        if self.topology.firewall(firewall).external:
+            raise ScenarioSkipped(
+                f"{firewall} is your own device (external = true): the scenario would change "
+                "its rules, which edgesim never does"
+            )
         namespace = self._namespace_of(firewall)
         assert namespace is not None
         proc = await asyncio.create_subprocess_exec(

@@ -102,3 +102,17 @@ def test_firewall_benchmark_quick_audits_the_shipped_rules_clean(tmp_path: Path)
     print(done.stdout)
     audit = json.loads(out.read_text())["audit"]
     assert audit["clean"] is True and audit["flows"] > 1000
+
+
+@pytest.mark.root
+@pytest.mark.skipif(
+    os.geteuid() != 0 or not (shutil.which("ip") and shutil.which("nft")),
+    reason="builds a netns lab of its own (ldb): needs root, ip and nft",
+)
+def test_load_benchmark_quick_holds_a_step_and_a_short_silence(tmp_path: Path) -> None:
+    result = run_quick("load_bench", tmp_path)
+    (step,) = result["steps"]
+    assert step["federation"]["held"] > 0 and step["relay"]["held"] > 0, step
+    assert step["firewalls"]["fw-external"]["conntrack_peak"] > 0
+    (idle,) = result["idles"]
+    assert idle["of"] > 0

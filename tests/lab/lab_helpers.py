@@ -1,6 +1,12 @@
-"""What the lab tests share: skip reasons, and which rows the broken rule file must break."""
+"""What the lab tests share: skip reasons, the Docker test image, and which rows the broken rule
+file must break."""
 
 from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -43,3 +49,65 @@ def rows_broken_by_broken_external(topology: Topology, flows: list[MatrixFlow]) 
         and mf.flow.port == 3478
         and crosses_external(mf.row)
     }
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def docker_problem() -> str | None:
+    if shutil.which("docker") is None:
+        return "docker is not installed (scripts/setup-docker.sh)"
+    if subprocess.run(["docker", "compose", "version"], capture_output=True).returncode != 0:
+        return "Compose v2 is not installed (scripts/setup-docker.sh)"
+    return None
+
+
+def _local_base() -> str | None:
+    for candidate in (
+        os.environ.get("EDGESIM_BASE"),
+        "edgesim-base:bookworm",
+        "python:3.11-slim",
+    ):
+        if (
+            candidate
+            and subprocess.run(
+                ["docker", "image", "inspect", candidate], capture_output=True
+            ).returncode
+            == 0
+        ):
+            return candidate
+    return None
+
+
+def base_image() -> str:
+    """A base image for the lab image (``$EDGESIM_BASE``, the local one, or python:3.11-slim):
+    made with scripts/make-base-image.sh when there is none and this is root; else a skip."""
+    base = _local_base()
+    if base is None and shutil.which("debootstrap") and os.geteuid() == 0:
+        # A fresh machine without a registry: make the local base image (1-3 minutes, once).
+        made = subprocess.run(
+            ["bash", "scripts/make-base-image.sh"],
+            capture_output=True,
+            text=True,
+            timeout=900,
+            cwd=ROOT,
+        )
+        assert made.returncode == 0, made.stderr[-2000:]
+        base = _local_base()
+    if base is None:
+        pytest.skip("no base image: scripts/make-base-image.sh (or docker pull python:3.11-slim)")
+    return base
+
+
+def build_test_image(tag: str) -> None:
+    """``docker build`` the lab image ``tag`` from this tree (what the compose file's build
+    section does)."""
+    build = subprocess.run(
+        ["docker", "build", "--quiet", "--build-arg", f"BASE_IMAGE={base_image()}",
+         "--tag", tag, "."],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=ROOT,
+    )  # fmt: skip
+    assert build.returncode == 0, build.stderr[-2000:]

@@ -21,7 +21,7 @@ from simulator.lab.runners.netns import NetnsRunner
 from simulator.lab.topology import Topology
 from simulator.matrix import load_matrix
 from tests.captures import XMPP_MESSAGE, needs_capture_tools, xmpp_bodies
-from tests.lab.lab_helpers import rows_broken_by_broken_external
+from tests.lab.lab_helpers import base_image, docker_problem, rows_broken_by_broken_external
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -49,14 +49,6 @@ def test_compose_file_publishes_nothing_and_keeps_lab_addresses(topology: Topolo
         assert f"nft -f /etc/edgesim/firewall/{Path(fw.rules).name}" in text
 
 
-def _docker_problem() -> str | None:
-    if shutil.which("docker") is None:
-        return "docker is not installed (scripts/setup-docker.sh)"
-    if subprocess.run(["docker", "compose", "version"], capture_output=True).returncode != 0:
-        return "Compose v2 is not installed (scripts/setup-docker.sh)"
-    return None
-
-
 def compose(
     *args: str, check: bool = True, timeout: float = 180, base: str | None = None
 ) -> subprocess.CompletedProcess[str]:
@@ -78,7 +70,7 @@ def compose(
 
 @pytest.mark.docker
 def test_docker_compose_config_validates_the_file() -> None:
-    problem = _docker_problem()
+    problem = docker_problem()
     if problem:
         pytest.skip(problem)
     done = compose("config", "--quiet")
@@ -102,26 +94,9 @@ def project_resources() -> dict[str, list[str]]:
     return found
 
 
-def _base_image() -> str | None:
-    for candidate in (
-        os.environ.get("EDGESIM_BASE"),
-        "edgesim-base:bookworm",
-        "python:3.11-slim",
-    ):
-        if (
-            candidate
-            and subprocess.run(
-                ["docker", "image", "inspect", candidate], capture_output=True
-            ).returncode
-            == 0
-        ):
-            return candidate
-    return None
-
-
 @pytest.fixture(scope="module")
 def compose_lab(topology: Topology) -> Iterator[None]:
-    problem = _docker_problem()
+    problem = docker_problem()
     if problem:
         pytest.skip(problem)
     if subprocess.run(["docker", "info"], capture_output=True, timeout=60).returncode != 0:
@@ -141,20 +116,7 @@ def compose_lab(topology: Topology) -> Iterator[None]:
     ).stdout.split()
     if running:
         pytest.skip("the edgesim compose lab is up (its subnets are taken); `docker compose down`")
-    base = _base_image()
-    if base is None and shutil.which("debootstrap") and os.geteuid() == 0:
-        # A fresh machine without a registry: make the local base image (1-3 minutes, once).
-        made = subprocess.run(
-            ["bash", "scripts/make-base-image.sh"],
-            capture_output=True,
-            text=True,
-            timeout=900,
-            cwd=ROOT,
-        )
-        assert made.returncode == 0, made.stderr[-2000:]
-        base = _base_image()
-    if base is None:
-        pytest.skip("no base image: scripts/make-base-image.sh (or docker pull python:3.11-slim)")
+    base = base_image()
     compose("down", "--remove-orphans", "--timeout", "2", check=False)
     try:
         # What the README tells a user: the compose file builds its own image from the source.

@@ -1,4 +1,4 @@
-"""The runner interface: the registry, lab names, and a fourth runner the command line lists and
+"""The runner interface: the registry, lab names, and a fifth runner the command line lists and
 uses without an edit in ``cli/`` (a fake registered by the test)."""
 
 from __future__ import annotations
@@ -38,13 +38,13 @@ from simulator.pki import LabPki
 CLI_DIR = Path(__file__).resolve().parents[2] / "simulator" / "cli"
 
 
-def test_the_three_runners_and_their_capabilities() -> None:
-    assert runner_names() == ["local", "netns", "compose"]
-    assert runner_names(persistent=True) == ["netns", "compose"]
+def test_the_four_runners_and_their_capabilities() -> None:
+    assert runner_names() == ["local", "netns", "compose", "swarm"]
+    assert runner_names(persistent=True) == ["netns", "compose", "swarm"]
     assert runner_names(has_firewalls=False) == ["local"]
-    assert addressing_of("local") == "loopback" and addressing_of("netns") == "lab"
-    with pytest.raises(UsageError, match=r"no runner 'swarm' .*local, netns, compose"):
-        runner_class("swarm")
+    assert addressing_of("local") == "loopback" and addressing_of("swarm") == "lab"
+    with pytest.raises(UsageError, match=r"no runner 'kube' .*local, netns, compose, swarm"):
+        runner_class("kube")
 
 
 def test_every_runner_module_registers_its_runner() -> None:
@@ -100,7 +100,7 @@ def test_cli_compares_no_runner_names() -> None:
     assert offenders == []
 
 
-# ------------------------------------------------------------------ a fourth runner
+# ------------------------------------------------------------------ a fifth runner
 
 
 def _topology() -> Topology:
@@ -177,6 +177,9 @@ class FakeRunner:
         self.calls.append(f"load {firewall} {path}")
         return LoadResult(firewall, path or self.rules_path(firewall))
 
+    def our_firewalls(self) -> tuple[str, ...]:
+        return tuple(fw.id for fw in self.config.topology.lab_firewalls)
+
     def firewall_node(self, firewall: str) -> FirewallNode:
         raise LabError(f"the fake's {firewall} cannot be traced")
 
@@ -208,7 +211,7 @@ def test_the_cli_lists_and_uses_a_new_runner(fake: type[FakeRunner], lab_pki: La
     run = CliRunner().invoke
     env = {"COLUMNS": "200"}
     assert "fake     a runner only the tests register" in run(cli, ["lab", "--help"]).output
-    assert "[netns|compose|fake]" in run(cli, ["lab", "down", "--help"], env=env).output
+    assert "[netns|compose|swarm|fake]" in run(cli, ["lab", "down", "--help"], env=env).output
 
     up = run(cli, ["lab", "up", "--runner", "fake", "--check", "--name", "t1"], env=env)
     assert up.exit_code == 1, up.output  # the fake's listener does not answer

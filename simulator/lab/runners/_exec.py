@@ -1,12 +1,21 @@
-"""What the runners whose nodes are entered by a command (netns, compose) share: asking each
-host, from inside, whether its listeners answer."""
+"""What the runners whose nodes are entered by a command (netns, compose, swarm) share: asking
+each host, from inside, whether its listeners answer; which rule file each firewall loaded."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
+from collections.abc import Mapping
+from pathlib import Path
 
-from simulator.lab.runners.base import ListenerCheck, ListenerInfo, Runner
+from simulator.firewall.render import render_all, topology_rules_path
+from simulator.lab.runners.base import ListenerCheck, ListenerInfo, Runner, lab_firewall
+from simulator.lab.topology import Topology
+
+log = logging.getLogger(__name__)
+RULES_FILE = "rules.json"
 
 CHECK_TIMEOUT = 30.0
 _WHOLE_HOST = ListenerInfo("-", "", "", 0, "", "", 0)
@@ -54,3 +63,59 @@ async def check_hosts(
     file as the host sees it), all at once."""
     jobs = [_check_host(runner, host, ready, timeout) for host, ready in ready_files.items()]
     return [check for checks in await asyncio.gather(*jobs) for check in checks]
+
+
+class RuleFiles:
+    """The rule file each firewall of a lab loaded, kept as ``rules.json`` in the lab's state
+    directory on this machine (the netns and swarm runners load files into their firewalls
+    from here)."""
+
+    def __init__(
+        self, topology: Topology, state_dir: Path, overrides: Mapping[str, Path] | None = None
+    ) -> None:
+        self.topology = topology
+        self.state_dir = state_dir
+        self.overrides = {fw: Path(p) for fw, p in (overrides or {}).items()}
+
+    def loaded(self) -> dict[str, str]:
+        with contextlib.suppress(OSError, ValueError):
+            loaded = json.loads((self.state_dir / RULES_FILE).read_text())
+            if isinstance(loaded, dict):
+                return {str(k): str(v) for k, v in loaded.items()}
+        return {}
+
+    def topology_rules(self, firewall: str) -> Path:
+        """The topology's rule file: as given, from the current directory or the repository,
+        or rendered into the state directory (installed without the repository)."""
+        fw = lab_firewall(self.topology, firewall)
+        found = topology_rules_path(fw)
+        if found is not None:
+            return found
+        relative = Path(fw.rules)
+        target = self.state_dir / "firewall" / relative.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        rendered = render_all(self.topology, target.parent)
+        target.write_text(rendered[target.parent / relative.name])
+        log.warning("%s: %s not found; loaded rules rendered into %s", fw.id, fw.rules, target)
+        return target
+
+    def path(self, firewall: str) -> Path:
+        """An override given to the runner, the file the running lab loaded last, else the
+        topology's."""
+        lab_firewall(self.topology, firewall)
+        if firewall in self.overrides:
+            return self.overrides[firewall]
+        loaded = self.loaded().get(firewall)
+        if loaded is not None:
+            return Path(loaded)
+        return self.topology_rules(firewall)
+
+    def record(self, firewall: str, path: Path) -> None:
+        self.overrides[firewall] = path
+        loaded = {**self.loaded(), firewall: str(path)}
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        (self.state_dir / RULES_FILE).write_text(json.dumps(loaded, indent=2) + "\n")
+
+    def forget(self) -> None:
+        """A new lab: nothing loaded yet."""
+        (self.state_dir / RULES_FILE).unlink(missing_ok=True)

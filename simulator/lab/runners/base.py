@@ -31,7 +31,7 @@ from typing import Any, ClassVar, Literal, Protocol
 from simulator.errors import LabError, UsageError
 from simulator.firewall.rules import FirewallNode
 from simulator.lab.capture import CaptureResult
-from simulator.lab.topology import Host, Topology
+from simulator.lab.topology import Firewall, Host, Topology
 from simulator.paths import runtime_dir
 from simulator.pki import LabPki
 
@@ -404,6 +404,13 @@ class Runner(Protocol):
         decisions (:mod:`simulator.firewall.observe`)."""
         ...
 
+    def our_firewalls(self) -> tuple[str, ...]:
+        """The firewalls this runner runs: it loads their rules and can enter, trace and
+        capture them. The topology's other firewalls (``external = true``) are the user's own
+        devices: what they decide is only seen at the endpoints (and in captures beside them).
+        A runner without firewalls returns ()."""
+        ...
+
     async def vantage(self) -> Vantage:
         """Where scenario clients live: the lab's PKI and each node's namespace."""
         ...
@@ -425,6 +432,19 @@ def no_firewall(runner: Runner) -> LabError:
         f"the {runner.name} lab has no firewall: use a runner with firewalls "
         "(--runner netns or compose)"
     )
+
+
+def lab_firewall(topology: Topology, firewall: str) -> Firewall:
+    """A firewall the lab runs (not the user's own device), or a one-line :class:`LabError`."""
+    try:
+        fw = topology.firewall(firewall)
+    except KeyError:
+        raise LabError(f"no firewall '{firewall}' in the topology") from None
+    if fw.external:
+        raise LabError(
+            f"{firewall} is your own device (external = true): edgesim loads no rules into it"
+        )
+    return fw
 
 
 def edgesim_argv(runner: Runner, node: str, topology: str | None) -> list[str]:

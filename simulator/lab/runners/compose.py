@@ -16,7 +16,10 @@ when it drifts from the topology):
   that need routes or addresses;
 * hosts' ephemeral ports kept out of the relay range (see :mod:`simulator.lab.network`);
 * health checks (the firewall's table is loaded; the host's services are listening) and
-  ``restart: unless-stopped``.
+  ``restart: unless-stopped``;
+* a zone on the user's own firewall (``external = true``) is a ``macvlan`` network on the link
+  the topology names as its ``parent``, its gateway the device's address there; the external
+  firewall itself is not rendered.
 """
 
 from __future__ import annotations
@@ -57,6 +60,7 @@ from simulator.lab.runners.base import (
     Runner,
     Vantage,
     edgesim_argv,
+    lab_firewall,
     services_of_ready,
 )
 from simulator.lab.topology import Host, Topology, Zone, default_topology_path
@@ -135,7 +139,12 @@ def build_context(compose_file: Path) -> Path:
 
 
 def docker_gateway(topology: Topology, zone: Zone) -> ipaddress.IPv4Address:
-    """The address Docker's bridge gets in a zone: the highest one no lab interface uses."""
+    """The address Docker's bridge gets in a zone: the highest one no lab interface uses (on
+    the user's link of an external firewall's zone, the device's own address there)."""
+    for fw in topology.external_firewalls:
+        iface = fw.interface_in(zone.id)
+        if iface is not None:
+            return iface.address
     used = {i.address for i in topology.interfaces()}
     used |= {i.address for fw in topology.firewalls for i in fw.interfaces}
     for candidate in reversed(list(zone.subnet.hosts())):
@@ -202,7 +211,7 @@ def render_compose(
         "",
         "services:",
     ]
-    for fw in topology.firewalls:
+    for fw in topology.lab_firewalls:
         rules = PurePosixPath(fw.rules)
         # Interfaces named as in the topology and the netns lab (`outside`, `inside`), not
         # Docker's eth0/eth1, so rules matching iifname/oifname decide alike on both labs.
@@ -281,11 +290,18 @@ def render_compose(
         out.append("")
     out.append("networks:")
     for zone in topology.zones:
+        parent = topology.zone_parent(zone.id)
+        if parent is not None:
+            driver = ["    driver: macvlan", "    driver_opts:", f"      parent: {_q(parent)}"]
+        else:
+            driver = [
+                "    driver: bridge",
+                "    driver_opts:",
+                '      com.docker.network.bridge.enable_ip_masquerade: "false"',
+            ]
         out += [
             f"  {zone.id}:",
-            "    driver: bridge",
-            "    driver_opts:",
-            '      com.docker.network.bridge.enable_ip_masquerade: "false"',
+            *driver,
             "    ipam:",
             "      config:",
             f"        - subnet: {zone.subnet}",
@@ -440,7 +456,7 @@ class ComposeRunner(Runner):
         return {e["Service"]: e["ID"] for e in self._containers() if e.get("State") == "running"}
 
     def _nodes(self) -> list[str]:
-        return [h.id for h in self.topology.hosts] + [fw.id for fw in self.topology.firewalls]
+        return [h.id for h in self.topology.hosts] + list(self.our_firewalls())
 
     def require_up(self) -> None:
         self._ready_to_run()
@@ -473,7 +489,7 @@ class ComposeRunner(Runner):
         """:meth:`status` without an event loop."""
         self._ready_to_run()
         states = self._states()
-        nodes = [(fw.id, "firewall") for fw in self.topology.firewalls]
+        nodes = [(fw, "firewall") for fw in self.our_firewalls()]
         nodes += [(h.id, "host") for h in self.topology.hosts]
         running = [node for node, _ in nodes if states.get(node, "").startswith("running")]
         with ThreadPoolExecutor(max_workers=8) as pool:
@@ -506,10 +522,10 @@ class ComposeRunner(Runner):
 
     # ------------------------------------------------------------ firewalls
     def _firewall_rules(self, firewall: str) -> PurePosixPath:
-        for fw in self.topology.firewalls:
-            if fw.id == firewall:
-                return PurePosixPath(fw.rules)
-        raise LabError(f"no firewall '{firewall}' in the topology")
+        return PurePosixPath(lab_firewall(self.topology, firewall).rules)
+
+    def our_firewalls(self) -> tuple[str, ...]:
+        return tuple(fw.id for fw in self.topology.lab_firewalls)
 
     def _mounted_rules(self, firewall: str) -> Path:
         """The rule file mounted into the firewall's container (loaded when it starts)."""

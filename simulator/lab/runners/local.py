@@ -532,6 +532,9 @@ class LocalRunner(Runner):
     def load_rules(self, firewall: str, path: Path | None = None) -> LoadResult:
         raise no_firewall(self)
 
+    def our_firewalls(self) -> tuple[str, ...]:
+        return ()
+
     def firewall_node(self, firewall: str) -> FirewallNode:
         raise no_firewall(self)
 

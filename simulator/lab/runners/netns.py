@@ -9,6 +9,10 @@ and never touches another lab's):
 * ``es-<host>`` and ``es-<firewall>``: one namespace per host and per firewall, each interface a
   veth pair whose outer end is enslaved to its zone's bridge, named after the interface
   (``access``, ``wan`` ...) inside, with the topology's address;
+* a zone on the user's own firewall (``external = true`` in the topology) has no bridge: each
+  interface in it is a ``macvlan`` (bridge mode) on the link the topology names as the zone's
+  ``parent``, so the zone's hosts share that link with the device and nothing else; no namespace
+  is made for the external firewall itself;
 * routes from :func:`simulator.lab.network.host_routes`; ``ip_forward`` on in firewall
   namespaces, whose rule files (``lab/firewall/*.nft``) are loaded with ``nft -f``;
 * one background process per host with services:
@@ -36,7 +40,6 @@ from pathlib import Path
 
 import simulator
 from simulator.errors import LabError
-from simulator.firewall.render import render_all, topology_rules_path
 from simulator.firewall.rules import FirewallNode, load_rules
 from simulator.lab.capture import (
     KEYLOG_ENV,
@@ -48,7 +51,7 @@ from simulator.lab.capture import (
 )
 from simulator.lab.network import ephemeral_port_range, host_routes, link_name
 from simulator.lab.runners import register_runner
-from simulator.lab.runners._exec import check_hosts
+from simulator.lab.runners._exec import RuleFiles, check_hosts
 from simulator.lab.runners.base import (
     DEFAULT_LAB,
     LabConfig,
@@ -60,6 +63,7 @@ from simulator.lab.runners.base import (
     Runner,
     Vantage,
     edgesim_argv,
+    lab_firewall,
     services_of_ready,
 )
 from simulator.lab.system import pid_alive, root_tools_problem
@@ -74,7 +78,6 @@ SWITCH = "sw"
 COMMAND_TIMEOUT = 30.0
 READY_TIMEOUT = 30.0
 STOP_TIMEOUT = 5.0
-RULES_FILE = "rules.json"
 
 
 def requirements_problem() -> str | None:
@@ -105,6 +108,26 @@ def lab_namespaces(name: str = DEFAULT_LAB) -> list[str]:
     """The namespaces of lab ``name`` (running or left over)."""
     lab = LabName(name)
     return [n for n in all_namespaces() if lab.owns(n)]
+
+
+def check_parent(parent: str) -> None:
+    """A zone's ``parent`` link must exist in this namespace and must not be the link of this
+    machine's default route (the lab's addresses would appear on the user's own network): a
+    second NIC, a VLAN sub-interface, or a bridge or veth made for the lab. Brings it up."""
+    shown = run(["ip", "-j", "link", "show", "dev", parent], check=False)
+    if not shown.strip():
+        raise LabError(
+            f"parent link '{parent}' (an external firewall's zone) does not exist here: "
+            "create it (a VLAN sub-interface, a bridge or a veth) or fix the topology"
+        )
+    for route in json.loads(run(["ip", "-j", "-4", "route", "show", "default"]) or "[]"):
+        if route.get("dev") == parent:
+            raise LabError(
+                f"parent link '{parent}' carries this machine's default route: the lab would "
+                "put its addresses on your own network; use a second NIC or a VLAN "
+                "sub-interface (docs/lab.md)"
+            )
+    run(["ip", "link", "set", "dev", parent, "up"])
 
 
 def package_env() -> dict[str, str]:
@@ -143,7 +166,7 @@ class NetnsRunner(Runner):
         self.lab = config.lab
         self.certs_dir = Path(config.certs_dir).resolve()
         self.state_dir = Path(config.state)
-        self.rules_override = {fw: Path(p) for fw, p in config.rules.items()}
+        self.rules = RuleFiles(self.topology, self.state_dir, config.rules)
         self._python = python
 
     # ------------------------------------------------------------ names and paths
@@ -185,49 +208,21 @@ class NetnsRunner(Runner):
 
     def _nodes(self) -> list[tuple[str, str, tuple[Interface, ...]]]:
         nodes: list[tuple[str, str, tuple[Interface, ...]]] = [
-            (fw.id, "firewall", fw.interfaces) for fw in self.topology.firewalls
+            (fw.id, "firewall", fw.interfaces) for fw in self.topology.lab_firewalls
         ]
         nodes += [(h.id, "host", h.interfaces) for h in self.topology.hosts]
         return nodes
 
     def _firewall(self, firewall: str) -> Firewall:
-        for fw in self.topology.firewalls:
-            if fw.id == firewall:
-                return fw
-        raise LabError(f"no firewall '{firewall}' in the topology")
+        return lab_firewall(self.topology, firewall)
 
-    def _loaded_rules(self) -> dict[str, str]:
-        with contextlib.suppress(OSError, ValueError):
-            loaded = json.loads((self.state_dir / RULES_FILE).read_text())
-            if isinstance(loaded, dict):
-                return {str(k): str(v) for k, v in loaded.items()}
-        return {}
-
-    def _topology_rules(self, firewall: str) -> Path:
-        """The topology's rule file: as given, from the current directory or the repository,
-        or rendered into the state directory (installed without the repository)."""
-        fw = self._firewall(firewall)
-        found = topology_rules_path(fw)
-        if found is not None:
-            return found
-        relative = Path(fw.rules)
-        target = self.state_dir / "firewall" / relative.name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        rendered = render_all(self.topology, target.parent)
-        target.write_text(rendered[target.parent / relative.name])
-        log.warning("%s: %s not found; loaded rules rendered into %s", fw.id, fw.rules, target)
-        return target
+    def our_firewalls(self) -> tuple[str, ...]:
+        return tuple(fw.id for fw in self.topology.lab_firewalls)
 
     def rules_path(self, firewall: str) -> Path:
         """The rule file loaded into a firewall: an override given to this runner, the one the
         running lab loaded last (``rules.json`` in the state directory), else the topology's."""
-        self._firewall(firewall)
-        if firewall in self.rules_override:
-            return self.rules_override[firewall]
-        loaded = self._loaded_rules().get(firewall)
-        if loaded is not None:
-            return Path(loaded)
-        return self._topology_rules(firewall)
+        return self.rules.path(firewall)
 
     def firewall_node(self, firewall: str) -> FirewallNode:
         self._firewall(firewall)
@@ -237,15 +232,12 @@ class NetnsRunner(Runner):
         """The file (nftables or iptables-save) checked, then loaded in place of the firewall's
         rules (:func:`simulator.firewall.rules.load_rules`); a refused file changes nothing."""
         self._firewall(firewall)
-        path = Path(path).resolve() if path is not None else self._topology_rules(firewall)
+        path = Path(path).resolve() if path is not None else self.rules.topology_rules(firewall)
         ns = self.namespace(firewall)
         if ns not in self.namespaces():
             raise LabError(f"namespace {ns} does not exist: is the netns lab up? {self.start_hint}")
         index = load_rules(self.firewall_node(firewall), path)
-        self.rules_override[firewall] = path
-        loaded = {**self._loaded_rules(), firewall: str(path)}
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        (self.state_dir / RULES_FILE).write_text(json.dumps(loaded, indent=2) + "\n")
+        self.rules.record(firewall, path)
         return LoadResult(firewall, path, "; ".join(index.unmapped))
 
     # ------------------------------------------------------------ network
@@ -267,10 +259,15 @@ class NetnsRunner(Runner):
             raise
 
     def _build(self) -> None:
+        parents = {z.id: p for z in self.topology.zones if (p := self.topology.zone_parent(z.id))}
+        for parent in sorted(set(parents.values())):
+            check_parent(parent)
         switch = self.namespace(SWITCH)
         run(["ip", "netns", "add", switch])
         run(["ip", "-n", switch, "link", "set", "lo", "up"])
         for zone in self.topology.zones:
+            if zone.id in parents:
+                continue  # the user's link is the zone's network
             bridge = self._zone_bridge(zone.id)
             run(["ip", "-n", switch, "link", "add", bridge, "type", "bridge"])
             run(["ip", "-n", switch, "link", "set", bridge, "up"])
@@ -283,10 +280,15 @@ class NetnsRunner(Runner):
                 outer = f"n{index}i{j}"
                 inner = link_name(iface)
                 prefix = self.topology.zone(iface.zone).subnet.prefixlen
-                run(["ip", "-n", switch, "link", "add", outer, "type", "veth",
-                     "peer", "name", inner, "netns", ns])  # fmt: skip
-                bridge = self._zone_bridge(iface.zone)
-                run(["ip", "-n", switch, "link", "set", outer, "master", bridge, "up"])
+                if iface.zone in parents:
+                    # A macvlan on the user's link, made in this namespace and moved at once.
+                    run(["ip", "link", "add", "link", parents[iface.zone], "name", inner,
+                         "netns", ns, "type", "macvlan", "mode", "bridge"])  # fmt: skip
+                else:
+                    run(["ip", "-n", switch, "link", "add", outer, "type", "veth",
+                         "peer", "name", inner, "netns", ns])  # fmt: skip
+                    bridge = self._zone_bridge(iface.zone)
+                    run(["ip", "-n", switch, "link", "set", outer, "master", bridge, "up"])
                 run(["ip", "-n", ns, "addr", "add", f"{iface.address}/{prefix}", "dev", inner])
                 run(["ip", "-n", ns, "link", "set", inner, "up"])
             if kind == "firewall":
@@ -300,9 +302,9 @@ class NetnsRunner(Runner):
                 self._sysctl(node, "net.ipv4.ip_local_port_range", f"{eph_low} {eph_high}")
                 for route in host_routes(self.topology, self.topology.host(node)):
                     run(["ip", "-n", ns, *route.ip_args()])
-        (self.state_dir / RULES_FILE).unlink(missing_ok=True)
-        for fw in self.topology.firewalls:
-            self.load_rules(fw.id, self.rules_override.get(fw.id))
+        self.rules.forget()
+        for fw in self.topology.lab_firewalls:
+            self.load_rules(fw.id, self.rules.overrides.get(fw.id))
 
     def _sysctl(self, node: str, key: str, value: str) -> None:
         run([*self.exec_argv(node), "sysctl", "-q", "-w", f"{key}={value}"])
