@@ -100,6 +100,7 @@ def test_zones_on_the_users_own_firewall_are_refused(tmp_path: Path) -> None:
         render_stack(topo, stack="lab1", rules=RULES, subnets=SUBNETS)
 
 
+@pytest.mark.docker
 def test_docker_reads_the_stack_file(topology: Topology, tmp_path: Path) -> None:
     if docker_problem():
         pytest.skip(str(docker_problem()))
