@@ -68,6 +68,7 @@ LAYERS: dict[str, int] = {
     "simulator.probes": 6,
     "simulator.scenario": 6,
     "simulator.scenarios": 6,
+    "simulator.load": 6,
     "simulator.xmpp.harness": 6,
     # 7. reports
     "simulator.reports": 7,
