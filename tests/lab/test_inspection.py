@@ -89,17 +89,22 @@ def test_rows_through_the_middlebox_fail_as_intercepted(lab: NetnsRunner) -> Non
         assert results[row]["verdict"] == "passed", results[row]["reason"]
 
 
-def test_the_msturn_fallback_scenario_fails_as_intercepted(lab: NetnsRunner) -> None:
-    ran = edgesim(lab, "scenario", "run", "av-fallback-msturn", "--runner", "netns",
-                  "--format", "json")  # fmt: skip
+def test_the_fallback_scenarios_fail_as_intercepted(lab: NetnsRunner) -> None:
+    ran = edgesim(lab, "scenario", "run", "av-fallback-msturn", "av-fallback", "--runner",
+                  "netns", "--format", "json")  # fmt: skip
     assert ran.returncode == 1, ran.stdout + ran.stderr
-    (result,) = json.loads(ran.stdout)["scenarios"]
-    assert result["status"] == "failed"
-    assert result["reason"].startswith(
-        f"the messenger cannot reach the A/V Edge over TCP 443: {INTERCEPTED}: the certificate "
-        "presented on 198.51.100.11:443"
-    ), result["reason"]
-    assert "TLS alert 'protocol version' instead of the pseudo-TLS ServerHello" in result["reason"]
+    results = {s["name"]: s for s in json.loads(ran.stdout)["scenarios"]}
+    for name in ("av-fallback-msturn", "av-fallback"):
+        assert results[name]["status"] == "failed", name
+        assert results[name]["reason"].startswith(
+            f"the messenger cannot reach the A/V Edge over TCP 443: {INTERCEPTED}: the "
+            "certificate presented on 198.51.100.11:443 for av.contoso.lab is issued by "
+            f"'{CA_NAME}'"
+        ), results[name]["reason"]
+    assert (
+        "TLS alert 'protocol version' instead of the pseudo-TLS ServerHello"
+        in (results["av-fallback-msturn"]["reason"])
+    )
 
 
 def test_a_client_trusting_the_box_ca_gets_through_it(lab: NetnsRunner) -> None:
