@@ -10,14 +10,19 @@ the adapters' refusals and the clients all read it.
 
 from __future__ import annotations
 
+import asyncio
 import asyncio.sslproto
 import enum
 import logging
 import os
+import socket
 import ssl
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 
 from simulator.certificate import CertPaths, PeerCertificate
 from simulator.errors import EdgesimError
@@ -119,6 +124,7 @@ class TlsProblem(enum.Enum):
     WRONG_PURPOSE = "certificate not valid for this use"
     HANDSHAKE_RESET = "handshake reset"
     NOT_TLS = "the peer does not speak TLS"
+    INTERCEPTED = "intercepted by a TLS-inspecting middlebox"
     OTHER = "other"
 
 
@@ -237,3 +243,120 @@ def connect_failure(exc: BaseException, timeout: float) -> tuple[str, str]:
     if isinstance(exc, ssl.SSLError):
         return "refused", f"TLS refused: {tls_failure_reason(exc)}"
     return "refused", f"connect failed: {getattr(exc, 'strerror', None) or exc}"
+
+
+# -------------------------------------------------------------------- TLS inspection
+
+
+@dataclass(frozen=True)
+class Interception:
+    """A server certificate on a lab destination that no CA of the lab issued: something in the
+    path re-signed the connection (SSL inspection)."""
+
+    issuer: str
+    """The issuing CA's name (its CN, else the whole distinguished name)."""
+    names: tuple[str, ...]
+    """What the certificate was made for (subjectAltName entries, else the CN)."""
+    where: str
+    """``address:port`` it was presented on."""
+
+    def describe(self) -> str:
+        names = ", ".join(self.names) or "?"
+        return (
+            f"{TlsProblem.INTERCEPTED.value}: the certificate presented on {self.where} for "
+            f"{names} is issued by '{self.issuer}', a CA the lab did not issue"
+        )
+
+
+def _name_of(name: x509.Name) -> str:
+    cns = name.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+    return str(cns[0].value) if cns else name.rfc4514_string()
+
+
+def foreign_certificate(der: bytes, lab_cas: Iterable[Path], where: str) -> Interception | None:
+    """An :class:`Interception` when no certificate in ``lab_cas`` (the lab's CA files, every
+    one the lab made, trusted or not) signed the certificate ``der``; None when one did."""
+    leaf = x509.load_der_x509_certificate(der)
+    for path in lab_cas:
+        try:
+            cas = x509.load_pem_x509_certificates(path.read_bytes())
+        except (OSError, ValueError):
+            continue
+        for ca in cas:
+            if ca.subject != leaf.issuer:
+                continue
+            try:
+                leaf.verify_directly_issued_by(ca)
+            except (ValueError, TypeError, InvalidSignature):
+                continue
+            return None
+    try:
+        san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        names = tuple(str(v) for v in san.get_values_for_type(x509.DNSName)) + tuple(
+            str(v) for v in san.get_values_for_type(x509.IPAddress)
+        )
+    except x509.ExtensionNotFound:
+        names = ()
+    return Interception(_name_of(leaf.issuer), names or (_name_of(leaf.subject),), where)
+
+
+async def presented_certificate(
+    address: str,
+    port: int,
+    *,
+    server_hostname: str | None,
+    local_addr: tuple[str, int] | None = None,
+    sock: socket.socket | None = None,
+    timeout: float = 2.0,
+) -> bytes | None:
+    """The certificate a TLS server on ``address:port`` presents (unverified, DER), as
+    ``openssl s_client`` shows it; None when no handshake completes in ``timeout``. ``sock``: a
+    connected socket to use (a lab host's), else a connection from ``local_addr``."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    writer = None
+    try:
+        async with asyncio.timeout(timeout):
+            if sock is not None:
+                _, writer = await asyncio.open_connection(
+                    sock=sock, ssl=ctx, server_hostname=server_hostname or ""
+                )
+            else:
+                _, writer = await asyncio.open_connection(
+                    address, port, ssl=ctx, server_hostname=server_hostname or "",
+                    local_addr=local_addr,
+                )  # fmt: skip
+            obj = writer.get_extra_info("ssl_object")
+            der = obj.getpeercert(binary_form=True) if obj is not None else None
+    except (OSError, TimeoutError, EOFError, ssl.SSLError):
+        if sock is not None and writer is None:
+            sock.close()
+        return None
+    finally:
+        if writer is not None:
+            writer.close()
+    return der or None
+
+
+async def interception(
+    address: str,
+    port: int,
+    lab_cas: Iterable[Path],
+    *,
+    server_hostname: str | None,
+    local_addr: tuple[str, int] | None = None,
+    sock: socket.socket | None = None,
+    timeout: float = 2.0,
+) -> Interception | None:
+    """Whether the TLS server a client meets on ``address:port`` (a lab destination) presents a
+    certificate no lab CA issued: fetch it (:func:`presented_certificate`) and check its issuer
+    (:func:`foreign_certificate`). None when the lab's own certificate comes back, or none."""
+    cas = list(lab_cas)
+    if not cas:
+        return None
+    der = await presented_certificate(
+        address, port, server_hostname=server_hostname, local_addr=local_addr, sock=sock,
+        timeout=timeout,
+    )  # fmt: skip
+    return foreign_certificate(der, cas, f"{address}:{port}") if der else None

@@ -36,6 +36,7 @@ LAYERS: dict[str, int] = {
     "simulator.xmpp": 2,
     "simulator.media": 2,
     "simulator.dns": 2,
+    "simulator.middlebox": 2,
     # 3. adapters: sockets, TLS contexts, timers, the trace sink
     "simulator.tls": 3,
     "simulator.trace": 3,
@@ -45,6 +46,7 @@ LAYERS: dict[str, int] = {
     "simulator.media.tracing": 3,
     "simulator.dns.aio": 3,
     "simulator.dns.resolver": 3,
+    "simulator.middlebox.aio": 3,
     # 4. services and clients (the Edge's listeners, the emulators, one client per protocol)
     "simulator.sip.emulators": 4,
     "simulator.xmpp.client": 4,

@@ -185,6 +185,7 @@ def make_runner(
     rules: dict[str, Path] | None = None,
     compose_file: Path | None = None,
     join: bool = True,
+    inspect_tls: bool = False,
 ) -> Runner:
     """The runner ``runner`` for the lab the options describe (``join``: see
     :attr:`LabConfig.join`)."""
@@ -196,6 +197,7 @@ def make_runner(
         rules=dict(rules or {}),
         compose_file=compose_file,
         join=join,
+        inspect_tls=inspect_tls,
     )
     return get_runner(runner, config)
 

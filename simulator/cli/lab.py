@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -27,6 +28,7 @@ from simulator.cli._common import (
     runner_option,
 )
 from simulator.lab.flowcheck import RowFlows, check_rows
+from simulator.lab.inspection import run_middlebox
 from simulator.lab.plan import AppliancePlan, appliance_plans
 from simulator.lab.runners.base import LabName, LabStatus, ListenerCheck
 from simulator.lab.runners.compose import build_context, render_compose
@@ -110,6 +112,12 @@ def render_up(result: UpResult) -> None:
     "--check", is_flag=True, help="Start, verify every listener answers, stop; exit 0 or 1."
 )
 @RULES_OPTION
+@click.option(
+    "--inspect-tls",
+    is_flag=True,
+    help="SSL inspection: a TLS-intercepting middlebox (its own CA, made per run) on the "
+    "external firewall's TCP 443 path to the Edge (netns runner).",
+)
 @CERTS_OPTION
 @NAME_OPTION
 @STATE_OPTION
@@ -119,6 +127,7 @@ def up(
     runner: str,
     check: bool,
     rule_items: tuple[str, ...],
+    inspect_tls: bool,
     certs_dir: Path,
     lab_name: str,
     state_dir: Path | None,
@@ -135,7 +144,11 @@ def up(
     with `edgesim lab down --runner netns`. --name runs another netns lab beside it. With
     --runner compose it runs `docker compose up -d --wait` on the repository's
     docker-compose.yml. --rules loads your rule file into a firewall (nftables or
-    iptables-save, checked first) instead of its topology file.
+    iptables-save, checked first) instead of its topology file. --inspect-tls (netns) puts a
+    TLS-inspecting middlebox in the external firewall's path to the Edge's TCP 443 (client SIP
+    over TLS, TURN over TLS, MS-TURN pseudo-TLS): it re-signs with its own CA, made per run
+    and written to the lab's state directory; probes and scenarios then say what it breaks
+    ("intercepted by a TLS-inspecting middlebox", docs/firewall.md).
 
     \b
     Examples:
@@ -146,6 +159,7 @@ def up(
       sudo edgesim lab up --runner netns --check
       sudo edgesim lab up --runner netns --name ci2     # a second netns lab
       sudo edgesim lab up --runner netns --rules fw-external=my-edge.nft
+      sudo edgesim lab up --runner netns --inspect-tls  # SSL inspection on TCP 443
     """
     rules = own_rules(obj, parse_rules(obj.topology, rule_items))
     lab_runner = make_runner(
@@ -156,9 +170,15 @@ def up(
         state_dir=state_dir,
         rules=rules,
         join=False,
+        inspect_tls=inspect_tls,
     )
     if rules and not lab_runner.has_firewalls:
         raise click.UsageError(f"--rules: the {runner} lab has no firewall (--runner netns)")
+    if inspect_tls and not lab_runner.inspects_tls:
+        raise click.UsageError(
+            f"--inspect-tls: the {runner} lab cannot put a middlebox in a firewall's path "
+            "(--runner netns)"
+        )
     print_notices(lab_runner)
     spinner = progress_bar(f"bringing the {runner} lab up")
     spinner.start()
@@ -435,6 +455,24 @@ def serve(obj: Obj, host_id: str, runner: str, ready_file: Path | None, certs_di
     _known_host(obj, host_id)
     node = make_runner(obj, runner, certs_dir=certs_dir)
     aioloop.run(serve_host(node, host_id, ready_file, click.echo))
+
+
+@lab.command("middlebox", hidden=True)
+@click.option("--state", "state", type=click.Path(file_okay=False, path_type=Path), required=True)
+@click.option("--ca-out", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option(
+    "--trust", type=click.Path(exists=True, dir_okay=False, path_type=Path), multiple=True
+)
+@click.option("--ready-file", type=click.Path(dir_okay=False, path_type=Path), default=None)
+def middlebox(state: Path, ca_out: Path, trust: tuple[Path, ...], ready_file: Path | None) -> None:
+    """Run the TLS-inspecting middlebox until SIGTERM (the netns runner starts it in its
+    namespace with --inspect-tls): a fresh CA whose certificate goes to --ca-out, upstream
+    servers verified against --trust."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    logging.getLogger("simulator.middlebox").addHandler(handler)
+    logging.getLogger("simulator.middlebox").setLevel(logging.INFO)
+    aioloop.run(run_middlebox(state, ca_out, trust, ready_file))
 
 
 @lab.command("check-host", hidden=True)

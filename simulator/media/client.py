@@ -316,6 +316,17 @@ class TurnClient:
             return
         if self._hello is not None:
             hello = self._hello + data
+            alert = msturn.tls_alert(hello)
+            if alert is not None:
+                # a TLS stack answered (an inspecting middlebox, or a TLS-only server): the
+                # pseudo-TLS exchange is over before it began
+                self._broken = True
+                self._events.append(
+                    UnexpectedDataReceived(
+                        hello[:200], f"TLS alert '{alert}' instead of the pseudo-TLS ServerHello"
+                    )
+                )
+                return
             if len(hello) < 83:
                 self._hello = hello
                 return

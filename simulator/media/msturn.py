@@ -390,6 +390,45 @@ def is_server_hello(record: bytes) -> bool:
     )
 
 
+#: TLS alert descriptions (RFC 8446 section 6, RFC 5246 section 7.2).
+ALERTS: dict[int, str] = {
+    0: "close notify",
+    10: "unexpected message",
+    20: "bad record mac",
+    22: "record overflow",
+    40: "handshake failure",
+    42: "bad certificate",
+    43: "unsupported certificate",
+    44: "certificate revoked",
+    45: "certificate expired",
+    46: "certificate unknown",
+    47: "illegal parameter",
+    48: "unknown ca",
+    49: "access denied",
+    50: "decode error",
+    51: "decrypt error",
+    70: "protocol version",
+    71: "insufficient security",
+    80: "internal error",
+    86: "inappropriate fallback",
+    90: "user canceled",
+    109: "missing extension",
+    110: "unsupported extension",
+    112: "unrecognized name",
+    116: "certificate required",
+    120: "no application protocol",
+}
+
+
+def tls_alert(data: bytes) -> str | None:
+    """The description of the TLS alert ``data`` starts with, or None when it is not one (a
+    plaintext alert record: type 21, version 3.x, length 2). A TLS stack, an inspecting
+    middlebox's say, answers the pseudo-TLS ClientHello with one instead of a ServerHello."""
+    if len(data) < 7 or data[0] != 0x15 or data[1] != 3 or data[3:5] != b"\x00\x02":
+        return None
+    return ALERTS.get(data[6], f"alert {data[6]}")
+
+
 def frame(kind: int, payload: bytes) -> bytes:
     """Prefix ``payload`` with the [MS-TURN] section 2.1.4 TCP framing header."""
     if len(payload) > 0xFFFF:

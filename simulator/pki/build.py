@@ -68,6 +68,11 @@ class LabPki:
     def trust_bundle(self) -> Path:
         return self.directory / "ca" / "lab-trust.pem"
 
+    def all_cas(self) -> tuple[Path, ...]:
+        """Every CA certificate the lab made, trusted or not (``ca/*.crt``): a server
+        certificate none of them signed did not come from the lab."""
+        return tuple(sorted((self.directory / "ca").glob("*.crt")))
+
     def _paths(self, folder: str, stem: str) -> CertPaths:
         base = self.directory / folder / stem
         return CertPaths(

@@ -10,7 +10,7 @@ from typing import Any, Protocol, TypeVar
 
 from simulator.probes.base import Outcome, Phase, Verdict
 from simulator.probes.spec import ProbeSpec
-from simulator.tls import TlsProblem, client_context
+from simulator.tls import TlsProblem, client_context, interception
 
 T = TypeVar("T")
 
@@ -130,3 +130,32 @@ def stream_failure(
     outcome = Outcome.from_error(exc, steps.phase, timeout, mtls=mtls, **details)
     outcome.timings = steps.timings
     return closed_after_tls13_handshake(outcome, exc, steps, mtls=mtls)
+
+
+INTERCEPTION_CHECK = 1.5
+"""Seconds the interception check may take at least (a TLS handshake on the same path)."""
+
+
+async def intercepted(outcome: Outcome, spec: ProbeSpec, steps: Steps) -> Outcome:
+    """A TLS path to a lab destination failed: when the certificate presented on it comes from
+    no CA of the lab, a TLS-inspecting middlebox re-signed it, and the verdict says so (what the
+    probe itself saw follows). Otherwise ``outcome`` as it was."""
+    if not spec.lab_cas or outcome.verdict is Verdict.PASSED:
+        return outcome
+    found = await interception(
+        spec.address,
+        spec.port,
+        spec.lab_cas,
+        server_hostname=spec.fqdn,
+        local_addr=local_addr(spec),
+        timeout=max(steps.remaining(), INTERCEPTION_CHECK),
+    )
+    if found is None:
+        return outcome
+    return Outcome(
+        Verdict.TLS_FAILED,
+        f"TLS failed: {found.describe()} (the probe saw: {outcome.reason})",
+        {**outcome.details, "intercepted_by": found.issuer},
+        outcome.timings,
+        TlsProblem.INTERCEPTED,
+    )

@@ -18,6 +18,7 @@ from simulator.probes.base import Outcome, Phase, Verdict, describe_bytes
 from simulator.probes.net import (
     Steps,
     close,
+    intercepted,
     open_tcp,
     start_tls,
     stream_failure,
@@ -26,6 +27,7 @@ from simulator.probes.net import (
 )
 from simulator.probes.spec import ProbeSpec
 from simulator.sip.build import new_request, new_tag
+from simulator.tls import TlsProblem
 
 MAX_RESPONSE = 65536
 
@@ -143,7 +145,10 @@ async def probe_sip(spec: ProbeSpec, *, mtls: bool) -> Outcome:
     except EdgesimError as exc:
         return Outcome(Verdict.ERROR, str(exc), details, steps.timings)
     except (OSError, TimeoutError, EOFError, ssl.SSLError) as exc:
-        return stream_failure(exc, steps, spec.timeout, mtls=mtls, details=details)
+        outcome = stream_failure(exc, steps, spec.timeout, mtls=mtls, details=details)
+        if outcome.tls_problem is TlsProblem.UNKNOWN_CA:
+            return await intercepted(outcome, spec, steps)
+        return outcome
     finally:
         if writer is not None:
             await close(writer)

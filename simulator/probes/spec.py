@@ -36,6 +36,10 @@ class ProbeSpec:
     """The source's domain (SIP From, XMPP ``from``)."""
     trust: tuple[Path, ...] = ()
     """CA files the probe trusts for the server certificate."""
+    lab_cas: tuple[Path, ...] = ()
+    """Every CA the lab made (a lab destination's certificates come from one of them); a TLS
+    path that fails with a certificate from none of them is reported as intercepted. Empty
+    against a real deployment."""
     client_cert: CertPaths | None = None
     """Certificate (and key) presented for MTLS."""
     timeout: float = 2.0

@@ -35,7 +35,7 @@ from simulator.media.errors import NotStunError, RemoteProtocolError, RequestRef
 from simulator.media.events import PeerDataReceived
 from simulator.media.msturn import MS_TURN
 from simulator.probes.base import Outcome, Phase, Verdict, describe_bytes
-from simulator.probes.net import Steps, tls_context, tls_facts
+from simulator.probes.net import Steps, intercepted, tls_context, tls_facts
 from simulator.probes.spec import ProbeSpec
 from simulator.probes.stun import not_stun, udp_config
 
@@ -124,6 +124,8 @@ def _relayed(client: AsyncTurnClient) -> str:
 def _failure(exc: BaseException, steps: Steps, spec: ProbeSpec, details: dict[str, Any]) -> Outcome:
     if isinstance(exc, RequestRefused):
         return Outcome(Verdict.PROTOCOL_FAILED, refusal(exc, spec), details, steps.timings)
+    if isinstance(exc, NotStunError) and "pseudo-TLS" in str(exc):
+        return Outcome(Verdict.PROTOCOL_FAILED, str(exc), details, steps.timings)
     if isinstance(exc, NotStunError):
         return Outcome(Verdict.PROTOCOL_FAILED, not_stun(exc), details, steps.timings)
     if isinstance(exc, RemoteProtocolError):
@@ -147,6 +149,9 @@ PROBE_ERRORS = (
     ssl.SSLError,
 )
 
+STREAM_KINDS = ("turn-tls", "turn-tcp")
+"""Probes over a TCP stream (TLS, or with the [MS-TURN] pseudo-TLS exchange on MSTURN rows)."""
+
 Body = Callable[[Steps, list[AsyncTurnClient]], Awaitable[Outcome]]
 
 
@@ -158,7 +163,12 @@ async def _run(spec: ProbeSpec, details: dict[str, Any], body: Body) -> Outcome:
     try:
         return await body(steps, clients)
     except PROBE_ERRORS as exc:
-        return _failure(exc, steps, spec, details)
+        outcome = _failure(exc, steps, spec, details)
+        tls_like = spec.kind == "turn-tls" or (spec.kind in STREAM_KINDS and ms_turn(spec))
+        if tls_like and not isinstance(exc, RequestRefused):
+            # TLS or pseudo-TLS to the server broke: was the path re-signed on the way?
+            return await intercepted(outcome, spec, steps)
+        return outcome
     finally:
         for client in clients:
             await client.close()

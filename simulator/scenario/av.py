@@ -37,7 +37,7 @@ from simulator.scenario.api import Lab, ScenarioFailure
 from simulator.scenario.clients import sip_agent
 from simulator.sip.emulators.mras import CONTENT_TYPE as MRAS_CONTENT_TYPE
 from simulator.sip.emulators.ua import UserAgent
-from simulator.tls import client_context
+from simulator.tls import client_context, interception
 from simulator.trace import record
 
 RTP_PAYLOAD = 160
@@ -362,23 +362,41 @@ async def _messenger_client(
         raise ScenarioFailure(f"no UDP answer and MRAS lists no TCP port: {fallback}")
     tls = client_context([lab.pki.trust_bundle])
     creds = _credentials(dialect, username, password, mras=False)
+    tcp = (server, relay.tcp_port)
+    opened: RelayClient | None = None
     try:
-        client = await relay_client(
-            lab, "messenger", (server, relay.tcp_port), "tls", username, password,
+        opened = await relay_client(
+            lab, "messenger", tcp, "tls", username, password,
             tls=tls, server_hostname=relay.host, dialect=dialect, credentials=creds,
         )  # fmt: skip
+        await opened.allocate()
     except TURN_FAILURES as exc:
-        raise ScenarioFailure(
-            f"the messenger cannot reach the A/V Edge: {fallback or 'UDP not tried'}; then {exc}"
-        ) from None
+        if opened is not None:
+            await opened.close()
+        tried = f"{fallback or 'UDP not tried'}; then {exc}"
+        why = await intercepted(lab, "messenger", tcp, relay.host)
+        if why:
+            raise ScenarioFailure(
+                f"the messenger cannot reach the A/V Edge over TCP {tcp[1]}: {why} "
+                f"(the client saw: {tried})"
+            ) from None
+        raise ScenarioFailure(f"the messenger cannot reach the A/V Edge: {tried}") from None
+    return opened, fallback
+
+
+async def intercepted(lab: Lab, vantage: str, server: Address, server_hostname: str | None) -> str:
+    """Why a TLS (or pseudo-TLS) path from ``vantage`` to ``server`` failed, when a
+    TLS-inspecting middlebox re-signed it (:func:`simulator.tls.interception`, one handshake
+    from the same host); empty otherwise."""
     try:
-        await client.allocate()
-    except TURN_FAILURES as exc:
-        await client.close()
-        raise ScenarioFailure(
-            f"the messenger cannot reach the A/V Edge: {fallback or 'UDP not tried'}; then {exc}"
-        ) from None
-    return client, fallback
+        sock = await lab.connect_tcp(vantage, server, REQUEST_TIMEOUT)
+    except (OSError, TimeoutError):
+        return ""
+    found = await interception(
+        server[0], server[1], lab.pki.all_cas(), server_hostname=server_hostname, sock=sock,
+        timeout=REQUEST_TIMEOUT,
+    )  # fmt: skip
+    return found.describe() if found is not None else ""
 
 
 async def _stream(

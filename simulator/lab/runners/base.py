@@ -117,6 +117,9 @@ class LabConfig:
     """A lab that lives in a process (the embedded lab): use one of this name that another
     process of this user already runs on this network (``edgesim lab up`` in another shell)
     instead of starting a second one; False (``lab up``): such a lab is an error."""
+    inspect_tls: bool = False
+    """Put a TLS-inspecting middlebox on the external firewall's TCP 443 path
+    (:mod:`simulator.lab.inspection`); runners that cannot refuse it."""
 
     def __post_init__(self) -> None:
         LabName(self.name)  # a bad name is a usage error before anything runs
@@ -327,6 +330,9 @@ class Runner(Protocol):
     addressing: ClassVar[Addressing]
     node_kind: ClassVar[str]
     """What a node is, for the status table: ``process``, ``namespace``, ``container``."""
+    inspects_tls: ClassVar[bool] = False
+    """``lab up --inspect-tls`` puts a TLS-inspecting middlebox on the external firewall's TCP
+    443 path (:attr:`LabConfig.inspect_tls`)."""
 
     config: LabConfig
 

@@ -49,6 +49,17 @@ from simulator.lab.capture import (
     packet_capture,
     sent_by,
 )
+from simulator.lab.inspection import (
+    CA_FILE,
+    FIREWALL_LINK,
+    MIDDLEBOX_LINK,
+    InspectionPlan,
+    firewall_commands,
+    firewall_rules,
+    inspection_plan,
+    middlebox_commands,
+    middlebox_rules,
+)
 from simulator.lab.network import ephemeral_port_range, host_routes, link_name
 from simulator.lab.runners import register_runner
 from simulator.lab.runners._exec import RuleFiles, check_hosts
@@ -85,10 +96,16 @@ def requirements_problem() -> str | None:
     return root_tools_problem("the netns runner")
 
 
-def run(args: list[str], *, check: bool = True, timeout: float = COMMAND_TIMEOUT) -> str:
+def run(
+    args: list[str],
+    *,
+    check: bool = True,
+    timeout: float = COMMAND_TIMEOUT,
+    stdin: str | None = None,
+) -> str:
     """Run a command; a failure becomes a :class:`LabError` naming the command and its error."""
     try:
-        done = subprocess.run(args, capture_output=True, text=True, timeout=timeout)
+        done = subprocess.run(args, capture_output=True, text=True, timeout=timeout, input=stdin)
     except FileNotFoundError:
         raise LabError(f"`{args[0]}` is not installed") from None
     except subprocess.TimeoutExpired:
@@ -159,6 +176,7 @@ class NetnsRunner(Runner):
     in_process = False
     addressing = "lab"
     node_kind = "namespace"
+    inspects_tls = True
 
     def __init__(self, config: LabConfig, *, python: str = sys.executable) -> None:
         self.config = config
@@ -168,6 +186,8 @@ class NetnsRunner(Runner):
         self.state_dir = Path(config.state)
         self.rules = RuleFiles(self.topology, self.state_dir, config.rules)
         self._python = python
+        self.inspection = inspection_plan(self.topology) if config.inspect_tls else None
+        """Where the TLS-inspecting middlebox goes (``--inspect-tls``), None without."""
 
     # ------------------------------------------------------------ names and paths
     @property
@@ -305,6 +325,22 @@ class NetnsRunner(Runner):
         self.rules.forget()
         for fw in self.topology.lab_firewalls:
             self.load_rules(fw.id, self.rules.overrides.get(fw.id))
+        if self.inspection is not None:
+            self._build_inspection(self.inspection)
+
+    def _build_inspection(self, plan: InspectionPlan) -> None:
+        """The middlebox's namespace, its link to the firewall, the diversion rules
+        (:mod:`simulator.lab.inspection`)."""
+        fw_ns, box_ns = self.namespace(plan.firewall), self.namespace(plan.node)
+        run(["ip", "netns", "add", box_ns])
+        run(["ip", "-n", fw_ns, "link", "add", FIREWALL_LINK, "type", "veth",
+             "peer", "name", MIDDLEBOX_LINK, "netns", box_ns])  # fmt: skip
+        for cmd in firewall_commands(plan):
+            run([*self.exec_argv(plan.firewall), *cmd])
+        for cmd in middlebox_commands(plan):
+            run([*self.exec_argv(plan.node), *cmd])
+        run([*self.exec_argv(plan.firewall), "nft", "-f", "-"], stdin=firewall_rules(plan))
+        run([*self.exec_argv(plan.node), "nft", "-f", "-"], stdin=middlebox_rules(plan))
 
     def _sysctl(self, node: str, key: str, value: str) -> None:
         run([*self.exec_argv(node), "sysctl", "-q", "-w", f"{key}={value}"])
@@ -337,6 +373,8 @@ class NetnsRunner(Runner):
             hp = HostProcess(host.id, proc.pid, ready, log_file)
             (self.state_dir / f"{host.id}.pid").write_text(f"{proc.pid}\n")
             procs.append((hp, proc))
+        if self.inspection is not None:
+            procs.append(self._start_middlebox(self.inspection))
         deadline = time.monotonic() + timeout
         pending = list(procs)
         while pending:
@@ -353,6 +391,43 @@ class NetnsRunner(Runner):
             if pending:
                 time.sleep(0.05)
         return [hp for hp, _ in procs]
+
+    @property
+    def inspection_ca(self) -> Path:
+        """The running middlebox's CA certificate (``--inspect-tls``)."""
+        return self.state_dir / CA_FILE
+
+    def _start_middlebox(self, plan: InspectionPlan) -> tuple[HostProcess, subprocess.Popen[bytes]]:
+        """``lab middlebox`` in its namespace; its CA is made there, per run."""
+        ready = self.state_dir / f"{plan.node}.json"
+        log_file = self.state_dir / f"{plan.node}.log"
+        ready.unlink(missing_ok=True)
+        self.inspection_ca.unlink(missing_ok=True)
+        trust = LabPki(self.certs_dir).trust_bundle
+        with open(log_file, "wb") as out:
+            proc = subprocess.Popen(
+                [*self.edgesim_argv(plan.node), "lab", "middlebox",
+                 "--state", str(self.state_dir / f"{plan.node}.d"),
+                 "--ca-out", str(self.inspection_ca), "--trust", str(trust),
+                 "--ready-file", str(ready)],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=package_env(),
+                start_new_session=True,
+            )  # fmt: skip
+        (self.state_dir / f"{plan.node}.pid").write_text(f"{proc.pid}\n")
+        return HostProcess(plan.node, proc.pid, ready, log_file), proc
+
+    def notices(self) -> list[str]:
+        """SSL inspection is on (``--inspect-tls`` now, or the running lab was started so)."""
+        plan = self.inspection
+        if plan is None and self.inspection_ca.is_file():
+            with contextlib.suppress(LabError):
+                plan = inspection_plan(self.topology)
+        if plan is None:
+            return []
+        return [f"SSL inspection: {plan.describe()}; its CA: {self.inspection_ca}"]
 
     def bring_up(self, timeout: float = READY_TIMEOUT) -> list[HostProcess]:
         """:meth:`up` without an event loop; returns the hosts' service processes."""
@@ -400,7 +475,7 @@ class NetnsRunner(Runner):
             run(["ip", "netns", "del", ns], check=False)
             deleted.append(ns)
         if self.state_dir.is_dir():
-            for pattern in ("*.pid", "*.json", "*.log"):
+            for pattern in ("*.pid", "*.json", "*.log", CA_FILE, "*.d/leaf-*"):
                 for path in self.state_dir.glob(pattern):
                     path.unlink(missing_ok=True)
         remaining = self.namespaces()
