@@ -182,7 +182,7 @@ def test_matrix_rows_across_the_firewall_containers(compose_lab: None, topology:
 
 @pytest.mark.docker
 def test_reload_firewall_applies_the_mounted_rules(
-    compose_lab: None, topology: Topology, monkeypatch: pytest.MonkeyPatch
+    compose_lab: None, topology: Topology, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.chdir(ROOT)
     monkeypatch.setenv("COMPOSE_PROJECT_NAME", PROJECT)
@@ -197,19 +197,21 @@ def test_reload_firewall_applies_the_mounted_rules(
     )
     assert done.returncode == 0, done.stderr
     assert not any(r.ok for r in check_flows(stun, compose_exec, timeout=1.5))
-    result = CliRunner().invoke(cli, ["lab", "reload-firewall", "--runner", "compose"])
+    certs = ["--certs", str(tmp_path / "certs")]  # not the checkout's certs/
+    result = CliRunner().invoke(cli, ["lab", "reload-firewall", "--runner", "compose", *certs])
     assert result.exit_code == 0, result.output
     assert all(r.ok for r in check_flows(stun, compose_exec, timeout=1.5))
 
 
 @pytest.mark.docker
 def test_status_shows_addresses_and_answering_listeners(
-    compose_lab: None, topology: Topology, monkeypatch: pytest.MonkeyPatch
+    compose_lab: None, topology: Topology, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.chdir(ROOT)
     monkeypatch.setenv("COMPOSE_PROJECT_NAME", PROJECT)
     monkeypatch.setenv("COLUMNS", "200")
-    result = CliRunner().invoke(cli, ["lab", "status", "--runner", "compose"])
+    certs = ["--certs", str(tmp_path / "certs")]  # not the checkout's certs/
+    result = CliRunner().invoke(cli, ["lab", "status", "--runner", "compose", *certs])
     assert result.exit_code == 0, result.output
     av = topology.interface("edge:av")
     assert f"{av.address}/" in result.output  # the second address lab serve added
