@@ -45,9 +45,11 @@ def response_to(forwarded: bytes) -> bytes:
     """The far end's 200, built from the forwarded request as SIPp's UAS scenario builds it."""
     head = forwarded.split(b"\r\n\r\n", 1)[0].decode()
     lines = head.split("\r\n")[1:]
-    keep = [ln for ln in lines if ln.split(":", 1)[0] in ("Via", "From", "Call-ID", "CSeq")]
+    vias = [ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("Via:")]
+    keep = [ln for ln in lines if ln.split(":", 1)[0] in ("From", "Call-ID", "CSeq")]
     to = next(ln for ln in lines if ln.startswith("To:"))
-    text = "SIP/2.0 200 OK\r\n" + "\r\n".join([*keep, to + ";tag=uas1", "Content-Length: 0"])
+    via = "Via: " + ", ".join(vias)  # SIPp's [last_Via:]: every Via on one line
+    text = "SIP/2.0 200 OK\r\n" + "\r\n".join([via, *keep, to + ";tag=uas1", "Content-Length: 0"])
     return (text + "\r\n\r\n").encode()
 
 

@@ -27,6 +27,7 @@ from simulator.lab.runners.base import (
 )
 from simulator.lab.runners.local import LocalLab, check_services
 from simulator.lab.topology import Topology
+from simulator.pki import ensure_pki
 
 
 async def until_signalled(on_ready: Callable[[], None] | None = None) -> None:
@@ -118,7 +119,8 @@ async def serve_host(
     runner.prepare_host(config.topology.host(host))
     services = LocalLab(config.topology, config.certs_dir, hosts=[host], runner=runner.name)
     # Every host's `lab serve` checks the shared PKI on start: one at a time (a read-only PKI
-    # directory, e.g. mounted into a container, needs no lock).
+    # directory, e.g. mounted into a container, needs no lock). Only the check: the services
+    # of all hosts then start at once (started under the lock, eight hosts took turns).
     with contextlib.ExitStack() as stack:
         try:
             config.certs_dir.mkdir(parents=True, exist_ok=True)
@@ -126,7 +128,8 @@ async def serve_host(
             fcntl.flock(lock, fcntl.LOCK_EX)
         except OSError:
             pass
-        statuses = await services.start()
+        ensure_pki(config.topology, config.certs_dir)
+    statuses = await services.start(pki_checked=True)
     aioloop.settle_heap()
     try:
         payload = ready_payload(host, os.getpid(), [st.as_state() for st in statuses])

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from pathlib import Path
 
 
 def root_tools_problem(who: str) -> str | None:
@@ -20,11 +21,18 @@ def root_tools_problem(who: str) -> str | None:
 
 
 def pid_alive(pid: int) -> bool:
-    """True while process ``pid`` exists (also when it belongs to another user)."""
+    """True while process ``pid`` runs (also when it belongs to another user). A process that
+    exited and waits for its parent to reap it (a zombie) runs no more: a lab stopped by the
+    process that started it would otherwise wait for its own unreaped children, then kill them."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        # stat(5): "pid (comm) state ...": the state follows the last ")"
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state != "Z"

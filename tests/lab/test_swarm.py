@@ -195,8 +195,9 @@ def test_tasks_carry_their_lab_addresses_beside_swarms(swarm_lab: Path, topology
 
 @pytest.mark.docker
 def test_every_matrix_row_meets_its_expectation_across_the_swarm(swarm_lab: Path) -> None:
+    # --certs: else the probe writes the lab PKI to the default place (a checkout's certs/)
     done = edgesim("probe", "--runner", "swarm", "--name", LAB, "--format", "json",
-                   state=swarm_lab)  # fmt: skip
+                   "--certs", str(swarm_lab / "certs"), state=swarm_lab)  # fmt: skip
     results = json.loads(done.stdout)["results"]
     unmet = {r["row"]: f"{r['verdict']}: {r['reason']}" for r in results if not r["met"]}
     assert not unmet, unmet

@@ -120,8 +120,11 @@ class LocalLab:
     ) -> None:
         await self.stop()
 
-    async def start(self) -> list[ServiceStatus]:
-        ensure_pki(self.topology, self.pki.directory)
+    async def start(self, *, pki_checked: bool = False) -> list[ServiceStatus]:
+        """Start every service of the hosts; ``pki_checked``: the caller ran
+        :func:`~simulator.pki.ensure_pki` on this directory already."""
+        if not pki_checked:
+            ensure_pki(self.topology, self.pki.directory)
         for host in self.topology.hosts:
             if self.only_hosts is not None and host.id not in self.only_hosts:
                 continue
