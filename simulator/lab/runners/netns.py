@@ -14,7 +14,8 @@ and never touches another lab's):
   ``parent``, so the zone's hosts share that link with the device and nothing else; no namespace
   is made for the external firewall itself;
 * routes from :func:`simulator.lab.network.host_routes`; ``ip_forward`` on in firewall
-  namespaces, whose rule files (``lab/firewall/*.nft``) are loaded with ``nft -f``;
+  namespaces, whose rule files (``lab/firewall/*.nft``) are loaded with ``nft -f``, and off in
+  hosts' (a new namespace copies the machine's);
 * one background process per host with services:
   ``ip netns exec es-HOST python3 -m simulator lab serve --host HOST --runner netns``, its pid,
   log and ready file (bound listeners, JSON) under the lab's state directory
@@ -291,9 +292,10 @@ class NetnsRunner(Runner):
                     run(["ip", "-n", switch, "link", "set", outer, "master", bridge, "up"])
                 run(["ip", "-n", ns, "addr", "add", f"{iface.address}/{prefix}", "dev", inner])
                 run(["ip", "-n", ns, "link", "set", inner, "up"])
-            if kind == "firewall":
-                self._sysctl(node, "net.ipv4.ip_forward", "1")
-            else:
+            # A new namespace copies ip_forward from the machine's (1 where Docker runs): set
+            # it both ways, so only firewalls route and no host passes packets around them.
+            self._sysctl(node, "net.ipv4.ip_forward", "1" if kind == "firewall" else "0")
+            if kind != "firewall":
                 # Several addresses on one host and zone (the Edge's access and av): each
                 # interface answers ARP only for its own address.
                 self._sysctl(node, "net.ipv4.conf.all.arp_ignore", "1")
