@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 from click.testing import CliRunner
 
 from simulator.cli import cli
@@ -47,6 +48,20 @@ def test_compose_file_publishes_nothing_and_keeps_lab_addresses(topology: Topolo
         assert gateway not in lab_addresses
     for fw in topology.firewalls:
         assert f"nft -f /etc/edgesim/firewall/{Path(fw.rules).name}" in text
+
+
+def test_only_the_firewall_containers_forward(topology: Topology) -> None:
+    """A container copies ``ip_forward`` from the machine (1 where Docker runs): hosts turn it
+    off, so none routes around the firewalls (the Edge sits in both perimeter zones)."""
+    services = yaml.safe_load(render_compose(topology))["services"]
+    forwarding = {
+        node: service["sysctls"]["net.ipv4.ip_forward"]
+        for node, service in services.items()
+        if not node.startswith("x-")
+    }
+    firewalls = {fw.id for fw in topology.lab_firewalls}
+    assert forwarding == {n: "1" if n in firewalls else "0" for n in forwarding}
+    assert set(forwarding) == firewalls | {h.id for h in topology.hosts}
 
 
 def compose(

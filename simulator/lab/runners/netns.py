@@ -44,15 +44,18 @@ from simulator.errors import LabError
 from simulator.firewall.rules import FirewallNode, load_rules
 from simulator.lab.capture import (
     KEYLOG_ENV,
-    CapturePoint,
     CaptureResult,
     KeySource,
     packet_capture,
-    sent_by,
 )
 from simulator.lab.network import ephemeral_port_range, host_routes, link_name
 from simulator.lab.runners import register_runner
-from simulator.lab.runners._exec import RuleFiles, check_hosts
+from simulator.lab.runners._exec import (
+    RuleFiles,
+    check_hosts,
+    host_capture_points,
+    listed_addresses,
+)
 from simulator.lab.runners.base import (
     DEFAULT_LAB,
     LabConfig,
@@ -447,11 +450,7 @@ class NetnsRunner(Runner):
             st = NodeStatus(node, "host" if kind == "host" else "firewall", ns, "absent")
             if ns in present:
                 out = run(["ip", "-n", ns, "-4", "-o", "addr", "show"], check=False)
-                st.addresses = [
-                    f"{parts[3]} ({parts[1]})"
-                    for parts in (line.split() for line in out.splitlines())
-                    if len(parts) > 3 and parts[1] != "lo"
-                ]
+                st.addresses = listed_addresses(out)
             else:
                 st.addresses = [f"{i.address} ({link_name(i)}, absent)" for i in interfaces]
             pid_file = self.state_dir / f"{node}.pid"
@@ -501,16 +500,8 @@ class NetnsRunner(Runner):
         """tcpdump in every host's namespace (what each host sends: every packet once, also
         those a firewall then drops), with the hosts' TLS key logs."""
         self.require_up()
-        points = [
-            CapturePoint(
-                h.id,
-                tuple(self.exec_argv(h.id)),
-                bpf=sent_by([str(i.address) for i in h.interfaces]),
-            )
-            for h in self.topology.hosts
-        ]
         keys = [KeySource((), str(self._keylog(h.id))) for h in self._service_hosts()]
-        return packet_capture(out, points, keys)
+        return packet_capture(out, host_capture_points(self), keys)
 
 
 def _is_lab_serve(pid: int) -> bool:
