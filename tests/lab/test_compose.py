@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
 from click.testing import CliRunner
 
 from simulator.cli import cli
@@ -22,7 +21,12 @@ from simulator.lab.runners.netns import NetnsRunner
 from simulator.lab.topology import Topology
 from simulator.matrix import load_matrix
 from tests.captures import XMPP_MESSAGE, needs_capture_tools, xmpp_bodies
-from tests.lab.lab_helpers import base_image, docker_problem, rows_broken_by_broken_external
+from tests.lab.lab_helpers import (
+    base_image,
+    docker_problem,
+    ip_forward_by_service,
+    rows_broken_by_broken_external,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -53,12 +57,7 @@ def test_compose_file_publishes_nothing_and_keeps_lab_addresses(topology: Topolo
 def test_only_the_firewall_containers_forward(topology: Topology) -> None:
     """A container copies ``ip_forward`` from the machine (1 where Docker runs): hosts turn it
     off, so none routes around the firewalls (the Edge sits in both perimeter zones)."""
-    services = yaml.safe_load(render_compose(topology))["services"]
-    forwarding = {
-        node: service["sysctls"]["net.ipv4.ip_forward"]
-        for node, service in services.items()
-        if not node.startswith("x-")
-    }
+    forwarding = ip_forward_by_service(render_compose(topology))
     firewalls = {fw.id for fw in topology.lab_firewalls}
     assert forwarding == {n: "1" if n in firewalls else "0" for n in forwarding}
     assert set(forwarding) == firewalls | {h.id for h in topology.hosts}

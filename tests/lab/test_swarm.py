@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
 
 from simulator.errors import LabError
 from simulator.lab.runners.swarm import (
@@ -27,7 +26,7 @@ from simulator.lab.runners.swarm import (
 from simulator.lab.topology import Topology, load_topology
 from simulator.matrix import load_matrix
 from tests.lab.appliance import external_topology
-from tests.lab.lab_helpers import build_test_image, docker_problem
+from tests.lab.lab_helpers import build_test_image, docker_problem, ip_forward_by_service
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGE = "edgesim:test"
@@ -79,8 +78,7 @@ def test_the_stack_file_keeps_no_address_of_its_own_and_opens_nothing(
 def test_only_the_firewall_tasks_forward(topology: Topology) -> None:
     """As in the compose lab: a task copies the machine's ``ip_forward``; hosts turn it off."""
     text = render_stack(topology, stack="lab1", rules=RULES, subnets=SUBNETS).stack
-    services = yaml.safe_load(text)["services"]
-    forwarding = {n: s["sysctls"]["net.ipv4.ip_forward"] for n, s in services.items()}
+    forwarding = ip_forward_by_service(text)
     firewalls = {fw.id for fw in topology.lab_firewalls}
     assert forwarding == {n: "1" if n in firewalls else "0" for n in forwarding}
     assert set(forwarding) == firewalls | {h.id for h in topology.hosts}
