@@ -23,7 +23,7 @@ from typing import Literal
 from simulator.errors import LabError
 from simulator.firewall.rules import FirewallNode
 from simulator.lab.capture import CaptureResult, KeySource, packet_capture
-from simulator.lab.runners._exec import check_hosts, host_capture_points, listed_addresses
+from simulator.lab.runners._exec import check_running_hosts, host_capture_points, listed_addresses
 from simulator.lab.runners.base import (
     LabStatus,
     ListenerCheck,
@@ -158,13 +158,7 @@ class ContainerRunner(Runner):
         return await asyncio.to_thread(self.snapshot)
 
     async def check(self) -> list[ListenerCheck]:
-        status = await self.status()
-        ready = {
-            st.node: READY
-            for st in status.nodes
-            if st.state == "running" and any(svc.listeners for svc in st.services)
-        }
-        return await check_hosts(self, ready)
+        return await check_running_hosts(self, lambda host: READY)
 
     # ------------------------------------------------------------ firewalls, scenarios
     def _pid(self, *containers: str) -> list[str]:

@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from simulator.firewall.render import render_all, topology_rules_path
@@ -78,6 +78,20 @@ async def _check_host(
         return [ListenerCheck.from_dict(item) for item in json.loads(out or b"[]")]
     except (ValueError, KeyError, TypeError) as exc:
         return [ListenerCheck(host, "-", _WHOLE_HOST, False, f"{failed}: bad output ({exc})")]
+
+
+async def check_running_hosts(
+    runner: Runner, ready_file: Callable[[str], str]
+) -> list[ListenerCheck]:
+    """:func:`check_hosts` for every host the runner's status shows running with listeners;
+    ``ready_file``: host -> its ready file as the host sees it."""
+    status = await runner.status()
+    ready = {
+        st.node: ready_file(st.node)
+        for st in status.nodes
+        if st.state == "running" and any(svc.listeners for svc in st.services)
+    }
+    return await check_hosts(runner, ready)
 
 
 async def check_hosts(

@@ -52,7 +52,7 @@ from simulator.lab.network import ephemeral_port_range, host_routes, link_name
 from simulator.lab.runners import register_runner
 from simulator.lab.runners._exec import (
     RuleFiles,
-    check_hosts,
+    check_running_hosts,
     host_capture_points,
     listed_addresses,
 )
@@ -476,13 +476,7 @@ class NetnsRunner(Runner):
 
     async def check(self) -> list[ListenerCheck]:
         """``lab check-host`` inside every running host's namespace, all at once."""
-        status = await self.status()
-        ready = {
-            st.node: str(self.state_dir / f"{st.node}.json")
-            for st in status.nodes
-            if st.state == "running" and any(svc.listeners for svc in st.services)
-        }
-        return await check_hosts(self, ready)
+        return await check_running_hosts(self, lambda host: str(self.state_dir / f"{host}.json"))
 
     async def vantage(self) -> Vantage:
         self.require_up()
