@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
+import socket
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -66,3 +67,26 @@ def settle_heap() -> None:
     """
     gc.collect()
     gc.freeze()
+
+
+P = TypeVar("P", bound=asyncio.BaseProtocol)
+
+
+async def udp_endpoint(
+    factory: Callable[[], P], address: str, port: int
+) -> tuple[asyncio.DatagramTransport, P]:
+    """A UDP endpoint bound to ``(address, port)``, the same on both loops.
+
+    The socket is bound here, not by the loop: uvloop words its own OSError for a failed bind
+    and drops the errno, so ``EADDRINUSE`` (a service listens there already) could not be told
+    from any other failure.
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.bind((address, port))
+    except OSError:
+        sock.close()
+        raise
+    loop = asyncio.get_running_loop()
+    transport, protocol = await loop.create_datagram_endpoint(factory, sock=sock)
+    return transport, protocol

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import struct
 from dataclasses import dataclass
 
-from simulator import trace
+from simulator import aioloop, trace
 from simulator.dns.zone import UDP_MIN, DnsZone, describe_answer
 from simulator.limits import ConnectionGate, ConnectionLimits, limit
 
@@ -111,16 +110,8 @@ class DnsServer:
         self._tcp: asyncio.Server | None = None
 
     async def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        # bound here, not by the loop: the OSError then says why (uvloop words its own)
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        try:
-            sock.bind((self.address, self.port))
-        except OSError:
-            sock.close()
-            raise
-        transport, _ = await loop.create_datagram_endpoint(
-            lambda: _UdpProtocol(self.zone), sock=sock
+        transport, _ = await aioloop.udp_endpoint(
+            lambda: _UdpProtocol(self.zone), self.address, self.port
         )
         self._udp = transport
         if self.port == 0:

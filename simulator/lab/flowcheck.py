@@ -119,7 +119,6 @@ async def _tcp_echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) 
 
 
 async def listen(flows: list[Flow], lifetime: float) -> None:
-    loop = asyncio.get_running_loop()
     servers: list[object] = []
     for flow in flows:
         try:
@@ -130,9 +129,7 @@ async def listen(flows: list[Flow], lifetime: float) -> None:
                     )
                 )
             else:
-                transport, _ = await loop.create_datagram_endpoint(
-                    _UdpEcho, local_addr=(flow.address, flow.port)
-                )
+                transport, _ = await aioloop.udp_endpoint(_UdpEcho, flow.address, flow.port)
                 servers.append(transport)
         except OSError as exc:
             if exc.errno != errno.EADDRINUSE:

@@ -15,6 +15,7 @@ import asyncio
 import logging
 from typing import Any
 
+from simulator import aioloop
 from simulator.lab.services import BoundListener, ServiceContext
 from simulator.media.service import binding_check
 from simulator.media.turn import answer_binding
@@ -85,16 +86,12 @@ class MediaPeerService:
             for lst in self.ctx.listeners:
                 address = self.ctx.address(lst.interface)
                 if lst.proto == "stun-udp":
-                    transport, _ = await loop.create_datagram_endpoint(
-                        _Binding, local_addr=(address, lst.port)
-                    )
+                    transport, _ = await aioloop.udp_endpoint(_Binding, address, lst.port)
                     self.udp.append(transport)
                     port = transport.get_extra_info("sockname")[1]
                     bound.append(BoundListener(lst, "udp", address, port))
                 elif lst.proto == "media":
-                    transport, _ = await loop.create_datagram_endpoint(
-                        _UdpEcho, local_addr=(address, lst.port)
-                    )
+                    transport, _ = await aioloop.udp_endpoint(_UdpEcho, address, lst.port)
                     self.udp.append(transport)
                     port = transport.get_extra_info("sockname")[1]
                     server = await loop.create_server(
