@@ -247,11 +247,16 @@ def test_dns_query_crosses_the_external_firewall(compose_lab: None) -> None:
 
 
 @pytest.mark.docker
-def test_every_matrix_row_at_protocol_level_from_inside_the_containers(compose_lab: None) -> None:
+def test_every_matrix_row_at_protocol_level_from_inside_the_containers(
+    compose_lab: None, tmp_path: Path
+) -> None:
     """`edgesim probe --runner compose`: each row probed from a container of its source zone."""
     env = dict(os.environ, COMPOSE_PROJECT_NAME=PROJECT, EDGESIM_IMAGE=IMAGE)
+    # --certs: from the checkout the default is its certs/, which the probe would write
+    certs = ["--certs", str(tmp_path / "certs")]
     done = subprocess.run(
-        [sys.executable, "-m", "simulator", "probe", "--runner", "compose", "--format", "json"],
+        [sys.executable, "-m", "simulator", "probe", "--runner", "compose", *certs,
+         "--format", "json"],
         capture_output=True, text=True, timeout=300, cwd=ROOT, env=env,
     )  # fmt: skip
     results = json.loads(done.stdout)["results"]
