@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -82,6 +83,21 @@ def wait_tcp(host: str, port: int, timeout: float = 10.0) -> None:
         except OSError:
             time.sleep(0.05)
     raise RuntimeError(f"nothing listens on {host}:{port} after {timeout:g} s")
+
+
+def stop_processes(*procs: subprocess.Popen[Any]) -> None:
+    """End benchmark helpers: close their stdin (a served role exits on EOF), terminate, and
+    kill what is still there after 10 s."""
+    for proc in procs:
+        if proc.stdin:
+            proc.stdin.close()
+        proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
 
 
 def write_result(name: str, result: dict[str, Any]) -> Path:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import shutil
 import statistics
@@ -29,15 +28,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.benchlib import write_result  # noqa: E402
 from simulator.lab.runners import get_runner  # noqa: E402
 from simulator.lab.runners.base import LabConfig, Runner  # noqa: E402
 from simulator.lab.runners.netns import lab_namespaces, requirements_problem  # noqa: E402
 from simulator.lab.topology import load_topology  # noqa: E402
 from simulator.pki import ensure_pki  # noqa: E402
 
-RESULTS = (
-    Path(os.environ.get("EDGESIM_BENCH_RESULTS") or ROOT / "bench" / "results") / "lab_bench.json"
-)
 TARGETS = {"local": 2.0, "netns": 3.0, "compose": 8.0}
 NETNS_LAB = "bench"
 
@@ -162,10 +159,7 @@ def main() -> int:
     results["runners"] = runners
     results["python"] = sys.version.split()[0]
     results["cpus"] = os.cpu_count()
-    results["load_average_at_end"] = [round(v, 2) for v in os.getloadavg()]
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {RESULTS}")
+    print(f"wrote {write_result('lab_bench', results)}")
     return 0
 
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import sys
 import tempfile
@@ -34,6 +33,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.benchlib import write_result  # noqa: E402
 from simulator.lab.runners import get_runner  # noqa: E402
 from simulator.lab.runners.base import LabConfig, Runner  # noqa: E402
 from simulator.lab.runners.netns import lab_namespaces, requirements_problem  # noqa: E402
@@ -41,9 +41,6 @@ from simulator.lab.topology import load_topology  # noqa: E402
 from simulator.load.run import run_load, summary  # noqa: E402
 from simulator.paths import default_certs_dir  # noqa: E402
 
-RESULTS = (
-    Path(os.environ.get("EDGESIM_BENCH_RESULTS") or ROOT / "bench" / "results") / "load_bench.json"
-)
 LAB = "ldb"
 FULL_STEPS = [32, 64, 128, 256, 512, 1024]
 QUICK_STEPS = [32]
@@ -111,8 +108,7 @@ def main() -> int:
             if problem:
                 print(f"skipped: {problem}")
                 results["skipped"] = problem
-                RESULTS.parent.mkdir(parents=True, exist_ok=True)
-                RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+                write_result("load_bench", results)
                 return 0
         config = LabConfig(
             load_topology(),
@@ -149,9 +145,7 @@ def main() -> int:
         finally:
             if own:
                 asyncio.run(runner.down())
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {RESULTS}")
+    print(f"wrote {write_result('load_bench', results)}")
     return 0
 
 

@@ -48,6 +48,7 @@ from bench.benchlib import (  # noqa: E402
     free_port,
     load_average,
     percentile,
+    stop_processes,
     tree_cpu_seconds,
     wait_tcp,
     write_result,
@@ -121,17 +122,6 @@ def start_role(role: str, topo: Topology, certs: Path) -> subprocess.Popen[bytes
         proc.kill()
         raise RuntimeError(f"the {role} process did not start")
     return proc
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.stdin:
-        proc.stdin.close()
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(5)
 
 
 # ---------------------------------------------------------------------- peers
@@ -546,14 +536,14 @@ def main() -> int:
                         print(f"{backend}/{name}: {json.dumps(figures[name])}", flush=True)
                 finally:
                     for proc in far:
-                        stop(proc)
+                        stop_processes(proc)
                 if "kamailio" in figures and "edge" in figures:
                     results[backend] = compare(figures["edge"], figures["kamailio"])
                 else:
                     results[backend] = figures
         finally:
             for proc in reversed(procs):
-                stop(proc)
+                stop_processes(proc)
     first = results[backends[0]]
     results["cpu_ratio"] = first.get("cpu_ratio")
     results["cpu_ratio_far_end"] = backends[0]

@@ -38,7 +38,12 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.benchlib import load_average, tree_cpu_seconds, write_result  # noqa: E402
+from bench.benchlib import (  # noqa: E402
+    load_average,
+    stop_processes,
+    tree_cpu_seconds,
+    write_result,
+)
 from simulator import aioloop  # noqa: E402
 
 HOST = "127.0.0.1"
@@ -310,13 +315,7 @@ def main() -> int:
         for name, rows in runs.items():
             results[name] = combine(rows)
     finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_processes(*procs)
     ours, theirs = results["edgesim"], results["coturn"]
     assert isinstance(ours, dict) and isinstance(theirs, dict)
     if stats_path.exists():

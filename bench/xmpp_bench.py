@@ -47,6 +47,7 @@ from bench.benchlib import (  # noqa: E402
     free_port,
     load_average,
     percentile,
+    stop_processes,
     tree_cpu_seconds,
     wait_tcp,
     write_result,
@@ -468,14 +469,7 @@ def main() -> int:
             else:
                 result["prosody_skipped"] = problem
         finally:
-            for proc in procs:
-                if proc.stdin:
-                    proc.stdin.close()
-                proc.terminate()
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+            stop_processes(*procs)
     out = write_result("xmpp_bench", result)
     print(f"{'':28}{'edge':>12}{'prosody':>12}")
     for label, key in (

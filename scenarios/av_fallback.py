@@ -8,10 +8,7 @@ continuing over TCP 443.
 """
 
 from simulator.scenario import Lab, scenario
-from simulator.scenario.av import FALLBACK_FIREWALL as FIREWALL
-from simulator.scenario.av import audio_call, without_udp_3478
-
-__all__ = ["FIREWALL", "run", "without_udp_3478"]
+from simulator.scenario.av import audio_call, udp_3478_blocked
 
 
 @scenario(
@@ -24,16 +21,7 @@ __all__ = ["FIREWALL", "run", "without_udp_3478"]
     timeout=60.0,
 )
 async def run(lab: Lab) -> None:
-    av, messenger = lab.address("edge:av"), lab.address("messenger")
-    with lab.step(f"block UDP 3478 to the A/V Edge at {FIREWALL}"):
-        rules, removed, added = without_udp_3478(await lab.firewall_rules(FIREWALL), av, messenger)
-        lab.expect(removed, f"{FIREWALL} has no rule accepting UDP 3478 to {av}: nothing to block")
-        if added:
-            lab.note(
-                f"{FIREWALL} opens A/V TCP 443 to remote-user only (av-turn-443-in); "
-                "opened to the messenger too, as Lync's Any -> A/V 443 rule"
-            )
-    async with lab.firewall_changed(FIREWALL, rules):
+    async with udp_3478_blocked(lab):
         call = await audio_call(lab)
     with lab.step("the messenger fell back to TCP 443"):
         lab.expect(

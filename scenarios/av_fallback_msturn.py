@@ -8,8 +8,7 @@ restored afterwards.
 """
 
 from simulator.scenario import Lab, scenario
-from simulator.scenario.av import FALLBACK_FIREWALL as FIREWALL
-from simulator.scenario.av import audio_call, without_udp_3478
+from simulator.scenario.av import audio_call, udp_3478_blocked
 
 
 @scenario(
@@ -22,13 +21,7 @@ from simulator.scenario.av import audio_call, without_udp_3478
     timeout=60.0,
 )
 async def run(lab: Lab) -> None:
-    av, messenger = lab.address("edge:av"), lab.address("messenger")
-    with lab.step(f"block UDP 3478 to the A/V Edge at {FIREWALL}"):
-        rules, removed, added = without_udp_3478(await lab.firewall_rules(FIREWALL), av, messenger)
-        lab.expect(removed, f"{FIREWALL} has no rule accepting UDP 3478 to {av}: nothing to block")
-        if added:
-            lab.note(f"{FIREWALL} had no A/V TCP 443 rule for the messenger; opened it")
-    async with lab.firewall_changed(FIREWALL, rules):
+    async with udp_3478_blocked(lab):
         call = await audio_call(lab, dialect="ms-turn")
     with lab.step("the messenger fell back to TCP 443 in MS-TURN (pseudo-TLS)"):
         lab.expect(

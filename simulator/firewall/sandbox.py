@@ -8,8 +8,11 @@ address no host of the topology has (``any@internet``), for rules that open a po
 zone. Sockets are opened in the stand-ins' namespaces from this one process (``setns(2)`` on
 the calling thread), so listeners and probes cost no process per host.
 
-Every name starts with ``esa<pid><tag>-`` (never ``es-``, the netns lab's prefix), so a sandbox
-never meets a running lab or another sandbox; one whose process died is removed by the next.
+Every name starts with ``es_<pid><tag>-``. A netns lab's namespaces start with ``es-`` or
+``es<name>-`` and a lab name is letters and digits only
+(:class:`~simulator.lab.runners.base.LabName`), so no lab's name is ever a sandbox's, whatever
+the lab is called and whatever the pid: ``lab down`` never removes a sandbox and a sandbox never
+removes a lab's namespaces. One whose process died is removed by the next.
 Needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN), iproute2 and nftables.
 """
 
@@ -23,7 +26,7 @@ import json
 import os
 import re
 import subprocess
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from simulator.errors import LabError
@@ -33,7 +36,8 @@ from simulator.lab.system import pid_alive, root_tools_problem
 from simulator.lab.topology import Host, Interface, Topology
 from simulator.matrix.model import Matrix
 
-PREFIX = "esa"
+PREFIX = "es_"
+"""No lab name holds ``_``: see the module's docstring."""
 _NAME = re.compile(rf"^{PREFIX}(\d+)[a-z]*-")
 CLONE_NEWNET = 0x40000000
 COMMAND_TIMEOUT = 30.0
@@ -73,9 +77,20 @@ def _namespaces() -> list[str]:
     return [line.split()[0] for line in done.stdout.splitlines() if line.strip()]
 
 
+def sandbox_prefix(pid: int, tag: str = "") -> str:
+    """What every namespace of the sandbox of process ``pid`` starts with (``tag``: one of
+    several sandboxes of that process)."""
+    return f"{PREFIX}{pid}{tag}-"
+
+
+def stale_namespaces(names: Sequence[str], alive: Callable[[int], bool]) -> list[str]:
+    """The sandbox namespaces among ``names`` whose process is not ``alive``."""
+    return [n for n in names if (m := _NAME.match(n)) and not alive(int(m.group(1)))]
+
+
 def remove_stale() -> list[str]:
     """Delete sandbox namespaces whose process is gone (after a crash); the names deleted."""
-    stale = [n for n in _namespaces() if (m := _NAME.match(n)) and not pid_alive(int(m.group(1)))]
+    stale = stale_namespaces(_namespaces(), pid_alive)
     if stale:
         _ip_batch([f"netns del {n}" for n in stale], check=False)
     return stale
@@ -142,7 +157,7 @@ class Sandbox:
     """Distinguishes sandboxes of one process (``edgesim firewall diff`` builds two)."""
 
     def __post_init__(self) -> None:
-        self.prefix = f"{PREFIX}{os.getpid()}{self.tag}-"
+        self.prefix = sandbox_prefix(os.getpid(), self.tag)
         self.hosts: list[Host] = [*self.topology.hosts, *stand_in_hosts(self.topology)]
         self._names: dict[str, str] = {}
         for i, fw in enumerate(self.topology.firewalls):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from simulator.dns.resolver import LabResolver
+from simulator.firewall.rules import is_ours
 from simulator.lab.nsocket import netns_path, socket_in
 from simulator.lab.runners import runner_class
 from simulator.lab.services import address_of, resolver_for
@@ -216,15 +218,31 @@ class Lab:
             )
         return out.decode()
 
+    async def _user_tables(self, firewall: str) -> list[tuple[str, str]]:
+        """The tables ``firewall`` holds that are not edgesim's own (trace sessions')."""
+        listing = json.loads(await self._nft(firewall, ["-j", "list", "tables"]) or "{}")
+        tables = [item["table"] for item in listing.get("nftables", []) if "table" in item]
+        return [(t["family"], t["name"]) for t in tables if not is_ours(t["name"])]
+
     async def firewall_rules(self, firewall: str) -> str:
-        """The rules ``firewall`` enforces now: its ``inet edgesim`` table, as nft lists it."""
-        return await self._nft(firewall, ["list", "table", "inet", "edgesim"])
+        """The rules ``firewall`` enforces now, as nft lists them: every table loaded into it
+        (the user's own names and families, or the rendered ``inet edgesim``), without the
+        tables edgesim adds to trace it."""
+        tables = await self._user_tables(firewall)
+        listed = [await self._nft(firewall, ["list", "table", f, n]) for f, n in tables]
+        return "".join(listed)
 
     async def load_firewall_rules(self, firewall: str, rules: str) -> None:
-        """Replace ``firewall``'s ``inet edgesim`` table with ``rules`` (an nft script)."""
-        if "delete table inet edgesim" not in rules:
-            rules = "table inet edgesim\ndelete table inet edgesim\n" + rules
-        await self._nft(firewall, ["-f", "-"], rules.encode())
+        """Replace the tables ``firewall`` holds (all but edgesim's trace tables) with ``rules``
+        (an nft script, e.g. :meth:`firewall_rules` edited), in one transaction: the firewall
+        never holds both, nor none. A table the script deletes itself is not deleted twice."""
+        tables = await self._user_tables(firewall)
+        script = "".join(
+            f"delete table {family} {name}\n"
+            for family, name in tables
+            if f"delete table {family} {name}" not in rules
+        )
+        await self._nft(firewall, ["-f", "-"], (script + rules).encode())
 
     @asynccontextmanager
     async def firewall_changed(self, firewall: str, rules: str) -> AsyncIterator[str]:

@@ -21,6 +21,8 @@ import asyncio
 import ssl
 import struct
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -578,6 +580,27 @@ async def audio_call(
 # ---------------------------------------------------------------- UDP 3478 blocked
 
 FALLBACK_FIREWALL = "fw-external"
+
+
+@asynccontextmanager
+async def udp_3478_blocked(lab: Lab) -> AsyncIterator[None]:
+    """For the block, :data:`FALLBACK_FIREWALL` enforces its rules less the accepts of UDP 3478
+    to the A/V Edge (:func:`without_udp_3478`), as one step of the ladder; the previous rules
+    afterwards."""
+    firewall = FALLBACK_FIREWALL
+    av, messenger = lab.address("edge:av"), lab.address("messenger")
+    with lab.step(f"block UDP 3478 to the A/V Edge at {firewall}"):
+        rules, removed, added = without_udp_3478(await lab.firewall_rules(firewall), av, messenger)
+        lab.expect(removed, f"{firewall} has no rule accepting UDP 3478 to {av}: nothing to block")
+        if added:
+            lab.note(
+                f"{firewall} opens A/V TCP 443 to remote-user only (av-turn-443-in); "
+                "opened to the messenger too, as Lync's Any -> A/V 443 rule"
+            )
+    async with lab.firewall_changed(firewall, rules):
+        yield
+
+
 """The firewall the fallback scenarios block UDP 3478 at."""
 
 

@@ -111,3 +111,17 @@ def build_test_image(tag: str) -> None:
         cwd=ROOT,
     )  # fmt: skip
     assert build.returncode == 0, build.stderr[-2000:]
+
+
+def ip_forward_by_service(text: str) -> dict[str, str]:
+    """Service -> its ``net.ipv4.ip_forward`` sysctl, from a compose or stack file."""
+    found: dict[str, str] = {}
+    service = ""
+    for line in text.split("\nservices:\n", 1)[1].splitlines():
+        if line.startswith("  ") and not line.startswith("   ") and line.endswith(":"):
+            service = line.strip().rstrip(":")
+        elif line.strip().startswith("net.ipv4.ip_forward:"):
+            found[service] = line.split(":", 1)[1].strip().strip('"')
+        elif line and not line.startswith(" "):
+            break  # the next top-level key (networks:)
+    return found

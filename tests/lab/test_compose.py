@@ -21,7 +21,12 @@ from simulator.lab.runners.netns import NetnsRunner
 from simulator.lab.topology import Topology
 from simulator.matrix import load_matrix
 from tests.captures import XMPP_MESSAGE, needs_capture_tools, xmpp_bodies
-from tests.lab.lab_helpers import base_image, docker_problem, rows_broken_by_broken_external
+from tests.lab.lab_helpers import (
+    base_image,
+    docker_problem,
+    ip_forward_by_service,
+    rows_broken_by_broken_external,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -47,6 +52,15 @@ def test_compose_file_publishes_nothing_and_keeps_lab_addresses(topology: Topolo
         assert gateway not in lab_addresses
     for fw in topology.firewalls:
         assert f"nft -f /etc/edgesim/firewall/{Path(fw.rules).name}" in text
+
+
+def test_only_the_firewall_containers_forward(topology: Topology) -> None:
+    """A container copies ``ip_forward`` from the machine (1 where Docker runs): hosts turn it
+    off, so none routes around the firewalls (the Edge sits in both perimeter zones)."""
+    forwarding = ip_forward_by_service(render_compose(topology))
+    firewalls = {fw.id for fw in topology.lab_firewalls}
+    assert forwarding == {n: "1" if n in firewalls else "0" for n in forwarding}
+    assert set(forwarding) == firewalls | {h.id for h in topology.hosts}
 
 
 def compose(
@@ -240,11 +254,11 @@ def test_every_matrix_row_at_protocol_level_from_inside_the_containers(
 ) -> None:
     """`edgesim probe --runner compose`: each row probed from a container of its source zone."""
     env = dict(os.environ, COMPOSE_PROJECT_NAME=PROJECT, EDGESIM_IMAGE=IMAGE)
-    # --certs: without it the probe writes the lab PKI to the default place, in a checkout its
-    # certs/ (a clean clone has none: the session would fail for writing into the checkout)
+    # --certs: from the checkout the default is its certs/, which the probe would write
+    certs = ["--certs", str(tmp_path / "certs")]
     done = subprocess.run(
-        [sys.executable, "-m", "simulator", "probe", "--runner", "compose", "--format", "json",
-         "--certs", str(tmp_path / "certs")],
+        [sys.executable, "-m", "simulator", "probe", "--runner", "compose", *certs,
+         "--format", "json"],
         capture_output=True, text=True, timeout=300, cwd=ROOT, env=env,
     )  # fmt: skip
     results = json.loads(done.stdout)["results"]

@@ -168,3 +168,23 @@ def test_up_refuses_to_build_over_an_existing_lab(topology: Topology, tmp_path: 
         assert set(lab_namespaces()) >= {ns_name(h.id) for h in topology.hosts}
     finally:
         lab.teardown()
+
+
+def test_only_the_firewalls_forward(topology: Topology, tmp_path: Path) -> None:
+    """A host never routes between its interfaces (the Edge sits in both perimeter zones: a
+    forwarding Edge would pass packets around the firewalls). A new namespace copies
+    ``ip_forward`` from the machine's, which Docker sets to 1."""
+    skip_unless_netns()
+    lab = NetnsRunner(LabConfig(topology, certs_dir=tmp_path / "certs", state_dir=tmp_path))
+    lab.build_network()
+    try:
+        forwarding = {
+            node: run([*lab.exec_argv(node), "sysctl", "-n", "net.ipv4.ip_forward"]).strip()
+            for node in [*(h.id for h in topology.hosts), *(f.id for f in topology.lab_firewalls)]
+        }
+    finally:
+        lab.teardown()
+    assert {node for node, value in forwarding.items() if value == "1"} == {
+        f.id for f in topology.lab_firewalls
+    }
+    assert set(forwarding.values()) == {"0", "1"}

@@ -26,7 +26,7 @@ from simulator.lab.runners.swarm import (
 from simulator.lab.topology import Topology, load_topology
 from simulator.matrix import load_matrix
 from tests.lab.appliance import external_topology
-from tests.lab.lab_helpers import build_test_image, docker_problem
+from tests.lab.lab_helpers import build_test_image, docker_problem, ip_forward_by_service
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGE = "edgesim:test"
@@ -73,6 +73,15 @@ def test_the_stack_file_keeps_no_address_of_its_own_and_opens_nothing(
             assert f'aliases: ["{alias(host.id, zone_id)}"]' in block
     env = re.search(r'EDGESIM_SWARM_ZONES: "([^"]*)"', text)
     assert env is not None and zones_from_env({"EDGESIM_SWARM_ZONES": env[1]}) == SUBNETS
+
+
+def test_only_the_firewall_tasks_forward(topology: Topology) -> None:
+    """As in the compose lab: a task copies the machine's ``ip_forward``; hosts turn it off."""
+    text = render_stack(topology, stack="lab1", rules=RULES, subnets=SUBNETS).stack
+    forwarding = ip_forward_by_service(text)
+    firewalls = {fw.id for fw in topology.lab_firewalls}
+    assert forwarding == {n: "1" if n in firewalls else "0" for n in forwarding}
+    assert set(forwarding) == firewalls | {h.id for h in topology.hosts}
 
 
 def test_placement_by_zone_labels_and_content_named_configs(

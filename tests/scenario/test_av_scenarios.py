@@ -3,7 +3,6 @@ the netns lab's real firewall."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -17,6 +16,7 @@ from simulator.lab.runners.local import LocalLab
 from simulator.lab.topology import Topology
 from simulator.pki import LabPki
 from simulator.scenario.api import Scenario
+from simulator.scenario.av import without_udp_3478
 from simulator.scenario.run import discover, run_one, select
 from tests.siplab import sip_topology
 
@@ -251,11 +251,7 @@ SHIPPED_RULES = """table inet edgesim {
 
 
 def test_fallback_rules_block_udp_3478_to_the_av_edge_only() -> None:
-    spec = importlib.util.spec_from_file_location("av_fallback", ROOT / "scenarios/av_fallback.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    rules, removed, added = module.without_udp_3478(SHIPPED_RULES, "198.51.100.11", "203.0.113.50")
+    rules, removed, added = without_udp_3478(SHIPPED_RULES, "198.51.100.11", "203.0.113.50")
     assert removed == ["ip saddr 203.0.113.50 ip daddr 198.51.100.11 udp dport 3478 accept"]
     # the Edge's own STUN to the messenger and the relay's media stay open
     assert "ip saddr 198.51.100.11 ip daddr 203.0.113.50 udp dport 3478 accept" in rules
@@ -267,4 +263,4 @@ def test_fallback_rules_block_udp_3478_to_the_av_edge_only() -> None:
     assert lines[hook + 1] == "ip saddr 203.0.113.50 ip daddr 198.51.100.11 tcp dport 443 accept"
     # already open to any source: nothing added
     open_443 = SHIPPED_RULES.replace("ip saddr 203.0.113.40 ip daddr", "ip daddr")
-    assert module.without_udp_3478(open_443, "198.51.100.11", "203.0.113.50")[2] is False
+    assert without_udp_3478(open_443, "198.51.100.11", "203.0.113.50")[2] is False

@@ -1,5 +1,6 @@
 """What the runners whose nodes are entered by a command (netns, compose, swarm) share: asking
-each host, from inside, whether its listeners answer; which rule file each firewall loaded."""
+each host, from inside, whether its listeners answer; which rule file each firewall loaded; a
+node's addresses as ``ip`` lists them; where captures run."""
 
 from __future__ import annotations
 
@@ -7,10 +8,11 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from simulator.firewall.render import render_all, topology_rules_path
+from simulator.lab.capture import CapturePoint, sent_by
 from simulator.lab.runners.base import ListenerCheck, ListenerInfo, Runner, lab_firewall
 from simulator.lab.topology import Topology
 
@@ -19,6 +21,28 @@ RULES_FILE = "rules.json"
 
 CHECK_TIMEOUT = 30.0
 _WHOLE_HOST = ListenerInfo("-", "", "", 0, "", "", 0)
+
+
+def listed_addresses(text: str, lab: set[str] | None = None, other: str = "") -> list[str]:
+    """``ip -4 -o addr show`` -> ``192.0.2.10/24 (access)`` per address but loopback's; an
+    address not in ``lab`` (when given) is marked ``(eth1, OTHER)``."""
+    listed = []
+    for parts in (line.split() for line in text.splitlines()):
+        if len(parts) > 3 and parts[1] != "lo":
+            foreign = lab is not None and parts[3].split("/")[0] not in lab
+            listed.append(f"{parts[3]} ({parts[1]}{f', {other}' if foreign else ''})")
+    return listed
+
+
+def host_capture_points(runner: Runner) -> list[CapturePoint]:
+    """tcpdump in every host of ``runner``'s lab, of what the host sends (every packet once,
+    also those a firewall then drops)."""
+    return [
+        CapturePoint(
+            h.id, tuple(runner.exec_argv(h.id)), bpf=sent_by([str(i.address) for i in h.interfaces])
+        )
+        for h in runner.config.topology.hosts
+    ]
 
 
 async def _check_host(
@@ -54,6 +78,20 @@ async def _check_host(
         return [ListenerCheck.from_dict(item) for item in json.loads(out or b"[]")]
     except (ValueError, KeyError, TypeError) as exc:
         return [ListenerCheck(host, "-", _WHOLE_HOST, False, f"{failed}: bad output ({exc})")]
+
+
+async def check_running_hosts(
+    runner: Runner, ready_file: Callable[[str], str]
+) -> list[ListenerCheck]:
+    """:func:`check_hosts` for every host the runner's status shows running with listeners;
+    ``ready_file``: host -> its ready file as the host sees it."""
+    status = await runner.status()
+    ready = {
+        st.node: ready_file(st.node)
+        for st in status.nodes
+        if st.state == "running" and any(svc.listeners for svc in st.services)
+    }
+    return await check_hosts(runner, ready)
 
 
 async def check_hosts(

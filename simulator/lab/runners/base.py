@@ -53,7 +53,8 @@ class LabName:
     The default lab (``edgesim``) keeps the short prefix ``es-`` (``es-edge``); another lab's
     namespaces are ``es<name>-<node>`` (``esci1-edge``). Names are 1-8 lower-case letters or
     digits, so no prefix is the start of another's: ``lab down`` of one lab never matches
-    another's namespaces.
+    another's namespaces. ``es_`` starts the firewall audit's sandboxes
+    (:mod:`simulator.firewall.sandbox`), a name no lab can have.
     """
 
     name: str = DEFAULT_LAB

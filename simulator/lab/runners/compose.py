@@ -14,7 +14,8 @@ when it drifts from the topology):
   (:func:`configure_container_network`), so a flow between zones crosses the lab firewall and
   only intra-network (bridged) traffic meets Docker's own rules; ``NET_ADMIN`` only for hosts
   that need routes or addresses;
-* hosts' ephemeral ports kept out of the relay range (see :mod:`simulator.lab.network`);
+* hosts' ephemeral ports kept out of the relay range (see :mod:`simulator.lab.network`), and
+  their ``ip_forward`` off (a container copies the machine's): only firewalls route;
 * health checks (the firewall's table is loaded; the host's services are listening) and
   ``restart: unless-stopped``;
 * a zone on the user's own firewall (``external = true``) is a ``macvlan`` network on the link
@@ -32,49 +33,29 @@ import logging
 import os
 import shutil
 import subprocess
-import tempfile
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import AbstractAsyncContextManager
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import simulator
 from simulator.errors import LabError
 from simulator.firewall.rules import FirewallNode, load_rules
-from simulator.lab.capture import (
-    CapturePoint,
-    CaptureResult,
-    KeySource,
-    packet_capture,
-    sent_by,
-)
 from simulator.lab.network import ephemeral_port_range, host_routes, link_name
 from simulator.lab.runners import register_runner
-from simulator.lab.runners._exec import check_hosts
-from simulator.lab.runners.base import (
-    LabConfig,
-    LabStatus,
-    ListenerCheck,
-    LoadResult,
-    NodeStatus,
-    Runner,
-    Vantage,
-    edgesim_argv,
-    lab_firewall,
-    services_of_ready,
+from simulator.lab.runners._docker import (
+    CERTS,
+    READY,
+    RULES_DIR,
+    TLS_KEYS,
+    TOPOLOGY_IN_CONTAINER,
+    ContainerRunner,
+    container_ip,
+    sysctl_lines,
 )
+from simulator.lab.runners.base import LabConfig, LoadResult, Vantage, edgesim_argv, lab_firewall
 from simulator.lab.topology import Host, Topology, Zone, default_topology_path
 from simulator.matrix import load_matrix
-from simulator.pki import LabPki
 
 log = logging.getLogger(__name__)
-
-
-def _ip(*args: str) -> str:
-    done = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=10)
-    if done.returncode != 0:
-        raise LabError(f"`ip {' '.join(args)}` failed: {done.stderr.strip()}")
-    return done.stdout
 
 
 def configure_container_network(topology: Topology, host: Host) -> None:
@@ -84,7 +65,7 @@ def configure_container_network(topology: Topology, host: Host) -> None:
     zone); a second interface in the same zone (the Edge's A/V address) is added here, and the
     default route is moved from Docker's bridge gateway to the zone's lab firewall.
     """
-    addrs = json.loads(_ip("-j", "-4", "addr", "show"))
+    addrs = json.loads(container_ip("-j", "-4", "addr", "show"))
     device_of_zone: dict[str, str] = {}
     present: set[str] = set()
     for link in addrs:
@@ -100,14 +81,14 @@ def configure_container_network(topology: Topology, host: Host) -> None:
             raise LabError(f"{host.id}: no network of zone {iface.zone} in this container")
         if str(iface.address) not in present:
             prefix = topology.zone(iface.zone).subnet.prefixlen
-            _ip("addr", "add", f"{iface.address}/{prefix}", "dev", device)
+            container_ip("addr", "add", f"{iface.address}/{prefix}", "dev", device)
     for route in host_routes(topology, host):
         iface_zone = next(
             i.zone for i in host.interfaces if route.gateway in topology.zone(i.zone).subnet
         )
         args = route.ip_args()
         args[-1] = device_of_zone[iface_zone]
-        _ip(*args)
+        container_ip(*args)
         log.info("%s: ip %s", host.id, " ".join(args))
 
 
@@ -117,12 +98,6 @@ IMAGE = "${EDGESIM_IMAGE:-edgesim:latest}"
 BASE = "${EDGESIM_BASE:-python:3.11-slim}"
 """The base image the Dockerfile builds on (a build argument): the official Python image, or
 ``edgesim-base:bookworm`` (scripts/make-base-image.sh) where no registry is reachable."""
-CERTS = "/var/lib/edgesim/certs"
-READY = "/run/edgesim/ready.json"
-TLS_KEYS = "/run/edgesim/tls-keys.log"
-"""Where a host's services log their TLS secrets inside its container (captures embed them)."""
-RULES_DIR = "/etc/edgesim/firewall"
-TOPOLOGY_IN_CONTAINER = "/etc/edgesim/topology.toml"
 PROJECT = "edgesim"
 RULES_RECORD = "compose-rules.json"
 """In the lab's state directory: the rule file ``load_rules`` put into each firewall."""
@@ -183,7 +158,7 @@ def render_compose(
         source = topology_path if topology_path is not None else topology.path
         topo_volume = f"{source}:{TOPOLOGY_IN_CONTAINER}:ro"
 
-    eph_low, eph_high = ephemeral_port_range(load_matrix())
+    ephemeral = ephemeral_port_range(load_matrix())
     out: list[str] = [
         "# The edgesim lab for Docker Compose, rendered from the topology by",
         "# `edgesim lab compose-render`: do not edit by hand (a test fails when it drifts).",
@@ -232,8 +207,7 @@ def render_compose(
             "    <<: *lab-node",
             f"    hostname: {fw.id}",
             "    cap_add: [NET_ADMIN]",
-            "    sysctls:",
-            '      net.ipv4.ip_forward: "1"',
+            *sysctl_lines("firewall", ephemeral),
             "    volumes:",
             f"      - {_q(f'./{rules.parent}:{RULES_DIR}:ro')}",
             f"    command: {_flow_list(['sh', '-c', script])}",
@@ -264,7 +238,7 @@ def render_compose(
             READY,
         ]
         out += [f"  {host.id}:", "    <<: *lab-node", f"    hostname: {host.id}"]
-        out += ["    sysctls:", f'      net.ipv4.ip_local_port_range: "{eph_low} {eph_high}"']
+        out += sysctl_lines("host", ephemeral)
         if host.description:
             out.append(f"    labels: {{ org.edgesim.description: {_q(host.description)} }}")
         if _needs_net_admin(topology, host):
@@ -315,7 +289,7 @@ def render_compose(
 
 
 @register_runner
-class ComposeRunner(Runner):
+class ComposeRunner(ContainerRunner):
     """The compose lab that runs from the current directory's docker-compose.yml (or
     :attr:`LabConfig.compose_file`); ``COMPOSE_PROJECT_NAME``, ``EDGESIM_IMAGE`` and
     ``EDGESIM_BASE`` apply."""
@@ -335,14 +309,6 @@ class ComposeRunner(Runner):
         self.topology = config.topology
 
     # ------------------------------------------------------------ commands
-    @property
-    def python(self) -> str:
-        return "python3"  # the image's PATH starts with the venv edgesim is installed in
-
-    @property
-    def node_certs(self) -> str:
-        return CERTS
-
     @property
     def start_hint(self) -> str:
         return "`docker compose up --build -d --wait` at the repository root"
@@ -366,11 +332,6 @@ class ComposeRunner(Runner):
             )
         return None
 
-    def _ready_to_run(self) -> None:
-        problem = self.problem()
-        if problem is not None:
-            raise LabError(problem)
-
     def exec_argv(self, node: str) -> list[str]:
         return self.compose_command("exec", "-T", node)
 
@@ -380,21 +341,6 @@ class ComposeRunner(Runner):
     def edgesim_argv(self, node: str) -> list[str]:
         custom = self.topology.path.resolve() != default_topology_path().resolve()
         return edgesim_argv(self, node, TOPOLOGY_IN_CONTAINER if custom else None)
-
-    def _run(self, args: list[str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        try:
-            return subprocess.run(args, capture_output=True, text=True, timeout=timeout)
-        except FileNotFoundError:
-            raise LabError("docker is not installed: scripts/setup-docker.sh") from None
-        except subprocess.TimeoutExpired:
-            raise LabError(f"`{' '.join(args)}` did not finish within {timeout:.0f} s") from None
-
-    def _docker(self, *args: str) -> str:
-        done = self._run(["docker", *args])
-        if done.returncode != 0:
-            last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-            raise LabError(f"--runner compose: docker {args[0]} failed: {last}")
-        return done.stdout
 
     # ------------------------------------------------------------ up and down
     async def up(self) -> None:
@@ -455,77 +401,21 @@ class ComposeRunner(Runner):
         """Running containers by service: their ids."""
         return {e["Service"]: e["ID"] for e in self._containers() if e.get("State") == "running"}
 
-    def _nodes(self) -> list[str]:
-        return [h.id for h in self.topology.hosts] + list(self.our_firewalls())
+    def _where(self) -> dict[str, str]:
+        return self._states()
 
     def require_up(self) -> None:
         self._ready_to_run()
         running = self._running()
         if not running:
             raise LabError(f"no compose lab is up here: {self.start_hint}")
-        missing = [n for n in self._nodes() if n not in running]
+        missing = [n for n, _ in self._nodes() if n not in running]
         if missing:
             raise LabError(f"the compose lab has no running container for {', '.join(missing)}")
-
-    # ------------------------------------------------------------ status
-    def _inspect(self, node: str) -> tuple[list[str], dict[str, object] | None]:
-        script = f"ip -4 -o addr show; echo ---; cat {READY} 2>/dev/null || true"
-        done = self._run([*self.exec_argv(node), "sh", "-c", script])
-        if done.returncode != 0:
-            return [], None
-        addr_text, _, ready_text = done.stdout.partition("---")
-        addresses = [
-            f"{parts[3]} ({parts[1]})"
-            for parts in (line.split() for line in addr_text.splitlines())
-            if len(parts) > 3 and parts[1] != "lo"
-        ]
-        ready = None
-        if ready_text.strip():
-            with contextlib.suppress(ValueError):
-                ready = json.loads(ready_text)
-        return addresses, ready
-
-    def snapshot(self) -> LabStatus:
-        """:meth:`status` without an event loop."""
-        self._ready_to_run()
-        states = self._states()
-        nodes = [(fw, "firewall") for fw in self.our_firewalls()]
-        nodes += [(h.id, "host") for h in self.topology.hosts]
-        running = [node for node, _ in nodes if states.get(node, "").startswith("running")]
-        with ThreadPoolExecutor(max_workers=8) as pool:
-            inspected = dict(zip(running, pool.map(self._inspect, running), strict=True))
-        status = LabStatus(self.name, self.config.name, self.node_kind)
-        for node, kind in nodes:
-            where = states.get(node, "absent")
-            st = NodeStatus(node, "host" if kind == "host" else "firewall", where, "absent")
-            if node in states:
-                st.state = "not running"
-            if node in inspected:
-                st.state = "routing" if kind == "firewall" else "running"
-                st.addresses, ready = inspected[node]
-                if ready is not None:
-                    st.services = services_of_ready(node, ready)
-            status.nodes.append(st)
-        return status
-
-    async def status(self) -> LabStatus:
-        return await asyncio.to_thread(self.snapshot)
-
-    async def check(self) -> list[ListenerCheck]:
-        status = await self.status()
-        ready = {
-            st.node: READY
-            for st in status.nodes
-            if st.state == "running" and any(svc.listeners for svc in st.services)
-        }
-        return await check_hosts(self, ready)
 
     # ------------------------------------------------------------ firewalls
     def _firewall_rules(self, firewall: str) -> PurePosixPath:
         return PurePosixPath(lab_firewall(self.topology, firewall).rules)
-
-    def our_firewalls(self) -> tuple[str, ...]:
-        return tuple(fw.id for fw in self.topology.lab_firewalls)
 
     def _mounted_rules(self, firewall: str) -> Path:
         """The rule file mounted into the firewall's container (loaded when it starts)."""
@@ -559,8 +449,7 @@ class ComposeRunner(Runner):
         container = self._running().get(firewall)
         if container is None:
             raise LabError(f"{firewall} is not running: {self.start_hint}")
-        pid = self._docker("inspect", "-f", "{{.State.Pid}}", container).strip()
-        return FirewallNode(firewall, ("nsenter", f"--net=/proc/{pid}/ns/net"))
+        return self._nsenter(firewall, container)
 
     def load_rules(self, firewall: str, path: Path | None = None) -> LoadResult:
         """As root: the file (nftables or iptables-save, includes next to it) checked, then
@@ -588,10 +477,7 @@ class ComposeRunner(Runner):
             except OSError as exc:
                 raise LabError(f"cannot read {chosen}: {exc.strerror}") from None
             args = [*self.exec_argv(firewall), "nft", "-f", "-"]
-        try:
-            done = subprocess.run(args, input=stdin, capture_output=True, text=True, timeout=60)
-        except FileNotFoundError:
-            raise LabError("docker is not installed: scripts/setup-docker.sh") from None
+        done = self._run(args, stdin=stdin)
         if done.returncode != 0:
             raise LabError(f"{firewall}: nft -f {chosen} failed: {done.stderr.strip()}")
         return LoadResult(firewall, chosen)
@@ -602,30 +488,7 @@ class ComposeRunner(Runner):
         PKI (issued inside the image) copied to a temporary directory."""
         self.require_up()
         running = self._running()
-        nodes = self._nodes()
-        pids = self._docker("inspect", "-f", "{{.State.Pid}}", *(running[n] for n in nodes))
-        namespaces = {
-            node: f"/proc/{pid}/ns/net" for node, pid in zip(nodes, pids.split(), strict=True)
-        }
-        pki_dir = Path(tempfile.mkdtemp(prefix="edgesim-compose-pki-"))
-        self._docker("cp", f"{running[self.topology.hosts[0].id]}:{CERTS}/.", str(pki_dir))
-        return Vantage(self.name, LabPki(pki_dir), namespaces)
+        return self._vantage({node: running[node] for node, _ in self._nodes()})
 
     def prepare_host(self, host: Host) -> None:
         configure_container_network(self.topology, host)
-
-    def capture(self, out: Path) -> AbstractAsyncContextManager[CaptureResult]:
-        """tcpdump in every host's container (what each host sends), streamed here, with the
-        TLS key log each container's processes write (their environment sets
-        ``SSLKEYLOGFILE``)."""
-        self.require_up()
-        points = [
-            CapturePoint(
-                h.id,
-                tuple(self.exec_argv(h.id)),
-                bpf=sent_by([str(i.address) for i in h.interfaces]),
-            )
-            for h in self.topology.hosts
-        ]
-        keys = [KeySource(tuple(self.exec_argv(h.id)), TLS_KEYS) for h in self.topology.hosts]
-        return packet_capture(out, points, keys)

@@ -14,7 +14,8 @@ and never touches another lab's):
   ``parent``, so the zone's hosts share that link with the device and nothing else; no namespace
   is made for the external firewall itself;
 * routes from :func:`simulator.lab.network.host_routes`; ``ip_forward`` on in firewall
-  namespaces, whose rule files (``lab/firewall/*.nft``) are loaded with ``nft -f``;
+  namespaces, whose rule files (``lab/firewall/*.nft``) are loaded with ``nft -f``, and off in
+  hosts' (a new namespace copies the machine's);
 * one background process per host with services:
   ``ip netns exec es-HOST python3 -m simulator lab serve --host HOST --runner netns``, its pid,
   log and ready file (bound listeners, JSON) under the lab's state directory
@@ -43,11 +44,9 @@ from simulator.errors import LabError
 from simulator.firewall.rules import FirewallNode, load_rules
 from simulator.lab.capture import (
     KEYLOG_ENV,
-    CapturePoint,
     CaptureResult,
     KeySource,
     packet_capture,
-    sent_by,
 )
 from simulator.lab.inspection import (
     CA_FILE,
@@ -62,7 +61,12 @@ from simulator.lab.inspection import (
 )
 from simulator.lab.network import ephemeral_port_range, host_routes, link_name
 from simulator.lab.runners import register_runner
-from simulator.lab.runners._exec import RuleFiles, check_hosts
+from simulator.lab.runners._exec import (
+    RuleFiles,
+    check_running_hosts,
+    host_capture_points,
+    listed_addresses,
+)
 from simulator.lab.runners.base import (
     DEFAULT_LAB,
     LabConfig,
@@ -331,9 +335,10 @@ class NetnsRunner(Runner):
                     run(["ip", "-n", switch, "link", "set", outer, "master", bridge, "up"])
                 run(["ip", "-n", ns, "addr", "add", f"{iface.address}/{prefix}", "dev", inner])
                 run(["ip", "-n", ns, "link", "set", inner, "up"])
-            if kind == "firewall":
-                self._sysctl(node, "net.ipv4.ip_forward", "1")
-            else:
+            # A new namespace copies ip_forward from the machine's (1 where Docker runs): set
+            # it both ways, so only firewalls route and no host passes packets around them.
+            self._sysctl(node, "net.ipv4.ip_forward", "1" if kind == "firewall" else "0")
+            if kind != "firewall":
                 # Several addresses on one host and zone (the Edge's access and av): each
                 # interface answers ARP only for its own address.
                 self._sysctl(node, "net.ipv4.conf.all.arp_ignore", "1")
@@ -552,11 +557,7 @@ class NetnsRunner(Runner):
             st = NodeStatus(node, "host" if kind == "host" else "firewall", ns, "absent")
             if ns in present:
                 out = run(["ip", "-n", ns, "-4", "-o", "addr", "show"], check=False)
-                st.addresses = [
-                    f"{parts[3]} ({parts[1]})"
-                    for parts in (line.split() for line in out.splitlines())
-                    if len(parts) > 3 and parts[1] != "lo"
-                ]
+                st.addresses = listed_addresses(out)
             else:
                 st.addresses = [f"{i.address} ({link_name(i)}, absent)" for i in interfaces]
             pid_file = self.state_dir / f"{node}.pid"
@@ -582,13 +583,7 @@ class NetnsRunner(Runner):
 
     async def check(self) -> list[ListenerCheck]:
         """``lab check-host`` inside every running host's namespace, all at once."""
-        status = await self.status()
-        ready = {
-            st.node: str(self.state_dir / f"{st.node}.json")
-            for st in status.nodes
-            if st.state == "running" and any(svc.listeners for svc in st.services)
-        }
-        return await check_hosts(self, ready)
+        return await check_running_hosts(self, lambda host: str(self.state_dir / f"{host}.json"))
 
     async def vantage(self) -> Vantage:
         self.require_up()
@@ -606,16 +601,8 @@ class NetnsRunner(Runner):
         """tcpdump in every host's namespace (what each host sends: every packet once, also
         those a firewall then drops), with the hosts' TLS key logs."""
         self.require_up()
-        points = [
-            CapturePoint(
-                h.id,
-                tuple(self.exec_argv(h.id)),
-                bpf=sent_by([str(i.address) for i in h.interfaces]),
-            )
-            for h in self.topology.hosts
-        ]
         keys = [KeySource((), str(self._keylog(h.id))) for h in self._service_hosts()]
-        return packet_capture(out, points, keys)
+        return packet_capture(out, host_capture_points(self), keys)
 
 
 def _is_lab_serve(pid: int) -> bool:

@@ -17,8 +17,8 @@ What the lab holds:
   zone before Swarm's DNS knows them: their subnets reach the tasks as ``EDGESIM_SWARM_ZONES``;
 * every host and (lab) firewall as a service with one task, ``endpoint_mode: dnsrr`` (no virtual
   IP), ``NET_ADMIN`` (``cap_add``, honoured by ``docker stack deploy`` from Docker 20.10), the
-  same sysctls as the compose lab (``net.ipv4.ip_forward=1`` on firewalls, the hosts' ephemeral
-  port range), and a network alias per zone, ``<node>--<zone>``;
+  same sysctls as the compose lab (``net.ipv4.ip_forward`` 1 on firewalls and 0 on hosts, the
+  hosts' ephemeral port range), and a network alias per zone, ``<node>--<zone>``;
 * the firewalls' rule files (and a custom topology) as Swarm configs, named after their content;
 * placement: when any node carries a label ``edgesim.zone.<zone>=true``, each service runs on a
   node labelled with its home zone (a host's first zone, a firewall's first interface's zone).
@@ -55,7 +55,6 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -67,32 +66,28 @@ import dns.rdatatype
 
 from simulator.errors import LabError
 from simulator.firewall.rules import FirewallNode
-from simulator.lab.capture import CapturePoint, CaptureResult, KeySource, packet_capture, sent_by
 from simulator.lab.network import ephemeral_port_range, host_routes
 from simulator.lab.runners import register_runner
-from simulator.lab.runners._exec import RuleFiles, check_hosts
-from simulator.lab.runners.base import (
-    LabConfig,
-    LabStatus,
-    ListenerCheck,
-    LoadResult,
-    NodeStatus,
-    Runner,
-    Vantage,
-    edgesim_argv,
-    lab_firewall,
-    services_of_ready,
-)
-from simulator.lab.runners.compose import (  # the image's paths are the compose lab's
+from simulator.lab.runners._docker import (
     CERTS,
     READY,
     RULES_DIR,
     TLS_KEYS,
     TOPOLOGY_IN_CONTAINER,
+    ContainerRunner,
+    container_ip,
+    sysctl_lines,
+)
+from simulator.lab.runners._exec import RuleFiles
+from simulator.lab.runners.base import (
+    LabConfig,
+    LoadResult,
+    Vantage,
+    edgesim_argv,
+    lab_firewall,
 )
 from simulator.lab.topology import Host, Interface, Topology, default_topology_path, load_topology
 from simulator.matrix import load_matrix
-from simulator.pki import LabPki
 
 log = logging.getLogger(__name__)
 
@@ -192,7 +187,7 @@ def render_stack(
             topology_file.resolve(),
         )
         top_args = ["--topology", TOPOLOGY_IN_CONTAINER]
-    eph_low, eph_high = ephemeral_port_range(load_matrix())
+    ephemeral = ephemeral_port_range(load_matrix())
     zones_env = " ".join(f"{zone.id}={subnets[zone.id]}" for zone in topology.zones)
     out = [
         "# The edgesim lab as a Docker Swarm stack, rendered from the topology by the swarm",
@@ -256,7 +251,7 @@ def render_stack(
             "node", "--node", fw.id, "--rules", inside, "--ready-file", READY,
         ]  # fmt: skip
         out += service(fw.id, [i.zone for i in fw.interfaces])
-        out += ["    sysctls:", '      net.ipv4.ip_forward: "1"']
+        out += sysctl_lines("firewall", ephemeral)
         out += [f"    command: {_flow(command)}", *mounts([(key, inside)]), ""]
     for host in topology.hosts:
         command = [
@@ -264,7 +259,7 @@ def render_stack(
             "--certs", CERTS, "--ready-file", READY,
         ]  # fmt: skip
         out += service(host.id, host.zones)
-        out += ["    sysctls:", f'      net.ipv4.ip_local_port_range: "{eph_low} {eph_high}"']
+        out += sysctl_lines("host", ephemeral)
         if host.description:
             out.append(f"    labels: {{ org.edgesim.description: {_q(host.description)} }}")
         out += [f"    command: {_flow(command)}", *mounts([]), ""]
@@ -280,13 +275,6 @@ def render_stack(
 
 
 # ------------------------------------------------------------------ inside a task
-
-
-def _ip(*args: str) -> str:
-    done = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=10)
-    if done.returncode != 0:
-        raise LabError(f"`ip {' '.join(args)}` failed: {done.stderr.strip()}")
-    return done.stdout
 
 
 def zones_from_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -394,7 +382,7 @@ class SwarmNetwork:
     def _find_devices(self) -> dict[str, str]:
         """Zone -> the interface whose (Swarm) address lies in the zone network's subnet."""
         devices = {}
-        for link in json.loads(_ip("-j", "-4", "addr", "show")):
+        for link in json.loads(container_ip("-j", "-4", "addr", "show")):
             for info in link.get("addr_info", []):
                 address = ipaddress.IPv4Address(info["local"])
                 for zone, subnet in self.subnets.items():
@@ -413,7 +401,7 @@ class SwarmNetwork:
         for iface in self.interfaces:
             prefix = self.topology.zone(iface.zone).subnet.prefixlen
             device = self.devices[iface.zone]
-            _ip("addr", "replace", f"{iface.address}/{prefix}", "dev", device)
+            container_ip("addr", "replace", f"{iface.address}/{prefix}", "dev", device)
         self.update()
 
     def _plan(self) -> tuple[dict[str, tuple[str, ...]], list[str]]:
@@ -460,7 +448,7 @@ class SwarmNetwork:
         changed = False
         for destination, args in plan.items():
             if self.routes.get(destination) != args:
-                _ip(*args)
+                container_ip(*args)
                 log.info("%s: ip %s", self.node, " ".join(args))
                 self.routes[destination] = args
                 changed = True
@@ -501,7 +489,7 @@ class SwarmNetwork:
 
 
 @register_runner
-class SwarmRunner(Runner):
+class SwarmRunner(ContainerRunner):
     """The lab as the Docker Swarm stack ``<name>`` (``edgesim`` unless ``--name``), deployed
     from this manager node; ``EDGESIM_IMAGE`` picks the image every node runs."""
 
@@ -525,14 +513,6 @@ class SwarmRunner(Runner):
 
     # ------------------------------------------------------------ names
     @property
-    def python(self) -> str:
-        return "python3"
-
-    @property
-    def node_certs(self) -> str:
-        return CERTS
-
-    @property
     def start_hint(self) -> str:
         return f"`edgesim lab up --runner swarm{self.config.lab.cli_args()}` on a manager node"
 
@@ -546,27 +526,7 @@ class SwarmRunner(Runner):
     def _custom_topology(self) -> bool:
         return self.topology.path.resolve() != default_topology_path().resolve()
 
-    def _nodes(self) -> list[tuple[str, str]]:
-        return [(fw, "firewall") for fw in self.our_firewalls()] + [
-            (h.id, "host") for h in self.topology.hosts
-        ]
-
     # ------------------------------------------------------------ docker
-    def _run(self, args: list[str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        try:
-            return subprocess.run(args, capture_output=True, text=True, timeout=timeout)
-        except FileNotFoundError:
-            raise LabError("docker is not installed: scripts/setup-docker.sh") from None
-        except subprocess.TimeoutExpired:
-            raise LabError(f"`{' '.join(args)}` did not finish within {timeout:.0f} s") from None
-
-    def _docker(self, *args: str, timeout: float = 60) -> str:
-        done = self._run(["docker", *args], timeout)
-        if done.returncode != 0:
-            last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-            raise LabError(f"--runner swarm: docker {' '.join(args[:2])} failed: {last}")
-        return done.stdout
-
     def problem(self) -> str | None:
         if shutil.which("docker") is None:
             return "docker is not installed: scripts/setup-docker.sh installs and starts it"
@@ -589,11 +549,6 @@ class SwarmRunner(Runner):
                 "netns or compose"
             )
         return None
-
-    def _ready_to_run(self) -> None:
-        problem = self.problem()
-        if problem is not None:
-            raise LabError(problem)
 
     # ------------------------------------------------------------ entering tasks
     def _local_node(self) -> str:
@@ -885,61 +840,14 @@ class SwarmRunner(Runner):
             tasks[service] = f"{state.split(' ')[0].lower()} on {node}"
         return tasks
 
-    def _inspect(self, node: str) -> tuple[list[str], dict[str, object] | None]:
-        script = f"ip -4 -o addr show; echo ---; cat {READY} 2>/dev/null || true"
-        done = self._run([*self.exec_argv(node), "sh", "-c", script])
-        if done.returncode != 0:
-            return [], None
-        addr_text, _, ready_text = done.stdout.partition("---")
-        lab = {str(i.address) for i in node_interfaces(self.topology, node)}
-        addresses = [
-            f"{parts[3]} ({parts[1]}{'' if parts[3].split('/')[0] in lab else ', swarm'})"
-            for parts in (line.split() for line in addr_text.splitlines())
-            if len(parts) > 3 and parts[1] != "lo"
-        ]
-        ready = None
-        if ready_text.strip():
-            with contextlib.suppress(ValueError):
-                ready = json.loads(ready_text)
-        return addresses, ready
+    def _where(self) -> dict[str, str]:
+        return self._tasks()
 
-    def snapshot(self) -> LabStatus:
-        """:meth:`status` without an event loop."""
-        self._ready_to_run()
-        tasks = self._tasks()
-        running = [node for node, _ in self._nodes() if tasks.get(node, "").startswith("running")]
-        with ThreadPoolExecutor(max_workers=8) as pool:
-            inspected = dict(zip(running, pool.map(self._inspect, running), strict=True))
-        status = LabStatus(self.name, self.stack, self.node_kind)
-        for node, kind in self._nodes():
-            st = NodeStatus(node, "host" if kind == "host" else "firewall",
-                            tasks.get(node, "absent"), "absent")  # fmt: skip
-            if node in tasks:
-                st.state = "not running"
-            if node in inspected:
-                st.state = "routing" if kind == "firewall" else "running"
-                st.addresses, ready = inspected[node]
-                if ready is not None and kind == "host":
-                    st.services = services_of_ready(node, ready)
-            status.nodes.append(st)
-        return status
-
-    async def status(self) -> LabStatus:
-        return await asyncio.to_thread(self.snapshot)
-
-    async def check(self) -> list[ListenerCheck]:
-        status = await self.status()
-        ready = {
-            st.node: READY
-            for st in status.nodes
-            if st.state == "running" and any(svc.listeners for svc in st.services)
-        }
-        return await check_hosts(self, ready)
+    def _lab_addresses(self, node: str) -> set[str] | None:
+        """The node's lab addresses; its others are Swarm's own (marked ``swarm``)."""
+        return {str(i.address) for i in node_interfaces(self.topology, node)}
 
     # ------------------------------------------------------------ firewalls
-    def our_firewalls(self) -> tuple[str, ...]:
-        return tuple(fw.id for fw in self.topology.lab_firewalls)
-
     def rules_path(self, firewall: str) -> Path:
         """The rule file the firewall's task loaded last through this runner (``up`` deploys
         the topology's, or the ``--rules`` given; ``reload-firewall`` records what it loads)."""
@@ -952,8 +860,7 @@ class SwarmRunner(Runner):
         lab_firewall(self.topology, firewall)
         argv = self.exec_argv(firewall)
         if os.geteuid() == 0 and "--context" not in argv:
-            pid = self._docker("inspect", "-f", "{{.State.Pid}}", argv[-1]).strip()
-            return FirewallNode(firewall, ("nsenter", f"--net=/proc/{pid}/ns/net"))
+            return self._nsenter(firewall, argv[-1])
         return FirewallNode(firewall, tuple(argv))
 
     def load_rules(self, firewall: str, path: Path | None = None) -> LoadResult:
@@ -968,8 +875,7 @@ class SwarmRunner(Runner):
             text = chosen.read_text()
         except OSError as exc:
             raise LabError(f"cannot read {chosen}: {exc.strerror}") from None
-        args = [*self.exec_argv(firewall), "nft", "-f", "-"]
-        done = subprocess.run(args, input=text, capture_output=True, text=True, timeout=60)
+        done = self._run([*self.exec_argv(firewall), "nft", "-f", "-"], stdin=text)
         if done.returncode != 0:
             raise LabError(f"{firewall}: nft -f {chosen} failed: {done.stderr.strip()}")
         self.rules.record(firewall, chosen)
@@ -988,28 +894,7 @@ class SwarmRunner(Runner):
                 f"{', '.join(remote)} run on other nodes: run the scenarios on a single-node "
                 "swarm, or probe instead (`edgesim probe --runner swarm`)"
             )
-        containers = [argv[-1] for argv in prefixes.values()]
-        pids = self._docker("inspect", "-f", "{{.State.Pid}}", *containers).split()
-        namespaces = {node: f"/proc/{pid}/ns/net" for node, pid in zip(prefixes, pids, strict=True)}
-        pki_dir = Path(tempfile.mkdtemp(prefix="edgesim-swarm-pki-"))
-        first_host = self.topology.hosts[0].id
-        self._docker("cp", f"{prefixes[first_host][-1]}:{CERTS}/.", str(pki_dir))
-        return Vantage(self.name, LabPki(pki_dir), namespaces)
-
-    def capture(self, out: Path) -> AbstractAsyncContextManager[CaptureResult]:
-        """tcpdump in every host's task (what each host sends), streamed here, with the TLS key
-        log each task's processes write (``SSLKEYLOGFILE``), as for the compose lab."""
-        self.require_up()
-        points = [
-            CapturePoint(
-                h.id,
-                tuple(self.exec_argv(h.id)),
-                bpf=sent_by([str(i.address) for i in h.interfaces]),
-            )
-            for h in self.topology.hosts
-        ]
-        keys = [KeySource(tuple(self.exec_argv(h.id)), TLS_KEYS) for h in self.topology.hosts]
-        return packet_capture(out, points, keys)
+        return self._vantage({node: argv[-1] for node, argv in prefixes.items()})
 
     def prepare_host(self, host: Host) -> None:
         """Inside the host's task: lab addresses and routes (:class:`SwarmNetwork`)."""
