@@ -134,9 +134,13 @@ def docker(*args: str, check: bool = True) -> str:
 
 
 def edgesim(*args: str, state: Path, timeout: float = 420) -> subprocess.CompletedProcess[str]:
+    """``edgesim ARGS`` from the checkout, with the lab PKI beside the lab's state: the default,
+    a checkout's certs/, would be written into the repository (every command but `lab flows`
+    takes --certs)."""
     env = dict(os.environ, EDGESIM_STATE_DIR=str(state), EDGESIM_IMAGE=IMAGE, COLUMNS="200")
+    certs = [] if args[:2] == ("lab", "flows") else ["--certs", str(state / "certs")]
     return subprocess.run(
-        [sys.executable, "-m", "simulator", *args], capture_output=True, text=True,
+        [sys.executable, "-m", "simulator", *args, *certs], capture_output=True, text=True,
         timeout=timeout, cwd=ROOT, env=env,
     )  # fmt: skip
 
@@ -204,9 +208,8 @@ def test_tasks_carry_their_lab_addresses_beside_swarms(swarm_lab: Path, topology
 
 @pytest.mark.docker
 def test_every_matrix_row_meets_its_expectation_across_the_swarm(swarm_lab: Path) -> None:
-    # --certs: else the probe writes the lab PKI to the default place (a checkout's certs/)
     done = edgesim("probe", "--runner", "swarm", "--name", LAB, "--format", "json",
-                   "--certs", str(swarm_lab / "certs"), state=swarm_lab)  # fmt: skip
+                   state=swarm_lab)  # fmt: skip
     results = json.loads(done.stdout)["results"]
     unmet = {r["row"]: f"{r['verdict']}: {r['reason']}" for r in results if not r["met"]}
     assert not unmet, unmet
