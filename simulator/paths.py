@@ -1,9 +1,9 @@
 """Where edgesim keeps its files: in a checkout, beside the source; installed, in the user's
 XDG directories (never the current directory of wherever the user happens to stand).
 
-* the lab PKI (``certs``): ``<checkout>/certs`` when the current directory is inside an edgesim
-  checkout (as the README documents), else ``$XDG_DATA_HOME/edgesim/certs``
-  (``~/.local/share/edgesim/certs``);
+* the lab PKI (``certs``): ``$EDGESIM_CERTS_DIR`` when set, else ``<checkout>/certs`` when the
+  current directory is inside an edgesim checkout (as the README documents), else
+  ``$XDG_DATA_HOME/edgesim/certs`` (``~/.local/share/edgesim/certs``);
 * run-time state (which embedded lab runs where, netns labs' pids and ready files):
   ``$EDGESIM_STATE_DIR``, else ``/run/edgesim`` for root, else ``$XDG_RUNTIME_DIR/edgesim``, else
   ``$XDG_STATE_HOME/edgesim`` (``~/.local/state/edgesim``);
@@ -62,8 +62,11 @@ def checkout_root(start: Path | None = None) -> Path | None:
 
 
 def default_certs_dir() -> Path:
-    """The lab PKI directory when ``--certs`` is not given: ``certs`` in a checkout (relative
-    when standing at its root), else :func:`data_dir` ``/certs``."""
+    """The lab PKI directory when ``--certs`` is not given: ``$EDGESIM_CERTS_DIR``, else
+    ``certs`` in a checkout (relative when standing at its root), else :func:`data_dir`
+    ``/certs``."""
+    if explicit := os.environ.get("EDGESIM_CERTS_DIR"):
+        return Path(explicit)
     root = checkout_root()
     if root is None:
         return data_dir() / "certs"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,11 @@ def lab_pki(tmp_path_factory: pytest.TempPathFactory, topology: Topology) -> Lab
     directory: Path = tmp_path_factory.mktemp("certs")
     ensure_pki(topology, directory)
     return LabPki(directory)
+
+
+# A command a test runs without --certs (in-process or as a subprocess, which inherits this)
+# completes the lab PKI in a directory of the session, not in the checkout's certs/.
+os.environ.setdefault("EDGESIM_CERTS_DIR", tempfile.mkdtemp(prefix="edgesim-test-certs-"))
 
 
 if os.environ.get("EDGESIM_TEST_LOOP") == "uvloop":

@@ -139,7 +139,9 @@ def set_width(width: int | None) -> None:
         err_console.width = width
 
 
-CERTS_DEFAULT_HELP = "certs/ in a checkout, else ~/.local/share/edgesim/certs"
+CERTS_DEFAULT_HELP = (
+    "$EDGESIM_CERTS_DIR, else certs/ in a checkout, else ~/.local/share/edgesim/certs"
+)
 
 
 def certs_option(

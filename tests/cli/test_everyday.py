@@ -87,12 +87,15 @@ def test_the_pki_goes_to_the_data_directory_outside_a_checkout(tmp_path: Path) -
 
 
 def test_in_a_checkout_the_pki_stays_in_its_certs_directory(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
+    monkeypatch.delenv("EDGESIM_CERTS_DIR")  # the suite's own, see tests/conftest.py
     monkeypatch.chdir(ROOT)
     assert default_certs_dir() == Path("certs")
     monkeypatch.chdir(ROOT / "docs")
     assert default_certs_dir() == ROOT / "certs"
+    monkeypatch.setenv("EDGESIM_CERTS_DIR", str(tmp_path / "mine"))
+    assert default_certs_dir() == tmp_path / "mine"
 
 
 @pytest.fixture
