@@ -366,7 +366,7 @@ class SipListener:
     def __init__(self, spec: ListenerSpec) -> None:
         self.spec = spec
         self.limits = spec.effective_limits()
-        self.gate = ConnectionGate(self.limits.connections)
+        self.gate = ConnectionGate(self.limits)
         """Connections open now, total and per source (TLS handshakes included)."""
         self.sock: socket.socket | None = None
         self.refusals: list[str] = []
