@@ -298,6 +298,19 @@ class UserAgent:
             headers=[("Event", event), ("Accept", "application/pidf+xml"), ("Expires", "3600")],
         )
 
+    def in_dialog(self, method: str, dialog: Dialog, cseq: int) -> Request:
+        """A request inside ``dialog`` (:rfc:`3261#section-12.2.1.1`): to its remote target,
+        along its route set, with its tags and Call-ID."""
+        return self.build(
+            method,
+            dialog.target,
+            to=dialog.remote,
+            call_id=dialog.call_id,
+            cseq=cseq,
+            from_value=dialog.local,
+            route=dialog.route,
+        )
+
     async def invite(
         self, uri: str, sdp: bytes, *, timeout: float = DEFAULT_TIMEOUT
     ) -> tuple[Response, Dialog | None]:
@@ -326,17 +339,8 @@ class UserAgent:
             list(reversed(response.headers.getlist("Record-Route"))),
             cseq,
         )
-        ack = self.build(
-            "ACK",
-            dialog.target,
-            to=dialog.remote,
-            call_id=dialog.call_id,
-            cseq=cseq,
-            from_value=dialog.local,
-            route=dialog.route,
-        )
         assert self.proto is not None
-        self.proto.send(ack)
+        self.proto.send(self.in_dialog("ACK", dialog, cseq))
         return response, dialog
 
     async def cancel(self, invite: Request, *, timeout: float = DEFAULT_TIMEOUT) -> Response:
@@ -356,16 +360,7 @@ class UserAgent:
 
     async def bye(self, dialog: Dialog, *, timeout: float = DEFAULT_TIMEOUT) -> Response:
         dialog.cseq += 1
-        request = self.build(
-            "BYE",
-            dialog.target,
-            to=dialog.remote,
-            call_id=dialog.call_id,
-            cseq=dialog.cseq,
-            from_value=dialog.local,
-            route=dialog.route,
-        )
-        return await self.send(request, timeout=timeout)
+        return await self.send(self.in_dialog("BYE", dialog, dialog.cseq), timeout=timeout)
 
     async def send_raw(self, data: bytes) -> None:
         """Write bytes as they are (for malformed-input tests)."""
