@@ -22,12 +22,22 @@ def limit(default: Any, what: str, test: str) -> Any:
 
 @dataclass(frozen=True)
 class ConnectionLimits:
-    """How many connections one listener accepts at once."""
+    """How many connections one listener accepts at once: what :class:`ConnectionGate` enforces.
+
+    Each protocol's listener settings subclass it (:class:`~simulator.dns.aio.DnsLimits`,
+    :class:`~simulator.sip.connection.SipLimits`, :class:`~simulator.xmpp.aio.XmppListenerLimits`),
+    redeclaring both caps with their own default, docs/limits.md row and test (:func:`limit`), and
+    adding their own timeouts and sizes after them."""
 
     max_connections: int = 10_000
     """Connections open at once on this listener; more are closed as they arrive."""
     max_per_source: int = 256
     """Connections open at once from one source address."""
+
+    @property
+    def connections(self) -> ConnectionLimits:
+        """The caps alone (the listener settings are the caps themselves, and more)."""
+        return ConnectionLimits(self.max_connections, self.max_per_source)
 
 
 def settings_from(cls: Any, settings: Any, entry: str) -> Any:

@@ -18,17 +18,15 @@ _T = "tests/integration/test_listener_limits.py::"
 
 
 @dataclass(frozen=True)
-class DnsLimits:
+class DnsLimits(ConnectionLimits):
     """What the lab DNS accepts over TCP (UDP answers are truncated: :mod:`.zone`)."""
 
     max_connections: int = limit(
         512, "TCP connections, total", _T + "test_dns_tcp_caps_connections"
     )
-    """TCP connections open at once."""
     max_per_source: int = limit(
         16, "TCP connections per source address", _T + "test_dns_tcp_caps_connections"
     )
-    """TCP connections open at once from one source address."""
     idle_timeout: float = limit(
         30.0, "TCP: idle before a query, s", _T + "test_dns_tcp_caps_connections"
     )
@@ -37,10 +35,6 @@ class DnsLimits:
         10.0, "TCP: one query, from its length prefix, s", _T + "test_dns_tcp_caps_connections"
     )
     """Seconds for a query to arrive whole once its length prefix came."""
-
-    @property
-    def connections(self) -> ConnectionLimits:
-        return ConnectionLimits(self.max_connections, self.max_per_source)
 
 
 class _UdpProtocol(asyncio.DatagramProtocol):
@@ -103,7 +97,7 @@ class DnsServer:
     ) -> None:
         self.zone = zone
         self.limits = limits or DnsLimits()
-        self.gate = ConnectionGate(self.limits.connections)
+        self.gate = ConnectionGate(self.limits)
         self.address = address
         self.port = port
         self._udp: asyncio.DatagramTransport | None = None

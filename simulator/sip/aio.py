@@ -20,7 +20,7 @@ import contextlib
 import logging
 import socket
 import ssl
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -366,7 +366,7 @@ class SipListener:
     def __init__(self, spec: ListenerSpec) -> None:
         self.spec = spec
         self.limits = spec.effective_limits()
-        self.gate = ConnectionGate(self.limits.connections)
+        self.gate = ConnectionGate(self.limits)
         """Connections open now, total and per source (TLS handshakes included)."""
         self.sock: socket.socket | None = None
         self.refusals: list[str] = []
@@ -541,6 +541,30 @@ async def open_sip(
         raise
     assert proto is not None
     return proto
+
+
+async def connect_once(
+    pending: dict[str, asyncio.Future[SipProtocol]],
+    key: str,
+    connect: Callable[[], Awaitable[SipProtocol]],
+    failures: type[Exception] = Exception,
+) -> SipProtocol:
+    """One connection attempt to ``key`` at a time: the first caller runs ``connect`` and the
+    callers that come meanwhile wait for its connection, or its failure (an exception of
+    ``failures``, raised in each of them); others raise in the first caller only."""
+    future = pending.get(key)
+    if future is None:
+        future = asyncio.get_running_loop().create_future()
+        pending[key] = future
+        try:
+            proto = await connect()
+        except failures as exc:
+            future.set_exception(exc)
+        else:
+            future.set_result(proto)
+        finally:
+            pending.pop(key, None)
+    return await asyncio.shield(future)
 
 
 def _trace_connect_failure(
@@ -726,24 +750,15 @@ class AccessEdge:
     async def _connect_and_send(self, action: Forward) -> None:
         target = action.target
         key = "internal" if isinstance(target, ToInternal) else f"partner:{target.partner.domain}"  # type: ignore[union-attr]
-        future = self._connecting.get(key)
-        if future is None:
-            future = asyncio.get_running_loop().create_future()
-            self._connecting[key] = future
-            try:
-                if isinstance(target, ToInternal):
-                    proto = await self._open_internal()
-                else:
-                    assert isinstance(target, ToPartner)
-                    proto = await self._open_partner(target.partner)
-            except _HopFailure as failure:
-                future.set_exception(failure)
-            else:
-                future.set_result(proto)
-            finally:
-                self._connecting.pop(key, None)
+
+        async def connect() -> SipProtocol:
+            if isinstance(target, ToInternal):
+                return await self._open_internal()
+            assert isinstance(target, ToPartner)
+            return await self._open_partner(target.partner)
+
         try:
-            proto = await asyncio.shield(future)
+            proto = await connect_once(self._connecting, key, connect, _HopFailure)
         except _HopFailure as failure:
             self._run(
                 self.proxy.next_hop_failed(

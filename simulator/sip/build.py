@@ -169,6 +169,25 @@ def new_request(
     return request
 
 
+def in_invite_transaction(method: str, invite: Request, to: str) -> Request:
+    """A request of ``invite``'s own client transaction: its CANCEL (:rfc:`3261#section-9.1`)
+    or the ACK of a non-2xx final response (:rfc:`3261#section-17.1.1.3`). Same Request-URI,
+    top Via (so the same branch), Route, From and Call-ID, the CSeq number with ``method``;
+    ``to`` is the INVITE's To (CANCEL) or the response's (ACK)."""
+    request = Request(method, invite.uri)
+    h = request.headers
+    h.add("Via", invite.headers.getlist("Via")[0])
+    h.add("Max-Forwards", "70")
+    for value in invite.headers.getlist("Route"):
+        h.add("Route", value)
+    h.add("From", invite.headers["From"])
+    h.add("To", to)
+    h.add("Call-ID", invite.headers["Call-ID"])
+    h.add("CSeq", f"{invite.headers['CSeq'].split()[0]} {method}")
+    h.add("Content-Length", "0")
+    return request
+
+
 def first_value(value: str) -> tuple[str, str]:
     """Split ``a, b, c`` into ``a`` and ``b, c`` (commas inside quotes and <> are kept)."""
     if "," not in value:

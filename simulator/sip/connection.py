@@ -50,17 +50,15 @@ _T = "tests/integration/test_listener_limits.py::"
 
 
 @dataclass(frozen=True)
-class SipLimits:
+class SipLimits(ConnectionLimits):
     """What one SIP listener (and each connection on it) accepts: sizes, timeouts, caps."""
 
     max_connections: int = limit(
         10_000, "connections, total", _T + "test_sip_listener_caps_connections"
     )
-    """Connections open at once; more are closed as they arrive."""
     max_per_source: int = limit(
         256, "connections per source address", _T + "test_sip_listener_caps_connections"
     )
-    """Connections open at once from one source address."""
     handshake_timeout: float = limit(
         10.0, "TLS handshake, s", _T + "test_sip_tls_handshake_times_out"
     )
@@ -96,10 +94,6 @@ class SipLimits:
     )
     """Bytes queued for a peer; reading from it pauses well before, the connection closes
     beyond."""
-
-    @property
-    def connections(self) -> ConnectionLimits:
-        return ConnectionLimits(self.max_connections, self.max_per_source)
 
 
 class SipConnection:

@@ -203,22 +203,23 @@ class SecurityAssociation:
     snum: int = 0
     random: Callable[[int], bytes] = field(default=os.urandom, repr=False)
 
-    def _keys(self, usage: str) -> tuple[bytes, bytes]:
-        return signkey(self.flags, self.session_key, usage), sealkey(
-            self.flags, self.session_key, usage
-        )
-
-    def client_signature(self, message: Request | Response, crand: str, cnum: str) -> bytes:
-        """The signature the client must have put on ``message`` (for tests and checks)."""
+    def _mac(self, message: Request | Response, usage: str, rand: str, num: str) -> bytes:
+        """The MAC of ``message``'s signature buffer under the ``usage`` side's session keys."""
         data = signature_buffer(
             message,
             scheme="NTLM",
-            rand=crand,
-            num=cnum,
+            rand=rand,
+            num=num,
             realm=self.realm,
             targetname=self.targetname,
         )
-        return datagram_mac(self.flags, *self._keys("initiate"), data)
+        sign = signkey(self.flags, self.session_key, usage)
+        seal = sealkey(self.flags, self.session_key, usage)
+        return datagram_mac(self.flags, sign, seal, data)
+
+    def client_signature(self, message: Request | Response, crand: str, cnum: str) -> bytes:
+        """The signature the client must have put on ``message`` (for tests and checks)."""
+        return self._mac(message, "initiate", crand, cnum)
 
     def verify(self, message: Request, params: dict[str, str]) -> None:
         """Check the client's ``response`` on ``message``; :class:`NtlmError` if it is wrong."""
@@ -235,15 +236,7 @@ class SecurityAssociation:
         self.snum += 1
         srand = self.random(4).hex().upper()
         snum = str(self.snum)
-        data = signature_buffer(
-            message,
-            scheme="NTLM",
-            rand=srand,
-            num=snum,
-            realm=self.realm,
-            targetname=self.targetname,
-        )
-        rspauth = datagram_mac(self.flags, *self._keys("accept"), data).hex().upper()
+        rspauth = self._mac(message, "accept", srand, snum).hex().upper()
         return (
             f'NTLM rspauth="{rspauth}", srand="{srand}", snum="{snum}", '
             f'opaque="{self.opaque}", qop="auth", targetname="{self.targetname}", '

@@ -93,7 +93,38 @@ def _response_input(code: int, sending: bool) -> Input:
     return I.SEND_FAILURE if sending else I.FAILURE
 
 
-class ClientTransaction:
+class _Transaction:
+    """What both kinds share: the state table, the one timer, the step that stops it."""
+
+    table: dict[tuple[State, Input], State]
+    state: State
+    _deadline: float | None
+
+    def _step(self, value: Input) -> bool:
+        nxt = self.table.get((self.state, value))
+        if nxt is None:
+            return False
+        self.state = nxt
+        if nxt is S.TERMINATED:
+            self._deadline = None
+        return True
+
+    def get_timer(self) -> float | None:
+        return self._deadline
+
+    def _timer_fired(self, now: float) -> bool:
+        """True when the timer was due and its transition applies (it is stopped either way)."""
+        if self._deadline is None or now < self._deadline:
+            return False
+        self._deadline = None
+        return self._step(I.TIMER)
+
+    @property
+    def terminated(self) -> bool:
+        return self.state is S.TERMINATED
+
+
+class ClientTransaction(_Transaction):
     """A request we sent; tells whether each response is to be passed up and when it timed out."""
 
     def __init__(self, method: str, now: float, *, timeout: float = TIMEOUT) -> None:
@@ -101,44 +132,29 @@ class ClientTransaction:
         self.invite = method == "INVITE"
         self.table = INVITE_CLIENT if self.invite else NON_INVITE_CLIENT
         self.state = S.CALLING if self.invite else S.TRYING
-        self._deadline: float | None = now + timeout
+        self._deadline = now + timeout
         self.timed_out = False
 
     def _step(self, value: Input) -> bool:
-        nxt = self.table.get((self.state, value))
-        if nxt is None:
+        if not super()._step(value):
             return False
-        self.state = nxt
         if self.state is not S.CALLING and self.state is not S.TRYING and self.invite:
             self._deadline = None  # Timer B stops on any response (INVITE)
-        if self.state is S.TERMINATED:
-            self._deadline = None
         return True
 
     def receive_response(self, code: int) -> bool:
         """Feed a response; True when it belongs to the transaction user (pass it up)."""
         return self._step(_response_input(code, sending=False))
 
-    def get_timer(self) -> float | None:
-        return self._deadline
-
     def handle_timer(self, now: float) -> bool:
         """True when the transaction timed out now (Timer B or F fired)."""
-        if self._deadline is None or now < self._deadline:
-            return False
-        if self._step(I.TIMER):
+        if self._timer_fired(now):
             self.timed_out = True
-            self._deadline = None
             return True
-        self._deadline = None
         return False
 
-    @property
-    def terminated(self) -> bool:
-        return self.state is S.TERMINATED
 
-
-class ServerTransaction:
+class ServerTransaction(_Transaction):
     """A request we received; tracks our answers (and, for INVITE, the ACK of a failure)."""
 
     def __init__(self, method: str, now: float, *, timeout: float = TIMEOUT) -> None:
@@ -146,7 +162,7 @@ class ServerTransaction:
         self.table = INVITE_SERVER if self.invite else NON_INVITE_SERVER
         self.state = S.PROCEEDING if self.invite else S.TRYING
         self._timeout = timeout
-        self._deadline: float | None = None
+        self._deadline = None
         self.final_sent = False
 
     def send_response(self, code: int, now: float) -> bool:
@@ -162,25 +178,6 @@ class ServerTransaction:
     def receive_ack(self) -> bool:
         return self._step(I.ACK)
 
-    def _step(self, value: Input) -> bool:
-        nxt = self.table.get((self.state, value))
-        if nxt is None:
-            return False
-        self.state = nxt
-        if nxt is S.TERMINATED:
-            self._deadline = None
-        return True
-
-    def get_timer(self) -> float | None:
-        return self._deadline
-
     def handle_timer(self, now: float) -> bool:
         """True when Timer H fired (no ACK came for our failure response)."""
-        if self._deadline is None or now < self._deadline:
-            return False
-        self._deadline = None
-        return self._step(I.TIMER)
-
-    @property
-    def terminated(self) -> bool:
-        return self.state is S.TERMINATED
+        return self._timer_fired(now)

@@ -50,17 +50,15 @@ _T = "tests/integration/test_listener_limits.py::"
 
 
 @dataclass(frozen=True)
-class XmppListenerLimits:
+class XmppListenerLimits(ConnectionLimits):
     """What one XMPP listener accepts (``[services.xmpp-proxy.listener_limits]``)."""
 
     max_connections: int = limit(
         5_000, "connections, total", _T + "test_xmpp_listener_caps_connections"
     )
-    """Streams open at once; more are closed as they arrive."""
     max_per_source: int = limit(
         64, "connections per source address", _T + "test_xmpp_listener_caps_connections"
     )
-    """Streams open at once from one source address."""
     handshake_timeout: float = limit(
         10.0, "TLS handshake after STARTTLS, s", _T + "test_xmpp_starttls_handshake_times_out"
     )
@@ -71,10 +69,6 @@ class XmppListenerLimits:
         _T + "test_an_xmpp_peer_that_never_reads_is_dropped",
     )
     """Bytes queued for a peer; beyond, the stream closes (reading already waits on writes)."""
-
-    @property
-    def connections(self) -> ConnectionLimits:
-        return ConnectionLimits(self.max_connections, self.max_per_source)
 
 
 #: Roles on the accepting side of a stream (they record authentication and TLS refusals).

@@ -27,6 +27,7 @@ import asyncio
 import logging
 import ssl
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 
 from sipmessage import Address, Request, Response
 
@@ -46,29 +47,22 @@ TIMEOUT = 5.0
 """Seconds the Front End waits for the A/V Authentication service (connect, then answer)."""
 
 
+@dataclass(kw_only=True, eq=False)
 class MrasForwarder:
     """Forwards credentialsRequests to the Edge's A/V Authentication service over MTLS."""
 
-    def __init__(
-        self,
-        *,
-        fqdn: str,
-        port: int,
-        context: ssl.SSLContext,
-        resolver: LabResolver,
-        local_fqdn: str,
-        local_address: str | None = None,
-        timeout: float = TIMEOUT,
-    ) -> None:
-        self.fqdn = fqdn
-        self.port = port
-        self.context = context
-        self.resolver = resolver
-        self.local_fqdn = local_fqdn
-        self.local_address = local_address
-        self.timeout = timeout
-        self._ua: UserAgent | None = None
-        self._lock = asyncio.Lock()
+    fqdn: str
+    """The Edge's internal name (resolved, and checked in its certificate)."""
+    port: int
+    context: ssl.SSLContext
+    """The Front End's client context (its certificate: MTLS)."""
+    resolver: LabResolver
+    local_fqdn: str
+    """The Front End's name (the From of the SERVICE, the source in ms-diagnostics)."""
+    local_address: str | None = None
+    timeout: float = TIMEOUT
+    _ua: UserAgent | None = field(default=None, init=False, repr=False)
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False, repr=False)
 
     @property
     def hop(self) -> str:

@@ -52,7 +52,7 @@ from xml.sax.saxutils import escape
 from sipmessage import Request, Response
 
 from simulator.dns.resolver import LabResolver, ResolutionError
-from simulator.sip.aio import ListenerSpec, SipListener, SipProtocol, open_sip
+from simulator.sip.aio import ListenerSpec, SipListener, SipProtocol, connect_once, open_sip
 from simulator.sip.build import (
     first_value,
     new_branch,
@@ -951,20 +951,8 @@ class DomainServer:
             if proto.peer_cert is not None and proto.peer_cert.matches(host):
                 self._send(proto, request, binding_sa)
                 return
-        future = self._connecting.get(host)
-        if future is None:
-            future = asyncio.get_running_loop().create_future()
-            self._connecting[host] = future
-            try:
-                proto = await self._connect(host, port)
-            except Exception as exc:
-                future.set_exception(exc)
-            else:
-                future.set_result(proto)
-            finally:
-                self._connecting.pop(host, None)
         try:
-            proto = await asyncio.shield(future)
+            proto = await connect_once(self._connecting, host, lambda: self._connect(host, port))
         except Exception as exc:
             log.warning("%s: cannot reach %s: %s", self.label, host, exc)
             if upstream is not None:  # the reason stays in the log: no port-scan oracle

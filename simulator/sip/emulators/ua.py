@@ -30,7 +30,15 @@ from sipmessage import Request, Response
 
 from simulator.sip import digest
 from simulator.sip.aio import SipProtocol, open_sip
-from simulator.sip.build import new_request, new_tag, params, response_for, top_via, uri_of
+from simulator.sip.build import (
+    in_invite_transaction,
+    new_request,
+    new_tag,
+    params,
+    response_for,
+    top_via,
+    uri_of,
+)
 from simulator.tls import tls_failure_reason
 
 DEFAULT_TIMEOUT = 10.0
@@ -290,6 +298,19 @@ class UserAgent:
             headers=[("Event", event), ("Accept", "application/pidf+xml"), ("Expires", "3600")],
         )
 
+    def in_dialog(self, method: str, dialog: Dialog, cseq: int) -> Request:
+        """A request inside ``dialog`` (:rfc:`3261#section-12.2.1.1`): to its remote target,
+        along its route set, with its tags and Call-ID."""
+        return self.build(
+            method,
+            dialog.target,
+            to=dialog.remote,
+            call_id=dialog.call_id,
+            cseq=cseq,
+            from_value=dialog.local,
+            route=dialog.route,
+        )
+
     async def invite(
         self, uri: str, sdp: bytes, *, timeout: float = DEFAULT_TIMEOUT
     ) -> tuple[Response, Dialog | None]:
@@ -305,19 +326,8 @@ class UserAgent:
         response = await self.send(request, timeout=timeout)
         if not 200 <= response.code < 300:
             # the ACK of a failure belongs to the INVITE transaction: same branch, same Route
-            ack = Request("ACK", request.uri)
-            h = ack.headers
-            h.add("Via", request.headers.getlist("Via")[0])
-            h.add("Max-Forwards", "70")
-            for value in request.headers.getlist("Route"):
-                h.add("Route", value)
-            h.add("From", request.headers["From"])
-            h.add("To", response.headers["To"])
-            h.add("Call-ID", request.headers["Call-ID"])
-            h.add("CSeq", f"{request.headers['CSeq'].split()[0]} ACK")
-            h.add("Content-Length", "0")
             assert self.proto is not None
-            self.proto.send(ack)
+            self.proto.send(in_invite_transaction("ACK", request, response.headers["To"]))
             return response, None
         cseq = int(request.headers["CSeq"].split()[0])
         contact = response.headers.getlist("Contact")
@@ -329,31 +339,14 @@ class UserAgent:
             list(reversed(response.headers.getlist("Record-Route"))),
             cseq,
         )
-        ack = self.build(
-            "ACK",
-            dialog.target,
-            to=dialog.remote,
-            call_id=dialog.call_id,
-            cseq=cseq,
-            from_value=dialog.local,
-            route=dialog.route,
-        )
         assert self.proto is not None
-        self.proto.send(ack)
+        self.proto.send(self.in_dialog("ACK", dialog, cseq))
         return response, dialog
 
     async def cancel(self, invite: Request, *, timeout: float = DEFAULT_TIMEOUT) -> Response:
         """CANCEL a pending INVITE built with :meth:`build` (RFC 3261 section 9.1)."""
-        request = Request("CANCEL", invite.uri)
+        request = in_invite_transaction("CANCEL", invite, invite.headers["To"])
         h = request.headers
-        h.add("Via", invite.headers.getlist("Via")[0])
-        h.add("Max-Forwards", "70")
-        for value in invite.headers.getlist("Route"):
-            h.add("Route", value)
-        for name in ("From", "To", "Call-ID"):
-            h.add(name, invite.headers[name])
-        h.add("CSeq", f"{invite.headers['CSeq'].split()[0]} CANCEL")
-        h.add("Content-Length", "0")
         if self.proto is None:
             raise ConnectionError("not connected")
         # the answer to the CANCEL has the INVITE's branch too: wait for it by CSeq method
@@ -367,16 +360,7 @@ class UserAgent:
 
     async def bye(self, dialog: Dialog, *, timeout: float = DEFAULT_TIMEOUT) -> Response:
         dialog.cseq += 1
-        request = self.build(
-            "BYE",
-            dialog.target,
-            to=dialog.remote,
-            call_id=dialog.call_id,
-            cseq=dialog.cseq,
-            from_value=dialog.local,
-            route=dialog.route,
-        )
-        return await self.send(request, timeout=timeout)
+        return await self.send(self.in_dialog("BYE", dialog, dialog.cseq), timeout=timeout)
 
     async def send_raw(self, data: bytes) -> None:
         """Write bytes as they are (for malformed-input tests)."""
