@@ -6,8 +6,8 @@ the 20-byte header, and differ only in a few rules, which a :class:`Syntax` name
 - RFC 5389 section 15 (kept by RFC 8489 section 14): a 16-bit type, a 16-bit length of the value
   before padding, the value, then 0-3 padding bytes so that each attribute ends on a 32-bit
   boundary (the padding is ignored). Types 0x0000-0x7FFF are comprehension-required: one not
-  understood is answered with 420 and listed in UNKNOWN-ATTRIBUTES (section 7.3.1). After
-  MESSAGE-INTEGRITY only FINGERPRINT counts (section 15.4). :data:`simulator.media.stun.SYNTAX`.
+  understood is answered with 420 and listed in UNKNOWN-ATTRIBUTES. After MESSAGE-INTEGRITY
+  only FINGERPRINT counts (section 15.4). :data:`simulator.media.stun.SYNTAX`.
 - [MS-TURN] section 2.2.2: the attributes are TLV encoded as [IETFDRAFT-STUN-02] section 10.2
   has it, the Magic Cookie attribute first; any other attribute from the mandatory range the
   extension does not support generates an Unknown Attribute (420) error response. The values
@@ -16,8 +16,8 @@ the 20-byte header, and differ only in a few rules, which a :class:`Syntax` name
 
 Every byte is hostile: :func:`walk` checks each length against the end of the message before it
 slices, and every decoding error becomes the caller's protocol error (``bad``), never an
-exception of the codec. The caps on values (USERNAME 512 bytes, REALM, NONCE 763: RFC 8489
-section 14) are in the value codecs below and the dialects' tables.
+exception of the codec. The caps on values (USERNAME, REALM, NONCE) are in the dialects'
+tables, built from the value codecs at the end of this module.
 """
 
 from __future__ import annotations
