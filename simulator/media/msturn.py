@@ -20,7 +20,8 @@ What differs on the wire, and what this module does about it:
   (420); other optional ones are ignored (section 2.2.2).
 - Attribute values are not padded to four bytes: the next attribute starts right after the
   value, as the IETF STUN draft the extension builds on had it and as libnice's OC2007
-  compatibility (``STUN_AGENT_USAGE_NO_ALIGNED_ATTRIBUTES``) sends and expects.
+  compatibility (``STUN_AGENT_USAGE_NO_ALIGNED_ATTRIBUTES``) sends and expects. Both dialects
+  walk and encode their attributes with :mod:`simulator.media.attributes` (:data:`SYNTAX` here).
 - MESSAGE-INTEGRITY is HMAC-SHA1 over the message up to the attribute before it, with the length
   field counting up to the end of MESSAGE-INTEGRITY, **zero-padded to a multiple of 64 bytes**
   (RFC 3489 section 11.2.8's rule); the long-term key is MD5(username ":" realm ":" password).
