@@ -424,10 +424,10 @@ class _PeerConnection(_Spliceable):
             client.close()
 
 
+@dataclass
 class _Relay:
-    def __init__(self, udp: _UdpSocket | None, tcp: asyncio.Server | None) -> None:
-        self.udp = udp
-        self.tcp = tcp
+    udp: _UdpSocket | None
+    tcp: asyncio.Server | None
 
 
 class AsyncTurnServer:

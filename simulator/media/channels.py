@@ -152,11 +152,7 @@ def send_indication(
         # listener is refused at ChannelBind; an indication names its port each time)
         state.drop("data to the Edge's own listener", source)
         return []
-    if state.capped and over_cap(state, alloc, len(data), now):
-        state.drop("rate cap", source)
-        return []
-    state.stats["relayed.to_peer"] += 1
-    return [RelayTo(alloc.id, peer, data)]
+    return relay_to_peer(state, alloc, peer, data, source, now)
 
 
 def channel_data(
@@ -175,15 +171,22 @@ def channel_data(
     if alloc is None or channel is None or channel.expires <= now:
         state.drop("ChannelData for an unbound channel", source)
         return []
-    expiry = alloc.permissions.get(channel.peer[0])
-    if expiry is None or expiry <= now:
+    if not has_permission(alloc, channel.peer[0], now):
         state.drop("data to peer without permission", source)
         return []
-    if state.capped and over_cap(state, alloc, length, now):
+    return relay_to_peer(state, alloc, channel.peer, data[4 : 4 + length], source, now)
+
+
+def relay_to_peer(
+    state: TurnState, alloc: Allocation, peer: Address, data: bytes, source: Address, now: float
+) -> list[Action]:
+    """The last step of every way a client's data goes to a peer (Send indication, ChannelData,
+    [MS-TURN] Send and raw data), its permission checked: within the caps, counted, relayed."""
+    if state.capped and over_cap(state, alloc, len(data), now):
         state.drop("rate cap", source)
         return []
     state.stats["relayed.to_peer"] += 1
-    return [RelayTo(alloc.id, channel.peer, data[4 : 4 + length])]
+    return [RelayTo(alloc.id, peer, data)]
 
 
 def from_peer(

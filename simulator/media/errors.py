@@ -69,6 +69,16 @@ class Rejection(RemoteProtocolError):
         super().__init__(why, code=code, reason=reason_phrase(code))
         self.attributes: tuple[tuple[str, Any], ...] = tuple(attributes)
 
+    @classmethod
+    def unknown_attributes(cls, types: tuple[int, ...]) -> Rejection:
+        """420 listing the comprehension-required attribute types not understood (RFC 8489
+        section 6.3.1; [MS-TURN] section 2.2.2 answers them with Unknown Attribute too)."""
+        return cls(
+            420,
+            "unknown comprehension-required attribute",
+            attributes=[("UNKNOWN-ATTRIBUTES", types)],
+        )
+
 
 class RequestRefused(MediaError):
     """A TURN/STUN server answered one of our requests with an error response."""

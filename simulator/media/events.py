@@ -21,9 +21,15 @@ class TurnEvent:
 
 
 @dataclass(frozen=True)
-class AllocationCreated(TurnEvent):
+class AllocationEvent(TurnEvent):
+    """An event of one allocation."""
+
     allocation: int
     """The allocation's id (also the relay id of its OpenRelay/CloseRelay actions)."""
+
+
+@dataclass(frozen=True)
+class AllocationCreated(AllocationEvent):
     username: str
     """The authenticated user."""
     client: Address
@@ -37,25 +43,19 @@ class AllocationCreated(TurnEvent):
 
 
 @dataclass(frozen=True)
-class AllocationDeleted(TurnEvent):
-    allocation: int
-    """The allocation's id."""
+class AllocationDeleted(AllocationEvent):
     reason: str
     """``expired``, ``refreshed to 0``, or ``connection closed``."""
 
 
 @dataclass(frozen=True)
-class PermissionCreated(TurnEvent):
-    allocation: int
-    """The allocation's id."""
+class PermissionCreated(AllocationEvent):
     peer: str
     """The peer IP address the permission is for (ports do not matter, RFC 8656 section 9)."""
 
 
 @dataclass(frozen=True)
-class ChannelBound(TurnEvent):
-    allocation: int
-    """The allocation's id."""
+class ChannelBound(AllocationEvent):
     channel: int
     """Channel number, 0x4000-0x7FFF."""
     peer: Address
@@ -63,9 +63,7 @@ class ChannelBound(TurnEvent):
 
 
 @dataclass(frozen=True)
-class PeerConnected(TurnEvent):
-    allocation: int
-    """The TCP allocation's id."""
+class PeerConnected(AllocationEvent):
     connection: int
     """CONNECTION-ID (RFC 6062 section 6.2.1)."""
     peer: Address

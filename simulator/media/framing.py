@@ -24,8 +24,11 @@ MAX_BUFFER = 4 + 0xFFFF + 3
 """No frame is longer than this (a padded ChannelData with a 65535-byte payload)."""
 
 
-class StreamFramer:
-    """Bytes in, whole STUN messages and ChannelData frames out."""
+class BufferedFramer:
+    """A stream's bytes in a buffer, whole frames cut off its front by :meth:`next_frame`.
+
+    The methods every framer of :mod:`simulator.media` shares (the
+    :class:`~simulator.media.dialect.Framer` protocol); a subclass says where a frame ends."""
 
     def __init__(self) -> None:
         self._buffer = bytearray()
@@ -35,29 +38,8 @@ class StreamFramer:
         self._buffer += data
 
     def next_frame(self) -> bytes | None:
-        """The next whole frame, None if more bytes are needed; FramingError if not TURN."""
-        buf = self._buffer
-        if len(buf) < 4:
-            return None
-        top = buf[0] & 0xC0
-        length = (buf[2] << 8) | buf[3]
-        if top == 0x00:
-            size = 20 + length
-            if len(buf) >= 8 and buf[4:8] != b"\x21\x12\xa4\x42":
-                self._buffer.clear()
-                raise FramingError("STUN message without the magic cookie on a stream")
-            if len(buf) < 20:
-                return None
-        elif top == 0x40:
-            size = 4 + length + (-length % 4)
-        else:
-            self._buffer.clear()
-            raise FramingError("stream carries neither STUN nor ChannelData")
-        if len(buf) < size:
-            return None
-        frame = bytes(buf[:size])
-        del buf[:size]
-        return frame
+        """The next whole frame, None if more bytes are needed."""
+        raise NotImplementedError
 
     def frames(self, data: bytes = b"") -> list[bytes]:
         """Feed ``data`` and return every whole frame now available."""
@@ -82,23 +64,52 @@ class StreamFramer:
     def buffered(self) -> int:
         return len(self._buffer)
 
+    def _fail(self, why: str) -> FramingError:
+        """The stream cannot be read on: drop what is buffered, the error to raise."""
+        self._buffer.clear()
+        return FramingError(why)
 
-class Rfc4571Framer:
+
+class StreamFramer(BufferedFramer):
+    """Bytes in, whole STUN messages and ChannelData frames out."""
+
+    def next_frame(self) -> bytes | None:
+        """The next whole frame, None if more bytes are needed; FramingError if not TURN."""
+        buf = self._buffer
+        if len(buf) < 4:
+            return None
+        top = buf[0] & 0xC0
+        length = (buf[2] << 8) | buf[3]
+        if top == 0x00:
+            size = 20 + length
+            if len(buf) >= 8 and buf[4:8] != b"\x21\x12\xa4\x42":
+                raise self._fail("STUN message without the magic cookie on a stream")
+            if len(buf) < 20:
+                return None
+        elif top == 0x40:
+            size = 4 + length + (-length % 4)
+        else:
+            raise self._fail("stream carries neither STUN nor ChannelData")
+        if len(buf) < size:
+            return None
+        frame = bytes(buf[:size])
+        del buf[:size]
+        return frame
+
+
+class Rfc4571Framer(BufferedFramer):
     """RFC 4571 section 2: each packet preceded by its 16-bit length."""
 
-    def __init__(self) -> None:
-        self._buffer = bytearray()
-
-    def frames(self, data: bytes) -> list[bytes]:
-        self._buffer += data
-        out: list[bytes] = []
-        while len(self._buffer) >= 2:
-            (length,) = struct.unpack_from("!H", self._buffer)
-            if len(self._buffer) < 2 + length:
-                break
-            out.append(bytes(self._buffer[2 : 2 + length]))
-            del self._buffer[: 2 + length]
-        return out
+    def next_frame(self) -> bytes | None:
+        buf = self._buffer
+        if len(buf) < 2:
+            return None
+        (length,) = struct.unpack_from("!H", buf)
+        if len(buf) < 2 + length:
+            return None
+        packet = bytes(buf[2 : 2 + length])
+        del buf[: 2 + length]
+        return packet
 
     @staticmethod
     def frame(packet: bytes) -> bytes:

@@ -34,9 +34,9 @@ import struct
 from typing import Any
 
 from simulator.media import allocations, msturn
-from simulator.media.actions import Action, Address, ListenerId, RelayTo, SendTo
+from simulator.media.actions import Action, Address, ListenerId, SendTo
 from simulator.media.auth import Authenticator, Credential
-from simulator.media.channels import has_permission, make_room, over_cap, permit
+from simulator.media.channels import has_permission, make_room, permit, relay_to_peer
 from simulator.media.context import Allocation, Request, TurnState
 from simulator.media.errors import Rejection, RemoteProtocolError
 from simulator.media.states import AllocationState
@@ -113,7 +113,7 @@ def dispatch(
             credential = authenticator.authenticate(msg, now)
             key = credential.key
             if msg.unknown_required:
-                raise _unknown(msg)
+                raise Rejection.unknown_attributes(msg.unknown_required)
             return allocate(state, Request(msg, source, listener, now, credential))
         if msg.method not in (msturn.SEND, msturn.SET_ACTIVE_DESTINATION):
             raise Rejection(400, "not an MS-TURN request")
@@ -130,7 +130,7 @@ def dispatch(
             raise Rejection(401, "wrong credentials", attributes=authenticator.challenge(now))
         key = alloc.key
         if msg.unknown_required:
-            raise _unknown(msg)
+            raise Rejection.unknown_attributes(msg.unknown_required)
         credential = Credential(alloc.username, alloc.key, alloc.user)
         req = Request(msg, source, listener, now, credential)
         if msg.method == msturn.SEND:
@@ -145,14 +145,6 @@ def dispatch(
 
 def _signed_by(msg: Message, alloc: Allocation) -> bool:
     return msg.get("USERNAME") == alloc.username and msg.check_integrity(alloc.key)
-
-
-def _unknown(msg: Message) -> Rejection:
-    return Rejection(
-        420,
-        "unknown comprehension-required attribute",
-        attributes=[("UNKNOWN-ATTRIBUTES", msg.unknown_required)],
-    )
 
 
 def allocate(state: TurnState, req: Request) -> list[Action]:
@@ -216,11 +208,7 @@ def send(state: TurnState, alloc: Allocation, req: Request) -> list[Action]:
         state.drop("MS-TURN Send without DATA", req.source)
         return []
     peer = _destination(state, alloc, req)
-    if state.capped and over_cap(state, alloc, len(data), req.now):
-        state.drop("rate cap", req.source)
-        return []
-    state.stats["relayed.to_peer"] += 1
-    return [RelayTo(alloc.id, peer, data)]
+    return relay_to_peer(state, alloc, peer, data, req.source, req.now)
 
 
 def set_active_destination(state: TurnState, alloc: Allocation, req: Request) -> list[Action]:
@@ -242,11 +230,7 @@ def raw_data(
     if not has_permission(alloc, peer[0], now):
         state.drop("data to peer without permission", source)
         return []
-    if state.capped and over_cap(state, alloc, len(data), now):
-        state.drop("rate cap", source)
-        return []
-    state.stats["relayed.to_peer"] += 1
-    return [RelayTo(alloc.id, peer, data)]
+    return relay_to_peer(state, alloc, peer, data, source, now)
 
 
 def to_client(state: TurnState, alloc: Allocation, peer: Address, data: bytes) -> list[Action]:

@@ -20,7 +20,8 @@ What differs on the wire, and what this module does about it:
   (420); other optional ones are ignored (section 2.2.2).
 - Attribute values are not padded to four bytes: the next attribute starts right after the
   value, as the IETF STUN draft the extension builds on had it and as libnice's OC2007
-  compatibility (``STUN_AGENT_USAGE_NO_ALIGNED_ATTRIBUTES``) sends and expects.
+  compatibility (``STUN_AGENT_USAGE_NO_ALIGNED_ATTRIBUTES``) sends and expects. Both dialects
+  walk and encode their attributes with :mod:`simulator.media.attributes` (:data:`SYNTAX` here).
 - MESSAGE-INTEGRITY is HMAC-SHA1 over the message up to the attribute before it, with the length
   field counting up to the end of MESSAGE-INTEGRITY, **zero-padded to a multiple of 64 bytes**
   (RFC 3489 section 11.2.8's rule); the long-term key is MD5(username ":" realm ":" password).
@@ -51,10 +52,11 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
+from simulator.media import attributes as wire
 from simulator.media import stun
 from simulator.media.dialect import Dialect
-from simulator.media.errors import FramingError, RemoteProtocolError
-from simulator.media.framing import StreamFramer
+from simulator.media.errors import RemoteProtocolError
+from simulator.media.framing import BufferedFramer, StreamFramer
 from simulator.media.stun import HEADER_LENGTH, Message, MessageClass
 
 DIALECT = "ms-turn"
@@ -119,24 +121,6 @@ def _pack_string(value: str) -> bytes:
     return value.encode()
 
 
-def _unpack_string(limit: int) -> Callable[[bytes], str]:
-    def unpack(data: bytes) -> str:
-        if len(data) > limit:
-            raise ValueError(f"value longer than {limit} bytes")
-        return data.decode("utf8")
-
-    return unpack
-
-
-def _unpack_bytes(limit: int) -> Callable[[bytes], bytes]:
-    def unpack(data: bytes) -> bytes:
-        if len(data) > limit:
-            raise ValueError(f"value longer than {limit} bytes")
-        return bytes(data)
-
-    return unpack
-
-
 def _pack_error(value: tuple[int, str]) -> bytes:
     code, reason = value
     return struct.pack("!HBB", 0, code // 100, code % 100) + reason.encode()
@@ -146,16 +130,6 @@ def _unpack_error(data: bytes) -> tuple[int, str]:
     if len(data) < 4:
         raise ValueError("ERROR-CODE shorter than 4 bytes")
     return data[2] * 100 + data[3], data[4:].decode("utf8", "replace")
-
-
-def _pack_types(value: tuple[int, ...]) -> bytes:
-    return b"".join(struct.pack("!H", t) for t in value)
-
-
-def _unpack_types(data: bytes) -> tuple[int, ...]:
-    if len(data) % 2:
-        raise ValueError("UNKNOWN-ATTRIBUTES length must be even")
-    return tuple(struct.unpack(f"!{len(data) // 2}H", data))
 
 
 def _pack_sequence(value: tuple[bytes, int]) -> bytes:
@@ -180,29 +154,60 @@ _XOR_TYPE = 0x8020
 #: type -> (name, pack, unpack): the attributes of [MS-TURN] section 2.2.2.
 ATTRIBUTES: dict[int, tuple[str, Callable[..., bytes], Callable[..., Any]]] = {
     0x0001: ("MAPPED-ADDRESS", _pack_address, _unpack_address),
-    0x0006: ("USERNAME", _pack_string, _unpack_string(512)),
+    0x0006: ("USERNAME", _pack_string, wire.unpack_utf8(512)),
     0x0008: ("MESSAGE-INTEGRITY", bytes, lambda d: bytes(d) if len(d) == 20 else _bad_mi()),
     0x0009: ("ERROR-CODE", _pack_error, _unpack_error),
-    0x000A: ("UNKNOWN-ATTRIBUTES", _pack_types, _unpack_types),
+    0x000A: ("UNKNOWN-ATTRIBUTES", wire.pack_types, wire.unpack_types),
     0x000D: ("LIFETIME", _pack_u32, _unpack_u32),
     0x000E: ("ALTERNATE-SERVER", _pack_address, _unpack_address),
     0x000F: ("MAGIC-COOKIE", _pack_u32, _unpack_cookie),
     0x0010: ("BANDWIDTH", _pack_u32, _unpack_u32),
     0x0011: ("DESTINATION-ADDRESS", _pack_address, _unpack_address),
     0x0012: ("REMOTE-ADDRESS", _pack_address, _unpack_address),
-    0x0013: ("DATA", bytes, _unpack_bytes(0xFFFF)),
-    0x0014: ("NONCE", bytes, _unpack_bytes(763)),
-    0x0015: ("REALM", _pack_string, _unpack_string(763)),
+    0x0013: ("DATA", bytes, wire.unpack_bytes(0xFFFF)),
+    0x0014: ("NONCE", bytes, wire.unpack_bytes(763)),
+    0x0015: ("REALM", _pack_string, wire.unpack_utf8(763)),
     0x0017: ("REQUESTED-ADDRESS-FAMILY", _pack_u32, lambda d: _unpack_u32(d) >> 24),
     0x8008: ("MS-VERSION", _pack_u32, _unpack_u32),
     _XOR_TYPE: ("XOR-MAPPED-ADDRESS", _pack_address, _unpack_address),
     0x8050: ("MS-SEQUENCE-NUMBER", _pack_sequence, _unpack_sequence),
 }
-ATTRIBUTE_TYPES: dict[str, int] = {name: t for t, (name, _, _) in ATTRIBUTES.items()}
 
 
 def _bad_mi() -> bytes:
     raise ValueError("MESSAGE-INTEGRITY must be 20 bytes")
+
+
+def _unpack_value(attr_type: int, unpack: wire.Unpack, value: bytes, tid: bytes) -> Any:
+    if attr_type == _XOR_TYPE:
+        if len(value) != 8:
+            raise ValueError("an IPv4 address attribute is 8 bytes")
+        value = _xor_address(value, tid)
+    return unpack(value)
+
+
+def _pack_value(attr_type: int, pack: wire.Pack, value: Any, tid: bytes) -> bytes:
+    packed = pack(value)
+    return _xor_address(packed, tid) if attr_type == _XOR_TYPE else packed
+
+
+def integrity_input(data: bytes, end: int) -> bytes:
+    """The bytes MESSAGE-INTEGRITY covers when it starts at ``end``: the header with its length
+    counting up to the end of MESSAGE-INTEGRITY, the attributes before it, zero-padded to a
+    multiple of 64 bytes (RFC 3489 section 11.2.8, which [MS-TURN] inherits)."""
+    covered = data[:2] + struct.pack("!H", end - HEADER_LENGTH + 24) + data[4:end]
+    return covered + bytes(-len(covered) % 64)
+
+
+SYNTAX = wire.Syntax(
+    ATTRIBUTES,
+    padded=False,
+    integrity_input=integrity_input,
+    unpack_value=_unpack_value,
+    pack_value=_pack_value,
+)
+"""[MS-TURN] section 2.2.2 attributes: unpadded, nothing counted after MESSAGE-INTEGRITY."""
+ATTRIBUTE_TYPES: dict[str, int] = SYNTAX.types
 
 
 # ------------------------------------------------------------------ messages
@@ -217,14 +222,6 @@ def looks_like(data: bytes) -> bool:
         and data[20:28] == MAGIC_COOKIE_ATTRIBUTE
         and data[4:8] != b"\x21\x12\xa4\x42"
     )
-
-
-def integrity_input(data: bytes, end: int) -> bytes:
-    """The bytes MESSAGE-INTEGRITY covers when it starts at ``end``: the header with its length
-    counting up to the end of MESSAGE-INTEGRITY, the attributes before it, zero-padded to a
-    multiple of 64 bytes (RFC 3489 section 11.2.8, which [MS-TURN] inherits)."""
-    covered = data[:2] + struct.pack("!H", end - HEADER_LENGTH + 24) + data[4:end]
-    return covered + bytes(-len(covered) % 64)
 
 
 def parse(data: bytes) -> Message:
@@ -258,39 +255,16 @@ def parse(data: bytes) -> Message:
         raise bad("no Magic Cookie attribute first (MS-TURN section 3.1.10)", code=0)
     if len(data) != HEADER_LENGTH + length:
         raise bad(f"length field says {length} bytes, message has {len(data) - 20}")
-    attributes: list[tuple[str, Any]] = []
-    unknown: list[int] = []
-    integrity_data: bytes | None = None
-    pos, end = HEADER_LENGTH, len(data)
-    while pos < end:
-        if end - pos < 4:
-            raise bad("truncated attribute header")
-        attr_type, attr_len = struct.unpack_from("!HH", data, pos)
-        value_end = pos + 4 + attr_len
-        if value_end > end:
-            raise bad(f"attribute 0x{attr_type:04x} runs past the end of the message")
-        value = data[pos + 4 : value_end]
-        known = ATTRIBUTES.get(attr_type)
-        if integrity_data is not None:
-            pass  # nothing after MESSAGE-INTEGRITY counts
-        elif known is None:
-            if attr_type < 0x8000:
-                unknown.append(attr_type)
-        else:
-            name, _pack, unpack = known
-            try:
-                if attr_type == _XOR_TYPE:
-                    if len(value) != 8:
-                        raise ValueError("an IPv4 address attribute is 8 bytes")
-                    value = _xor_address(value, tid)
-                decoded = unpack(value)
-            except (ValueError, struct.error, UnicodeDecodeError, OSError) as exc:
-                raise bad(f"bad {name} attribute: {exc}") from None
-            if name == "MESSAGE-INTEGRITY":
-                integrity_data = integrity_input(data, pos)
-            attributes.append((name, decoded))
-        pos = value_end
-    return Message(method, cls, tid, attributes, integrity_data, tuple(unknown), dialect=DIALECT)
+    decoded = wire.decode(SYNTAX, data, HEADER_LENGTH, tid, bad)
+    return Message(
+        method,
+        cls,
+        tid,
+        decoded.attributes,
+        decoded.integrity_data,
+        decoded.unknown_required,
+        dialect=DIALECT,
+    )
 
 
 def encode(
@@ -301,20 +275,14 @@ def encode(
     tid = message.transaction_id
     if len(tid) != TRANSACTION_ID_LENGTH:
         raise ValueError("an MS-TURN transaction id is 16 bytes")
-    body = bytearray(MAGIC_COOKIE_ATTRIBUTE)
-    for name, value in message.attributes:
-        if name in ("MAGIC-COOKIE", "MESSAGE-INTEGRITY", "FINGERPRINT"):
-            continue
-        attr_type = ATTRIBUTE_TYPES[name]
-        packed = ATTRIBUTES[attr_type][1](value)
-        if attr_type == _XOR_TYPE:
-            packed = _xor_address(packed, tid)
-        body += struct.pack("!HH", attr_type, len(packed)) + packed
+    body = MAGIC_COOKIE_ATTRIBUTE + wire.encode(
+        SYNTAX, message.attributes, tid, skip=("MAGIC-COOKIE", "MESSAGE-INTEGRITY", "FINGERPRINT")
+    )
     if message.method == DATA_INDICATION and message.message_class == MessageClass.INDICATION:
         mtype = DATA_INDICATION_TYPE
     else:
         mtype = stun._type_of(message.method, message.message_class)
-    data = struct.pack("!HH", mtype, len(body)) + tid + bytes(body)
+    data = struct.pack("!HH", mtype, len(body)) + tid + body
     if integrity_key is not None:
         mac = hmac.new(integrity_key, integrity_input(data, len(data)), "sha1").digest()
         data = (
@@ -436,16 +404,13 @@ def frame(kind: int, payload: bytes) -> bytes:
     return struct.pack("!BBH", kind, 0, len(payload)) + payload
 
 
-class MsStreamFramer:
+class MsStreamFramer(BufferedFramer):
     """Bytes of an [MS-TURN] TCP connection in, frames out: the pseudo-TLS ClientHello record
     (if the client opens with one), then frames with their 4-byte header (section 2.1.4)."""
 
     def __init__(self) -> None:
-        self._buffer = bytearray()
+        super().__init__()
         self._started = False
-
-    def feed(self, data: bytes) -> None:
-        self._buffer += data
 
     def next_frame(self) -> bytes | None:
         buf = self._buffer
@@ -482,55 +447,32 @@ class MsStreamFramer:
         del buf[:size]
         return out
 
-    def _fail(self, why: str) -> FramingError:
-        self._buffer.clear()
-        return FramingError(why)
 
-    def peek(self, size: int) -> bytes:
-        return bytes(self._buffer[:size])
-
-    def frames(self, data: bytes = b"") -> list[bytes]:
-        if data:
-            self.feed(data)
-        out: list[bytes] = []
-        while (item := self.next_frame()) is not None:
-            out.append(item)
-        return out
-
-    def take_buffer(self) -> bytes:
-        data = bytes(self._buffer)
-        self._buffer.clear()
-        return data
-
-    @property
-    def buffered(self) -> int:
-        return len(self._buffer)
-
-
-class EdgeStreamFramer:
+class EdgeStreamFramer(BufferedFramer):
     """The A/V Edge's stream framer: the first byte of a connection picks the dialect.
 
     0x00-0x01 (STUN) or 0x40-0x7F (ChannelData): RFC 8656 framing (:class:`StreamFramer`);
     0x02/0x03 (an [MS-TURN] framing header) or 0x16 (the pseudo-TLS ClientHello, once the
-    adapter has told it from real TLS): [MS-TURN] (:class:`MsStreamFramer`)."""
+    adapter has told it from real TLS): [MS-TURN] (:class:`MsStreamFramer`). Until the first
+    byte is there, the bytes wait in this framer's own buffer."""
 
     def __init__(self) -> None:
+        super().__init__()
         self._inner: StreamFramer | MsStreamFramer | None = None
-        self._pending = bytearray()
 
     def _pick(self) -> StreamFramer | MsStreamFramer | None:
-        if self._inner is None and self._pending:
-            first = self._pending[0]
+        if self._inner is None and self._buffer:
+            first = self._buffer[0]
             inner: StreamFramer | MsStreamFramer
             inner = MsStreamFramer() if first in (CONTROL, END_TO_END, 0x16) else StreamFramer()
-            inner.feed(bytes(self._pending))
-            self._pending.clear()
+            inner.feed(bytes(self._buffer))
+            self._buffer.clear()
             self._inner = inner
         return self._inner
 
     def feed(self, data: bytes) -> None:
         if self._inner is None:
-            self._pending += data
+            super().feed(data)
         else:
             self._inner.feed(data)
 
@@ -542,21 +484,13 @@ class EdgeStreamFramer:
         inner = self._pick()
         return inner.peek(size) if inner is not None else b""
 
-    def frames(self, data: bytes = b"") -> list[bytes]:
-        if data:
-            self.feed(data)
-        out: list[bytes] = []
-        while (item := self.next_frame()) is not None:
-            out.append(item)
-        return out
-
     def take_buffer(self) -> bytes:
         inner = self._pick()
         return inner.take_buffer() if inner is not None else b""
 
     @property
     def buffered(self) -> int:
-        return self._inner.buffered if self._inner is not None else len(self._pending)
+        return self._inner.buffered if self._inner is not None else len(self._buffer)
 
 
 # ------------------------------------------------------------------ the dialects

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from simulator import aioloop
 from simulator.lab.services import BoundListener, ServiceContext
+from simulator.media.actions import Address
 from simulator.media.service import binding_check
 from simulator.media.turn import answer_binding
 
@@ -25,29 +27,30 @@ log = logging.getLogger(__name__)
 MAX_ECHO_CONNECTIONS = 256
 
 
-class _Binding(asyncio.DatagramProtocol):
-    def __init__(self) -> None:
+class _Answering(asyncio.DatagramProtocol):
+    """Answers each datagram with ``answer(data, source)``; nothing when that is None."""
+
+    def __init__(self, answer: Callable[[bytes, Address], bytes | None]) -> None:
+        self.answer = answer
         self.transport: asyncio.DatagramTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        reply = answer_binding(data, (addr[0], addr[1]))
+        reply = self.answer(data, (addr[0], addr[1]))
         if reply is not None and self.transport is not None:
             self.transport.sendto(reply, addr)
 
 
-class _UdpEcho(asyncio.DatagramProtocol):
-    def __init__(self) -> None:
-        self.transport: asyncio.DatagramTransport | None = None
+def _binding() -> _Answering:
+    """The STUN Binding responder."""
+    return _Answering(answer_binding)
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
 
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        if self.transport is not None:
-            self.transport.sendto(data, addr)
+def _udp_echo_protocol() -> _Answering:
+    """The UDP echo: each datagram back as it came."""
+    return _Answering(lambda data, source: data)
 
 
 class _TcpEcho(asyncio.Protocol):
@@ -86,12 +89,12 @@ class MediaPeerService:
             for lst in self.ctx.listeners:
                 address = self.ctx.address(lst.interface)
                 if lst.proto == "stun-udp":
-                    transport, _ = await aioloop.udp_endpoint(_Binding, address, lst.port)
+                    transport, _ = await aioloop.udp_endpoint(_binding, address, lst.port)
                     self.udp.append(transport)
                     port = transport.get_extra_info("sockname")[1]
                     bound.append(BoundListener(lst, "udp", address, port))
                 elif lst.proto == "media":
-                    transport, _ = await aioloop.udp_endpoint(_UdpEcho, address, lst.port)
+                    transport, _ = await aioloop.udp_endpoint(_udp_echo_protocol, address, lst.port)
                     self.udp.append(transport)
                     port = transport.get_extra_info("sockname")[1]
                     server = await loop.create_server(

@@ -21,32 +21,33 @@ from collections.abc import Container, Mapping
 from dataclasses import dataclass, field
 
 Network = ipaddress.IPv4Network
+NamedNetworks = tuple[tuple[Network, str], ...]
 
-NEVER: tuple[tuple[Network, str], ...] = tuple(
-    (Network(net), name)
-    for net, name in (
-        ("0.0.0.0/8", "the zero network (RFC 1122)"),
-        ("224.0.0.0/4", "multicast"),
-        ("240.0.0.0/4", "reserved (RFC 1112) or broadcast"),
-    )
+
+def _named(*rows: tuple[str, str]) -> NamedNetworks:
+    """(network, name) rows as written, networks parsed."""
+    return tuple((Network(net), name) for net, name in rows)
+
+
+NEVER: NamedNetworks = _named(
+    ("0.0.0.0/8", "the zero network (RFC 1122)"),
+    ("224.0.0.0/4", "multicast"),
+    ("240.0.0.0/4", "reserved (RFC 1112) or broadcast"),
 )
 """Never unicast peers: refused whatever the lists say."""
 
-RESERVED: tuple[tuple[Network, str], ...] = tuple(
-    (Network(net), name)
-    for net, name in (
-        ("10.0.0.0/8", "a private network (RFC 1918)"),
-        ("100.64.0.0/10", "shared address space, carrier-grade NAT (RFC 6598)"),
-        ("169.254.0.0/16", "link-local, with cloud metadata services (RFC 3927)"),
-        ("172.16.0.0/12", "a private network (RFC 1918)"),
-        ("192.0.0.0/24", "IETF protocol assignments (RFC 6890)"),
-        ("192.0.2.0/24", "documentation, TEST-NET-1 (RFC 5737)"),
-        ("192.88.99.0/24", "6to4 relay anycast (RFC 7526)"),
-        ("192.168.0.0/16", "a private network (RFC 1918)"),
-        ("198.18.0.0/15", "benchmarking (RFC 2544)"),
-        ("198.51.100.0/24", "documentation, TEST-NET-2 (RFC 5737)"),
-        ("203.0.113.0/24", "documentation, TEST-NET-3 (RFC 5737)"),
-    )
+RESERVED: NamedNetworks = _named(
+    ("10.0.0.0/8", "a private network (RFC 1918)"),
+    ("100.64.0.0/10", "shared address space, carrier-grade NAT (RFC 6598)"),
+    ("169.254.0.0/16", "link-local, with cloud metadata services (RFC 3927)"),
+    ("172.16.0.0/12", "a private network (RFC 1918)"),
+    ("192.0.0.0/24", "IETF protocol assignments (RFC 6890)"),
+    ("192.0.2.0/24", "documentation, TEST-NET-1 (RFC 5737)"),
+    ("192.88.99.0/24", "6to4 relay anycast (RFC 7526)"),
+    ("192.168.0.0/16", "a private network (RFC 1918)"),
+    ("198.18.0.0/15", "benchmarking (RFC 2544)"),
+    ("198.51.100.0/24", "documentation, TEST-NET-2 (RFC 5737)"),
+    ("203.0.113.0/24", "documentation, TEST-NET-3 (RFC 5737)"),
 )
 """The IPv4 ranges coturn deployments deny (``denied-peer-ip``), loopback apart
 (:attr:`PeerPolicy.deny_loopback`)."""
@@ -54,7 +55,7 @@ RESERVED: tuple[tuple[Network, str], ...] = tuple(
 LOOPBACK = Network("127.0.0.0/8")
 
 
-def _find(ip: ipaddress.IPv4Address, table: tuple[tuple[Network, str], ...]) -> str | None:
+def _find(ip: ipaddress.IPv4Address, table: NamedNetworks) -> str | None:
     return next((name for net, name in table if ip in net), None)
 
 
@@ -73,7 +74,7 @@ class PeerPolicy:
 
     lab_hosts: Mapping[ipaddress.IPv4Address, str] = field(default_factory=dict)
     """The lab's host interfaces (their addresses in every runner) -> zone."""
-    lab_subnets: tuple[tuple[Network, str], ...] = ()
+    lab_subnets: NamedNetworks = ()
     """The lab's zone subnets -> zone."""
     own: frozenset[ipaddress.IPv4Address] = frozenset()
     """The Edge's own addresses (every interface, in every runner)."""

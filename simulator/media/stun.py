@@ -5,7 +5,8 @@ What this module takes from :mod:`aioice.stun`: the attribute value codecs (``pa
 fingerprint computations (:func:`aioice.stun.message_integrity`,
 :func:`aioice.stun.message_fingerprint`), and its attribute table, which this module extends.
 
-Where aioice falls short for a server, and why this module has its own message loop:
+Where aioice falls short for a server, and why this module has its own message loop (the
+attribute walk of :mod:`simulator.media.attributes`, which the [MS-TURN] dialect shares):
 
 - ``aioice.stun.parse_message`` raises ``ValueError`` for an unknown method (``Method(...)``), so
   RFC 6062's Connect (0x000A), ConnectionBind (0x000B) and ConnectionAttempt (0x000C) cannot be
@@ -38,6 +39,7 @@ from typing import Any
 
 from aioice import stun as _aioice
 
+from simulator.media import attributes as wire
 from simulator.media.errors import RemoteProtocolError
 
 HEADER_LENGTH = 20
@@ -89,30 +91,11 @@ def _unpack_even_port(data: bytes) -> bool:
     return bool(data[0] & 0x80)
 
 
-def _pack_types(value: tuple[int, ...]) -> bytes:
-    return b"".join(struct.pack("!H", t) for t in value)
-
-
-def _unpack_types(data: bytes) -> tuple[int, ...]:
-    if len(data) % 2:
-        raise ValueError("UNKNOWN-ATTRIBUTES length must be even")
-    return tuple(struct.unpack(f"!{len(data) // 2}H", data))
-
-
 def _unpack_fixed(size: int, inner: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
     def unpack(data: bytes) -> Any:
         if len(data) != size:
             raise ValueError(f"value must be {size} bytes, not {len(data)}")
         return inner(data)
-
-    return unpack
-
-
-def _unpack_utf8(limit: int) -> Callable[[bytes], str]:
-    def unpack(data: bytes) -> str:
-        if len(data) > limit:
-            raise ValueError(f"value longer than {limit} bytes")
-        return data.decode("utf8")
 
     return unpack
 
@@ -125,16 +108,16 @@ ATTRIBUTES: dict[int, tuple[str, Callable[..., bytes], Callable[..., Any]]] = {
 }
 ATTRIBUTES.update(
     {
-        0x0006: ("USERNAME", _aioice.pack_string, _unpack_utf8(512)),
+        0x0006: ("USERNAME", _aioice.pack_string, wire.unpack_utf8(512)),
         0x0008: ("MESSAGE-INTEGRITY", _aioice.pack_bytes, _unpack_fixed(20, bytes)),
-        0x000A: ("UNKNOWN-ATTRIBUTES", _pack_types, _unpack_types),
+        0x000A: ("UNKNOWN-ATTRIBUTES", wire.pack_types, wire.unpack_types),
         0x000C: (
             "CHANNEL-NUMBER",
             _aioice.pack_unsigned_short,
             _unpack_fixed(4, _aioice.unpack_unsigned_short),
         ),
         0x000D: ("LIFETIME", _aioice.pack_unsigned, _unpack_fixed(4, _aioice.unpack_unsigned)),
-        0x0014: ("REALM", _aioice.pack_string, _unpack_utf8(763)),
+        0x0014: ("REALM", _aioice.pack_string, wire.unpack_utf8(763)),
         0x0017: ("REQUESTED-ADDRESS-FAMILY", _pack_u8_family, _unpack_fixed(4, _unpack_u8_family)),
         0x0018: ("EVEN-PORT", _pack_even_port, _unpack_even_port),
         0x0019: (
@@ -159,7 +142,7 @@ ATTRIBUTES.update(
         0x8002: ("PASSWORD-ALGORITHMS", _aioice.pack_bytes, _aioice.unpack_bytes),
         0x8003: ("ALTERNATE-DOMAIN", _aioice.pack_string, _aioice.unpack_string),
         0x8004: ("ICMP", _aioice.pack_bytes, _aioice.unpack_bytes),
-        0x8022: ("SOFTWARE", _aioice.pack_string, _unpack_utf8(763)),
+        0x8022: ("SOFTWARE", _aioice.pack_string, wire.unpack_utf8(763)),
         0x8023: ("ALTERNATE-SERVER", _aioice.pack_address, _aioice.unpack_address),
         0x8028: (
             "FINGERPRINT",
@@ -180,15 +163,30 @@ ATTRIBUTES.update(
 )
 
 
-def _unpack_nonce(data: bytes) -> bytes:
-    if len(data) > 763:
-        raise ValueError("NONCE longer than 763 bytes")
-    return data
+ATTRIBUTES[0x0015] = ("NONCE", _aioice.pack_bytes, wire.unpack_bytes(763, "NONCE"))
 
 
-ATTRIBUTES[0x0015] = ("NONCE", _aioice.pack_bytes, _unpack_nonce)
-ATTRIBUTE_TYPES: dict[str, int] = {name: t for t, (name, _, _) in ATTRIBUTES.items()}
-_XOR = (_aioice.unpack_xor_address, _aioice.pack_xor_address)
+def _unpack_value(attr_type: int, unpack: wire.Unpack, value: bytes, tid: bytes) -> Any:
+    if unpack is _aioice.unpack_xor_address:
+        return unpack(value, transaction_id=tid)
+    return unpack(value)
+
+
+def _pack_value(attr_type: int, pack: wire.Pack, value: Any, tid: bytes) -> bytes:
+    return pack(value, tid) if pack is _aioice.pack_xor_address else pack(value)
+
+
+SYNTAX = wire.Syntax(
+    ATTRIBUTES,
+    padded=True,
+    integrity_input=lambda data, pos: _aioice.set_body_length(data[:pos], pos - HEADER_LENGTH + 24),
+    counted_after_integrity=frozenset({0x8028}),
+    unpack_value=_unpack_value,
+    pack_value=_pack_value,
+)
+"""RFC 5389 / RFC 8489 attributes: padded to 4 bytes, FINGERPRINT counted after
+MESSAGE-INTEGRITY (section 14.5)."""
+ATTRIBUTE_TYPES: dict[str, int] = SYNTAX.types
 
 
 @dataclass(frozen=True)
@@ -293,45 +291,22 @@ def parse(data: bytes) -> Message:
     if header.length % 4:
         raise bad("message length is not a multiple of 4")
     tid = header.transaction_id
-    attributes: list[tuple[str, Any]] = []
-    unknown: list[int] = []
-    integrity_data: bytes | None = None
-    pos = HEADER_LENGTH
-    end = len(data)
-    while pos < end:
-        if end - pos < 4:
-            raise bad("truncated attribute header")
-        attr_type, attr_len = struct.unpack_from("!HH", data, pos)
-        value_end = pos + 4 + attr_len
-        if value_end > end:
-            raise bad(f"attribute 0x{attr_type:04x} runs past the end of the message")
-        value = data[pos + 4 : value_end]
-        known = ATTRIBUTES.get(attr_type)
-        if integrity_data is not None and attr_type != 0x8028:
-            # Attributes after MESSAGE-INTEGRITY other than FINGERPRINT are ignored (section 14.5).
-            pass
-        elif known is None:
-            if attr_type < 0x8000:
-                unknown.append(attr_type)
-        else:
-            name, _pack, unpack = known
-            try:
-                decoded = unpack(value, transaction_id=tid) if unpack is _XOR[0] else unpack(value)
-            except (ValueError, struct.error, UnicodeDecodeError, IndexError) as exc:
-                raise bad(f"bad {name} attribute: {exc}") from None
-            if name == "FINGERPRINT":
-                if value_end != end:
-                    raise bad("FINGERPRINT is not the last attribute")
-                if decoded != _aioice.message_fingerprint(data[:pos]):
-                    raise bad("FINGERPRINT does not match", code=0, reason="")
-            elif name == "MESSAGE-INTEGRITY":
-                integrity_data = _aioice.set_body_length(data[:pos], pos - HEADER_LENGTH + 24)
-            attributes.append((name, decoded))
-        pos = value_end + _aioice.padding_length(attr_len)
-    if pos != end:
-        raise bad("attribute padding runs past the end of the message")
+
+    def check(name: str, value: Any, pos: int, value_end: int) -> None:
+        if name == "FINGERPRINT":
+            if value_end != len(data):
+                raise bad("FINGERPRINT is not the last attribute")
+            if value != _aioice.message_fingerprint(data[:pos]):
+                raise bad("FINGERPRINT does not match", code=0, reason="")
+
+    decoded = wire.decode(SYNTAX, data, HEADER_LENGTH, tid, bad, check)
     return Message(
-        header.method, header.message_class, tid, attributes, integrity_data, tuple(unknown)
+        header.method,
+        header.message_class,
+        tid,
+        decoded.attributes,
+        decoded.integrity_data,
+        decoded.unknown_required,
     )
 
 
@@ -342,14 +317,12 @@ def encode(
     fingerprint: bool = True,
 ) -> bytes:
     """Encode ``message``; with ``integrity_key`` append MESSAGE-INTEGRITY, then FINGERPRINT."""
-    body = bytearray()
-    for name, value in message.attributes:
-        if name in ("MESSAGE-INTEGRITY", "FINGERPRINT"):
-            continue
-        attr_type = ATTRIBUTE_TYPES[name]
-        _, pack, _ = ATTRIBUTES[attr_type]
-        v = pack(value, message.transaction_id) if pack is _XOR[1] else pack(value)
-        body += struct.pack("!HH", attr_type, len(v)) + v + bytes(_aioice.padding_length(len(v)))
+    body = wire.encode(
+        SYNTAX,
+        message.attributes,
+        message.transaction_id,
+        skip=("MESSAGE-INTEGRITY", "FINGERPRINT"),
+    )
     mtype = _type_of(message.method, message.message_class)
     data = bytes(
         struct.pack("!HHI12s", mtype, len(body), MAGIC_COOKIE, message.transaction_id) + body

@@ -95,10 +95,7 @@ def record_stun(
     except (RemoteProtocolError, ValueError):
         trace.record("stun", addr(src), addr(dst), "malformed STUN", event=event, flow=flow)
         return
-    trace.record(
-        protocol_of(message), addr(src), addr(dst), summary(message), event=event, flow=flow,
-        detail=detail(message),
-    )  # fmt: skip
+    record_message(message, src, dst, event, flow)
 
 
 def record_message(
@@ -109,6 +106,7 @@ def record_message(
     flow: str | None = None,
     at: float | None = None,
 ) -> None:
+    """Record one STUN message (``at``: when, if not now)."""
     trace.record(
         protocol_of(message), addr(src), addr(dst), summary(message), event=event, flow=flow,
         detail=detail(message), at=at,

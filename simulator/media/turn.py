@@ -228,7 +228,7 @@ class TurnServer:
         try:
             if msg.method == Method.BINDING:
                 if msg.unknown_required:
-                    raise _unknown_attributes(msg)
+                    raise Rejection.unknown_attributes(msg.unknown_required)
                 if not self._may_answer(listener, source, now):
                     return []
                 return [SendTo(listener, source, binding_response(msg, source, self.dialect))]
@@ -238,7 +238,7 @@ class TurnServer:
             credential = self.authenticator.authenticate(msg, now)
             key = credential.key
             if msg.unknown_required:
-                raise _unknown_attributes(msg)
+                raise Rejection.unknown_attributes(msg.unknown_required)
             return handler(state, Request(msg, source, listener, now, credential))
         except Rejection as rejection:
             if key is None and not self._may_answer(listener, source, now):
@@ -273,14 +273,6 @@ class TurnServer:
         return []
 
 
-def _unknown_attributes(msg: Message) -> Rejection:
-    return Rejection(
-        420,
-        "unknown comprehension-required attribute",
-        attributes=[("UNKNOWN-ATTRIBUTES", msg.unknown_required)],
-    )
-
-
 def binding_response(request: Message, source: Address, dialect: Dialect = RFC) -> bytes:
     """The Binding success response: XOR-MAPPED-ADDRESS, and FINGERPRINT if the request had one.
 
@@ -305,7 +297,7 @@ def answer_binding(data: bytes, source: Address, dialect: Dialect = RFC) -> byte
     if msg.method != Method.BINDING:
         return dialect.encode(stun.response(msg, error=(400, "Bad Request")))
     if msg.unknown_required:
-        rejection = _unknown_attributes(msg)
+        rejection = Rejection.unknown_attributes(msg.unknown_required)
         return dialect.encode(
             stun.response(msg, rejection.attributes, error=(420, rejection.reason))
         )

@@ -26,6 +26,7 @@ from simulator.media.stun import Message, MessageClass, Method
 from simulator.pki import LabPki, LabSecrets
 from simulator.tls import client_context, server_context
 from tests.media_lab import av_server, media_only
+from tests.udp_peer import UdpPeer, udp_peer
 
 SERVER_IP = "127.51.100.11"
 PEER_IP = "127.0.113.50"
@@ -41,16 +42,6 @@ async def turn(lab_pki: LabPki, topology: Topology) -> AsyncIterator[AsyncTurnSe
         yield server
 
 
-class _Echo(asyncio.DatagramProtocol):
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport: asyncio.DatagramTransport = transport  # type: ignore[assignment]
-        self.sources: list[tuple[str, int]] = []
-
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        self.sources.append(addr)
-        self.transport.sendto(data, addr)
-
-
 class _Receiver(asyncio.DatagramProtocol):
     def __init__(self) -> None:
         self.queue: asyncio.Queue[tuple[bytes, tuple[str, int]]] = asyncio.Queue()
@@ -60,16 +51,14 @@ class _Receiver(asyncio.DatagramProtocol):
 
 
 @pytest.fixture
-async def udp_echo() -> AsyncIterator[_Echo]:
-    loop = asyncio.get_running_loop()
-    transport, proto = await loop.create_datagram_endpoint(_Echo, local_addr=(PEER_IP, 0))
-    yield proto
-    transport.close()
+async def udp_echo() -> AsyncIterator[UdpPeer]:
+    async with udp_peer(PEER_IP) as peer:
+        yield peer
 
 
 @pytest.mark.parametrize("transport", ["udp", "tcp"])
 async def test_aioice_client_relays_through_our_server(
-    turn: AsyncTurnServer, udp_echo: _Echo, transport: str
+    turn: AsyncTurnServer, udp_echo: UdpPeer, transport: str
 ) -> None:
     lid = turn.listener(transport)
     relay, receiver = await asyncio.wait_for(
@@ -81,7 +70,7 @@ async def test_aioice_client_relays_through_our_server(
     try:
         relayed = relay.get_extra_info("sockname")
         assert relayed[0] == SERVER_IP and PORTS[0] <= relayed[1] <= PORTS[1]
-        peer = udp_echo.transport.get_extra_info("sockname")
+        peer = udp_echo.address
         for n in range(5):
             relay.sendto(f"packet {n}".encode(), peer)
             data, source = await asyncio.wait_for(receiver.queue.get(), TIMEOUT)
@@ -325,7 +314,7 @@ def relay_config() -> TurnConfig:
     )
 
 
-async def test_media_to_a_client_that_does_not_read_is_dropped(udp_echo: _Echo) -> None:
+async def test_media_to_a_client_that_does_not_read_is_dropped(udp_echo: UdpPeer) -> None:
     """A TCP client that stops reading: relayed media queues up to the write limit, then the
     rest is dropped and counted, as a UDP relay would lose it."""
     config = relay_config()
@@ -334,7 +323,7 @@ async def test_media_to_a_client_that_does_not_read_is_dropped(udp_echo: _Echo) 
         config, [ListenerSpec("tcp", SERVER_IP, 0)], limits=limits
     ) as server:
         lid = server.listener("tcp")
-        peer = udp_echo.transport.get_extra_info("sockname")
+        peer = udp_echo.address
         async with await AsyncTurnClient.open(
             (lid.address, lid.port), "tcp", credentials=alice()
         ) as client:
@@ -416,11 +405,11 @@ async def tcp_echo() -> AsyncIterator[tuple[tuple[str, int], list[tuple[str, int
 
 @pytest.mark.parametrize("transport", ["udp", "tcp", "tls"])
 async def test_our_client_relays_over_each_transport(
-    turn: AsyncTurnServer, udp_echo: _Echo, lab_pki: LabPki, transport: str
+    turn: AsyncTurnServer, udp_echo: UdpPeer, lab_pki: LabPki, transport: str
 ) -> None:
     lid = turn.listener(transport)
     tls = client_context([lab_pki.trust_bundle]) if transport == "tls" else None
-    peer = udp_echo.transport.get_extra_info("sockname")
+    peer = udp_echo.address
     client = await AsyncTurnClient.open(
         (lid.address, lid.port), transport, credentials=alice(), tls=tls,
         server_hostname="av.contoso.lab",
@@ -475,12 +464,12 @@ async def test_without_credentials_the_401_names_the_realm(turn: AsyncTurnServer
 
 
 async def test_the_tls_port_also_serves_plain_turn_over_tcp(
-    turn: AsyncTurnServer, udp_echo: _Echo
+    turn: AsyncTurnServer, udp_echo: UdpPeer
 ) -> None:
     """TCP 443 fallback: a client that speaks TURN without TLS on the TLS port is served too."""
     lid = turn.listener("tls")
     assert await binding_check(lid.address, lid.port, "tcp") is None
-    peer = udp_echo.transport.get_extra_info("sockname")
+    peer = udp_echo.address
     async with await AsyncTurnClient.open(
         (lid.address, lid.port), "tcp", credentials=alice()
     ) as client:

@@ -9,7 +9,7 @@ import shutil
 import socket
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import pytest
 
@@ -23,6 +23,7 @@ from simulator.probes.turn import (
     probe_turn_tcp,
     probe_turn_tls,
 )
+from tests.udp_peer import udp_peer
 
 pytestmark = [
     pytest.mark.interop,
@@ -106,23 +107,10 @@ log-file=stdout
         proc.wait(5)
 
 
-class _Echo(asyncio.DatagramProtocol):
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # Python 3.11's selector transport is no DatagramTransport subclass
-        self.transport = cast(asyncio.DatagramTransport, transport)
-
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        self.transport.sendto(data, addr)
-
-
 @contextlib.asynccontextmanager
 async def udp_echo() -> AsyncIterator[int]:
-    loop = asyncio.get_running_loop()
-    transport, _ = await loop.create_datagram_endpoint(_Echo, local_addr=(PEER, 0))
-    try:
-        yield transport.get_extra_info("sockname")[1]
-    finally:
-        transport.close()
+    async with udp_peer(PEER) as peer:
+        yield peer.address[1]
 
 
 @contextlib.asynccontextmanager

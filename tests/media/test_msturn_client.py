@@ -5,10 +5,8 @@ then Set Active Destination and unencapsulated data both ways."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator
-from typing import cast
 
 import pytest
 
@@ -20,6 +18,7 @@ from simulator.media.msturn import EDGE, MS_TURN
 from simulator.media.service import peer_policy
 from simulator.pki import LabPki
 from tests.media_lab import av_server
+from tests.udp_peer import udp_peer
 
 SECRET = b"test-secret"
 PORTS = (54000, 54999)
@@ -35,21 +34,10 @@ async def edge(topology: Topology, lab_pki: LabPki) -> AsyncIterator[AsyncTurnSe
         yield server
 
 
-class Echo(asyncio.DatagramProtocol):
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # Python 3.11's selector transport is no DatagramTransport subclass
-        self.transport = cast(asyncio.DatagramTransport, transport)
-
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        self.transport.sendto(b"echo " + data, addr)
-
-
 @pytest.fixture
 async def echo() -> AsyncIterator[tuple[str, int]]:
-    loop = asyncio.get_running_loop()
-    transport, _ = await loop.create_datagram_endpoint(Echo, local_addr=(PEER_IP, 0))
-    yield transport.get_extra_info("sockname")[:2]
-    transport.close()
+    async with udp_peer(PEER_IP, lambda data: b"echo " + data) as peer:
+        yield peer.address
 
 
 def credentials() -> MsTurnCredentials:

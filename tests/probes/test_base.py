@@ -6,7 +6,6 @@ import asyncio
 import errno
 import socket
 import ssl
-from typing import cast
 
 import pytest
 
@@ -25,6 +24,7 @@ from simulator.probes.spec import ProbeSpec
 from simulator.probes.stun import probe_stun_udp
 from simulator.probes.tcp import probe_tcp_connect, sample_ports
 from simulator.tls import TlsProblem
+from tests.udp_peer import udp_peer
 
 ADDRESS = "127.0.113.77"
 
@@ -324,20 +324,8 @@ async def test_binding_a_source_address_that_is_not_here_is_a_probe_error() -> N
 
 
 async def test_stun_against_a_non_stun_udp_server_is_protocol_failed() -> None:
-    class Garbage(asyncio.DatagramProtocol):
-        def connection_made(self, transport: asyncio.BaseTransport) -> None:
-            # Python 3.11's selector transport is no DatagramTransport subclass
-            self.transport = cast(asyncio.DatagramTransport, transport)
-
-        def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-            self.transport.sendto(b"HELLO not stun", addr)
-
-    loop = asyncio.get_running_loop()
-    transport, _ = await loop.create_datagram_endpoint(Garbage, local_addr=(ADDRESS, 0))
-    try:
-        port = transport.get_extra_info("sockname")[1]
+    async with udp_peer(ADDRESS, lambda data: b"HELLO not stun") as garbage:
+        port = garbage.address[1]
         outcome = await probe_stun_udp(ProbeSpec("stun-udp", ADDRESS, port, timeout=1))
-    finally:
-        transport.close()
     assert outcome.verdict is Verdict.PROTOCOL_FAILED
     assert outcome.reason == "answered 'HELLO not stun' (14 bytes): not STUN"

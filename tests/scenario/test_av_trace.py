@@ -3,9 +3,7 @@ transaction, media summarised per flow, a request without answer recorded as dro
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
-from typing import cast
 
 import pytest
 
@@ -19,6 +17,7 @@ from simulator.scenario.api import Lab
 from simulator.scenario.av import relay_client, rtp_packet
 from simulator.tls import client_context, server_context
 from tests.siplab import sip_topology
+from tests.udp_peer import udp_peer
 
 USER, PASSWORD = "alice", "alice-turn-pw"
 PACKETS = 200
@@ -52,23 +51,12 @@ async def server(lab: Lab, lab_pki: LabPki) -> AsyncIterator[AsyncTurnServer]:
         yield srv
 
 
-class _Echo(asyncio.DatagramProtocol):
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # Python 3.11's selector transport is no DatagramTransport subclass
-        self.transport = cast(asyncio.DatagramTransport, transport)
-
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        self.transport.sendto(data, addr)
-
-
 async def test_transactions_one_event_each_and_media_summarised(
     lab: Lab, server: AsyncTurnServer
 ) -> None:
-    loop = asyncio.get_running_loop()
-    echo, _ = await loop.create_datagram_endpoint(_Echo, sock=lab.udp_socket("fabrikam"))
-    peer = echo.get_extra_info("sockname")
     lid = server.listener("udp")
-    try:
+    async with udp_peer(sock=lab.udp_socket("fabrikam")) as echo:
+        peer = echo.address
         with trace.TraceRecorder() as rec:
             client = await relay_client(
                 lab, "messenger", (lid.address, lid.port), "udp", USER, PASSWORD
@@ -83,8 +71,6 @@ async def test_transactions_one_event_each_and_media_summarised(
                     got += 1
             client.record_media(0x4000, got)
             await client.close()
-    finally:
-        echo.close()
     assert got == PACKETS
 
     edge = f"{lid.address}:{lid.port}"
@@ -120,11 +106,9 @@ async def test_transactions_one_event_each_and_media_summarised(
 async def test_nothing_is_kept_without_a_recorder(lab: Lab, server: AsyncTurnServer) -> None:
     """Relaying while nobody records builds no trace state (the per-packet cost is one check)."""
     assert not trace.active()
-    loop = asyncio.get_running_loop()
-    echo, _ = await loop.create_datagram_endpoint(_Echo, sock=lab.udp_socket("fabrikam"))
-    peer = echo.get_extra_info("sockname")
     lid = server.listener("udp")
-    try:
+    async with udp_peer(sock=lab.udp_socket("fabrikam")) as echo:
+        peer = echo.address
         client = await relay_client(
             lab, "messenger", (lid.address, lid.port), "udp", USER, PASSWORD
         )
@@ -135,8 +119,6 @@ async def test_nothing_is_kept_without_a_recorder(lab: Lab, server: AsyncTurnSer
         assert await client.receive_media(0x4000, 2.0) is not None
         assert server._media_out.flows == {} and server._media_in.flows == {}
         await client.close()
-    finally:
-        echo.close()
 
 
 async def test_an_unanswered_request_is_recorded_as_dropped(lab: Lab) -> None:
@@ -162,11 +144,9 @@ async def test_an_unanswered_request_is_recorded_as_dropped(lab: Lab) -> None:
 
 async def test_the_tls_path_relays_padded_channel_data(lab: Lab, server: AsyncTurnServer) -> None:
     """The fallback path: TURN over TLS on the TCP listener, ChannelData padded to 4 bytes."""
-    loop = asyncio.get_running_loop()
-    echo, _ = await loop.create_datagram_endpoint(_Echo, sock=lab.udp_socket("fabrikam"))
-    peer = echo.get_extra_info("sockname")
     lid = server.listener("tls")
-    try:
+    async with udp_peer(sock=lab.udp_socket("fabrikam")) as echo:
+        peer = echo.address
         client = await relay_client(
             lab, "messenger", (lid.address, lid.port), "tls", USER, PASSWORD,
             tls=client_context([lab.pki.trust_bundle]), server_hostname="av.contoso.lab",
@@ -181,7 +161,5 @@ async def test_the_tls_path_relays_padded_channel_data(lab: Lab, server: AsyncTu
             client.send_media(0x4001, payload)
             echoed.append(await client.receive_media(0x4001, 2.0))
         await client.close()
-    finally:
-        echo.close()
     assert 50000 <= relayed[1] <= 59999
     assert echoed == payloads
