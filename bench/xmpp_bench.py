@@ -26,7 +26,6 @@ import asyncio
 import hashlib
 import logging
 import os
-import pwd
 import secrets
 import shutil
 import statistics
@@ -61,6 +60,8 @@ from simulator.tls import client_context  # noqa: E402
 from simulator.xmpp.aio import XmppConnection, new_stream_id, open_session  # noqa: E402
 from simulator.xmpp.events import XmppEvent  # noqa: E402
 from simulator.xmpp.gateway import gateway_from_context  # noqa: E402
+from simulator.xmpp.peer_setup import hand_over  # noqa: E402
+from simulator.xmpp.prosody import missing as prosody_missing  # noqa: E402
 from simulator.xmpp.s2s import Role, Session, SessionConfig  # noqa: E402
 from simulator.xmpp.stream import NS_SERVER, StreamTimers, element, qname  # noqa: E402
 
@@ -147,18 +148,6 @@ Component "contoso.lab"
 """
 
 
-def prosody_problem() -> str | None:
-    if not (shutil.which("prosody") and shutil.which("runuser")):
-        return "Prosody is not installed (scripts/setup.sh --test)"
-    if os.geteuid() != 0:
-        return "Prosody runs as its own user (runuser): needs root"
-    try:
-        pwd.getpwnam("prosody")
-    except KeyError:
-        return "no prosody user"
-    return None
-
-
 def start_prosody(
     tmp: Path, pki: LabPki, s2s_port: int, component_port: int, secret: str
 ) -> subprocess.Popen[bytes]:
@@ -178,10 +167,8 @@ def start_prosody(
             secret=secret,
         )
     )
-    entry = pwd.getpwnam("prosody")
     os.chmod(tmp, 0o755)
-    for path in [directory, *directory.rglob("*")]:
-        os.chown(path, entry.pw_uid, entry.pw_gid)
+    hand_over(directory, "prosody")
     argv = ["runuser", "-u", "prosody", "--", "prosody", "-F", "--config", str(config)]
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -412,7 +399,7 @@ def main() -> int:
         return 0
     logging.basicConfig(level=logging.WARNING)
     messages = args.messages or (5_000 if args.quick else 50_000)
-    problem = "--no-prosody" if args.no_prosody else prosody_problem()
+    problem = "--no-prosody" if args.no_prosody else prosody_missing()
     result: dict[str, Any] = {
         "benchmark": "xmpp hop: jabber.lab -> contoso.lab (5269 in, to the Front End's side)",
         "messages": messages,
