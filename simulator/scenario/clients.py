@@ -192,12 +192,9 @@ async def sip_users(
     """:func:`sip_user` for several users, connected in order and closed in reverse: each
     ``"bob@contoso.lab"`` at its domain's vantage (:func:`default_via`: the office for the Front
     End's domain, a partner's own server for the partner's), or ``("alice@contoso.lab",
-    "remote")`` at the vantage named. ::
+    "remote")`` at the vantage named::
 
-        async with sip_users(lab, ("alice@contoso.lab", "remote"), "bob@contoso.lab") as (
-            alice,
-            bob,
-        ):
+        async with sip_users(lab, ("alice@contoso.lab", "remote"), "bob@contoso.lab") as (a, b):
     """
     async with contextlib.AsyncExitStack() as stack:
         agents = []
