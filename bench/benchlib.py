@@ -1,15 +1,21 @@
 """What the benchmarks share: free loopback ports, CPU time from /proc, the machine's load,
-percentiles, and where results go. Figures only: nothing here asserts a timing."""
+percentiles, the processes a benchmark serves a lab role in, and where results go. Figures only:
+nothing here asserts a timing."""
 
 from __future__ import annotations
 
+import asyncio
+import gc as collector
 import json
 import os
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from simulator import aioloop
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(os.environ.get("EDGESIM_BENCH_RESULTS") or ROOT / "bench" / "results")
@@ -83,6 +89,30 @@ def wait_tcp(host: str, port: int, timeout: float = 10.0) -> None:
         except OSError:
             time.sleep(0.05)
     raise RuntimeError(f"nothing listens on {host}:{port} after {timeout:g} s")
+
+
+def start_served(what: str, script: str, *args: str) -> subprocess.Popen[bytes]:
+    """``python script --serve args...``: a process that serves a role of the benchmark's lab
+    and says ``ready`` (:func:`serve_until_stdin_closes`); ends it and raises when it does not."""
+    proc = subprocess.Popen(
+        [sys.executable, script, "--serve", *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    assert proc.stdout is not None
+    if b"ready" not in proc.stdout.readline():
+        proc.kill()
+        raise RuntimeError(f"the {what} process did not start")
+    return proc
+
+
+async def serve_until_stdin_closes(*, gc: bool = True) -> None:
+    """In a served process whose lab is up: settle the heap (as `edgesim lab serve` does once
+    its services are up; ``gc=False`` also turns the collector off, to see what it costs), say
+    ``ready``, and serve until the benchmark closes stdin (:func:`stop_processes`)."""
+    aioloop.settle_heap()
+    if not gc:
+        collector.disable()
+    print("ready", flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
 
 
 def stop_processes(*procs: subprocess.Popen[Any]) -> None:

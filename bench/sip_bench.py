@@ -48,6 +48,8 @@ from bench.benchlib import (  # noqa: E402
     free_port,
     load_average,
     percentile,
+    serve_until_stdin_closes,
+    start_served,
     stop_processes,
     tree_cpu_seconds,
     wait_tcp,
@@ -100,28 +102,14 @@ async def serve(role: str, topo_path: Path, certs: Path) -> None:
                     await ua.incoming.get()
 
             task = asyncio.create_task(drain())
-        aioloop.settle_heap()  # as `edgesim lab serve` does once its services are up
-        if os.environ.get("SIP_BENCH_GC") == "off":  # to see what the collector costs
-            import gc
-
-            gc.disable()
-        print("ready", flush=True)
-        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+        await serve_until_stdin_closes(gc=os.environ.get("SIP_BENCH_GC") != "off")
         if ua is not None:
             task.cancel()
             await ua.close()
 
 
 def start_role(role: str, topo: Topology, certs: Path) -> subprocess.Popen[bytes]:
-    argv = [sys.executable, __file__, "--serve", role, "--topology", str(topo.path)]
-    proc = subprocess.Popen(
-        [*argv, "--certs", str(certs)], stdin=subprocess.PIPE, stdout=subprocess.PIPE
-    )
-    assert proc.stdout is not None
-    if b"ready" not in proc.stdout.readline():
-        proc.kill()
-        raise RuntimeError(f"the {role} process did not start")
-    return proc
+    return start_served(role, __file__, role, "--topology", str(topo.path), "--certs", str(certs))
 
 
 # ---------------------------------------------------------------------- peers

@@ -26,7 +26,6 @@ import asyncio
 import hashlib
 import logging
 import os
-import pwd
 import secrets
 import shutil
 import statistics
@@ -35,7 +34,6 @@ import sys
 import tempfile
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,6 +45,8 @@ from bench.benchlib import (  # noqa: E402
     free_port,
     load_average,
     percentile,
+    serve_until_stdin_closes,
+    start_served,
     stop_processes,
     tree_cpu_seconds,
     wait_tcp,
@@ -61,6 +61,8 @@ from simulator.tls import client_context  # noqa: E402
 from simulator.xmpp.aio import XmppConnection, new_stream_id, open_session  # noqa: E402
 from simulator.xmpp.events import XmppEvent  # noqa: E402
 from simulator.xmpp.gateway import gateway_from_context  # noqa: E402
+from simulator.xmpp.peer_setup import hand_over  # noqa: E402
+from simulator.xmpp.prosody import missing as prosody_missing  # noqa: E402
 from simulator.xmpp.s2s import Role, Session, SessionConfig  # noqa: E402
 from simulator.xmpp.stream import NS_SERVER, StreamTimers, element, qname  # noqa: E402
 
@@ -110,9 +112,7 @@ async def serve_edge(topo_path: Path, certs: Path) -> None:
     logging.basicConfig(level=logging.ERROR)
     topo = load_topology(topo_path)
     async with LocalLab(topo, certs, hosts=["edge", "dns-ext", "dns-int"]):
-        aioloop.settle_heap()  # as `edgesim lab serve` does once its services are up
-        print("ready", flush=True)
-        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+        await serve_until_stdin_closes()
 
 
 # ---------------------------------------------------------------------- Prosody
@@ -147,18 +147,6 @@ Component "contoso.lab"
 """
 
 
-def prosody_problem() -> str | None:
-    if not (shutil.which("prosody") and shutil.which("runuser")):
-        return "Prosody is not installed (scripts/setup.sh --test)"
-    if os.geteuid() != 0:
-        return "Prosody runs as its own user (runuser): needs root"
-    try:
-        pwd.getpwnam("prosody")
-    except KeyError:
-        return "no prosody user"
-    return None
-
-
 def start_prosody(
     tmp: Path, pki: LabPki, s2s_port: int, component_port: int, secret: str
 ) -> subprocess.Popen[bytes]:
@@ -178,10 +166,8 @@ def start_prosody(
             secret=secret,
         )
     )
-    entry = pwd.getpwnam("prosody")
     os.chmod(tmp, 0o755)
-    for path in [directory, *directory.rglob("*")]:
-        os.chown(path, entry.pw_uid, entry.pw_gid)
+    hand_over(directory, "prosody")
     argv = ["runuser", "-u", "prosody", "--", "prosody", "-F", "--config", str(config)]
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -301,21 +287,28 @@ async def send(
 
 
 async def measure(
-    conn: XmppConnection,
+    pki: LabPki,
+    address: tuple[str, int],
     arrivals: Arrivals,
     *,
+    hop_pid: int,
     messages: int,
     window: int,
     users: int,
-    cpu: Callable[[], float],
 ) -> dict[str, Any]:
-    warmup = min(500, messages // 10)
-    await send(conn, arrivals, warmup, 0, window, users)
-    arrivals.latencies.clear()
-    before = cpu()
-    load = load_average()
-    elapsed = await send(conn, arrivals, messages, warmup, window, users)
-    used = cpu() - before
+    """The hop at ``address`` (process ``hop_pid``) under a sender's load, after a warm-up."""
+    conn, task = await sender(pki, address)
+    try:
+        warmup = min(500, messages // 10)
+        await send(conn, arrivals, warmup, 0, window, users)
+        arrivals.latencies.clear()
+        before = tree_cpu_seconds(hop_pid)
+        load = load_average()
+        elapsed = await send(conn, arrivals, messages, warmup, window, users)
+        used = tree_cpu_seconds(hop_pid) - before
+    finally:
+        conn.close()
+        await asyncio.wait_for(task, 5)
     lat = sorted(x * 1000 for x in arrivals.latencies)
     return {
         "messages": messages,
@@ -343,19 +336,15 @@ async def run_edge(
     gateway = gateway_from_context(ctx, arrivals)
     await gateway.start()
     try:
-        conn, task = await sender(pki, (EDGE_ACCESS, PORTS[5269]))
-        try:
-            return await measure(
-                conn,
-                arrivals,
-                messages=messages,
-                window=window,
-                users=users,
-                cpu=lambda: tree_cpu_seconds(edge_pid),
-            )
-        finally:
-            conn.close()
-            await asyncio.wait_for(task, 5)
+        return await measure(
+            pki,
+            (EDGE_ACCESS, PORTS[5269]),
+            arrivals,
+            hop_pid=edge_pid,
+            messages=messages,
+            window=window,
+            users=users,
+        )
     finally:
         await gateway.stop()
 
@@ -377,19 +366,15 @@ async def run_prosody(
     )
     try:
         await asyncio.wait_for(reader.ready, 10)
-        conn, task = await sender(pki, (EDGE_ACCESS, s2s_port))
-        try:
-            return await measure(
-                conn,
-                arrivals,
-                messages=messages,
-                window=window,
-                users=users,
-                cpu=lambda: tree_cpu_seconds(prosody_pid),
-            )
-        finally:
-            conn.close()
-            await asyncio.wait_for(task, 5)
+        return await measure(
+            pki,
+            (EDGE_ACCESS, s2s_port),
+            arrivals,
+            hop_pid=prosody_pid,
+            messages=messages,
+            window=window,
+            users=users,
+        )
     finally:
         transport.close()
 
@@ -412,7 +397,7 @@ def main() -> int:
         return 0
     logging.basicConfig(level=logging.WARNING)
     messages = args.messages or (5_000 if args.quick else 50_000)
-    problem = "--no-prosody" if args.no_prosody else prosody_problem()
+    problem = "--no-prosody" if args.no_prosody else prosody_missing()
     result: dict[str, Any] = {
         "benchmark": "xmpp hop: jabber.lab -> contoso.lab (5269 in, to the Front End's side)",
         "messages": messages,
@@ -428,15 +413,9 @@ def main() -> int:
         certs = tmp / "certs"
         ensure_pki(load_topology(topo_path), certs)
         pki = LabPki(certs)
-        argv = [sys.executable, __file__, "--serve", "--topology", str(topo_path)]
-        edge = subprocess.Popen(
-            [*argv, "--certs", str(certs)], stdin=subprocess.PIPE, stdout=subprocess.PIPE
-        )
+        edge = start_served("Edge", __file__, "--topology", str(topo_path), "--certs", str(certs))
         procs: list[subprocess.Popen[bytes]] = [edge]
         try:
-            assert edge.stdout is not None
-            if b"ready" not in edge.stdout.readline():
-                raise RuntimeError("the Edge process did not start")
             result["edge"] = aioloop.run(
                 run_edge(topo_path, pki, edge.pid, messages, args.window, args.users)
             )

@@ -10,21 +10,17 @@ Edge, on ports 50000-59999. The ladder shows which path the messenger used.
 """
 
 from simulator.scenario import Lab, scenario
-from simulator.scenario.av import audio_call
+from simulator.scenario.av import AUDIO_CALL_NEEDS, UDP_3478_ROWS, audio_call, expect_media_path
 
 
 @scenario(
     name="av-call",
     description="A Live Messenger-style client and a contoso user set up relayed audio through "
     "the A/V Edge (MRAS credentials, UDP 3478, relay ports 50000-59999)",
-    rows=["msn-stun-in-3478", "av-int-stun-3478", "av-relay-udp-out", "av-auth-5062"],
-    needs=["av-edge", "front-end", "pic"],
+    rows=UDP_3478_ROWS,
+    needs=AUDIO_CALL_NEEDS,
 )
 async def run(lab: Lab) -> None:
     call = await audio_call(lab)
     with lab.step("the messenger used UDP 3478"):
-        lab.expect(
-            call.messenger_path == "UDP 3478",
-            f"the messenger reached the A/V Edge over {call.messenger_path}, not UDP 3478"
-            + (f" ({call.fallback_reason})" if call.fallback_reason else ""),
-        )
+        expect_media_path(lab, call, "UDP 3478")

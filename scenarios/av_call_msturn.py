@@ -8,21 +8,17 @@ Authentication service through the Front End (SIP SERVICE, then SIP/MTLS 5062).
 """
 
 from simulator.scenario import Lab, scenario
-from simulator.scenario.av import audio_call
+from simulator.scenario.av import AUDIO_CALL_NEEDS, UDP_3478_ROWS, audio_call, expect_media_path
 
 
 @scenario(
     name="av-call-msturn",
     description="av-call in MS-TURN, as Lync speaks it: Set Active Destination and unencapsulated "
     "audio through the A/V Edge (UDP 3478, relay ports 50000-59999)",
-    rows=["msn-stun-in-3478", "av-int-stun-3478", "av-relay-udp-out", "av-auth-5062"],
-    needs=["av-edge", "front-end", "pic"],
+    rows=UDP_3478_ROWS,
+    needs=AUDIO_CALL_NEEDS,
 )
 async def run(lab: Lab) -> None:
     call = await audio_call(lab, dialect="ms-turn")
     with lab.step("the messenger used UDP 3478 in MS-TURN"):
-        lab.expect(
-            (call.messenger_path, call.dialect) == ("UDP 3478", "MS-TURN"),
-            f"the messenger reached the A/V Edge over {call.messenger_path} in {call.dialect}"
-            + (f" ({call.fallback_reason})" if call.fallback_reason else ""),
-        )
+        expect_media_path(lab, call, "UDP 3478", "MS-TURN")

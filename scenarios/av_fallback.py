@@ -8,15 +8,21 @@ continuing over TCP 443.
 """
 
 from simulator.scenario import Lab, scenario
-from simulator.scenario.av import audio_call, udp_3478_blocked
+from simulator.scenario.av import (
+    AUDIO_CALL_NEEDS,
+    TCP_443_ROWS,
+    audio_call,
+    expect_media_path,
+    udp_3478_blocked,
+)
 
 
 @scenario(
     name="av-fallback",
     description="With UDP 3478 blocked at fw-external, the messenger's audio call falls back "
     "to TCP 443 through the A/V Edge",
-    rows=["msn-stun-in-3478", "av-turn-443-in", "av-relay-udp-out", "av-auth-5062"],
-    needs=["av-edge", "front-end", "pic"],
+    rows=TCP_443_ROWS,
+    needs=AUDIO_CALL_NEEDS,
     firewall=True,
     timeout=60.0,
 )
@@ -24,8 +30,4 @@ async def run(lab: Lab) -> None:
     async with udp_3478_blocked(lab):
         call = await audio_call(lab)
     with lab.step("the messenger fell back to TCP 443"):
-        lab.expect(
-            call.messenger_path == "TCP 443",
-            f"the messenger used {call.messenger_path} although UDP 3478 was blocked",
-        )
-        lab.expect(call.fallback_reason, "the messenger never tried UDP 3478")
+        expect_media_path(lab, call, "TCP 443")

@@ -7,7 +7,7 @@ fabrikam.lab is an allowed partner and its certificate names sip.fabrikam.lab.
 """
 
 from simulator.scenario import Lab, scenario
-from simulator.scenario.clients import next_request, sip_user
+from simulator.scenario.clients import chat, sign_in, sip_users
 
 
 @scenario(
@@ -23,33 +23,15 @@ from simulator.scenario.clients import next_request, sip_user
     needs=["access-edge", "front-end", "partner-edge", "dns"],
 )
 async def run(lab: Lab) -> None:
-    async with (
-        sip_user(lab, "bob@contoso.lab", via="internal") as bob,
-        sip_user(lab, "carol@fabrikam.lab", via="fabrikam") as carol,
-    ):
+    async with sip_users(lab, "bob@contoso.lab", "carol@fabrikam.lab") as (bob, carol):
         with lab.step("bob signs in at contoso, carol at fabrikam"):
-            for ua in (bob, carol):
-                answer = await ua.register()
-                lab.expect(answer.code == 200, f"{ua.aor}'s REGISTER got {answer.code}")
+            await sign_in(lab, bob, carol)
 
         with lab.step("bob (contoso) sends carol (fabrikam) a message"):
-            answer = await bob.message("sip:carol@fabrikam.lab", "hi carol")
-            diag = answer.headers.get("ms-diagnostics") or answer.headers.get("Warning") or ""
-            lab.expect(
-                answer.code == 200, f"bob's MESSAGE got {answer.code} {answer.phrase} {diag}"
-            )
-            got = await next_request(carol)
-            lab.expect(got is not None and got.body == b"hi carol", "carol never got bob's message")
+            await chat(lab, bob, carol, "hi carol")
 
         with lab.step("carol (fabrikam) answers bob (contoso)"):
-            answer = await carol.message("sip:bob@contoso.lab", "hi bob")
-            diag = answer.headers.get("ms-diagnostics") or answer.headers.get("Warning") or ""
-            lab.expect(
-                answer.code == 200, f"carol's MESSAGE got {answer.code} {answer.phrase} {diag}"
-            )
-            got = await next_request(bob)
-            lab.expect(got is not None, "bob never got carol's answer")
-            assert got is not None
+            got = await chat(lab, carol, bob, "hi bob")
             trust = got.headers.get("ms-edge-proxy-message-trust") or ""
             lab.expect(
                 "ms-source-type=DirectPartner" in trust,

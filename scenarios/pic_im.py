@@ -6,7 +6,7 @@ Edge's 443. Public IM connectivity is federation with a provider the Edge lists 
 """
 
 from simulator.scenario import Lab, scenario
-from simulator.scenario.clients import next_request, sip_user
+from simulator.scenario.clients import chat, sign_in, sip_users
 
 
 @scenario(
@@ -16,23 +16,12 @@ from simulator.scenario.clients import next_request, sip_user
     needs=["access-edge", "front-end", "pic", "dns"],
 )
 async def run(lab: Lab) -> None:
-    async with (
-        sip_user(lab, "alice@contoso.lab", via="remote") as alice,
-        sip_user(lab, "dave@pic.lab", via="pic") as dave,
-    ):
+    async with sip_users(lab, ("alice@contoso.lab", "remote"), "dave@pic.lab") as (alice, dave):
         with lab.step("alice signs in from home, dave on the public IM provider"):
-            for ua in (alice, dave):
-                answer = await ua.register()
-                lab.expect(answer.code == 200, f"{ua.aor}'s REGISTER got {answer.code}")
+            await sign_in(lab, alice, dave)
 
         with lab.step("alice (contoso) sends dave (pic.lab) a message"):
-            answer = await alice.message("sip:dave@pic.lab", "hi dave")
-            lab.expect(answer.code == 200, f"alice's MESSAGE got {answer.code} {answer.phrase}")
-            got = await next_request(dave)
-            lab.expect(got is not None and got.body == b"hi dave", "dave never got the message")
+            await chat(lab, alice, dave, "hi dave")
 
         with lab.step("dave (pic.lab) answers alice (contoso)"):
-            answer = await dave.message("sip:alice@contoso.lab", "hi alice")
-            lab.expect(answer.code == 200, f"dave's MESSAGE got {answer.code} {answer.phrase}")
-            got = await next_request(alice)
-            lab.expect(got is not None and got.body == b"hi alice", "alice never got the answer")
+            await chat(lab, dave, alice, "hi alice")

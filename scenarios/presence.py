@@ -6,7 +6,7 @@ with bob's state (PIDF) back the same way: open while bob is signed in, closed w
 """
 
 from simulator.scenario import Lab, scenario
-from simulator.scenario.clients import next_request, sip_user
+from simulator.scenario.clients import diagnostics, expect_notify, sign_in, sip_users
 
 
 @scenario(
@@ -16,36 +16,20 @@ from simulator.scenario.clients import next_request, sip_user
     needs=["access-edge", "front-end", "partner-edge", "dns"],
 )
 async def run(lab: Lab) -> None:
-    async with (
-        sip_user(lab, "bob@contoso.lab", via="internal") as bob,
-        sip_user(lab, "carol@fabrikam.lab", via="fabrikam") as carol,
-    ):
+    async with sip_users(lab, "bob@contoso.lab", "carol@fabrikam.lab") as (bob, carol):
         with lab.step("bob signs in at contoso, carol at fabrikam"):
-            for ua in (bob, carol):
-                answer = await ua.register()
-                lab.expect(answer.code == 200, f"{ua.aor}'s REGISTER got {answer.code}")
+            await sign_in(lab, bob, carol)
 
         with lab.step("carol subscribes to bob's presence"):
             answer = await carol.subscribe("sip:bob@contoso.lab")
-            diag = answer.headers.get("ms-diagnostics") or answer.headers.get("Warning") or ""
-            lab.expect(answer.code == 200, f"carol's SUBSCRIBE got {answer.code} {diag}")
+            lab.expect(
+                answer.code == 200, f"carol's SUBSCRIBE got {answer.code} {diagnostics(answer)}"
+            )
 
         with lab.step("the Front End tells carol that bob is online"):
-            notify = await next_request(carol, "NOTIFY")
-            lab.expect(notify is not None, "carol never got a NOTIFY for bob")
-            assert notify is not None
-            lab.expect(
-                b"<basic>open</basic>" in notify.body,
-                f"bob is signed in but the NOTIFY says: {notify.body.decode(errors='replace')}",
-            )
+            await expect_notify(lab, carol, "open", "bob is signed in")
 
         with lab.step("bob signs out: carol is told he is offline"):
             answer = await bob.register(expires=0)
             lab.expect(answer.code == 200, f"bob's sign-out got {answer.code}")
-            notify = await next_request(carol, "NOTIFY")
-            lab.expect(notify is not None, "carol was not told that bob signed out")
-            assert notify is not None
-            lab.expect(
-                b"<basic>closed</basic>" in notify.body,
-                f"bob signed out but the NOTIFY says: {notify.body.decode(errors='replace')}",
-            )
+            await expect_notify(lab, carol, "closed", "bob signed out")

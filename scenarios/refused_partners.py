@@ -10,7 +10,7 @@ FQDN, then the allow/block lists. Each refusal says why (Warning / ms-diagnostic
 import ssl
 
 from simulator.scenario import Lab, scenario
-from simulator.scenario.clients import sip_user
+from simulator.scenario.clients import sign_in, sip_user
 
 
 @scenario(
@@ -23,8 +23,7 @@ from simulator.scenario.clients import sip_user
 async def run(lab: Lab) -> None:
     with lab.step("bob writes to someone at blocked.lab: the Edge answers 403"):
         async with sip_user(lab, "bob@contoso.lab", via="internal") as bob:
-            answer = await bob.register()
-            lab.expect(answer.code == 200, f"bob's REGISTER got {answer.code}")
+            await sign_in(lab, bob)
             answer = await bob.message("sip:someone@blocked.lab", "hello?")
             warning = answer.headers.get("Warning") or ""
             lab.expect(answer.code == 403, f"expected 403 for blocked.lab, got {answer.code}")

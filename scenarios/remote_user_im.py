@@ -7,7 +7,7 @@ in the office. The Edge stamps what it relays with ms-edge-proxy-message-trust.
 """
 
 from simulator.scenario import Lab, scenario
-from simulator.scenario.clients import next_request, sip_user
+from simulator.scenario.clients import chat, sign_in, sip_users
 
 
 @scenario(
@@ -17,25 +17,15 @@ from simulator.scenario.clients import next_request, sip_user
     needs=["access-edge", "front-end", "dns"],
 )
 async def run(lab: Lab) -> None:
-    async with (
-        sip_user(lab, "alice@contoso.lab", via="remote") as alice,
-        sip_user(lab, "bob@contoso.lab", via="internal") as bob,
-    ):
+    async with sip_users(lab, ("alice@contoso.lab", "remote"), "bob@contoso.lab") as (alice, bob):
         with lab.step("alice signs in from home through the Edge on TLS 443"):
-            answer = await alice.register()
-            lab.expect(answer.code == 200, f"alice's REGISTER got {answer.code} {answer.phrase}")
+            await sign_in(lab, alice)
 
         with lab.step("bob signs in on the Front End in the office"):
-            answer = await bob.register()
-            lab.expect(answer.code == 200, f"bob's REGISTER got {answer.code} {answer.phrase}")
+            await sign_in(lab, bob)
 
         with lab.step("alice sends bob a message from home"):
-            answer = await alice.message("sip:bob@contoso.lab", "hello from home")
-            lab.expect(answer.code == 200, f"alice's MESSAGE got {answer.code} {answer.phrase}")
-            got = await next_request(bob)
-            lab.expect(got is not None, "bob's client never received alice's message")
-            assert got is not None
-            lab.expect(got.body == b"hello from home", f"bob received {got.body!r}")
+            got = await chat(lab, alice, bob, "hello from home")
             trust = got.headers.get("ms-edge-proxy-message-trust") or ""
             lab.expect(
                 "ms-source-type=InternetUser" in trust,
@@ -43,9 +33,4 @@ async def run(lab: Lab) -> None:
             )
 
         with lab.step("bob answers from the office"):
-            answer = await bob.message("sip:alice@contoso.lab", "hello from the office")
-            lab.expect(answer.code == 200, f"bob's MESSAGE got {answer.code} {answer.phrase}")
-            got = await next_request(alice)
-            lab.expect(got is not None, "alice's client at home never received bob's answer")
-            assert got is not None
-            lab.expect(got.body == b"hello from the office", f"alice received {got.body!r}")
+            await chat(lab, bob, alice, "hello from the office")

@@ -10,9 +10,11 @@ from contextlib import AsyncExitStack
 
 from simulator.scenario import Lab, scenario
 from simulator.scenario.clients import (
+    diagnostics,
     next_chat,
     next_request,
     send_chat,
+    sign_in,
     sip_user,
     xmpp_user,
 )
@@ -30,16 +32,16 @@ async def run(lab: Lab) -> None:
             alice = await stack.enter_async_context(
                 sip_user(lab, "alice@contoso.lab", via="internal")
             )
-            answer = await alice.register()
-            lab.expect(answer.code == 200, f"alice's REGISTER got {answer.code}")
+            await sign_in(lab, alice)
 
         with lab.step("romeo signs in on jabber.lab"):
             romeo = await stack.enter_async_context(xmpp_user(lab, "romeo@jabber.lab"))
 
         with lab.step("alice (SIP) writes to romeo (XMPP)"):
             answer = await alice.message("sip:romeo@jabber.lab", "hi romeo, from SIP")
-            diag = answer.headers.get("ms-diagnostics") or answer.headers.get("Warning") or ""
-            lab.expect(answer.code == 200, f"alice's MESSAGE got {answer.code} {diag}")
+            lab.expect(
+                answer.code == 200, f"alice's MESSAGE got {answer.code} {diagnostics(answer)}"
+            )
             got = await next_chat(romeo, 10)
             lab.expect(got is not None, "romeo's XMPP client never got alice's message")
             lab.expect(

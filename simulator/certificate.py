@@ -1,5 +1,7 @@
 """Certificate facts as values with no I/O: a peer certificate as the protocol cores need it,
-and where a certificate and its key are (:class:`CertPaths`).
+where a certificate and its key are (:class:`CertPaths`), and the one certificate builder that
+signs what ``trustme`` cannot express (the lab PKI's serverAuth-only leaf, the SSL-inspection
+middlebox's CA and leaves; :func:`sign_certificate`).
 
 :mod:`simulator.tls` extracts a :class:`PeerCertificate` from a TLS connection; the cores (SIP
 proxy, XMPP S2S) decide whether its names and key usages fit the partner they expect. Name
@@ -9,10 +11,18 @@ client's name in advance.
 
 from __future__ import annotations
 
+import datetime
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.types import (
+    CertificateIssuerPrivateKeyTypes,
+    CertificateIssuerPublicKeyTypes,
+    CertificatePublicKeyTypes,
+)
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 
@@ -74,3 +84,70 @@ class CertPaths:
     key: Path
     pem: Path
     """Certificate followed by key, in one file."""
+
+
+# ------------------------------------------------------------------ building certificates
+
+_KEY_USAGES = (
+    "digital_signature",
+    "content_commitment",
+    "key_encipherment",
+    "data_encipherment",
+    "key_agreement",
+    "key_cert_sign",
+    "crl_sign",
+    "encipher_only",
+    "decipher_only",
+)
+
+
+def key_usage(*usages: str) -> x509.KeyUsage:
+    """The keyUsage extension with exactly ``usages`` set (``"digital_signature"``,
+    ``"key_cert_sign"``, ... as :class:`x509.KeyUsage` names them)."""
+    unknown = sorted(set(usages) - set(_KEY_USAGES))
+    if unknown:
+        raise ValueError(f"unknown key usage {unknown[0]!r}")
+    return x509.KeyUsage(**{name: name in usages for name in _KEY_USAGES})
+
+
+def server_leaf_extensions(
+    names: Sequence[x509.GeneralName],
+    issuer_key: CertificateIssuerPublicKeyTypes,
+    usage: x509.KeyUsage | None = None,
+) -> list[x509.ExtensionType]:
+    """A TLS server leaf's extensions: no CA, ``names`` as its subjectAltName, ``usage`` if
+    given, extended key usage serverAuth only, and the issuer's key identifier."""
+    return [
+        x509.BasicConstraints(ca=False, path_length=None),
+        x509.SubjectAlternativeName(names),
+        *([usage] if usage is not None else []),
+        x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]),
+        x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key),
+    ]
+
+
+def sign_certificate(
+    subject: x509.Name,
+    public_key: CertificatePublicKeyTypes,
+    issuer: x509.Name,
+    issuer_key: CertificateIssuerPrivateKeyTypes,
+    not_before: datetime.datetime,
+    not_after: datetime.datetime,
+    extensions: Sequence[x509.ExtensionType],
+) -> x509.Certificate:
+    """A certificate for ``public_key`` signed by ``issuer_key`` (SHA-256, a random serial),
+    with ``extensions`` in that order: basicConstraints and keyUsage critical (RFC 5280
+    4.2.1.9, 4.2.1.3), the others not."""
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+    )
+    for extension in extensions:
+        critical = isinstance(extension, x509.BasicConstraints | x509.KeyUsage)
+        builder = builder.add_extension(extension, critical=critical)
+    return builder.sign(issuer_key, hashes.SHA256())

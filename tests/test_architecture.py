@@ -62,6 +62,7 @@ LAYERS: dict[str, int] = {
     "simulator.xmpp.gateway": 5,
     "simulator.xmpp.prosody": 5,
     "simulator.xmpp.ejabberd": 5,
+    "simulator.xmpp.peer_setup": 5,
     "simulator.media.service": 5,
     "simulator.media.peer": 5,
     "simulator.media.avauth": 5,

@@ -132,6 +132,37 @@ WIDTH_OPTION = click.option(
 )
 
 
+def format_option(help: str | None = "Output on stdout.") -> Callable[[F], F]:
+    """``--format table|json`` (into ``fmt``), table by default."""
+    return click.option(
+        "--format",
+        "fmt",
+        type=click.Choice(["table", "json"]),
+        default="table",
+        show_default=True,
+        help=help,
+    )
+
+
+def file_option(flag: str, dest: str, help: str) -> Callable[[F], F]:
+    """An option naming a FILE (not a directory), ``None`` when not given."""
+    return click.option(
+        flag, dest, type=click.Path(dir_okay=False, path_type=Path), metavar="FILE", help=help
+    )
+
+
+def timeout_option(low: float, high: float, default: float, help: str) -> Callable[[F], F]:
+    """``--timeout S``: seconds, a float from ``low`` to ``high``."""
+    return click.option(
+        "--timeout",
+        type=click.FloatRange(low, high),
+        default=default,
+        show_default=True,
+        metavar="S",
+        help=help,
+    )
+
+
 def set_width(width: int | None) -> None:
     """``--width``: both consoles render for ``width`` columns."""
     if width is not None:

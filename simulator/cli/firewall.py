@@ -5,35 +5,46 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn, TypeVar
 
 import click
+from rich.console import RenderableType
 
-from simulator.cli._common import RULES_OPTION, Obj, console, parse_rules
-from simulator.firewall.audit import DEFAULT_TIMEOUT, audit
-from simulator.firewall.diff import diff
+from simulator.cli._common import (
+    RULES_OPTION,
+    F,
+    Obj,
+    console,
+    format_option,
+    parse_rules,
+    timeout_option,
+)
+from simulator.firewall.audit import DEFAULT_TIMEOUT, AuditReport, audit
+from simulator.firewall.diff import DiffReport, diff
 from simulator.firewall.render import render_all, render_broken_external
 from simulator.reports.firewall import render_audit, render_diff
 
 BROKEN_PATH = Path("lab/firewall/broken/external.nft")
 
 
-TIMEOUT_OPTION = click.option(
-    "--timeout",
-    type=click.FloatRange(0.05, 30),
-    default=DEFAULT_TIMEOUT,
-    show_default=True,
-    metavar="S",
-    help="Seconds each flow waits for its answer.",
-)
-FORMAT_OPTION = click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["table", "json"]),
-    default="table",
-    show_default=True,
-    help="Output on stdout.",
-)
+R = TypeVar("R", AuditReport, DiffReport)
+
+
+def _check_options(command: F) -> F:
+    """What ``audit`` and ``diff`` take: --rules, --timeout, --format."""
+    timeout = timeout_option(0.05, 30, DEFAULT_TIMEOUT, "Seconds each flow waits for its answer.")
+    return RULES_OPTION(timeout(format_option()(command)))
+
+
+def _print_report(fmt: str, report: R, render: Callable[[R], RenderableType], ok: bool) -> NoReturn:
+    """``report`` as JSON or rendered, on stdout; exit 0 when ``ok``, else 1."""
+    if fmt == "json":
+        click.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        console.print(render(report))
+    sys.exit(0 if ok else 1)
 
 
 @click.group()
@@ -95,9 +106,7 @@ def render(obj: Obj, out_dir: Path | None, to_stdout: bool, broken_example: bool
 
 
 @firewall.command("audit")
-@RULES_OPTION
-@TIMEOUT_OPTION
-@FORMAT_OPTION
+@_check_options
 @click.pass_obj
 def audit_command(obj: Obj, rule_items: tuple[str, ...], timeout: float, fmt: str) -> None:
     """Walk every matrix row through your rules, in the kernel, without a lab (root).
@@ -124,17 +133,11 @@ def audit_command(obj: Obj, rule_items: tuple[str, ...], timeout: float, fmt: st
     """
     rules = parse_rules(obj.topology, rule_items)
     report = asyncio.run(audit(obj.topology, rules, timeout=timeout))
-    if fmt == "json":
-        click.echo(json.dumps(report.to_dict(), indent=2))
-    else:
-        console.print(render_audit(report))
-    sys.exit(0 if report.ok else 1)
+    _print_report(fmt, report, render_audit, report.ok)
 
 
 @firewall.command("diff")
-@RULES_OPTION
-@TIMEOUT_OPTION
-@FORMAT_OPTION
+@_check_options
 @click.pass_obj
 def diff_command(obj: Obj, rule_items: tuple[str, ...], timeout: float, fmt: str) -> None:
     """Show, row by row, where your rules decide differently from the rendered ones (root).
@@ -155,8 +158,4 @@ def diff_command(obj: Obj, rule_items: tuple[str, ...], timeout: float, fmt: str
     if not rules:
         raise click.UsageError("give your rules: --rules FIREWALL=FILE")
     report = asyncio.run(diff(obj.topology, rules, timeout=timeout))
-    if fmt == "json":
-        click.echo(json.dumps(report.to_dict(), indent=2))
-    else:
-        console.print(render_diff(report))
-    sys.exit(0 if report.same else 1)
+    _print_report(fmt, report, render_diff, report.same)

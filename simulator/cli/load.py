@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -12,6 +13,7 @@ from rich.table import Table
 from simulator.cli._common import (
     CERTS_OPTION,
     NAME_OPTION,
+    F,
     Obj,
     console,
     make_runner,
@@ -21,24 +23,21 @@ from simulator.load import MAX_COUNT, MAX_HOLD
 from simulator.load.run import ROWS, LoadReport, drive_inside, run_load, summary
 
 
+def _count_option(flag: str, what: str) -> Callable[[F], F]:
+    """How many of ``what`` are held at once, 100 by default."""
+    return click.option(
+        flag,
+        type=int,
+        default=100,
+        show_default=True,
+        help=f"{what} held at once; at most {MAX_COUNT}.",
+    )
+
+
 @click.command()
 @runner_option("netns", "Which lab (one with firewalls).", has_firewalls=True, persistent=True)
-@click.option(
-    "--sessions",
-    type=int,
-    default=100,
-    show_default=True,
-    help=f"Federation sessions (MTLS 5061, row {ROWS['federation']}) held at once; "
-    f"at most {MAX_COUNT}.",
-)
-@click.option(
-    "--allocations",
-    type=int,
-    default=100,
-    show_default=True,
-    help=f"TURN relay allocations over UDP 3478 (row {ROWS['relay']}) held at once; "
-    f"at most {MAX_COUNT}.",
-)
+@_count_option("--sessions", f"Federation sessions (MTLS 5061, row {ROWS['federation']})")
+@_count_option("--allocations", f"TURN relay allocations over UDP 3478 (row {ROWS['relay']})")
 @click.option(
     "--hold",
     type=float,

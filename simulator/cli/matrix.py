@@ -8,20 +8,13 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
-from simulator.cli._common import Obj, console
+from simulator.cli._common import Obj, console, format_option
 from simulator.matrix import load_matrix, resolve_all
 from simulator.matrix.model import resolved_to_dict, row_to_dict
 
 
 @click.command()
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["table", "json"]),
-    default="table",
-    show_default=True,
-    help="Output format.",
-)
+@format_option("Output format.")
 @click.option(
     "--resolve",
     is_flag=True,

@@ -17,10 +17,13 @@ from simulator.cli._common import (
     Obj,
     console,
     err_console,
+    file_option,
+    format_option,
     make_runner,
     print_notices,
     runner_option,
     set_width,
+    timeout_option,
 )
 from simulator.probes.run import (
     DEFAULT_CONCURRENCY,
@@ -44,45 +47,16 @@ from simulator.reports.table import render_run, run_with_progress
     "Which lab; probes run from each row's source host: local (this process, each source's "
     "loopback address), netns (inside the host's namespace), compose (inside its container).",
 )
-@click.option(
+@file_option(
     "--target",
     "target_file",
-    type=click.Path(dir_okay=False, path_type=Path),
-    metavar="FILE",
-    help="Probe a real deployment described in FILE "
-    "(addresses, FQDNs, CA bundle, client certificate).",
+    "Probe a real deployment described in FILE (addresses, FQDNs, CA bundle, client certificate).",
 )
 @click.option("--row", "rows", multiple=True, metavar="ID", help="Only this row (repeatable).")
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["table", "json"]),
-    default="table",
-    show_default=True,
-    help="Output on stdout.",
-)
-@click.option(
-    "--junit",
-    "junit_file",
-    type=click.Path(dir_okay=False, path_type=Path),
-    metavar="FILE",
-    help="Also write JUnit XML (one test case per row) to FILE.",
-)
-@click.option(
-    "--html",
-    "html_file",
-    type=click.Path(dir_okay=False, path_type=Path),
-    metavar="FILE",
-    help="Also write a self-contained HTML report to FILE.",
-)
-@click.option(
-    "--timeout",
-    type=click.FloatRange(0.1, 120),
-    default=DEFAULT_TIMEOUT,
-    show_default=True,
-    metavar="S",
-    help="Seconds per probe (a blocked row costs this once).",
-)
+@format_option()
+@file_option("--junit", "junit_file", "Also write JUnit XML (one test case per row) to FILE.")
+@file_option("--html", "html_file", "Also write a self-contained HTML report to FILE.")
+@timeout_option(0.1, 120, DEFAULT_TIMEOUT, "Seconds per probe (a blocked row costs this once).")
 @click.option(
     "--concurrency",
     type=click.IntRange(1, 1024),
@@ -91,12 +65,7 @@ from simulator.reports.table import render_run, run_with_progress
     metavar="N",
     help="Probes in flight at once.",
 )
-@click.option(
-    "--compose-file",
-    type=click.Path(dir_okay=False, path_type=Path),
-    metavar="FILE",
-    help="docker compose file of the lab (compose runner).",
-)
+@file_option("--compose-file", "compose_file", "docker compose file of the lab (compose runner).")
 @click.option(
     "--no-trace",
     is_flag=True,

@@ -17,6 +17,8 @@ from simulator.cli._common import (
     Obj,
     certs_option,
     console,
+    file_option,
+    format_option,
     make_runner,
     print_notices,
     progress,
@@ -107,14 +109,13 @@ async def _run(
 @DIR_OPTION
 @certs_option("Lab PKI directory.")
 @click.option("--ladder", is_flag=True, help="Print each scenario's messages as a text ladder.")
-@click.option(
-    "--html", "html_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
-    help="Write every scenario's ladder diagram (and a link to its capture) to this HTML file.",
-)  # fmt: skip
-@PCAP_OPTION
-@click.option(
-    "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True
+@file_option(
+    "--html",
+    "html_file",
+    "Write every scenario's ladder diagram (and a link to its capture) to this HTML file.",
 )
+@PCAP_OPTION
+@format_option(None)
 @WIDTH_OPTION
 @runner_option(
     "local",

@@ -14,9 +14,11 @@ import ipaddress
 from dataclasses import dataclass
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import NameOID
+
+from simulator.certificate import key_usage, server_leaf_extensions, sign_certificate
 
 CA_NAME = "edgesim TLS Inspection CA"
 """The subject CN of the CA (a report names it as the issuer of what a client received)."""
@@ -53,33 +55,18 @@ class InspectionCa:
             x509.NameAttribute(NameOID.COMMON_NAME, name),
         ])  # fmt: skip
         self._subject = subject
-        self.cert = (
-            x509.CertificateBuilder()
-            .subject_name(subject)
-            .issuer_name(subject)
-            .public_key(self._key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - BACKDATE)
-            .not_valid_after(now + datetime.timedelta(days=CA_DAYS))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=True,
-                    crl_sign=True,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .add_extension(
-                x509.SubjectKeyIdentifier.from_public_key(self._key.public_key()), critical=False
-            )
-            .sign(self._key, hashes.SHA256())
+        self.cert = sign_certificate(
+            subject,
+            self._key.public_key(),
+            subject,
+            self._key,
+            now - BACKDATE,
+            now + datetime.timedelta(days=CA_DAYS),
+            [
+                x509.BasicConstraints(ca=True, path_length=0),
+                key_usage("digital_signature", "key_cert_sign", "crl_sign"),
+                x509.SubjectKeyIdentifier.from_public_key(self._key.public_key()),
+            ],
         )
 
     @property
@@ -96,20 +83,14 @@ class InspectionCa:
         san: x509.GeneralName = (
             x509.IPAddress(ipaddress.ip_address(name)) if _is_address(name) else x509.DNSName(name)
         )
-        ca_key_id = x509.AuthorityKeyIdentifier.from_issuer_public_key(self._key.public_key())
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name[:64])]))
-            .issuer_name(self._subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - BACKDATE)
-            .not_valid_after(now + datetime.timedelta(days=LEAF_DAYS))
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.SubjectAlternativeName([san]), critical=False)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-            .add_extension(ca_key_id, critical=False)
-            .sign(self._key, hashes.SHA256())
+        cert = sign_certificate(
+            x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name[:64])]),
+            key.public_key(),
+            self._subject,
+            self._key,
+            now - BACKDATE,
+            now + datetime.timedelta(days=LEAF_DAYS),
+            server_leaf_extensions([san], self._key.public_key()),
         )
         key_pem = key.private_bytes(
             serialization.Encoding.PEM,

@@ -13,11 +13,16 @@ from pathlib import Path
 
 import trustme
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import NameOID
 
-from simulator.certificate import CertPaths
+from simulator.certificate import (
+    CertPaths,
+    key_usage,
+    server_leaf_extensions,
+    sign_certificate,
+)
 from simulator.errors import EdgesimError
 from simulator.lab.topology import Interface, Topology
 from simulator.pki.secrets import lab_credentials
@@ -184,38 +189,18 @@ def _server_only_leaf(ca: trustme.CA, names: tuple[str, ...]) -> tuple[bytes, by
     ca_key = serialization.load_pem_private_key(ca.private_key_pem.bytes(), password=None)
     key = ec.generate_private_key(ec.SECP256R1())
     now = _now()
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(hours=1))
-        .not_valid_after(now + LEAF_VALIDITY)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False
-        )
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=True,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_cert.public_key()),  # type: ignore[arg-type]
-            critical=False,
-        )
-        .sign(ca_key, hashes.SHA256())  # type: ignore[arg-type]
+    cert = sign_certificate(
+        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]),
+        key.public_key(),
+        ca_cert.subject,
+        ca_key,  # type: ignore[arg-type]
+        now - dt.timedelta(hours=1),
+        now + LEAF_VALIDITY,
+        server_leaf_extensions(
+            [x509.DNSName(n) for n in names],
+            ca_cert.public_key(),  # type: ignore[arg-type]
+            key_usage("digital_signature", "key_encipherment"),
+        ),
     )
     key_pem = key.private_bytes(
         serialization.Encoding.PEM,

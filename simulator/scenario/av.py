@@ -577,6 +577,29 @@ async def audio_call(
         await dave.close()
 
 
+AUDIO_CALL_NEEDS = ("av-edge", "front-end", "pic")
+"""The services :func:`audio_call` needs: the A/V Edge, the Front End (MRAS) and the public IM
+provider (the messenger's user)."""
+UDP_3478_ROWS = ("msn-stun-in-3478", "av-int-stun-3478", "av-relay-udp-out", "av-auth-5062")
+"""The matrix rows an audio call exercises when the messenger reaches the A/V Edge on UDP 3478:
+the messenger's and the contoso user's allocations, the relayed media, the MRAS credentials."""
+TCP_443_ROWS = ("msn-stun-in-3478", "av-turn-443-in", "av-relay-udp-out", "av-auth-5062")
+"""The rows of the same call when UDP 3478 is blocked and the messenger falls back to TCP 443."""
+
+
+def expect_media_path(lab: Lab, call: CallReport, path: str, dialect: str = "RFC TURN") -> None:
+    """The scenario fails unless the messenger reached the A/V Edge over ``path`` (``UDP
+    3478`` or ``TCP 443``) in ``dialect`` (``RFC TURN`` or ``MS-TURN``), and, on TCP 443, only
+    after trying UDP 3478."""
+    lab.expect(
+        (call.messenger_path, call.dialect) == (path, dialect),
+        f"the messenger reached the A/V Edge over {call.messenger_path} in {call.dialect}, not "
+        f"{path} in {dialect}" + (f" ({call.fallback_reason})" if call.fallback_reason else ""),
+    )
+    if path == "TCP 443":
+        lab.expect(call.fallback_reason, "the messenger never tried UDP 3478")
+
+
 # ---------------------------------------------------------------- UDP 3478 blocked
 
 FALLBACK_FIREWALL = "fw-external"

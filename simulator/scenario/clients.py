@@ -3,7 +3,7 @@
 ::
 
     async with sip_user(lab, "alice@contoso.lab", via="remote") as alice:   # home, TLS 443
-        await alice.register()
+        await sign_in(lab, alice)
     async with xmpp_user(lab, "romeo@jabber.lab") as romeo:                # jabber.lab c2s
         send_chat(romeo, "alice@contoso.lab", "hi")
 
@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-from sipmessage import Request
+from sipmessage import Request, Response
 
 from simulator.errors import EdgesimError
 from simulator.lab.topology import Host, Interface, Topology
@@ -185,6 +185,54 @@ async def sip_user(
         yield ua
 
 
+@asynccontextmanager
+async def sip_users(
+    lab: Lab, *users: str | tuple[str, str]
+) -> AsyncIterator[tuple[UserAgent, ...]]:
+    """:func:`sip_user` for several users, connected in order and closed in reverse: each
+    ``"bob@contoso.lab"`` at its domain's vantage (:func:`default_via`: the office for the Front
+    End's domain, a partner's own server for the partner's), or ``("alice@contoso.lab",
+    "remote")`` at the vantage named::
+
+        async with sip_users(lab, ("alice@contoso.lab", "remote"), "bob@contoso.lab") as (a, b):
+    """
+    async with contextlib.AsyncExitStack() as stack:
+        agents = []
+        for user in users:
+            name, via = (user, None) if isinstance(user, str) else user
+            agents.append(await stack.enter_async_context(sip_user(lab, name, via=via)))
+        yield tuple(agents)
+
+
+def diagnostics(answer: Response) -> str:
+    """Why a SIP answer says it failed: its ms-diagnostics header, else Warning, else ""."""
+    return answer.headers.get("ms-diagnostics") or answer.headers.get("Warning") or ""
+
+
+def _status(answer: Response) -> str:
+    return " ".join(part for part in (str(answer.code), answer.phrase, diagnostics(answer)) if part)
+
+
+async def sign_in(lab: Lab, *uas: UserAgent) -> None:
+    """REGISTER each of ``uas`` in turn; the scenario fails unless each is answered 200."""
+    for ua in uas:
+        answer = await ua.register()
+        lab.expect(answer.code == 200, f"{ua.aor}'s REGISTER got {_status(answer)}")
+
+
+async def chat(lab: Lab, sender: UserAgent, to: UserAgent, text: str) -> Request:
+    """``sender`` sends ``to`` an instant message (SIP MESSAGE) with ``text``; the scenario
+    fails unless it is answered 200 and ``to`` receives ``text`` within 5 s. Returns the
+    MESSAGE as ``to`` received it (its headers say what the Edge stamped on it)."""
+    answer = await sender.message(to.aor, text)
+    lab.expect(answer.code == 200, f"{sender.aor}'s MESSAGE got {_status(answer)}")
+    got = await next_request(to)
+    lab.expect(got is not None, f"{to.aor} never got {sender.aor}'s message")
+    assert got is not None
+    lab.expect(got.body == text.encode(), f"{to.aor} received {got.body!r}, not {text!r}")
+    return got
+
+
 async def next_request(
     ua: UserAgent, method: str = "MESSAGE", timeout: float = 5.0
 ) -> Request | None:
@@ -200,6 +248,19 @@ async def next_request(
         if request.method == method:
             return request
     return None
+
+
+async def expect_notify(lab: Lab, ua: UserAgent, state: str, why: str) -> Request:
+    """The next NOTIFY ``ua`` receives (within 5 s) must say presence ``state`` (``open`` or
+    ``closed``, the PIDF ``<basic>``); ``why`` it must, for the failure message."""
+    notify = await next_request(ua, "NOTIFY")
+    lab.expect(notify is not None, f"{why} but {ua.aor} got no NOTIFY")
+    assert notify is not None
+    lab.expect(
+        f"<basic>{state}</basic>".encode() in notify.body,
+        f"{why} but the NOTIFY says: {notify.body.decode(errors='replace')}",
+    )
+    return notify
 
 
 async def next_chat(client: ChatClient, timeout: float = 5.0) -> tuple[str, str, str] | None:

@@ -16,8 +16,6 @@ the caller owns the process (and its process group) and ends it.
 from __future__ import annotations
 
 import ipaddress
-import os
-import pwd
 import shutil
 from dataclasses import dataclass, field
 from importlib import resources
@@ -25,6 +23,8 @@ from pathlib import Path
 from string import Template
 
 from simulator.pki import CertPaths
+from simulator.xmpp import peer_setup
+from simulator.xmpp.peer_setup import hand_over
 
 EJABBERDCTL = "/usr/sbin/ejabberdctl"
 
@@ -92,15 +92,7 @@ def render(setup: EjabberdSetup, cert: CertPaths, trust: Path, user: str = "ejab
         f'EJABBERD_PID_PATH="{directory / "ejabberd.pid"}"\n'
         'ERL_OPTIONS="-env ERL_CRASH_DUMP_BYTES 0"\n'
     )
-    try:
-        entry = pwd.getpwnam(user)
-    except KeyError:
-        return setup.config
-    if os.geteuid() == 0:
-        os.chmod(directory, 0o755)
-        for path in [directory, *directory.rglob("*")]:
-            os.chown(path, entry.pw_uid, entry.pw_gid)
-        os.chmod(directory / "jabber.pem", 0o600)
+    hand_over(directory, user, private=("jabber.pem",))
     return setup.config
 
 
@@ -129,17 +121,14 @@ def command(setup: EjabberdSetup) -> list[str]:
 
 def missing() -> str | None:
     """Why ejabberd cannot run here, or None."""
-    if not Path(EJABBERDCTL).exists():
-        return "ejabberd is not installed (Debian ejabberd; scripts/setup.sh --test)"
-    if shutil.which("unshare") is None:
-        return "unshare (util-linux) is not installed"
-    if os.geteuid() != 0:
-        return "ejabberd runs as its own user in a private mount namespace: needs root"
-    try:
-        pwd.getpwnam("ejabberd")
-    except KeyError:
-        return "no 'ejabberd' user on this machine"
-    return None
+    return peer_setup.missing(
+        "ejabberd",
+        {
+            EJABBERDCTL: "ejabberd is not installed (Debian ejabberd; scripts/setup.sh --test)",
+            "unshare": "unshare (util-linux) is not installed",
+        },
+        "ejabberd runs as its own user in a private mount namespace: needs root",
+    )
 
 
 __all__ = ["EjabberdSetup", "command", "ctl", "missing", "render"]

@@ -8,8 +8,6 @@ read them.
 
 from __future__ import annotations
 
-import os
-import pwd
 import shutil
 from dataclasses import dataclass
 from importlib import resources
@@ -17,6 +15,8 @@ from pathlib import Path
 from string import Template
 
 from simulator.pki import CertPaths
+from simulator.xmpp import peer_setup
+from simulator.xmpp.peer_setup import hand_over
 
 
 @dataclass(frozen=True)
@@ -57,12 +57,15 @@ def render(setup: ProsodySetup, cert: CertPaths, trust: Path, user: str = "proso
     shutil.copyfile(cert.cert, directory / "jabber.crt")
     shutil.copyfile(cert.key, directory / "jabber.key")
     shutil.copyfile(trust, directory / "lab-trust.pem")
-    try:
-        entry = pwd.getpwnam(user)
-    except KeyError:
-        return setup.config
-    if os.geteuid() == 0:
-        os.chmod(directory, 0o755)
-        for path in [directory, *directory.rglob("*")]:
-            os.chown(path, entry.pw_uid, entry.pw_gid)
+    hand_over(directory, user)
     return setup.config
+
+
+def missing() -> str | None:
+    """Why Prosody cannot run here as its own user (``runuser -u prosody``), or None."""
+    not_installed = "Prosody is not installed (scripts/setup.sh --test)"
+    return peer_setup.missing(
+        "prosody",
+        {"prosody": not_installed, "runuser": not_installed},
+        "Prosody runs as its own user (runuser): needs root",
+    )
