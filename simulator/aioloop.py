@@ -14,7 +14,7 @@ import gc
 import os
 import socket
 from collections.abc import Callable, Coroutine
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from simulator.errors import UsageError
 
@@ -90,3 +90,20 @@ async def udp_endpoint(
     loop = asyncio.get_running_loop()
     transport, protocol = await loop.create_datagram_endpoint(factory, sock=sock)
     return transport, protocol
+
+
+class Answering(asyncio.DatagramProtocol):
+    """A UDP responder: each datagram is answered to its source with ``answer(data, source)``,
+    or not at all when that is None (the lab DNS, the media peers' STUN Binding and echo)."""
+
+    def __init__(self, answer: Callable[[bytes, tuple[str, int]], bytes | None]) -> None:
+        self.answer = answer
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        reply = self.answer(data, (addr[0], addr[1]))
+        if reply is not None and self.transport is not None:
+            self.transport.sendto(reply, addr)

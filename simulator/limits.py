@@ -25,7 +25,8 @@ class ConnectionLimits:
     """How many connections one listener accepts at once: what :class:`ConnectionGate` enforces.
 
     Each protocol's listener settings subclass it (:class:`~simulator.dns.aio.DnsLimits`,
-    :class:`~simulator.sip.connection.SipLimits`, :class:`~simulator.xmpp.aio.XmppListenerLimits`),
+    :class:`~simulator.sip.connection.SipLimits`, :class:`~simulator.xmpp.aio.XmppListenerLimits`,
+    :class:`~simulator.media.aio.TurnListenerLimits`),
     redeclaring both caps with their own default, docs/limits.md row and test (:func:`limit`), and
     adding their own timeouts and sizes after them."""
 

@@ -37,23 +37,6 @@ class DnsLimits(ConnectionLimits):
     """Seconds for a query to arrive whole once its length prefix came."""
 
 
-class _UdpProtocol(asyncio.DatagramProtocol):
-    def __init__(self, zone: DnsZone) -> None:
-        self.zone = zone
-        self.transport: asyncio.DatagramTransport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        reply = self.zone.answer(data, max_size=UDP_MIN)
-        if reply is not None and self.transport is not None:
-            self.transport.sendto(reply, addr)
-            if trace.active():
-                here = "{}:{}".format(*self.transport.get_extra_info("sockname")[:2])
-                trace.record("dns", here, addr[0], describe_answer(reply))
-
-
 async def _serve_tcp(
     zone: DnsZone,
     reader: asyncio.StreamReader,
@@ -103,9 +86,16 @@ class DnsServer:
         self._udp: asyncio.DatagramTransport | None = None
         self._tcp: asyncio.Server | None = None
 
+    def _answer_udp(self, data: bytes, source: tuple[str, int]) -> bytes | None:
+        reply = self.zone.answer(data, max_size=UDP_MIN)
+        if reply is not None and trace.active() and self._udp is not None:
+            here = "{}:{}".format(*self._udp.get_extra_info("sockname")[:2])
+            trace.record("dns", here, source[0], describe_answer(reply))
+        return reply
+
     async def start(self) -> None:
         transport, _ = await aioloop.udp_endpoint(
-            lambda: _UdpProtocol(self.zone), self.address, self.port
+            lambda: aioloop.Answering(self._answer_udp), self.address, self.port
         )
         self._udp = transport
         if self.port == 0:

@@ -109,7 +109,7 @@ AV_EDGE_TESTS = "tests/integration/test_av_edge.py"
 
 
 @dataclass(frozen=True)
-class TurnListenerLimits:
+class TurnListenerLimits(ConnectionLimits):
     """Limits of the A/V Edge's client TCP/TLS listeners (``[services.av-edge.listener_limits]``;
     docs/limits.md)."""
 
@@ -447,9 +447,7 @@ class AsyncTurnServer:
     ) -> None:
         self.core = TurnServer(config, dialect=dialect, authenticator=authenticator)
         self.limits = limits or TurnListenerLimits()
-        self.gate = ConnectionGate(
-            ConnectionLimits(self.limits.max_connections, self.limits.max_per_source)
-        )
+        self.gate = ConnectionGate(self.limits)
         """Client TCP/TLS connections, those not yet past their first byte included."""
         self.specs = listeners
         self.listeners: list[ListenerId] = []

@@ -13,12 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 from typing import Any
 
 from simulator import aioloop
 from simulator.lab.services import BoundListener, ServiceContext
-from simulator.media.actions import Address
 from simulator.media.service import binding_check
 from simulator.media.turn import answer_binding
 
@@ -27,30 +25,14 @@ log = logging.getLogger(__name__)
 MAX_ECHO_CONNECTIONS = 256
 
 
-class _Answering(asyncio.DatagramProtocol):
-    """Answers each datagram with ``answer(data, source)``; nothing when that is None."""
-
-    def __init__(self, answer: Callable[[bytes, Address], bytes | None]) -> None:
-        self.answer = answer
-        self.transport: asyncio.DatagramTransport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        reply = self.answer(data, (addr[0], addr[1]))
-        if reply is not None and self.transport is not None:
-            self.transport.sendto(reply, addr)
-
-
-def _binding() -> _Answering:
+def _binding() -> aioloop.Answering:
     """The STUN Binding responder."""
-    return _Answering(answer_binding)
+    return aioloop.Answering(answer_binding)
 
 
-def _udp_echo_protocol() -> _Answering:
+def _udp_echo_protocol() -> aioloop.Answering:
     """The UDP echo: each datagram back as it came."""
-    return _Answering(lambda data, source: data)
+    return aioloop.Answering(lambda data, source: data)
 
 
 class _TcpEcho(asyncio.Protocol):
