@@ -13,7 +13,7 @@ import asyncio
 import gc
 import os
 import socket
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, TypeVar, cast
 
 from simulator.errors import UsageError
@@ -107,3 +107,30 @@ class Answering(asyncio.DatagramProtocol):
         reply = self.answer(data, (addr[0], addr[1]))
         if reply is not None and self.transport is not None:
             self.transport.sendto(reply, addr)
+
+
+class Tasks:
+    """The tasks a service starts on its own (a handshake, a forward, a relayed connection):
+    referenced until they end (the loop keeps only weak references) and cancelled on stop."""
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Future[Any]] = set()
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Future[Any]:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def cancel(self) -> list[asyncio.Future[Any]]:
+        """Cancel them all; returns them, for a caller that waits for them to end."""
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        return tasks
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    def __iter__(self) -> Iterator[asyncio.Future[Any]]:
+        return iter(list(self._tasks))

@@ -26,11 +26,11 @@ import os
 import socket
 import ssl
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
-from simulator import trace
+from simulator import aioloop, trace
 from simulator.limits import ConnectionGate, ConnectionLimits, limit
 from simulator.media import events as ev
 from simulator.media import stun, tracing
@@ -458,7 +458,7 @@ class AsyncTurnServer:
         self._relays: dict[int, _Relay] = {}
         self._relay_udp: dict[int, _UdpSocket] = {}
         self._peers: dict[int, _PeerConnection] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = aioloop.Tasks()
         self._timer = _CoreTimer(self._on_timer)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._listen_socks: list[socket.socket] = []
@@ -613,7 +613,7 @@ class AsyncTurnServer:
             conn.close()
             return
         use_tls = tls if first[0] == 0x16 and not is_pseudo_tls(first) else None
-        self._spawn(self._adopt(loop, _StreamClient(self, lid, admitted=ip), conn, use_tls))
+        self._tasks.spawn(self._adopt(loop, _StreamClient(self, lid, admitted=ip), conn, use_tls))
 
     async def _adopt(
         self,
@@ -649,8 +649,7 @@ class AsyncTurnServer:
         for conn in list(self._sniffing):
             if loop is not None:
                 self._forget_sniffing(loop, conn)
-        for task in list(self._tasks):
-            task.cancel()
+        self._tasks.cancel()
         for transport in self._udp.values():
             transport.close()
         self._udp.clear()
@@ -697,7 +696,7 @@ class AsyncTurnServer:
             elif isinstance(action, CloseRelay):
                 self._close_relay(action.relay)
             elif isinstance(action, ConnectPeer):
-                self._spawn(self._connect_peer(action))
+                self._tasks.spawn(self._connect_peer(action))
             elif isinstance(action, ClosePeer):
                 peer = self._peers.pop(action.connection, None)
                 if peer is not None:
@@ -723,11 +722,6 @@ class AsyncTurnServer:
 
     def _on_timer(self, now: float) -> None:
         self._execute(self.core.handle_timer(now))
-
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     # -------------------------------------------------------------- trace hooks
     def _tracing(self) -> bool:
@@ -787,7 +781,7 @@ class AsyncTurnServer:
                     sock.close()
                     raise
                 sock.setblocking(False)
-                self._spawn(self._finish_tcp_relay(action.relay, sock))
+                self._tasks.spawn(self._finish_tcp_relay(action.relay, sock))
         except OSError as exc:
             log.debug("relay port %d: %s", action.port, exc)
             self._execute(self.core.relay_failed(action.relay, time.time()))

@@ -26,7 +26,7 @@ from typing import Any, Protocol
 
 from sipmessage import Request, Response
 
-from simulator import trace
+from simulator import aioloop, trace
 from simulator.certificate import PeerCertificate
 from simulator.dns.resolver import LabResolver, ResolutionError
 from simulator.limits import ConnectionGate
@@ -370,7 +370,7 @@ class SipListener:
         """Connections open now, total and per source (TLS handshakes included)."""
         self.sock: socket.socket | None = None
         self.refusals: list[str] = []
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = aioloop.Tasks()
 
     async def start(self) -> tuple[str, int]:
         loop = asyncio.get_running_loop()
@@ -402,9 +402,7 @@ class SipListener:
                 conn.close()
                 continue
             conn.setblocking(False)
-            task = loop.create_task(self._handshake(conn, source))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._tasks.spawn(self._handshake(conn, source))
 
     async def _handshake(self, conn: socket.socket, source: str) -> None:
         loop = asyncio.get_running_loop()
@@ -461,10 +459,9 @@ class SipListener:
                 asyncio.get_running_loop().remove_reader(self.sock.fileno())
             self.sock.close()
             self.sock = None
-        for task in list(self._tasks):
-            task.cancel()
-        if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=2)
+        tasks = self._tasks.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=2)
 
 
 def listening_socket(address: str, port: int, *, reuse_port: bool = False) -> socket.socket:
@@ -624,7 +621,7 @@ class AccessEdge:
         self._connecting: dict[str, asyncio.Future[SipProtocol]] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = aioloop.Tasks()
 
     @property
     def refusals(self) -> list[str]:
@@ -668,14 +665,8 @@ class AccessEdge:
             await listener.stop()
         for proto in list(self.conns.values()):
             proto.close()
-        for task in list(self._tasks):
-            task.cancel()
+        self._tasks.cancel()
         self.conns.clear()
-
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     # ------------------------------------------------------------------ connections
 
@@ -724,7 +715,7 @@ class AccessEdge:
             elif isinstance(action, Forward):
                 self._forward(action)
             elif isinstance(action, VerifyPartner):
-                self._spawn(self._verify(action))
+                self._tasks.spawn(self._verify(action))
         self._rearm()
 
     def _forward(self, action: Forward) -> None:
@@ -745,7 +736,7 @@ class AccessEdge:
         if flow is not None and flow.id in self.conns:
             self._send_forward(self.conns[flow.id], action)
             return
-        self._spawn(self._connect_and_send(action))
+        self._tasks.spawn(self._connect_and_send(action))
 
     async def _connect_and_send(self, action: Forward) -> None:
         target = action.target

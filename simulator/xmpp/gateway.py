@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from simulator import __version__
+from simulator import __version__, aioloop
 from simulator.lab.services import ServiceContext
 from simulator.pki import CertPaths
 from simulator.tls import client_context
@@ -166,7 +166,7 @@ class XmppGateway:
         self._sent: dict[int, tuple[str, asyncio.Future[None]]] = {}
         """XEP-0198 number -> (stanza id, who waits for its delivery)."""
         self._by_id: dict[str, asyncio.Future[None]] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = aioloop.Tasks()
 
     async def start(self, timeout: float = 10.0) -> None:
         session = Session(
@@ -283,9 +283,7 @@ class XmppGateway:
         if stanza.tag == qname(NS_SERVER, "message"):
             body = stanza.findtext(qname(NS_SERVER, "body"))
             if body is not None:
-                task = asyncio.create_task(self._to_sip(conn, stanza, body))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+                self._tasks.spawn(self._to_sip(conn, stanza, body))
         elif stanza.tag == qname(NS_SERVER, "presence"):
             self._presence(conn, stanza)
         elif stanza.tag == qname(NS_SERVER, "iq"):

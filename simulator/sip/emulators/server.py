@@ -51,6 +51,7 @@ from xml.sax.saxutils import escape
 
 from sipmessage import Request, Response
 
+from simulator import aioloop
 from simulator.dns.resolver import LabResolver, ResolutionError
 from simulator.sip.aio import ListenerSpec, SipListener, SipProtocol, connect_once, open_sip
 from simulator.sip.build import (
@@ -203,7 +204,7 @@ class DomainServer:
         self.received: list[Request] = []
         """Requests handled by the server itself (for tests), newest last, bounded."""
         self._connecting: dict[str, asyncio.Future[SipProtocol]] = {}
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = aioloop.Tasks()
 
     async def start(self) -> list[tuple[str, int]]:
         for address, port, ctx in self.listen_specs:
@@ -220,13 +221,7 @@ class DomainServer:
             await listener.stop()
         for proto in list(self.conns.values()):
             proto.close()
-        for task in list(self._tasks):
-            task.cancel()
-
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.cancel()
 
     def _accepted(self, proto: SipProtocol) -> None:
         self.conns[proto.id] = proto
@@ -283,7 +278,7 @@ class DomainServer:
             self._answer(proto, request, 403, headers=[("Warning", warning)])
             return
         if local and method == "SERVICE":
-            self._spawn(self._service(proto, request))
+            self._tasks.spawn(self._service(proto, request))
             return
         if local and (user is None or host != self.config.domain) and method == "OPTIONS":
             self._answer(
@@ -300,7 +295,7 @@ class DomainServer:
             return
         event = (request.headers.get("Event") or "").split(";")[0].strip().lower()
         if method == "MESSAGE" and host in self.gateways:
-            self._spawn(self._to_gateway(proto, request, self.gateways[host]))
+            self._tasks.spawn(self._to_gateway(proto, request, self.gateways[host]))
             return
         if method == "SUBSCRIBE" and host in self.gateways and event == "presence":
             self._subscribe_gateway(proto, request, self.gateways[host])
@@ -872,7 +867,7 @@ class DomainServer:
         if routes:
             first = uri_of(routes[0])
             port = _uri_port(first)
-            self._spawn(self._send_to_host(uri_host(first), port, request, upstream))
+            self._tasks.spawn(self._send_to_host(uri_host(first), port, request, upstream))
             return
         host = request.uri.host.lower()
         if host in self.our_hosts:
@@ -891,7 +886,7 @@ class DomainServer:
                 prepend(request, "Route", value)
             if binding.path:
                 # through the Edge: the first Path entry names it
-                self._spawn(
+                self._tasks.spawn(
                     self._send_to_host(
                         uri_host(uri_of(binding.path[0])), 5061, request, upstream, binding.sa
                     )
@@ -900,13 +895,13 @@ class DomainServer:
             self._send(binding.proto, request, binding.sa)
             return
         if self.config.federation_fqdn is not None:
-            self._spawn(
+            self._tasks.spawn(
                 self._send_to_host(
                     self.config.federation_fqdn, self.config.federation_port, request, upstream
                 )
             )
         else:
-            self._spawn(self._send_to_domain(host, request, upstream))
+            self._tasks.spawn(self._send_to_domain(host, request, upstream))
 
     def _fail(self, upstream: SipProtocol, request: Request, code: int, detail: str = "") -> None:
         if request.method == "ACK":
