@@ -22,6 +22,7 @@ from simulator.firewall.render import render_all
 from simulator.firewall.trace import Decision
 from simulator.lab.topology import Topology
 from simulator.matrix.model import Matrix, MatrixRow, load_matrix
+from simulator.records import Record
 
 
 def _key(result: FlowResult) -> tuple[object, ...]:
@@ -30,12 +31,9 @@ def _key(result: FlowResult) -> tuple[object, ...]:
 
 
 @dataclass
-class FlowDifference:
+class FlowDifference(Record):
     rendered: FlowResult
     yours: FlowResult
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"rendered": self.rendered.to_dict(), "yours": self.yours.to_dict()}
 
 
 @dataclass

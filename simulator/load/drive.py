@@ -27,14 +27,15 @@ from typing import Any, cast
 from simulator.media.aio import AsyncTurnClient
 from simulator.media.auth import LongTermCredentials, time_limited_credentials
 from simulator.media.errors import MediaError, RequestRefused
+from simulator.records import Record, record
 from simulator.sip.emulators.ua import UserAgent
 
 Address = tuple[str, int]
 
 
 @dataclass
-class DriveResult:
-    """What one driver saw."""
+class DriveResult(Record):
+    """What one driver saw (JSON: :mod:`simulator.records`)."""
 
     kind: str
     """``federation`` or ``relay``."""
@@ -45,7 +46,7 @@ class DriveResult:
     """Sessions answered / allocations that relayed a datagram both ways."""
     failures: Counter[str] = field(default_factory=Counter)
     """Why the others did not (one line each, counted)."""
-    setup: list[float] = field(default_factory=list)
+    setup: list[float] = field(default_factory=list, metadata=record(digits=4))
     """Seconds from start to established, of each established one."""
     after_hold: int = 0
     """Sessions answered again after the hold / allocations whose peer's datagram arrived
@@ -54,40 +55,7 @@ class DriveResult:
     hold: float = 0.0
     peak: int = 0
     """Most sessions or allocations established at once."""
-    duration: float = 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "source": self.source,
-            "destination": self.destination,
-            "requested": self.requested,
-            "established": self.established,
-            "failures": dict(self.failures),
-            "setup": [round(s, 4) for s in self.setup],
-            "after_hold": self.after_hold,
-            "after_hold_failures": dict(self.after_hold_failures),
-            "hold": self.hold,
-            "peak": self.peak,
-            "duration": round(self.duration, 3),
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> DriveResult:
-        return cls(
-            str(data["kind"]),
-            str(data["source"]),
-            str(data["destination"]),
-            int(data["requested"]),
-            int(data["established"]),
-            Counter({str(k): int(v) for k, v in data["failures"].items()}),
-            [float(s) for s in data["setup"]],
-            int(data["after_hold"]),
-            Counter({str(k): int(v) for k, v in data["after_hold_failures"].items()}),
-            float(data["hold"]),
-            int(data["peak"]),
-            float(data["duration"]),
-        )
+    duration: float = field(default=0.0, metadata=record(digits=3))
 
 
 def _why(exc: BaseException) -> str:

@@ -38,6 +38,7 @@ from simulator.lab.runners.base import Runner
 from simulator.lab.topology import Topology
 from simulator.matrix.model import Expectation
 from simulator.probes.base import ProbeResult, Verdict
+from simulator.records import Record, record
 
 if TYPE_CHECKING:
     from simulator.probes.run import Executor, ProbeJob
@@ -115,21 +116,13 @@ class Crossing:
 
 
 @dataclass
-class Seen:
+class Seen(Record):
     """What the captures beside the device saw of one crossing."""
 
-    request_left: int = 0
-    request_arrived: int = 0
-    reply_left: int = 0
-    reply_arrived: int = 0
-
-    def to_dict(self) -> dict[str, int]:
-        return {
-            "request_left_source": self.request_left,
-            "request_reached_destination": self.request_arrived,
-            "reply_left_destination": self.reply_left,
-            "reply_reached_source": self.reply_arrived,
-        }
+    request_left: int = field(default=0, metadata=record(key="request_left_source"))
+    request_arrived: int = field(default=0, metadata=record(key="request_reached_destination"))
+    reply_left: int = field(default=0, metadata=record(key="reply_left_destination"))
+    reply_arrived: int = field(default=0, metadata=record(key="reply_reached_source"))
 
 
 def crossing_of(topology: Topology, ours: Sequence[str], job: ProbeJob) -> Crossing | None:
