@@ -28,7 +28,7 @@ import contextlib
 import logging
 import re
 import secrets
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
 from simulator.errors import LabError
@@ -337,6 +337,11 @@ class Decision(Record):
         return self.action == ACCEPTED
 
     @property
+    def fate(self) -> tuple[object, ...]:
+        """What tells two decisions apart (the packet and the count do not)."""
+        return (self.firewall, self.direction, self.action, self.chain, self.rule)
+
+    @property
     def by(self) -> str:
         """``external.nft:34 `...` `` or ``policy drop of inet edgesim forward``."""
         if self.rule is not None:
@@ -462,18 +467,20 @@ def flow_decisions(
             continue
         d = decide(trace, direction, index)
         for i, seen in enumerate(out):
-            if (seen.firewall, seen.direction, seen.action, seen.chain, seen.rule) == (
-                d.firewall,
-                d.direction,
-                d.action,
-                d.chain,
-                d.rule,
-            ):
+            if seen.fate == d.fate:
                 out[i] = replace(seen, count=seen.count + 1)
                 break
         else:
             out.append(d)
     return out
+
+
+def distinct(decisions: Iterable[Decision]) -> list[Decision]:
+    """``decisions`` without the repeats of a fate (:attr:`Decision.fate`), first seen first."""
+    out: dict[tuple[object, ...], Decision] = {}
+    for d in decisions:
+        out.setdefault(d.fate, d)
+    return list(out.values())
 
 
 # ------------------------------------------------------------------ the session

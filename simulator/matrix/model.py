@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import enum
-import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from simulator.errors import ConfigError
-from simulator.lab.topology import Interface, Topology, parse_port_range
+from simulator.lab.topology import Interface, Topology, parse_port_range, read_toml
 from simulator.records import Record, record
 
 PROBE_KINDS: dict[str, str] = {
@@ -148,12 +147,7 @@ def default_matrix_path() -> Path:
 def load_matrix(path: Path | str | None = None) -> Matrix:
     """Load and validate the matrix (the shipped rows when ``path`` is None)."""
     path = Path(path) if path is not None else default_matrix_path()
-    try:
-        data = tomllib.loads(path.read_text("utf-8"))
-    except OSError as exc:
-        raise ConfigError(path, "", f"cannot read matrix file: {exc.strerror}") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(path, "", f"not valid TOML: {exc}") from None
+    data = read_toml(path, "matrix")
 
     def fail(entry: str, message: str) -> ConfigError:
         return ConfigError(path, entry, message)

@@ -95,23 +95,18 @@ class Crossing:
     destination_node: str
 
     def is_request(self, p: Packet) -> bool:
-        return (
-            p.src == self.source
-            and p.dst == self.destination
-            and self.ports[0] <= p.dport <= self.ports[1]
-            and (
-                self.source_ports is None or self.source_ports[0] <= p.sport <= self.source_ports[1]
-            )
-        )
+        return self._goes(p.src, p.sport, p.dst, p.dport)
 
     def is_reply(self, p: Packet) -> bool:
+        return self._goes(p.dst, p.dport, p.src, p.sport)
+
+    def _goes(self, src: str, sport: int, dst: str, dport: int) -> bool:
+        """Whether a packet from ``src:sport`` to ``dst:dport`` is this crossing's request."""
         return (
-            p.src == self.destination
-            and p.dst == self.source
-            and self.ports[0] <= p.sport <= self.ports[1]
-            and (
-                self.source_ports is None or self.source_ports[0] <= p.dport <= self.source_ports[1]
-            )
+            src == self.source
+            and dst == self.destination
+            and self.ports[0] <= dport <= self.ports[1]
+            and (self.source_ports is None or self.source_ports[0] <= sport <= self.source_ports[1])
         )
 
 
