@@ -21,15 +21,19 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from simulator.records import Record
 
 EVENTS = ("sent", "received", "dropped", "refused", "note")
 
 
 @dataclass(frozen=True)
-class TraceEvent:
+class TraceEvent(Record):
+    """One message or note of a flow (a line of a trace file: :mod:`simulator.records`)."""
+
     time: float
     """Wall-clock time (seconds since the epoch)."""
     protocol: str
@@ -51,13 +55,6 @@ class TraceEvent:
     that stopped it."""
     blocked_by: str = ""
     """... and what decided there: ``external.nft:64`` or ``policy drop (inet edgesim forward)``."""
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TraceEvent:
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
 
 
 MAX_DETAIL = 4000

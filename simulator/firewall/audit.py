@@ -35,7 +35,13 @@ from simulator.errors import LabError
 from simulator.firewall.render import render_all, topology_rules_path
 from simulator.firewall.rules import RuleIndex, load_rules
 from simulator.firewall.sandbox import Sandbox, inside
-from simulator.firewall.trace import Decision, TraceFlow, TraceSession, first_fates
+from simulator.firewall.trace import (
+    Decision,
+    TraceFlow,
+    TraceSession,
+    distinct,
+    first_fates,
+)
 from simulator.lab.flowcheck import matrix_flows, sample_ports
 from simulator.lab.topology import Interface, Topology
 from simulator.matrix.model import Expectation, Matrix, MatrixRow, load_matrix, resolve
@@ -131,6 +137,11 @@ class FlowResult:
         }
 
 
+def row_heading(row: MatrixRow) -> dict[str, Any]:
+    """The keys that open a row's entry in the audit's and the diff's JSON."""
+    return {"row": row.id, "label": row.label, "expect": row.expect.value}
+
+
 @dataclass
 class RowResult:
     row: MatrixRow
@@ -179,19 +190,11 @@ class RowResult:
             relevant = [f for f in judged if f.status != "allowed"]
         else:
             relevant = [f for f in judged if f.request_through]
-        out: list[Decision] = []
-        for f in relevant:
-            for d in f.deciding:
-                key = (d.firewall, d.direction, d.action, d.chain, d.rule)
-                if all((o.firewall, o.direction, o.action, o.chain, o.rule) != key for o in out):
-                    out.append(d)
-        return out
+        return distinct(d for f in relevant for d in f.deciding)
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "row": self.row.id,
-            "label": self.row.label,
-            "expect": self.row.expect.value,
+            **row_heading(self.row),
             "got": self.got,
             "met": self.met,
             "deciding": [d.to_dict() for d in self.deciding],

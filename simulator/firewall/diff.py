@@ -17,11 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from simulator.firewall.audit import DEFAULT_TIMEOUT, AuditReport, FlowResult, audit
+from simulator.firewall.audit import DEFAULT_TIMEOUT, AuditReport, FlowResult, audit, row_heading
 from simulator.firewall.render import render_all
-from simulator.firewall.trace import Decision
+from simulator.firewall.trace import Decision, distinct
 from simulator.lab.topology import Topology
 from simulator.matrix.model import Matrix, MatrixRow, load_matrix
+from simulator.records import Record
 
 
 def _key(result: FlowResult) -> tuple[object, ...]:
@@ -30,12 +31,9 @@ def _key(result: FlowResult) -> tuple[object, ...]:
 
 
 @dataclass
-class FlowDifference:
+class FlowDifference(Record):
     rendered: FlowResult
     yours: FlowResult
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"rendered": self.rendered.to_dict(), "yours": self.yours.to_dict()}
 
 
 @dataclass
@@ -48,32 +46,21 @@ class RowDifference:
 
     @property
     def rendered_by(self) -> list[Decision]:
-        return _distinct(d for f in self.flows for d in f.rendered.deciding)
+        return distinct(d for f in self.flows for d in f.rendered.deciding)
 
     @property
     def yours_by(self) -> list[Decision]:
-        return _distinct(d for f in self.flows for d in f.yours.deciding)
+        return distinct(d for f in self.flows for d in f.yours.deciding)
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "row": self.row.id,
-            "label": self.row.label,
-            "expect": self.row.expect.value,
+            **row_heading(self.row),
             "rendered": self.rendered,
             "yours": self.yours,
             "rendered_by": [d.to_dict() for d in self.rendered_by],
             "yours_by": [d.to_dict() for d in self.yours_by],
             "flows": [f.to_dict() for f in self.flows],
         }
-
-
-def _distinct(decisions: Any) -> list[Decision]:
-    out: list[Decision] = []
-    for d in decisions:
-        key = (d.firewall, d.direction, d.action, d.chain, d.rule)
-        if all((o.firewall, o.direction, o.action, o.chain, o.rule) != key for o in out):
-            out.append(d)
-    return out
 
 
 @dataclass

@@ -34,6 +34,7 @@ from typing import Any
 
 from simulator.errors import EdgesimError, LabError
 from simulator.firewall.source import VERDICTS, RuleSource, SourceRule, read_source
+from simulator.records import Record
 
 OURS = "edgesim-"
 """Name prefix of the tables edgesim adds to a firewall (never part of a user's rules)."""
@@ -157,8 +158,8 @@ def is_ours(table: str) -> bool:
 
 
 @dataclass(frozen=True)
-class RuleRef:
-    """A rule of a firewall, as its owner wrote it."""
+class RuleRef(Record):
+    """A rule of a firewall, as its owner wrote it (JSON: :mod:`simulator.records`)."""
 
     firewall: str
     family: str
@@ -177,33 +178,6 @@ class RuleRef:
         if self.file and self.line:
             return f"{Path(self.file).name}:{self.line}"
         return f"{self.family} {self.table} {self.chain} #{self.handle}"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "firewall": self.firewall,
-            "family": self.family,
-            "table": self.table,
-            "chain": self.chain,
-            "handle": self.handle,
-            "text": self.text,
-            "file": self.file,
-            "line": self.line,
-            "comment": self.comment,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> RuleRef:
-        return cls(
-            str(data["firewall"]),
-            str(data["family"]),
-            str(data["table"]),
-            str(data["chain"]),
-            int(data["handle"]),
-            str(data["text"]),
-            data.get("file"),
-            int(data["line"]) if data.get("line") is not None else None,
-            data.get("comment"),
-        )
 
 
 @dataclass

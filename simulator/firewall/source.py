@@ -423,19 +423,12 @@ class _IptablesReader:
                 continue
             if stripped.startswith(":"):
                 fields = stripped[1:].split()
-                chain = fields[0] if fields else ""
-                order.setdefault(("ip", table, chain), [])
-                declared.add(chain)
+                key = ("ip", table, fields[0] if fields else "")
+                order.setdefault(key, [])
+                declared.add(key[2])
                 if len(fields) > 1 and fields[1] in ("ACCEPT", "DROP"):
-                    policies[("ip", table, chain)] = SourceRule(
-                        self.path,
-                        number,
-                        stripped,
-                        "ip",
-                        table,
-                        chain,
-                        verdicts=frozenset({fields[1].lower()}),
-                    )
+                    policy = frozenset({fields[1].lower()})
+                    policies[key] = SourceRule(self.path, number, stripped, *key, verdicts=policy)
                 continue
             try:
                 args = shlex.split(stripped)
@@ -443,20 +436,11 @@ class _IptablesReader:
                 continue  # iptables-restore reports it with the line
             if len(args) < 2 or args[0] not in ("-A", "--append", "-I", "--insert"):
                 continue
-            chain = args[1]
             insert = args[0] in ("-I", "--insert")
-            key = ("ip", table, chain)
-            rule = SourceRule(
-                self.path,
-                number,
-                stripped,
-                "ip",
-                table,
-                chain,
-                _iptables_option(args, "--comment"),
-                _iptables_verdicts(args, declared),
-                insert,
-            )
+            key = ("ip", table, args[1])
+            comment = _iptables_option(args, "--comment")
+            verdicts = _iptables_verdicts(args, declared)
+            rule = SourceRule(self.path, number, stripped, *key, comment, verdicts, insert)
             rules = order.setdefault(key, [])
             if insert:
                 position = args[2] if len(args) > 2 and args[2].isdigit() else "1"

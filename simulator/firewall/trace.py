@@ -28,12 +28,12 @@ import contextlib
 import logging
 import re
 import secrets
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
 
 from simulator.errors import LabError
 from simulator.firewall.rules import OURS, FirewallNode, RuleIndex, RuleRef
+from simulator.records import Record, record
 
 log = logging.getLogger(__name__)
 
@@ -308,8 +308,9 @@ NOT_FORWARDED = "not forwarded"
 
 
 @dataclass(frozen=True)
-class Decision:
-    """What one firewall did with a packet of a flow."""
+class Decision(Record):
+    """What one firewall did with a packet of a flow (JSON: :mod:`simulator.records`, with
+    :attr:`by` last)."""
 
     firewall: str
     direction: str
@@ -328,12 +329,17 @@ class Decision:
     """The first such packet: ``tcp 203.0.113.10:40312 -> 198.51.100.10:5061 [syn]``."""
     count: int = 1
     """Packets of the flow and direction that met this same fate."""
-    policy_at: RuleRef | None = None
+    policy_at: RuleRef | None = field(default=None, metadata=record(then=("by",)))
     """When the policy decided: where it is written (the chain's ``policy`` line)."""
 
     @property
     def crossed(self) -> bool:
         return self.action == ACCEPTED
+
+    @property
+    def fate(self) -> tuple[object, ...]:
+        """What tells two decisions apart (the packet and the count do not)."""
+        return (self.firewall, self.direction, self.action, self.chain, self.rule)
 
     @property
     def by(self) -> str:
@@ -368,38 +374,6 @@ class Decision:
         if self.action == NOT_FORWARDED:
             return f"{self.firewall} did not forward the {self.direction}: {self.by}"
         return f"{self.firewall} {self.action} the {self.direction}: {self.by}"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "firewall": self.firewall,
-            "direction": self.direction,
-            "action": self.action,
-            "chain": self.chain,
-            "hook": self.hook,
-            "rule": self.rule.to_dict() if self.rule else None,
-            "policy": self.policy,
-            "packet": self.packet,
-            "count": self.count,
-            "policy_at": self.policy_at.to_dict() if self.policy_at else None,
-            "by": self.by,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Decision:
-        rule = data.get("rule")
-        at = data.get("policy_at")
-        return cls(
-            str(data["firewall"]),
-            str(data["direction"]),
-            str(data["action"]),
-            str(data.get("chain", "")),
-            data.get("hook"),
-            RuleRef.from_dict(rule) if isinstance(rule, dict) else None,
-            bool(data.get("policy", False)),
-            str(data.get("packet", "")),
-            int(data.get("count", 1)),
-            RuleRef.from_dict(at) if isinstance(at, dict) else None,
-        )
 
 
 def decide(trace: PacketTrace, direction: str, index: RuleIndex | None = None) -> Decision:
@@ -493,18 +467,20 @@ def flow_decisions(
             continue
         d = decide(trace, direction, index)
         for i, seen in enumerate(out):
-            if (seen.firewall, seen.direction, seen.action, seen.chain, seen.rule) == (
-                d.firewall,
-                d.direction,
-                d.action,
-                d.chain,
-                d.rule,
-            ):
+            if seen.fate == d.fate:
                 out[i] = replace(seen, count=seen.count + 1)
                 break
         else:
             out.append(d)
     return out
+
+
+def distinct(decisions: Iterable[Decision]) -> list[Decision]:
+    """``decisions`` without the repeats of a fate (:attr:`Decision.fate`), first seen first."""
+    out: dict[tuple[object, ...], Decision] = {}
+    for d in decisions:
+        out.setdefault(d.fate, d)
+    return list(out.values())
 
 
 # ------------------------------------------------------------------ the session

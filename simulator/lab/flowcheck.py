@@ -313,49 +313,31 @@ def check_flows(
         by_dst.setdefault(mf.destination_host, set()).add(mf.listener)
     listeners: list[tuple[str, subprocess.Popen[str]]] = []
     pids: dict[str, str] = {}
+
+    def flowcheck(host: str, *args: str, session: bool = False) -> subprocess.Popen[str]:
+        """``python -m simulator.lab.flowcheck ARGS`` on ``host`` (in a session of its own)."""
+        return subprocess.Popen(
+            [*exec_in(host), python, "-m", "simulator.lab.flowcheck", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            env=env,
+            start_new_session=session,
+        )
+
     try:
         for host, specs in by_dst.items():
-            proc = subprocess.Popen(
-                [
-                    *exec_in(host),
-                    python,
-                    "-m",
-                    "simulator.lab.flowcheck",
-                    "listen",
-                    "--lifetime",
-                    str(LISTENER_LIFETIME),
-                    *sorted(map(str, specs)),
-                ],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                stdin=subprocess.DEVNULL,
-                text=True,
-                env=env,
-                start_new_session=True,
-            )
-            listeners.append((host, proc))
+            listen = ("listen", "--lifetime", str(LISTENER_LIFETIME), *sorted(map(str, specs)))
+            listeners.append((host, flowcheck(host, *listen, session=True)))
         for host, proc in listeners:
             pids[host] = _wait_ready(proc, READY_TIMEOUT)
         by_src: dict[str, list[MatrixFlow]] = {}
         for mf in flows:
             by_src.setdefault(mf.source_host, []).append(mf)
         probers = {
-            host: subprocess.Popen(
-                [
-                    *exec_in(host),
-                    python,
-                    "-m",
-                    "simulator.lab.flowcheck",
-                    "probe",
-                    "--timeout",
-                    str(timeout),
-                    *(str(mf.flow) for mf in items),
-                ],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                stdin=subprocess.DEVNULL,
-                text=True,
-                env=env,
+            host: flowcheck(
+                host, "probe", "--timeout", str(timeout), *(str(mf.flow) for mf in items)
             )
             for host, items in by_src.items()
         }

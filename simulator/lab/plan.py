@@ -19,7 +19,7 @@ the port matrix (no hand-kept copy):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from simulator.errors import UsageError
 from simulator.firewall.render import plan_firewall
@@ -27,10 +27,11 @@ from simulator.lab.network import host_routes
 from simulator.lab.topology import Firewall, Topology
 from simulator.matrix import load_matrix
 from simulator.matrix.model import Matrix
+from simulator.records import Record, record
 
 
 @dataclass(frozen=True)
-class PlanInterface:
+class PlanInterface(Record):
     """The device's interface in one zone."""
 
     name: str
@@ -44,22 +45,13 @@ class PlanInterface:
     routed_by: tuple[str, ...]
     """``remote-user:wan (default)``: the lab hosts whose routes point at this address."""
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "zone": self.zone,
-            "subnet": self.subnet,
-            "address": self.address,
-            "parent": self.parent,
-            "routed_by": list(self.routed_by),
-        }
-
 
 @dataclass(frozen=True)
-class PlanRule:
+class PlanRule(Record):
     """One allow rule: a matrix row between two concrete endpoints."""
 
-    number: int
+    action: ClassVar[str] = "allow"
+    number: int = field(metadata=record(then=("action",)))
     row: str
     label: str
     """The seed tables' notation: ``Access/SIP(MTLS)/TCP/5061``."""
@@ -75,21 +67,9 @@ class PlanRule:
     def text(self) -> str:
         side = "dport" if self.port_side == "destination" else "sport"
         return (
-            f"allow {self.transport} from {self.source} to {self.destination} {side} {self.ports}"
+            f"{self.action} {self.transport} from {self.source} to {self.destination} {side} "
+            f"{self.ports}"
         )
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "number": self.number,
-            "action": "allow",
-            "row": self.row,
-            "label": self.label,
-            "transport": self.transport,
-            "source": self.source,
-            "destination": self.destination,
-            "ports": self.ports,
-            "port_side": self.port_side,
-        }
 
 
 @dataclass

@@ -151,8 +151,7 @@ async def check_host(
 ) -> list[ListenerCheck]:
     """From inside the host's node: does each listener its ready file lists answer?"""
     try:
-        ready = json.loads(ready_file.read_text())
-    except (OSError, ValueError) as exc:
+        services = services_of_ready(host_id, json.loads(ready_file.read_text()))
+    except (OSError, ValueError) as exc:  # a RecordError is a ValueError
         raise LabError(f"{host_id}: cannot read the ready file {ready_file}: {exc}") from None
-    services = services_of_ready(host_id, ready)
     return await check_services(topology, host_id, runner, certs_dir, services)

@@ -566,18 +566,21 @@ def _toml(value: object) -> str:
 # -------------------------------------------------------------------- loading
 
 
+def read_toml(path: Path, what: str) -> dict[str, Any]:
+    """The TOML file at ``path`` (a ``what`` file: topology, matrix, target), or a ConfigError
+    naming it."""
+    try:
+        return tomllib.loads(path.read_text("utf-8"))
+    except OSError as exc:
+        raise ConfigError(path, "", f"cannot read {what} file: {exc.strerror}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(path, "", f"not valid TOML: {exc}") from None
+
+
 def load_topology(path: Path | str | None = None) -> Topology:
     """Load and validate a topology file (the shipped default when ``path`` is None)."""
     path = Path(path) if path is not None else default_topology_path()
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise ConfigError(path, "", f"cannot read topology file: {exc.strerror}") from None
-    try:
-        data = tomllib.loads(raw.decode("utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(path, "", f"not valid TOML: {exc}") from None
-    return _Loader(path).load(data)
+    return _Loader(path).load(read_toml(path, "topology"))
 
 
 class _Loader:

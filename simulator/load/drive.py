@@ -27,14 +27,15 @@ from typing import Any, cast
 from simulator.media.aio import AsyncTurnClient
 from simulator.media.auth import LongTermCredentials, time_limited_credentials
 from simulator.media.errors import MediaError, RequestRefused
+from simulator.records import Record, record
 from simulator.sip.emulators.ua import UserAgent
 
 Address = tuple[str, int]
 
 
 @dataclass
-class DriveResult:
-    """What one driver saw."""
+class DriveResult(Record):
+    """What one driver saw (JSON: :mod:`simulator.records`)."""
 
     kind: str
     """``federation`` or ``relay``."""
@@ -45,7 +46,7 @@ class DriveResult:
     """Sessions answered / allocations that relayed a datagram both ways."""
     failures: Counter[str] = field(default_factory=Counter)
     """Why the others did not (one line each, counted)."""
-    setup: list[float] = field(default_factory=list)
+    setup: list[float] = field(default_factory=list, metadata=record(digits=4))
     """Seconds from start to established, of each established one."""
     after_hold: int = 0
     """Sessions answered again after the hold / allocations whose peer's datagram arrived
@@ -54,40 +55,7 @@ class DriveResult:
     hold: float = 0.0
     peak: int = 0
     """Most sessions or allocations established at once."""
-    duration: float = 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "source": self.source,
-            "destination": self.destination,
-            "requested": self.requested,
-            "established": self.established,
-            "failures": dict(self.failures),
-            "setup": [round(s, 4) for s in self.setup],
-            "after_hold": self.after_hold,
-            "after_hold_failures": dict(self.after_hold_failures),
-            "hold": self.hold,
-            "peak": self.peak,
-            "duration": round(self.duration, 3),
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> DriveResult:
-        return cls(
-            str(data["kind"]),
-            str(data["source"]),
-            str(data["destination"]),
-            int(data["requested"]),
-            int(data["established"]),
-            Counter({str(k): int(v) for k, v in data["failures"].items()}),
-            [float(s) for s in data["setup"]],
-            int(data["after_hold"]),
-            Counter({str(k): int(v) for k, v in data["after_hold_failures"].items()}),
-            float(data["hold"]),
-            int(data["peak"]),
-            float(data["duration"]),
-        )
+    duration: float = field(default=0.0, metadata=record(digits=3))
 
 
 def _why(exc: BaseException) -> str:
@@ -106,32 +74,34 @@ def _why(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-class _Setups:
-    """Counts finished setups (established or failed); :attr:`done` is set with the last."""
+class _Held:
+    """The sessions or allocations of one driver: counts the finished setups (established or
+    failed; :attr:`done` is set with the last) and those established at once (the peak)."""
 
-    def __init__(self, count: int) -> None:
-        self.count = count
+    def __init__(self, result: DriveResult) -> None:
+        self.result = result
         self.finished = 0
+        self.now = 0
         self.done = asyncio.Event()
-        if count == 0:
+        if result.requested == 0:
             self.done.set()
 
     def finish(self) -> None:
         self.finished += 1
-        if self.finished >= self.count:
+        if self.finished >= self.result.requested:
             self.done.set()
 
-
-class _Gauge:
-    def __init__(self) -> None:
-        self.now = 0
-        self.peak = 0
-
-    def up(self) -> None:
+    async def established(self, t0: float) -> None:
+        """One established (started at ``t0``): hold it until the last setup has been tried,
+        then for the result's ``hold`` seconds, so the peak is every one at once."""
+        self.result.established += 1
+        self.result.setup.append(time.monotonic() - t0)
         self.now += 1
-        self.peak = max(self.peak, self.now)
+        self.result.peak = max(self.result.peak, self.now)
+        await self.done.wait()
+        await asyncio.sleep(self.result.hold)
 
-    def down(self) -> None:
+    def ended(self) -> None:
         self.now -= 1
 
 
@@ -166,8 +136,7 @@ async def federation_sessions(
     domain (the From of the OPTIONS)."""
     result = DriveResult("federation", source, f"{destination[0]}:{destination[1]}", count)
     result.hold = hold
-    gauge = _Gauge()
-    setups = _Setups(count)
+    held = _Held(result)
 
     async def one(i: int) -> None:
         ua = UserAgent(
@@ -191,12 +160,8 @@ async def federation_sessions(
                 result.failures[_why(exc)] += 1
                 return
             finally:
-                setups.finish()
-            result.established += 1
-            result.setup.append(time.monotonic() - t0)
-            gauge.up()
-            await setups.done.wait()
-            await asyncio.sleep(hold)
+                held.finish()
+            await held.established(t0)
             try:
                 async with asyncio.timeout(timeout):
                     again = await ua.options(f"sip:{server_name}:{destination[1]}")
@@ -206,14 +171,12 @@ async def federation_sessions(
                     result.after_hold_failures[f"SIP {again.code} {again.phrase}"] += 1
             except Exception as exc:
                 result.after_hold_failures[_why(exc)] += 1
-            gauge.down()
+            held.ended()
         finally:
             await ua.close()
 
     t_start = time.monotonic()
-    # Everyone holds until the last one has been tried: the peak is every session at once.
     await _paced(count, rate, one)
-    result.peak = gauge.peak
     result.duration = time.monotonic() - t_start
     return result
 
@@ -257,8 +220,7 @@ async def relay_allocations(
     loop = asyncio.get_running_loop()
     transport, peer = await loop.create_datagram_endpoint(_Peer, local_addr=(source, 0))
     peer_address: Address = transport.get_extra_info("sockname")[:2]
-    gauge = _Gauge()
-    setups = _Setups(count)
+    held = _Held(result)
 
     async def one(i: int) -> None:
         username, password = time_limited_credentials(secret, f"load{i}", time.time(), 3600)
@@ -286,12 +248,8 @@ async def relay_allocations(
                 result.failures[_why(exc)] += 1
                 return
             finally:
-                setups.finish()
-            result.established += 1
-            result.setup.append(time.monotonic() - t0)
-            gauge.up()
-            await setups.done.wait()
-            await asyncio.sleep(hold)
+                held.finish()
+            await held.established(t0)
             # The peer speaks first after the silence: only the firewall's state lets it in.
             peer.send(f"late:{i}".encode(), relayed)
             data = await client.receive(timeout)
@@ -299,7 +257,7 @@ async def relay_allocations(
                 result.after_hold += 1
             else:
                 result.after_hold_failures["peer's datagram after the silence never arrived"] += 1
-            gauge.down()
+            held.ended()
         finally:
             if client is not None:
                 await client.release()
@@ -311,6 +269,5 @@ async def relay_allocations(
     finally:
         with contextlib.suppress(Exception):
             transport.close()
-    result.peak = gauge.peak
     result.duration = time.monotonic() - t_start
     return result

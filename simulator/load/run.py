@@ -29,6 +29,7 @@ from simulator.load.drive import DriveResult, federation_sessions, relay_allocat
 from simulator.matrix import load_matrix, resolve
 from simulator.matrix.model import Endpoint
 from simulator.pki import LabPki, service_settings
+from simulator.records import Record, record
 from simulator.tls import client_context
 
 ROWS = {"federation": "fed-in-5061", "relay": "msn-stun-in-3478"}
@@ -112,26 +113,16 @@ async def drive_inside(
 
 
 @dataclass
-class FirewallLoad:
+class FirewallLoad(Record):
     """A lab firewall's connection tracking during the run."""
 
     firewall: str
-    before: int | None = None
-    peak: int | None = None
-    after: int | None = None
+    before: int | None = field(default=None, metadata=record(key="conntrack_before"))
+    peak: int | None = field(default=None, metadata=record(key="conntrack_peak"))
+    after: int | None = field(default=None, metadata=record(key="conntrack_after"))
     limits: dict[str, int] = field(default_factory=dict)
     """``nf_conntrack_max`` and the UDP/TCP timeouts (seconds) as the firewall has them."""
     note: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "firewall": self.firewall,
-            "conntrack_before": self.before,
-            "conntrack_peak": self.peak,
-            "conntrack_after": self.after,
-            "limits": self.limits,
-            "note": self.note,
-        }
 
 
 @dataclass

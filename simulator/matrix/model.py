@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import enum
-import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from simulator.errors import ConfigError
-from simulator.lab.topology import Interface, Topology, parse_port_range
+from simulator.lab.topology import Interface, Topology, parse_port_range, read_toml
+from simulator.records import Record, record
 
 PROBE_KINDS: dict[str, str] = {
     "sip-tls": "SIP OPTIONS over TLS (server certificate only)",
@@ -45,19 +45,22 @@ class Seed:
 
 
 @dataclass(frozen=True)
-class MatrixRow:
+class MatrixRow(Record):
+    """A row of the port matrix (JSON, ``edgesim matrix --json``: with its ``label`` and
+    ``ports``, not the two port fields)."""
+
     id: str
     """Stable identifier, e.g. ``pic-in-5061``."""
-    seed: str
+    seed: str = field(metadata=record(then=("label",)))
     """Id of the seed table the row comes from (or ``implicit`` / ``negative``)."""
     role: str
     """The Edge role as the seed tables name it: Access, A/V, XMPP, DNS."""
     protocol: str
     """As the seed tables write it: ``SIP(MTLS)``, ``STUN,MSTURN``, ``RTP`` ..."""
-    transport: str
+    transport: str = field(metadata=record(then=("ports", "port_side")))
     """``tcp`` or ``udp``."""
-    port_low: int
-    port_high: int
+    port_low: int = field(metadata=record(omit=True))
+    port_high: int = field(metadata=record(omit=True))
     source: str
     """Topology selector of the source (see ``rows.toml``)."""
     destination: str
@@ -82,7 +85,7 @@ class MatrixRow:
 
 
 @dataclass(frozen=True)
-class Endpoint:
+class Endpoint(Record):
     host: str
     interface: str
     zone: str
@@ -104,8 +107,10 @@ class Endpoint:
 
 
 @dataclass(frozen=True)
-class ResolvedRow:
-    row: MatrixRow
+class ResolvedRow(Record):
+    """A row resolved against a topology (JSON: the endpoints and problems, not the row)."""
+
+    row: MatrixRow = field(metadata=record(omit=True))
     sources: tuple[Endpoint, ...]
     destinations: tuple[Endpoint, ...]
     problems: tuple[str, ...] = field(default=())
@@ -142,12 +147,7 @@ def default_matrix_path() -> Path:
 def load_matrix(path: Path | str | None = None) -> Matrix:
     """Load and validate the matrix (the shipped rows when ``path`` is None)."""
     path = Path(path) if path is not None else default_matrix_path()
-    try:
-        data = tomllib.loads(path.read_text("utf-8"))
-    except OSError as exc:
-        raise ConfigError(path, "", f"cannot read matrix file: {exc.strerror}") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(path, "", f"not valid TOML: {exc}") from None
+    data = read_toml(path, "matrix")
 
     def fail(entry: str, message: str) -> ConfigError:
         return ConfigError(path, entry, message)
@@ -282,36 +282,10 @@ def resolve_all(matrix: Matrix, topo: Topology) -> list[ResolvedRow]:
 
 
 def row_to_dict(row: MatrixRow) -> dict[str, Any]:
-    return {
-        "id": row.id,
-        "seed": row.seed,
-        "label": row.label,
-        "role": row.role,
-        "protocol": row.protocol,
-        "transport": row.transport,
-        "ports": row.ports,
-        "port_side": row.port_side,
-        "source": row.source,
-        "destination": row.destination,
-        "expect": row.expect.value,
-        "probe": row.probe,
-        "notes": row.notes,
-    }
+    """``row.to_dict()`` (the CLI's name for it)."""
+    return row.to_dict()
 
 
 def resolved_to_dict(resolved: ResolvedRow) -> dict[str, Any]:
-    def ep(e: Endpoint) -> dict[str, Any]:
-        return {
-            "host": e.host,
-            "interface": e.interface,
-            "zone": e.zone,
-            "address": e.address,
-            "loopback": e.loopback,
-            "fqdn": e.fqdn,
-        }
-
-    return {
-        "sources": [ep(e) for e in resolved.sources],
-        "destinations": [ep(e) for e in resolved.destinations],
-        "problems": list(resolved.problems),
-    }
+    """``resolved.to_dict()`` (the CLI's name for it)."""
+    return resolved.to_dict()

@@ -26,6 +26,7 @@ from typing import Any
 
 from simulator.firewall.trace import Decision, first_fates
 from simulator.matrix.model import Expectation, MatrixRow
+from simulator.records import Record, record
 from simulator.tls import TlsProblem, tls_failure
 
 
@@ -100,23 +101,26 @@ class Outcome:
 
 
 @dataclass(frozen=True)
-class ProbeResult:
-    row_id: str
+class ProbeResult(Record):
+    """One row's probe (JSON: :mod:`simulator.records`; ``--format json`` prints it, the runners
+    that probe inside a node read it back)."""
+
+    row_id: str = field(metadata=record(key="row"))
     probe: str
     """The probe kind (a key of ``PROBE_KINDS``)."""
     expect: str
     """``open`` or ``blocked``."""
-    verdict: Verdict
-    reason: str
+    verdict: Verdict = field(metadata=record(then=("met",)))
+    reason: str = field(metadata=record(then=("tls_problem",)))
     source: str = ""
     """``host:interface address`` (or the address alone for a target)."""
     destination: str = ""
     """``host:interface address:port``."""
     details: dict[str, Any] = field(default_factory=dict)
-    timings: dict[str, float] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict, metadata=record(digits=4))
     tls_problem: TlsProblem | None = None
     runner: str = "local"
-    firewall: tuple[Decision, ...] = ()
+    firewall: tuple[Decision, ...] = field(default=(), metadata=record(then=("reached",)))
     """What each lab firewall the probe's packets crossed decided (request and reply, the rule
     or the policy), from the kernel's trace; empty without firewalls or tracing."""
 
@@ -133,46 +137,6 @@ class ProbeResult:
         if not request:
             return None
         return all(d.crossed for d in request) and bool(first_fates(self.firewall, "reply"))
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "row": self.row_id,
-            "probe": self.probe,
-            "expect": self.expect,
-            "verdict": self.verdict.value,
-            "met": self.met,
-            "reason": self.reason,
-            "tls_problem": self.tls_problem.value if self.tls_problem else None,
-            "source": self.source,
-            "destination": self.destination,
-            "details": self.details,
-            "timings": {k: round(v, 4) for k, v in self.timings.items()},
-            "runner": self.runner,
-            "firewall": [d.to_dict() for d in self.firewall],
-            "reached": self.reached,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ProbeResult:
-        """Inverse of :meth:`to_dict`; raises ValueError on a malformed entry."""
-        try:
-            tls = data.get("tls_problem")
-            return cls(
-                row_id=str(data["row"]),
-                probe=str(data["probe"]),
-                expect=str(data["expect"]),
-                verdict=Verdict(data["verdict"]),
-                reason=str(data["reason"]),
-                source=str(data.get("source", "")),
-                destination=str(data.get("destination", "")),
-                details=dict(data.get("details") or {}),
-                timings={str(k): float(v) for k, v in (data.get("timings") or {}).items()},
-                tls_problem=TlsProblem(tls) if tls else None,
-                runner=str(data.get("runner", "local")),
-                firewall=tuple(Decision.from_dict(d) for d in data.get("firewall") or ()),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"not a probe result: {exc}") from None
 
 
 def _met(expect: str, verdict: Verdict) -> bool:

@@ -38,6 +38,7 @@ from simulator.lab.runners.base import Runner
 from simulator.lab.topology import Topology
 from simulator.matrix.model import Expectation
 from simulator.probes.base import ProbeResult, Verdict
+from simulator.records import Record, record
 
 if TYPE_CHECKING:
     from simulator.probes.run import Executor, ProbeJob
@@ -94,42 +95,29 @@ class Crossing:
     destination_node: str
 
     def is_request(self, p: Packet) -> bool:
-        return (
-            p.src == self.source
-            and p.dst == self.destination
-            and self.ports[0] <= p.dport <= self.ports[1]
-            and (
-                self.source_ports is None or self.source_ports[0] <= p.sport <= self.source_ports[1]
-            )
-        )
+        return self._goes(p.src, p.sport, p.dst, p.dport)
 
     def is_reply(self, p: Packet) -> bool:
+        return self._goes(p.dst, p.dport, p.src, p.sport)
+
+    def _goes(self, src: str, sport: int, dst: str, dport: int) -> bool:
+        """Whether a packet from ``src:sport`` to ``dst:dport`` is this crossing's request."""
         return (
-            p.src == self.destination
-            and p.dst == self.source
-            and self.ports[0] <= p.sport <= self.ports[1]
-            and (
-                self.source_ports is None or self.source_ports[0] <= p.dport <= self.source_ports[1]
-            )
+            src == self.source
+            and dst == self.destination
+            and self.ports[0] <= dport <= self.ports[1]
+            and (self.source_ports is None or self.source_ports[0] <= sport <= self.source_ports[1])
         )
 
 
 @dataclass
-class Seen:
+class Seen(Record):
     """What the captures beside the device saw of one crossing."""
 
-    request_left: int = 0
-    request_arrived: int = 0
-    reply_left: int = 0
-    reply_arrived: int = 0
-
-    def to_dict(self) -> dict[str, int]:
-        return {
-            "request_left_source": self.request_left,
-            "request_reached_destination": self.request_arrived,
-            "reply_left_destination": self.reply_left,
-            "reply_reached_source": self.reply_arrived,
-        }
+    request_left: int = field(default=0, metadata=record(key="request_left_source"))
+    request_arrived: int = field(default=0, metadata=record(key="request_reached_destination"))
+    reply_left: int = field(default=0, metadata=record(key="reply_left_destination"))
+    reply_arrived: int = field(default=0, metadata=record(key="reply_reached_source"))
 
 
 def crossing_of(topology: Topology, ours: Sequence[str], job: ProbeJob) -> Crossing | None:

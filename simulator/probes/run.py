@@ -19,7 +19,6 @@ import asyncio
 import json
 import logging
 import time
-import tomllib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -28,7 +27,7 @@ from typing import Any, Protocol
 from simulator.errors import ConfigError
 from simulator.firewall.observe import traced
 from simulator.lab.runners.base import Runner
-from simulator.lab.topology import Topology
+from simulator.lab.topology import Topology, read_toml
 from simulator.matrix.model import (
     Endpoint,
     Expectation,
@@ -324,12 +323,7 @@ class Target:
 def load_target(path: Path | str) -> Target:
     """Load a target file; every problem is a ConfigError naming the file and the entry."""
     path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text("utf-8"))
-    except OSError as exc:
-        raise ConfigError(path, "", f"cannot read target file: {exc.strerror}") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(path, "", f"not valid TOML: {exc}") from None
+    data = read_toml(path, "target")
     base = path.parent
 
     def file(value: Any, entry: str, key: str) -> Path:

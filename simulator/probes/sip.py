@@ -8,6 +8,7 @@ by waiting for the final response until the deadline.
 from __future__ import annotations
 
 import asyncio
+import functools
 import secrets
 import ssl
 
@@ -154,9 +155,5 @@ async def probe_sip(spec: ProbeSpec, *, mtls: bool) -> Outcome:
             await close(writer)
 
 
-async def probe_sip_tls(spec: ProbeSpec) -> Outcome:
-    return await probe_sip(spec, mtls=False)
-
-
-async def probe_sip_mtls(spec: ProbeSpec) -> Outcome:
-    return await probe_sip(spec, mtls=True)
+probe_sip_tls = functools.partial(probe_sip, mtls=False)
+probe_sip_mtls = functools.partial(probe_sip, mtls=True)

@@ -13,6 +13,7 @@ protocol-failed with its condition.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ssl
 import xml.etree.ElementTree as ET
 from typing import Any
@@ -220,9 +221,5 @@ async def probe_xmpp(spec: ProbeSpec, *, mtls: bool) -> Outcome:
             await close(writer)
 
 
-async def probe_xmpp_s2s(spec: ProbeSpec) -> Outcome:
-    return await probe_xmpp(spec, mtls=False)
-
-
-async def probe_xmpp_mtls(spec: ProbeSpec) -> Outcome:
-    return await probe_xmpp(spec, mtls=True)
+probe_xmpp_s2s = functools.partial(probe_xmpp, mtls=False)
+probe_xmpp_mtls = functools.partial(probe_xmpp, mtls=True)

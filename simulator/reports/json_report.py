@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from simulator.matrix.model import row_to_dict
 from simulator.probes.run import ProbeRun
 
 
@@ -15,7 +14,7 @@ def to_dict(run: ProbeRun) -> dict[str, Any]:
     for result in run.results:
         entry = result.to_dict()
         if result.row_id in rows:
-            entry["row_info"] = row_to_dict(rows[result.row_id])
+            entry["row_info"] = rows[result.row_id].to_dict()
         results.append(entry)
     return {
         "topology": run.topology.name,

@@ -25,6 +25,7 @@ from simulator.firewall.rules import FirewallNode
 from simulator.lab.capture import CaptureResult, KeySource, packet_capture
 from simulator.lab.runners._exec import check_running_hosts, host_capture_points, listed_addresses
 from simulator.lab.runners.base import (
+    LabConfig,
     LabStatus,
     ListenerCheck,
     NodeStatus,
@@ -32,7 +33,6 @@ from simulator.lab.runners.base import (
     Vantage,
     services_of_ready,
 )
-from simulator.lab.topology import Topology
 from simulator.pki import LabPki
 
 # The image's paths (Dockerfile), the same in the compose and swarm labs.
@@ -67,9 +67,19 @@ def container_ip(*args: str) -> str:
 
 
 class ContainerRunner(Runner):
-    """The part of the compose and swarm runners that only needs ``docker`` and a way in."""
+    """The part of the compose and swarm runners that only needs ``docker`` and a way in: a lab
+    of containers that outlives the command, with firewalls of its own, lab addresses, and a
+    PKI of its own in every node."""
 
-    topology: Topology
+    has_firewalls = True
+    persistent = True
+    shares_pki = False
+    in_process = False
+    addressing = "lab"
+
+    def __init__(self, config: LabConfig) -> None:
+        self.config = config
+        self.topology = config.topology
 
     @property
     def python(self) -> str:

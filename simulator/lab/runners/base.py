@@ -34,6 +34,7 @@ from simulator.lab.capture import CaptureResult
 from simulator.lab.topology import Firewall, Host, Topology
 from simulator.paths import runtime_dir
 from simulator.pki import LabPki
+from simulator.records import Record, record
 
 Addressing = Literal["loopback", "lab"]
 """``loopback``: each interface on its own 127.b.c.d (the embedded lab); ``lab``: the topology's
@@ -138,7 +139,7 @@ class LabConfig:
 
 
 @dataclass(frozen=True)
-class ListenerInfo:
+class ListenerInfo(Record):
     """A socket a service listens on, as it travels between processes (ready files, checks)."""
 
     label: str
@@ -150,60 +151,20 @@ class ListenerInfo:
     address: str
     port: int
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "label": self.label,
-            "interface": self.interface,
-            "proto": self.proto,
-            "port_low": self.port_low,
-            "transport": self.transport,
-            "address": self.address,
-            "port": self.port,
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> ListenerInfo:
-        return cls(
-            str(data["label"]),
-            str(data["interface"]),
-            str(data["proto"]),
-            int(data["port_low"]),
-            str(data["transport"]),
-            str(data["address"]),
-            int(data["port"]),
-        )
-
     def __str__(self) -> str:
         return self.label
 
 
 @dataclass
-class ServiceState:
+class ServiceState(Record):
     """One service of one host: ``running``, ``not available`` (not written yet) or ``failed``."""
 
-    host: str
+    host: str = field(metadata=record(omit=True))
+    """Not in a ready file, which names its host once: ``from_dict(data, host=...)``."""
     service: str
     state: str
     detail: str = ""
     listeners: list[ListenerInfo] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "service": self.service,
-            "state": self.state,
-            "detail": self.detail,
-            "listeners": [lst.to_dict() for lst in self.listeners],
-        }
-
-    @classmethod
-    def from_dict(cls, host: str, data: Mapping[str, Any]) -> ServiceState:
-        return cls(
-            host,
-            str(data["service"]),
-            str(data["state"]),
-            str(data.get("detail", "")),
-            [ListenerInfo.from_dict(item) for item in data.get("listeners", [])],
-        )
 
 
 def ready_payload(host: str, pid: int, services: list[ServiceState]) -> dict[str, Any]:
@@ -213,7 +174,7 @@ def ready_payload(host: str, pid: int, services: list[ServiceState]) -> dict[str
 
 def services_of_ready(host: str, payload: Mapping[str, Any]) -> list[ServiceState]:
     """The services a ready file (see :func:`ready_payload`) lists."""
-    return [ServiceState.from_dict(host, item) for item in payload.get("services", [])]
+    return [ServiceState.from_dict(item, host=host) for item in payload.get("services", [])]
 
 
 NodeState = Literal["running", "routing", "up", "exited", "not running", "absent"]
@@ -249,7 +210,7 @@ class LabStatus:
 
 
 @dataclass(frozen=True)
-class ListenerCheck:
+class ListenerCheck(Record):
     """Whether a listener answered (at protocol level where its service can say)."""
 
     host: str
@@ -258,25 +219,6 @@ class ListenerCheck:
     ok: bool
     detail: str
     """``answers``, or why not."""
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "host": self.host,
-            "service": self.service,
-            "listener": self.listener.to_dict(),
-            "ok": self.ok,
-            "detail": self.detail,
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> ListenerCheck:
-        return cls(
-            str(data["host"]),
-            str(data["service"]),
-            ListenerInfo.from_dict(data["listener"]),
-            bool(data["ok"]),
-            str(data["detail"]),
-        )
 
 
 @dataclass(frozen=True)

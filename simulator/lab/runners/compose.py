@@ -51,7 +51,7 @@ from simulator.lab.runners._docker import (
     container_ip,
     sysctl_lines,
 )
-from simulator.lab.runners.base import LabConfig, LoadResult, Vantage, edgesim_argv, lab_firewall
+from simulator.lab.runners.base import LoadResult, Vantage, edgesim_argv, lab_firewall
 from simulator.lab.topology import Host, Topology, Zone, default_topology_path
 from simulator.matrix import load_matrix
 
@@ -297,16 +297,7 @@ class ComposeRunner(ContainerRunner):
     name = "compose"
     summary = "docker compose (see docker-compose.yml)"
     order = 20
-    has_firewalls = True
-    persistent = True
-    shares_pki = False
-    in_process = False
-    addressing = "lab"
     node_kind = "container"
-
-    def __init__(self, config: LabConfig) -> None:
-        self.config = config
-        self.topology = config.topology
 
     # ------------------------------------------------------------ commands
     @property

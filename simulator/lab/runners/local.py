@@ -55,6 +55,7 @@ from simulator.lab.services import (
 from simulator.lab.system import pid_alive
 from simulator.lab.topology import PORT_OFFSET, PRIVILEGED_BELOW, Host, Topology
 from simulator.pki import LabPki, ensure_pki, service_settings
+from simulator.records import Record, record
 
 log = logging.getLogger(__name__)
 
@@ -264,31 +265,21 @@ def _netns_id() -> int:
 
 
 @dataclass(frozen=True)
-class RunningLab:
+class RunningLab(Record):
     """An embedded lab running in some process of this machine, on this network namespace, as
     its state file (:func:`running_lab_file`) describes it."""
 
-    pid: int
+    pid: int = field(metadata=record(then=("netns",)))
     topology: str
     """The resolved path of its topology file."""
     certs_dir: Path
     port_offset: int
-    started: float
-    services: tuple[ServiceState, ...] = ()
+    started: float = field(metadata=record(then=("tls_keys",)))
+    services: tuple[ServiceState, ...] = field(default=(), metadata=record(keep=("host",)))
     tls_keys: str = ""
     """The key log its TLS contexts write (captures embed it)."""
-
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "pid": self.pid,
-            "netns": _netns_id(),
-            "topology": self.topology,
-            "certs_dir": str(self.certs_dir),
-            "port_offset": self.port_offset,
-            "started": self.started,
-            "tls_keys": self.tls_keys,
-            "services": [{"host": st.host, **st.to_dict()} for st in self.services],
-        }
+    netns: int = field(default_factory=_netns_id)
+    """The network namespace it runs in (its loopback addresses are only reachable there)."""
 
 
 def running_lab_file(config: LabConfig) -> Path:
@@ -302,20 +293,10 @@ def find_running_lab(config: LabConfig) -> RunningLab | None:
     file left by a process that died is removed."""
     path = running_lab_file(config)
     try:
-        data = json.loads(path.read_text())
-        lab = RunningLab(
-            int(data["pid"]),
-            str(data["topology"]),
-            Path(data["certs_dir"]),
-            int(data["port_offset"]),
-            float(data["started"]),
-            tuple(ServiceState.from_dict(str(d["host"]), d) for d in data.get("services", [])),
-            str(data.get("tls_keys", "")),
-        )
-        netns = int(data["netns"])
-    except (OSError, ValueError, KeyError, TypeError):
+        lab = RunningLab.from_dict(json.loads(path.read_text()))
+    except (OSError, ValueError):
         return None
-    if netns != _netns_id():
+    if lab.netns != _netns_id():
         return None
     if not pid_alive(lab.pid):
         with contextlib.suppress(OSError):

@@ -496,16 +496,10 @@ class SwarmRunner(ContainerRunner):
     name = "swarm"
     summary = "Docker Swarm stack across one or several Docker hosts (a manager node)"
     order = 30
-    has_firewalls = True
-    persistent = True
-    shares_pki = False
-    in_process = False
-    addressing = "lab"
     node_kind = "task"
 
     def __init__(self, config: LabConfig) -> None:
-        self.config = config
-        self.topology = config.topology
+        super().__init__(config)
         self.stack = config.name
         self.state_dir = Path(config.state)
         self.rules = RuleFiles(self.topology, self.state_dir, config.rules)
