@@ -21,6 +21,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from simulator import __version__
 from simulator.certificate import PeerCertificate
@@ -310,26 +311,48 @@ class S2SServer:
         self.servers.clear()
 
     # ------------------------------------------------------------------ inbound S2S
-    async def handle_s2s(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def accept(
+        self,
+        role: Role,
+        config: SessionConfig,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        on_event: Callable[[XmppConnection, XmppEvent], None],
+        *,
+        peer_certificate: PeerCertificate | None = None,
+        **conn_kw: Any,
+    ) -> XmppConnection:
+        """The connection of a stream that arrived on one of our listeners: a fresh session of
+        ``role``, the listeners' limits (``conn_kw``: more :class:`XmppConnection` arguments)."""
         session = Session(
-            Role.RECEIVING,
-            self.config,
+            role,
+            config,
             now=asyncio.get_running_loop().time(),
             stream_id=new_stream_id(),
+            peer_certificate=peer_certificate,
         )
-        conn = XmppConnection(
-            session,
-            reader,
-            writer,
-            on_event=self._s2s_event,
-            tls_server=self.tls_server,
-            limits=self.listener_limits,
+        return XmppConnection(
+            session, reader, writer, on_event=on_event, limits=self.listener_limits, **conn_kw
         )
+
+    async def serve(self, conn: XmppConnection) -> None:
+        """Run ``conn`` to its end, counted in :attr:`connections` meanwhile."""
         self.connections.add(conn)
         try:
             await conn.run()
         finally:
             self.connections.discard(conn)
+
+    async def handle_s2s(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conn = self.accept(
+            Role.RECEIVING,
+            self.config,
+            reader,
+            writer,
+            self._s2s_event,
+            tls_server=self.tls_server,
+        )
+        await self.serve(conn)
 
     def _s2s_event(self, conn: XmppConnection, event: XmppEvent) -> None:
         if isinstance(event, Authenticated):
@@ -608,26 +631,18 @@ class XmppProxyService(S2SServer):
         cert = PeerCertificate.from_der(
             writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
         )
-        session = Session(
+        conn = self.accept(
             Role.GATEWAY_SERVER,
             self.gateway_config,
-            now=asyncio.get_running_loop().time(),
-            stream_id=new_stream_id(),
-            peer_certificate=cert,
-        )
-        conn = XmppConnection(
-            session,
             reader,
             writer,
-            on_event=self._gateway_event,
+            self._gateway_event,
+            peer_certificate=cert,
             name="gateway",
-            limits=self.listener_limits,
         )
-        self.connections.add(conn)
         try:
-            await conn.run()
+            await self.serve(conn)
         finally:
-            self.connections.discard(conn)
             self._handled.pop(conn, None)
             if conn in self.gateways:
                 self.gateways.remove(conn)
@@ -752,25 +767,18 @@ class XmppPartnerService(S2SServer):
         return bound
 
     async def handle_c2s(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        session = Session(
+        conn = self.accept(
             Role.C2S,
             self.c2s_config,
-            now=asyncio.get_running_loop().time(),
-            stream_id=new_stream_id(),
-        )
-        conn = XmppConnection(
-            session,
             reader,
             writer,
-            on_event=self._c2s_event,
+            self._c2s_event,
             tls_server=self.tls_server,
-            limits=self.listener_limits,
         )
-        self.connections.add(conn)
+        session = conn.session
         try:
-            await conn.run()
+            await self.serve(conn)
         finally:
-            self.connections.discard(conn)
             if session.jid is not None:
                 conns = self.clients.get(bare_jid(session.jid), [])
                 if conn in conns:
