@@ -21,7 +21,6 @@ import xml.etree.ElementTree as ET
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from simulator import __version__
 from simulator.certificate import PeerCertificate
@@ -319,11 +318,13 @@ class S2SServer:
         writer: asyncio.StreamWriter,
         on_event: Callable[[XmppConnection, XmppEvent], None],
         *,
+        starttls: bool = True,
         peer_certificate: PeerCertificate | None = None,
-        **conn_kw: Any,
+        name: str = "",
     ) -> XmppConnection:
         """The connection of a stream that arrived on one of our listeners: a fresh session of
-        ``role``, the listeners' limits (``conn_kw``: more :class:`XmppConnection` arguments)."""
+        ``role`` under the listeners' limits, offering STARTTLS with our certificate
+        (``starttls``; the gateway's listener is TLS from the first byte)."""
         session = Session(
             role,
             config,
@@ -332,7 +333,13 @@ class S2SServer:
             peer_certificate=peer_certificate,
         )
         return XmppConnection(
-            session, reader, writer, on_event=on_event, limits=self.listener_limits, **conn_kw
+            session,
+            reader,
+            writer,
+            on_event=on_event,
+            tls_server=self.tls_server if starttls else None,
+            name=name,
+            limits=self.listener_limits,
         )
 
     async def serve(self, conn: XmppConnection) -> None:
@@ -344,14 +351,7 @@ class S2SServer:
             self.connections.discard(conn)
 
     async def handle_s2s(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        conn = self.accept(
-            Role.RECEIVING,
-            self.config,
-            reader,
-            writer,
-            self._s2s_event,
-            tls_server=self.tls_server,
-        )
+        conn = self.accept(Role.RECEIVING, self.config, reader, writer, self._s2s_event)
         await self.serve(conn)
 
     def _s2s_event(self, conn: XmppConnection, event: XmppEvent) -> None:
@@ -637,6 +637,7 @@ class XmppProxyService(S2SServer):
             reader,
             writer,
             self._gateway_event,
+            starttls=False,
             peer_certificate=cert,
             name="gateway",
         )
@@ -767,14 +768,7 @@ class XmppPartnerService(S2SServer):
         return bound
 
     async def handle_c2s(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        conn = self.accept(
-            Role.C2S,
-            self.c2s_config,
-            reader,
-            writer,
-            self._c2s_event,
-            tls_server=self.tls_server,
-        )
+        conn = self.accept(Role.C2S, self.c2s_config, reader, writer, self._c2s_event)
         session = conn.session
         try:
             await self.serve(conn)
