@@ -1,10 +1,11 @@
 """The SIP lab services: Access Edge, Front End, partner Edge and public IM provider.
 
 Each is built from its :class:`~simulator.lab.services.ServiceContext`: listeners and addresses
-from the topology, certificates from the lab PKI, settings from ``[services.<name>]`` loaded typed at start
-(:class:`AccessEdgeSettings`, :class:`SipDomainSettings`; keys in docs/sip.md): an unknown key
-or a value of the wrong type is a ConfigError naming the topology file and the entry. ``check`` sends an OPTIONS over TLS (presenting the service's own certificate
-where the listener asks for one) and is satisfied by any SIP response.
+from the topology, certificates from the lab PKI, settings from ``[services.<name>]``, loaded
+typed at start (:class:`AccessEdgeSettings`, :class:`SipDomainSettings`; keys in docs/sip.md):
+an unknown key or a value of the wrong type is a ConfigError naming the topology file and the
+entry. ``check`` (:func:`options_check`) sends an OPTIONS over TLS (presenting the service's own
+certificate where the listener asks for one) and is satisfied by any SIP response.
 """
 
 from __future__ import annotations
