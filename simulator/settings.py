@@ -12,7 +12,8 @@ taken), ``str``, ``tuple[str, ...]`` and ``frozenset[str]`` (from a list of stri
 holds replace those of the field's default), and ``X | None`` of any of them. A key the
 dataclass does not name, a value of the wrong type, and a negative limit (a field declared with
 :func:`simulator.limits.limit`) are errors. A field declared with :func:`setting` may say more:
-the smallest value it takes, how the error words what it must be, or a ``parse`` function of its
+the smallest value it takes (``minimum=0``: "must be a non-negative integer"), how the error
+words what it must be, or a ``parse`` function of its
 own for values no annotation describes (``"low-high"`` port ranges, IPv4 networks).
 No I/O: the caller hands the table in.
 """
@@ -111,23 +112,34 @@ def _load(cls: type[T], table: object, base: T | None) -> T:
 
 def _field_value(f: dataclasses.Field[Any], kind: Any, value: object) -> Any:
     meta = f.metadata
+    minimum = meta.get("minimum", 0 if "limit" in meta else None)
+    what = meta.get("what") or _bounded(kind, meta.get("minimum"))
     parse = meta.get("parse")
-    if parse is not None:
+    if parse is None:
+        converted = _convert(kind, value, what, _default(f))
+    else:
         try:
             converted = parse(value)
         except Invalid:
             raise
         except ValueError as exc:
             raise Invalid(str(exc)) from None
-    else:
-        converted = _convert(kind, value, meta.get("what"), _default(f))
-    minimum = meta.get("minimum", 0 if "limit" in meta else None)
     number = isinstance(converted, int | float) and not isinstance(converted, bool)
     if minimum is not None and number and converted < minimum:
-        if "what" in meta:
-            raise Invalid(f"must be {meta['what']}")
+        if what:
+            raise Invalid(f"must be {what}")
         raise Invalid("must not be negative" if minimum == 0 else f"must be at least {minimum}")
     return converted
+
+
+def _bounded(kind: Any, minimum: float | None) -> str | None:
+    """What a number of at least ``minimum`` must be, in an error (``a positive integer``);
+    None where no words say it better than the number."""
+    kinds = {kind, *typing.get_args(kind)}
+    noun = "integer" if int in kinds else "number" if float in kinds else None
+    if noun is None or minimum not in (0, 1) or (minimum, noun) == (1, "number"):
+        return None
+    return f"a {'non-negative' if minimum == 0 else 'positive'} {noun}"
 
 
 def _default(f: dataclasses.Field[Any]) -> Any:

@@ -171,7 +171,10 @@ def test_a_sub_table_replaces_keys_of_the_fields_default() -> None:
 def test_the_access_edge_defaults_come_from_the_topology(topology: Topology) -> None:
     """Keys left out take the host's domain and its interfaces' FQDNs; the Front End's
     certificate names follow internal_next_hop; each side keeps its own connection caps."""
-    table = {"internal_next_hop": "Pool2.contoso.lab", "client_limits": {"idle_timeout": 5}}
+    table: dict[str, object] = {
+        "internal_next_hop": "Pool2.contoso.lab",
+        "client_limits": {"idle_timeout": 5},
+    }
     config = AccessEdgeService(context(topology, "edge", "access-edge", table)).config
     assert config.served_domains == ("contoso.lab",)
     assert (config.external_fqdn, config.internal_fqdn) == (

@@ -125,30 +125,30 @@ class AvEdgeSettings:
     fills in the lab's own)."""
     port_range: tuple[int, int] | None = setting(None, parse=_port_range)
     """Relay ports, ``"low-high"`` (default: the ``relay`` listener's range)."""
-    user_quota: int | None = setting(None, minimum=0, what="a non-negative integer")
+    user_quota: int | None = setting(None, minimum=0)
     """Allocations per user (486 beyond)."""
-    total_quota: int | None = setting(None, minimum=0, what="a non-negative integer")
+    total_quota: int | None = setting(None, minimum=0)
     """Allocations in total (486 beyond)."""
-    max_permissions: int | None = setting(None, minimum=0, what="a non-negative integer")
+    max_permissions: int | None = setting(None, minimum=0)
     """Permissions per allocation (508 beyond)."""
-    max_channels: int | None = setting(None, minimum=0, what="a non-negative integer")
+    max_channels: int | None = setting(None, minimum=0)
     """Channels per allocation (508 beyond)."""
-    max_connections: int | None = setting(None, minimum=0, what="a non-negative integer")
+    max_connections: int | None = setting(None, minimum=0)
     """RFC 6062 peer connections per allocation (508 beyond)."""
-    unauthenticated_rate: float | None = setting(None, minimum=0, what="a non-negative number")
+    unauthenticated_rate: float | None = setting(None, minimum=0)
     """Answers per second to requests that do not authenticate, per source IP, over UDP; 0
     turns the limit off."""
-    unauthenticated_burst: int | None = setting(None, minimum=0, what="a non-negative integer")
+    unauthenticated_burst: int | None = setting(None, minimum=0)
     """Such answers one source IP may get at once."""
-    max_packet_rate: int | None = setting(None, minimum=1, what="a positive integer")
+    max_packet_rate: int | None = setting(None, minimum=1)
     """Packets per second relayed per allocation (default: no cap)."""
-    max_bandwidth: int | None = setting(None, minimum=1, what="a positive integer")
+    max_bandwidth: int | None = setting(None, minimum=1)
     """Payload bytes per second relayed per allocation (default: no cap)."""
-    default_lifetime: int | None = setting(None, minimum=0, what="a non-negative integer")
+    default_lifetime: int | None = setting(None, minimum=0)
     """Allocation lifetime when the client asks for less or nothing, seconds."""
-    max_lifetime: int | None = setting(None, minimum=0, what="a non-negative integer")
+    max_lifetime: int | None = setting(None, minimum=0)
     """The longest allocation lifetime granted, seconds."""
-    nonce_lifetime: int | None = setting(None, minimum=0, what="a non-negative integer")
+    nonce_lifetime: int | None = setting(None, minimum=0)
     """Seconds before a NONCE is stale (438)."""
     denied_zones: tuple[str, ...] = setting(DEFAULT_DENIED_ZONES, what="a list of zone ids")
     """Zones whose hosts are forbidden peers (each a zone of the topology)."""
