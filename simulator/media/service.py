@@ -14,46 +14,9 @@ Listeners come from the topology (``simulator/lab/default.toml``, host ``edge``)
 All listeners share one TURN core, so an internal client and an external one relay through the
 same allocations table, as on a real Edge.
 
-Settings (``[services.av-edge]``, :class:`AvEdgeSettings`, loaded typed at start: an unknown key
-or a value of the wrong type is a ConfigError naming the topology file and the entry), all
-optional:
-
-``realm``
-    REALM of the long-term credentials (default: the host's domain).
-``users``
-    Static long-term users: a list of names (each lab generates their passwords; ``edgesim
-    secrets`` shows them), or a table ``name = "password"``.
-``shared_secret``
-    Secret of the time-limited credentials the A/V Authentication service hands out and the
-    TURN core checks (string), kept inside the Edge. Leave it out: each lab generates its own
-    (``edgesim secrets`` shows it).
-``port_range``
-    Relay ports, ``"low-high"`` (default: the ``relay`` listener's range).
-``user_quota``, ``total_quota``
-    Allocations per user (a time-limited username's user, without its expiry) and in total (486
-    beyond; defaults 10 and 1000).
-``max_permissions``, ``max_channels``, ``max_connections``
-    Permissions, channels and RFC 6062 peer connections per allocation (508 beyond; defaults
-    100, 100, 32).
-``unauthenticated_rate``, ``unauthenticated_burst``
-    Answers per second (and at once) to requests that do not authenticate, per source IP, over
-    UDP (defaults 10 and 20; rate 0 turns the limit off).
-``max_packet_rate``, ``max_bandwidth``
-    Packets, and payload bytes, per second relayed per allocation (default: no cap).
-``default_lifetime``, ``max_lifetime``, ``nonce_lifetime``
-    Seconds.
-``denied_zones``
-    Zones whose hosts are forbidden peers (default: ``perimeter-internal``, ``corporate``).
-``allowed_peers``, ``denied_peers``
-    Lists of IPv4 networks allowed, or refused, whatever else the policy says (allowed first;
-    coturn's ``allowed-peer-ip`` and ``denied-peer-ip``).
-``listener_limits``
-    A table of :class:`~simulator.media.aio.TurnListenerLimits` fields (connections in total
-    and per source, first-byte, TLS handshake and idle timeouts, buffers): docs/limits.md.
-``deny_loopback``, ``deny_reserved``
-    Refuse loopback peers, and the reserved ranges coturn deployments deny (private, link-local,
-    CGNAT, documentation, benchmarking ...), unless the topology names them as lab hosts
-    (default true; :mod:`simulator.media.policy`).
+Settings: ``[services.av-edge]``, all optional, is :class:`AvEdgeSettings` (each field's
+docstring says what its key does), loaded typed at start: an unknown key or a value of the wrong
+type is a ConfigError naming the topology file and the entry.
 """
 
 from __future__ import annotations
@@ -112,58 +75,64 @@ def _networks(value: object) -> tuple[ipaddress.IPv4Network, ...]:
 
 @dataclass(frozen=True)
 class AvEdgeSettings:
-    """``[services.av-edge]``: the A/V Edge's TURN server (the module docstring says what each
-    key does). A count or time left out is the TURN core's default (:class:`TurnConfig`)."""
+    """``[services.av-edge]``: the A/V Edge's TURN server. A count or time left out is the TURN
+    core's default (:class:`TurnConfig`, whose values the docstrings repeat)."""
 
     realm: str | None = None
     """REALM of the long-term credentials (default: the host's domain)."""
     users: dict[str, str] = setting(factory=dict, what='a table of name = "password"')
-    """Static long-term users, name -> password (the topology lists names; each lab generates
-    their passwords, :mod:`simulator.pki.secrets`)."""
+    """Static long-term users, name -> password: the topology lists names (each lab generates
+    their passwords, ``edgesim secrets`` shows them), or a table ``name = "password"``."""
     shared_secret: str | None = None
-    """Secret of the time-limited credentials of the A/V Authentication service (a lab runner
-    fills in the lab's own)."""
+    """Secret of the time-limited credentials the A/V Authentication service hands out and the
+    TURN core checks, kept inside the Edge. Leave it out: each lab generates its own (``edgesim
+    secrets`` shows it)."""
     port_range: tuple[int, int] | None = setting(None, parse=_port_range)
     """Relay ports, ``"low-high"`` (default: the ``relay`` listener's range)."""
     user_quota: int | None = setting(None, minimum=0)
-    """Allocations per user (486 beyond)."""
+    """Allocations per user (a time-limited username's user, without its expiry); 486 beyond
+    (default 10)."""
     total_quota: int | None = setting(None, minimum=0)
-    """Allocations in total (486 beyond)."""
+    """Allocations in total; 486 beyond (default 1000)."""
     max_permissions: int | None = setting(None, minimum=0)
-    """Permissions per allocation (508 beyond)."""
+    """Permissions per allocation; 508 beyond (default 100)."""
     max_channels: int | None = setting(None, minimum=0)
-    """Channels per allocation (508 beyond)."""
+    """Channels per allocation; 508 beyond (default 100)."""
     max_connections: int | None = setting(None, minimum=0)
-    """RFC 6062 peer connections per allocation (508 beyond)."""
+    """RFC 6062 peer connections per allocation; 508 beyond (default 32)."""
     unauthenticated_rate: float | None = setting(None, minimum=0)
-    """Answers per second to requests that do not authenticate, per source IP, over UDP; 0
-    turns the limit off."""
+    """Answers per second to requests that do not authenticate, per source IP, over UDP
+    (default 10; 0 turns the limit off)."""
     unauthenticated_burst: int | None = setting(None, minimum=0)
-    """Such answers one source IP may get at once."""
+    """Such answers one source IP may get at once (default 20)."""
     max_packet_rate: int | None = setting(None, minimum=1)
-    """Packets per second relayed per allocation (default: no cap)."""
+    """Packets per second relayed per allocation, both directions together (default: no
+    cap)."""
     max_bandwidth: int | None = setting(None, minimum=1)
-    """Payload bytes per second relayed per allocation (default: no cap)."""
+    """Payload bytes per second relayed per allocation, both directions together (default: no
+    cap)."""
     default_lifetime: int | None = setting(None, minimum=0)
-    """Allocation lifetime when the client asks for less or nothing, seconds."""
+    """Seconds an allocation lives when the client asks for less or nothing (default 600)."""
     max_lifetime: int | None = setting(None, minimum=0)
-    """The longest allocation lifetime granted, seconds."""
+    """The most seconds an allocation is granted (default 3600)."""
     nonce_lifetime: int | None = setting(None, minimum=0)
-    """Seconds before a NONCE is stale (438)."""
+    """Seconds before a NONCE is stale and earns a 438 (default 600)."""
     denied_zones: tuple[str, ...] = setting(DEFAULT_DENIED_ZONES, what="a list of zone ids")
-    """Zones whose hosts are forbidden peers (each a zone of the topology)."""
+    """Zones (of the topology) whose hosts are forbidden peers."""
     allowed_peers: tuple[ipaddress.IPv4Network, ...] = setting((), parse=_networks)
-    """IPv4 networks allowed as peers whatever else the policy says (coturn's
+    """IPv4 networks allowed as peers whatever else the policy says (checked first; coturn's
     ``allowed-peer-ip``)."""
     denied_peers: tuple[ipaddress.IPv4Network, ...] = setting((), parse=_networks)
     """IPv4 networks refused as peers (coturn's ``denied-peer-ip``)."""
     deny_loopback: bool = True
     """Refuse loopback peers unless the topology names them as lab hosts."""
     deny_reserved: bool = True
-    """Refuse the reserved ranges coturn deployments deny (:mod:`simulator.media.policy`)
-    unless the topology names them as lab hosts."""
+    """Refuse the reserved ranges coturn deployments deny (private, link-local, CGNAT,
+    documentation, benchmarking ...) unless the topology names them as lab hosts
+    (:mod:`simulator.media.policy`)."""
     listener_limits: TurnListenerLimits = field(default_factory=TurnListenerLimits)
-    """Limits of the client TCP/TLS listeners (docs/limits.md)."""
+    """A table of :class:`~simulator.media.aio.TurnListenerLimits` fields (connections in
+    total and per source, first-byte, TLS handshake and idle timeouts, buffers): docs/limits.md."""
 
 
 #: Settings handed to :class:`TurnConfig` as they are, when given.
