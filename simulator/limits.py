@@ -41,29 +41,6 @@ class ConnectionLimits:
         return ConnectionLimits(self.max_connections, self.max_per_source)
 
 
-def settings_from(cls: Any, settings: Any, entry: str) -> Any:
-    """An instance of the settings dataclass ``cls`` from a TOML table; unknown keys, values of
-    the wrong type and negative numbers raise ValueError naming ``entry``."""
-    if isinstance(settings, cls):
-        return settings
-    if not isinstance(settings, dict):
-        raise ValueError(f"{entry}: must be a table")
-    known = cls.__dataclass_fields__
-    unknown = set(settings) - set(known)
-    if unknown:
-        raise ValueError(f"{entry}: unknown keys: {', '.join(sorted(unknown))}")
-    values: dict[str, Any] = {}
-    for key, value in settings.items():
-        default = known[key].default
-        kind = type(default) if default is not None else float
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ValueError(f"{entry}.{key}: must be a number")
-        if value < 0:
-            raise ValueError(f"{entry}.{key}: must not be negative")
-        values[key] = kind(value) if kind in (int, float) else value
-    return cls(**values)
-
-
 class ConnectionGate:
     """Counts the open connections of one listener, in total and per source address."""
 

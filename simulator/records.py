@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Self, TypeVar
 
 from simulator.errors import EdgesimError
-from simulator.settings import _name, convert, type_hints
+from simulator.settings import Invalid, _name, convert, type_hints
 
 META = "record"
 R = TypeVar("R")
@@ -128,34 +128,32 @@ def _json(value: Any, digits: int | None, keep: Collection[str]) -> Any:
 
 def from_dict(cls: type[R], data: object, **given: Any) -> R:
     """The dataclass ``cls`` from its JSON object ``data`` (see the module docstring)."""
-    record: R = _Reader(cls).nested(cls, data, "", given)
+    try:
+        record: R = _read(cls, data, given)
+    except Invalid as exc:
+        where = exc.where.lstrip(".")
+        raise RecordError(f"not {_noun(cls)}: {where + ': ' if where else ''}{exc.why}") from None
     return record
 
 
-class _Reader:
-    """Reads one record; every error names it and the path to the bad field."""
-
-    def __init__(self, cls: type[Any]) -> None:
-        self.cls = cls
-
-    def fail(self, where: str, message: str) -> EdgesimError:
-        return RecordError(f"not {_noun(self.cls)}: {where + ': ' if where else ''}{message}")
-
-    def nested(self, cls: type[Any], data: object, where: str, given: Any = None) -> Any:
-        if not isinstance(data, Mapping):
-            raise self.fail(where, f"must be a table, not {_name(data)}")
-        hints = type_hints(cls)
-        values: dict[str, Any] = dict(given or {})
-        for f in dataclasses.fields(cls):
-            key = _entry(f).key or f.name
-            if not f.init or f.name in values:
-                continue
-            if key in data:
-                inner = f"{where}.{key}" if where else key
-                values[f.name] = convert(hints[f.name], data[key], inner, self)
-            elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                raise self.fail(f"{where}.{key}" if where else key, "missing")
-        return cls(**values)
+def _read(cls: type[Any], data: object, given: Mapping[str, Any] | None = None) -> Any:
+    """One record from its table; :class:`Invalid` names the path to the bad field."""
+    if not isinstance(data, Mapping):
+        raise Invalid(f"must be a table, not {_name(data)}")
+    hints = type_hints(cls)
+    values: dict[str, Any] = dict(given or {})
+    for f in dataclasses.fields(cls):
+        key = _entry(f).key or f.name
+        if not f.init or f.name in values:
+            continue
+        if key in data:
+            try:
+                values[f.name] = convert(hints[f.name], data[key], _read)
+            except Invalid as exc:
+                raise Invalid(exc.why, f".{key}{exc.where}") from None
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise Invalid("missing", f".{key}")
+    return cls(**values)
 
 
 def _noun(cls: type[Any]) -> str:

@@ -4,6 +4,7 @@ names the file and the entry (simulator.settings), as the XMPP services load the
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -12,8 +13,11 @@ from simulator.errors import ConfigError
 from simulator.lab.services import ServiceContext
 from simulator.lab.topology import Topology
 from simulator.limits import limit
+from simulator.media.service import AvEdgeService
 from simulator.pki import LabPki
 from simulator.settings import load_settings
+from simulator.sip.proxy import Side
+from simulator.sip.service import AccessEdgeService, FrontEndService, PublicImService
 from simulator.xmpp.aio import XmppListenerLimits
 from simulator.xmpp.gateway import XmppGatewaySettings
 from simulator.xmpp.service import XmppPartnerService, XmppProxyService, XmppProxySettings
@@ -93,19 +97,107 @@ def test_the_xmpp_proxy_reads_its_table_typed(topology: Topology) -> None:
         ("xmpp-proxy", "edge", XmppProxyService, {"idle_timeout": "10"}, "xmpp-proxy.idle_timeout"),
         ("xmpp-proxy", "edge", XmppProxyService, {"partner": ["x"]}, "xmpp-proxy: unknown key"),
         ("xmpp-partner", "jabber", XmppPartnerService, {"users": ["romeo"]}, "xmpp-partner.users"),
+        (
+            "access-edge",
+            "edge",
+            AccessEdgeService,
+            {"allow_outside_users": "yes"},
+            "access-edge.allow_outside_users: must be true or false, not a string",
+        ),
+        (
+            "access-edge",
+            "edge",
+            AccessEdgeService,
+            {"client_limits": {"idle_timeout": "1"}},
+            "access-edge.client_limits.idle_timeout: must be a number, not a string",
+        ),
+        (
+            "access-edge",
+            "edge",
+            AccessEdgeService,
+            {"served_domain": ["contoso.lab"]},
+            "access-edge: unknown key 'served_domain'",
+        ),
+        (
+            "access-edge",
+            "edge",
+            AccessEdgeService,
+            {"tls_max_version": "1.1"},
+            "access-edge.tls_max_version: must be one of 1.2, 1.3",
+        ),
+        ("front-end", "fe", FrontEndService, {"ntlm": 1}, "front-end.ntlm: must be true or false"),
+        ("pic", "pic", PublicImService, {"user": ["dave"]}, "pic: unknown key 'user'"),
+        (
+            "av-edge",
+            "edge",
+            AvEdgeService,
+            {"max_channels": "100"},
+            "av-edge.max_channels: must be a non-negative integer, not a string",
+        ),
+        ("av-edge", "edge", AvEdgeService, {"relay_ports": "1-2"}, "av-edge: unknown key"),
+        (
+            "av-edge",
+            "edge",
+            AvEdgeService,
+            {"listener_limits": {"max_connections": -1}},
+            "av-edge.listener_limits.max_connections: must not be negative",
+        ),
     ],
 )
-def test_a_bad_xmpp_setting_stops_the_service_with_the_entry(
+def test_a_bad_service_setting_stops_the_service_with_the_entry(
     topology: Topology,
     service: str,
     host: str,
-    factory: type[XmppProxyService | XmppPartnerService],
+    factory: Callable[[ServiceContext], object],
     table: dict[str, object],
     entry: str,
 ) -> None:
     with pytest.raises(ConfigError) as raised:
         factory(context(topology, host, service, table))
     assert f"default.toml: services.{entry}" in str(raised.value)
+    assert "\n" not in str(raised.value)
+
+
+def test_a_sub_table_replaces_keys_of_the_fields_default() -> None:
+    @dataclasses.dataclass(frozen=True)
+    class Limits:
+        caps: Inner = dataclasses.field(default_factory=lambda: Inner(cap=7))
+        """A sub-table whose default is not the class's."""
+
+    assert load_settings(Limits, {"caps": {}}, LAB, "services.x").caps == Inner(cap=7)
+    assert load_settings(Limits, {"caps": {"cap": 2}}, LAB, "services.x").caps == Inner(cap=2)
+
+
+def test_the_access_edge_defaults_come_from_the_topology(topology: Topology) -> None:
+    """Keys left out take the host's domain and its interfaces' FQDNs; the Front End's
+    certificate names follow internal_next_hop; each side keeps its own connection caps."""
+    table: dict[str, object] = {
+        "internal_next_hop": "Pool2.contoso.lab",
+        "client_limits": {"idle_timeout": 5},
+    }
+    config = AccessEdgeService(context(topology, "edge", "access-edge", table)).config
+    assert config.served_domains == ("contoso.lab",)
+    assert (config.external_fqdn, config.internal_fqdn) == (
+        "sip.contoso.lab",
+        "edge-int.contoso.lab",
+    )
+    assert config.internal_peer_names == ("pool2.contoso.lab",)
+    assert config.client_limits.idle_timeout == 5.0
+    assert config.client_limits.max_connections == 20_000  # the 443 side's cap, not SipLimits'
+    assert config.limits_for(Side.FEDERATION).max_connections == 2_000
+
+
+def test_a_sip_domain_service_reads_its_table_typed(topology: Topology) -> None:
+    table = {
+        "users": {"Alice": "pw"},
+        "contacts": {"Alice": ["sip:bob@contoso.lab"]},
+        "service_handlers": {"Application/X": "m:f"},
+    }
+    service = FrontEndService(context(topology, "fe", "front-end", table))
+    assert service.config.domain == "contoso.lab" and service.config.ntlm
+    assert service.config.contacts == {"alice": ["sip:bob@contoso.lab"]}
+    assert service.handler_factories == {"application/x": "m:f"}
+    assert not PublicImService(context(topology, "pic", "pic", {})).config.ntlm
 
 
 def test_the_gateway_settings_default_to_the_topology(topology: Topology) -> None:

@@ -80,23 +80,20 @@ def time_limited_credentials(
     return username, time_limited_password(secret, username)
 
 
+@dataclass(kw_only=True, eq=False)
 class LongTermAuthenticator:
     """RFC 8489 section 9.2 long-term credentials with stateless, signed nonces."""
 
-    def __init__(
-        self,
-        *,
-        realm: str,
-        users: dict[str, str],
-        shared_secret: bytes | None,
-        nonce_key: bytes,
-        nonce_lifetime: int,
-    ) -> None:
-        self.realm = realm
-        self.users = users
-        self.shared_secret = shared_secret
-        self.nonce_key = nonce_key
-        self.nonce_lifetime = nonce_lifetime
+    realm: str
+    """REALM of the challenges; a request naming another is refused."""
+    users: dict[str, str]
+    """Static users: username -> password."""
+    shared_secret: bytes | None
+    """Secret of the time-limited usernames (None: static users only)."""
+    nonce_key: bytes
+    """Key that signs the NONCEs."""
+    nonce_lifetime: int
+    """Seconds before a NONCE is stale (438)."""
 
     def challenge(self, now: float) -> list[tuple[str, Any]]:
         return [("REALM", self.realm), ("NONCE", self.nonce(now))]

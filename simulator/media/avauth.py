@@ -33,14 +33,12 @@ from pathlib import Path
 
 from sipmessage import Request, Response
 
-from simulator.lab.services import BoundListener
 from simulator.lab.topology import Host, Interface, Topology
 from simulator.media.mras import CONTENT_TYPE, MediaRelay, MrasError, answer_credentials_request
 from simulator.pki import CertPaths
 from simulator.sip.aio import ListenerSpec, SipListener, SipProtocol
 from simulator.sip.build import response_for, uri_of
-from simulator.sip.emulators.ua import UserAgent
-from simulator.tls import client_context, server_context
+from simulator.tls import server_context
 
 log = logging.getLogger(__name__)
 
@@ -114,29 +112,6 @@ def _relays_of(host: Host) -> list[MediaRelay]:
         location = "internet" if iface.id in relay_ifaces else "intranet"
         relays.append(MediaRelay(location, iface.fqdn or str(iface.address), udp, tcp))
     return relays
-
-
-async def options_check(
-    bound: BoundListener, cert: CertPaths, trust: list[Path], name: str | None
-) -> str | None:
-    """SIP OPTIONS over MTLS to an A/V Authentication listener: None when it answers 200."""
-    context = client_context(trust, cert=cert, check_hostname=name is not None)
-    try:
-        async with UserAgent(
-            f"sip:check@{name or bound.address}",
-            host=bound.address,
-            port=bound.port,
-            context=context,
-            server_name=name,
-        ) as ua:
-            response = await ua.options(
-                f"sip:{bound.address}:{bound.port};transport=tls", timeout=2.5
-            )
-    except (OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError
-        return f"no SIP answer: {exc or type(exc).__name__}"
-    if response.code != 200:
-        return f"OPTIONS answered {response.code} {response.phrase}"
-    return None
 
 
 class AvAuthServer:
@@ -220,7 +195,6 @@ __all__ = [
     "AvAuthServer",
     "MrasTarget",
     "mras_target",
-    "options_check",
     "relays_from_topology",
     "trusted_servers",
 ]

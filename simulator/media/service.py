@@ -14,44 +14,9 @@ Listeners come from the topology (``simulator/lab/default.toml``, host ``edge``)
 All listeners share one TURN core, so an internal client and an external one relay through the
 same allocations table, as on a real Edge.
 
-Settings (``[services.av-edge]``), all optional:
-
-``realm``
-    REALM of the long-term credentials (default: the host's domain).
-``users``
-    Static long-term users: a list of names (each lab generates their passwords; ``edgesim
-    secrets`` shows them), or a table ``name = "password"``.
-``shared_secret``
-    Secret of the time-limited credentials the A/V Authentication service hands out and the
-    TURN core checks (string), kept inside the Edge. Leave it out: each lab generates its own
-    (``edgesim secrets`` shows it).
-``port_range``
-    Relay ports, ``"low-high"`` (default: the ``relay`` listener's range).
-``user_quota``, ``total_quota``
-    Allocations per user (a time-limited username's user, without its expiry) and in total (486
-    beyond; defaults 10 and 1000).
-``max_permissions``, ``max_channels``, ``max_connections``
-    Permissions, channels and RFC 6062 peer connections per allocation (508 beyond; defaults
-    100, 100, 32).
-``unauthenticated_rate``, ``unauthenticated_burst``
-    Answers per second (and at once) to requests that do not authenticate, per source IP, over
-    UDP (defaults 10 and 20; rate 0 turns the limit off).
-``max_packet_rate``, ``max_bandwidth``
-    Packets, and payload bytes, per second relayed per allocation (default: no cap).
-``default_lifetime``, ``max_lifetime``, ``nonce_lifetime``
-    Seconds.
-``denied_zones``
-    Zones whose hosts are forbidden peers (default: ``perimeter-internal``, ``corporate``).
-``allowed_peers``, ``denied_peers``
-    Lists of IPv4 networks allowed, or refused, whatever else the policy says (allowed first;
-    coturn's ``allowed-peer-ip`` and ``denied-peer-ip``).
-``listener_limits``
-    A table of :class:`~simulator.media.aio.TurnListenerLimits` fields (connections in total
-    and per source, first-byte, TLS handshake and idle timeouts, buffers): docs/limits.md.
-``deny_loopback``, ``deny_reserved``
-    Refuse loopback peers, and the reserved ranges coturn deployments deny (private, link-local,
-    CGNAT, documentation, benchmarking ...), unless the topology names them as lab hosts
-    (default true; :mod:`simulator.media.policy`).
+Settings: ``[services.av-edge]``, all optional, is :class:`AvEdgeSettings` (each field's
+docstring says what its key does), loaded typed at start: an unknown key or a value of the wrong
+type is a ConfigError naming the topology file and the entry.
 """
 
 from __future__ import annotations
@@ -63,17 +28,18 @@ import os
 import secrets
 import ssl
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from simulator.errors import ConfigError
 from simulator.lab.services import BoundListener, ServiceContext
 from simulator.lab.topology import Host, Listener, Topology
-from simulator.limits import settings_from
 from simulator.media.aio import AsyncTurnClient, AsyncTurnServer, ListenerSpec, TurnListenerLimits
 from simulator.media.auth import LongTermCredentials, time_limited_credentials
 from simulator.media.avauth import (
+    SERVICE_NAME,
     AvAuthServer,
-    options_check,
     relays_from_topology,
     trusted_servers,
 )
@@ -81,6 +47,8 @@ from simulator.media.config import TurnConfig
 from simulator.media.errors import MediaError
 from simulator.media.msturn import EDGE
 from simulator.media.policy import PeerPolicy
+from simulator.settings import load_settings, setting
+from simulator.sip.service import options_check
 from simulator.tls import client_context, server_context
 
 log = logging.getLogger(__name__)
@@ -88,147 +56,175 @@ log = logging.getLogger(__name__)
 DEFAULT_DENIED_ZONES = ("perimeter-internal", "corporate")
 
 
-def peer_policy(topology: Topology, edge: Host, settings: dict[str, Any]) -> PeerPolicy:
+def _port_range(value: object) -> tuple[int, int]:
+    try:
+        low_s, _, high_s = str(value).partition("-")
+        ports = (int(low_s), int(high_s or low_s))
+    except ValueError:
+        raise ValueError("must be 'low-high'") from None
+    if not 0 < ports[0] <= ports[1] < 65536:
+        raise ValueError("ports must be 1-65535, low first")
+    return ports
+
+
+def _networks(value: object) -> tuple[ipaddress.IPv4Network, ...]:
+    if not isinstance(value, list | tuple):
+        raise ValueError("must be a list of IPv4 networks")
+    return tuple(ipaddress.IPv4Network(str(v), strict=False) for v in value)
+
+
+@dataclass(frozen=True)
+class AvEdgeSettings:
+    """``[services.av-edge]``: the A/V Edge's TURN server. A count or time left out is the TURN
+    core's default (:class:`TurnConfig`, whose values the docstrings repeat)."""
+
+    realm: str | None = None
+    """REALM of the long-term credentials (default: the host's domain)."""
+    users: dict[str, str] = setting(factory=dict, what='a table of name = "password"')
+    """Static long-term users, name -> password: the topology lists names (each lab generates
+    their passwords, ``edgesim secrets`` shows them), or a table ``name = "password"``."""
+    shared_secret: str | None = None
+    """Secret of the time-limited credentials the A/V Authentication service hands out and the
+    TURN core checks, kept inside the Edge. Leave it out: each lab generates its own (``edgesim
+    secrets`` shows it)."""
+    port_range: tuple[int, int] | None = setting(None, parse=_port_range)
+    """Relay ports, ``"low-high"`` (default: the ``relay`` listener's range)."""
+    user_quota: int | None = setting(None, minimum=0)
+    """Allocations per user (a time-limited username's user, without its expiry); 486 beyond
+    (default 10)."""
+    total_quota: int | None = setting(None, minimum=0)
+    """Allocations in total; 486 beyond (default 1000)."""
+    max_permissions: int | None = setting(None, minimum=0)
+    """Permissions per allocation; 508 beyond (default 100)."""
+    max_channels: int | None = setting(None, minimum=0)
+    """Channels per allocation; 508 beyond (default 100)."""
+    max_connections: int | None = setting(None, minimum=0)
+    """RFC 6062 peer connections per allocation; 508 beyond (default 32)."""
+    unauthenticated_rate: float | None = setting(None, minimum=0)
+    """Answers per second to requests that do not authenticate, per source IP, over UDP
+    (default 10; 0 turns the limit off)."""
+    unauthenticated_burst: int | None = setting(None, minimum=0)
+    """Such answers one source IP may get at once (default 20)."""
+    max_packet_rate: int | None = setting(None, minimum=1)
+    """Packets per second relayed per allocation, both directions together (default: no
+    cap)."""
+    max_bandwidth: int | None = setting(None, minimum=1)
+    """Payload bytes per second relayed per allocation, both directions together (default: no
+    cap)."""
+    default_lifetime: int | None = setting(None, minimum=0)
+    """Seconds an allocation lives when the client asks for less or nothing (default 600)."""
+    max_lifetime: int | None = setting(None, minimum=0)
+    """The most seconds an allocation is granted (default 3600)."""
+    nonce_lifetime: int | None = setting(None, minimum=0)
+    """Seconds before a NONCE is stale and earns a 438 (default 600)."""
+    denied_zones: tuple[str, ...] = setting(DEFAULT_DENIED_ZONES, what="a list of zone ids")
+    """Zones (of the topology) whose hosts are forbidden peers."""
+    allowed_peers: tuple[ipaddress.IPv4Network, ...] = setting((), parse=_networks)
+    """IPv4 networks allowed as peers whatever else the policy says (checked first; coturn's
+    ``allowed-peer-ip``)."""
+    denied_peers: tuple[ipaddress.IPv4Network, ...] = setting((), parse=_networks)
+    """IPv4 networks refused as peers (coturn's ``denied-peer-ip``)."""
+    deny_loopback: bool = True
+    """Refuse loopback peers unless the topology names them as lab hosts."""
+    deny_reserved: bool = True
+    """Refuse the reserved ranges coturn deployments deny (private, link-local, CGNAT,
+    documentation, benchmarking ...) unless the topology names them as lab hosts
+    (:mod:`simulator.media.policy`)."""
+    listener_limits: TurnListenerLimits = field(default_factory=TurnListenerLimits)
+    """A table of :class:`~simulator.media.aio.TurnListenerLimits` fields (connections in
+    total and per source, first-byte, TLS handshake and idle timeouts, buffers): docs/limits.md."""
+
+
+#: Settings handed to :class:`TurnConfig` as they are, when given.
+TURN_KEYS = (
+    "user_quota",
+    "total_quota",
+    "max_permissions",
+    "max_channels",
+    "max_connections",
+    "unauthenticated_burst",
+    "max_packet_rate",
+    "max_bandwidth",
+    "default_lifetime",
+    "max_lifetime",
+    "nonce_lifetime",
+)
+
+
+def av_edge_settings(
+    topology: Topology, table: AvEdgeSettings | Mapping[str, object]
+) -> AvEdgeSettings:
+    """``[services.av-edge]`` of ``topology`` typed (a ConfigError names the file and entry)."""
+    return load_settings(AvEdgeSettings, table, topology.path, f"services.{SERVICE_NAME}")
+
+
+def peer_policy(
+    topology: Topology, edge: Host, settings: AvEdgeSettings | Mapping[str, object]
+) -> PeerPolicy:
     """The relay's peer policy for ``edge`` in ``topology``: the lab's hosts (their addresses in
     every runner: the topology's and the embedded lab's 127.b.c.d), its zone subnets (so Docker's
     bridge gateway, the firewalls and bridges are refused), the Edge's own addresses, and the
     ``[services.av-edge]`` knobs (``denied_zones``, ``allowed_peers``, ``denied_peers``,
     ``deny_loopback``, ``deny_reserved``)."""
-    path = str(topology.path)
+    typed = av_edge_settings(topology, settings)
     lab_hosts: dict[ipaddress.IPv4Address, str] = {}
     for iface in topology.interfaces():
         lab_hosts[iface.address] = iface.zone
         lab_hosts[iface.loopback()] = iface.zone
     own = frozenset(a for i in edge.interfaces for a in (i.address, i.loopback()))
-    denied_zones = settings.get("denied_zones", list(DEFAULT_DENIED_ZONES))
-    if not isinstance(denied_zones, list):
-        raise ConfigError(path, "services.av-edge.denied_zones", "must be a list of zone ids")
     known = {z.id for z in topology.zones}
-    for zone in denied_zones:
+    for zone in typed.denied_zones:
         if zone not in known:
             raise ConfigError(
-                path, "services.av-edge.denied_zones", f"zone {zone!r} is not defined"
+                topology.path, "services.av-edge.denied_zones", f"zone {zone!r} is not defined"
             )
     return PeerPolicy(
         lab_hosts=lab_hosts,
         lab_subnets=tuple((zone.subnet, zone.id) for zone in topology.zones),
         own=own,
-        denied_zones=frozenset(denied_zones),
-        allowed=_networks(settings.get("allowed_peers", []), "allowed_peers", path),
-        denied=_networks(settings.get("denied_peers", []), "denied_peers", path),
-        deny_loopback=_bool(settings, "deny_loopback", path),
-        deny_reserved=_bool(settings, "deny_reserved", path),
+        denied_zones=frozenset(typed.denied_zones),
+        allowed=typed.allowed_peers,
+        denied=typed.denied_peers,
+        deny_loopback=typed.deny_loopback,
+        deny_reserved=typed.deny_reserved,
     )
 
 
-def _bool(settings: dict[str, Any], key: str, path: str) -> bool:
-    value = settings.get(key, True)
-    if not isinstance(value, bool):
-        raise ConfigError(path, f"services.av-edge.{key}", "must be true or false")
-    return value
-
-
-def _networks(value: object, key: str, path: str) -> tuple[ipaddress.IPv4Network, ...]:
-    entry = f"services.av-edge.{key}"
-    if not isinstance(value, list):
-        raise ConfigError(path, entry, "must be a list of IPv4 networks")
-    try:
-        return tuple(ipaddress.IPv4Network(str(v), strict=False) for v in value)
-    except ValueError as exc:
-        raise ConfigError(path, entry, str(exc)) from None
-
-
-def _int(settings: dict[str, Any], key: str, default: int, path: str) -> int:
-    value = settings.get(key, default)
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise ConfigError(path, f"services.av-edge.{key}", "must be a non-negative integer")
-    return value
-
-
-def _rate(settings: dict[str, Any], path: str) -> float | None:
-    value = settings.get("unauthenticated_rate", 10)
-    if value == 0:
-        return None
-    if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
-        raise ConfigError(
-            path, "services.av-edge.unauthenticated_rate", "must be a non-negative number"
-        )
-    return float(value)
-
-
-def _shared_secret(ctx: ServiceContext) -> bytes:
+def _shared_secret(ctx: ServiceContext, settings: AvEdgeSettings) -> bytes:
     """The secret of the A/V Authentication service and the TURN core: the lab's own
     (``edgesim secrets``); it never leaves the Edge."""
-    secret = ctx.settings.get("shared_secret")
-    if not isinstance(secret, str) or not secret:
+    if not settings.shared_secret:
         raise ConfigError(
             str(ctx.topology.path),
             "services.av-edge.shared_secret",
             "missing (a lab runner fills it in from the lab's secrets, simulator.pki.secrets)",
         )
-    return secret.encode()
+    return settings.shared_secret.encode()
 
 
 def listener_limits(ctx: ServiceContext) -> TurnListenerLimits:
     """``[services.av-edge.listener_limits]``: any field of :class:`TurnListenerLimits`."""
-    try:
-        limits: TurnListenerLimits = settings_from(
-            TurnListenerLimits,
-            ctx.settings.get("listener_limits", {}),
-            "services.av-edge.listener_limits",
-        )
-    except ValueError as exc:
-        entry, _, why = str(exc).partition(": ")
-        raise ConfigError(str(ctx.topology.path), entry, why) from None
-    return limits
+    return ctx.typed_settings(AvEdgeSettings).listener_limits
 
 
 def turn_config(ctx: ServiceContext, relay_address: str, ports: tuple[int, int]) -> TurnConfig:
     """Build the TURN core's settings from the ``[services.av-edge]`` table."""
-    s = dict(ctx.settings)
-    path = str(ctx.topology.path)
-    users = s.get("users", {})
-    if not isinstance(users, dict) or not all(isinstance(v, str) for v in users.values()):
-        raise ConfigError(path, "services.av-edge.users", 'must be a table of name = "password"')
-    port_range = s.get("port_range")
-    if port_range is not None:
-        try:
-            low_s, _, high_s = str(port_range).partition("-")
-            ports = (int(low_s), int(high_s or low_s))
-        except ValueError:
-            raise ConfigError(path, "services.av-edge.port_range", "must be 'low-high'") from None
-        if not 0 < ports[0] <= ports[1] < 65536:
-            raise ConfigError(
-                path, "services.av-edge.port_range", "ports must be 1-65535, low first"
-            )
-    caps: dict[str, int | None] = {}
-    for key in ("max_packet_rate", "max_bandwidth"):
-        value = s.get(key)
-        if value is not None and (not isinstance(value, int) or value <= 0):
-            raise ConfigError(path, f"services.av-edge.{key}", "must be a positive integer")
-        caps[key] = value
+    s = ctx.typed_settings(AvEdgeSettings)
+    low, high = s.port_range if s.port_range is not None else ports
+    given: dict[str, Any] = {k: getattr(s, k) for k in TURN_KEYS if getattr(s, k) is not None}
+    if s.unauthenticated_rate is not None:
+        given["unauthenticated_rate"] = s.unauthenticated_rate or None  # 0: no limit
     return TurnConfig(
         relay_address=relay_address,
-        realm=str(s.get("realm", ctx.host.domain or "contoso.lab")),
-        users={str(k): v for k, v in users.items()},
-        port_low=ports[0],
-        port_high=ports[1],
-        default_lifetime=_int(s, "default_lifetime", 600, path),
-        max_lifetime=_int(s, "max_lifetime", 3600, path),
-        nonce_lifetime=_int(s, "nonce_lifetime", 600, path),
-        user_quota=_int(s, "user_quota", 10, path),
-        total_quota=_int(s, "total_quota", 1000, path),
-        max_permissions=_int(s, "max_permissions", 100, path),
-        max_channels=_int(s, "max_channels", 100, path),
-        max_connections=_int(s, "max_connections", 32, path),
-        unauthenticated_rate=_rate(s, path),
-        unauthenticated_burst=_int(s, "unauthenticated_burst", 20, path),
-        max_packet_rate=caps["max_packet_rate"],
-        max_bandwidth=caps["max_bandwidth"],
+        realm=s.realm if s.realm is not None else ctx.host.domain or "contoso.lab",
+        users=dict(s.users),
+        port_low=low,
+        port_high=high,
         policy=peer_policy(ctx.topology, ctx.host, s),
         nonce_key=os.urandom(16),
         seed=secrets.randbits(32),
-        shared_secret=_shared_secret(ctx),  # last: every setting above is checked first
+        shared_secret=_shared_secret(ctx, s),  # last: every setting above is checked first
+        **given,
     )
 
 
@@ -237,9 +233,10 @@ class AvEdgeService:
 
     def __init__(self, ctx: ServiceContext) -> None:
         self.ctx = ctx
+        self.settings = ctx.typed_settings(AvEdgeSettings)
         self.server: AsyncTurnServer | None = None
         self.auth: list[AvAuthServer] = []
-        self.secret = _shared_secret(ctx)
+        self.secret = _shared_secret(ctx, self.settings)
 
     async def start(self) -> list[BoundListener]:
         ctx = self.ctx
@@ -262,7 +259,7 @@ class AvEdgeService:
                 tls = server_context(ctx.pki.require(ctx.pki.interface_cert(iface)))
                 specs.append((lst, ListenerSpec("tls", address, lst.port, tls)))
         self.server = AsyncTurnServer(
-            config, [spec for _, spec in specs], limits=listener_limits(ctx), dialect=EDGE
+            config, [spec for _, spec in specs], limits=self.settings.listener_limits, dialect=EDGE
         )
         await self.server.start()
         bound: list[BoundListener] = []
@@ -321,7 +318,9 @@ class AvEdgeService:
         """SIP OPTIONS over MTLS, presenting the interface's own certificate."""
         iface = self.ctx.host.interface(bound.listener.interface)
         cert = self.ctx.pki.interface_cert(iface)
-        return await options_check(bound, cert, [self.ctx.pki.trust_bundle], iface.fqdn)
+        return await options_check(
+            bound, cert, [self.ctx.pki.trust_bundle], iface.fqdn, want_200=True
+        )
 
     async def _check_relay(self, bound: BoundListener) -> str | None:
         """Allocate through the relay interface's UDP STUN listener, over the network.
@@ -402,6 +401,7 @@ async def relay_check(
 
 __all__ = [
     "AvEdgeService",
+    "AvEdgeSettings",
     "binding_check",
     "listener_limits",
     "peer_policy",

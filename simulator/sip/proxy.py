@@ -56,13 +56,13 @@ from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import Enum
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sipmessage import Request, Response
 
-from simulator.limits import settings_from
+from simulator.settings import Invalid, convert, lowered, setting
 from simulator.sip.build import (
     BRANCH_MAGIC,
     address_domain,
@@ -93,6 +93,8 @@ TRUST_HEADER = "ms-edge-proxy-message-trust"
 #: Headers only the Edge may assert on what it passes inside; stripped from all that comes from
 #: outside ([MS-SIPRE] section 2.2.15 for the trust header, RFC 3325 section 5).
 EDGE_ASSERTED: tuple[str, ...] = (TRUST_HEADER, "P-Asserted-Identity")
+#: Refusals (and dropped responses) :attr:`EdgeProxy.refusals` keeps, newest last.
+REFUSALS_KEPT = 100
 #: Answered responses remembered for late retransmissions (2xx to INVITE), per branch.
 COMPLETED_KEPT = 4096
 DIAGNOSTICS_HEADER = "ms-diagnostics"
@@ -184,7 +186,7 @@ class Refusal:
 class EdgeConfig:
     """The Access Edge's settings (``[services.access-edge]``; see docs/sip.md for the keys)."""
 
-    served_domains: tuple[str, ...] = ("contoso.lab",)
+    served_domains: tuple[str, ...] = setting(("contoso.lab",), parse=lowered)
     """SIP domains of the organisation (requests to them go inside)."""
     external_fqdn: str = "sip.contoso.lab"
     """The Access interface's FQDN (Via, Record-Route, certificate)."""
@@ -193,8 +195,10 @@ class EdgeConfig:
     internal_next_hop: str = "pool.contoso.lab"
     """The Front End pool FQDN: where everything for the served domains goes."""
     internal_next_hop_port: int = 5061
-    internal_peer_names: tuple[str, ...] = ("pool.contoso.lab",)
-    """Certificate names accepted from the internal side."""
+    """The Front End pool's port."""
+    internal_peer_names: tuple[str, ...] = setting(("pool.contoso.lab",), parse=lowered)
+    """Certificate names accepted from the internal side (the service's default: the
+    :attr:`internal_next_hop` given)."""
     allow_outside_users: bool = True
     """Remote user access on 443 (AllowOutsideUsers)."""
     allow_federated_users: bool = True
@@ -203,9 +207,13 @@ class EdgeConfig:
     """Open federation: any domain not blocked, Edge found by DNS SRV (EnablePartnerDiscovery)."""
     enable_public_im: bool = True
     """Federation with the public IM providers listed in :attr:`public_providers`."""
-    allowed_domains: tuple[Partner, ...] = ()
-    blocked_domains: tuple[str, ...] = ()
-    public_providers: tuple[Partner, ...] = ()
+    allowed_domains: tuple[Partner, ...] = setting((), parse=lambda v: _partners(v, "partner"))
+    """Federation partners (New-CsAllowedDomain): each a domain, or a table ``{ domain,
+    proxy_fqdn, verification_level }``."""
+    blocked_domains: tuple[str, ...] = setting((), parse=lowered)
+    """Domains refused whatever else the policy says (New-CsBlockedDomain)."""
+    public_providers: tuple[Partner, ...] = setting((), parse=lambda v: _partners(v, "pic"))
+    """Public IM providers, entries as in :attr:`allowed_domains`."""
     transaction_timeout: float = TIMEOUT
     """Timer B/F: seconds before a silent next hop earns the caller a 408."""
     max_message_bytes: int = 64 * 1024
@@ -231,27 +239,6 @@ class EdgeConfig:
             Side.INTERNAL: self.internal_limits,
         }[side]
         return replace(limits, max_message_bytes=self.max_message_bytes)
-
-    @classmethod
-    def from_settings(cls, settings: Mapping[str, Any], **defaults: Any) -> EdgeConfig:
-        """Build from a ``[services.access-edge]`` table; unknown keys are an error."""
-        known = set(cls.__dataclass_fields__)
-        unknown = set(settings) - known
-        if unknown:
-            raise ValueError(f"unknown access-edge settings: {', '.join(sorted(unknown))}")
-        values: dict[str, Any] = dict(defaults)
-        for key, value in settings.items():
-            if key in ("allowed_domains", "public_providers"):
-                kind = "pic" if key == "public_providers" else "partner"
-                value = tuple(_partner(entry, kind) for entry in value)
-            elif key in ("served_domains", "blocked_domains", "internal_peer_names"):
-                value = tuple(str(v).lower() for v in value)
-            elif key.endswith("_limits"):
-                base = getattr(cls(), key)
-                table = {**{f: getattr(base, f) for f in base.__dataclass_fields__}, **value}
-                value = settings_from(SipLimits, table, f"access-edge.{key}")
-            values[key] = value
-        return cls(**values)
 
     def partner_by_fqdn(self, host: str) -> Partner | None:
         """The allowed partner or provider whose Edge is ``host`` (its ProxyFqdn), if any."""
@@ -307,19 +294,32 @@ def _trust_value(
     return value
 
 
-def _partner(entry: Any, kind: str) -> Partner:
+def _partners(value: object, kind: str) -> tuple[Partner, ...]:
+    """``allowed_domains`` or ``public_providers`` of a settings table (``kind``: ``partner``
+    or ``pic``): each entry a domain, or a table ``{ domain, proxy_fqdn, verification_level }``."""
+    if not isinstance(value, list | tuple):
+        raise Invalid("must be a list of domains or tables { domain, proxy_fqdn, ... }")
+    return tuple(_partner(entry, kind) for entry in value)
+
+
+def _partner(entry: object, kind: str) -> Partner:
     if isinstance(entry, str):
         return Partner(entry.lower(), None, kind)
+    if not isinstance(entry, Mapping):
+        raise Invalid(f"a {kind} entry must be a domain or a table, not {entry!r}")
     unknown = set(entry) - {"domain", "proxy_fqdn", "verification_level"}
     if unknown:
-        raise ValueError(f"unknown keys in a {kind} entry: {', '.join(sorted(unknown))}")
-    proxy = entry.get("proxy_fqdn")
-    level = str(entry.get("verification_level", "AlwaysVerifiable"))
+        raise Invalid(f"unknown keys in a {kind} entry: {', '.join(sorted(unknown))}")
+    if "domain" not in entry:
+        raise Invalid(f"a {kind} entry needs a domain")
+    domain = convert(str, entry["domain"])
+    proxy = convert(str | None, entry.get("proxy_fqdn"))
+    level = convert(str, entry.get("verification_level", "AlwaysVerifiable"))
     if level not in VERIFICATION_LEVELS:
-        raise ValueError(
+        raise Invalid(
             f"verification_level {level!r} is not one of {', '.join(VERIFICATION_LEVELS)}"
         )
-    return Partner(str(entry["domain"]).lower(), str(proxy).lower() if proxy else None, kind, level)
+    return Partner(domain.lower(), proxy.lower() if proxy else None, kind, level)
 
 
 def _claimed_verification(request: Request) -> str:
@@ -526,6 +526,11 @@ class EdgeProxy:
 
     # ------------------------------------------------------------------ helpers
 
+    def _note_refusal(self, text: str) -> None:
+        """Keep ``text`` in :attr:`refusals`, the newest :data:`REFUSALS_KEPT` only."""
+        self.refusals.append(text)
+        del self.refusals[:-REFUSALS_KEPT]
+
     def _refuse(
         self, flow: Flow, request: Request, code: int, reason: str, diagnostic: str | None = None
     ) -> list[Action]:
@@ -536,8 +541,7 @@ class EdgeProxy:
             f"{code} {reason}"
         )
         log.warning("refused %s", text)
-        self.refusals.append(text)
-        del self.refusals[:-100]
+        self._note_refusal(text)
         if request.method == "ACK":
             return []
         if diagnostic is not None:
@@ -866,8 +870,7 @@ class EdgeProxy:
                 f"({flow.peer[0]}): not the flow its request left on"
             )
             log.warning("dropped %s", text)
-            self.refusals.append(text)
-            del self.refusals[:-100]
+            self._note_refusal(text)
             return []
         if not self._unwind(response):
             return []
@@ -903,7 +906,7 @@ class EdgeProxy:
         if pending is None:
             return []
         log.warning("next hop failed for %s: %s", pending.request.method, detail)
-        self.refusals.append(f"{pending.request.method}: {detail}")
+        self._note_refusal(f"{pending.request.method}: {detail}")
         response = self._diagnostic_response(pending.request, kind, detail, peer)
         if not self._unwind(response):
             return []

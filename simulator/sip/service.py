@@ -1,9 +1,11 @@
 """The SIP lab services: Access Edge, Front End, partner Edge and public IM provider.
 
 Each is built from its :class:`~simulator.lab.services.ServiceContext`: listeners and addresses
-from the topology, certificates from the lab PKI, settings from ``[services.<name>]`` (keys in
-docs/sip.md). ``check`` sends an OPTIONS over TLS (presenting the service's own certificate
-where the listener asks for one) and is satisfied by any SIP response.
+from the topology, certificates from the lab PKI, settings from ``[services.<name>]``, loaded
+typed at start (:class:`AccessEdgeSettings`, :class:`SipDomainSettings`; keys in docs/sip.md):
+an unknown key or a value of the wrong type is a ConfigError naming the topology file and the
+entry. ``check`` (:func:`options_check`) sends an OPTIONS over TLS (presenting the service's own
+certificate where the listener asks for one) and is satisfied by any SIP response.
 """
 
 from __future__ import annotations
@@ -11,12 +13,15 @@ from __future__ import annotations
 import importlib
 import logging
 import ssl
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 from simulator.errors import ConfigError
 from simulator.lab.services import BoundListener, ServiceContext
 from simulator.lab.topology import Interface, Listener
 from simulator.pki import CertPaths
+from simulator.settings import setting
 from simulator.sip.aio import AccessEdge, EdgeListeners
 from simulator.sip.emulators.server import DomainConfig, DomainServer, ServiceHandler
 from simulator.sip.emulators.ua import UserAgent
@@ -31,13 +36,69 @@ log = logging.getLogger(__name__)
 TLS_VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
 
 
-def _trust(ctx: ServiceContext, cas: Any, default: list[str]) -> list[Any]:
-    ids = list(cas) if cas is not None else default
+def _tls_version(value: object) -> ssl.TLSVersion:
+    version = TLS_VERSIONS.get(str(value))
+    if version is None:
+        raise ValueError(f"must be one of {', '.join(TLS_VERSIONS)}")
+    return version
+
+
+@dataclass(frozen=True)
+class AccessEdgeSettings(EdgeConfig):
+    """``[services.access-edge]``: the Edge's policy and limits (:class:`EdgeConfig`; where a
+    key is missing, ``served_domains`` is the host's domain, ``external_fqdn`` and
+    ``internal_fqdn`` the interfaces' FQDNs, ``internal_peer_names`` the
+    ``internal_next_hop``), and the service's TLS."""
+
+    trusted_cas: tuple[str, ...] = ("public", "fabrikam")
+    """CAs (ids of the topology's ``cas``) whose client certificates MTLS 5061 on the Access
+    interface accepts."""
+    internal_cas: tuple[str, ...] = ("internal",)
+    """CAs whose client certificates MTLS 5061 on the internal interface accepts."""
+    tls_max_version: ssl.TLSVersion = setting(ssl.TLSVersion.TLSv1_3, parse=_tls_version)
+    """The newest TLS version offered and accepted: ``"1.3"`` or ``"1.2"``
+    (:data:`TLS_VERSIONS`)."""
+
+
+@dataclass(frozen=True)
+class SipDomainSettings:
+    """``[services.front-end]``, ``[services.partner-edge]``, ``[services.pic]``: one SIP
+    domain's registrar and proxy (:class:`DomainServer`)."""
+
+    domain: str | None = None
+    """The SIP domain served (default: the host's domain)."""
+    fqdn: str | None = None
+    """The server's FQDN (default: the FQDN of the first listener's interface, else the
+    domain)."""
+    users: dict[str, str] = setting(factory=dict, what="a table name = password")
+    """User name -> password (the topology lists names; each lab generates their passwords,
+    :mod:`simulator.pki.secrets`)."""
+    trusted_cas: tuple[str, ...] | None = None
+    """CAs whose certificates the server trusts (default: the service's own, internal for the
+    Front End, public and fabrikam for the others)."""
+    edge_fqdn: str | None = None
+    """Where requests for other domains go (the Front End's default: the internal interface
+    of the topology's Access Edge)."""
+    service_handlers: dict[str, str] = setting(
+        factory=dict, what='a table "content/type" = "module:factory"'
+    )
+    """Content type of a SIP SERVICE -> ``module:factory`` of its handler (the factory gets the
+    ServiceContext and returns the handler)."""
+    contacts: dict[str, tuple[str, ...]] = setting(
+        factory=dict, what='a table user = ["sip:...", ...]'
+    )
+    """User -> the SIP URIs of its contact list (served as Lync's roaming contacts)."""
+    ntlm: bool | None = None
+    """Offer [MS-SIPAE] NTLM besides digest (default: true for the Front End only)."""
+
+
+def _trust(ctx: ServiceContext, ids: tuple[str, ...], key: str = "trusted_cas") -> list[Path]:
+    """The certificates of the CAs ``ids`` (setting ``key``), each a CA of the topology."""
     known = {ca.id for ca in ctx.topology.cas}
     for ca in ids:
         if ca not in known:
             raise ConfigError(
-                ctx.topology.path, f"services.{ctx.service}.trusted_cas", f"unknown CA {ca!r}"
+                ctx.topology.path, f"services.{ctx.service}.{key}", f"unknown CA {ca!r}"
             )
     return [ctx.pki.ca_cert(ca) for ca in ids]
 
@@ -52,21 +113,34 @@ def _cert(ctx: ServiceContext, iface: Interface) -> CertPaths:
     return ctx.pki.interface_cert(iface)
 
 
-async def _check_options(
-    bound: BoundListener, cert: CertPaths | None, trust: list[Any], name: str | None, domain: str
+async def options_check(
+    bound: BoundListener,
+    cert: CertPaths | None,
+    trust: list[Path],
+    name: str | None,
+    domain: str | None = None,
+    *,
+    want_200: bool = False,
 ) -> str | None:
+    """SIP OPTIONS over TLS to a lab listener, presenting ``cert`` (where the listener asks
+    for one) and checking the server's certificate names ``name`` (when given): None when it
+    answers (any SIP response, or only a 200 with ``want_200``), else the reason."""
     context = client_context(trust, cert=cert, check_hostname=name is not None)
     try:
         async with UserAgent(
-            f"sip:check@{domain}",
+            f"sip:check@{domain or name or bound.address}",
             host=bound.address,
             port=bound.port,
             context=context,
             server_name=name,
         ) as ua:
-            await ua.options(f"sip:{bound.address}:{bound.port};transport=tls", timeout=2.5)
-    except (OSError, ssl.SSLError, TimeoutError) as exc:
+            response = await ua.options(
+                f"sip:{bound.address}:{bound.port};transport=tls", timeout=2.5
+            )
+    except (OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError
         return f"no SIP answer: {exc or type(exc).__name__}"
+    if want_200 and response.code != 200:
+        return f"OPTIONS answered {response.code} {response.phrase}"
     return None
 
 
@@ -75,19 +149,10 @@ class AccessEdgeService:
 
     def __init__(self, ctx: ServiceContext) -> None:
         self.ctx = ctx
-        settings = dict(ctx.settings)
-        federation_cas = settings.pop("trusted_cas", None)
-        internal_cas = settings.pop("internal_cas", None)
-        self.federation_trust = _trust(ctx, federation_cas, ["public", "fabrikam"])
-        self.internal_trust = _trust(ctx, internal_cas, ["internal"])
-        tls_max = str(settings.pop("tls_max_version", "1.3"))
-        if tls_max not in TLS_VERSIONS:
-            raise ConfigError(
-                ctx.topology.path,
-                "services.access-edge.tls_max_version",
-                f"must be one of {', '.join(TLS_VERSIONS)}",
-            )
-        self.tls_max = TLS_VERSIONS[tls_max]
+        settings = ctx.typed_settings(AccessEdgeSettings)
+        self.federation_trust = _trust(ctx, settings.trusted_cas)
+        self.internal_trust = _trust(ctx, settings.internal_cas, "internal_cas")
+        self.tls_max = settings.tls_max_version
         self.external_iface: Interface | None = None
         self.internal_iface: Interface | None = None
         self.kinds: dict[Listener, str] = {}
@@ -102,19 +167,18 @@ class AccessEdgeService:
             elif lst.proto == "sip-mtls":
                 self.kinds[lst] = "internal"
                 self.internal_iface = iface
+        given = set(ctx.settings)
         defaults: dict[str, Any] = {}
-        if ctx.host.domain:
+        if ctx.host.domain and "served_domains" not in given:
             defaults["served_domains"] = (ctx.host.domain,)
-        if self.external_iface is not None and self.external_iface.fqdn:
-            defaults["external_fqdn"] = self.external_iface.fqdn
-        if self.internal_iface is not None and self.internal_iface.fqdn:
-            defaults["internal_fqdn"] = self.internal_iface.fqdn
-        if "internal_next_hop" in settings and "internal_peer_names" not in settings:
-            defaults["internal_peer_names"] = (str(settings["internal_next_hop"]).lower(),)
-        try:
-            self.config = EdgeConfig.from_settings(settings, **defaults)
-        except (ValueError, KeyError, TypeError) as exc:
-            raise ConfigError(ctx.topology.path, "services.access-edge", str(exc)) from None
+        external, internal = self.external_iface, self.internal_iface
+        if external is not None and external.fqdn and "external_fqdn" not in given:
+            defaults["external_fqdn"] = external.fqdn
+        if internal is not None and internal.fqdn and "internal_fqdn" not in given:
+            defaults["internal_fqdn"] = internal.fqdn
+        if "internal_next_hop" in given and "internal_peer_names" not in given:
+            defaults["internal_peer_names"] = (settings.internal_next_hop.lower(),)
+        self.config: EdgeConfig = replace(settings, **defaults)
         self.edge: AccessEdge | None = None
 
     async def start(self) -> list[BoundListener]:
@@ -168,7 +232,7 @@ class AccessEdgeService:
         kind = self.kinds.get(bound.listener)
         iface = self.ctx.host.interface(bound.listener.interface)
         cert = None if kind == "client" else _cert(self.ctx, iface)
-        return await _check_options(
+        return await options_check(
             bound, cert, [self.ctx.pki.trust_bundle], iface.fqdn, self.config.served_domains[0]
         )
 
@@ -180,24 +244,17 @@ class AccessEdgeService:
 class _DomainService:
     """Front End, partner Edge and PIC: one :class:`DomainServer` on every SIP listener."""
 
-    default_cas: list[str] = ["public"]
+    default_cas: tuple[str, ...] = ("public",)
     federation_via_edge = False
     default_ntlm = False
-    """Offer [MS-SIPAE] NTLM besides digest (setting ``ntlm``)."""
+    """Offer [MS-SIPAE] NTLM besides digest where the setting ``ntlm`` is not given."""
 
     def __init__(self, ctx: ServiceContext) -> None:
         self.ctx = ctx
-        settings = dict(ctx.settings)
-        cas = settings.pop("trusted_cas", None)
-        self.trust = _trust(ctx, cas, self.default_cas)
-        users = settings.pop("users", {})
-        if not isinstance(users, dict):
-            raise ConfigError(
-                ctx.topology.path,
-                f"services.{ctx.service}.users",
-                "must be a table name = password",
-            )
-        domain = str(settings.pop("domain", ctx.host.domain or "")).lower()
+        settings = ctx.typed_settings(SipDomainSettings)
+        cas = settings.trusted_cas
+        self.trust = _trust(ctx, cas if cas is not None else self.default_cas)
+        domain = (settings.domain if settings.domain is not None else ctx.host.domain or "").lower()
         if not domain:
             raise ConfigError(ctx.topology.path, f"services.{ctx.service}", "no domain")
         self.iface = (
@@ -205,46 +262,18 @@ class _DomainService:
             if ctx.listeners
             else ctx.host.interfaces[0]
         )
-        fqdn = str(settings.pop("fqdn", self.iface.fqdn or domain)).lower()
-        edge = settings.pop("edge_fqdn", None)
-        handlers = settings.pop("service_handlers", {})
-        contacts = settings.pop("contacts", {})
-        if not isinstance(contacts, dict) or not all(
-            isinstance(v, list) for v in contacts.values()
-        ):
-            raise ConfigError(
-                ctx.topology.path,
-                f"services.{ctx.service}.contacts",
-                'must be a table user = ["sip:...", ...]',
-            )
-        ntlm = settings.pop("ntlm", self.default_ntlm)
-        if not isinstance(ntlm, bool):
-            raise ConfigError(
-                ctx.topology.path, f"services.{ctx.service}.ntlm", "must be true or false"
-            )
-        if not isinstance(handlers, dict):
-            raise ConfigError(
-                ctx.topology.path,
-                f"services.{ctx.service}.service_handlers",
-                'must be a table "content/type" = "module:factory"',
-            )
-        self.handler_factories = {str(k).lower(): str(v) for k, v in handlers.items()}
+        fqdn = (settings.fqdn if settings.fqdn is not None else self.iface.fqdn or domain).lower()
+        edge = settings.edge_fqdn
+        self.handler_factories = {k.lower(): v for k, v in settings.service_handlers.items()}
         if self.federation_via_edge and edge is None:
             edge = self._find_edge_internal()
-        unknown = set(settings)
-        if unknown:
-            raise ConfigError(
-                ctx.topology.path,
-                f"services.{ctx.service}",
-                f"unknown settings: {', '.join(sorted(unknown))}",
-            )
         self.config = DomainConfig(
             domain,
             fqdn,
-            {str(k): str(v) for k, v in users.items()},
-            federation_fqdn=str(edge).lower() if edge else None,
-            ntlm=ntlm,
-            contacts={str(k).lower(): [str(u) for u in v] for k, v in contacts.items()},
+            dict(settings.users),
+            federation_fqdn=edge.lower() if edge else None,
+            ntlm=settings.ntlm if settings.ntlm is not None else self.default_ntlm,
+            contacts={k.lower(): list(v) for k, v in settings.contacts.items()},
         )
         self.server: DomainServer | None = None
 
@@ -298,7 +327,7 @@ class _DomainService:
 
     async def check(self, bound: BoundListener) -> str | None:
         iface = self.ctx.host.interface(bound.listener.interface)
-        return await _check_options(
+        return await options_check(
             bound, None, [self.ctx.pki.trust_bundle], iface.fqdn, self.config.domain
         )
 
@@ -310,7 +339,7 @@ class _DomainService:
 class FrontEndService(_DomainService):
     """contoso.lab's Front End pool: registrar, IM, presence; other domains go to the Edge."""
 
-    default_cas = ["internal"]
+    default_cas = ("internal",)
     federation_via_edge = True
     default_ntlm = True
 
@@ -318,10 +347,10 @@ class FrontEndService(_DomainService):
 class PartnerEdgeService(_DomainService):
     """fabrikam.lab's Edge and registrar in one."""
 
-    default_cas = ["public", "fabrikam"]
+    default_cas = ("public", "fabrikam")
 
 
 class PublicImService(_DomainService):
     """A public IM provider (pic.lab)."""
 
-    default_cas = ["public", "fabrikam"]
+    default_cas = ("public", "fabrikam")

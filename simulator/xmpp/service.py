@@ -310,26 +310,49 @@ class S2SServer:
         self.servers.clear()
 
     # ------------------------------------------------------------------ inbound S2S
-    async def handle_s2s(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def accept(
+        self,
+        role: Role,
+        config: SessionConfig,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        on_event: Callable[[XmppConnection, XmppEvent], None],
+        *,
+        starttls: bool = True,
+        peer_certificate: PeerCertificate | None = None,
+        name: str = "",
+    ) -> XmppConnection:
+        """The connection of a stream that arrived on one of our listeners: a fresh session of
+        ``role`` under the listeners' limits, offering STARTTLS with our certificate
+        (``starttls``; the gateway's listener is TLS from the first byte)."""
         session = Session(
-            Role.RECEIVING,
-            self.config,
+            role,
+            config,
             now=asyncio.get_running_loop().time(),
             stream_id=new_stream_id(),
+            peer_certificate=peer_certificate,
         )
-        conn = XmppConnection(
+        return XmppConnection(
             session,
             reader,
             writer,
-            on_event=self._s2s_event,
-            tls_server=self.tls_server,
+            on_event=on_event,
+            tls_server=self.tls_server if starttls else None,
+            name=name,
             limits=self.listener_limits,
         )
+
+    async def serve(self, conn: XmppConnection) -> None:
+        """Run ``conn`` to its end, counted in :attr:`connections` meanwhile."""
         self.connections.add(conn)
         try:
             await conn.run()
         finally:
             self.connections.discard(conn)
+
+    async def handle_s2s(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conn = self.accept(Role.RECEIVING, self.config, reader, writer, self._s2s_event)
+        await self.serve(conn)
 
     def _s2s_event(self, conn: XmppConnection, event: XmppEvent) -> None:
         if isinstance(event, Authenticated):
@@ -608,26 +631,19 @@ class XmppProxyService(S2SServer):
         cert = PeerCertificate.from_der(
             writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
         )
-        session = Session(
+        conn = self.accept(
             Role.GATEWAY_SERVER,
             self.gateway_config,
-            now=asyncio.get_running_loop().time(),
-            stream_id=new_stream_id(),
-            peer_certificate=cert,
-        )
-        conn = XmppConnection(
-            session,
             reader,
             writer,
-            on_event=self._gateway_event,
+            self._gateway_event,
+            starttls=False,
+            peer_certificate=cert,
             name="gateway",
-            limits=self.listener_limits,
         )
-        self.connections.add(conn)
         try:
-            await conn.run()
+            await self.serve(conn)
         finally:
-            self.connections.discard(conn)
             self._handled.pop(conn, None)
             if conn in self.gateways:
                 self.gateways.remove(conn)
@@ -752,25 +768,11 @@ class XmppPartnerService(S2SServer):
         return bound
 
     async def handle_c2s(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        session = Session(
-            Role.C2S,
-            self.c2s_config,
-            now=asyncio.get_running_loop().time(),
-            stream_id=new_stream_id(),
-        )
-        conn = XmppConnection(
-            session,
-            reader,
-            writer,
-            on_event=self._c2s_event,
-            tls_server=self.tls_server,
-            limits=self.listener_limits,
-        )
-        self.connections.add(conn)
+        conn = self.accept(Role.C2S, self.c2s_config, reader, writer, self._c2s_event)
+        session = conn.session
         try:
-            await conn.run()
+            await self.serve(conn)
         finally:
-            self.connections.discard(conn)
             if session.jid is not None:
                 conns = self.clients.get(bare_jid(session.jid), [])
                 if conn in conns:

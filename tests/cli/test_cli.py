@@ -94,6 +94,30 @@ def test_malformed_topology_is_one_line_and_exit_code_2(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.root
+@needs_root
+@pytest.mark.parametrize(
+    ("setting", "entry"),
+    [
+        ("allow_everyone = true", "services.access-edge: unknown key 'allow_everyone' (known: "),
+        ("internal_fqdn = 5", "services.access-edge.internal_fqdn: must be a string, not an "),
+    ],
+)
+def test_a_bad_service_setting_is_one_line_and_exit_code_2(
+    tmp_path: Path, setting: str, entry: str
+) -> None:
+    """A service's table is loaded typed when the lab starts: a wrong key or type stops
+    `lab up` with one line naming the topology file and the entry."""
+    bad = tmp_path / "lab.toml"
+    text = default_topology_path().read_text()
+    bad.write_text(text.replace("[services.access-edge]\n", f"[services.access-edge]\n{setting}\n"))
+    result = edgesim("--topology", str(bad), "lab", "up", "--check", "--certs", str(tmp_path / "c"))
+    assert result.returncode == 2, result.stdout + result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"error: {bad}: {entry}")
+    assert "Traceback" not in result.stderr
+
+
 def test_certs_writes_the_pki_and_is_idempotent(tmp_path: Path) -> None:
     out = tmp_path / "pki"
     first = edgesim("certs", "--out", str(out))

@@ -9,6 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sipmessage import Request, Response
 
+from simulator.errors import ConfigError
+from simulator.settings import load_settings
 from simulator.sip.build import response_for
 from simulator.sip.connection import SipConnection
 from simulator.sip.errors import RemoteProtocolError
@@ -328,8 +330,13 @@ def test_options_to_the_edge_is_answered_by_the_edge() -> None:
     )
 
 
+def edge_settings(table: dict[str, object]) -> EdgeConfig:
+    """``table`` as an ``[services.access-edge]`` table of ``lab.toml``."""
+    return load_settings(EdgeConfig, table, "lab.toml", "services.access-edge")
+
+
 def test_settings_table() -> None:
-    config = EdgeConfig.from_settings(
+    config = edge_settings(
         {
             "allowed_domains": [
                 {"domain": "Fabrikam.lab", "proxy_fqdn": "SIP.fabrikam.lab"},
@@ -344,12 +351,11 @@ def test_settings_table() -> None:
         Partner("x.lab", None),
     )
     assert config.blocked_domains == ("blocked.lab",)
-    try:
-        EdgeConfig.from_settings({"allow_everything": True})
-    except ValueError as exc:
-        assert str(exc) == "unknown access-edge settings: allow_everything"
-    else:
-        raise AssertionError("unknown key accepted")
+    with pytest.raises(ConfigError) as raised:
+        edge_settings({"allow_everything": True})
+    assert str(raised.value).startswith(
+        "lab.toml: services.access-edge: unknown key 'allow_everything' (known: "
+    )
 
 
 def test_serialiser_reuses_the_received_uri_only_while_unchanged() -> None:
@@ -537,7 +543,7 @@ def test_verification_levels_decide_what_the_edge_vouches_for() -> None:
         ("UseSourceVerification", claim, "verified"),
         ("UseSourceVerification", "", "unverified"),
     ):
-        config = EdgeConfig.from_settings(
+        config = edge_settings(
             {
                 "allowed_domains": [
                     {
@@ -554,7 +560,5 @@ def test_verification_levels_decide_what_the_edge_vouches_for() -> None:
         (trust,) = action.request.headers.getlist("ms-edge-proxy-message-trust")
         assert f"ms-source-verified-user={expected};" in trust, (level, trust)
         assert trust.startswith("ms-source-type=DirectPartner;")
-    with pytest.raises(ValueError, match="verification_level 'Sometimes'"):
-        EdgeConfig.from_settings(
-            {"allowed_domains": [{"domain": "x.lab", "verification_level": "Sometimes"}]}
-        )
+    with pytest.raises(ConfigError, match="allowed_domains: verification_level 'Sometimes'"):
+        edge_settings({"allowed_domains": [{"domain": "x.lab", "verification_level": "Sometimes"}]})
