@@ -6,8 +6,12 @@ listener is reported as "open where it must not be", as it would be with a broke
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 
+import pytest
+
+from simulator.errors import ConfigError
 from simulator.lab.runners.local import LocalLab
 from simulator.lab.topology import Topology
 from simulator.pki import LabPki
@@ -93,3 +97,20 @@ async def test_av_rows_against_the_lab_av_edge(
     egress = results["msn-rtp-tcp-out"].reason
     port = int(egress.split()[1].rsplit(":", 1)[1])
     assert 50000 <= port <= 59999, egress
+
+
+async def test_a_bad_setting_takes_down_the_services_already_started(
+    isolated_topology: Topology, lab_pki: LabPki
+) -> None:
+    """The Edge's SIP and XMPP listeners start before the A/V Edge reads its settings: when
+    those are bad, the lab fails with the entry and leaves nothing listening behind it."""
+    bad = {"av-edge": {"no_such_key": 1}}
+    with pytest.raises(ConfigError, match=r"services\.av-edge: unknown key 'no_such_key'"):
+        async with LocalLab(isolated_topology, lab_pki.directory, hosts=["edge"], settings=bad):
+            pass
+    edge = isolated_topology.host("edge")
+    for iface in edge.interfaces:
+        for port in (5061, 5269):
+            with pytest.raises(ConnectionRefusedError):
+                _, writer = await asyncio.open_connection(str(iface.loopback_address), port)
+                writer.close()

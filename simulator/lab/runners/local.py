@@ -145,7 +145,11 @@ class LocalLab:
                 ctx = ServiceContext(
                     self.topology, host, name, self.pki, self.runner, settings, neighbours
                 )
-                service = factory(ctx)
+                try:
+                    service = factory(ctx)
+                except BaseException:
+                    await self.stop()  # a bad setting: the services already up go down too
+                    raise
                 try:
                     bound = await service.start()
                 except OSError as exc:
