@@ -104,7 +104,7 @@ async def test_a_bad_setting_takes_down_the_services_already_started(
 ) -> None:
     """The Edge's SIP and XMPP listeners start before the A/V Edge reads its settings: when
     those are bad, the lab fails with the entry and leaves nothing listening behind it."""
-    bad = {"av-edge": {"no_such_key": 1}}
+    bad: dict[str, dict[str, object]] = {"av-edge": {"no_such_key": 1}}
     with pytest.raises(ConfigError, match=r"services\.av-edge: unknown key 'no_such_key'"):
         async with LocalLab(isolated_topology, lab_pki.directory, hosts=["edge"], settings=bad):
             pass
