@@ -130,6 +130,8 @@ def _load(cls: type[T], table: object, base: T | None) -> T:
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(table) - set(fields))
     if unknown:
+        if not fields:
+            raise Invalid(f"unknown key '{unknown[0]}' (this table takes no settings)")
         raise Invalid(f"unknown key '{unknown[0]}' (known: {', '.join(sorted(fields))})")
     hints = type_hints(cls)
     values: dict[str, Any] = {}

@@ -9,12 +9,16 @@ from pathlib import Path
 
 import pytest
 
+from simulator.dns.aio import DnsLimits
+from simulator.dns.service import DnsService
 from simulator.errors import ConfigError
 from simulator.lab.services import ServiceContext
 from simulator.lab.topology import Topology
 from simulator.limits import limit
+from simulator.media.peer import MediaPeerService
 from simulator.media.service import AvEdgeService
 from simulator.pki import LabPki
+from simulator.probes.run import turn_credentials
 from simulator.settings import load_settings
 from simulator.sip.proxy import Side
 from simulator.sip.service import AccessEdgeService, FrontEndService, PublicImService
@@ -142,6 +146,21 @@ def test_the_xmpp_proxy_reads_its_table_typed(topology: Topology) -> None:
             {"listener_limits": {"max_connections": -1}},
             "av-edge.listener_limits.max_connections: must not be negative",
         ),
+        (
+            "dns",
+            "dns-ext",
+            DnsService,
+            {"listener_limits": {"max_per_source": "16"}},
+            "dns.listener_limits.max_per_source: must be an integer, not a string",
+        ),
+        ("dns", "dns-int", DnsService, {"zones": []}, "dns: unknown key 'zones' (known: listener"),
+        (
+            "media-peer",
+            "messenger",
+            MediaPeerService,
+            {"port": 50000},
+            "media-peer: unknown key 'port' (this table takes no settings)",
+        ),
     ],
 )
 def test_a_bad_service_setting_stops_the_service_with_the_entry(
@@ -203,3 +222,23 @@ def test_a_sip_domain_service_reads_its_table_typed(topology: Topology) -> None:
 def test_the_gateway_settings_default_to_the_topology(topology: Topology) -> None:
     ctx = context(topology, "fe", "xmpp-gateway", {"retry": 0.5})
     assert ctx.typed_settings(XmppGatewaySettings) == XmppGatewaySettings(retry=0.5)
+
+
+def test_the_dns_listener_limits_come_from_its_table(topology: Topology) -> None:
+    service = DnsService(
+        context(topology, "dns-ext", "dns", {"listener_limits": {"max_per_source": 2}})
+    )
+    assert service.settings.listener_limits == DnsLimits(max_per_source=2)
+
+
+def test_the_probes_turn_account_is_typed(topology: Topology, tmp_path: Path) -> None:
+    """``[services.probes]`` is read like a service's table: a typo is an error naming it."""
+    probes = {"turn_username": "edgesim-probe", "turn_password": "not-the-lab-one"}
+    good = dataclasses.replace(topology, settings={**topology.settings, "probes": probes})
+    credentials = turn_credentials(good, LabPki(tmp_path))
+    assert credentials is not None
+    assert (credentials.username, credentials.password) == ("edgesim-probe", "not-the-lab-one")
+    typo = {"turn_user": "edgesim-probe"}
+    bad = dataclasses.replace(topology, settings={**topology.settings, "probes": typo})
+    with pytest.raises(ConfigError, match=r"services\.probes: unknown key 'turn_user'"):
+        turn_credentials(bad, LabPki(tmp_path))

@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
-from simulator.dns.aio import DnsServer
+from simulator.dns.aio import DnsLimits, DnsServer
 from simulator.dns.resolver import LabResolver, ResolutionError
 from simulator.dns.zone import DnsZone, Records
 from simulator.lab.services import BoundListener, ServiceContext, address_of
 from simulator.lab.topology import Interface, Topology
+
+
+@dataclass(frozen=True)
+class DnsSettings:
+    """``[services.dns]``."""
+
+    listener_limits: DnsLimits = field(default_factory=DnsLimits)
+    """What each DNS listener accepts over TCP (``[services.dns.listener_limits]``, any field of
+    :class:`~simulator.dns.aio.DnsLimits`; docs/limits.md)."""
 
 
 class DnsService:
@@ -16,6 +26,7 @@ class DnsService:
 
     def __init__(self, ctx: ServiceContext) -> None:
         self.ctx = ctx
+        self.settings = ctx.typed_settings(DnsSettings)
         records = build_records(
             ctx.topology,
             public_only="dns-external" in ctx.host.roles,
@@ -27,7 +38,9 @@ class DnsService:
     async def start(self) -> list[BoundListener]:
         bound: list[BoundListener] = []
         for lst in self.ctx.listeners:
-            server = DnsServer(self.zone, self.ctx.address(lst.interface), lst.port)
+            server = DnsServer(
+                self.zone, self.ctx.address(lst.interface), lst.port, self.settings.listener_limits
+            )
             await server.start()
             self.servers.append(server)
             bound += [BoundListener(lst, t, server.address, server.port) for t in ("udp", "tcp")]

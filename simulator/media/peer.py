@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from simulator import aioloop
@@ -55,11 +56,17 @@ class _TcpEcho(asyncio.Protocol):
         self.service.connections.discard(self)
 
 
+@dataclass(frozen=True)
+class MediaPeerSettings:
+    """``[services.media-peer]`` takes no settings: the ports are the host's listeners."""
+
+
 class MediaPeerService:
     """STUN Binding responder plus a UDP/TCP echo on the media port."""
 
     def __init__(self, ctx: ServiceContext) -> None:
         self.ctx = ctx
+        ctx.typed_settings(MediaPeerSettings)  # none: a key under [services.media-peer] is a typo
         self.udp: list[asyncio.DatagramTransport] = []
         self.servers: list[asyncio.Server] = []
         self.connections: set[_TcpEcho] = set()

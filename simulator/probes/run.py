@@ -48,6 +48,7 @@ from simulator.probes.device import DeviceWatch
 from simulator.probes.firewall import job_flows, judge
 from simulator.probes.registry import PRESENTS_CERTIFICATE, PROBES
 from simulator.probes.spec import ProbeSpec, TurnCredentials
+from simulator.settings import load_settings
 
 log = logging.getLogger(__name__)
 
@@ -130,18 +131,31 @@ def _listener_port(
     return None
 
 
+@dataclass(frozen=True)
+class ProbeSettings:
+    """``[services.probes]``: the TURN account the probes use (docs/probes.md)."""
+
+    turn_username: str | None = None
+    """A user of the A/V Edge; without one, the first of ``[services.av-edge] users``."""
+    turn_password: str | None = None
+    """Its password; without one, the lab's generated password of that A/V Edge user."""
+    turn_realm: str | None = None
+    """The realm to answer the 401 with; without one, the realm the server names."""
+
+
 def turn_credentials(topology: Topology, pki: LabPki) -> TurnCredentials | None:
     """The TURN account the probes use: ``[services.probes] turn_username`` (with
     ``turn_password``, or the lab's generated password of that user of the A/V Edge), else the
     first of ``[services.av-edge] users``."""
-    probes = topology.settings.get("probes", {})
-    realm = probes.get("turn_realm")
-    realm = realm if isinstance(realm, str) else None
+    probes = load_settings(
+        ProbeSettings, topology.settings.get("probes", {}), topology.path, "services.probes"
+    )
+    realm = probes.turn_realm
     users = service_settings(topology, "av-edge", pki.directory).get("users")
     users = users if isinstance(users, dict) else {}
-    name = probes.get("turn_username")
-    if isinstance(name, str):
-        password = probes.get("turn_password", users.get(name))
+    name = probes.turn_username
+    if name is not None:
+        password = probes.turn_password if probes.turn_password is not None else users.get(name)
         if isinstance(password, str):
             return TurnCredentials(name, password, realm)
     if users:
