@@ -36,10 +36,10 @@ from simulator.media.errors import MediaError, RequestRefused
 from simulator.media.mras import MediaRelay, credentials_request_body, parse_credentials_response
 from simulator.media.msturn import MS_TURN
 from simulator.scenario.api import Lab, ScenarioFailure
-from simulator.scenario.clients import sip_agent
+from simulator.scenario.clients import intercepted, sip_agent
 from simulator.sip.emulators.mras import CONTENT_TYPE as MRAS_CONTENT_TYPE
 from simulator.sip.emulators.ua import UserAgent
-from simulator.tls import client_context, interception
+from simulator.tls import client_context
 from simulator.trace import record
 
 RTP_PAYLOAD = 160
@@ -384,21 +384,6 @@ async def _messenger_client(
             ) from None
         raise ScenarioFailure(f"the messenger cannot reach the A/V Edge: {tried}") from None
     return opened, fallback
-
-
-async def intercepted(lab: Lab, vantage: str, server: Address, server_hostname: str | None) -> str:
-    """Why a TLS (or pseudo-TLS) path from ``vantage`` to ``server`` failed, when a
-    TLS-inspecting middlebox re-signed it (:func:`simulator.tls.interception`, one handshake
-    from the same host); empty otherwise."""
-    try:
-        sock = await lab.connect_tcp(vantage, server, REQUEST_TIMEOUT)
-    except (OSError, TimeoutError):
-        return ""
-    found = await interception(
-        server[0], server[1], lab.pki.all_cas(), server_hostname=server_hostname, sock=sock,
-        timeout=REQUEST_TIMEOUT,
-    )  # fmt: skip
-    return found.describe() if found is not None else ""
 
 
 async def _stream(

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import ssl
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -28,9 +29,9 @@ from sipmessage import Request, Response
 from simulator.errors import EdgesimError
 from simulator.lab.topology import Host, Interface, Topology
 from simulator.pki import CertPaths, user_password
-from simulator.scenario.api import Lab
+from simulator.scenario.api import Lab, ScenarioFailure
 from simulator.sip.emulators.ua import UserAgent
-from simulator.tls import client_context
+from simulator.tls import client_context, interception, tls_failure_reason
 from simulator.xmpp.client import ChatClient
 
 
@@ -138,6 +139,38 @@ def _namespaced(lab: Lab, ref: str) -> Callable[[], socket.socket] | None:
     return lambda: lab.tcp_socket(ref)
 
 
+INTERCEPTION_TIMEOUT = 3.0
+"""Seconds the interception check after a failed TLS handshake may take (connect, then again
+for the handshake that fetches the certificate)."""
+
+
+def vantage_of(lab: Lab, user: str, via: str | None = None) -> Vantage:
+    """The vantage point ``via`` (a key of :func:`vantages`), or ``user``'s default one."""
+    domain = user.partition("@")[2]
+    known = vantages(lab.topology)
+    where = via or default_via(lab.topology).get(domain)
+    if where is None or where not in known:
+        raise EdgesimError(f"no vantage point {where!r} for {user} (known: {', '.join(known)})")
+    return known[where]
+
+
+async def intercepted(
+    lab: Lab, vantage: str, server: tuple[str, int], server_hostname: str | None
+) -> str:
+    """Why a TLS (or pseudo-TLS) path from ``vantage`` to ``server`` failed, when a
+    TLS-inspecting middlebox re-signed it (:func:`simulator.tls.interception`, one handshake
+    from the same host); empty otherwise."""
+    try:
+        sock = await lab.connect_tcp(vantage, server, INTERCEPTION_TIMEOUT)
+    except (OSError, TimeoutError):
+        return ""
+    found = await interception(
+        server[0], server[1], lab.pki.all_cas(), server_hostname=server_hostname, sock=sock,
+        timeout=INTERCEPTION_TIMEOUT,
+    )  # fmt: skip
+    return found.describe() if found is not None else ""
+
+
 def sip_agent(
     lab: Lab,
     user: str,
@@ -150,12 +183,7 @@ def sip_agent(
     """A (not yet connected) :class:`UserAgent` for ``user`` at vantage ``via``; ``client``
     (``host[:interface]``) replaces the vantage's client host, e.g. the Live Messenger-style
     client's own machine for a pic.lab user."""
-    domain = user.partition("@")[2]
-    known = vantages(lab.topology)
-    where = via or default_via(lab.topology).get(domain)
-    if where is None or where not in known:
-        raise EdgesimError(f"no vantage point {where!r} for {user} (known: {', '.join(known)})")
-    vantage = known[where]
+    vantage = vantage_of(lab, user, via)
     return UserAgent(
         f"sip:{user}",
         password=password if password is not None else password_of(lab, user),
@@ -180,9 +208,26 @@ async def sip_user(
     """A connected :class:`UserAgent` for ``user`` (``alice@contoso.lab``) at ``via`` (a key of
     :func:`vantages`): ``remote`` (home, Edge 443), ``internal`` (office, Front End), a partner's
     host id (``fabrikam``, ``pic``), or ``edge5061`` (straight to the Edge's federation port,
-    with ``cert``). Closed on exit."""
-    async with sip_agent(lab, user, via=via, cert=cert, password=password) as ua:
+    with ``cert``). Closed on exit.
+
+    When its TLS handshake fails because a TLS-inspecting middlebox re-signed the server's
+    certificate, the scenario fails saying so and naming the middlebox's CA (as the probes do)."""
+    ua = sip_agent(lab, user, via=via, cert=cert, password=password)
+    try:
+        await ua.connect()
+    except ssl.SSLError as exc:
+        client = vantage_of(lab, user, via).client
+        why = await intercepted(lab, client, (ua.host, ua.port), ua.server_name)
+        if not why:
+            raise
+        raise ScenarioFailure(
+            f"{user} cannot reach {ua.server_name or ua.host}: {why} "
+            f"(the client saw: {tls_failure_reason(exc)})"
+        ) from None
+    try:
         yield ua
+    finally:
+        await ua.close()
 
 
 @asynccontextmanager

@@ -89,9 +89,10 @@ def test_rows_through_the_middlebox_fail_as_intercepted(lab: NetnsRunner) -> Non
         assert results[row]["verdict"] == "passed", results[row]["reason"]
 
 
-def test_the_fallback_scenarios_fail_as_intercepted(lab: NetnsRunner) -> None:
-    ran = edgesim(lab, "scenario", "run", "av-fallback-msturn", "av-fallback", "--runner",
-                  "netns", "--format", "json")  # fmt: skip
+def test_the_scenarios_through_the_middlebox_fail_as_intercepted(lab: NetnsRunner) -> None:
+    """The A/V fallbacks (TURN over TLS 443) and a remote user's sign-in (SIP over TLS 443)."""
+    ran = edgesim(lab, "scenario", "run", "av-fallback-msturn", "av-fallback", "remote-user-im",
+                  "--runner", "netns", "--format", "json")  # fmt: skip
     assert ran.returncode == 1, ran.stdout + ran.stderr
     results = {s["name"]: s for s in json.loads(ran.stdout)["scenarios"]}
     for name in ("av-fallback-msturn", "av-fallback"):
@@ -105,6 +106,11 @@ def test_the_fallback_scenarios_fail_as_intercepted(lab: NetnsRunner) -> None:
         "TLS alert 'protocol version' instead of the pseudo-TLS ServerHello"
         in (results["av-fallback-msturn"]["reason"])
     )
+    assert results["remote-user-im"]["reason"].startswith(
+        f"alice@contoso.lab cannot reach sip.contoso.lab: {INTERCEPTED}: the certificate "
+        f"presented on 198.51.100.10:443 for sip.contoso.lab is issued by '{CA_NAME}'"
+    ), results["remote-user-im"]["reason"]
+    assert "(the client saw: unknown CA" in results["remote-user-im"]["reason"]
 
 
 def test_a_client_trusting_the_box_ca_gets_through_it(lab: NetnsRunner) -> None:
