@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from simulator.errors import ConfigError
+from simulator.lab.registry import OTHER_TABLES, SERVICES
 
 #: Listener protocols and the transport(s) each one uses.
 PROTOCOLS: dict[str, tuple[str, ...]] = {
@@ -641,6 +642,10 @@ class _Loader:
             raise self.fail(
                 "services", "'services' must hold one table per service ([services.NAME])"
             )
+        for name in settings:
+            if name not in SERVICES and name not in OTHER_TABLES:
+                known = ", ".join(sorted([*SERVICES, *OTHER_TABLES]))
+                raise self.fail(f"services.{name}", f"no such service (known: {known})")
         lab = data.get("lab", {})
         if not isinstance(lab, dict):
             raise self.fail("lab", "'lab' must be a table")
@@ -798,6 +803,10 @@ class _Loader:
                 raise self.fail(f"{entry}.interfaces[{iface.id}]", "interface id used twice")
             seen.add(iface.id)
         services = self._str_list(table, "services", entry)
+        for name in services:
+            if name not in SERVICES:
+                known = ", ".join(sorted(SERVICES))
+                raise self.fail(f"{entry}.services", f"no such service '{name}' (known: {known})")
         listeners = [
             self._listener(hid, t, i, entry, seen, services)
             for i, t in enumerate(self._get(table, "listeners", list, entry, []))

@@ -782,7 +782,7 @@ def embedded_lab_adjust(
     Negative rows need a firewall; a row whose destination (or relay) service is not running
     in this lab cannot pass for reasons that have nothing to do with the network.
     """
-    from simulator.lab.services import PLANNED
+    from simulator.lab.registry import PLANNED
 
     state = {(st.host, st.service): st.state for st in statuses}
 

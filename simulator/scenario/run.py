@@ -19,9 +19,10 @@ from simulator.errors import EdgesimError, UsageError
 from simulator.firewall.observe import LabTrace, row_flows, traced
 from simulator.lab.capture import CaptureResult
 from simulator.lab.hostmap import HostMap
+from simulator.lab.registry import PLANNED
 from simulator.lab.runners import runner_class
 from simulator.lab.runners.base import Runner
-from simulator.lab.services import PLANNED, load_service
+from simulator.lab.services import load_service
 from simulator.lab.topology import Topology
 from simulator.matrix.model import load_matrix
 from simulator.paths import shipped_scenarios_dir

@@ -63,6 +63,16 @@ def _write(tmp_path: Path, text: str) -> Path:
 
 BAD_EDITS = [
     pytest.param(
+        ("[services.pic]", "[services.pics]"),
+        "services.pics: no such service (known: access-edge, av-edge, dns,",
+        id="settings-for-no-service",
+    ),
+    pytest.param(
+        ('services = ["dns"]', 'services = ["dns", "dhcp"]'),
+        "hosts[dns-int].services: no such service 'dhcp' (known: access-edge,",
+        id="host-runs-no-such-service",
+    ),
+    pytest.param(
         ('zone = "corporate", address = "192.0.2.10"', 'zone = "dmz", address = "192.0.2.10"'),
         "hosts[fe].interfaces[lan]: zone 'dmz' is not defined",
         id="unknown-zone",

@@ -32,6 +32,7 @@ from simulator.lab.capture import (
     KeySource,
     packet_capture,
 )
+from simulator.lab.registry import PLANNED
 from simulator.lab.runners import register_runner
 from simulator.lab.runners.base import (
     LabConfig,
@@ -46,7 +47,6 @@ from simulator.lab.runners.base import (
     no_firewall,
 )
 from simulator.lab.services import (
-    PLANNED,
     BoundListener,
     Service,
     ServiceContext,
