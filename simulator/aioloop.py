@@ -114,23 +114,20 @@ class Tasks:
     referenced until they end (the loop keeps only weak references) and cancelled on stop."""
 
     def __init__(self) -> None:
-        self._tasks: set[asyncio.Future[Any]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
 
-    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Future[Any]:
-        task = asyncio.ensure_future(coro)
+    def spawn(self, coro: Coroutine[Any, Any, Any], name: str | None = None) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
 
-    def cancel(self) -> list[asyncio.Future[Any]]:
+    def cancel(self) -> list[asyncio.Task[Any]]:
         """Cancel them all; returns them, for a caller that waits for them to end."""
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
         return tasks
 
-    def __len__(self) -> int:
-        return len(self._tasks)
-
-    def __iter__(self) -> Iterator[asyncio.Future[Any]]:
+    def __iter__(self) -> Iterator[asyncio.Task[Any]]:
         return iter(list(self._tasks))

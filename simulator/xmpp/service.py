@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from simulator import __version__
+from simulator import __version__, aioloop
 from simulator.certificate import PeerCertificate
 from simulator.dns.resolver import LabResolver, ResolutionError
 from simulator.errors import ConfigError, EdgesimError
@@ -250,7 +250,7 @@ class S2SServer:
         """Listening port -> its connection gate."""
         self.servers: list[asyncio.Server] = []
         self.connections: set[XmppConnection] = set()
-        self.tasks: set[asyncio.Task[None]] = set()
+        self.tasks = aioloop.Tasks()
         self.outbound: dict[str, _Outbound] = {}
         self.inbound_auth: dict[str, str] = {}
         """Partner domain -> how it authenticated on its inbound stream (last one)."""
@@ -288,20 +288,12 @@ class S2SServer:
         self.servers.append(server)
         return server
 
-    def spawn(self, coro: object, name: str = "") -> asyncio.Task[None]:
-        task: asyncio.Task[None] = asyncio.create_task(coro, name=name or None)  # type: ignore[arg-type]
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
-        return task
-
     async def stop(self) -> None:
         for server in self.servers:
             server.close()
         for conn in list(self.connections):
             conn.close()
-        for task in list(self.tasks):
-            task.cancel()
-        for task in list(self.tasks):
+        for task in self.tasks.cancel():
             with contextlib.suppress(BaseException):
                 await asyncio.wait_for(task, 2.0)
         for server in self.servers:
@@ -359,7 +351,7 @@ class S2SServer:
             self.inbound_auth[event.domain] = event.method
             log.info("inbound stream from %s authenticated by %s", event.domain, event.method)
         elif isinstance(event, DialbackVerifyNeeded):
-            self.spawn(self._dialback(conn, event), f"dialback-{event.originating}")
+            self.tasks.spawn(self._dialback(conn, event), f"dialback-{event.originating}")
         elif isinstance(event, StanzaReceived):
             partner = domain_of(event.element.get("from")) or ""
             self.from_partner(event.element, partner)
@@ -396,7 +388,7 @@ class S2SServer:
         if link is None or (link.task is not None and link.task.done()):
             link = _Outbound(domain)
             self.outbound[domain] = link
-            link.task = self.spawn(self._connect(link), f"s2s-out-{domain}")
+            link.task = self.tasks.spawn(self._connect(link), f"s2s-out-{domain}")
         if len(link.queue) >= MAX_QUEUED:
             if delivery is not None:
                 delivery("resource-constraint", "too many stanzas queued")
