@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Self, TypeVar
 
 from simulator.errors import EdgesimError
-from simulator.settings import Invalid, _name, convert, type_hints
+from simulator.settings import Invalid, convert, noun_of, type_hints
 
 META = "record"
 R = TypeVar("R")
@@ -139,7 +139,7 @@ def from_dict(cls: type[R], data: object, **given: Any) -> R:
 def _read(cls: type[Any], data: object, given: Mapping[str, Any] | None = None) -> Any:
     """One record from its table; :class:`Invalid` names the path to the bad field."""
     if not isinstance(data, Mapping):
-        raise Invalid(f"must be a table, not {_name(data)}")
+        raise Invalid(f"must be a table, not {noun_of(data)}")
     hints = type_hints(cls)
     values: dict[str, Any] = dict(given or {})
     for f in dataclasses.fields(cls):

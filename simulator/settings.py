@@ -187,7 +187,7 @@ def _default(f: dataclasses.Field[Any]) -> Any:
 
 def _convert(kind: Any, value: object, what: str | None, base: Any, nested: Nested | None) -> Any:
     def fail(expected: str) -> Invalid:
-        return Invalid(f"must be {what or expected}, not {_name(value)}")
+        return Invalid(f"must be {what or expected}, not {noun_of(value)}")
 
     if kind is Any or kind is object:
         return value
@@ -273,7 +273,7 @@ def _kind(kind: Any, plural: bool = False) -> str:
     return "tables" if plural else "a table"
 
 
-def _name(value: object) -> str:
+def noun_of(value: object) -> str:
     """What ``value`` is, in an error."""
     nouns = {bool: "a boolean", list: "a list", dict: "a table", type(None): "null"}
     kind = type(value)
