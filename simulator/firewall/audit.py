@@ -17,6 +17,11 @@ handshakes only): the verdict is the kernel's, and names the deciding rule (file
 comment) or the chain's policy. A row expected open is met when each of its flows' requests and
 replies crossed; a row that must stay blocked is met when no request crossed, whatever the
 destination answered. A flow of the openings whose request crossed is "open beyond the matrix".
+
+A flow whose trace leaves its fate open (its request crossed and no firewall saw a reply: a late
+answer on a busy machine, a packet lost beyond the firewalls) is sent again, up to
+:data:`RETRIES` times, with the firewalls' connection tracking emptied first; one still open is
+named in the report's problems, never passed off as the firewall's word (:func:`unsettled`).
 """
 
 from __future__ import annotations
@@ -47,6 +52,8 @@ from simulator.lab.topology import Interface, Topology
 from simulator.matrix.model import Expectation, Matrix, MatrixRow, load_matrix, resolve
 
 DEFAULT_TIMEOUT = 0.5
+RETRIES = 2
+"""How many times a flow whose fate the trace left open is sent again (:func:`unsettled`)."""
 TOKEN = b"edgesim-audit"
 
 #: Ports that must never be open from outside, whatever the matrix says: (transport, port, name).
@@ -413,30 +420,27 @@ async def _send(sock: socket.socket, flow: AuditFlow, timeout: float) -> str:
         return exc.strerror or str(exc)
 
 
-async def run_flows(
+def unsettled(result: FlowResult, trace_lost: bool = False) -> bool:
+    """A flow whose trace leaves its fate open, to be sent again: its request crossed but no
+    firewall saw a reply (a late answer, a packet the kernel had not yet traced), or no
+    firewall saw it and it got no answer; with ``trace_lost`` (the kernel dropped trace events
+    in that round) also one no firewall saw. A request or reply seen dropped, and one seen
+    through both ways, are the firewall's word and stand."""
+    status = result.status
+    if status == "no reply":
+        return True
+    return status == "not seen" and (trace_lost or result.endpoint != "answered")
+
+
+async def _send_round(
     box: Sandbox,
     indexes: dict[str, RuleIndex],
     flows: Sequence[AuditFlow],
     timeout: float,
 ) -> tuple[list[FlowResult], list[str]]:
-    """Listeners at the destinations, every flow sent at once and traced in every firewall."""
-    loop = asyncio.get_running_loop()
-    echo = _Echo(loop)
-    listeners: list[socket.socket] = []
+    """Send ``flows`` at once from their sources, each traced in every firewall."""
     clients: list[tuple[AuditFlow, socket.socket, int]] = []
-    problems: list[str] = []
     try:
-        for host, transport, address, port in sorted(
-            {(f.destination_host, f.transport, f.dst, f.dport) for f in flows}
-        ):
-            with inside(box.ns(host)):
-                sock = _socket(transport)
-                sock.bind((address, port))
-            if transport == "tcp":
-                sock.listen(256)
-                listeners.append(sock)
-            else:
-                echo.add(sock)
         for flow in flows:
             with inside(box.ns(flow.source_host)):
                 sock = _socket(flow.transport)
@@ -455,18 +459,77 @@ async def run_flows(
             endpoints = await asyncio.gather(*(_send(s, f, timeout) for f, s, _ in clients))
         finally:
             await asyncio.gather(*(s.stop() for s in sessions))
-        problems += [f"{s.node.id}: {s.problem}" for s in sessions if s.problem]
+        problems = [f"{s.node.id}: {s.problem}" for s in sessions if s.problem]
         results = []
         for (flow, _, sport), t, endpoint in zip(clients, traced, endpoints, strict=True):
             decisions = [d for s in sessions for d in s.decisions(t)]
             results.append(FlowResult(flow, decisions, endpoint, sport))
         return results, problems
     finally:
+        for _, sock, _ in clients:
+            sock.close()
+
+
+async def run_flows(
+    box: Sandbox,
+    indexes: dict[str, RuleIndex],
+    flows: Sequence[AuditFlow],
+    timeout: float,
+    *,
+    retries: int = RETRIES,
+) -> tuple[list[FlowResult], list[str]]:
+    """Listeners at the destinations, every flow sent at once and traced in every firewall.
+
+    Flows left :func:`unsettled` are sent again, up to ``retries`` times, each time with the
+    firewalls' connection tracking emptied (so the rules decide again, not ``ct state
+    established``) and twice the time to answer; one unsettled after that is named in the
+    problems.
+    """
+    loop = asyncio.get_running_loop()
+    echo = _Echo(loop)
+    listeners: list[socket.socket] = []
+    try:
+        for host, transport, address, port in sorted(
+            {(f.destination_host, f.transport, f.dst, f.dport) for f in flows}
+        ):
+            with inside(box.ns(host)):
+                sock = _socket(transport)
+                sock.bind((address, port))
+            if transport == "tcp":
+                sock.listen(256)
+                listeners.append(sock)
+            else:
+                echo.add(sock)
+        results, problems = await _send_round(box, indexes, flows, timeout)
+        for _ in range(retries):
+            again = [n for n, r in enumerate(results) if unsettled(r, bool(problems))]
+            if not again:
+                break
+            if problems:
+                problems = [f"{p} (its unsettled flows were sent again)" for p in problems]
+            box.forget_connections()
+            timeout *= 2
+            retried, more = await _send_round(box, indexes, [flows[n] for n in again], timeout)
+            for n, result in zip(again, retried, strict=True):
+                results[n] = result
+            problems += more
+        left = [r for r in results if unsettled(r)]
+        problems += [
+            f"{_flow_text(r)}: {r.status} after {retries + 1} tries (the firewalls' word on it "
+            "is incomplete)"
+            for r in left
+        ]
+        return results, problems
+    finally:
         echo.close()
         for sock in listeners:
             sock.close()
-        for _, sock, _ in clients:
-            sock.close()
+
+
+def _flow_text(result: FlowResult) -> str:
+    f = result.flow
+    what = f"row {f.row}" if f.row else f"opening {f.label}"
+    return f"{what}, {f.transport} {f.src}:{result.sport or f.sport} -> {f.dst}:{f.dport}"
 
 
 # ------------------------------------------------------------------ the audit

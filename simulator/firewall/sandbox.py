@@ -21,10 +21,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import errno
 import ipaddress
 import json
 import os
 import re
+import socket
+import struct
 import subprocess
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -41,6 +44,10 @@ PREFIX = "es_"
 _NAME = re.compile(rf"^{PREFIX}(\d+)[a-z]*-")
 CLONE_NEWNET = 0x40000000
 COMMAND_TIMEOUT = 30.0
+NETLINK_NETFILTER = 12
+_CT_FLUSH = (1 << 8) | 2
+"""NFNL_SUBSYS_CTNETLINK << 8 | IPCTNL_MSG_CT_DELETE: with no tuple, every entry."""
+_NLM_F_REQUEST, _NLM_F_ACK, _NLMSG_ERROR = 0x1, 0x4, 2
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -70,6 +77,26 @@ def inside(namespace: str) -> Iterator[None]:
     finally:
         os.close(target)
         os.close(own)
+
+
+def conntrack_flush_request(seq: int) -> bytes:
+    """The netlink request that deletes every IPv4 connection-tracking entry of a namespace:
+    an ``IPCTNL_MSG_CT_DELETE`` with no tuple, as ``conntrack -F`` (libnetfilter_conntrack's
+    ``NFCT_Q_FLUSH``) sends it."""
+    body = struct.pack("=BBH", socket.AF_INET, 0, 0)  # struct nfgenmsg: family, version, res_id
+    flags = _NLM_F_REQUEST | _NLM_F_ACK
+    return struct.pack("=IHHII", 16 + len(body), _CT_FLUSH, flags, seq, 0) + body
+
+
+def netlink_error(reply: bytes) -> int:
+    """The errno of a netlink acknowledgement (0: done); -1 when ``reply`` is not one."""
+    if len(reply) < 20:
+        return -1
+    _, kind, _, _, _ = struct.unpack_from("=IHHII", reply)
+    if kind != _NLMSG_ERROR:
+        return -1
+    error: int = struct.unpack_from("=i", reply, 16)[0]
+    return -error
 
 
 def _namespaces() -> list[str]:
@@ -260,6 +287,22 @@ class Sandbox:
             if loop.time() > deadline:
                 raise LabError(f"sandbox links not up within {timeout:g} s ({len(up)} of {count})")
             await asyncio.sleep(0.02)
+
+    def forget_connections(self) -> None:
+        """Empty every firewall's connection tracking table, so that the next packet of a flow
+        sent before is decided by the rules again, not as the reply or the rest of an earlier
+        exchange (``ct state established``)."""
+        for fw in self.topology.firewalls:
+            with inside(self.ns(fw.id)):
+                sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
+            with sock:
+                sock.settimeout(COMMAND_TIMEOUT)
+                sock.send(conntrack_flush_request(1))
+                error = netlink_error(sock.recv(4096))
+            # ENOENT: nothing tracked yet (the rules use no ct match).
+            if error not in (0, errno.ENOENT):
+                why = os.strerror(error) if error > 0 else "no acknowledgement"
+                raise LabError(f"{fw.id}: cannot flush connection tracking: {why}")
 
     async def close(self) -> None:
         names = [n for n in _namespaces() if n.startswith(self.prefix)]

@@ -113,7 +113,12 @@ def test_cli_audit_json_names_the_rule(topology: Topology) -> None:
 def test_diff_names_both_sides(topology: Topology) -> None:
     defect = next(d for d in DEFECTS if d.id == "d01-no-outbound-federation")
     report = asyncio.run(diff(topology, {defect.firewall: defect.file}))
-    assert {d.row.id for d in report.rows} == set(defect.broken)
+    extra = [f.to_dict() for d in report.rows if d.row.id not in defect.broken for f in d.flows]
+    assert {d.row.id for d in report.rows} == set(defect.broken), (
+        extra,
+        report.rendered.problems,
+        report.yours.problems,
+    )
     for d in report.rows:
         assert (d.rendered, d.yours) == ("allowed", "blocked")
         # The rendered rules name the row they were rendered for (pic-out-5061's flow is
