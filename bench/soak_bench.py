@@ -100,15 +100,8 @@ class Held:
         self, host: str, port: int, source: str, tls: ssl.SSLContext | None, name: str | None
     ) -> asyncio.StreamWriter | None:
         try:
-            _, writer = await asyncio.wait_for(
-                asyncio.open_connection(
-                    host,
-                    port,
-                    ssl=tls,
-                    server_hostname=name if tls else None,
-                    local_addr=(source, 0),
-                ),
-                15.0,
+            _, writer = await aioloop.open_stream(
+                host, port, timeout=15.0, tls=tls, server_hostname=name, local_address=source
             )
         except (OSError, TimeoutError, ssl.SSLError):
             self.failed += 1
@@ -177,8 +170,8 @@ async def xmpp_stream_rtts(count: int) -> tuple[list[float], int]:
     for _ in range(count):
         start = time.perf_counter()
         try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(EDGE, 5269, local_addr=("127.0.113.30", 0)), 5.0
+            reader, writer = await aioloop.open_stream(
+                EDGE, 5269, timeout=5.0, local_address="127.0.113.30"
             )
             writer.write(HEADER.encode())
             await asyncio.wait_for(reader.readuntil(b"</stream:features>"), 5.0)

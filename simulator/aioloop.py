@@ -13,6 +13,7 @@ import asyncio
 import gc
 import os
 import socket
+import ssl
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, TypeVar, cast
 
@@ -90,6 +91,29 @@ async def udp_endpoint(
     loop = asyncio.get_running_loop()
     transport, protocol = await loop.create_datagram_endpoint(factory, sock=sock)
     return transport, protocol
+
+
+async def open_stream(
+    host: str,
+    port: int,
+    *,
+    timeout: float,
+    tls: ssl.SSLContext | None = None,
+    server_hostname: str | None = None,
+    local_address: str | None = None,
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A TCP connection (TLS with ``tls``, checked against ``server_hostname``) from
+    ``local_address`` (any port), up within ``timeout`` seconds or ``TimeoutError``."""
+    return await asyncio.wait_for(
+        asyncio.open_connection(
+            host,
+            port,
+            ssl=tls,
+            server_hostname=server_hostname if tls else None,
+            local_addr=(local_address, 0) if local_address else None,
+        ),
+        timeout,
+    )
 
 
 class Answering(asyncio.DatagramProtocol):

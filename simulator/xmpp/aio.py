@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from simulator import trace
+from simulator.aioloop import open_stream
 from simulator.certificate import PeerCertificate
 from simulator.dns.resolver import LabResolver, ResolutionError
 from simulator.limits import ConnectionLimits, limit
@@ -360,15 +361,13 @@ async def open_session(
     last: Exception | None = None
     for host, port in addresses:
         try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(
-                    host,
-                    port,
-                    ssl=ssl_now,
-                    server_hostname=server_hostname if ssl_now else None,
-                    local_addr=(local_address, 0) if local_address else None,
-                ),
-                connect_timeout,
+            reader, writer = await open_stream(
+                host,
+                port,
+                timeout=connect_timeout,
+                tls=ssl_now,
+                server_hostname=server_hostname,
+                local_address=local_address,
             )
         except (OSError, TimeoutError, ssl.SSLError) as exc:
             last = exc

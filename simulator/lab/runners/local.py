@@ -23,6 +23,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
 
+from simulator.aioloop import open_stream
 from simulator.errors import LabError, UsageError
 from simulator.firewall.rules import FirewallNode
 from simulator.lab.capture import (
@@ -195,9 +196,7 @@ async def check_listener(
         if check is not None:
             reason = await asyncio.wait_for(check(bound), CHECK_TIMEOUT)
         elif bound.transport == "tcp":
-            _reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(bound.address, bound.port), CHECK_TIMEOUT
-            )
+            _reader, writer = await open_stream(bound.address, bound.port, timeout=CHECK_TIMEOUT)
             writer.close()
             reason = None
         else:
