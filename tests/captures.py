@@ -52,3 +52,12 @@ def xmpp_bodies(pcap: Path) -> list[str]:
     on 5222; it is told that 5269, the server-to-server port, is XMPP with STARTTLS too)."""
     text = tshark(pcap, "xmpp.message", "-d", "tcp.port==5269,xmpp")
     return re.findall(r'BODY \[value="([^"]*)"\]', text)
+
+
+def tcp_conversations(pcap: Path) -> str:
+    """tshark's table of the TCP conversations in ``pcap`` (for a failing test's message)."""
+    done = subprocess.run(
+        ["tshark", "-r", str(pcap), "-q", "-z", "conv,tcp"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    return done.stdout + done.stderr

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from rich.markup import escape
 
 from simulator import aioloop
 from simulator.cli._common import (
@@ -167,7 +168,9 @@ def probe(
             return await probe_all()
         async with lab_runner.capture(pcap_dir / "probe.pcapng") as capture:
             run = await probe_all()
-        err_console.print(f"wrote {capture.path} ({capture.packets} packets, TLS secrets embedded)")
+        err_console.print(f"wrote {escape(capture.summary())}")
+        for problem in capture.problems:
+            err_console.print(f"[yellow]{escape(problem)}[/]", soft_wrap=True)
         return run
 
     run: ProbeRun = aioloop.run(captured())

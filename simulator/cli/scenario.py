@@ -92,9 +92,11 @@ async def _run(
         print_results(console, results, topology, runner, ladder)
         for b in broken:
             console.print(f"[red]broken[/] {escape(str(b.path))}: {escape(b.reason)}")
-        if pcap_dir is not None:
-            count = sum(r.capture is not None for r in results)
-            console.print(f"{count} capture(s) in {pcap_dir} (pcapng, TLS secrets embedded)")
+        for r in results:
+            if r.capture is not None:
+                console.print(f"capture {escape(r.capture.summary())}", soft_wrap=True)
+                for problem in r.capture.problems:
+                    console.print(f"  [yellow]{escape(problem)}[/]", soft_wrap=True)
     if html_file is not None:
         html_file.parent.mkdir(parents=True, exist_ok=True)
         html_file.write_text(results_html(results, topology, runner, html_file), encoding="utf-8")

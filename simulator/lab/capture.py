@@ -83,6 +83,11 @@ class CaptureResult:
     secrets: int = 0
     """Key log lines embedded (about two per TLS 1.3 session)."""
     problems: list[str] = field(default_factory=list)
+    """What will not decrypt, and why (a key log that could not be read, none at all)."""
+
+    def summary(self) -> str:
+        """``DIR/x.pcapng: 812 packets, 24 TLS secrets embedded``."""
+        return f"{self.path}: {self.packets} packets, {self.secrets} TLS secrets embedded"
 
 
 def capture_tools_problem() -> str | None:
@@ -168,18 +173,31 @@ def _captured(dump: Dump) -> int:
     return 0
 
 
-async def _read(source: KeySource) -> bytes:
+async def read_key_log(source: KeySource) -> tuple[bytes, str | None]:
+    """The key log's lines (none when its processes did no TLS yet, so never wrote it), and
+    why it could not be read, if it could not (read twice: a busy Docker engine can fail an
+    ``exec`` now and then)."""
     if not source.argv:
         try:
-            return Path(source.path).read_bytes()
-        except OSError:
-            return b""
-    proc = await asyncio.create_subprocess_exec(
-        *source.argv, "cat", source.path,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
-    )  # fmt: skip
-    out, _ = await proc.communicate()
-    return out if proc.returncode == 0 else b""
+            return Path(source.path).read_bytes(), None
+        except FileNotFoundError:
+            return b"", None
+        except OSError as exc:
+            return b"", f"{source.path}: {exc.strerror}"
+    why = ""
+    for _ in range(2):
+        proc = await asyncio.create_subprocess_exec(
+            *source.argv, "sh", "-c", f"test ! -e '{source.path}' || cat '{source.path}'",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, err = await proc.communicate()
+        if proc.returncode == 0:
+            return out, None
+        last = (err.decode(errors="replace").strip().splitlines() or [""])[-1]
+        why = f"{source.path} in {source.argv[-1]}: exit {proc.returncode}" + (
+            f", {last}" if last else ""
+        )
+    return b"", why
 
 
 async def _tool(*argv: str) -> None:
@@ -230,7 +248,13 @@ async def packet_capture(
                 os.environ.pop(KEYLOG_ENV, None)
         mine = KeySource((), own_keys or str(work / "this-process.keys"))
         sources = [mine, *(s for s in keys if s != mine)]
-        secrets = b"".join([await _read(s) for s in sources])
+        read = [await read_key_log(s) for s in sources]
+        secrets = b"".join(lines for lines, _ in read)
+        result.problems += [
+            f"a TLS key log could not be read ({why}): the sessions it holds stay encrypted"
+            for _, why in read
+            if why
+        ]
         result.packets = sum(_captured(d) for d in dumps)
         result.secrets = sum(1 for line in secrets.splitlines() if line and line[:1] != b"#")
         keys_file = work / "tls.keys"

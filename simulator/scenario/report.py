@@ -105,12 +105,12 @@ def results_html(
             f"<p>{html.escape(r.scenario.description)}</p>"
         )
         if r.capture is not None:
-            target = r.capture.resolve()
+            target = r.capture.path.resolve()
             if page is not None:
                 target = Path(os.path.relpath(target, page.resolve().parent))
             link = html.escape(target.as_posix())
             parts.append(
-                f"<p class='capture'>capture: <a href='{link}'>{html.escape(r.capture.name)}</a>"
+                f"<p class='capture'>capture: <a href='{link}'>{html.escape(r.capture.path.name)}</a>"
                 " (pcapng with the TLS secrets: Wireshark shows SIP and XMPP decrypted)</p>"
             )
         if r.status in ("failed", "error", "skipped"):

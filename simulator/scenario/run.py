@@ -43,7 +43,7 @@ class ScenarioResult:
     step: str | None = None
     duration: float = 0.0
     events: list[TraceEvent] = field(default_factory=list)
-    capture: Path | None = None
+    capture: CaptureResult | None = None
     """The pcapng of this scenario's packets (``--pcap DIR``), TLS secrets embedded."""
 
     @property
@@ -63,7 +63,8 @@ class ScenarioResult:
             "reason": self.reason,
             "duration": round(self.duration, 3),
             "events": [e.to_dict() for e in self.events],
-            "capture": str(self.capture) if self.capture else None,
+            "capture": str(self.capture.path) if self.capture else None,
+            "capture_problems": self.capture.problems if self.capture else [],
         }
 
 
@@ -233,9 +234,9 @@ async def run_all(
             out = pcap_dir / f"{item.name}.pcapng"
         async with _traced(firewalls, item, topology) as lab_trace:
             if out is not None and capture is not None:
-                async with capture(out):
+                async with capture(out) as captured:
                     result = await run_one(item, topology, runner, pki, namespaces=namespaces)
-                result.capture = out
+                result.capture = captured
             else:
                 result = await run_one(item, topology, runner, pki, namespaces=namespaces)
         if trace_file is not None:

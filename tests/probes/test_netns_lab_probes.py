@@ -43,7 +43,16 @@ def probe(state: Path, *more: str) -> dict[str, dict[str, object]]:
     done = edgesim(
         "probe", "--runner", "netns", "--format", "json", "--certs", certs, *more, state=state
     )
-    return {r["row"]: r for r in json.loads(done.stdout)["results"]}
+    # Exit 1 is a probe that failed (the broken rules); anything else is the command's own.
+    assert done.returncode in (0, 1), done.stderr[-3000:]
+    try:
+        data = json.loads(done.stdout)
+    except ValueError as exc:
+        raise AssertionError(
+            f"probe printed {len(done.stdout)} characters that are not JSON ({exc}); "
+            f"exit {done.returncode}; stderr: {done.stderr[-3000:]}"
+        ) from None
+    return {r["row"]: r for r in data["results"]}
 
 
 def test_every_row_meets_its_expectation_and_broken_rules_show_exactly_their_rows(

@@ -8,6 +8,7 @@ XMPP ``<message>`` body come out in clear text.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -42,7 +43,13 @@ def test_scenario_captures_decrypt_in_tshark_on_the_embedded_lab(tmp_path: Path)
         capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "2 capture(s) in" in done.stdout
+    # Each capture is named with what it holds; no key log went missing.
+    for name in ("remote-user-im", "xmpp-chat"):
+        assert re.search(
+            rf"capture {re.escape(str(pcaps / name))}\.pcapng: [1-9]\d* packets, [1-9]\d* TLS "
+            r"secrets embedded\n(?!  )",
+            done.stdout,
+        ), done.stdout
 
     remote = pcaps / "remote-user-im.pcapng"
     # The remote user's leg is on the Edge's moved client port: Wireshark is told it is SIP.
@@ -76,6 +83,9 @@ def test_probe_and_scenario_captures_on_a_netns_lab(tmp_path: Path) -> None:
         assert scen.returncode == 0, scen.stdout + scen.stderr
         probe = edgesim("probe", *lab, "--row", "fed-in-5061", "--pcap", "pcap")
         assert probe.returncode == 0, probe.stdout + probe.stderr
+        # Every host's key log was read (a host whose processes did no TLS has none: no loss).
+        assert "could not be read" not in scen.stdout + probe.stderr, scen.stdout + probe.stderr
+        assert re.search(r"wrote \S+probe\.pcapng: [1-9]\d* packets", probe.stderr), probe.stderr
     finally:
         edgesim("lab", "down", *lab[:-2])
     messages = sip_messages(tmp_path / "pcap" / "federation-im.pcapng")
