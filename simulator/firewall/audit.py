@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import struct
 import tempfile
 import time
 from collections.abc import Sequence
@@ -444,6 +445,10 @@ async def _send_round(
         for flow in flows:
             with inside(box.ns(flow.source_host)):
                 sock = _socket(flow.transport)
+                if flow.transport == "tcp":
+                    # Closed with a reset: the address pair is free again at once, for a
+                    # retry from the same fixed source port (the relay range).
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                 sock.bind((flow.src, flow.sport))
             clients.append((flow, sock, sock.getsockname()[1]))
         traced = [

@@ -68,6 +68,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         agent.set_property("controlling-mode", controlling)
         agent.set_property("force-relay", True)
         agent.set_property("ice-tcp", False)
+        # No UPnP IGD discovery (SSDP multicast, on by default where libnice has it): a Lync
+        # client behind the lab's firewalls has no gateway to ask, and gathering would wait on it.
+        agent.set_property("upnp", False)
         if args.local:
             address = Nice.Address.new()
             address.set_from_string(args.local)

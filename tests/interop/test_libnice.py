@@ -99,6 +99,9 @@ async def relay(edge: AsyncTurnServer, a: str, b: str) -> dict[str, object]:
     out, err = await asyncio.wait_for(proc.communicate(), 60)
     assert out, err.decode(errors="replace")[-2000:]
     result: dict[str, object] = json.loads(out.decode().strip().splitlines()[-1])
+    # For a failing assertion: what libnice said, and what the Edge counted.
+    result["stderr"] = err.decode(errors="replace")[-2000:]
+    result["edge"] = dict(edge.core.stats)
     return result
 
 
