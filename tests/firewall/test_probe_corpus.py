@@ -29,6 +29,7 @@ from tests.firewall.corpus_helpers import (
     probe_fate,
     summary,
 )
+from tests.lab.lab_helpers import PROBE_TIMEOUT
 
 pytestmark = [
     pytest.mark.root,
@@ -59,7 +60,7 @@ def lab(topology: Topology, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 def probe(lab: Runner, rules: dict[str, Path]) -> dict[str, ProbeResult]:
     for fw in lab.config.topology.firewalls:
         lab.load_rules(fw.id, rules.get(fw.id))
-    builder, executor = plan_probes(lab, lab.config.certs_dir)
+    builder, executor = plan_probes(lab, lab.config.certs_dir, timeout=PROBE_TIMEOUT)
     run = asyncio.run(probe_matrix(lab.config.topology, executor, builder))
     assert run.notes == []
     return {r.row_id: r for r in run.results}

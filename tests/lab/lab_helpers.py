@@ -52,6 +52,11 @@ def rows_broken_by_broken_external(topology: Topology, flows: list[MatrixFlow]) 
 
 
 ROOT = Path(__file__).resolve().parents[2]
+PROBE_TIMEOUT = 6.0
+"""The probes' timeout in tests that judge a whole lab: the default 2 s is for a user's machine;
+CI's two cores, busy with the lab's processes and Docker, can take longer for a handshake that
+passes. A blocked row costs it once per run (the probes run in parallel)."""
+PROBE_TIMEOUT_ARGS = ("--timeout", f"{PROBE_TIMEOUT:g}")
 
 
 def docker_problem() -> str | None:

@@ -22,6 +22,8 @@ from simulator.lab.topology import Topology
 from simulator.matrix import load_matrix
 from tests.captures import XMPP_MESSAGE, needs_capture_tools, tcp_conversations, xmpp_bodies
 from tests.lab.lab_helpers import (
+    PROBE_TIMEOUT,
+    PROBE_TIMEOUT_ARGS,
     base_image,
     docker_problem,
     ip_forward_by_service,
@@ -258,7 +260,7 @@ def test_every_matrix_row_at_protocol_level_from_inside_the_containers(
     certs = ["--certs", str(tmp_path / "certs")]
     done = subprocess.run(
         [sys.executable, "-m", "simulator", "probe", "--runner", "compose", *certs,
-         "--format", "json"],
+         "--format", "json", *PROBE_TIMEOUT_ARGS],
         capture_output=True, text=True, timeout=300, cwd=ROOT, env=env,
     )  # fmt: skip
     results = json.loads(done.stdout)["results"]
@@ -325,7 +327,7 @@ def test_firewall_verdicts_match_the_netns_lab(
         for case, rules in cases.items():
             for fw in topology.firewalls:
                 runner.load_rules(fw.id, rules.get(fw.id))
-            builder, executor = plan_probes(runner, tmp_path / "certs")
+            builder, executor = plan_probes(runner, tmp_path / "certs", timeout=PROBE_TIMEOUT)
             run = asyncio.run(probe_matrix(topology, executor, builder))
             assert run.notes == [], run.notes
             out[case] = {}
@@ -355,7 +357,14 @@ def test_firewall_verdicts_match_the_netns_lab(
     finally:
         for fw in topology.firewalls:
             compose_runner.load_rules(fw.id, None)
-    assert on_compose == on_netns
+    differ = {
+        (case, row): (verdict, on_netns.get(case, {}).get(row))
+        for case, rows in on_compose.items()
+        for row, verdict in rows.items()
+        if on_netns.get(case, {}).get(row) != verdict
+    }
+    assert differ == {}, "\n".join(f"{k}: compose {c} netns {n}" for k, (c, n) in differ.items())
+    assert on_compose.keys() == on_netns.keys()
     # ... and both are the corpus's answer.
     for d in defects:
         if d.id in on_compose:

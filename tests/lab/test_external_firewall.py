@@ -32,6 +32,7 @@ from simulator.lab.runners.netns import check_parent, lab_namespaces
 from simulator.lab.topology import Topology, default_topology_path, load_topology
 from simulator.matrix import load_matrix
 from tests.lab.appliance import FIREWALL, NAMESPACE, StandIn, external_topology, parent_names
+from tests.lab.lab_helpers import PROBE_TIMEOUT_ARGS
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "lab/firewall/external.nft"
@@ -292,7 +293,7 @@ def edgesim(*args: str, state: Path, timeout: float = 300) -> subprocess.Complet
 def probe(state: Path, name: str, top: tuple[str, ...] = ()) -> dict[str, dict[str, Any]]:
     done = edgesim(
         *top, "probe", "--runner", "netns", "--name", name, "--format", "json",
-        "--certs", str(state / "certs"), state=state,
+        "--certs", str(state / "certs"), *PROBE_TIMEOUT_ARGS, state=state,
     )  # fmt: skip
     assert done.stdout, done.stderr
     return {r["row"]: r for r in json.loads(done.stdout)["results"]}

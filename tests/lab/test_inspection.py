@@ -19,7 +19,7 @@ from simulator.lab.runners.base import LabConfig
 from simulator.lab.runners.netns import NetnsRunner, lab_namespaces
 from simulator.lab.topology import Topology
 from simulator.middlebox.ca import CA_NAME
-from tests.lab.lab_helpers import skip_unless_netns
+from tests.lab.lab_helpers import PROBE_TIMEOUT_ARGS, skip_unless_netns
 
 pytestmark = pytest.mark.root
 
@@ -65,7 +65,7 @@ def edgesim(lab: NetnsRunner, *args: str) -> subprocess.CompletedProcess[str]:
 
 def probe(lab: NetnsRunner) -> dict[str, dict[str, object]]:
     rows = [a for row in (*CROSSING, *BESIDE) for a in ("--row", row)]
-    ran = edgesim(lab, "probe", "--runner", "netns", *rows, "--format", "json")
+    ran = edgesim(lab, "probe", "--runner", "netns", *rows, "--format", "json", *PROBE_TIMEOUT_ARGS)
     assert ran.stdout, ran.stderr
     return {r["row"]: r for r in json.loads(ran.stdout)["results"]}
 

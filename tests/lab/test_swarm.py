@@ -26,7 +26,12 @@ from simulator.lab.runners.swarm import (
 from simulator.lab.topology import Topology, load_topology
 from simulator.matrix import load_matrix
 from tests.lab.appliance import external_topology
-from tests.lab.lab_helpers import build_test_image, docker_problem, ip_forward_by_service
+from tests.lab.lab_helpers import (
+    PROBE_TIMEOUT_ARGS,
+    build_test_image,
+    docker_problem,
+    ip_forward_by_service,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGE = "edgesim:test"
@@ -209,7 +214,7 @@ def test_tasks_carry_their_lab_addresses_beside_swarms(swarm_lab: Path, topology
 @pytest.mark.docker
 def test_every_matrix_row_meets_its_expectation_across_the_swarm(swarm_lab: Path) -> None:
     done = edgesim("probe", "--runner", "swarm", "--name", LAB, "--format", "json",
-                   state=swarm_lab)  # fmt: skip
+                   *PROBE_TIMEOUT_ARGS, state=swarm_lab)  # fmt: skip
     results = json.loads(done.stdout)["results"]
     unmet = {r["row"]: f"{r['verdict']}: {r['reason']}" for r in results if not r["met"]}
     assert not unmet, unmet

@@ -18,6 +18,7 @@ import pytest
 from simulator.lab.runners.base import LabName
 from simulator.lab.runners.netns import lab_namespaces
 from simulator.matrix import load_matrix
+from tests.lab.lab_helpers import PROBE_TIMEOUT_ARGS
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [
@@ -41,7 +42,16 @@ def edgesim(*args: str, state: Path, timeout: float = 300) -> subprocess.Complet
 def probe(state: Path, *more: str) -> dict[str, dict[str, object]]:
     certs = str(state / "certs")  # the PKI the lab was started with
     done = edgesim(
-        "probe", "--runner", "netns", "--format", "json", "--certs", certs, *more, state=state
+        "probe",
+        "--runner",
+        "netns",
+        "--format",
+        "json",
+        "--certs",
+        certs,
+        *PROBE_TIMEOUT_ARGS,
+        *more,
+        state=state,
     )
     # Exit 1 is a probe that failed (the broken rules); anything else is the command's own.
     assert done.returncode in (0, 1), done.stderr[-3000:]
