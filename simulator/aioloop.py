@@ -10,6 +10,7 @@ code runs on both: the test suite runs on the standard loop, and again on uvloop
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import os
 import socket
@@ -53,9 +54,25 @@ def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 
 
 def run(main: Coroutine[Any, Any, T]) -> T:
-    """``asyncio.run(main)`` on the loop :func:`loop_name` picks."""
-    with asyncio.Runner(loop_factory=loop_factory()) as runner:
-        return runner.run(main)
+    """``asyncio.run(main)`` on the loop :func:`loop_name` picks; standard input, output and
+    error are left blocking, as they came.
+
+    A child process that shares them, or uvloop's own handling of a descriptor, can leave one
+    in non-blocking mode (reported of uvloop with stdio); a write larger than a pipe holds
+    (64 KiB) then fails half done, and a command's JSON arrives cut short.
+    """
+    try:
+        with asyncio.Runner(loop_factory=loop_factory()) as runner:
+            return runner.run(main)
+    finally:
+        _blocking_stdio()
+
+
+def _blocking_stdio() -> None:
+    for fd in (0, 1, 2):
+        with contextlib.suppress(OSError):
+            if not os.get_blocking(fd):
+                os.set_blocking(fd, True)
 
 
 def settle_heap() -> None:
