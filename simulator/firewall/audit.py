@@ -165,8 +165,9 @@ class RowResult:
 
     @property
     def got(self) -> str:
-        """``allowed``, ``blocked``, ``partly allowed``, ``reply dropped`` or ``crosses no
-        firewall``."""
+        """``allowed``, ``blocked``, ``partly allowed``, ``reply dropped``, ``unsettled`` (a
+        request went through and no firewall ever saw its reply, even sent again: the audit's
+        problems name the flow) or ``crosses no firewall``."""
         judged = self.judged
         if not judged:
             return "crosses no firewall"
@@ -175,6 +176,8 @@ class RowResult:
             return "allowed"
         if not any(f.request_through for f in judged):
             return "blocked"
+        if "no reply" in statuses and statuses <= {"allowed", "no reply"}:
+            return "unsettled"
         if statuses <= {"reply dropped", "no reply"}:
             return "reply dropped"
         return "partly allowed"
@@ -505,19 +508,23 @@ async def run_flows(
                 listeners.append(sock)
             else:
                 echo.add(sock)
-        results, problems = await _send_round(box, indexes, flows, timeout)
+        results, lost = await _send_round(box, indexes, flows, timeout)
+        problems: list[str] = []
         for _ in range(retries):
-            again = [n for n, r in enumerate(results) if unsettled(r, bool(problems))]
+            again = [n for n, r in enumerate(results) if unsettled(r, bool(lost))]
             if not again:
                 break
-            if problems:
-                problems = [f"{p} (its unsettled flows were sent again)" for p in problems]
-            box.forget_connections()
+            # The kernel's lost trace events of the last round: its unsettled flows go again.
+            problems += [f"{p} (its unsettled flows were sent again)" for p in lost]
+            try:
+                box.forget_connections()
+            except LabError as exc:
+                problems.append(f"{exc}; flows sent again may be let by as established")
             timeout *= 2
-            retried, more = await _send_round(box, indexes, [flows[n] for n in again], timeout)
+            retried, lost = await _send_round(box, indexes, [flows[n] for n in again], timeout)
             for n, result in zip(again, retried, strict=True):
                 results[n] = result
-            problems += more
+        problems += lost
         left = [r for r in results if unsettled(r)]
         problems += [
             f"{_flow_text(r)}: {r.status} after {retries + 1} tries (the firewalls' word on it "

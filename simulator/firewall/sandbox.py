@@ -44,6 +44,8 @@ PREFIX = "es_"
 _NAME = re.compile(rf"^{PREFIX}(\d+)[a-z]*-")
 CLONE_NEWNET = 0x40000000
 COMMAND_TIMEOUT = 30.0
+FLUSH_TIMEOUT = 2.0
+"""Seconds the kernel has to acknowledge a connection-tracking flush (it takes microseconds)."""
 NETLINK_NETFILTER = 12
 _CT_FLUSH = (1 << 8) | 2
 """NFNL_SUBSYS_CTNETLINK << 8 | IPCTNL_MSG_CT_DELETE: with no tuple, every entry."""
@@ -296,9 +298,14 @@ class Sandbox:
             with inside(self.ns(fw.id)):
                 sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
             with sock:
-                sock.settimeout(COMMAND_TIMEOUT)
-                sock.send(conntrack_flush_request(1))
-                error = netlink_error(sock.recv(4096))
+                sock.settimeout(FLUSH_TIMEOUT)
+                try:
+                    sock.send(conntrack_flush_request(1))
+                    error = netlink_error(sock.recv(4096))
+                except OSError as exc:  # TimeoutError included
+                    raise LabError(
+                        f"{fw.id}: cannot flush connection tracking: {exc.strerror or 'no answer'}"
+                    ) from None
             # ENOENT: nothing tracked yet (the rules use no ct match).
             if error not in (0, errno.ENOENT):
                 why = os.strerror(error) if error > 0 else "no acknowledgement"

@@ -41,6 +41,8 @@ KEYLOG_ENV = "SSLKEYLOGFILE"
 """The variable every TLS context of edgesim (and Python's default context) logs secrets to."""
 START_TIMEOUT = 20.0
 STOP_TIMEOUT = 20.0
+READ_TIMEOUT = 30.0
+"""Seconds one read of a node's TLS key log may take (through ``docker compose exec``)."""
 
 
 @dataclass(frozen=True)
@@ -187,10 +189,16 @@ async def read_key_log(source: KeySource) -> tuple[bytes, str | None]:
     why = ""
     for _ in range(2):
         proc = await asyncio.create_subprocess_exec(
-            *source.argv, "sh", "-c", f"test ! -e '{source.path}' || cat '{source.path}'",
+            *source.argv, "sh", "-c", 'test ! -e "$1" || cat "$1"', "sh", source.path,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         )  # fmt: skip
-        out, err = await proc.communicate()
+        try:
+            out, err = await asyncio.wait_for(proc.communicate(), READ_TIMEOUT)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            why = f"{source.path} in {source.argv[-1]}: no answer within {READ_TIMEOUT:g} s"
+            continue
         if proc.returncode == 0:
             return out, None
         last = (err.decode(errors="replace").strip().splitlines() or [""])[-1]

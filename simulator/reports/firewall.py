@@ -19,6 +19,7 @@ GOT_STYLE = {
     "blocked": "cyan",
     "partly allowed": "yellow",
     "reply dropped": "yellow",
+    "unsettled": "yellow",
     "crosses no firewall": "dim",
 }
 

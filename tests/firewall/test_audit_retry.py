@@ -12,7 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from simulator.firewall.audit import TOKEN, AuditFlow, FlowResult, plan, rule_files, run_flows
+from simulator.firewall.audit import (
+    TOKEN,
+    AuditFlow,
+    FlowResult,
+    RowResult,
+    plan,
+    rule_files,
+    run_flows,
+)
 from simulator.firewall.render import RETURN_COMMENT
 from simulator.firewall.rules import RuleIndex, load_rules
 from simulator.firewall.sandbox import Sandbox, requirements_problem
@@ -89,6 +97,9 @@ def test_without_a_retry_the_lost_datagram_is_named(topology: Topology, tmp_path
     results, problems = lose_one_and_send(topology, tmp_path, retries=0)
     lost = [r for r in results if r.status != "allowed"]
     assert [r.status for r in lost] == ["no reply"]
+    # The row says so: not "reply dropped", which needs a firewall seen dropping the reply.
+    row = RowResult(load_matrix().row(ROW), results)
+    assert (row.got, row.met) == ("unsettled", False)
     assert len(problems) == 1
     assert problems[0].startswith(f"row {ROW}, udp ") and "no reply after 1 tries" in problems[0]
 
