@@ -15,7 +15,8 @@ import gc
 import os
 import socket
 import ssl
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
 from simulator.errors import UsageError
@@ -131,6 +132,46 @@ async def open_stream(
         ),
         timeout,
     )
+
+
+@dataclass(frozen=True)
+class Finished:
+    """How a command run by :func:`run_command` ended."""
+
+    returncode: int | None
+    """None: it could not start, or did not finish in time (then it was killed)."""
+    out: bytes = b""
+    err: bytes = b""
+    why: str = ""
+    """When there is no return code: ``cannot run X: ...`` or ``did not finish within N s``."""
+
+    @property
+    def last_error(self) -> str:
+        """The last line the command wrote to stderr (empty when none)."""
+        return (self.err.decode(errors="replace").strip().splitlines() or [""])[-1]
+
+
+async def run_command(
+    argv: Sequence[str], *, timeout: float, env: Mapping[str, str] | None = None
+) -> Finished:
+    """Run ``argv`` (no standard input), its output collected, killed after ``timeout`` s."""
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=env,
+        )
+    except OSError as exc:
+        return Finished(None, why=f"cannot run {argv[0]}: {exc.strerror}")
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        return Finished(None, why=f"did not finish within {timeout:g} s")
+    return Finished(proc.returncode, out, err)
 
 
 class Answering(asyncio.DatagramProtocol):

@@ -33,6 +33,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from simulator.aioloop import run_command
 from simulator.errors import LabError
 
 log = logging.getLogger(__name__)
@@ -187,24 +188,19 @@ async def read_key_log(source: KeySource) -> tuple[bytes, str | None]:
         except OSError as exc:
             return b"", f"{source.path}: {exc.strerror}"
     why = ""
+    where = f"{source.path} in {source.argv[-1]}"
     for _ in range(2):
-        proc = await asyncio.create_subprocess_exec(
-            *source.argv, "sh", "-c", 'test ! -e "$1" || cat "$1"', "sh", source.path,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        )  # fmt: skip
-        try:
-            out, err = await asyncio.wait_for(proc.communicate(), READ_TIMEOUT)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
-            why = f"{source.path} in {source.argv[-1]}: no answer within {READ_TIMEOUT:g} s"
-            continue
-        if proc.returncode == 0:
-            return out, None
-        last = (err.decode(errors="replace").strip().splitlines() or [""])[-1]
-        why = f"{source.path} in {source.argv[-1]}: exit {proc.returncode}" + (
-            f", {last}" if last else ""
+        done = await run_command(
+            [*source.argv, "sh", "-c", 'test ! -e "$1" || cat "$1"', "sh", source.path],
+            timeout=READ_TIMEOUT,
         )
+        if done.returncode == 0:
+            return done.out, None
+        if done.returncode is None:
+            why = f"{where}: {done.why}"
+        else:
+            last = done.last_error
+            why = f"{where}: exit {done.returncode}" + (f", {last}" if last else "")
     return b"", why
 
 

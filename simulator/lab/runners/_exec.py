@@ -11,6 +11,7 @@ import logging
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from simulator.aioloop import run_command
 from simulator.firewall.render import render_all, topology_rules_path
 from simulator.lab.capture import CapturePoint, sent_by
 from simulator.lab.runners.base import ListenerCheck, ListenerInfo, Runner, lab_firewall
@@ -54,28 +55,14 @@ async def _check_host(
         "--certs", runner.node_certs, "--ready-file", ready_file,
     ]  # fmt: skip
     failed = f"{host}: `lab check-host` "
-    try:
-        proc = await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            env=runner.exec_env(),
-        )
-    except OSError as exc:
-        return [ListenerCheck(host, "-", _WHOLE_HOST, False, f"{failed}: {exc.strerror}")]
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(), timeout)
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        detail = f"{failed}did not finish within {timeout:.0f} s"
-        return [ListenerCheck(host, "-", _WHOLE_HOST, False, detail)]
-    if proc.returncode != 0:
-        last = (err.decode(errors="replace").strip().splitlines() or ["no output"])[-1]
+    done = await run_command(argv, timeout=timeout, env=runner.exec_env())
+    if done.returncode is None:
+        return [ListenerCheck(host, "-", _WHOLE_HOST, False, f"{failed}{done.why}")]
+    if done.returncode != 0:
+        last = done.last_error or "no output"
         return [ListenerCheck(host, "-", _WHOLE_HOST, False, f"{failed}failed: {last}")]
     try:
-        return [ListenerCheck.from_dict(item) for item in json.loads(out or b"[]")]
+        return [ListenerCheck.from_dict(item) for item in json.loads(done.out or b"[]")]
     except (ValueError, KeyError, TypeError) as exc:
         return [ListenerCheck(host, "-", _WHOLE_HOST, False, f"{failed}: bad output ({exc})")]
 
